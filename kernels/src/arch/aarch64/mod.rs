@@ -1,0 +1,4 @@
+//! NEON kernels. NEON is part of the aarch64 baseline, so no run-time detection is
+//! needed: every function here is safe to call on any aarch64 CPU Rust supports.
+
+pub(crate) mod reduce;

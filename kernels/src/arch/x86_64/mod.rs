@@ -1,0 +1,5 @@
+//! SSE kernels mirroring the NEON ones lane for lane (128-bit vectors of 4 f32). SSE2 is
+//! part of the x86_64 baseline, so these need no run-time detection; kernels that want
+//! SSE4.1 or AVX2 detect them once at run time.
+
+pub(crate) mod reduce;

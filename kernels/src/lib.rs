@@ -1,0 +1,45 @@
+//! SIMD kernels for tandem's hot paths.
+//!
+//! Guarantees:
+//! - Every public function is safe. It checks its own lengths and documents any panic.
+//! - One algorithm, three backends: NEON on aarch64 (chosen at compile time: NEON is
+//!   baseline there), a 128-bit SSE mirror on x86_64 whose lanes match NEON 1:1, and a
+//!   portable scalar fallback. [`active_backend`] says which one runs.
+//! - Results agree with the naive oracle in `reference.rs` within the tolerance each
+//!   function documents; tests check every backend against it.
+//!
+//! This is the only crate of the workspace that contains `unsafe`; each block carries a
+//! `// SAFETY:` comment.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod arch;
+pub mod reduce;
+mod scalar;
+
+#[cfg(test)]
+mod reference;
+#[cfg(test)]
+mod trace;
+
+/// The instruction set a kernel call runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// aarch64 Advanced SIMD (NEON), 128-bit lanes.
+    Neon,
+    /// x86_64 SSE2 (baseline on x86_64), 128-bit lanes mirroring NEON.
+    Sse2,
+    /// Portable scalar code.
+    Scalar,
+}
+
+/// The backend that the public kernels of this build use on this CPU.
+pub fn active_backend() -> Backend {
+    if cfg!(target_arch = "aarch64") {
+        Backend::Neon
+    } else if cfg!(target_arch = "x86_64") {
+        Backend::Sse2
+    } else {
+        Backend::Scalar
+    }
+}

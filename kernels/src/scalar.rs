@@ -1,0 +1,44 @@
+//! Portable scalar kernels: the fallback on targets without a SIMD backend, and the tail
+//! loop of the SIMD backends.
+
+/// See [`crate::reduce::absmax`].
+pub(crate) fn absmax(x: &[f32]) -> f32 {
+    #[cfg(test)]
+    crate::trace::record(crate::Backend::Scalar);
+    absmax_tail(0.0, x)
+}
+
+/// Folds `x` into a running absmax `acc` (NaN is sticky).
+pub(crate) fn absmax_tail(acc: f32, x: &[f32]) -> f32 {
+    x.iter().fold(acc, |acc, &v| {
+        let a = v.abs();
+        // `a > acc` is false for NaN, so test NaN explicitly to keep it sticky.
+        if a.is_nan() || acc.is_nan() {
+            f32::NAN
+        } else if a > acc {
+            a
+        } else {
+            acc
+        }
+    })
+}
+
+/// See [`crate::reduce::sum_squares`].
+pub(crate) fn sum_squares(x: &[f32]) -> f32 {
+    #[cfg(test)]
+    crate::trace::record(crate::Backend::Scalar);
+    // Four independent accumulators, like the SIMD lanes, so rounding is comparable.
+    let mut acc = [0.0f32; 4];
+    let mut chunks = x.chunks_exact(4);
+    for c in &mut chunks {
+        for lane in 0..4 {
+            acc[lane] = c[lane].mul_add(c[lane], acc[lane]);
+        }
+    }
+    sum_squares_tail((acc[0] + acc[1]) + (acc[2] + acc[3]), chunks.remainder())
+}
+
+/// Adds the squares of `x` to `acc`.
+pub(crate) fn sum_squares_tail(acc: f32, x: &[f32]) -> f32 {
+    x.iter().fold(acc, |acc, &v| v.mul_add(v, acc))
+}

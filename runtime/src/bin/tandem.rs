@@ -1,0 +1,172 @@
+//! `tandem`: the device half of tandem.
+//!
+//! Errors end the process with one `error: ...` line on stderr and exit code 1; bad
+//! arguments exit with clap's code 2.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tandem_runtime::transport::{self, TransportLimits, tls::DevCertificate};
+use tandem_runtime::wire::NodeName;
+
+/// tandem device runtime: fine-tunes models on this board together with a tandem-cloud
+/// peer over QUIC.
+#[derive(Parser)]
+#[command(name = "tandem", version, propagate_version = true)]
+struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Connect to a cloud peer, exchange Hello/HelloAck, print the round-trip time.
+    Hello(HelloArgs),
+    /// Train a tiny model for a second to check that burn works on this machine.
+    #[cfg(feature = "model")]
+    Smoke(SmokeArgs),
+}
+
+#[derive(Args)]
+struct HelloArgs {
+    /// The cloud peer, HOST:PORT (e.g. 127.0.0.1:4433 or cloud.example.org:4433).
+    #[arg(long, value_name = "HOST:PORT")]
+    cloud: String,
+    /// PEM certificate(s) to trust for the cloud. Default: the development certificate
+    /// that `tandem-cloud serve` creates in the tandem cache.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
+    /// Name the cloud's certificate must carry.
+    #[arg(long, default_value = transport::DEFAULT_SERVER_NAME)]
+    server_name: String,
+    /// This device's name as the cloud will log it (default: the host name).
+    #[arg(long)]
+    node: Option<String>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    timeout: f64,
+}
+
+#[cfg(feature = "model")]
+#[derive(Args)]
+struct SmokeArgs {
+    /// CPU backend to train on.
+    #[arg(long, value_enum, default_value_t)]
+    backend: tandem_runtime::model::ComputeBackend,
+    /// Optimiser steps.
+    #[arg(long, default_value_t = 300)]
+    steps: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tandem_runtime::logging::init(cli.verbose);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Hello(args) => hello(args),
+        #[cfg(feature = "model")]
+        Command::Smoke(args) => smoke(args),
+    }
+}
+
+fn hello(args: HelloArgs) -> Result<()> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        bail!("--timeout must be a positive number of seconds, got {}", args.timeout);
+    }
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let node = node_name(args.node)?;
+    let ca = args.ca.unwrap_or_else(|| DevCertificate::default_location().cert);
+    if !ca.exists() {
+        bail!(
+            "no certificate to trust at {}: pass --ca with the cloud's certificate \
+             (tandem-cloud serve writes its development certificate there)",
+            ca.display()
+        );
+    }
+    let config = transport::tls::client_config(&ca, &TransportLimits::default())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let peer = tokio::net::lookup_host(&args.cloud)
+            .await
+            .with_context(|| format!("invalid cloud address '{}' (expected HOST:PORT)", args.cloud))?
+            .next()
+            .with_context(|| format!("cloud address '{}' resolved to nothing", args.cloud))?;
+        let endpoint = transport::client_endpoint(peer, config)?;
+        let report = tokio::time::timeout(
+            timeout,
+            transport::hello(&endpoint, peer, &args.server_name, &node),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no answer from {peer} within {:.1} s (is tandem-cloud serving there?)",
+                timeout.as_secs_f64()
+            )
+        })?
+        .with_context(|| format!("hello to {peer} failed"))?;
+        endpoint.wait_idle().await;
+        println!(
+            "hello: {} ({}) at {peer}, protocol {}: round trip {:.3} ms \
+             (handshake {:.3} ms, QUIC RTT estimate {:.3} ms)",
+            report.peer,
+            report.software,
+            report.version,
+            ms(report.round_trip),
+            ms(report.handshake),
+            ms(report.quic_rtt),
+        );
+        Ok(())
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `--node`, else the host name, else "device"; at most 64 bytes.
+fn node_name(arg: Option<String>) -> Result<NodeName> {
+    let name = arg.unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "device".to_string())
+    });
+    NodeName::try_from(name.as_str())
+        .map_err(|_| anyhow::anyhow!("node name '{name}' is longer than 64 bytes"))
+}
+
+#[cfg(feature = "model")]
+fn smoke(args: SmokeArgs) -> Result<()> {
+    let device = args.backend.training_device();
+    let report = tandem_runtime::model::smoke::fit_linear(&device, args.steps);
+    println!(
+        "smoke ({}): loss {:.4} -> {:.6} in {} steps, {:.1} ms/step",
+        args.backend,
+        report.initial_loss,
+        report.final_loss,
+        report.steps,
+        ms(report.elapsed) / report.steps.max(1) as f64,
+    );
+    if !(report.final_loss < report.initial_loss / 10.0) {
+        bail!("training did not converge on backend {}", args.backend);
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! tandem's device runtime.
+//!
+//! - [`wire`]: the framed postcard messages that device and cloud exchange. Every frame
+//!   header is validated and every payload size-capped before anything is decoded.
+//! - [`transport`]: QUIC (quinn + rustls) endpoints, certificates and the connection
+//!   limits, all set in one place.
+//! - `model` (feature `model`, on by default): burn models and training. Without it the
+//!   crate builds without burn, which keeps aarch64 test runs under qemu short.
+//! - [`logging`], [`paths`]: what both binaries share.
+//!
+//! No `unsafe` code: the SIMD kernels live in `tandem-kernels`.
+
+pub mod logging;
+#[cfg(feature = "model")]
+pub mod model;
+pub mod paths;
+pub mod transport;
+pub mod wire;

@@ -1,0 +1,73 @@
+//! Where tandem keeps files, and how it writes them without losing data on a crash.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The environment variable that overrides [`cache_dir`].
+pub const CACHE_ENV: &str = "TANDEM_CACHE";
+
+/// tandem's cache: `$TANDEM_CACHE` if set, else `$HOME/.cache/tandem`, else
+/// `./.tandem-cache` when there is no home directory. Holds the model, data sets and
+/// development certificates that `cargo xtask setup` and `tandem-cloud` create.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(CACHE_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".cache").join("tandem"),
+        None => PathBuf::from(".tandem-cache"),
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one,
+/// never a torn one: temp file in the same directory -> fsync -> rename -> fsync dir.
+/// Creates missing parent directories. `mode` is the Unix permission of the new file.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name")
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_creates_dirs_replaces_and_sets_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("tandem-paths-{}", std::process::id()));
+        let file = dir.join("a/b/key.pem");
+        write_atomic(&file, b"one", 0o600).unwrap();
+        write_atomic(&file, b"two", 0o600).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"two");
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // No temp file left behind.
+        let entries: Vec<_> = std::fs::read_dir(file.parent().unwrap()).unwrap().collect();
+        assert_eq!(entries.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

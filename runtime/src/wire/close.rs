@@ -1,0 +1,65 @@
+//! Application close codes carried in QUIC CONNECTION_CLOSE frames.
+
+/// Why a peer closed the connection. The numeric value is the QUIC application error
+/// code, so a peer learns the reason without any further frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum CloseCode {
+    /// Work is done; nothing went wrong.
+    Normal = 0,
+    /// The peer sent bytes that are not a valid frame, or a frame out of order.
+    ProtocolViolation = 1,
+    /// No protocol version in common.
+    UnsupportedVersion = 2,
+    /// The peer's schema hash differs: same version number, different messages.
+    SchemaMismatch = 3,
+    /// A frame exceeded the size cap of its kind.
+    FrameTooLarge = 4,
+    /// The peer is shutting down.
+    ShuttingDown = 5,
+}
+
+impl CloseCode {
+    /// The code as a QUIC varint.
+    pub fn to_varint(self) -> quinn::VarInt {
+        quinn::VarInt::from_u32(self as u32)
+    }
+
+    /// The code for a QUIC application error code, if it is one of ours.
+    pub fn from_code(code: u64) -> Option<Self> {
+        Some(match code {
+            0 => Self::Normal,
+            1 => Self::ProtocolViolation,
+            2 => Self::UnsupportedVersion,
+            3 => Self::SchemaMismatch,
+            4 => Self::FrameTooLarge,
+            5 => Self::ShuttingDown,
+            _ => return None,
+        })
+    }
+
+    /// The short human reason sent alongside the code.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Normal => "done",
+            Self::ProtocolViolation => "protocol violation",
+            Self::UnsupportedVersion => "no common protocol version",
+            Self::SchemaMismatch => "wire schema mismatch",
+            Self::FrameTooLarge => "frame too large",
+            Self::ShuttingDown => "shutting down",
+        }
+    }
+}
+
+impl From<&crate::wire::WireError> for CloseCode {
+    fn from(err: &crate::wire::WireError) -> Self {
+        use crate::wire::WireError as E;
+        match err {
+            E::UnsupportedVersion { .. } => Self::UnsupportedVersion,
+            E::SchemaMismatch { .. } => Self::SchemaMismatch,
+            E::TooLarge { .. } => Self::FrameTooLarge,
+            _ => Self::ProtocolViolation,
+        }
+    }
+}
