@@ -55,6 +55,7 @@ pub async fn hello(
         .await
         .map_err(TransportError::from_connection)?;
     let handshake = start.elapsed();
+    tracing::info!(%peer, handshake_ms = handshake.as_secs_f64() * 1e3, "connected");
 
     let sent = Instant::now();
     let (mut send, mut recv) =

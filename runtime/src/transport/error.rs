@@ -18,10 +18,10 @@ pub enum TransportError {
         reason: String,
     },
     /// rustls refused the configuration (e.g. a key that does not match its certificate).
-    #[error("TLS configuration: {0}")]
+    #[error("TLS configuration refused")]
     Tls(#[from] rustls::Error),
     /// A socket could not be bound.
-    #[error("cannot bind UDP socket {addr}: {source}")]
+    #[error("cannot bind UDP socket {addr}")]
     Bind {
         /// The address.
         addr: std::net::SocketAddr,
@@ -29,22 +29,22 @@ pub enum TransportError {
         source: std::io::Error,
     },
     /// quinn refused to start the connection (e.g. an invalid server name).
-    #[error("cannot connect: {0}")]
+    #[error("cannot start the connection")]
     Connect(#[from] quinn::ConnectError),
     /// The connection failed or was closed by the peer.
-    #[error("connection lost: {0}")]
+    #[error("connection failed")]
     Connection(#[from] quinn::ConnectionError),
     /// The peer closed the connection with one of tandem's close codes.
     #[error("peer closed the connection: {}", .0.reason())]
     Closed(CloseCode),
     /// Writing a frame failed.
-    #[error("sending failed: {0}")]
+    #[error("sending failed")]
     Write(#[from] quinn::WriteError),
     /// Reading a frame failed (stream reset or closed early).
-    #[error("receiving failed: {0}")]
+    #[error("receiving failed")]
     Read(#[from] quinn::ReadExactError),
     /// The peer's bytes are not a valid frame.
-    #[error("invalid frame from peer: {0}")]
+    #[error("invalid frame from peer")]
     Wire(#[from] WireError),
     /// The peer broke the protocol (e.g. sent no common version).
     #[error("peer violated the protocol: {0}")]

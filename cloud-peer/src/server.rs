@@ -1,0 +1,120 @@
+//! The QUIC server loop: accept connections, run the Hello exchange on each.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use tandem_runtime::transport::{self, TransportError, TransportLimits, tls::Identity};
+use tandem_runtime::wire::{CloseCode, Hello, HelloAck, NodeName, software_name};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The certificate or TLS configuration was refused.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The UDP socket could not be bound (port in use, address not local, ...).
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A bound cloud endpoint.
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    name: NodeName,
+}
+
+impl Server {
+    /// Binds `listen` with the given certificate. `name` is sent to devices in HelloAck
+    /// (truncated to 64 bytes).
+    pub fn bind(
+        listen: SocketAddr,
+        identity: Identity,
+        name: &str,
+        limits: &TransportLimits,
+    ) -> Result<Self, ServeError> {
+        let config = transport::tls::server_config(identity, limits)?;
+        let endpoint = quinn::Endpoint::server(config, listen)
+            .map_err(|source| ServeError::Bind { addr: listen, source })?;
+        let mut short = NodeName::new();
+        for c in name.chars() {
+            if short.push(c).is_err() {
+                break;
+            }
+        }
+        Ok(Self { endpoint, name: short })
+    }
+
+    /// The address actually bound (resolves port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then closes every connection with
+    /// `ShuttingDown` and waits until the endpoint is idle.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let incoming = tokio::select! {
+                incoming = self.endpoint.accept() => incoming,
+                () = &mut shutdown => break,
+            };
+            // `None` means the endpoint was closed.
+            let Some(incoming) = incoming else { break };
+            let remote = incoming.remote_address();
+            let name = self.name.clone();
+            tokio::spawn(
+                async move {
+                    match handle_connection(incoming, name).await {
+                        Ok(()) => debug!("connection closed"),
+                        Err(err) => warn!("connection ended: {err}"),
+                    }
+                }
+                .instrument(info_span!("device", %remote)),
+            );
+        }
+        info!("shutting down");
+        let code = CloseCode::ShuttingDown;
+        self.endpoint.close(code.to_varint(), code.reason().as_bytes());
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// Runs one connection: Hello first, then (for now) wait for the device to close.
+async fn handle_connection(incoming: quinn::Incoming, name: NodeName) -> Result<(), TransportError> {
+    let connection = incoming.await.map_err(TransportError::from_connection)?;
+    let (mut send, mut recv) =
+        connection.accept_bi().await.map_err(TransportError::from_connection)?;
+    let hello: Hello = match transport::read_frame(&mut recv).await {
+        Ok(hello) => hello,
+        Err(err) => {
+            let code = match &err {
+                TransportError::Wire(wire) => CloseCode::from(wire),
+                _ => CloseCode::ProtocolViolation,
+            };
+            connection.close(code.to_varint(), code.reason().as_bytes());
+            return Err(err);
+        }
+    };
+    let Some(version) = hello.negotiate() else {
+        let code = CloseCode::UnsupportedVersion;
+        connection.close(code.to_varint(), code.reason().as_bytes());
+        return Err(TransportError::Protocol(format!(
+            "device '{}' speaks versions {}..={}, no overlap",
+            hello.node, hello.min_version, hello.max_version
+        )));
+    };
+    info!(node = %hello.node, software = %hello.software, version, "hello");
+    let ack = HelloAck { version, peer: name, software: software_name("tandem-cloud") };
+    transport::write_frame(&mut send, &ack).await?;
+    // A finished stream after a delivered HelloAck: the device has everything it needs.
+    let _ = send.finish();
+    let reason = connection.closed().await;
+    debug!("device left: {reason}");
+    Ok(())
+}

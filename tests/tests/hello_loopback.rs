@@ -1,0 +1,166 @@
+//! Device <-> cloud over loopback QUIC: the Hello exchange, and the ways it must fail.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tandem_cloud::Server;
+use tandem_runtime::transport::{
+    self, TransportError, TransportLimits,
+    tls::{self, DevCertificate},
+};
+use tandem_runtime::wire::{CloseCode, Hello, HelloAck, NodeName, SoftwareName};
+use tokio::sync::oneshot;
+
+/// A fresh directory for one test's certificates.
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tandem-it-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A running cloud on an ephemeral loopback port; stops when dropped.
+struct Cloud {
+    addr: SocketAddr,
+    cert: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Cloud {
+    async fn start(dir: &std::path::Path) -> Cloud {
+        let dev = DevCertificate::in_dir(dir);
+        let (identity, created) = dev.load_or_create().expect("dev certificate");
+        assert!(created);
+        let server = Server::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            identity,
+            "test-cloud",
+            &TransportLimits::default(),
+        )
+        .expect("bind loopback");
+        let addr = server.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        Cloud { addr, cert: dev.cert, stop: Some(stop), task }
+    }
+
+    async fn shutdown(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .expect("server stops within 5 s")
+            .unwrap();
+    }
+}
+
+fn endpoint_trusting(ca: &std::path::Path, peer: SocketAddr) -> quinn::Endpoint {
+    let config = tls::client_config(ca, &TransportLimits::default()).unwrap();
+    transport::client_endpoint(peer, config).unwrap()
+}
+
+fn node(name: &str) -> NodeName {
+    NodeName::try_from(name).unwrap()
+}
+
+#[tokio::test]
+async fn hello_round_trip_over_loopback() {
+    let dir = temp_dir("ok");
+    let cloud = Cloud::start(&dir).await;
+    let endpoint = endpoint_trusting(&cloud.cert, cloud.addr);
+    for _ in 0..3 {
+        let report = transport::hello(&endpoint, cloud.addr, "tandem-cloud", &node("pi-test"))
+            .await
+            .expect("hello succeeds");
+        assert_eq!(report.version, tandem_runtime::wire::PROTOCOL_VERSION);
+        assert_eq!(report.peer, "test-cloud");
+        assert!(report.software.starts_with("tandem-cloud "), "{}", report.software);
+        assert!(report.round_trip > Duration::ZERO);
+        assert!(report.round_trip < Duration::from_secs(5));
+    }
+    endpoint.wait_idle().await;
+    cloud.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn foreign_certificate_is_refused() {
+    let dir = temp_dir("foreign");
+    let cloud = Cloud::start(&dir.join("cloud")).await;
+    let other = DevCertificate::in_dir(&dir.join("other"));
+    other.load_or_create().unwrap();
+    let endpoint = endpoint_trusting(&other.cert, cloud.addr);
+    let err = transport::hello(&endpoint, cloud.addr, "tandem-cloud", &node("pi"))
+        .await
+        .expect_err("a certificate from another CA must be refused");
+    assert!(matches!(err, TransportError::Connection(_)), "{err:?}");
+    cloud.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn wrong_server_name_is_refused() {
+    let dir = temp_dir("name");
+    let cloud = Cloud::start(&dir).await;
+    let endpoint = endpoint_trusting(&cloud.cert, cloud.addr);
+    let err = transport::hello(&endpoint, cloud.addr, "evil.example", &node("pi"))
+        .await
+        .expect_err("the certificate is not for evil.example");
+    assert!(matches!(err, TransportError::Connection(_)), "{err:?}");
+    cloud.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Opens a connection and sends raw bytes as the first stream; returns what reading the
+/// answer produced.
+async fn send_raw_first_frame(cloud: &Cloud, bytes: &[u8]) -> Result<HelloAck, TransportError> {
+    let endpoint = endpoint_trusting(&cloud.cert, cloud.addr);
+    let connection = endpoint.connect(cloud.addr, "tandem-cloud").unwrap().await.unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), transport::read_frame::<HelloAck>(&mut recv))
+        .await
+        .expect("the cloud answers or closes within 5 s")
+}
+
+#[tokio::test]
+async fn no_common_version_is_a_typed_close() {
+    let dir = temp_dir("version");
+    let cloud = Cloud::start(&dir).await;
+    let future = Hello {
+        min_version: 7,
+        max_version: 9,
+        node: node("pi"),
+        software: SoftwareName::try_from("tandem 9.0.0").unwrap(),
+    };
+    let frame = tandem_runtime::wire::encode_frame(&future).unwrap();
+    let err = send_raw_first_frame(&cloud, &frame).await.unwrap_err();
+    assert!(matches!(err, TransportError::Closed(CloseCode::UnsupportedVersion)), "{err:?}");
+    cloud.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn garbage_first_frame_is_a_protocol_violation_and_others_keep_working() {
+    let dir = temp_dir("garbage");
+    let cloud = Cloud::start(&dir).await;
+    let err = send_raw_first_frame(&cloud, b"GET / HTTP/1.1\r\n\r\n").await.unwrap_err();
+    assert!(matches!(err, TransportError::Closed(CloseCode::ProtocolViolation)), "{err:?}");
+
+    // An oversized length in an otherwise valid header: refused before any allocation.
+    let mut header = tandem_runtime::wire::FrameHeader::new(tandem_runtime::wire::Kind::Hello, 0)
+        .unwrap()
+        .to_bytes();
+    header[12..16].copy_from_slice(&(64u32 << 20).to_le_bytes());
+    let err = send_raw_first_frame(&cloud, &header).await.unwrap_err();
+    assert!(matches!(err, TransportError::Closed(CloseCode::FrameTooLarge)), "{err:?}");
+
+    // The misbehaving devices did not disturb a well-behaved one.
+    let endpoint = endpoint_trusting(&cloud.cert, cloud.addr);
+    transport::hello(&endpoint, cloud.addr, "tandem-cloud", &node("good"))
+        .await
+        .expect("a well-behaved device is still served");
+    cloud.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
