@@ -1,1 +1,64 @@
-fn main(){}
+//! tandem's developer tasks, run as `cargo xtask <task>`.
+//!
+//! - `setup`: install the Debian packages and download the model and data (idempotent).
+//! - `demo`: the README's main command: set-up, then tandem-cloud + tandem on loopback.
+//! - `ci`: the README's test command: set-up, fmt, clippy, tests (x86_64 and aarch64
+//!   under qemu), the aarch64 release build of `tandem`, and the demo.
+//! - `aarch64 <cargo args>`: cargo for aarch64-unknown-linux-gnu with Debian's rustc.
+
+mod ci;
+mod cross;
+mod demo;
+mod setup;
+mod util;
+
+use anyhow::{Result, bail};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  setup [--no-apt]      install Debian packages (cross toolchain, qemu, llvm, data) and
+                        download + verify the model and data into the tandem cache
+  demo                  set-up, then start tandem-cloud and run `tandem hello` on loopback
+  ci                    set-up, then every check CI runs (fmt, clippy, tests on x86_64
+                        and aarch64/qemu, aarch64 release build, demo)
+  aarch64 <cargo args>  run cargo for aarch64-unknown-linux-gnu with Debian's rustc,
+                        e.g. `cargo xtask aarch64 test -p tandem-kernels`
+
+environment:
+  TANDEM_CACHE          where the model, data and dev certificates live (~/.cache/tandem)
+  CARGO_TARGET_DIR      build directory (ci uses it when set; .ci/run sets a warm one)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let (task, rest) = match args.split_first() {
+        Some((task, rest)) => (task.as_str(), rest),
+        None => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+    };
+    match task {
+        "setup" => setup::run(&setup::Options::parse(rest)?),
+        "demo" => demo::run(),
+        "ci" => ci::run(),
+        "aarch64" => cross::cargo(rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown task '{other}'\n\n{USAGE}"),
+    }
+}
