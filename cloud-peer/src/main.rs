@@ -85,11 +85,23 @@ fn serve(args: ServeArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let server = Server::bind(args.listen, identity, &args.name, &TransportLimits::default())?;
-        let addr = server.local_addr().context("cannot read the bound address")?;
+        let server = Server::bind(
+            args.listen,
+            identity,
+            &args.name,
+            &TransportLimits::default(),
+        )?;
+        let addr = server
+            .local_addr()
+            .context("cannot read the bound address")?;
         // Scripts wait for this line (and read the port from it): flush it at once.
-        println!("tandem-cloud listening on {addr} (certificate {})", cert_path.display());
-        std::io::stdout().flush().context("cannot write to stdout")?;
+        println!(
+            "tandem-cloud listening on {addr} (certificate {})",
+            cert_path.display()
+        );
+        std::io::stdout()
+            .flush()
+            .context("cannot write to stdout")?;
         server.serve(shutdown_signal()).await;
         Ok(())
     })

@@ -39,15 +39,21 @@ impl Server {
         limits: &TransportLimits,
     ) -> Result<Self, ServeError> {
         let config = transport::tls::server_config(identity, limits)?;
-        let endpoint = quinn::Endpoint::server(config, listen)
-            .map_err(|source| ServeError::Bind { addr: listen, source })?;
+        let endpoint =
+            quinn::Endpoint::server(config, listen).map_err(|source| ServeError::Bind {
+                addr: listen,
+                source,
+            })?;
         let mut short = NodeName::new();
         for c in name.chars() {
             if short.push(c).is_err() {
                 break;
             }
         }
-        Ok(Self { endpoint, name: short })
+        Ok(Self {
+            endpoint,
+            name: short,
+        })
     }
 
     /// The address actually bound (resolves port 0).
@@ -80,16 +86,22 @@ impl Server {
         }
         info!("shutting down");
         let code = CloseCode::ShuttingDown;
-        self.endpoint.close(code.to_varint(), code.reason().as_bytes());
+        self.endpoint
+            .close(code.to_varint(), code.reason().as_bytes());
         self.endpoint.wait_idle().await;
     }
 }
 
 /// Runs one connection: Hello first, then (for now) wait for the device to close.
-async fn handle_connection(incoming: quinn::Incoming, name: NodeName) -> Result<(), TransportError> {
+async fn handle_connection(
+    incoming: quinn::Incoming,
+    name: NodeName,
+) -> Result<(), TransportError> {
     let connection = incoming.await.map_err(TransportError::from_connection)?;
-    let (mut send, mut recv) =
-        connection.accept_bi().await.map_err(TransportError::from_connection)?;
+    let (mut send, mut recv) = connection
+        .accept_bi()
+        .await
+        .map_err(TransportError::from_connection)?;
     let hello: Hello = match transport::read_frame(&mut recv).await {
         Ok(hello) => hello,
         Err(err) => {
@@ -110,7 +122,11 @@ async fn handle_connection(incoming: quinn::Incoming, name: NodeName) -> Result<
         )));
     };
     info!(node = %hello.node, software = %hello.software, version, "hello");
-    let ack = HelloAck { version, peer: name, software: software_name("tandem-cloud") };
+    let ack = HelloAck {
+        version,
+        peer: name,
+        software: software_name("tandem-cloud"),
+    };
     transport::write_frame(&mut send, &ack).await?;
     // A finished stream after a delivered HelloAck: the device has everything it needs.
     let _ = send.finish();

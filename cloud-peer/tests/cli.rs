@@ -21,7 +21,11 @@ fn assert_one_line_error(out: &Output, needle: &str) {
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "stderr: {stderr}");
-    assert!(errors[0].contains(needle), "'{}' lacks '{needle}'", errors[0]);
+    assert!(
+        errors[0].contains(needle),
+        "'{}' lacks '{needle}'",
+        errors[0]
+    );
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
 }
 
@@ -39,7 +43,15 @@ fn port_in_use_is_one_line_error() {
 fn missing_certificate_is_one_line_error_naming_the_file() {
     let cache = temp_cache("nocert");
     let out = cloud(
-        &["serve", "--listen", "127.0.0.1:0", "--cert", "/nonexistent/c.pem", "--key", "/nonexistent/k.pem"],
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            "/nonexistent/c.pem",
+            "--key",
+            "/nonexistent/k.pem",
+        ],
         &cache,
     );
     assert_one_line_error(&out, "/nonexistent/c.pem");

@@ -27,7 +27,8 @@ async fn main() -> Result<()> {
     // The device half: trust the cloud's certificate, then say hello.
     let config = tls::client_config(&cert.cert, &limits)?;
     let endpoint = transport::client_endpoint(addr, config)?;
-    let node = NodeName::try_from("example-device").map_err(|_| anyhow::anyhow!("name too long"))?;
+    let node =
+        NodeName::try_from("example-device").map_err(|_| anyhow::anyhow!("name too long"))?;
     for attempt in 1..=3 {
         let report = transport::hello(&endpoint, addr, transport::DEFAULT_SERVER_NAME, &node)
             .await

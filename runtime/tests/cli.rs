@@ -22,14 +22,20 @@ fn assert_one_line_error(out: &Output, needle: &str) {
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "stderr: {stderr}");
-    assert!(errors[0].contains(needle), "'{}' lacks '{needle}'", errors[0]);
+    assert!(
+        errors[0].contains(needle),
+        "'{}' lacks '{needle}'",
+        errors[0]
+    );
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
 }
 
 /// A cache holding a development certificate, so `hello` gets past the trust check.
 fn cache_with_certificate(test: &str) -> std::path::PathBuf {
     let cache = temp_cache(test);
-    DevCertificate::in_dir(&cache.join("pki")).load_or_create().unwrap();
+    DevCertificate::in_dir(&cache.join("pki"))
+        .load_or_create()
+        .unwrap();
     cache
 }
 
@@ -65,7 +71,16 @@ fn non_pem_trust_file_is_one_line_error() {
     std::fs::create_dir_all(&cache).unwrap();
     let bogus = cache.join("bogus.pem");
     std::fs::write(&bogus, "not a certificate\n").unwrap();
-    let out = tandem(&["hello", "--cloud", "127.0.0.1:4433", "--ca", bogus.to_str().unwrap()], &cache);
+    let out = tandem(
+        &[
+            "hello",
+            "--cloud",
+            "127.0.0.1:4433",
+            "--ca",
+            bogus.to_str().unwrap(),
+        ],
+        &cache,
+    );
     assert_one_line_error(&out, "bogus.pem");
     let _ = std::fs::remove_dir_all(cache);
 }
@@ -73,7 +88,10 @@ fn non_pem_trust_file_is_one_line_error() {
 #[test]
 fn bad_timeout_is_one_line_error() {
     let cache = cache_with_certificate("timeout");
-    let out = tandem(&["hello", "--cloud", "127.0.0.1:4433", "--timeout", "0"], &cache);
+    let out = tandem(
+        &["hello", "--cloud", "127.0.0.1:4433", "--timeout", "0"],
+        &cache,
+    );
     assert_one_line_error(&out, "--timeout");
     let _ = std::fs::remove_dir_all(cache);
 }

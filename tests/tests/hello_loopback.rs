@@ -43,7 +43,12 @@ impl Cloud {
         let task = tokio::spawn(server.serve(async {
             let _ = stopped.await;
         }));
-        Cloud { addr, cert: dev.cert, stop: Some(stop), task }
+        Cloud {
+            addr,
+            cert: dev.cert,
+            stop: Some(stop),
+            task,
+        }
     }
 
     async fn shutdown(mut self) {
@@ -75,7 +80,11 @@ async fn hello_round_trip_over_loopback() {
             .expect("hello succeeds");
         assert_eq!(report.version, tandem_runtime::wire::PROTOCOL_VERSION);
         assert_eq!(report.peer, "test-cloud");
-        assert!(report.software.starts_with("tandem-cloud "), "{}", report.software);
+        assert!(
+            report.software.starts_with("tandem-cloud "),
+            "{}",
+            report.software
+        );
         assert!(report.round_trip > Duration::ZERO);
         assert!(report.round_trip < Duration::from_secs(5));
     }
@@ -116,12 +125,19 @@ async fn wrong_server_name_is_refused() {
 /// answer produced.
 async fn send_raw_first_frame(cloud: &Cloud, bytes: &[u8]) -> Result<HelloAck, TransportError> {
     let endpoint = endpoint_trusting(&cloud.cert, cloud.addr);
-    let connection = endpoint.connect(cloud.addr, "tandem-cloud").unwrap().await.unwrap();
+    let connection = endpoint
+        .connect(cloud.addr, "tandem-cloud")
+        .unwrap()
+        .await
+        .unwrap();
     let (mut send, mut recv) = connection.open_bi().await.unwrap();
     send.write_all(bytes).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), transport::read_frame::<HelloAck>(&mut recv))
-        .await
-        .expect("the cloud answers or closes within 5 s")
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        transport::read_frame::<HelloAck>(&mut recv),
+    )
+    .await
+    .expect("the cloud answers or closes within 5 s")
 }
 
 #[tokio::test]
@@ -136,7 +152,10 @@ async fn no_common_version_is_a_typed_close() {
     };
     let frame = tandem_runtime::wire::encode_frame(&future).unwrap();
     let err = send_raw_first_frame(&cloud, &frame).await.unwrap_err();
-    assert!(matches!(err, TransportError::Closed(CloseCode::UnsupportedVersion)), "{err:?}");
+    assert!(
+        matches!(err, TransportError::Closed(CloseCode::UnsupportedVersion)),
+        "{err:?}"
+    );
     cloud.shutdown().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -145,8 +164,13 @@ async fn no_common_version_is_a_typed_close() {
 async fn garbage_first_frame_is_a_protocol_violation_and_others_keep_working() {
     let dir = temp_dir("garbage");
     let cloud = Cloud::start(&dir).await;
-    let err = send_raw_first_frame(&cloud, b"GET / HTTP/1.1\r\n\r\n").await.unwrap_err();
-    assert!(matches!(err, TransportError::Closed(CloseCode::ProtocolViolation)), "{err:?}");
+    let err = send_raw_first_frame(&cloud, b"GET / HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::Closed(CloseCode::ProtocolViolation)),
+        "{err:?}"
+    );
 
     // An oversized length in an otherwise valid header: refused before any allocation.
     let mut header = tandem_runtime::wire::FrameHeader::new(tandem_runtime::wire::Kind::Hello, 0)
@@ -154,7 +178,10 @@ async fn garbage_first_frame_is_a_protocol_violation_and_others_keep_working() {
         .to_bytes();
     header[12..16].copy_from_slice(&(64u32 << 20).to_le_bytes());
     let err = send_raw_first_frame(&cloud, &header).await.unwrap_err();
-    assert!(matches!(err, TransportError::Closed(CloseCode::FrameTooLarge)), "{err:?}");
+    assert!(
+        matches!(err, TransportError::Closed(CloseCode::FrameTooLarge)),
+        "{err:?}"
+    );
 
     // The misbehaving devices did not disturb a well-behaved one.
     let endpoint = endpoint_trusting(&cloud.cert, cloud.addr);

@@ -22,7 +22,14 @@ pub fn run() -> Result<()> {
     util::run(util::cargo().args(["fmt", "--all", "--check"]))?;
 
     step("clippy");
-    util::run(util::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    util::run(util::cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
 
     step("tests (x86_64)");
     run_tests(util::cargo().args(["test", "--workspace"]), &mut totals)?;
@@ -30,23 +37,39 @@ pub fn run() -> Result<()> {
     step("tests (aarch64 under qemu: kernels, runtime without burn, loopback QUIC)");
     for args in [
         &["test", "-p", "tandem-kernels"][..],
-        &["test", "-p", "tandem-runtime", "--no-default-features", "--lib"],
+        &[
+            "test",
+            "-p",
+            "tandem-runtime",
+            "--no-default-features",
+            "--lib",
+        ],
         &["test", "-p", "tandem-tests"],
     ] {
         run_tests(&mut cross_cargo(args), &mut totals)?;
     }
 
     step("aarch64 release build of tandem (with burn)");
-    let args: Vec<String> = ["build", "--release", "-p", "tandem-runtime", "--bin", "tandem"]
-        .map(String::from)
-        .to_vec();
+    let args: Vec<String> = [
+        "build",
+        "--release",
+        "-p",
+        "tandem-runtime",
+        "--bin",
+        "tandem",
+    ]
+    .map(String::from)
+    .to_vec();
     cross::cargo(&args)?;
     check_aarch64_elf()?;
 
     step("demo: tandem-cloud + tandem hello on loopback");
     demo::hello_on_loopback()?;
 
-    eprintln!("ci: all steps passed in {:.1} min", started.elapsed().as_secs_f64() / 60.0);
+    eprintln!(
+        "ci: all steps passed in {:.1} min",
+        started.elapsed().as_secs_f64() / 60.0
+    );
     // The plain closing line CI reads.
     println!(
         "ci: {} passed, {} failed, {} skipped",
@@ -62,7 +85,9 @@ fn step(name: &str) {
 /// `cargo xtask aarch64 <args>` as a Command whose output we can scan.
 fn cross_cargo(args: &[&str]) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap_or_else(|_| "xtask".into()));
-    cmd.arg("aarch64").args(args).current_dir(util::workspace_root());
+    cmd.arg("aarch64")
+        .args(args)
+        .current_dir(util::workspace_root());
     cmd
 }
 
@@ -70,7 +95,10 @@ fn cross_cargo(args: &[&str]) -> Command {
 /// to `totals`.
 fn run_tests(cmd: &mut Command, totals: &mut Totals) -> Result<()> {
     eprintln!("$ {}", util::describe(cmd));
-    let mut child = cmd.stdout(Stdio::piped()).spawn().context("cannot start cargo test")?;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start cargo test")?;
     let stdout = child.stdout.take().context("stdout not captured")?;
     let mut out = std::io::stdout().lock();
     for line in BufReader::new(stdout).lines() {
@@ -107,7 +135,10 @@ fn add_result(result: &str, totals: &mut Totals) {
 
 /// The cross-built `tandem` must be an aarch64 ELF (e_machine 183); `file` confirms it.
 fn check_aarch64_elf() -> Result<()> {
-    let path = util::target_dir().join(cross::TARGET).join("release").join("tandem");
+    let path = util::target_dir()
+        .join(cross::TARGET)
+        .join("release")
+        .join("tandem");
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let is_elf64 = bytes.len() > 20 && bytes[..4] == *b"\x7fELF" && bytes[4] == 2;
     if !is_elf64 || u16::from_le_bytes([bytes[18], bytes[19]]) != 183 {
@@ -116,7 +147,11 @@ fn check_aarch64_elf() -> Result<()> {
     if let Some(described) = util::output(Command::new("file").arg(&path)) {
         eprint!("{described}");
     }
-    eprintln!("{}: aarch64 ELF, {:.1} MiB", path.display(), bytes.len() as f64 / (1 << 20) as f64);
+    eprintln!(
+        "{}: aarch64 ELF, {:.1} MiB",
+        path.display(),
+        bytes.len() as f64 / (1 << 20) as f64
+    );
     Ok(())
 }
 
@@ -127,8 +162,14 @@ mod tests {
     #[test]
     fn parses_cargo_test_result_lines() {
         let mut totals = Totals::default();
-        add_result("ok. 6 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.83s", &mut totals);
-        add_result("FAILED. 13 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.36s", &mut totals);
+        add_result(
+            "ok. 6 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.83s",
+            &mut totals,
+        );
+        add_result(
+            "FAILED. 13 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.36s",
+            &mut totals,
+        );
         assert_eq!((totals.passed, totals.failed, totals.ignored), (19, 1, 2));
     }
 }

@@ -16,7 +16,9 @@ const DEBIAN_RUSTDOC: &str = "/usr/bin/rustdoc";
 /// `cargo <args> --target aarch64-unknown-linux-gnu` with Debian's rustc and rustdoc.
 pub fn cargo(args: &[String]) -> Result<()> {
     if args.is_empty() {
-        bail!("usage: cargo xtask aarch64 <cargo subcommand> [args], e.g. `test -p tandem-kernels`");
+        bail!(
+            "usage: cargo xtask aarch64 <cargo subcommand> [args], e.g. `test -p tandem-kernels`"
+        );
     }
     let std_dir = Path::new("/usr/lib/rustlib").join(TARGET);
     if !Path::new(DEBIAN_RUSTC).exists() || !std_dir.exists() {
@@ -28,9 +30,13 @@ pub fn cargo(args: &[String]) -> Result<()> {
     let mut cmd = util::cargo();
     // `cargo test -- --nocapture`: the target flag must come before the `--`.
     let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
-    cmd.args(&args[..split]).args(["--target", TARGET]).args(&args[split..]);
-    cmd.env("RUSTC", DEBIAN_RUSTC).env("RUSTDOC", DEBIAN_RUSTDOC);
+    cmd.args(&args[..split])
+        .args(["--target", TARGET])
+        .args(&args[split..]);
+    cmd.env("RUSTC", DEBIAN_RUSTC)
+        .env("RUSTDOC", DEBIAN_RUSTDOC);
     // A RUSTC_WRAPPER or rustup override from the outer cargo must not leak in.
-    cmd.env_remove("RUSTC_WRAPPER").env_remove("RUSTUP_TOOLCHAIN");
+    cmd.env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTUP_TOOLCHAIN");
     util::run(&mut cmd)
 }

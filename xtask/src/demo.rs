@@ -15,7 +15,15 @@ pub fn run() -> Result<()> {
 
 /// Builds both binaries, starts the cloud on a free loopback port, says hello, stops it.
 pub fn hello_on_loopback() -> Result<()> {
-    util::run(util::cargo().args(["build", "--quiet", "-p", "tandem-runtime", "-p", "tandem-cloud", "--bins"]))?;
+    util::run(util::cargo().args([
+        "build",
+        "--quiet",
+        "-p",
+        "tandem-runtime",
+        "-p",
+        "tandem-cloud",
+        "--bins",
+    ]))?;
     let bin = util::target_dir().join("debug");
     let mut cloud = Command::new(bin.join("tandem-cloud"))
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -31,7 +39,10 @@ pub fn hello_on_loopback() -> Result<()> {
 
 /// Reads the cloud's "listening on ADDR" line (30 s at most) and returns ADDR.
 fn wait_for_address(cloud: &mut Child) -> Result<String> {
-    let stdout = cloud.stdout.take().context("tandem-cloud stdout not captured")?;
+    let stdout = cloud
+        .stdout
+        .take()
+        .context("tandem-cloud stdout not captured")?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -53,7 +64,9 @@ fn wait_for_address(cloud: &mut Child) -> Result<String> {
 
 /// SIGTERM (graceful close), then SIGKILL if it is still running after 5 s.
 fn stop(cloud: &mut Child) {
-    let _ = Command::new("kill").args(["-TERM", &cloud.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &cloud.id().to_string()])
+        .status();
     for _ in 0..50 {
         if let Ok(Some(_)) = cloud.try_wait() {
             return;

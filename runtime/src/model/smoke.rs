@@ -16,7 +16,9 @@ pub struct Regressor {
 impl Regressor {
     /// A regressor with `inputs` features and one output, randomly initialised.
     pub fn new(inputs: usize, device: &Device) -> Self {
-        Self { linear: LinearConfig::new(inputs, 1).init(device) }
+        Self {
+            linear: LinearConfig::new(inputs, 1).init(device),
+        }
     }
 
     /// # Shapes
@@ -49,7 +51,8 @@ pub fn fit_linear(device: &Device, steps: usize) -> SmokeReport {
     let mut ys = Vec::with_capacity(N);
     for i in 0..N {
         // Deterministic, well-spread inputs in [-1, 1].
-        let row: [f32; D] = std::array::from_fn(|j| ((i * (7 + 4 * j) + 3 * j) % 97) as f32 / 48.0 - 1.0);
+        let row: [f32; D] =
+            std::array::from_fn(|j| ((i * (7 + 4 * j) + 3 * j) % 97) as f32 / 48.0 - 1.0);
         ys.push(2.0 * row[0] - 3.0 * row[1] + 0.5 * row[2] + 1.0);
         xs.extend_from_slice(&row);
     }
@@ -68,7 +71,12 @@ pub fn fit_linear(device: &Device, steps: usize) -> SmokeReport {
     }
     let elapsed = start.elapsed();
     let final_loss = mse(&model).into_scalar::<f32>();
-    SmokeReport { initial_loss, final_loss, steps, elapsed }
+    SmokeReport {
+        initial_loss,
+        final_loss,
+        steps,
+        elapsed,
+    }
 }
 
 #[cfg(test)]
@@ -78,7 +86,11 @@ mod tests {
 
     fn check(backend: ComputeBackend) {
         let report = fit_linear(&backend.training_device(), 300);
-        assert!(report.initial_loss > 0.5, "{backend}: initial loss {}", report.initial_loss);
+        assert!(
+            report.initial_loss > 0.5,
+            "{backend}: initial loss {}",
+            report.initial_loss
+        );
         assert!(
             report.final_loss < report.initial_loss / 100.0,
             "{backend}: loss only fell from {} to {}",

@@ -1,7 +1,9 @@
 //! The device side of the Hello exchange.
 
 use super::{TransportError, read_frame, write_frame};
-use crate::wire::{Hello, HelloAck, MIN_PROTOCOL_VERSION, NodeName, PROTOCOL_VERSION, software_name};
+use crate::wire::{
+    Hello, HelloAck, MIN_PROTOCOL_VERSION, NodeName, PROTOCOL_VERSION, software_name,
+};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -32,8 +34,8 @@ pub fn client_endpoint(
     } else {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     };
-    let mut endpoint =
-        quinn::Endpoint::client(bind).map_err(|source| TransportError::Bind { addr: bind, source })?;
+    let mut endpoint = quinn::Endpoint::client(bind)
+        .map_err(|source| TransportError::Bind { addr: bind, source })?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
 }
@@ -58,8 +60,10 @@ pub async fn hello(
     tracing::info!(%peer, handshake_ms = handshake.as_secs_f64() * 1e3, "connected");
 
     let sent = Instant::now();
-    let (mut send, mut recv) =
-        connection.open_bi().await.map_err(TransportError::from_connection)?;
+    let (mut send, mut recv) = connection
+        .open_bi()
+        .await
+        .map_err(TransportError::from_connection)?;
     let msg = Hello {
         min_version: MIN_PROTOCOL_VERSION,
         max_version: PROTOCOL_VERSION,

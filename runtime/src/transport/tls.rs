@@ -38,7 +38,11 @@ pub fn load_certificates(
     path: &Path,
     what: &'static str,
 ) -> Result<Vec<CertificateDer<'static>>, TransportError> {
-    let err = |reason: String| TransportError::Certificate { what, path: path.to_path_buf(), reason };
+    let err = |reason: String| TransportError::Certificate {
+        what,
+        path: path.to_path_buf(),
+        reason,
+    };
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| err(pem_reason(e)))?
         .collect::<Result<Vec<_>, _>>()
@@ -52,7 +56,9 @@ pub fn load_certificates(
 fn pem_reason(err: rustls::pki_types::pem::Error) -> String {
     match err {
         rustls::pki_types::pem::Error::Io(io) => io.to_string(),
-        rustls::pki_types::pem::Error::NoItemsFound => "no PEM item of that type in the file".into(),
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            "no PEM item of that type in the file".into()
+        }
         other => format!("not valid PEM ({other:?})"),
     }
 }
@@ -69,7 +75,10 @@ pub struct DevCertificate {
 impl DevCertificate {
     /// The files under `dir` (usually `<tandem cache>/pki`).
     pub fn in_dir(dir: &Path) -> Self {
-        Self { cert: dir.join("cloud-cert.pem"), key: dir.join("cloud-key.pem") }
+        Self {
+            cert: dir.join("cloud-cert.pem"),
+            key: dir.join("cloud-key.pem"),
+        }
     }
 
     /// The files under the tandem cache (see [`crate::paths::cache_dir`]).
@@ -96,13 +105,12 @@ impl DevCertificate {
             "127.0.0.1".to_string(),
             "::1".to_string(),
         ];
-        let certified = rcgen::generate_simple_self_signed(names).map_err(|e| {
-            TransportError::Certificate {
+        let certified =
+            rcgen::generate_simple_self_signed(names).map_err(|e| TransportError::Certificate {
                 what: "certificate",
                 path: self.cert.clone(),
                 reason: format!("cannot generate: {e}"),
-            }
-        })?;
+            })?;
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |e: std::io::Error| TransportError::Certificate {
@@ -111,8 +119,12 @@ impl DevCertificate {
                 reason: format!("cannot write: {e}"),
             }
         };
-        crate::paths::write_atomic(&self.key, certified.signing_key.serialize_pem().as_bytes(), 0o600)
-            .map_err(io(&self.key))?;
+        crate::paths::write_atomic(
+            &self.key,
+            certified.signing_key.serialize_pem().as_bytes(),
+            0o600,
+        )
+        .map_err(io(&self.key))?;
         crate::paths::write_atomic(&self.cert, certified.cert.pem().as_bytes(), 0o644)
             .map_err(io(&self.cert))?;
         Ok(())

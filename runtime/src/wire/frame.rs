@@ -22,14 +22,21 @@ impl FrameHeader {
             return Err(WireError::TooLarge { kind, len, cap });
         }
         // cap < u32::MAX for every kind, so this cannot truncate.
-        Ok(Self { version: PROTOCOL_VERSION, kind, len: len as u32 })
+        Ok(Self {
+            version: PROTOCOL_VERSION,
+            kind,
+            len: len as u32,
+        })
     }
 
     /// Validates the first [`HEADER_LEN`] bytes of `bytes`: magic, version, schema hash,
     /// kind and the payload length against the kind's cap, in that order.
     pub fn parse(bytes: &[u8]) -> Result<Self, WireError> {
         let Some(h) = bytes.first_chunk::<HEADER_LEN>() else {
-            return Err(WireError::Truncated { needed: HEADER_LEN, have: bytes.len() });
+            return Err(WireError::Truncated {
+                needed: HEADER_LEN,
+                have: bytes.len(),
+            });
         };
         let magic = [h[0], h[1], h[2], h[3]];
         if magic != MAGIC {
@@ -46,13 +53,20 @@ impl FrameHeader {
         let raw_kind = u16::from_le_bytes([h[6], h[7]]);
         let schema = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
         if schema != SCHEMA_HASH {
-            return Err(WireError::SchemaMismatch { found: schema, expected: SCHEMA_HASH });
+            return Err(WireError::SchemaMismatch {
+                found: schema,
+                expected: SCHEMA_HASH,
+            });
         }
         let kind = Kind::from_u16(raw_kind).ok_or(WireError::UnknownKind(raw_kind))?;
         let len = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
         let cap = kind.max_payload();
         if len as usize > cap {
-            return Err(WireError::TooLarge { kind, len: len as usize, cap });
+            return Err(WireError::TooLarge {
+                kind,
+                len: len as usize,
+                cap,
+            });
         }
         Ok(Self { version, kind, len })
     }
@@ -89,8 +103,10 @@ impl FrameHeader {
 /// Fails with [`WireError::TooLarge`] if the payload would exceed the kind's cap, so a
 /// sender never emits a frame its peer must refuse.
 pub fn encode_frame<M: Message>(msg: &M) -> Result<Vec<u8>, WireError> {
-    let payload = postcard::to_allocvec(msg)
-        .map_err(|reason| WireError::Malformed { kind: M::KIND, reason })?;
+    let payload = postcard::to_allocvec(msg).map_err(|reason| WireError::Malformed {
+        kind: M::KIND,
+        reason,
+    })?;
     let header = FrameHeader::new(M::KIND, payload.len())?;
     let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
     frame.extend_from_slice(&header.to_bytes());
@@ -102,17 +118,26 @@ pub fn encode_frame<M: Message>(msg: &M) -> Result<Vec<u8>, WireError> {
 /// length; the message must consume all of it.
 pub fn decode_payload<M: Message>(header: &FrameHeader, payload: &[u8]) -> Result<M, WireError> {
     if header.kind != M::KIND {
-        return Err(WireError::UnexpectedKind { expected: M::KIND, found: header.kind });
+        return Err(WireError::UnexpectedKind {
+            expected: M::KIND,
+            found: header.kind,
+        });
     }
     let len = header.payload_len();
     if payload.len() < len {
-        return Err(WireError::Truncated { needed: len, have: payload.len() });
+        return Err(WireError::Truncated {
+            needed: len,
+            have: payload.len(),
+        });
     }
     if payload.len() > len {
         return Err(WireError::TrailingBytes(payload.len() - len));
     }
-    let (msg, rest) = postcard::take_from_bytes::<M>(payload)
-        .map_err(|reason| WireError::Malformed { kind: M::KIND, reason })?;
+    let (msg, rest) =
+        postcard::take_from_bytes::<M>(payload).map_err(|reason| WireError::Malformed {
+            kind: M::KIND,
+            reason,
+        })?;
     if !rest.is_empty() {
         return Err(WireError::TrailingBytes(rest.len()));
     }

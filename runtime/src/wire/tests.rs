@@ -8,11 +8,20 @@ fn name<const N: usize>(s: &str) -> heapless::String<N> {
 }
 
 fn hello() -> Hello {
-    Hello { min_version: 1, max_version: 1, node: name("pi-01"), software: name("tandem 0.1.0") }
+    Hello {
+        min_version: 1,
+        max_version: 1,
+        node: name("pi-01"),
+        software: name("tandem 0.1.0"),
+    }
 }
 
 fn ack() -> HelloAck {
-    HelloAck { version: 1, peer: name("cloud"), software: name("tandem-cloud 0.1.0") }
+    HelloAck {
+        version: 1,
+        peer: name("cloud"),
+        software: name("tandem-cloud 0.1.0"),
+    }
 }
 
 /// Decodes a whole frame the way a transport does: header first, then payload.
@@ -25,7 +34,10 @@ fn decode_whole<M: Message>(frame: &[u8]) -> Result<M, WireError> {
 /// a deliberate edit of this test too.
 #[test]
 fn schema_hash_is_pinned() {
-    assert_eq!(SCHEMA_HASH, 0xe870_22bb, "SCHEMA changed: update WIRE.md and this test");
+    assert_eq!(
+        SCHEMA_HASH, 0xe870_22bb,
+        "SCHEMA changed: update WIRE.md and this test"
+    );
 }
 
 #[test]
@@ -64,18 +76,28 @@ fn header_fields_are_checked_in_order() {
 
     let mut bad = good.clone();
     bad[0] = b'X';
-    assert!(matches!(FrameHeader::parse(&bad), Err(WireError::BadMagic { .. })));
+    assert!(matches!(
+        FrameHeader::parse(&bad),
+        Err(WireError::BadMagic { .. })
+    ));
 
     let mut bad = good.clone();
     bad[4] = 9;
     assert_eq!(
         FrameHeader::parse(&bad),
-        Err(WireError::UnsupportedVersion { found: 9, min: 1, max: 1 })
+        Err(WireError::UnsupportedVersion {
+            found: 9,
+            min: 1,
+            max: 1
+        })
     );
 
     let mut bad = good.clone();
     bad[8] ^= 1;
-    assert!(matches!(FrameHeader::parse(&bad), Err(WireError::SchemaMismatch { .. })));
+    assert!(matches!(
+        FrameHeader::parse(&bad),
+        Err(WireError::SchemaMismatch { .. })
+    ));
 
     let mut bad = good.clone();
     bad[6] = 200;
@@ -90,7 +112,10 @@ fn header_fields_are_checked_in_order() {
 
     assert_eq!(
         FrameHeader::parse(&good[..10]),
-        Err(WireError::Truncated { needed: HEADER_LEN, have: 10 })
+        Err(WireError::Truncated {
+            needed: HEADER_LEN,
+            have: 10
+        })
     );
 }
 
@@ -107,11 +132,17 @@ fn payload_must_match_announced_length_and_kind() {
 
     let mut long = good[HEADER_LEN..].to_vec();
     long.push(0);
-    assert_eq!(decode_payload::<Hello>(&header, &long), Err(WireError::TrailingBytes(1)));
+    assert_eq!(
+        decode_payload::<Hello>(&header, &long),
+        Err(WireError::TrailingBytes(1))
+    );
 
     assert_eq!(
         decode_payload::<HelloAck>(&header, &good[HEADER_LEN..]),
-        Err(WireError::UnexpectedKind { expected: Kind::HelloAck, found: Kind::Hello })
+        Err(WireError::UnexpectedKind {
+            expected: Kind::HelloAck,
+            found: Kind::Hello
+        })
     );
 }
 
@@ -121,7 +152,10 @@ fn message_shorter_than_announced_payload_is_trailing_bytes() {
     let mut frame = encode_frame(&hello()).unwrap();
     frame[12] = 22;
     frame.push(0xff);
-    assert_eq!(decode_whole::<Hello>(&frame), Err(WireError::TrailingBytes(1)));
+    assert_eq!(
+        decode_whole::<Hello>(&frame),
+        Err(WireError::TrailingBytes(1))
+    );
 }
 
 #[test]
@@ -132,7 +166,10 @@ fn oversized_name_is_malformed_not_a_panic() {
     frame.resize(HEADER_LEN + 3 + 100 + 1, b'a');
     let len = (frame.len() - HEADER_LEN) as u32;
     frame[12..16].copy_from_slice(&len.to_le_bytes());
-    assert!(matches!(decode_whole::<Hello>(&frame), Err(WireError::Malformed { .. })));
+    assert!(matches!(
+        decode_whole::<Hello>(&frame),
+        Err(WireError::Malformed { .. })
+    ));
 }
 
 #[test]

@@ -3,8 +3,8 @@
 
 use crate::scalar;
 use core::arch::aarch64::{
-    float32x4_t, vabsq_f32, vaddq_f32, vaddvq_f32, vdupq_n_f32, vfmaq_f32, vld1q_f32,
-    vmaxq_f32, vmaxvq_f32,
+    float32x4_t, vabsq_f32, vaddq_f32, vaddvq_f32, vdupq_n_f32, vfmaq_f32, vld1q_f32, vmaxq_f32,
+    vmaxvq_f32,
 };
 
 /// Loads 16 floats as four vectors.
@@ -14,7 +14,14 @@ fn load16(chunk: &[f32; 16]) -> [float32x4_t; 4] {
     let p = chunk.as_ptr();
     // SAFETY: `chunk` is 16 valid, initialised f32s, so p, p+4, p+8 and p+12 each start
     // 4 readable floats; vld1q_f32 has no alignment requirement beyond f32's.
-    unsafe { [vld1q_f32(p), vld1q_f32(p.add(4)), vld1q_f32(p.add(8)), vld1q_f32(p.add(12))] }
+    unsafe {
+        [
+            vld1q_f32(p),
+            vld1q_f32(p.add(4)),
+            vld1q_f32(p.add(8)),
+            vld1q_f32(p.add(12)),
+        ]
+    }
 }
 
 /// See [`crate::reduce::absmax`]. `fmax` propagates NaN, matching the documented result.

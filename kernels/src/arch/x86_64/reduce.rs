@@ -5,9 +5,9 @@
 
 use crate::scalar;
 use core::arch::x86_64::{
-    __m128, _mm_add_ps, _mm_andnot_ps, _mm_cmpunord_ps, _mm_cvtss_f32, _mm_loadu_ps,
-    _mm_max_ps, _mm_movehl_ps, _mm_movemask_ps, _mm_mul_ps, _mm_or_ps, _mm_set1_ps,
-    _mm_setzero_ps, _mm_shuffle_ps,
+    __m128, _mm_add_ps, _mm_andnot_ps, _mm_cmpunord_ps, _mm_cvtss_f32, _mm_loadu_ps, _mm_max_ps,
+    _mm_movehl_ps, _mm_movemask_ps, _mm_mul_ps, _mm_or_ps, _mm_set1_ps, _mm_setzero_ps,
+    _mm_shuffle_ps,
 };
 
 /// Loads 16 floats as four vectors.
@@ -17,7 +17,14 @@ fn load16(chunk: &[f32; 16]) -> [__m128; 4] {
     let p = chunk.as_ptr();
     // SAFETY: `chunk` is 16 valid, initialised f32s, so p, p+4, p+8 and p+12 each start
     // 4 readable floats; _mm_loadu_ps has no alignment requirement.
-    unsafe { [_mm_loadu_ps(p), _mm_loadu_ps(p.add(4)), _mm_loadu_ps(p.add(8)), _mm_loadu_ps(p.add(12))] }
+    unsafe {
+        [
+            _mm_loadu_ps(p),
+            _mm_loadu_ps(p.add(4)),
+            _mm_loadu_ps(p.add(8)),
+            _mm_loadu_ps(p.add(12)),
+        ]
+    }
 }
 
 /// Horizontal max of 4 lanes (inputs are NaN-free here).
