@@ -16,7 +16,12 @@ use tandem_runtime::transport::tls::{DevCertificate, Identity};
 /// tandem cloud peer: serves tandem devices over QUIC (split fine-tuning top half,
 /// federated aggregation).
 #[derive(Parser)]
-#[command(name = "tandem-cloud", version, propagate_version = true)]
+#[command(
+    name = "tandem-cloud",
+    version,
+    propagate_version = true,
+    after_help = "Example:\n  tandem-cloud serve --listen 0.0.0.0:4433"
+)]
 struct Cli {
     /// More log output (default info: one line per device; -v debug, -vv trace).
     /// RUST_LOG overrides it.
@@ -85,6 +90,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        // Register the signal handlers before announcing the address, so a script that
+        // stops us right after reading the line still gets a graceful close.
+        let shutdown = shutdown_signal()?;
         let server = Server::bind(
             args.listen,
             identity,
@@ -102,25 +110,21 @@ fn serve(args: ServeArgs) -> Result<()> {
         std::io::stdout()
             .flush()
             .context("cannot write to stdout")?;
-        server.serve(shutdown_signal()).await;
+        server.serve(shutdown).await;
         Ok(())
     })
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+/// A future that completes on SIGINT (Ctrl-C) or SIGTERM; the handlers are installed
+/// before it returns.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            // Without a SIGTERM handler, Ctrl-C still works.
-            Err(_) => std::future::pending().await,
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
-    }
+    })
 }

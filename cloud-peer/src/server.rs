@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 use tandem_runtime::transport::{self, TransportError, TransportLimits, tls::Identity};
 use tandem_runtime::wire::{CloseCode, Hello, HelloAck, NodeName, software_name};
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -27,6 +28,7 @@ pub enum ServeError {
 pub struct Server {
     endpoint: quinn::Endpoint,
     name: NodeName,
+    hello_timeout: Duration,
 }
 
 impl Server {
@@ -53,6 +55,7 @@ impl Server {
         Ok(Self {
             endpoint,
             name: short,
+            hello_timeout: limits.hello_timeout,
         })
     }
 
@@ -74,9 +77,10 @@ impl Server {
             let Some(incoming) = incoming else { break };
             let remote = incoming.remote_address();
             let name = self.name.clone();
+            let hello_timeout = self.hello_timeout;
             tokio::spawn(
                 async move {
-                    match handle_connection(incoming, name).await {
+                    match handle_connection(incoming, name, hello_timeout).await {
                         Ok(()) => debug!("connection closed"),
                         Err(err) => warn!("connection ended: {err}"),
                     }
@@ -96,21 +100,34 @@ impl Server {
 async fn handle_connection(
     incoming: quinn::Incoming,
     name: NodeName,
+    hello_timeout: Duration,
 ) -> Result<(), TransportError> {
     let connection = incoming.await.map_err(TransportError::from_connection)?;
-    let (mut send, mut recv) = connection
-        .accept_bi()
-        .await
-        .map_err(TransportError::from_connection)?;
-    let hello: Hello = match transport::read_frame(&mut recv).await {
-        Ok(hello) => hello,
-        Err(err) => {
+    let first_frame = async {
+        let (send, mut recv) = connection
+            .accept_bi()
+            .await
+            .map_err(TransportError::from_connection)?;
+        let hello: Hello = transport::read_frame(&mut recv).await?;
+        Ok::<_, TransportError>((send, hello))
+    };
+    let (mut send, hello) = match tokio::time::timeout(hello_timeout, first_frame).await {
+        Ok(Ok(first)) => first,
+        Ok(Err(err)) => {
             let code = match &err {
                 TransportError::Wire(wire) => CloseCode::from(wire),
                 _ => CloseCode::ProtocolViolation,
             };
             connection.close(code.to_varint(), code.reason().as_bytes());
             return Err(err);
+        }
+        Err(_) => {
+            let code = CloseCode::ProtocolViolation;
+            connection.close(code.to_varint(), code.reason().as_bytes());
+            return Err(TransportError::Protocol(format!(
+                "no Hello within {} s",
+                hello_timeout.as_secs_f64()
+            )));
         }
     };
     let Some(version) = hello.negotiate() else {

@@ -6,22 +6,24 @@
 ///
 /// Exact: the result is one of the `|x_i|`, identical on every backend.
 pub fn absmax(x: &[f32]) -> f32 {
-    #[cfg(target_arch = "aarch64")]
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     return crate::arch::aarch64::reduce::absmax(x);
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     return crate::arch::x86_64::reduce::absmax(x);
     #[allow(unreachable_code)]
     crate::scalar::absmax(x)
 }
 
-/// `sum(x_i^2)` accumulated in f32 over 16 interleaved partial sums.
+/// `sum(x_i^2)` accumulated in f32 over interleaved partial sums (16 on the SIMD
+/// backends, 4 on the scalar one).
 ///
-/// Relative error against the exact sum is at most about `(len / 16 + 4) * 2^-24`
-/// (pairwise-like accumulation); infinities and NaN propagate.
+/// Relative error against the exact sum is at most about `(len / 4 + 16) * 2^-23`, plus
+/// at most `2^-149` per element whose square underflows; infinities and NaN propagate.
+/// The last bits differ between backends (summation order, FMA or not).
 pub fn sum_squares(x: &[f32]) -> f32 {
-    #[cfg(target_arch = "aarch64")]
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     return crate::arch::aarch64::reduce::sum_squares(x);
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     return crate::arch::x86_64::reduce::sum_squares(x);
     #[allow(unreachable_code)]
     crate::scalar::sum_squares(x)

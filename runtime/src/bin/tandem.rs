@@ -14,7 +14,12 @@ use tandem_runtime::wire::NodeName;
 /// tandem device runtime: fine-tunes models on this board together with a tandem-cloud
 /// peer over QUIC.
 #[derive(Parser)]
-#[command(name = "tandem", version, propagate_version = true)]
+#[command(
+    name = "tandem",
+    version,
+    propagate_version = true,
+    after_help = "Example:\n  tandem hello --cloud 127.0.0.1:4433 --ca cloud-cert.pem"
+)]
 struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -42,7 +47,7 @@ struct HelloArgs {
     #[arg(long, value_name = "PEM")]
     ca: Option<PathBuf>,
     /// Name the cloud's certificate must carry.
-    #[arg(long, default_value = transport::DEFAULT_SERVER_NAME)]
+    #[arg(long, value_name = "NAME", default_value = transport::DEFAULT_SERVER_NAME)]
     server_name: String,
     /// This device's name as the cloud will log it (default: the host name).
     #[arg(long)]
@@ -84,13 +89,15 @@ fn run(command: Command) -> Result<()> {
 }
 
 fn hello(args: HelloArgs) -> Result<()> {
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        bail!(
-            "--timeout must be a positive number of seconds, got {}",
-            args.timeout
-        );
-    }
-    let timeout = Duration::from_secs_f64(args.timeout);
+    let timeout = Duration::try_from_secs_f64(args.timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .with_context(|| {
+            format!(
+                "--timeout must be a positive number of seconds, got {}",
+                args.timeout
+            )
+        })?;
     let node = node_name(args.node)?;
     let ca = args
         .ca
@@ -175,7 +182,7 @@ fn smoke(args: SmokeArgs) -> Result<()> {
         report.steps,
         ms(report.elapsed) / report.steps.max(1) as f64,
     );
-    if !(report.final_loss < report.initial_loss / 10.0) {
+    if report.final_loss.is_nan() || report.final_loss >= report.initial_loss / 10.0 {
         bail!("training did not converge on backend {}", args.backend);
     }
     Ok(())

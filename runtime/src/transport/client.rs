@@ -2,7 +2,7 @@
 
 use super::{TransportError, read_frame, write_frame};
 use crate::wire::{
-    Hello, HelloAck, MIN_PROTOCOL_VERSION, NodeName, PROTOCOL_VERSION, software_name,
+    CloseCode, Hello, HelloAck, MIN_PROTOCOL_VERSION, NodeName, PROTOCOL_VERSION, software_name,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -70,20 +70,28 @@ pub async fn hello(
         node: node.clone(),
         software: software_name("tandem"),
     };
-    write_frame(&mut send, &msg).await?;
-    let ack: HelloAck = read_frame(&mut recv).await?;
+    let exchange = async {
+        write_frame(&mut send, &msg).await?;
+        let ack: HelloAck = read_frame(&mut recv).await?;
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&ack.version) {
+            return Err(TransportError::Protocol(format!(
+                "cloud chose protocol version {} outside {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}",
+                ack.version
+            )));
+        }
+        Ok(ack)
+    };
+    let result = exchange.await;
     let round_trip = sent.elapsed();
-    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&ack.version) {
-        return Err(TransportError::Protocol(format!(
-            "cloud chose protocol version {} outside {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}",
-            ack.version
-        )));
-    }
     let quic_rtt = connection.rtt();
-    connection.close(
-        crate::wire::CloseCode::Normal.to_varint(),
-        crate::wire::CloseCode::Normal.reason().as_bytes(),
-    );
+    // Tell the cloud why we leave: a bad HelloAck is the cloud's protocol violation.
+    let code = match &result {
+        Ok(_) => CloseCode::Normal,
+        Err(TransportError::Wire(err)) => CloseCode::from(err),
+        Err(_) => CloseCode::ProtocolViolation,
+    };
+    connection.close(code.to_varint(), code.reason().as_bytes());
+    let ack = result?;
     Ok(HelloReport {
         peer: ack.peer.to_string(),
         software: ack.software.to_string(),

@@ -56,10 +56,10 @@ impl TransportError {
     /// tandem's close codes, so callers see "no common protocol version" rather than a
     /// bare number.
     pub fn from_connection(err: quinn::ConnectionError) -> Self {
-        if let quinn::ConnectionError::ApplicationClosed(close) = &err {
-            if let Some(code) = CloseCode::from_code(close.error_code.into_inner()) {
-                return Self::Closed(code);
-            }
+        if let quinn::ConnectionError::ApplicationClosed(close) = &err
+            && let Some(code) = CloseCode::from_code(close.error_code.into_inner())
+        {
+            return Self::Closed(code);
         }
         Self::Connection(err)
     }

@@ -23,6 +23,9 @@ pub struct TransportLimits {
     pub idle_timeout: Duration,
     /// Ping interval that keeps a quiet connection alive (must be below `idle_timeout`).
     pub keep_alive: Duration,
+    /// A device must complete its Hello within this time after the QUIC handshake, or
+    /// the cloud closes the connection (keep-alives alone never hold a slot open).
+    pub hello_timeout: Duration,
 }
 
 impl Default for TransportLimits {
@@ -35,6 +38,7 @@ impl Default for TransportLimits {
             send_window: 32 << 20,
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(5),
+            hello_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -86,15 +86,17 @@ impl DevCertificate {
         Self::in_dir(&crate::paths::cache_dir().join("pki"))
     }
 
-    /// Loads the certificate, creating it first if neither file exists. Returns whether
-    /// it was created. Written atomically, so a crash never leaves half a key behind.
+    /// Loads the certificate and key, creating a new pair first unless both files
+    /// exist (a lone key or certificate, e.g. from a crash between the two writes, is
+    /// replaced). Returns whether it created them. Each file is written atomically.
+    ///
+    /// Not safe against two processes creating the pair at the same moment: start one
+    /// `tandem-cloud` first.
     pub fn load_or_create(&self) -> Result<(Identity, bool), TransportError> {
-        let created = if self.cert.exists() || self.key.exists() {
-            false
-        } else {
+        let created = !(self.cert.exists() && self.key.exists());
+        if created {
             self.create()?;
-            true
-        };
+        }
         Ok((Identity::load(&self.cert, &self.key)?, created))
     }
 

@@ -120,6 +120,32 @@ fn header_fields_are_checked_in_order() {
 }
 
 #[test]
+fn first_failing_check_is_reported() {
+    // Bad magic and bad version and bad schema: magic wins.
+    let mut bad = encode_frame(&hello()).unwrap();
+    bad[0] = b'X';
+    bad[4] = 9;
+    bad[8] ^= 1;
+    assert!(matches!(
+        FrameHeader::parse(&bad),
+        Err(WireError::BadMagic { .. })
+    ));
+    // Bad version and bad schema and unknown kind: version wins.
+    bad[0] = b'T';
+    bad[6] = 200;
+    assert!(matches!(
+        FrameHeader::parse(&bad),
+        Err(WireError::UnsupportedVersion { .. })
+    ));
+    // Bad schema and unknown kind: schema wins.
+    bad[4] = 1;
+    assert!(matches!(
+        FrameHeader::parse(&bad),
+        Err(WireError::SchemaMismatch { .. })
+    ));
+}
+
+#[test]
 fn payload_must_match_announced_length_and_kind() {
     let good = encode_frame(&hello()).unwrap();
     let header = FrameHeader::parse(&good).unwrap();

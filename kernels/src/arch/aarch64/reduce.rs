@@ -26,7 +26,8 @@ fn load16(chunk: &[f32; 16]) -> [float32x4_t; 4] {
 
 /// See [`crate::reduce::absmax`]. `fmax` propagates NaN, matching the documented result.
 pub(crate) fn absmax(x: &[f32]) -> f32 {
-    // SAFETY: NEON is part of the aarch64 baseline: every CPU this binary can run on has it.
+    // SAFETY: this module is only compiled with `target_feature = "neon"` enabled
+    // (NEON is part of the aarch64 baseline), so every CPU this binary runs on has it.
     unsafe { absmax_neon(x) }
 }
 
@@ -48,7 +49,8 @@ fn absmax_neon(x: &[f32]) -> f32 {
 
 /// See [`crate::reduce::sum_squares`].
 pub(crate) fn sum_squares(x: &[f32]) -> f32 {
-    // SAFETY: NEON is part of the aarch64 baseline: every CPU this binary can run on has it.
+    // SAFETY: this module is only compiled with `target_feature = "neon"` enabled
+    // (NEON is part of the aarch64 baseline), so every CPU this binary runs on has it.
     unsafe { sum_squares_neon(x) }
 }
 

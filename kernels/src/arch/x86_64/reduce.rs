@@ -37,7 +37,8 @@ fn hmax(v: __m128) -> f32 {
     _mm_cvtss_f32(m)
 }
 
-/// Horizontal sum of 4 lanes, pairing (0+2)+(1+3) like NEON's `faddp` reduction.
+/// Horizontal sum of 4 lanes as (0+2)+(1+3). NEON's `faddv` pairs (0+1)+(2+3), so the
+/// last bit of a sum may differ between the two backends.
 #[inline]
 #[target_feature(enable = "sse2")]
 fn hsum(v: __m128) -> f32 {
@@ -49,7 +50,8 @@ fn hsum(v: __m128) -> f32 {
 
 /// See [`crate::reduce::absmax`].
 pub(crate) fn absmax(x: &[f32]) -> f32 {
-    // SAFETY: SSE2 is part of the x86_64 baseline: every CPU this binary can run on has it.
+    // SAFETY: this module is only compiled with `target_feature = "sse2"` enabled
+    // (SSE2 is part of the x86_64 baseline), so every CPU this binary runs on has it.
     unsafe { absmax_sse2(x) }
 }
 
@@ -78,7 +80,8 @@ fn absmax_sse2(x: &[f32]) -> f32 {
 /// See [`crate::reduce::sum_squares`]. Uses mul + add (SSE2 has no FMA), so the last
 /// bit may differ from the NEON `fmla` result.
 pub(crate) fn sum_squares(x: &[f32]) -> f32 {
-    // SAFETY: SSE2 is part of the x86_64 baseline: every CPU this binary can run on has it.
+    // SAFETY: this module is only compiled with `target_feature = "sse2"` enabled
+    // (SSE2 is part of the x86_64 baseline), so every CPU this binary runs on has it.
     unsafe { sum_squares_sse2(x) }
 }
 
