@@ -14,8 +14,12 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod arch;
+mod cast;
 pub mod reduce;
 mod scalar;
+pub mod sort;
+
+pub use sort::{sort_f32, sort_i32, sort_u32};
 
 #[cfg(test)]
 mod reference;
@@ -30,11 +34,14 @@ pub enum Backend {
     Neon,
     /// x86_64 SSE2 (baseline on x86_64), 128-bit lanes mirroring NEON.
     Sse2,
+    /// x86_64 SSE4.1 (detected at run time), 128-bit lanes mirroring NEON.
+    Sse41,
     /// Portable scalar code.
     Scalar,
 }
 
-/// The backend that the public kernels of this build use on this CPU.
+/// The backend that the reductions of this build use on this CPU (see
+/// [`sort::sort_backend`] for the sort).
 pub fn active_backend() -> Backend {
     if cfg!(all(target_arch = "aarch64", target_feature = "neon")) {
         Backend::Neon

@@ -15,7 +15,10 @@ pub fn init(verbosity: u8) {
     let default = format!("warn,tandem={level},tandem_runtime={level},tandem_cloud={level}");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // A second init (e.g. in tests) is harmless; ignore it.
+    // Colours only on a terminal: logs captured to files stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
+        .with_ansi(ansi)
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();

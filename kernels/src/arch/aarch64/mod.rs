@@ -2,3 +2,4 @@
 //! needed: every function here is safe to call on any aarch64 CPU Rust supports.
 
 pub(crate) mod reduce;
+pub(crate) mod sort;

@@ -3,3 +3,4 @@
 //! SSE4.1 or AVX2 detect them once at run time.
 
 pub(crate) mod reduce;
+pub(crate) mod sort;

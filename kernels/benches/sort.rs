@@ -1,0 +1,118 @@
+//! Sort throughput: tandem-kernels vs the standard library, measured in one run.
+//!
+//! `cargo xtask bench sort` (or `cargo bench -p tandem-kernels --bench sort`). For each
+//! size it sorts the same random input with both sorts, alternating, several times, and
+//! reports the median time per key and the speedup. The last line is
+//! `sort_f32_1M_speedup_vs_std: X`.
+//!
+//! Set `TANDEM_BENCH_QUICK=1` for a seconds-long smoke run (small sizes only).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
+/// Median of `reps` timings of `sort` on fresh copies of `input`.
+fn time_sort<T: Copy>(input: &[T], reps: usize, mut sort: impl FnMut(&mut [T])) -> Duration {
+    let mut buf = input.to_vec();
+    let mut times: Vec<Duration> = (0..reps)
+        .map(|_| {
+            buf.copy_from_slice(input);
+            let start = Instant::now();
+            sort(black_box(&mut buf));
+            start.elapsed()
+        })
+        .collect();
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
+struct Row {
+    what: String,
+    n: usize,
+    ours: Duration,
+    std: Duration,
+}
+
+impl Row {
+    fn speedup(&self) -> f64 {
+        self.std.as_secs_f64() / self.ours.as_secs_f64()
+    }
+}
+
+fn label(n: usize) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{}M", n >> 20),
+        n if n >= 1 << 10 => format!("{}K", n >> 10),
+        n => n.to_string(),
+    }
+}
+
+fn main() {
+    let quick = std::env::var_os("TANDEM_BENCH_QUICK").is_some();
+    let sizes: &[usize] = if quick {
+        &[1 << 10, 1 << 16]
+    } else {
+        &[1 << 10, 1 << 16, 1 << 20, 1 << 24]
+    };
+    let mut rows = Vec::new();
+    for &n in sizes {
+        // Enough repetitions for a stable median, fewer for the big sizes.
+        let reps = if n >= 1 << 24 {
+            5
+        } else if n >= 1 << 20 {
+            11
+        } else {
+            31
+        };
+        let mut next = xorshift(n as u64);
+        let floats: Vec<f32> = (0..n).map(|_| (next() as i32) as f32 * 1e-6).collect();
+        let ints: Vec<u32> = (0..n).map(|_| next() as u32).collect();
+        // Interleave the two sorts per size so machine noise hits both alike.
+        let std_f = time_sort(&floats, reps, |d| d.sort_unstable_by(f32::total_cmp));
+        let ours_f = time_sort(&floats, reps, tandem_kernels::sort_f32);
+        rows.push(Row {
+            what: "f32".into(),
+            n,
+            ours: ours_f,
+            std: std_f,
+        });
+        let std_u = time_sort(&ints, reps, |d| d.sort_unstable());
+        let ours_u = time_sort(&ints, reps, tandem_kernels::sort_u32);
+        rows.push(Row {
+            what: "u32".into(),
+            n,
+            ours: ours_u,
+            std: std_u,
+        });
+    }
+    println!("backend: {:?}", tandem_kernels::sort::sort_backend());
+    println!(
+        "{:<5} {:>6} {:>14} {:>14} {:>9}",
+        "type", "n", "tandem ns/key", "std ns/key", "speedup"
+    );
+    for r in &rows {
+        let per = |d: Duration| d.as_secs_f64() * 1e9 / r.n as f64;
+        println!(
+            "{:<5} {:>6} {:>14.2} {:>14.2} {:>8.2}x",
+            r.what,
+            label(r.n),
+            per(r.ours),
+            per(r.std),
+            r.speedup()
+        );
+    }
+    let headline = rows.iter().find(|r| r.what == "f32" && r.n == 1 << 20);
+    match headline {
+        Some(r) => println!("sort_f32_1M_speedup_vs_std: {:.2}", r.speedup()),
+        None => println!("sort_f32_1M_speedup_vs_std: not measured (quick run)"),
+    }
+}

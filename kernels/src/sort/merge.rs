@@ -1,0 +1,270 @@
+//! The merge phase: two sorted runs into one, with the NEON-MS hybrid of a vectorised
+//! bitonic merge (front, 16 + 16 keys per step) interleaved with a branchless scalar
+//! merge (back, one key per step), so the SIMD and the integer pipelines work at once.
+//!
+//! The front produces exactly the `front` smallest keys and the back exactly the
+//! `n - front` largest, so the two never write the same slot. Keys carry no payload, so
+//! equal keys are interchangeable and the split is exact even with duplicates.
+
+use super::vector::SortVector;
+
+/// Keys per vector-merge step from each input: 4 vectors (the 16 + 16 network).
+const STEP: usize = 16;
+
+/// Four vectors: 16 sorted keys.
+type Quad<S> = [<S as SortVector>::V; 4];
+
+#[inline(always)]
+fn load16<S: SortVector>(s: S, src: &[i32]) -> Quad<S> {
+    let (quads, _) = src[..STEP].as_chunks::<4>();
+    [
+        s.load(&quads[0]),
+        s.load(&quads[1]),
+        s.load(&quads[2]),
+        s.load(&quads[3]),
+    ]
+}
+
+#[inline(always)]
+fn store16<S: SortVector>(s: S, v: Quad<S>, dst: &mut [i32]) {
+    let (quads, _) = dst[..STEP].as_chunks_mut::<4>();
+    for (q, v) in quads.iter_mut().zip(v) {
+        s.store(v, q);
+    }
+}
+
+/// Compare-exchange of two whole vectors.
+#[inline(always)]
+fn cx<S: SortVector>(s: S, a: &mut S::V, b: &mut S::V) {
+    let lo = s.min(*a, *b);
+    let hi = s.max(*a, *b);
+    *a = lo;
+    *b = hi;
+}
+
+/// Sorts 16 keys that form a bitonic sequence (bitonic half-cleaners at distances 8, 4,
+/// then 2 and 1 inside each vector).
+#[inline(always)]
+fn sort_bitonic16<S: SortVector>(s: S, v: &mut Quad<S>) {
+    let [mut v0, mut v1, mut v2, mut v3] = *v;
+    cx(s, &mut v0, &mut v2);
+    cx(s, &mut v1, &mut v3);
+    cx(s, &mut v0, &mut v1);
+    cx(s, &mut v2, &mut v3);
+    let (v0, v1) = s.sort_bitonic_lanes(v0, v1);
+    let (v2, v3) = s.sort_bitonic_lanes(v2, v3);
+    *v = [v0, v1, v2, v3];
+}
+
+/// Merges two sorted 16-key quads: returns (16 smallest, 16 largest), both sorted.
+#[inline(always)]
+pub(crate) fn merge16<S: SortVector>(s: S, a: Quad<S>, b: Quad<S>) -> (Quad<S>, Quad<S>) {
+    // a ++ reverse(b) is bitonic; one half-cleaner splits it into two bitonic halves
+    // with every key of the low half <= every key of the high half.
+    let rb = [
+        s.reverse(b[3]),
+        s.reverse(b[2]),
+        s.reverse(b[1]),
+        s.reverse(b[0]),
+    ];
+    let mut lo: Quad<S> = core::array::from_fn(|i| s.min(a[i], rb[i]));
+    let mut hi: Quad<S> = core::array::from_fn(|i| s.max(a[i], rb[i]));
+    sort_bitonic16(s, &mut lo);
+    sort_bitonic16(s, &mut hi);
+    (lo, hi)
+}
+
+/// Merges sorted `a` and sorted `b` into `out` (`out.len() == a.len() + b.len()`).
+#[inline(always)]
+pub(crate) fn merge<S: SortVector>(s: S, a: &[i32], b: &[i32], out: &mut [i32]) {
+    debug_assert_eq!(out.len(), a.len() + b.len());
+    if a.len() < STEP || b.len() < STEP {
+        merge_smallest(a, b, &[], out);
+        return;
+    }
+    let n = out.len();
+    // The vector front takes STEP / (STEP + HYBRID_BACK) of the output in whole steps (at least
+    // one: n >= 32); the scalar back takes the rest.
+    let front = (n * STEP / (STEP + S::HYBRID_BACK)).max(STEP) / STEP * STEP;
+    let (out_front, out_back) = out.split_at_mut(front);
+
+    let mut front_state = Front::start(s, a, b, out_front);
+    let mut back = Back {
+        ja: a.len(),
+        jb: b.len(),
+        k: out_back.len(),
+    };
+    // Interleave one vector step (16 keys) with S::HYBRID_BACK scalar steps. The hot
+    // loop runs while both inputs hold a whole block, so the choice of the next block is
+    // a conditional move, not a branch; the careful loop below handles the last blocks.
+    while front_state.o + STEP <= front
+        && front_state.ia + STEP <= a.len()
+        && front_state.ib + STEP <= b.len()
+    {
+        front_state.step_both_full(s, a, b, out_front);
+        back.steps(a, b, out_back, S::HYBRID_BACK);
+    }
+    while front_state.can_step(a, b, front) {
+        front_state.step(s, a, b, out_front);
+        back.steps(a, b, out_back, S::HYBRID_BACK);
+    }
+    front_state.finish(s, a, b, out_front);
+    back.steps(a, b, out_back, usize::MAX);
+    back.finish(a, b, out_back);
+}
+
+/// The vector merge from the front.
+struct Front<S: SortVector> {
+    /// The 16 largest keys loaded so far that are not yet written.
+    carry: Quad<S>,
+    ia: usize,
+    ib: usize,
+    /// Keys written to the front output so far.
+    o: usize,
+}
+
+impl<S: SortVector> Front<S> {
+    /// Merges the first 16 keys of each input and writes the lowest 16.
+    /// Needs `a.len() >= 16`, `b.len() >= 16`, `out.len() >= 16`.
+    #[inline(always)]
+    fn start(s: S, a: &[i32], b: &[i32], out: &mut [i32]) -> Self {
+        let (lo, carry) = merge16(s, load16(s, a), load16(s, b));
+        store16(s, lo, out);
+        Self {
+            carry,
+            ia: STEP,
+            ib: STEP,
+            o: STEP,
+        }
+    }
+
+    /// Whether another whole vector step fits: room for 16 more outputs, and the input
+    /// the merge must read next (the one with the smaller head, or the only one left)
+    /// has 16 keys.
+    #[inline(always)]
+    fn can_step(&self, a: &[i32], b: &[i32], out_len: usize) -> bool {
+        if self.o + STEP > out_len {
+            return false;
+        }
+        match (a.get(self.ia), b.get(self.ib)) {
+            (Some(x), Some(y)) if x <= y => self.ia + STEP <= a.len(),
+            (Some(_), Some(_)) | (None, Some(_)) => self.ib + STEP <= b.len(),
+            (Some(_), None) => self.ia + STEP <= a.len(),
+            (None, None) => false,
+        }
+    }
+
+    /// One step when both inputs hold at least 16 more keys and the output has room.
+    #[inline(always)]
+    fn step_both_full(&mut self, s: S, a: &[i32], b: &[i32], out: &mut [i32]) {
+        let take_a = a[self.ia] <= b[self.ib];
+        let (src, at) = if take_a { (a, self.ia) } else { (b, self.ib) };
+        let next = load16(s, &src[at..at + STEP]);
+        self.ia += usize::from(take_a) * STEP;
+        self.ib += usize::from(!take_a) * STEP;
+        let (lo, hi) = merge16(s, self.carry, next);
+        store16(s, lo, &mut out[self.o..self.o + STEP]);
+        self.o += STEP;
+        self.carry = hi;
+    }
+
+    /// One step; only after [`Front::can_step`] returned true.
+    #[inline(always)]
+    fn step(&mut self, s: S, a: &[i32], b: &[i32], out: &mut [i32]) {
+        let take_a = match (a.get(self.ia), b.get(self.ib)) {
+            (Some(x), Some(y)) => x <= y,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        let next = if take_a {
+            self.ia += STEP;
+            load16(s, &a[self.ia - STEP..])
+        } else {
+            self.ib += STEP;
+            load16(s, &b[self.ib - STEP..])
+        };
+        let (lo, hi) = merge16(s, self.carry, next);
+        store16(s, lo, &mut out[self.o..]);
+        self.o += STEP;
+        self.carry = hi;
+    }
+
+    /// Writes the remaining front outputs with a scalar 3-way merge of the carry and the
+    /// rest of both inputs.
+    #[inline(always)]
+    fn finish(&self, s: S, a: &[i32], b: &[i32], out: &mut [i32]) {
+        let mut carry = [0i32; STEP];
+        store16(s, self.carry, &mut carry);
+        merge_smallest(&a[self.ia..], &b[self.ib..], &carry, &mut out[self.o..]);
+    }
+}
+
+/// The branchless scalar merge from the back: writes the largest keys downwards.
+struct Back {
+    ja: usize,
+    jb: usize,
+    /// Keys of the back output still to write (it is filled from index k-1 down).
+    k: usize,
+}
+
+impl Back {
+    /// Up to `max` steps while both inputs still have keys.
+    #[inline(always)]
+    fn steps(&mut self, a: &[i32], b: &[i32], out: &mut [i32], max: usize) {
+        let mut left = max.min(self.k);
+        while left > 0 && self.ja > 0 && self.jb > 0 {
+            let x = a[self.ja - 1];
+            let y = b[self.jb - 1];
+            let take_a = x > y;
+            out[self.k - 1] = if take_a { x } else { y };
+            self.ja -= usize::from(take_a);
+            self.jb -= usize::from(!take_a);
+            self.k -= 1;
+            left -= 1;
+        }
+    }
+
+    /// One input ran out: the rest of the back output is the top of the other.
+    #[inline(always)]
+    fn finish(&self, a: &[i32], b: &[i32], out: &mut [i32]) {
+        let k = self.k;
+        if k == 0 {
+            return;
+        }
+        let src = if self.ja > 0 {
+            &a[self.ja - k..self.ja]
+        } else {
+            &b[self.jb - k..self.jb]
+        };
+        out[..k].copy_from_slice(src);
+    }
+}
+
+/// Fills `out` with the `out.len()` smallest keys of `a`, `b` and `c` (each sorted),
+/// in order. Stops early (never panics) if the three hold fewer keys than that.
+fn merge_smallest(a: &[i32], b: &[i32], c: &[i32], out: &mut [i32]) {
+    let (mut i, mut j, mut k) = (0, 0, 0);
+    for slot in out.iter_mut() {
+        let mut best: Option<(i32, u8)> = a.get(i).map(|&x| (x, 0));
+        if let Some(&y) = b.get(j)
+            && best.is_none_or(|(v, _)| y < v)
+        {
+            best = Some((y, 1));
+        }
+        if let Some(&z) = c.get(k)
+            && best.is_none_or(|(v, _)| z < v)
+        {
+            best = Some((z, 2));
+        }
+        let Some((value, source)) = best else {
+            debug_assert!(false, "merge_smallest ran out of keys");
+            return;
+        };
+        *slot = value;
+        match source {
+            0 => i += 1,
+            1 => j += 1,
+            _ => k += 1,
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Sorting: the hybrid vectorised merge sort of NEON-MS ("A Hybrid Vectorized Merge Sort
+//! on ARM NEON").
+//!
+//! 1. In-register phase ([`network`]): 64 keys in 16 vectors, the 4 columns sorted by an
+//!    optimal 16-input network of `min`/`max`, then transposed into 4 sorted runs of 16.
+//! 2. Merge phase ([`merge`]): runs merged pairwise, doubling in width, between the data
+//!    and a scratch buffer. Each merge runs a vectorised bitonic 16 + 16 merge from the
+//!    front interleaved with a branchless scalar merge from the back.
+//!
+//! The algorithm is written once over [`vector::SortVector`] on i32 keys. f32 and u32
+//! are mapped onto i32 by order-preserving bijections applied in place before and after:
+//! f32 in [`f32::total_cmp`] order (-NaN < -inf < ... < -0.0 < +0.0 < ... < +inf < +NaN),
+//! u32 by flipping the sign bit.
+//!
+//! Every function allocates one scratch buffer of the input's length (inputs of at most
+//! 64 keys are sorted in place by the scalar path and allocate nothing).
+
+mod driver;
+mod merge;
+mod network;
+pub(crate) mod vector;
+
+use crate::Backend;
+pub(crate) use driver::sort_i32 as driver_sort_i32;
+
+/// Sorts `data` ascending.
+pub fn sort_i32(data: &mut [i32]) {
+    sort_i32_dispatch(data);
+}
+
+/// Sorts `data` ascending.
+pub fn sort_u32(data: &mut [u32]) {
+    let keys = crate::cast::u32_as_i32_mut(data);
+    flip_sign(keys);
+    sort_i32_dispatch(keys);
+    flip_sign(keys);
+}
+
+/// Sorts `data` in [`f32::total_cmp`] order: the same result, bit for bit, as
+/// `data.sort_unstable_by(f32::total_cmp)` (negative NaNs first, positive NaNs last,
+/// -0.0 before +0.0).
+pub fn sort_f32(data: &mut [f32]) {
+    let keys = crate::cast::f32_as_i32_mut(data);
+    total_order_keys(keys);
+    sort_i32_dispatch(keys);
+    total_order_keys(keys);
+}
+
+/// The backend [`sort_i32`] and friends use for inputs longer than 64 keys on this CPU.
+pub fn sort_backend() -> Backend {
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    return <crate::arch::aarch64::sort::Neon as vector::SortVector>::BACKEND;
+    #[cfg(target_arch = "x86_64")]
+    if crate::arch::x86_64::sort::Sse41::new().is_some() {
+        return <crate::arch::x86_64::sort::Sse41 as vector::SortVector>::BACKEND;
+    }
+    #[allow(unreachable_code)]
+    Backend::Scalar
+}
+
+fn sort_i32_dispatch(data: &mut [i32]) {
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    return crate::arch::aarch64::sort::sort_i32(data);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(sse41) = crate::arch::x86_64::sort::Sse41::new() {
+        return sse41.sort_i32(data);
+    }
+    #[allow(unreachable_code)]
+    scalar_sort_i32(data)
+}
+
+/// The scalar backend: the standard library's pattern-defeating quicksort.
+pub(crate) fn scalar_sort_i32(data: &mut [i32]) {
+    #[cfg(test)]
+    crate::trace::record(Backend::Scalar);
+    data.sort_unstable();
+}
+
+/// Maps f32 bit patterns (as i32) to i32 keys whose signed order is `f32::total_cmp`'s,
+/// and back: the map is its own inverse. Negative floats have every bit but the sign
+/// flipped, so larger magnitudes sort lower; positive floats are unchanged.
+#[inline]
+fn total_order_keys(bits: &mut [i32]) {
+    for b in bits {
+        *b ^= (((*b >> 31) as u32) >> 1) as i32;
+    }
+}
+
+/// Maps u32 (as i32 bits) to i32 with the same order, and back (its own inverse).
+#[inline]
+fn flip_sign(bits: &mut [i32]) {
+    for b in bits {
+        *b ^= i32::MIN;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,187 @@
+//! Every sort backend against the standard library, on random and adversarial inputs.
+
+use super::*;
+use proptest::prelude::*;
+
+type SortFn = fn(&mut [i32]);
+
+/// (backend, i32 sort) for each backend this CPU can run, vector backends called
+/// directly so a dispatch bug cannot hide one.
+fn backends() -> Vec<(Backend, SortFn)> {
+    let mut all: Vec<(Backend, SortFn)> = vec![(Backend::Scalar, scalar_sort_i32)];
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    all.push((Backend::Neon, crate::arch::aarch64::sort::sort_i32));
+    #[cfg(target_arch = "x86_64")]
+    if crate::arch::x86_64::sort::Sse41::new().is_some() {
+        all.push((Backend::Sse41, |d| {
+            crate::arch::x86_64::sort::Sse41::new().unwrap().sort_i32(d)
+        }));
+    }
+    all
+}
+
+fn check_i32(input: &[i32]) {
+    let mut want = input.to_vec();
+    want.sort_unstable();
+    for (backend, sort) in backends() {
+        let mut got = input.to_vec();
+        sort(&mut got);
+        assert!(got == want, "{backend:?} mis-sorted {} keys", input.len());
+    }
+}
+
+fn check_f32(input: &[f32]) {
+    let mut want = input.to_vec();
+    want.sort_unstable_by(f32::total_cmp);
+    let mut got = input.to_vec();
+    sort_f32(&mut got);
+    let same = got
+        .iter()
+        .zip(&want)
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(
+        same && got.len() == want.len(),
+        "sort_f32 mis-sorted {} keys",
+        input.len()
+    );
+}
+
+fn check_u32(input: &[u32]) {
+    let mut want = input.to_vec();
+    want.sort_unstable();
+    let mut got = input.to_vec();
+    sort_u32(&mut got);
+    assert!(got == want, "sort_u32 mis-sorted {} keys", input.len());
+}
+
+/// A small deterministic generator, so big tests need no proptest shrinking.
+fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn i32_random_lengths_and_offsets(
+        data in proptest::collection::vec(any::<i32>(), 0..5000),
+        offset in 0usize..4,
+    ) {
+        let offset = offset.min(data.len());
+        check_i32(&data[offset..]);
+    }
+
+    #[test]
+    fn i32_few_distinct_values(data in proptest::collection::vec(-3i32..3, 0..3000)) {
+        check_i32(&data);
+    }
+
+    #[test]
+    fn u32_random(data in proptest::collection::vec(any::<u32>(), 0..3000)) {
+        check_u32(&data);
+    }
+
+    #[test]
+    fn f32_random_bit_patterns(bits in proptest::collection::vec(any::<u32>(), 0..3000)) {
+        // Every bit pattern: NaNs of both signs with payloads, subnormals, infinities.
+        let data: Vec<f32> = bits.into_iter().map(f32::from_bits).collect();
+        check_f32(&data);
+    }
+}
+
+#[test]
+fn every_length_around_block_and_run_boundaries() {
+    let mut next = xorshift(7);
+    for len in (0..300).chain([511, 512, 513, 1023, 1024, 1025, 4095, 4096, 4097]) {
+        let data: Vec<i32> = (0..len).map(|_| next() as i32).collect();
+        check_i32(&data);
+    }
+}
+
+#[test]
+fn adversarial_patterns() {
+    for len in [65usize, 100, 1000, 4099] {
+        let n = len as i32;
+        check_i32(&(0..n).collect::<Vec<_>>()); // sorted
+        check_i32(&(0..n).rev().collect::<Vec<_>>()); // reversed
+        check_i32(&vec![42; len]); // all equal
+        check_i32(&(0..n).map(|i| i % 2).collect::<Vec<_>>()); // two values
+        check_i32(
+            &(0..n)
+                .map(|i| if i < n / 2 { i } else { n - i })
+                .collect::<Vec<_>>(),
+        ); // organ pipe
+        check_i32(
+            &(0..n)
+                .map(|i| [i32::MIN, i32::MAX, 0][i as usize % 3])
+                .collect::<Vec<_>>(),
+        );
+        check_i32(&(0..n).map(|i| (i * 7919) % 101).collect::<Vec<_>>()); // sawtooth
+    }
+}
+
+#[test]
+fn f32_special_values() {
+    let specials = [
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE,
+        f32::MIN_POSITIVE / 4.0,
+        f32::MAX,
+        f32::MIN,
+        1.0,
+        -1.0,
+    ];
+    let data: Vec<f32> = (0..2000)
+        .map(|i| specials[(i * 7) % specials.len()])
+        .collect();
+    check_f32(&data);
+    let mut sorted = data.clone();
+    sort_f32(&mut sorted);
+    assert!(
+        sorted[0].is_nan() && sorted[0].is_sign_negative(),
+        "negative NaN first"
+    );
+    assert!(sorted[sorted.len() - 1].is_nan() && sorted[sorted.len() - 1].is_sign_positive());
+    let first_pos_zero = sorted.iter().position(|x| x.to_bits() == 0).unwrap();
+    assert_eq!(
+        sorted[first_pos_zero - 1].to_bits(),
+        (-0.0f32).to_bits(),
+        "-0.0 before +0.0"
+    );
+}
+
+#[test]
+fn one_million_random_keys() {
+    let mut next = xorshift(1_000_003);
+    let data: Vec<i32> = (0..1 << 20).map(|_| next() as i32).collect();
+    check_i32(&data);
+    let floats: Vec<f32> = data.iter().map(|&i| i as f32 * 1e-3).collect();
+    check_f32(&floats);
+}
+
+/// Fails if the public API silently took the scalar path where SIMD exists.
+#[test]
+fn public_api_runs_the_vector_backend() {
+    let mut data: Vec<i32> = (0..1000).rev().collect();
+    crate::trace::take();
+    sort_i32(&mut data);
+    assert_eq!(crate::trace::take(), Some(sort_backend()));
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    assert_eq!(sort_backend(), Backend::Neon);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sse4.1") {
+        assert_eq!(sort_backend(), Backend::Sse41);
+    }
+}

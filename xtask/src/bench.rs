@@ -1,0 +1,25 @@
+//! `cargo xtask bench <name>`: runs one benchmark natively in release mode. Each prints
+//! a table and, as its last line, its headline figure.
+
+use crate::util;
+use anyhow::{Result, bail};
+
+/// The benchmarks, as (name, package, bench target).
+const BENCHES: &[(&str, &str, &str)] = &[("sort", "tandem-kernels", "sort")];
+
+pub fn run(args: &[String]) -> Result<()> {
+    let names: Vec<&str> = BENCHES.iter().map(|b| b.0).collect();
+    let Some(name) = args.first() else {
+        bail!(
+            "usage: cargo xtask bench <name>; benchmarks: {}",
+            names.join(", ")
+        );
+    };
+    let Some(&(_, package, target)) = BENCHES.iter().find(|b| b.0 == name) else {
+        bail!(
+            "unknown benchmark '{name}'; benchmarks: {}",
+            names.join(", ")
+        );
+    };
+    util::run(util::cargo().args(["bench", "--quiet", "-p", package, "--bench", target]))
+}
