@@ -33,45 +33,48 @@ fn store16<S: SortVector>(s: S, v: Quad<S>, dst: &mut [i32]) {
     }
 }
 
-/// Compare-exchange of two whole vectors.
+/// Sorts the keys of `v` (`N` vectors, `N` a power of two >= 2) given that they form a
+/// bitonic sequence: half-cleaners at vector distances N/2, ..., 1, then lane distances
+/// 2 and 1 inside each vector.
 #[inline(always)]
-fn cx<S: SortVector>(s: S, a: &mut S::V, b: &mut S::V) {
-    let lo = s.min(*a, *b);
-    let hi = s.max(*a, *b);
-    *a = lo;
-    *b = hi;
+fn sort_bitonic<S: SortVector, const N: usize>(s: S, v: &mut [S::V; N]) {
+    let mut d = N / 2;
+    while d >= 1 {
+        for i in 0..N {
+            if i & d == 0 {
+                let (lo, hi) = (s.min(v[i], v[i + d]), s.max(v[i], v[i + d]));
+                v[i] = lo;
+                v[i + d] = hi;
+            }
+        }
+        d /= 2;
+    }
+    for i in (0..N).step_by(2) {
+        (v[i], v[i + 1]) = s.sort_bitonic_lanes(v[i], v[i + 1]);
+    }
 }
 
-/// Sorts 16 keys that form a bitonic sequence (bitonic half-cleaners at distances 8, 4,
-/// then 2 and 1 inside each vector).
+/// Merges two sorted runs of `N` vectors: returns (the `4N` smallest, the `4N`
+/// largest), both sorted.
 #[inline(always)]
-fn sort_bitonic16<S: SortVector>(s: S, v: &mut Quad<S>) {
-    let [mut v0, mut v1, mut v2, mut v3] = *v;
-    cx(s, &mut v0, &mut v2);
-    cx(s, &mut v1, &mut v3);
-    cx(s, &mut v0, &mut v1);
-    cx(s, &mut v2, &mut v3);
-    let (v0, v1) = s.sort_bitonic_lanes(v0, v1);
-    let (v2, v3) = s.sort_bitonic_lanes(v2, v3);
-    *v = [v0, v1, v2, v3];
+pub(crate) fn merge_bitonic<S: SortVector, const N: usize>(
+    s: S,
+    a: [S::V; N],
+    b: [S::V; N],
+) -> ([S::V; N], [S::V; N]) {
+    // a ++ reverse(b) is bitonic; one half-cleaner splits it into two bitonic halves
+    // with every key of the low half <= every key of the high half.
+    let mut lo: [S::V; N] = core::array::from_fn(|i| s.min(a[i], s.reverse(b[N - 1 - i])));
+    let mut hi: [S::V; N] = core::array::from_fn(|i| s.max(a[i], s.reverse(b[N - 1 - i])));
+    sort_bitonic(s, &mut lo);
+    sort_bitonic(s, &mut hi);
+    (lo, hi)
 }
 
 /// Merges two sorted 16-key quads: returns (16 smallest, 16 largest), both sorted.
 #[inline(always)]
-pub(crate) fn merge16<S: SortVector>(s: S, a: Quad<S>, b: Quad<S>) -> (Quad<S>, Quad<S>) {
-    // a ++ reverse(b) is bitonic; one half-cleaner splits it into two bitonic halves
-    // with every key of the low half <= every key of the high half.
-    let rb = [
-        s.reverse(b[3]),
-        s.reverse(b[2]),
-        s.reverse(b[1]),
-        s.reverse(b[0]),
-    ];
-    let mut lo: Quad<S> = core::array::from_fn(|i| s.min(a[i], rb[i]));
-    let mut hi: Quad<S> = core::array::from_fn(|i| s.max(a[i], rb[i]));
-    sort_bitonic16(s, &mut lo);
-    sort_bitonic16(s, &mut hi);
-    (lo, hi)
+fn merge16<S: SortVector>(s: S, a: Quad<S>, b: Quad<S>) -> (Quad<S>, Quad<S>) {
+    merge_bitonic(s, a, b)
 }
 
 /// Merges sorted `a` and sorted `b` into `out` (`out.len() == a.len() + b.len()`).

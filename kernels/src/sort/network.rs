@@ -1,13 +1,14 @@
 //! The in-register phase: 64 keys in 16 vectors, columns sorted by an optimal 16-input
 //! sorting network, then transposed into 4 sorted runs of 16.
 
+use super::merge::merge_bitonic;
 use super::vector::SortVector;
 
 /// Keys per in-register block: 16 vectors of 4 lanes (the NEON-MS paper finds 16
 /// registers optimal: all 32 NEON registers stay in use without spilling).
 pub(crate) const BLOCK: usize = 64;
-/// Length of the sorted runs the in-register phase leaves behind.
-pub(crate) const RUN: usize = 16;
+/// Length of the sorted runs the in-register phase leaves behind: the whole block.
+pub(crate) const RUN: usize = BLOCK;
 
 /// Green's 16-input sorting network: 60 comparators in 10 layers (the fewest known).
 /// Verified exhaustively over all 2^16 0/1 inputs by `network_sorts_all_01_inputs`.
@@ -38,8 +39,8 @@ fn sort_columns<S: SortVector>(s: S, r: &mut [S::V; 16]) {
     }
 }
 
-/// Sorts `block` into 4 runs of [`RUN`] keys: `block[16 l .. 16 l + 16]` is sorted for
-/// each `l` in 0..4.
+/// Sorts `block` in registers: column sort, transpose (4 runs of 16), then bitonic
+/// merges 16 + 16 -> 32 (twice) and 32 + 32 -> 64.
 #[inline(always)]
 pub(crate) fn sort_block<S: SortVector>(s: S, block: &mut [i32; BLOCK]) {
     let (quads, _) = block.as_chunks::<4>();
@@ -51,11 +52,16 @@ pub(crate) fn sort_block<S: SortVector>(s: S, block: &mut [i32; BLOCK]) {
         let t = s.transpose([r[4 * g], r[4 * g + 1], r[4 * g + 2], r[4 * g + 3]]);
         r[4 * g..4 * g + 4].copy_from_slice(&t);
     }
+    let run = |l: usize| -> [S::V; 4] { [r[l], r[4 + l], r[8 + l], r[12 + l]] };
+    let (lo01, hi01) = merge_bitonic(s, run(0), run(1));
+    let (lo23, hi23) = merge_bitonic(s, run(2), run(3));
+    let cat = |lo: [S::V; 4], hi: [S::V; 4]| -> [S::V; 8] {
+        core::array::from_fn(|i| if i < 4 { lo[i] } else { hi[i - 4] })
+    };
+    let (lo, hi) = merge_bitonic(s, cat(lo01, hi01), cat(lo23, hi23));
     let (quads, _) = block.as_chunks_mut::<4>();
-    for l in 0..4 {
-        for m in 0..4 {
-            s.store(r[4 * m + l], &mut quads[4 * l + m]);
-        }
+    for (i, v) in lo.into_iter().chain(hi).enumerate() {
+        s.store(v, &mut quads[i]);
     }
 }
 

@@ -5,16 +5,56 @@ use proptest::prelude::*;
 
 type SortFn = fn(&mut [i32]);
 
+/// Any backend with the NEON-MS scalar back merge switched on (3 steps per vector step),
+/// so the hybrid path is tested on every machine, not only where it is the default.
+#[derive(Clone, Copy)]
+struct Hybrid<S>(S);
+
+impl<S: vector::SortVector> vector::SortVector for Hybrid<S> {
+    const BACKEND: Backend = S::BACKEND;
+    const HYBRID_BACK: usize = 3;
+    type V = S::V;
+    fn load(self, src: &[i32; 4]) -> S::V {
+        self.0.load(src)
+    }
+    fn store(self, v: S::V, dst: &mut [i32; 4]) {
+        self.0.store(v, dst)
+    }
+    fn min(self, a: S::V, b: S::V) -> S::V {
+        self.0.min(a, b)
+    }
+    fn max(self, a: S::V, b: S::V) -> S::V {
+        self.0.max(a, b)
+    }
+    fn reverse(self, v: S::V) -> S::V {
+        self.0.reverse(v)
+    }
+    fn transpose(self, r: [S::V; 4]) -> [S::V; 4] {
+        self.0.transpose(r)
+    }
+    fn sort_bitonic_lanes(self, x: S::V, y: S::V) -> (S::V, S::V) {
+        self.0.sort_bitonic_lanes(x, y)
+    }
+}
+
 /// (backend, i32 sort) for each backend this CPU can run, vector backends called
 /// directly so a dispatch bug cannot hide one.
 fn backends() -> Vec<(Backend, SortFn)> {
     let mut all: Vec<(Backend, SortFn)> = vec![(Backend::Scalar, scalar_sort_i32)];
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-    all.push((Backend::Neon, crate::arch::aarch64::sort::sort_i32));
+    {
+        use crate::arch::aarch64::sort::Neon;
+        all.push((Backend::Neon, crate::arch::aarch64::sort::sort_i32));
+        all.push((Backend::Neon, |d| driver_sort_i32(Hybrid(Neon), d)));
+    }
     #[cfg(target_arch = "x86_64")]
     if crate::arch::x86_64::sort::Sse41::new().is_some() {
+        use crate::arch::x86_64::sort::Sse41;
         all.push((Backend::Sse41, |d| {
-            crate::arch::x86_64::sort::Sse41::new().unwrap().sort_i32(d)
+            Sse41::new().expect("detected").sort_i32(d)
+        }));
+        all.push((Backend::Sse41, |d| {
+            driver_sort_i32(Hybrid(Sse41::new().expect("detected")), d)
         }));
     }
     all
