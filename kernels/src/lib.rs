@@ -15,11 +15,17 @@
 
 mod arch;
 mod cast;
+mod error;
 pub mod reduce;
+pub mod robust;
 mod scalar;
+pub mod select;
 pub mod sort;
 
-pub use sort::{sort_f32, sort_i32, sort_u32};
+pub use error::KernelError;
+pub use robust::{median, trimmed_mean};
+pub use select::{kth_largest_abs, top_k_abs};
+pub use sort::{sort_f32, sort_i32, sort_pairs_f32, sort_u32};
 
 #[cfg(test)]
 mod reference;

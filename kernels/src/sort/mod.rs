@@ -46,6 +46,40 @@ pub fn sort_f32(data: &mut [f32]) {
     total_order_keys(keys);
 }
 
+/// Sorts `keys` in [`f32::total_cmp`] order and applies the same permutation to `idx`
+/// ("sort by value, keep the index"). Equal keys keep their `idx` in ascending order.
+///
+/// Each (key, index) pair is packed into one u64 (order-preserving key bits above the
+/// index), so equal keys cannot separate from their indices; the u64 sort is the
+/// standard library's (a 64-bit vector kernel is future work).
+///
+/// Errors if the two slices differ in length.
+pub fn sort_pairs_f32(keys: &mut [f32], idx: &mut [u32]) -> Result<(), crate::KernelError> {
+    if keys.len() != idx.len() {
+        return Err(crate::KernelError::LengthMismatch {
+            what: "idx",
+            found: idx.len(),
+            expected: keys.len(),
+        });
+    }
+    let mut packed: Vec<u64> = keys
+        .iter()
+        .zip(idx.iter())
+        .map(|(&k, &i)| {
+            let bits = k.to_bits() as i32;
+            let ordered = (bits ^ (((bits >> 31) as u32) >> 1) as i32) as u32 ^ 0x8000_0000;
+            (u64::from(ordered) << 32) | u64::from(i)
+        })
+        .collect();
+    packed.sort_unstable();
+    for ((k, i), p) in keys.iter_mut().zip(idx.iter_mut()).zip(packed) {
+        let ordered = ((p >> 32) as u32 ^ 0x8000_0000) as i32;
+        *k = f32::from_bits((ordered ^ (((ordered >> 31) as u32) >> 1) as i32) as u32);
+        *i = p as u32;
+    }
+    Ok(())
+}
+
 /// The backend [`sort_i32`] and friends use for inputs longer than 64 keys on this CPU.
 pub fn sort_backend() -> Backend {
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
