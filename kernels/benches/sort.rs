@@ -56,6 +56,47 @@ fn label(n: usize) -> String {
     }
 }
 
+/// top_k_abs (k = 1%) vs what a Rust user writes: pair values with their indices,
+/// `select_nth_unstable_by` on |value|, sort the head.
+fn top_k_table(quick: bool) {
+    let n = if quick { 1_000_000 } else { 10_000_000 };
+    let k = n / 100;
+    let mut next = xorshift(42);
+    let x: Vec<f32> = (0..n).map(|_| (next() as i32) as f32 * 1e-9).collect();
+    let reps = 7;
+    let mut times = |f: &mut dyn FnMut() -> usize| {
+        let mut t: Vec<Duration> = (0..reps)
+            .map(|_| {
+                let start = Instant::now();
+                black_box(f());
+                start.elapsed()
+            })
+            .collect();
+        t.sort_unstable();
+        t[reps / 2]
+    };
+    let by_abs_desc = |p: &(u32, f32), q: &(u32, f32)| q.1.abs().total_cmp(&p.1.abs());
+    let std = times(&mut || {
+        let mut pairs: Vec<(u32, f32)> =
+            x.iter().enumerate().map(|(i, &v)| (i as u32, v)).collect();
+        pairs.select_nth_unstable_by(k - 1, by_abs_desc);
+        pairs[..k].sort_unstable_by(by_abs_desc);
+        pairs.truncate(k);
+        pairs.len()
+    });
+    let ours = times(&mut || {
+        tandem_kernels::top_k_abs(&x, k)
+            .map(|(i, _)| i.len())
+            .unwrap_or(0)
+    });
+    println!(
+        "top_k_abs n={n} k={k}: tandem {:.2} ms, select_nth_unstable_by + sort head {:.2} ms, speedup {:.2}x",
+        ours.as_secs_f64() * 1e3,
+        std.as_secs_f64() * 1e3,
+        std.as_secs_f64() / ours.as_secs_f64()
+    );
+}
+
 fn main() {
     let quick = std::env::var_os("TANDEM_BENCH_QUICK").is_some();
     let sizes: &[usize] = if quick {
@@ -110,6 +151,7 @@ fn main() {
             r.speedup()
         );
     }
+    top_k_table(quick);
     let headline = rows.iter().find(|r| r.what == "f32" && r.n == 1 << 20);
     match headline {
         Some(r) => println!("sort_f32_1M_speedup_vs_std: {:.2}", r.speedup()),

@@ -42,6 +42,15 @@ fn check_k(len: usize, k: usize) -> Result<(), KernelError> {
 
 /// The k-th largest of the magnitude bits; `1 <= k <= x.len()`.
 fn kth_largest_bits(x: &[f32], k: usize) -> u32 {
+    let mut candidates = candidates(x, k);
+    let (_, kth, _) = candidates.select_nth_unstable_by(k - 1, |p, q| q.0.cmp(&p.0));
+    kth.0
+}
+
+/// (magnitude bits, index) of a superset of the `k` largest magnitudes, at least `k`
+/// of them; `1 <= k <= x.len()`. One pass over `x` after a threshold estimate from a
+/// strided sample; the threshold is lowered and the pass repeated if it kept too few.
+fn candidates(x: &[f32], k: usize) -> Vec<(u32, u32)> {
     let n = x.len();
     if n >= SAMPLE_MIN_LEN {
         // Sample rank of the threshold: the expected k/n quantile, widened by ~4 standard
@@ -52,31 +61,47 @@ fn kth_largest_bits(x: &[f32], k: usize) -> u32 {
         let mut sample: Vec<u32> = (0..SAMPLES).map(|i| abs_bits(x[i * stride])).collect();
         sample.sort_unstable_by(|a, b| b.cmp(a));
         while rank < SAMPLES {
-            let threshold = sample[rank];
-            let candidates: Vec<u32> = x
-                .iter()
-                .map(|&v| abs_bits(v))
-                .filter(|&b| b >= threshold)
-                .collect();
-            if candidates.len() >= k {
-                return select_desc(candidates, k);
+            let kept = at_or_above(x, sample[rank]);
+            if kept.len() >= k {
+                return kept;
             }
             rank *= 4;
         }
     }
-    select_desc(x.iter().map(|&v| abs_bits(v)).collect(), k)
+    at_or_above(x, 0)
 }
 
-/// The k-th largest (1-based) of `keys`.
-fn select_desc(mut keys: Vec<u32>, k: usize) -> u32 {
-    let (_, kth, _) = keys.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
-    *kth
+/// (bits, index) of every element whose magnitude bits are >= `threshold`.
+fn at_or_above(x: &[f32], threshold: u32) -> Vec<(u32, u32)> {
+    const LANES: usize = 16;
+    let mut kept = Vec::new();
+    let (chunks, tail) = x.as_chunks::<LANES>();
+    for (c, chunk) in chunks.iter().enumerate() {
+        // A max-reduction vectorises well; most chunks hold nothing at or above a high
+        // threshold and are skipped after it.
+        let max = chunk.iter().fold(0, |m, &v| m.max(abs_bits(v)));
+        if max >= threshold {
+            for (j, &v) in chunk.iter().enumerate() {
+                if abs_bits(v) >= threshold {
+                    kept.push((abs_bits(v), (c * LANES + j) as u32));
+                }
+            }
+        }
+    }
+    let base = chunks.len() * LANES;
+    for (j, &v) in tail.iter().enumerate() {
+        if abs_bits(v) >= threshold {
+            kept.push((abs_bits(v), (base + j) as u32));
+        }
+    }
+    kept
 }
 
 /// The `k` largest `|x_i|`: their indices and values (the original signed values),
 /// ordered by decreasing magnitude, equal magnitudes by increasing index.
 ///
-/// Exact, with the threshold search of [`kth_largest_abs`]. `k = 0` returns empty
+/// Exact, with the threshold search of [`kth_largest_abs`]: one pass over `x` in the
+/// common case. `k = 0` returns empty
 /// vectors; `k > x.len()` is an error.
 pub fn top_k_abs(x: &[f32], k: usize) -> Result<(Vec<u32>, Vec<f32>), KernelError> {
     if k == 0 {
@@ -90,22 +115,14 @@ pub fn top_k_abs(x: &[f32], k: usize) -> Result<(Vec<u32>, Vec<f32>), KernelErro
             range: "0..=u32::MAX (indices are u32)",
         });
     }
-    let threshold = kth_largest_bits(x, k);
-    // Everything strictly above the threshold is in; ties at the threshold fill the
-    // remaining places in index order.
-    let above = x.iter().filter(|&&v| abs_bits(v) > threshold).count();
-    let mut ties_left = k - above;
-    let mut picked: Vec<(u32, u32)> = Vec::with_capacity(k);
-    for (i, &v) in x.iter().enumerate() {
-        let b = abs_bits(v);
-        if b > threshold {
-            picked.push((b, i as u32));
-        } else if b == threshold && ties_left > 0 {
-            picked.push((b, i as u32));
-            ties_left -= 1;
-        }
+    // Order candidates by magnitude, equal magnitudes by index, and keep the first k.
+    let order = |p: &(u32, u32), q: &(u32, u32)| q.0.cmp(&p.0).then(p.1.cmp(&q.1));
+    let mut picked = candidates(x, k);
+    if picked.len() > k {
+        picked.select_nth_unstable_by(k - 1, order);
+        picked.truncate(k);
     }
-    picked.sort_unstable_by(|p, q| q.0.cmp(&p.0).then(p.1.cmp(&q.1)));
+    picked.sort_unstable_by(order);
     let indices: Vec<u32> = picked.iter().map(|&(_, i)| i).collect();
     let values = indices.iter().map(|&i| x[i as usize]).collect();
     Ok((indices, values))
