@@ -4,11 +4,15 @@
 use crate::util;
 use anyhow::{Result, bail};
 
-/// The benchmarks, as (name, package, bench target).
+/// The native benchmarks, as (name, package, bench target).
 const BENCHES: &[(&str, &str, &str)] = &[("sort", "tandem-kernels", "sort")];
 
 pub fn run(args: &[String]) -> Result<()> {
-    let names: Vec<&str> = BENCHES.iter().map(|b| b.0).collect();
+    if args.first().map(String::as_str) == Some("sort-insns") {
+        return crate::insn::sort_insns();
+    }
+    let mut names: Vec<&str> = BENCHES.iter().map(|b| b.0).collect();
+    names.push("sort-insns");
     let Some(name) = args.first() else {
         bail!(
             "usage: cargo xtask bench <name>; benchmarks: {}",

@@ -4,13 +4,15 @@
 //! - `demo`: the README's main command: set-up, then tandem-cloud + tandem on loopback.
 //! - `ci`: the README's test command: set-up, fmt, clippy, tests (x86_64 and aarch64
 //!   under qemu), the aarch64 release build of `tandem`, and the demo.
-//! - `bench <name>`: a native release-mode benchmark, e.g. `sort`.
+//! - `bench <name>`: a benchmark, e.g. `sort` (native) or `sort-insns` (qemu counts).
+//! - `insn-count -- <aarch64 binary> [args]`: executed instructions under qemu.
 //! - `aarch64 <cargo args>`: cargo for aarch64-unknown-linux-gnu with Debian's rustc.
 
 mod bench;
 mod ci;
 mod cross;
 mod demo;
+mod insn;
 mod setup;
 mod util;
 
@@ -26,7 +28,10 @@ tasks:
   demo                  set-up, then start tandem-cloud and run `tandem hello` on loopback
   ci                    set-up, then every check CI runs (fmt, clippy, tests on x86_64
                         and aarch64/qemu, aarch64 release build, demo)
-  bench <name>          run a benchmark natively in release mode (sort)
+  bench <name>          run a benchmark: sort (native, release), sort-insns (aarch64
+                        instructions per key under qemu)
+  insn-count -- <aarch64 binary> [args]
+                        count the instructions it executes under qemu (TCG plugin)
   aarch64 <cargo args>  run cargo for aarch64-unknown-linux-gnu with Debian's rustc,
                         e.g. `cargo xtask aarch64 test -p tandem-kernels`
 
@@ -59,6 +64,7 @@ fn run(args: &[String]) -> Result<()> {
         "ci" => ci::run(),
         "aarch64" => cross::cargo(rest),
         "bench" => bench::run(rest),
+        "insn-count" => insn::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
