@@ -160,11 +160,19 @@ impl<S: SortVector> Front<S> {
     /// One step when both inputs hold at least 16 more keys and the output has room.
     #[inline(always)]
     fn step_both_full(&mut self, s: S, a: &[i32], b: &[i32], out: &mut [i32]) {
-        let take_a = a[self.ia] <= b[self.ib];
-        let (src, at) = if take_a { (a, self.ia) } else { (b, self.ib) };
-        let next = load16(s, &src[at..at + STEP]);
-        self.ia += usize::from(take_a) * STEP;
-        self.ib += usize::from(!take_a) * STEP;
+        assert!(self.ia + STEP <= a.len() && self.ib + STEP <= b.len());
+        // Choose the next block without a branch: its direction is data-dependent and
+        // would mispredict about half the time on random keys.
+        let take_a = usize::from(a[self.ia] <= b[self.ib]);
+        let base = [b.as_ptr(), a.as_ptr()][take_a];
+        let at = [self.ib, self.ia][take_a];
+        // SAFETY: the assert above puts 16 keys from `ia` in `a` and from `ib` in `b`
+        // in bounds, and (base, at) is one of those two pairs; [i32; 16] has i32's
+        // alignment.
+        let block: &[i32; STEP] = unsafe { &*base.add(at).cast::<[i32; STEP]>() };
+        let next = load16(s, block);
+        self.ia += take_a * STEP;
+        self.ib += (1 - take_a) * STEP;
         let (lo, hi) = merge16(s, self.carry, next);
         store16(s, lo, &mut out[self.o..self.o + STEP]);
         self.o += STEP;
@@ -214,14 +222,19 @@ impl Back {
     /// Up to `max` steps while both inputs still have keys.
     #[inline(always)]
     fn steps(&mut self, a: &[i32], b: &[i32], out: &mut [i32], max: usize) {
+        // Invariants: ja <= a.len(), jb <= b.len(), k <= out.len() (they start at the
+        // lengths and only decrease), and left <= k.
+        assert!(self.ja <= a.len() && self.jb <= b.len() && self.k <= out.len());
         let mut left = max.min(self.k);
         while left > 0 && self.ja > 0 && self.jb > 0 {
-            let x = a[self.ja - 1];
-            let y = b[self.jb - 1];
-            let take_a = x > y;
-            out[self.k - 1] = if take_a { x } else { y };
-            self.ja -= usize::from(take_a);
-            self.jb -= usize::from(!take_a);
+            // SAFETY: by the invariants and the loop condition, ja - 1 < a.len(),
+            // jb - 1 < b.len() and k - 1 < out.len() (k >= left > 0).
+            let (x, y) = unsafe { (*a.get_unchecked(self.ja - 1), *b.get_unchecked(self.jb - 1)) };
+            let take_a = usize::from(x > y);
+            // SAFETY: as above.
+            unsafe { *out.get_unchecked_mut(self.k - 1) = x.max(y) };
+            self.ja -= take_a;
+            self.jb -= 1 - take_a;
             self.k -= 1;
             left -= 1;
         }
