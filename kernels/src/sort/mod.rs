@@ -22,6 +22,7 @@ pub(crate) mod vector;
 
 use crate::Backend;
 pub(crate) use driver::sort_i32 as driver_sort_i32;
+pub(crate) use network::sort_block;
 
 /// Sorts `data` ascending.
 pub fn sort_i32(data: &mut [i32]) {
@@ -78,6 +79,20 @@ pub fn sort_pairs_f32(keys: &mut [f32], idx: &mut [u32]) -> Result<(), crate::Ke
         *i = p as u32;
     }
     Ok(())
+}
+
+/// Sorts exactly 64 keys in registers (the in-register phase of the sort: a 16-input
+/// network on 16 vectors, a transpose and bitonic merges). No allocation, no branches
+/// on the data.
+pub fn sort64_i32(block: &mut [i32; 64]) {
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    return crate::arch::aarch64::sort::sort64_i32(block);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(sse41) = crate::arch::x86_64::sort::Sse41::new() {
+        return sse41.sort64_i32(block);
+    }
+    #[allow(unreachable_code)]
+    block.sort_unstable()
 }
 
 /// The backend [`sort_i32`] and friends use for inputs longer than 64 keys on this CPU.

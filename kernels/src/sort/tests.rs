@@ -249,3 +249,19 @@ fn pairs_follow_their_keys() {
     assert_eq!(i, vec![3, 1, 2, 0]);
     assert!(sort_pairs_f32(&mut [1.0], &mut []).is_err());
 }
+
+#[test]
+fn sort64_sorts_every_block() {
+    let mut next = xorshift(64);
+    for round in 0..200 {
+        let mut block: [i32; 64] = core::array::from_fn(|_| match round % 3 {
+            0 => next() as i32,
+            1 => (next() % 5) as i32,
+            _ => i32::MIN + (next() % 3) as i32,
+        });
+        let mut want = block;
+        want.sort_unstable();
+        sort64_i32(&mut block);
+        assert_eq!(block, want);
+    }
+}

@@ -12,6 +12,13 @@ use core::arch::aarch64::{
 #[derive(Clone, Copy)]
 pub(crate) struct Neon;
 
+/// Sorts 64 keys in registers. Never inlined, so its code can be fed to llvm-mca
+/// (`cargo xtask bench sort-mca`).
+#[inline(never)]
+pub(crate) fn sort64_i32(block: &mut [i32; 64]) {
+    crate::sort::sort_block(Neon, block);
+}
+
 /// Sorts `data` ascending with NEON.
 pub(crate) fn sort_i32(data: &mut [i32]) {
     crate::sort::driver_sort_i32(Neon, data);

@@ -18,6 +18,12 @@ impl Sse41 {
         std::arch::is_x86_feature_detected!("sse4.1").then_some(Self(()))
     }
 
+    /// Sorts 64 keys in registers with SSE4.1.
+    pub(crate) fn sort64_i32(self, block: &mut [i32; 64]) {
+        // SAFETY: `self` exists only if SSE4.1 was detected on this CPU.
+        unsafe { sort64_i32_sse41(self, block) }
+    }
+
     /// Sorts `data` ascending with SSE4.1.
     pub(crate) fn sort_i32(self, data: &mut [i32]) {
         // SAFETY: `self` exists only if SSE4.1 was detected on this CPU.
@@ -30,6 +36,12 @@ impl Sse41 {
 #[target_feature(enable = "sse4.1")]
 fn sort_i32_sse41(token: Sse41, data: &mut [i32]) {
     crate::sort::driver_sort_i32(token, data);
+}
+
+/// The in-register phase compiled with SSE4.1 enabled.
+#[target_feature(enable = "sse4.1")]
+fn sort64_i32_sse41(token: Sse41, block: &mut [i32; 64]) {
+    crate::sort::sort_block(token, block);
 }
 
 // SAFETY (for every `unsafe` block below): a `Sse41` value exists only after run-time
