@@ -8,11 +8,13 @@ use anyhow::{Result, bail};
 const BENCHES: &[(&str, &str, &str)] = &[("sort", "tandem-kernels", "sort")];
 
 pub fn run(args: &[String]) -> Result<()> {
-    if args.first().map(String::as_str) == Some("sort-insns") {
-        return crate::insn::sort_insns();
+    match args.first().map(String::as_str) {
+        Some("sort-insns") => return crate::insn::sort_insns(),
+        Some("sort-mca") => return crate::mca::sort_mca(),
+        _ => {}
     }
     let mut names: Vec<&str> = BENCHES.iter().map(|b| b.0).collect();
-    names.push("sort-insns");
+    names.extend(["sort-insns", "sort-mca"]);
     let Some(name) = args.first() else {
         bail!(
             "usage: cargo xtask bench <name>; benchmarks: {}",

@@ -13,6 +13,7 @@ mod ci;
 mod cross;
 mod demo;
 mod insn;
+mod mca;
 mod setup;
 mod util;
 
@@ -29,7 +30,7 @@ tasks:
   ci                    set-up, then every check CI runs (fmt, clippy, tests on x86_64
                         and aarch64/qemu, aarch64 release build, demo)
   bench <name>          run a benchmark: sort (native, release), sort-insns (aarch64
-                        instructions per key under qemu)
+                        instructions per key under qemu), sort-mca (llvm-mca model)
   insn-count -- <aarch64 binary> [args]
                         count the instructions it executes under qemu (TCG plugin)
   aarch64 <cargo args>  run cargo for aarch64-unknown-linux-gnu with Debian's rustc,

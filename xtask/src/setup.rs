@@ -9,9 +9,10 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Debian packages: the aarch64 cross toolchain and qemu (DESIGN.md "Toolchain"), llvm
-/// for llvm-mca, `file` to check cross-built binaries, procps for `kill` (the demo
-/// stops the cloud with SIGTERM), Fashion-MNIST.
+/// Debian packages: the aarch64 cross toolchain and qemu (DESIGN.md "Toolchain"),
+/// llvm-19 for llvm-mca-19 (llvm 14's "Neoverse" models are the Cortex-A57's), `file` to
+/// check cross-built binaries, procps for `kill` (the demo stops the cloud with
+/// SIGTERM), Fashion-MNIST.
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev:arm64",
@@ -19,7 +20,7 @@ const APT_PACKAGES: &[&str] = &[
     "gcc-aarch64-linux-gnu",
     "libc6-dev-arm64-cross",
     "qemu-user",
-    "llvm",
+    "llvm-19",
     "file",
     "procps",
     "dataset-fashion-mnist",
