@@ -64,7 +64,7 @@ fn top_k_table(quick: bool) {
     let mut next = xorshift(42);
     let x: Vec<f32> = (0..n).map(|_| (next() as i32) as f32 * 1e-9).collect();
     let reps = 7;
-    let mut times = |f: &mut dyn FnMut() -> usize| {
+    let times = |f: &mut dyn FnMut() -> usize| {
         let mut t: Vec<Duration> = (0..reps)
             .map(|_| {
                 let start = Instant::now();

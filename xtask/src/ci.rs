@@ -63,6 +63,20 @@ pub fn run() -> Result<()> {
     cross::cargo(&args)?;
     check_aarch64_elf()?;
 
+    step("instruction counting: qemu TCG plugin on the aarch64 tandem");
+    let plugin = crate::insn::build_plugin()?;
+    let tandem = util::target_dir()
+        .join(cross::TARGET)
+        .join("release/tandem");
+    let counts = crate::insn::count(&plugin, &tandem, &["--version".to_string()])?;
+    if counts.total == 0 {
+        bail!("the instruction-count plugin counted nothing");
+    }
+    eprintln!(
+        "tandem --version: {} instructions, {} SIMD",
+        counts.total, counts.simd
+    );
+
     step("demo: tandem-cloud + tandem hello on loopback");
     demo::hello_on_loopback()?;
 

@@ -130,6 +130,12 @@ pub fn sort_insns() -> Result<()> {
     Ok(())
 }
 
+/// The plugin's instruction classifier, tested here because the plugin's own test binary
+/// cannot link outside qemu.
+#[cfg(test)]
+#[path = "../insn-count-plugin/src/classify.rs"]
+mod classify;
+
 #[cfg(test)]
 mod tests {
     #[test]
