@@ -134,6 +134,30 @@ fn main() {
             ours: ours_u,
             std: std_u,
         });
+        // Pairs: (f32 key, u32 index) from two slices back into two slices. Baseline:
+        // zip, `sort_unstable_by` on the key, unzip.
+        let pairs: Vec<(f32, u32)> = floats.iter().copied().zip(0..n as u32).collect();
+        let std_p = time_sort(&pairs, reps, |d| {
+            let (mut keys, mut idx): (Vec<f32>, Vec<u32>) = d.iter().copied().unzip();
+            let mut zipped: Vec<(f32, u32)> =
+                keys.iter().copied().zip(idx.iter().copied()).collect();
+            zipped.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+            for ((k, i), z) in keys.iter_mut().zip(idx.iter_mut()).zip(zipped) {
+                (*k, *i) = z;
+            }
+            black_box((keys, idx));
+        });
+        let ours_p = time_sort(&pairs, reps, |d| {
+            let (mut keys, mut idx): (Vec<f32>, Vec<u32>) = d.iter().copied().unzip();
+            tandem_kernels::sort_pairs_f32(&mut keys, &mut idx).expect("equal lengths");
+            black_box((keys, idx));
+        });
+        rows.push(Row {
+            what: "pairs".into(),
+            n,
+            ours: ours_p,
+            std: std_p,
+        });
     }
     println!("backend: {:?}", tandem_kernels::sort::sort_backend());
     println!(

@@ -8,24 +8,26 @@ use super::merge::merge;
 use super::network::{BLOCK, RUN, sort_block};
 use super::vector::SortVector;
 
-/// Below this length the scalar path is faster than setting up vectors and scratch.
+/// Up to this length the scalar path is faster than setting up vectors and scratch.
 pub(crate) const SMALL: usize = 64;
 
 /// Keys per cache-resident chunk: 16 Ki keys = 64 KiB, plus as much scratch, fits the
 /// L2 of every target core (A72: 1 MiB shared, N1: 1 MiB, x86: >= 256 KiB).
 const CHUNK: usize = 1 << 14;
 
-/// Sorts `data` ascending with the vector backend `s`.
+/// Sorts `data` ascending (by `S::Elem`'s order) with the vector backend `s`.
 #[inline(always)]
-pub(crate) fn sort_i32<S: SortVector>(s: S, data: &mut [i32]) {
+pub(crate) fn sort<S: SortVector>(s: S, data: &mut [S::Elem]) {
     let n = data.len();
     if n <= SMALL {
-        super::scalar_sort_i32(data);
+        #[cfg(test)]
+        crate::trace::record(crate::Backend::Scalar);
+        data.sort_unstable();
         return;
     }
     #[cfg(test)]
     crate::trace::record(S::BACKEND);
-    let mut scratch = vec![0i32; n];
+    let mut scratch = vec![S::Elem::default(); n];
 
     // Chunks first: each becomes one sorted run, ending in `data` or `scratch` according
     // to the parity of its number of passes; the last (shorter) chunk is moved to where
@@ -70,11 +72,17 @@ fn passes(mut width: usize, n: usize) -> u32 {
 /// Merges runs of `width` in `a` (ping-ponging with `b`, same length) until one run
 /// remains. Returns true if the result ended in `b`.
 #[inline(always)]
-fn merge_passes<S: SortVector>(s: S, a: &mut [i32], b: &mut [i32], mut width: usize) -> bool {
+fn merge_passes<S: SortVector>(
+    s: S,
+    a: &mut [S::Elem],
+    b: &mut [S::Elem],
+    mut width: usize,
+) -> bool {
     let n = a.len();
     let mut in_b = false;
     while width < n {
-        let (src, dst): (&[i32], &mut [i32]) = if in_b { (&*b, &mut *a) } else { (&*a, &mut *b) };
+        let (src, dst): (&[S::Elem], &mut [S::Elem]) =
+            if in_b { (&*b, &mut *a) } else { (&*a, &mut *b) };
         merge_pass(s, src, dst, width);
         in_b = !in_b;
         width *= 2;
@@ -84,7 +92,7 @@ fn merge_passes<S: SortVector>(s: S, a: &mut [i32], b: &mut [i32], mut width: us
 
 /// Merges each pair of adjacent sorted runs of `width` in `src` into `dst`.
 #[inline(always)]
-fn merge_pass<S: SortVector>(s: S, src: &[i32], dst: &mut [i32], width: usize) {
+fn merge_pass<S: SortVector>(s: S, src: &[S::Elem], dst: &mut [S::Elem], width: usize) {
     let n = src.len();
     let mut start = 0;
     while start < n {

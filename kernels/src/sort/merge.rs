@@ -6,7 +6,7 @@
 //! `n - front` largest, so the two never write the same slot. Keys carry no payload, so
 //! equal keys are interchangeable and the split is exact even with duplicates.
 
-use super::vector::SortVector;
+use super::vector::{SortVector, sort_bitonic_lanes};
 
 /// Keys per vector-merge step from each input: 4 vectors (the 16 + 16 network).
 const STEP: usize = 16;
@@ -15,7 +15,7 @@ const STEP: usize = 16;
 type Quad<S> = [<S as SortVector>::V; 4];
 
 #[inline(always)]
-fn load16<S: SortVector>(s: S, src: &[i32]) -> Quad<S> {
+fn load16<S: SortVector>(s: S, src: &[S::Elem]) -> Quad<S> {
     let (quads, _) = src[..STEP].as_chunks::<4>();
     [
         s.load(&quads[0]),
@@ -26,7 +26,7 @@ fn load16<S: SortVector>(s: S, src: &[i32]) -> Quad<S> {
 }
 
 #[inline(always)]
-fn store16<S: SortVector>(s: S, v: Quad<S>, dst: &mut [i32]) {
+fn store16<S: SortVector>(s: S, v: Quad<S>, dst: &mut [S::Elem]) {
     let (quads, _) = dst[..STEP].as_chunks_mut::<4>();
     for (q, v) in quads.iter_mut().zip(v) {
         s.store(v, q);
@@ -42,15 +42,13 @@ fn sort_bitonic<S: SortVector, const N: usize>(s: S, v: &mut [S::V; N]) {
     while d >= 1 {
         for i in 0..N {
             if i & d == 0 {
-                let (lo, hi) = (s.min(v[i], v[i + d]), s.max(v[i], v[i + d]));
-                v[i] = lo;
-                v[i + d] = hi;
+                (v[i], v[i + d]) = s.minmax(v[i], v[i + d]);
             }
         }
         d /= 2;
     }
     for i in (0..N).step_by(2) {
-        (v[i], v[i + 1]) = s.sort_bitonic_lanes(v[i], v[i + 1]);
+        (v[i], v[i + 1]) = sort_bitonic_lanes(s, v[i], v[i + 1]);
     }
 }
 
@@ -64,8 +62,10 @@ pub(crate) fn merge_bitonic<S: SortVector, const N: usize>(
 ) -> ([S::V; N], [S::V; N]) {
     // a ++ reverse(b) is bitonic; one half-cleaner splits it into two bitonic halves
     // with every key of the low half <= every key of the high half.
-    let mut lo: [S::V; N] = core::array::from_fn(|i| s.min(a[i], s.reverse(b[N - 1 - i])));
-    let mut hi: [S::V; N] = core::array::from_fn(|i| s.max(a[i], s.reverse(b[N - 1 - i])));
+    let halves: [(S::V, S::V); N] =
+        core::array::from_fn(|i| s.minmax(a[i], s.reverse(b[N - 1 - i])));
+    let mut lo: [S::V; N] = core::array::from_fn(|i| halves[i].0);
+    let mut hi: [S::V; N] = core::array::from_fn(|i| halves[i].1);
     sort_bitonic(s, &mut lo);
     sort_bitonic(s, &mut hi);
     (lo, hi)
@@ -79,7 +79,7 @@ fn merge16<S: SortVector>(s: S, a: Quad<S>, b: Quad<S>) -> (Quad<S>, Quad<S>) {
 
 /// Merges sorted `a` and sorted `b` into `out` (`out.len() == a.len() + b.len()`).
 #[inline(always)]
-pub(crate) fn merge<S: SortVector>(s: S, a: &[i32], b: &[i32], out: &mut [i32]) {
+pub(crate) fn merge<S: SortVector>(s: S, a: &[S::Elem], b: &[S::Elem], out: &mut [S::Elem]) {
     debug_assert_eq!(out.len(), a.len() + b.len());
     if a.len() < STEP || b.len() < STEP {
         merge_smallest(a, b, &[], out);
@@ -130,7 +130,7 @@ impl<S: SortVector> Front<S> {
     /// Merges the first 16 keys of each input and writes the lowest 16.
     /// Needs `a.len() >= 16`, `b.len() >= 16`, `out.len() >= 16`.
     #[inline(always)]
-    fn start(s: S, a: &[i32], b: &[i32], out: &mut [i32]) -> Self {
+    fn start(s: S, a: &[S::Elem], b: &[S::Elem], out: &mut [S::Elem]) -> Self {
         let (lo, carry) = merge16(s, load16(s, a), load16(s, b));
         store16(s, lo, out);
         Self {
@@ -145,7 +145,7 @@ impl<S: SortVector> Front<S> {
     /// the merge must read next (the one with the smaller head, or the only one left)
     /// has 16 keys.
     #[inline(always)]
-    fn can_step(&self, a: &[i32], b: &[i32], out_len: usize) -> bool {
+    fn can_step(&self, a: &[S::Elem], b: &[S::Elem], out_len: usize) -> bool {
         if self.o + STEP > out_len {
             return false;
         }
@@ -159,7 +159,7 @@ impl<S: SortVector> Front<S> {
 
     /// One step when both inputs hold at least 16 more keys and the output has room.
     #[inline(always)]
-    fn step_both_full(&mut self, s: S, a: &[i32], b: &[i32], out: &mut [i32]) {
+    fn step_both_full(&mut self, s: S, a: &[S::Elem], b: &[S::Elem], out: &mut [S::Elem]) {
         assert!(self.ia + STEP <= a.len() && self.ib + STEP <= b.len());
         // Choose the next block without a branch: its direction is data-dependent and
         // would mispredict about half the time on random keys.
@@ -167,9 +167,9 @@ impl<S: SortVector> Front<S> {
         let base = [b.as_ptr(), a.as_ptr()][take_a];
         let at = [self.ib, self.ia][take_a];
         // SAFETY: the assert above puts 16 keys from `ia` in `a` and from `ib` in `b`
-        // in bounds, and (base, at) is one of those two pairs; [i32; 16] has i32's
+        // in bounds, and (base, at) is one of those two pairs; an array has its element's
         // alignment.
-        let block: &[i32; STEP] = unsafe { &*base.add(at).cast::<[i32; STEP]>() };
+        let block: &[S::Elem; STEP] = unsafe { &*base.add(at).cast::<[S::Elem; STEP]>() };
         let next = load16(s, block);
         self.ia += take_a * STEP;
         self.ib += (1 - take_a) * STEP;
@@ -181,7 +181,7 @@ impl<S: SortVector> Front<S> {
 
     /// One step; only after [`Front::can_step`] returned true.
     #[inline(always)]
-    fn step(&mut self, s: S, a: &[i32], b: &[i32], out: &mut [i32]) {
+    fn step(&mut self, s: S, a: &[S::Elem], b: &[S::Elem], out: &mut [S::Elem]) {
         let take_a = match (a.get(self.ia), b.get(self.ib)) {
             (Some(x), Some(y)) => x <= y,
             (Some(_), None) => true,
@@ -203,8 +203,8 @@ impl<S: SortVector> Front<S> {
     /// Writes the remaining front outputs with a scalar 3-way merge of the carry and the
     /// rest of both inputs.
     #[inline(always)]
-    fn finish(&self, s: S, a: &[i32], b: &[i32], out: &mut [i32]) {
-        let mut carry = [0i32; STEP];
+    fn finish(&self, s: S, a: &[S::Elem], b: &[S::Elem], out: &mut [S::Elem]) {
+        let mut carry = [S::Elem::default(); STEP];
         store16(s, self.carry, &mut carry);
         merge_smallest(&a[self.ia..], &b[self.ib..], &carry, &mut out[self.o..]);
     }
@@ -221,7 +221,7 @@ struct Back {
 impl Back {
     /// Up to `max` steps while both inputs still have keys.
     #[inline(always)]
-    fn steps(&mut self, a: &[i32], b: &[i32], out: &mut [i32], max: usize) {
+    fn steps<T: Copy + Ord>(&mut self, a: &[T], b: &[T], out: &mut [T], max: usize) {
         // Invariants: ja <= a.len(), jb <= b.len(), k <= out.len() (they start at the
         // lengths and only decrease), and left <= k.
         assert!(self.ja <= a.len() && self.jb <= b.len() && self.k <= out.len());
@@ -242,7 +242,7 @@ impl Back {
 
     /// One input ran out: the rest of the back output is the top of the other.
     #[inline(always)]
-    fn finish(&self, a: &[i32], b: &[i32], out: &mut [i32]) {
+    fn finish<T: Copy>(&self, a: &[T], b: &[T], out: &mut [T]) {
         let k = self.k;
         if k == 0 {
             return;
@@ -258,10 +258,10 @@ impl Back {
 
 /// Fills `out` with the `out.len()` smallest keys of `a`, `b` and `c` (each sorted),
 /// in order. Stops early (never panics) if the three hold fewer keys than that.
-fn merge_smallest(a: &[i32], b: &[i32], c: &[i32], out: &mut [i32]) {
+fn merge_smallest<T: Copy + Ord>(a: &[T], b: &[T], c: &[T], out: &mut [T]) {
     let (mut i, mut j, mut k) = (0, 0, 0);
     for slot in out.iter_mut() {
-        let mut best: Option<(i32, u8)> = a.get(i).map(|&x| (x, 0));
+        let mut best: Option<(T, u8)> = a.get(i).map(|&x| (x, 0));
         if let Some(&y) = b.get(j)
             && best.is_none_or(|(v, _)| y < v)
         {

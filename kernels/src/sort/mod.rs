@@ -21,8 +21,9 @@ mod network;
 pub(crate) mod vector;
 
 use crate::Backend;
-pub(crate) use driver::sort_i32 as driver_sort_i32;
+pub(crate) use driver::sort as driver_sort;
 pub(crate) use network::sort_block;
+pub(crate) use vector::Pair;
 
 /// Sorts `data` ascending.
 pub fn sort_i32(data: &mut [i32]) {
@@ -50,9 +51,9 @@ pub fn sort_f32(data: &mut [f32]) {
 /// Sorts `keys` in [`f32::total_cmp`] order and applies the same permutation to `idx`
 /// ("sort by value, keep the index"). Equal keys keep their `idx` in ascending order.
 ///
-/// Each (key, index) pair is packed into one u64 (order-preserving key bits above the
-/// index), so equal keys cannot separate from their indices; the u64 sort is the
-/// standard library's (a 64-bit vector kernel is future work).
+/// The same NEON-MS sort as [`sort_f32`], on (key, index) pairs held in two registers
+/// per 4 pairs and compared by key, then index: no two distinct pairs tie, so the hybrid
+/// merge's front/back split stays exact. Allocates two buffers of `8 * len` bytes.
 ///
 /// Errors if the two slices differ in length.
 pub fn sort_pairs_f32(keys: &mut [f32], idx: &mut [u32]) -> Result<(), crate::KernelError> {
@@ -63,20 +64,18 @@ pub fn sort_pairs_f32(keys: &mut [f32], idx: &mut [u32]) -> Result<(), crate::Ke
             expected: keys.len(),
         });
     }
-    let mut packed: Vec<u64> = keys
+    let mut pairs: Vec<Pair> = keys
         .iter()
         .zip(idx.iter())
-        .map(|(&k, &i)| {
-            let bits = k.to_bits() as i32;
-            let ordered = (bits ^ (((bits >> 31) as u32) >> 1) as i32) as u32 ^ 0x8000_0000;
-            (u64::from(ordered) << 32) | u64::from(i)
+        .map(|(&k, &i)| Pair {
+            key: total_order_key(k.to_bits() as i32),
+            idx: i,
         })
         .collect();
-    packed.sort_unstable();
-    for ((k, i), p) in keys.iter_mut().zip(idx.iter_mut()).zip(packed) {
-        let ordered = ((p >> 32) as u32 ^ 0x8000_0000) as i32;
-        *k = f32::from_bits((ordered ^ (((ordered >> 31) as u32) >> 1) as i32) as u32);
-        *i = p as u32;
+    sort_pairs_dispatch(&mut pairs);
+    for ((k, i), p) in keys.iter_mut().zip(idx.iter_mut()).zip(pairs) {
+        *k = f32::from_bits(total_order_key(p.key) as u32);
+        *i = p.idx;
     }
     Ok(())
 }
@@ -98,10 +97,10 @@ pub fn sort64_i32(block: &mut [i32; 64]) {
 /// The backend [`sort_i32`] and friends use for inputs longer than 64 keys on this CPU.
 pub fn sort_backend() -> Backend {
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-    return <crate::arch::aarch64::sort::Neon as vector::SortVector>::BACKEND;
+    return <crate::arch::aarch64::sort::Neon as vector::Lanes>::BACKEND;
     #[cfg(target_arch = "x86_64")]
     if crate::arch::x86_64::sort::Sse41::new().is_some() {
-        return <crate::arch::x86_64::sort::Sse41 as vector::SortVector>::BACKEND;
+        return <crate::arch::x86_64::sort::Sse41 as vector::Lanes>::BACKEND;
     }
     #[allow(unreachable_code)]
     Backend::Scalar
@@ -118,6 +117,17 @@ fn sort_i32_dispatch(data: &mut [i32]) {
     scalar_sort_i32(data)
 }
 
+fn sort_pairs_dispatch(data: &mut [Pair]) {
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    return crate::arch::aarch64::sort::sort_pairs(data);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(sse41) = crate::arch::x86_64::sort::Sse41::new() {
+        return sse41.sort_pairs(data);
+    }
+    #[allow(unreachable_code)]
+    data.sort_unstable()
+}
+
 /// The scalar backend: the standard library's pattern-defeating quicksort.
 pub(crate) fn scalar_sort_i32(data: &mut [i32]) {
     #[cfg(test)]
@@ -125,13 +135,19 @@ pub(crate) fn scalar_sort_i32(data: &mut [i32]) {
     data.sort_unstable();
 }
 
-/// Maps f32 bit patterns (as i32) to i32 keys whose signed order is `f32::total_cmp`'s,
-/// and back: the map is its own inverse. Negative floats have every bit but the sign
+/// The order-preserving i32 image of an f32's bits (as i32) under `f32::total_cmp`, and
+/// back: the map is its own inverse. Negative floats get every bit but the sign
 /// flipped, so larger magnitudes sort lower; positive floats are unchanged.
+#[inline]
+fn total_order_key(bits: i32) -> i32 {
+    bits ^ (((bits >> 31) as u32) >> 1) as i32
+}
+
+/// [`total_order_key`] over a slice, in place.
 #[inline]
 fn total_order_keys(bits: &mut [i32]) {
     for b in bits {
-        *b ^= (((*b >> 31) as u32) >> 1) as i32;
+        *b = total_order_key(*b);
     }
 }
 

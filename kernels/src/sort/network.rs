@@ -4,7 +4,7 @@
 use super::merge::merge_bitonic;
 use super::vector::SortVector;
 
-/// Keys per in-register block: 16 vectors of 4 lanes (the NEON-MS paper finds 16
+/// Elements per in-register block: 16 vectors of 4 lanes (the NEON-MS paper finds 16
 /// registers optimal: all 32 NEON registers stay in use without spilling).
 pub(crate) const BLOCK: usize = 64;
 /// Length of the sorted runs the in-register phase leaves behind: the whole block.
@@ -25,9 +25,7 @@ macro_rules! network {
         #[inline(always)]
         fn sort_columns<S: SortVector>(s: S, r: &mut [S::V; 16]) {
             $(
-                let (lo, hi) = (s.min(r[$i], r[$j]), s.max(r[$i], r[$j]));
-                r[$i] = lo;
-                r[$j] = hi;
+                (r[$i], r[$j]) = s.minmax(r[$i], r[$j]);
             )*
         }
     };
@@ -50,7 +48,7 @@ network![
 /// Sorts `block` in registers: column sort, transpose (4 runs of 16), then bitonic
 /// merges 16 + 16 -> 32 (twice) and 32 + 32 -> 64.
 #[inline(always)]
-pub(crate) fn sort_block<S: SortVector>(s: S, block: &mut [i32; BLOCK]) {
+pub(crate) fn sort_block<S: SortVector>(s: S, block: &mut [S::Elem; BLOCK]) {
     let (quads, _) = block.as_chunks::<4>();
     let mut r: [S::V; 16] = core::array::from_fn(|i| s.load(&quads[i]));
     sort_columns(s, &mut r);

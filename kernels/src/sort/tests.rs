@@ -11,20 +11,18 @@ type SortFn = fn(&mut [i32]);
 struct Hybrid<S>(S);
 
 impl<S: vector::SortVector> vector::SortVector for Hybrid<S> {
+    type Elem = S::Elem;
+    type V = S::V;
     const BACKEND: Backend = S::BACKEND;
     const HYBRID_BACK: usize = 3;
-    type V = S::V;
-    fn load(self, src: &[i32; 4]) -> S::V {
+    fn load(self, src: &[S::Elem; 4]) -> S::V {
         self.0.load(src)
     }
-    fn store(self, v: S::V, dst: &mut [i32; 4]) {
+    fn store(self, v: S::V, dst: &mut [S::Elem; 4]) {
         self.0.store(v, dst)
     }
-    fn min(self, a: S::V, b: S::V) -> S::V {
-        self.0.min(a, b)
-    }
-    fn max(self, a: S::V, b: S::V) -> S::V {
-        self.0.max(a, b)
+    fn minmax(self, a: S::V, b: S::V) -> (S::V, S::V) {
+        self.0.minmax(a, b)
     }
     fn reverse(self, v: S::V) -> S::V {
         self.0.reverse(v)
@@ -32,8 +30,14 @@ impl<S: vector::SortVector> vector::SortVector for Hybrid<S> {
     fn transpose(self, r: [S::V; 4]) -> [S::V; 4] {
         self.0.transpose(r)
     }
-    fn sort_bitonic_lanes(self, x: S::V, y: S::V) -> (S::V, S::V) {
-        self.0.sort_bitonic_lanes(x, y)
+    fn split_halves(self, x: S::V, y: S::V) -> (S::V, S::V) {
+        self.0.split_halves(x, y)
+    }
+    fn split_neighbours(self, lo: S::V, hi: S::V) -> (S::V, S::V) {
+        self.0.split_neighbours(lo, hi)
+    }
+    fn join_neighbours(self, mn: S::V, mx: S::V) -> (S::V, S::V) {
+        self.0.join_neighbours(mn, mx)
     }
 }
 
@@ -45,7 +49,9 @@ fn backends() -> Vec<(Backend, SortFn)> {
     {
         use crate::arch::aarch64::sort::Neon;
         all.push((Backend::Neon, crate::arch::aarch64::sort::sort_i32));
-        all.push((Backend::Neon, |d| driver_sort_i32(Hybrid(Neon), d)));
+        all.push((Backend::Neon, |d| {
+            driver_sort(Hybrid(vector::Keys(Neon)), d)
+        }));
     }
     #[cfg(target_arch = "x86_64")]
     if crate::arch::x86_64::sort::Sse41::new().is_some() {
@@ -54,7 +60,7 @@ fn backends() -> Vec<(Backend, SortFn)> {
             Sse41::new().expect("detected").sort_i32(d)
         }));
         all.push((Backend::Sse41, |d| {
-            driver_sort_i32(Hybrid(Sse41::new().expect("detected")), d)
+            driver_sort(Hybrid(vector::Keys(Sse41::new().expect("detected"))), d)
         }));
     }
     all
@@ -263,5 +269,38 @@ fn sort64_sorts_every_block() {
         want.sort_unstable();
         sort64_i32(&mut block);
         assert_eq!(block, want);
+    }
+}
+
+#[test]
+fn pairs_with_equal_keys_and_the_hybrid_merge() {
+    // Many equal keys: only the index tie-break keeps front and back merges disjoint.
+    let mut next = xorshift(11);
+    let len = 5000;
+    let pairs: Vec<Pair> = (0..len)
+        .map(|i| Pair {
+            key: (next() % 4) as i32,
+            idx: (len - i) as u32,
+        })
+        .collect();
+    let mut want = pairs.clone();
+    want.sort_unstable();
+    let mut got = pairs.clone();
+    sort_pairs_dispatch(&mut got);
+    assert_eq!(got, want);
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    {
+        let mut got = pairs.clone();
+        driver_sort(
+            Hybrid(vector::Pairs(crate::arch::aarch64::sort::Neon)),
+            &mut got,
+        );
+        assert_eq!(got, want);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(sse41) = crate::arch::x86_64::sort::Sse41::new() {
+        let mut got = pairs.clone();
+        driver_sort(Hybrid(vector::Pairs(sse41)), &mut got);
+        assert_eq!(got, want);
     }
 }

@@ -1,10 +1,12 @@
-//! NEON implementation of the sort's vector operations.
+//! NEON implementation of the sort's lane operations.
 
-use crate::sort::vector::SortVector;
+use crate::sort::vector::{Keys, Lanes, Pair, Pairs};
 use core::arch::aarch64::{
-    int32x4_t, vextq_s32, vld1q_s32, vmaxq_s32, vminq_s32, vreinterpretq_s32_s64,
-    vreinterpretq_s64_s32, vrev64q_s32, vst1q_s32, vtrn1q_s32, vtrn1q_s64, vtrn2q_s32, vtrn2q_s64,
-    vzip1q_s32, vzip1q_s64, vzip2q_s32, vzip2q_s64,
+    int32x4_t, int32x4x2_t, vandq_s32, vbslq_s32, vceqq_s32, vcgtq_s32, vcgtq_u32, vextq_s32,
+    vld1q_s32, vld2q_s32, vmaxq_s32, vminq_s32, vorrq_s32, vreinterpretq_s32_s64,
+    vreinterpretq_s32_u32, vreinterpretq_s64_s32, vreinterpretq_u32_s32, vrev64q_s32, vst1q_s32,
+    vst2q_s32, vtrn1q_s32, vtrn1q_s64, vtrn2q_s32, vtrn2q_s64, vzip1q_s32, vzip1q_s64, vzip2q_s32,
+    vzip2q_s64,
 };
 
 /// Token for NEON, which every aarch64 CPU has (this module is compiled only with
@@ -12,38 +14,57 @@ use core::arch::aarch64::{
 #[derive(Clone, Copy)]
 pub(crate) struct Neon;
 
+/// Sorts `data` ascending with NEON.
+pub(crate) fn sort_i32(data: &mut [i32]) {
+    crate::sort::driver_sort(Keys(Neon), data);
+}
+
+/// Sorts (key, index) pairs with NEON.
+pub(crate) fn sort_pairs(data: &mut [Pair]) {
+    crate::sort::driver_sort(Pairs(Neon), data);
+}
+
 /// Sorts 64 keys in registers. Never inlined, so its code can be fed to llvm-mca
 /// (`cargo xtask bench sort-mca`).
 #[inline(never)]
 pub(crate) fn sort64_i32(block: &mut [i32; 64]) {
-    crate::sort::sort_block(Neon, block);
-}
-
-/// Sorts `data` ascending with NEON.
-pub(crate) fn sort_i32(data: &mut [i32]) {
-    crate::sort::driver_sort_i32(Neon, data);
+    crate::sort::sort_block(Keys(Neon), block);
 }
 
 // SAFETY (for every `unsafe` block below): NEON is enabled for this whole module at
 // compile time, so the intrinsics' target-feature requirement holds; the only pointer
-// arguments come from `&[i32; 4]` / `&mut [i32; 4]`, valid for 4 lanes.
-impl SortVector for Neon {
+// arguments come from `&[i32; 4]` / `&mut [i32; 4]` (16 bytes) or `&[Pair; 4]` /
+// `&mut [Pair; 4]` (32 bytes of 8 interleaved i32/u32 lanes, `Pair` being `repr(C)`).
+impl Lanes for Neon {
     const BACKEND: crate::Backend = crate::Backend::Neon;
-    // the NEON-MS hybrid: a few scalar steps per vector step keep the integer pipes
-    // busy on cores that issue NEON and integer ops side by side (not yet timed on a board).
+    // The NEON-MS hybrid: a few scalar steps per vector step keep the integer pipes
+    // busy beside the NEON pipes (not yet timed on a board; see BENCHMARKS.md).
     const HYBRID_BACK: usize = 2;
     type V = int32x4_t;
 
     #[inline(always)]
     fn load(self, src: &[i32; 4]) -> int32x4_t {
-        // SAFETY: see the impl comment; `src` is 4 readable i32.
+        // SAFETY: see the impl comment.
         unsafe { vld1q_s32(src.as_ptr()) }
     }
 
     #[inline(always)]
     fn store(self, v: int32x4_t, dst: &mut [i32; 4]) {
-        // SAFETY: see the impl comment; `dst` is 4 writable i32.
+        // SAFETY: see the impl comment.
         unsafe { vst1q_s32(dst.as_mut_ptr(), v) }
+    }
+
+    #[inline(always)]
+    fn load_pairs(self, src: &[Pair; 4]) -> (int32x4_t, int32x4_t) {
+        // SAFETY: see the impl comment; ld2 deinterleaves keys and indices.
+        let v: int32x4x2_t = unsafe { vld2q_s32(src.as_ptr().cast::<i32>()) };
+        (v.0, v.1)
+    }
+
+    #[inline(always)]
+    fn store_pairs(self, keys: int32x4_t, idx: int32x4_t, dst: &mut [Pair; 4]) {
+        // SAFETY: see the impl comment; st2 interleaves keys and indices.
+        unsafe { vst2q_s32(dst.as_mut_ptr().cast::<i32>(), int32x4x2_t(keys, idx)) }
     }
 
     #[inline(always)]
@@ -56,6 +77,47 @@ impl SortVector for Neon {
     fn max(self, a: int32x4_t, b: int32x4_t) -> int32x4_t {
         // SAFETY: see the impl comment.
         unsafe { vmaxq_s32(a, b) }
+    }
+
+    #[inline(always)]
+    fn gt(self, a: int32x4_t, b: int32x4_t) -> int32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe { vreinterpretq_s32_u32(vcgtq_s32(a, b)) }
+    }
+
+    #[inline(always)]
+    fn gt_unsigned(self, a: int32x4_t, b: int32x4_t) -> int32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe {
+            vreinterpretq_s32_u32(vcgtq_u32(
+                vreinterpretq_u32_s32(a),
+                vreinterpretq_u32_s32(b),
+            ))
+        }
+    }
+
+    #[inline(always)]
+    fn eq(self, a: int32x4_t, b: int32x4_t) -> int32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe { vreinterpretq_s32_u32(vceqq_s32(a, b)) }
+    }
+
+    #[inline(always)]
+    fn and(self, a: int32x4_t, b: int32x4_t) -> int32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe { vandq_s32(a, b) }
+    }
+
+    #[inline(always)]
+    fn or(self, a: int32x4_t, b: int32x4_t) -> int32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe { vorrq_s32(a, b) }
+    }
+
+    #[inline(always)]
+    fn select(self, mask: int32x4_t, a: int32x4_t, b: int32x4_t) -> int32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe { vbslq_s32(vreinterpretq_u32_s32(mask), a, b) }
     }
 
     #[inline(always)]
@@ -86,19 +148,28 @@ impl SortVector for Neon {
     }
 
     #[inline(always)]
-    fn sort_bitonic_lanes(self, x: int32x4_t, y: int32x4_t) -> (int32x4_t, int32x4_t) {
+    fn split_halves(self, x: int32x4_t, y: int32x4_t) -> (int32x4_t, int32x4_t) {
         // SAFETY: see the impl comment.
         unsafe {
-            // Distance 2: pair lanes (0,2), (1,3) of x and of y.
             let (x64, y64) = (vreinterpretq_s64_s32(x), vreinterpretq_s64_s32(y));
-            let p = vreinterpretq_s32_s64(vzip1q_s64(x64, y64)); // x0 x1 y0 y1
-            let q = vreinterpretq_s32_s64(vzip2q_s64(x64, y64)); // x2 x3 y2 y3
-            let (lo, hi) = (vminq_s32(p, q), vmaxq_s32(p, q)); // x0' x1' y0' y1' / x2' ..
-            // Distance 1: pair lanes (0,1), (2,3).
-            let p = vtrn1q_s32(lo, hi); // x0' x2' y0' y2'
-            let q = vtrn2q_s32(lo, hi); // x1' x3' y1' y3'
-            let (mn, mx) = (vminq_s32(p, q), vmaxq_s32(p, q));
-            (vzip1q_s32(mn, mx), vzip2q_s32(mn, mx))
+            (
+                vreinterpretq_s32_s64(vzip1q_s64(x64, y64)), // x0 x1 y0 y1
+                vreinterpretq_s32_s64(vzip2q_s64(x64, y64)), // x2 x3 y2 y3
+            )
         }
+    }
+
+    #[inline(always)]
+    fn split_neighbours(self, lo: int32x4_t, hi: int32x4_t) -> (int32x4_t, int32x4_t) {
+        // lo = x0 x1 y0 y1, hi = x2 x3 y2 y3 -> p = x0 x2 y0 y2, q = x1 x3 y1 y3.
+        // SAFETY: see the impl comment.
+        unsafe { (vtrn1q_s32(lo, hi), vtrn2q_s32(lo, hi)) }
+    }
+
+    #[inline(always)]
+    fn join_neighbours(self, mn: int32x4_t, mx: int32x4_t) -> (int32x4_t, int32x4_t) {
+        // Lane j of (mn, mx) is pair j of x0x1, x2x3, y0y1, y2y3 in order.
+        // SAFETY: see the impl comment.
+        unsafe { (vzip1q_s32(mn, mx), vzip2q_s32(mn, mx)) }
     }
 }

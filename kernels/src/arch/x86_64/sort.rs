@@ -1,11 +1,13 @@
-//! SSE4.1 implementation of the sort's vector operations (the x86_64 mirror of the NEON
-//! one: same 4 x i32 vectors, same networks). SSE4.1 brings `pminsd`/`pmaxsd`; it is
-//! detected at run time.
+//! SSE4.1 implementation of the sort's lane operations (the x86_64 mirror of the NEON
+//! one: same 4 x i32 vectors, same networks). SSE4.1 brings `pminsd`/`pmaxsd` and
+//! `pblendvb`; it is detected at run time.
 
-use crate::sort::vector::SortVector;
+use crate::sort::vector::{Keys, Lanes, Pair, Pairs};
 use core::arch::x86_64::{
-    __m128i, _mm_loadu_si128, _mm_max_epi32, _mm_min_epi32, _mm_shuffle_epi32, _mm_storeu_si128,
-    _mm_unpackhi_epi32, _mm_unpackhi_epi64, _mm_unpacklo_epi32, _mm_unpacklo_epi64,
+    __m128i, _mm_and_si128, _mm_blendv_epi8, _mm_castps_si128, _mm_castsi128_ps, _mm_cmpeq_epi32,
+    _mm_cmpgt_epi32, _mm_loadu_si128, _mm_max_epi32, _mm_min_epi32, _mm_or_si128, _mm_set1_epi32,
+    _mm_shuffle_epi32, _mm_shuffle_ps, _mm_storeu_si128, _mm_unpackhi_epi32, _mm_unpackhi_epi64,
+    _mm_unpacklo_epi32, _mm_unpacklo_epi64, _mm_xor_si128,
 };
 
 /// Token proving the CPU has SSE4.1: only [`Sse41::new`] makes one, after detection.
@@ -18,39 +20,51 @@ impl Sse41 {
         std::arch::is_x86_feature_detected!("sse4.1").then_some(Self(()))
     }
 
-    /// Sorts 64 keys in registers with SSE4.1.
-    pub(crate) fn sort64_i32(self, block: &mut [i32; 64]) {
-        // SAFETY: `self` exists only if SSE4.1 was detected on this CPU.
-        unsafe { sort64_i32_sse41(self, block) }
-    }
-
     /// Sorts `data` ascending with SSE4.1.
     pub(crate) fn sort_i32(self, data: &mut [i32]) {
         // SAFETY: `self` exists only if SSE4.1 was detected on this CPU.
         unsafe { sort_i32_sse41(self, data) }
     }
+
+    /// Sorts (key, index) pairs with SSE4.1.
+    pub(crate) fn sort_pairs(self, data: &mut [Pair]) {
+        // SAFETY: `self` exists only if SSE4.1 was detected on this CPU.
+        unsafe { sort_pairs_sse41(self, data) }
+    }
+
+    /// Sorts 64 keys in registers with SSE4.1.
+    pub(crate) fn sort64_i32(self, block: &mut [i32; 64]) {
+        // SAFETY: `self` exists only if SSE4.1 was detected on this CPU.
+        unsafe { sort64_i32_sse41(self, block) }
+    }
 }
 
-/// The generic sort compiled with SSE4.1 enabled, so the `#[inline(always)]` vector
-/// operations below inline into it as single instructions.
+// The generic sort compiled with SSE4.1 enabled, so the `#[inline(always)]` lane
+// operations below inline into it as single instructions.
+
 #[target_feature(enable = "sse4.1")]
 fn sort_i32_sse41(token: Sse41, data: &mut [i32]) {
-    crate::sort::driver_sort_i32(token, data);
+    crate::sort::driver_sort(Keys(token), data);
 }
 
-/// The in-register phase compiled with SSE4.1 enabled.
+#[target_feature(enable = "sse4.1")]
+fn sort_pairs_sse41(token: Sse41, data: &mut [Pair]) {
+    crate::sort::driver_sort(Pairs(token), data);
+}
+
 #[target_feature(enable = "sse4.1")]
 fn sort64_i32_sse41(token: Sse41, block: &mut [i32; 64]) {
-    crate::sort::sort_block(token, block);
+    crate::sort::sort_block(Keys(token), block);
 }
 
 // SAFETY (for every `unsafe` block below): a `Sse41` value exists only after run-time
 // detection found SSE4.1 (which implies SSE2), so the intrinsics' target-feature
-// requirement holds; the only pointer arguments come from `&[i32; 4]` / `&mut [i32; 4]`,
-// valid for 16 bytes, and the loads/stores are unaligned ones.
-impl SortVector for Sse41 {
+// requirement holds; the only pointer arguments come from `&[i32; 4]` /
+// `&mut [i32; 4]` (16 bytes) or `&[Pair; 4]` / `&mut [Pair; 4]` (32 bytes, `Pair` being
+// `repr(C)`), and all loads and stores are unaligned ones.
+impl Lanes for Sse41 {
     const BACKEND: crate::Backend = crate::Backend::Sse41;
-    // measured on x86_64: any scalar share slowed the mirror down (BENCHMARKS.md).
+    // Measured on x86_64: any scalar share slowed the mirror down (BENCHMARKS.md).
     const HYBRID_BACK: usize = 0;
     type V = __m128i;
 
@@ -67,6 +81,30 @@ impl SortVector for Sse41 {
     }
 
     #[inline(always)]
+    fn load_pairs(self, src: &[Pair; 4]) -> (__m128i, __m128i) {
+        // SAFETY: see the impl comment.
+        unsafe {
+            let p = src.as_ptr().cast::<__m128i>();
+            let a = _mm_castsi128_ps(_mm_loadu_si128(p)); // k0 i0 k1 i1
+            let b = _mm_castsi128_ps(_mm_loadu_si128(p.add(1))); // k2 i2 k3 i3
+            (
+                _mm_castps_si128(_mm_shuffle_ps::<0b10_00_10_00>(a, b)), // k0 k1 k2 k3
+                _mm_castps_si128(_mm_shuffle_ps::<0b11_01_11_01>(a, b)), // i0 i1 i2 i3
+            )
+        }
+    }
+
+    #[inline(always)]
+    fn store_pairs(self, keys: __m128i, idx: __m128i, dst: &mut [Pair; 4]) {
+        // SAFETY: see the impl comment.
+        unsafe {
+            let p = dst.as_mut_ptr().cast::<__m128i>();
+            _mm_storeu_si128(p, _mm_unpacklo_epi32(keys, idx));
+            _mm_storeu_si128(p.add(1), _mm_unpackhi_epi32(keys, idx));
+        }
+    }
+
+    #[inline(always)]
     fn min(self, a: __m128i, b: __m128i) -> __m128i {
         // SAFETY: see the impl comment.
         unsafe { _mm_min_epi32(a, b) }
@@ -76,6 +114,47 @@ impl SortVector for Sse41 {
     fn max(self, a: __m128i, b: __m128i) -> __m128i {
         // SAFETY: see the impl comment.
         unsafe { _mm_max_epi32(a, b) }
+    }
+
+    #[inline(always)]
+    fn gt(self, a: __m128i, b: __m128i) -> __m128i {
+        // SAFETY: see the impl comment.
+        unsafe { _mm_cmpgt_epi32(a, b) }
+    }
+
+    #[inline(always)]
+    fn gt_unsigned(self, a: __m128i, b: __m128i) -> __m128i {
+        // SAFETY: see the impl comment.
+        unsafe {
+            // Flipping the sign bit maps unsigned order onto signed order.
+            let bias = _mm_set1_epi32(i32::MIN);
+            _mm_cmpgt_epi32(_mm_xor_si128(a, bias), _mm_xor_si128(b, bias))
+        }
+    }
+
+    #[inline(always)]
+    fn eq(self, a: __m128i, b: __m128i) -> __m128i {
+        // SAFETY: see the impl comment.
+        unsafe { _mm_cmpeq_epi32(a, b) }
+    }
+
+    #[inline(always)]
+    fn and(self, a: __m128i, b: __m128i) -> __m128i {
+        // SAFETY: see the impl comment.
+        unsafe { _mm_and_si128(a, b) }
+    }
+
+    #[inline(always)]
+    fn or(self, a: __m128i, b: __m128i) -> __m128i {
+        // SAFETY: see the impl comment.
+        unsafe { _mm_or_si128(a, b) }
+    }
+
+    #[inline(always)]
+    fn select(self, mask: __m128i, a: __m128i, b: __m128i) -> __m128i {
+        // SAFETY: see the impl comment. blendv takes its second operand where the mask
+        // byte's top bit is set.
+        unsafe { _mm_blendv_epi8(b, a, mask) }
     }
 
     #[inline(always)]
@@ -102,23 +181,26 @@ impl SortVector for Sse41 {
     }
 
     #[inline(always)]
-    fn sort_bitonic_lanes(self, x: __m128i, y: __m128i) -> (__m128i, __m128i) {
+    fn split_halves(self, x: __m128i, y: __m128i) -> (__m128i, __m128i) {
+        // SAFETY: see the impl comment.
+        unsafe { (_mm_unpacklo_epi64(x, y), _mm_unpackhi_epi64(x, y)) }
+    }
+
+    #[inline(always)]
+    fn split_neighbours(self, lo: __m128i, hi: __m128i) -> (__m128i, __m128i) {
+        // lo = x0 x1 y0 y1, hi = x2 x3 y2 y3 -> p = x0 x2 y0 y2, q = x1 x3 y1 y3.
         // SAFETY: see the impl comment.
         unsafe {
-            // Distance 2: pair lanes (0,2), (1,3) of x and of y.
-            let p = _mm_unpacklo_epi64(x, y); // x0 x1 y0 y1
-            let q = _mm_unpackhi_epi64(x, y); // x2 x3 y2 y3
-            let (lo, hi) = (_mm_min_epi32(p, q), _mm_max_epi32(p, q)); // x0' x1' y0' y1' / x2' x3' y2' y3'
-            // Distance 1: pair lanes (0,1), (2,3).
-            let a = _mm_unpacklo_epi32(lo, hi); // x0' x2' x1' x3'
-            let b = _mm_unpackhi_epi32(lo, hi); // y0' y2' y1' y3'
-            let p = _mm_unpacklo_epi64(a, b); // x0' x2' y0' y2'
-            let q = _mm_unpackhi_epi64(a, b); // x1' x3' y1' y3'
-            let (mn, mx) = (_mm_min_epi32(p, q), _mm_max_epi32(p, q));
-            // mn = min(x0',x1') min(x2',x3') min(y0',y1') min(y2',y3'), mx likewise.
-            let lo = _mm_unpacklo_epi32(mn, mx); // x-sorted: m0 M0 m1 M1
-            let hi = _mm_unpackhi_epi32(mn, mx); // y-sorted: m2 M2 m3 M3
-            (lo, hi)
+            let a = _mm_unpacklo_epi32(lo, hi); // x0 x2 x1 x3
+            let b = _mm_unpackhi_epi32(lo, hi); // y0 y2 y1 y3
+            (_mm_unpacklo_epi64(a, b), _mm_unpackhi_epi64(a, b))
         }
+    }
+
+    #[inline(always)]
+    fn join_neighbours(self, mn: __m128i, mx: __m128i) -> (__m128i, __m128i) {
+        // Lane j of (mn, mx) is pair j of x0x1, x2x3, y0y1, y2y3 in order.
+        // SAFETY: see the impl comment.
+        unsafe { (_mm_unpacklo_epi32(mn, mx), _mm_unpackhi_epi32(mn, mx)) }
     }
 }
