@@ -151,6 +151,9 @@ impl<L: Lanes> SortVector for Keys<L> {
     }
 }
 
+/// Keys and indices of 4 pairs.
+type PairV<L> = (<L as Lanes>::V, <L as Lanes>::V);
+
 /// 4 (key, index) pairs in two registers (keys, indices), ordered by key then index, so
 /// no two distinct pairs compare equal and the merge's exact front/back split holds.
 #[derive(Clone, Copy)]
@@ -161,10 +164,10 @@ impl<L: Lanes> Pairs<L> {
     #[inline(always)]
     fn both(
         self,
-        a: (L::V, L::V),
-        b: (L::V, L::V),
+        a: PairV<L>,
+        b: PairV<L>,
         f: impl Fn(L, L::V, L::V) -> (L::V, L::V),
-    ) -> ((L::V, L::V), (L::V, L::V)) {
+    ) -> (PairV<L>, PairV<L>) {
         let (k0, k1) = f(self.0, a.0, b.0);
         let (i0, i1) = f(self.0, a.1, b.1);
         ((k0, i0), (k1, i1))
@@ -173,7 +176,7 @@ impl<L: Lanes> Pairs<L> {
 
 impl<L: Lanes> SortVector for Pairs<L> {
     type Elem = Pair;
-    type V = (L::V, L::V);
+    type V = PairV<L>;
     const BACKEND: crate::Backend = L::BACKEND;
     const HYBRID_BACK: usize = L::HYBRID_BACK;
 
