@@ -4,8 +4,28 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tandem_runtime::transport::{self, TransportError, TransportLimits, tls::Identity};
-use tandem_runtime::wire::{CloseCode, Hello, HelloAck, NodeName, software_name};
+use tandem_runtime::wire::{Capabilities, CloseCode, Hello, HelloAck, NodeName, software_name};
 use tracing::{Instrument, debug, info, info_span, warn};
+
+/// The jobs this server runs today: none yet beyond the Hello exchange (split and FL
+/// sessions arrive with their issues).
+const SERVED: Capabilities = Capabilities::NONE;
+
+/// A process-unique session id: a counter started from the clock, so ids from two runs
+/// of the server are unlikely to collide.
+fn next_session_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64 | 1),
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +163,8 @@ async fn handle_connection(
         version,
         peer: name,
         software: software_name("tandem-cloud"),
+        capabilities: hello.capabilities.intersection(SERVED),
+        session: next_session_id(),
     };
     transport::write_frame(&mut send, &ack).await?;
     // A finished stream after a delivered HelloAck: the device has everything it needs.

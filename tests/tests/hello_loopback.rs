@@ -8,7 +8,9 @@ use tandem_runtime::transport::{
     self, TransportError, TransportLimits,
     tls::{self, DevCertificate},
 };
-use tandem_runtime::wire::{CloseCode, Hello, HelloAck, NodeName, SoftwareName};
+use tandem_runtime::wire::{
+    Capabilities, CloseCode, Hello, HelloAck, ModelDesc, NodeName, SoftwareName,
+};
 use tokio::sync::oneshot;
 
 /// A fresh directory for one test's certificates.
@@ -153,6 +155,13 @@ async fn no_common_version_is_a_typed_close() {
         max_version: 9,
         node: node("pi"),
         software: SoftwareName::try_from("tandem 9.0.0").unwrap(),
+        capabilities: Capabilities::NONE,
+        model: ModelDesc {
+            name: heapless::String::new(),
+            cut: 0,
+            hidden: 0,
+        },
+        codecs: heapless::Vec::new(),
     };
     let frame = tandem_runtime::wire::encode_frame(&future).unwrap();
     let err = send_raw_first_frame(&cloud, &frame).await.unwrap_err();

@@ -58,7 +58,9 @@ impl From<&crate::wire::WireError> for CloseCode {
         match err {
             E::UnsupportedVersion { .. } => Self::UnsupportedVersion,
             E::SchemaMismatch { .. } => Self::SchemaMismatch,
-            E::TooLarge { .. } => Self::FrameTooLarge,
+            E::TooLarge { .. } | E::TensorTooLarge { .. } | E::ChunkOverrun { .. } => {
+                Self::FrameTooLarge
+            }
             _ => Self::ProtocolViolation,
         }
     }

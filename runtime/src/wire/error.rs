@@ -59,6 +59,24 @@ pub enum WireError {
         /// Bytes available.
         have: usize,
     },
+    /// A tensor-carrying message announced more tensor bytes than its kind allows.
+    #[error("{kind:?} announces a {len}-byte tensor, over its cap of {cap} bytes")]
+    TensorTooLarge {
+        /// Kind of the message.
+        kind: Kind,
+        /// Announced tensor length.
+        len: u64,
+        /// Cap for that kind.
+        cap: u64,
+    },
+    /// A chunk would run past the tensor length its message announced.
+    #[error("chunk of {got} bytes overruns the {remaining} tensor bytes still expected")]
+    ChunkOverrun {
+        /// Bytes the message still expected.
+        remaining: u64,
+        /// Bytes in the chunk.
+        got: usize,
+    },
     /// The payload decoded, but bytes were left over.
     #[error("{0} trailing bytes after the message")]
     TrailingBytes(usize),

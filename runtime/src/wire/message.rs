@@ -1,11 +1,14 @@
-//! The messages and their kinds.
+//! Frame kinds, the [`Message`] trait and the connection-level messages.
 
+use super::describe::{Capabilities, CodecDesc, ModelDesc};
 use serde::{Deserialize, Serialize};
 
 /// A node's name: at most 64 bytes of UTF-8 (heapless, so control messages work no_std).
 pub type NodeName = heapless::String<64>;
 /// A software name and version, e.g. `tandem 0.1.0`: at most 32 bytes.
 pub type SoftwareName = heapless::String<32>;
+/// A close reason for people: at most 128 bytes.
+pub type Reason = heapless::String<128>;
 
 /// The kind of a frame's payload: the `kind` field of the header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -16,28 +19,73 @@ pub enum Kind {
     Hello = 1,
     /// [`HelloAck`]: the cloud accepts the device.
     HelloAck = 2,
+    /// [`Close`]: either side ends the session, with a reason.
+    Close = 3,
+    /// [`Activations`](super::Activations): cut-layer activations, device -> cloud.
+    Activations = 16,
+    /// [`CutGradient`](super::CutGradient): gradient at the cut, cloud -> device.
+    CutGradient = 17,
+    /// [`Eval`](super::Eval): an evaluation pass, device -> cloud.
+    Eval = 18,
+    /// [`Metrics`](super::Metrics): loss and accuracy, cloud -> device.
+    Metrics = 19,
+    /// [`Join`](super::Join): a device offers itself for federated rounds.
+    Join = 32,
+    /// [`RoundTask`](super::RoundTask): the cloud's task for one round.
+    RoundTask = 33,
+    /// [`Update`](super::Update): a device's model update for a round.
+    Update = 34,
+    /// [`RoundResult`](super::RoundResult): how a round ended.
+    RoundResult = 35,
+    /// Raw bytes continuing the tensor payload of the preceding message.
+    Chunk = 64,
 }
 
 impl Kind {
     /// Every kind, for tests and tables.
-    pub const ALL: [Kind; 2] = [Kind::Hello, Kind::HelloAck];
+    pub const ALL: [Kind; 12] = [
+        Kind::Hello,
+        Kind::HelloAck,
+        Kind::Close,
+        Kind::Activations,
+        Kind::CutGradient,
+        Kind::Eval,
+        Kind::Metrics,
+        Kind::Join,
+        Kind::RoundTask,
+        Kind::Update,
+        Kind::RoundResult,
+        Kind::Chunk,
+    ];
 
     /// The kind for a header value, if known.
     pub fn from_u16(value: u16) -> Option<Self> {
         Self::ALL.into_iter().find(|k| *k as u16 == value)
     }
 
-    /// The largest payload a frame of this kind may carry. Checked against the header
+    /// The largest payload one frame of this kind may carry. Checked against the header
     /// before any payload byte is read, so a hostile length cannot cause an allocation.
+    /// Tensor bytes are not part of it: they follow in [`Kind::Chunk`] frames under the
+    /// message's own total cap.
     pub const fn max_payload(self) -> usize {
         match self {
-            // Two u16 varints (<= 3 bytes each) + two length-prefixed strings.
-            Kind::Hello | Kind::HelloAck => 256,
+            // Strings and up to 8 codec descriptions (<= 12 bytes each).
+            Kind::Hello => 512,
+            Kind::HelloAck | Kind::Close | Kind::Join => 256,
+            // Up to 256 sequence lengths (<= 3 bytes) and labels (<= 5 bytes).
+            Kind::Activations => 4096,
+            Kind::CutGradient
+            | Kind::Eval
+            | Kind::Metrics
+            | Kind::RoundTask
+            | Kind::Update
+            | Kind::RoundResult => 256,
+            Kind::Chunk => super::CHUNK_MAX,
         }
     }
 }
 
-/// A message type with a fixed frame kind.
+/// A postcard message with a fixed frame kind.
 pub trait Message: Serialize + for<'de> Deserialize<'de> {
     /// The header kind of this message.
     const KIND: Kind;
@@ -50,10 +98,16 @@ pub struct Hello {
     pub min_version: u16,
     /// Newest protocol version the device speaks.
     pub max_version: u16,
-    /// The device's name (informational until mTLS identities arrive).
+    /// The device's name (its certificate's, once mTLS identities are in place).
     pub node: NodeName,
     /// The device's software, e.g. `tandem 0.1.0`.
     pub software: SoftwareName,
+    /// What the device wants to do.
+    pub capabilities: Capabilities,
+    /// The model it runs.
+    pub model: ModelDesc,
+    /// The codecs it can decode, most preferred first.
+    pub codecs: heapless::Vec<CodecDesc, 8>,
 }
 
 /// The cloud's answer to [`Hello`]: the device may send application frames after it.
@@ -65,6 +119,19 @@ pub struct HelloAck {
     pub peer: NodeName,
     /// The cloud's software, e.g. `tandem-cloud 0.1.0`.
     pub software: SoftwareName,
+    /// The features both sides have.
+    pub capabilities: Capabilities,
+    /// Identifies this session, so a reconnecting device can resume it.
+    pub session: u64,
+}
+
+/// Ends a session on purpose, with a typed code and a reason for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Close {
+    /// A [`CloseCode`](super::CloseCode) value.
+    pub code: u32,
+    /// Why, for logs.
+    pub reason: Reason,
 }
 
 impl Message for Hello {
@@ -73,6 +140,10 @@ impl Message for Hello {
 
 impl Message for HelloAck {
     const KIND: Kind = Kind::HelloAck;
+}
+
+impl Message for Close {
+    const KIND: Kind = Kind::Close;
 }
 
 impl Hello {

@@ -8,14 +8,22 @@
 //! - Every failure is a typed [`WireError`]; decoding never panics on any input.
 
 mod close;
+mod describe;
 mod error;
+mod fl;
 mod frame;
 mod message;
+mod split;
+mod tensor;
 
 pub use close::CloseCode;
+pub use describe::{Capabilities, CodecDesc, ModelDesc};
 pub use error::WireError;
+pub use fl::{Join, ModelPayload, RoundConfig, RoundResult, RoundTask, Update};
 pub use frame::{FrameHeader, HEADER_LEN, decode_payload, encode_frame};
-pub use message::{Hello, HelloAck, Kind, Message, NodeName, SoftwareName};
+pub use message::{Close, Hello, HelloAck, Kind, Message, NodeName, Reason, SoftwareName};
+pub use split::{Activations, CutGradient, Eval, MAX_BATCH, Metrics};
+pub use tensor::{CHUNK_MAX, TensorAssembler, TensorMessage, chunk_headers};
 
 /// The 4 bytes every frame starts with.
 pub const MAGIC: [u8; 4] = *b"TNDM";
@@ -32,8 +40,27 @@ pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// golden-byte tests catch most layout changes, not all (a wider integer type encodes
 /// small values identically), so review message changes against it.
 const SCHEMA: &str = "tandem-wire/1 \
-    Hello{min_version:u16,max_version:u16,node:str<64>,software:str<32>} \
-    HelloAck{version:u16,peer:str<64>,software:str<32>}";
+    Capabilities=u32 \
+    CodecDesc=enum{Identity,F16,Int8{block:u16},LowRank{rank:u16,power_iters:u8,factor_bits:u8},\
+    TopK{ratio_ppm:u32},Dct{keep_ppm:u32}} \
+    ModelDesc{name:str<32>,cut:u8,hidden:u16} \
+    Hello{min_version:u16,max_version:u16,node:str<64>,software:str<32>,capabilities:Capabilities,\
+    model:ModelDesc,codecs:vec<CodecDesc,8>} \
+    HelloAck{version:u16,peer:str<64>,software:str<32>,capabilities:Capabilities,session:u64} \
+    Close{code:u32,reason:str<128>} \
+    Activations{step:u64,train:bool,batch:u16,seq:u16,hidden:u16,seq_lens:vec<u16,256>,\
+    labels:vec<u32,256>,codec:CodecDesc,payload_len:u64} \
+    CutGradient{step:u64,loss:f32,codec:CodecDesc,payload_len:u64} \
+    Eval{step:u64,batches:u32} \
+    Metrics{step:u64,loss:f32,correct:u32,total:u32} \
+    Join{node:str<64>,num_examples:u64,capabilities:Capabilities} \
+    RoundConfig{local_epochs:u16,batch_size:u16,lr:f32,proximal_mu:f32} \
+    ModelPayload=enum{Full,Delta} \
+    RoundTask{round:u64,deadline_ms:u64,config:RoundConfig,model:ModelPayload,codec:CodecDesc,\
+    payload_len:u64} \
+    Update{round:u64,node:str<64>,num_examples:u64,codec:CodecDesc,payload_len:u64} \
+    RoundResult{round:u64,committed:bool,accepted:u32,rejected:u32} \
+    Chunk=raw";
 
 /// FNV-1a hash of [`SCHEMA`], carried in every header.
 pub const SCHEMA_HASH: u32 = fnv1a(SCHEMA.as_bytes());

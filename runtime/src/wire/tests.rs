@@ -13,6 +13,13 @@ fn hello() -> Hello {
         max_version: 1,
         node: name("pi-01"),
         software: name("tandem 0.1.0"),
+        capabilities: Capabilities::NONE,
+        model: ModelDesc {
+            name: name(""),
+            cut: 0,
+            hidden: 0,
+        },
+        codecs: heapless::Vec::new(),
     }
 }
 
@@ -21,7 +28,13 @@ fn ack() -> HelloAck {
         version: 1,
         peer: name("cloud"),
         software: name("tandem-cloud 0.1.0"),
+        capabilities: Capabilities::NONE,
+        session: 300,
     }
+}
+
+fn vec_of<T: Clone, const N: usize>(items: &[T]) -> heapless::Vec<T, N> {
+    heapless::Vec::from_slice(items).expect("test vector fits")
 }
 
 /// Decodes a whole frame the way a transport does: header first, then payload.
@@ -35,9 +48,27 @@ fn decode_whole<M: Message>(frame: &[u8]) -> Result<M, WireError> {
 #[test]
 fn schema_hash_is_pinned() {
     assert_eq!(
-        SCHEMA_HASH, 0xe870_22bb,
+        SCHEMA_HASH, 0xa6a5_77d9,
         "SCHEMA changed: update WIRE.md and this test"
     );
+}
+
+/// `header ++ payload` for a frame of `kind` (the header layout is pinned byte by byte
+/// in `hello_golden_bytes`).
+fn framed(kind: Kind, payload: &[u8]) -> Vec<u8> {
+    let mut frame = FrameHeader::new(kind, payload.len())
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// `value -> exact bytes -> value`, postcard's loopback style.
+fn golden<M: Message + PartialEq + core::fmt::Debug>(msg: M, payload: &[u8]) {
+    let frame = encode_frame(&msg).unwrap();
+    assert_eq!(frame, framed(M::KIND, payload), "{:?}", M::KIND);
+    assert_eq!(decode_whole::<M>(&frame).unwrap(), msg);
 }
 
 #[test]
@@ -46,28 +77,244 @@ fn hello_golden_bytes() {
     let mut want = b"TNDM".to_vec();
     want.extend_from_slice(&[1, 0, 1, 0]); // version 1, kind Hello
     want.extend_from_slice(&SCHEMA_HASH.to_le_bytes());
-    want.extend_from_slice(&[21, 0, 0, 0]); // payload length
+    want.extend_from_slice(&[26, 0, 0, 0]); // payload length
     want.extend_from_slice(&[1, 1, 5]); // min, max, node length
     want.extend_from_slice(b"pi-01");
     want.push(12);
     want.extend_from_slice(b"tandem 0.1.0");
+    want.extend_from_slice(&[0]); // capabilities
+    want.extend_from_slice(&[0, 0, 0]); // model: "", cut 0, hidden 0
+    want.extend_from_slice(&[0]); // no codecs
     assert_eq!(frame, want);
     assert_eq!(decode_whole::<Hello>(&frame).unwrap(), hello());
 }
 
 #[test]
+fn hello_with_model_and_codecs_golden_bytes() {
+    let msg = Hello {
+        capabilities: Capabilities::SPLIT,
+        model: ModelDesc {
+            name: name("all-MiniLM-L6-v2"),
+            cut: 2,
+            hidden: 384,
+        },
+        codecs: vec_of(&[
+            CodecDesc::LowRank {
+                rank: 8,
+                power_iters: 2,
+                factor_bits: 8,
+            },
+            CodecDesc::Int8 { block: 64 },
+        ]),
+        ..hello()
+    };
+    let mut payload = vec![1, 1, 5];
+    payload.extend_from_slice(b"pi-01");
+    payload.push(12);
+    payload.extend_from_slice(b"tandem 0.1.0");
+    payload.push(1); // SPLIT
+    payload.push(16);
+    payload.extend_from_slice(b"all-MiniLM-L6-v2");
+    payload.extend_from_slice(&[2, 0x80, 0x03]); // cut (u8), hidden 384 (varint)
+    payload.extend_from_slice(&[2, 3, 8, 2, 8, 2, 64]); // [LowRank{8,2,8}, Int8{64}]
+    golden(msg, &payload);
+}
+
+#[test]
 fn hello_ack_golden_bytes() {
-    let frame = encode_frame(&ack()).unwrap();
-    let mut want = b"TNDM".to_vec();
-    want.extend_from_slice(&[1, 0, 2, 0]);
-    want.extend_from_slice(&SCHEMA_HASH.to_le_bytes());
-    want.extend_from_slice(&[26, 0, 0, 0]);
-    want.extend_from_slice(&[1, 5]);
-    want.extend_from_slice(b"cloud");
-    want.push(18);
-    want.extend_from_slice(b"tandem-cloud 0.1.0");
-    assert_eq!(frame, want);
-    assert_eq!(decode_whole::<HelloAck>(&frame).unwrap(), ack());
+    let mut payload = vec![1, 5];
+    payload.extend_from_slice(b"cloud");
+    payload.push(18);
+    payload.extend_from_slice(b"tandem-cloud 0.1.0");
+    payload.extend_from_slice(&[0, 0xac, 0x02]); // capabilities, session 300
+    golden(ack(), &payload);
+}
+
+#[test]
+fn close_golden_bytes() {
+    golden(
+        Close {
+            code: 2,
+            reason: name("bye"),
+        },
+        &[2, 3, b'b', b'y', b'e'],
+    );
+}
+
+#[test]
+fn split_messages_golden_bytes() {
+    let activations = Activations {
+        step: 7,
+        train: true,
+        batch: 2,
+        seq: 4,
+        hidden: 384,
+        seq_lens: vec_of(&[4, 3]),
+        labels: vec_of(&[1, 0]),
+        codec: CodecDesc::Identity,
+        payload_len: 12288,
+    };
+    golden(
+        activations,
+        &[7, 1, 2, 4, 0x80, 0x03, 2, 4, 3, 2, 1, 0, 0, 0x80, 0x60],
+    );
+    let gradient = CutGradient {
+        step: 7,
+        loss: 0.5,
+        codec: CodecDesc::F16,
+        payload_len: 6144,
+    };
+    golden(gradient, &[7, 0, 0, 0, 0x3f, 1, 0x80, 0x30]);
+    golden(
+        Eval {
+            step: 9,
+            batches: 3,
+        },
+        &[9, 3],
+    );
+    golden(
+        Metrics {
+            step: 9,
+            loss: 0.25,
+            correct: 80,
+            total: 100,
+        },
+        &[9, 0, 0, 0x80, 0x3e, 80, 100],
+    );
+}
+
+#[test]
+fn fl_messages_golden_bytes() {
+    let mut payload = vec![5];
+    payload.extend_from_slice(b"pi-01");
+    payload.extend_from_slice(&[0xe8, 0x07, 2]); // 1000 examples, FL
+    golden(
+        Join {
+            node: name("pi-01"),
+            num_examples: 1000,
+            capabilities: Capabilities::FL,
+        },
+        &payload,
+    );
+
+    let task = RoundTask {
+        round: 3,
+        deadline_ms: 60_000,
+        config: RoundConfig {
+            local_epochs: 1,
+            batch_size: 32,
+            lr: 0.01,
+            proximal_mu: 0.0,
+        },
+        model: ModelPayload::Delta,
+        codec: CodecDesc::TopK { ratio_ppm: 10_000 },
+        payload_len: 1000,
+    };
+    golden(
+        task,
+        &[
+            3, 0xe0, 0xd4, 0x03, // round, deadline 60000 ms
+            1, 32, 0x0a, 0xd7, 0x23, 0x3c, 0, 0, 0, 0, // config
+            1, // Delta
+            4, 0x90, 0x4e, // TopK 10000 ppm
+            0xe8, 0x07, // payload_len
+        ],
+    );
+
+    let mut payload = vec![3, 5];
+    payload.extend_from_slice(b"pi-01");
+    payload.extend_from_slice(&[0xe8, 0x07, 2, 0, 5]); // 1000, Int8{0}, 5 bytes
+    let update = Update {
+        round: 3,
+        node: name("pi-01"),
+        num_examples: 1000,
+        codec: CodecDesc::Int8 { block: 0 },
+        payload_len: 5,
+    };
+    golden(update, &payload);
+    golden(
+        RoundResult {
+            round: 3,
+            committed: true,
+            accepted: 9,
+            rejected: 1,
+        },
+        &[3, 1, 9, 1],
+    );
+}
+
+#[test]
+fn every_kind_round_trips_its_number_and_has_a_cap() {
+    for kind in Kind::ALL {
+        assert_eq!(Kind::from_u16(kind as u16), Some(kind));
+        assert!(kind.max_payload() > 0);
+    }
+    assert_eq!(Kind::from_u16(0), None);
+    assert_eq!(Kind::Chunk.max_payload(), CHUNK_MAX);
+}
+
+#[test]
+fn tensor_payload_is_chunked_and_reassembled() {
+    let len = 2 * CHUNK_MAX + 5;
+    let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let headers: Vec<FrameHeader> = chunk_headers(len).collect();
+    assert_eq!(headers.len(), 3);
+    assert_eq!(headers[2].payload_len(), 5);
+    let msg = Update {
+        payload_len: len as u64,
+        ..update_announcing(0)
+    };
+    let mut assembler = TensorAssembler::new(&msg).unwrap();
+    let mut at = 0;
+    for header in &headers {
+        let bytes = FrameHeader::parse(&header.to_bytes()).unwrap();
+        assembler
+            .handle_chunk(&bytes, &payload[at..at + header.payload_len()])
+            .unwrap();
+        at += header.payload_len();
+    }
+    assert!(assembler.is_complete());
+    assert_eq!(assembler.finish().unwrap(), payload);
+}
+
+fn update_announcing(payload_len: u64) -> Update {
+    Update {
+        round: 1,
+        node: name("pi"),
+        num_examples: 1,
+        codec: CodecDesc::Identity,
+        payload_len,
+    }
+}
+
+#[test]
+fn tensor_caps_and_overruns_are_refused() {
+    let huge = update_announcing(<Update as TensorMessage>::MAX_TENSOR + 1);
+    assert!(matches!(
+        TensorAssembler::new(&huge),
+        Err(WireError::TensorTooLarge { .. })
+    ));
+
+    let mut assembler = TensorAssembler::new(&update_announcing(4)).unwrap();
+    let five = FrameHeader::new(Kind::Chunk, 5).unwrap();
+    assert!(matches!(
+        assembler.handle_chunk(&five, &[0; 5]),
+        Err(WireError::ChunkOverrun {
+            remaining: 4,
+            got: 5
+        })
+    ));
+    let not_chunk = FrameHeader::new(Kind::Eval, 2).unwrap();
+    assert!(matches!(
+        assembler.handle_chunk(&not_chunk, &[0; 2]),
+        Err(WireError::UnexpectedKind { .. })
+    ));
+    let three = FrameHeader::new(Kind::Chunk, 3).unwrap();
+    assembler.handle_chunk(&three, &[1, 2, 3]).unwrap();
+    assert!(matches!(
+        assembler.finish(),
+        Err(WireError::Truncated { needed: 4, have: 3 })
+    ));
 }
 
 #[test]
@@ -107,7 +354,7 @@ fn header_fields_are_checked_in_order() {
     bad[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(
         FrameHeader::parse(&bad),
-        Err(WireError::TooLarge { kind: Kind::Hello, len, cap: 256 }) if len == u32::MAX as usize
+        Err(WireError::TooLarge { kind: Kind::Hello, len, cap: 512 }) if len == u32::MAX as usize
     ));
 
     assert_eq!(
@@ -174,9 +421,9 @@ fn payload_must_match_announced_length_and_kind() {
 
 #[test]
 fn message_shorter_than_announced_payload_is_trailing_bytes() {
-    // Announce 22 bytes but put a 21-byte Hello plus one junk byte inside.
+    // Announce one byte more than the Hello and put a junk byte there.
     let mut frame = encode_frame(&hello()).unwrap();
-    frame[12] = 22;
+    frame[12] += 1;
     frame.push(0xff);
     assert_eq!(
         decode_whole::<Hello>(&frame),

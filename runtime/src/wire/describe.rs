@@ -1,0 +1,83 @@
+//! Descriptions exchanged in Hello: what a peer can do, which model it runs, and which
+//! codecs it can decode. Codec parameters travel with every tensor too, so a receiver
+//! refuses what it cannot decode instead of misreading it.
+
+use serde::{Deserialize, Serialize};
+
+/// A set of protocol features, as bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Capabilities(pub u32);
+
+impl Capabilities {
+    /// No features.
+    pub const NONE: Self = Self(0);
+    /// Split fine-tuning (Activations / CutGradient / Eval / Metrics).
+    pub const SPLIT: Self = Self(1);
+    /// Federated rounds (Join / RoundTask / Update / RoundResult).
+    pub const FL: Self = Self(1 << 1);
+    /// Resuming a split step or FL round after a reconnect.
+    pub const RESUME: Self = Self(1 << 2);
+
+    /// Both sets' features.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// The features both sets have.
+    pub const fn intersection(self, other: Self) -> Self {
+        Self(self.0 & other.0)
+    }
+
+    /// Whether every feature of `other` is in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// How a tensor's bytes are encoded (see `tandem_runtime::codec`, issue 5). Ratios are
+/// in parts per million so the description is exact and hashable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CodecDesc {
+    /// Raw little-endian f32.
+    Identity,
+    /// IEEE half precision.
+    F16,
+    /// int8 with one f32 scale per `block` values (0: one scale per row).
+    Int8 {
+        /// Values per scale.
+        block: u16,
+    },
+    /// Rank-`rank` factors from `power_iters` power iterations, each factor sent at
+    /// `factor_bits` (32, 16 or 8) bits.
+    LowRank {
+        /// Rank of the factorisation.
+        rank: u16,
+        /// Power iterations per step.
+        power_iters: u8,
+        /// Bits per factor entry.
+        factor_bits: u8,
+    },
+    /// The largest `ratio_ppm` millionths of entries by magnitude, indices delta-coded.
+    TopK {
+        /// Fraction kept, in parts per million.
+        ratio_ppm: u32,
+    },
+    /// Block DCT keeping `keep_ppm` millionths of the coefficients.
+    Dct {
+        /// Fraction kept, in parts per million.
+        keep_ppm: u32,
+    },
+}
+
+/// The model a device runs, so the cloud can refuse a mismatched top half.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelDesc {
+    /// Model name, e.g. `all-MiniLM-L6-v2`.
+    pub name: heapless::String<32>,
+    /// Split: the number of layers on the device (0 when not splitting).
+    pub cut: u8,
+    /// Width of the tensors that cross the link (hidden size for split).
+    pub hidden: u16,
+}

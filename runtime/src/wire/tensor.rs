@@ -1,0 +1,107 @@
+//! Tensor payloads: the bytes after a tensor-carrying message, sent as a run of
+//! [`Kind::Chunk`] frames so no single frame is large, under a total cap per message
+//! kind that is checked before the first chunk is accepted.
+
+use super::WireError;
+use super::frame::FrameHeader;
+use super::message::{Kind, Message};
+
+/// Largest chunk frame payload: 4 MiB.
+pub const CHUNK_MAX: usize = 4 << 20;
+
+/// A message whose tensor bytes follow it in chunk frames.
+pub trait TensorMessage: Message {
+    /// The most tensor bytes a message of this kind may announce.
+    const MAX_TENSOR: u64;
+
+    /// The tensor bytes this message announces.
+    fn payload_len(&self) -> u64;
+
+    /// Errors if the announced length exceeds [`TensorMessage::MAX_TENSOR`].
+    fn check_payload_len(&self) -> Result<(), WireError> {
+        let len = self.payload_len();
+        if len > Self::MAX_TENSOR {
+            return Err(WireError::TensorTooLarge {
+                kind: Self::KIND,
+                len,
+                cap: Self::MAX_TENSOR,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The chunk-frame headers for a payload of `len` bytes: `len.div_ceil(CHUNK_MAX)`
+/// frames, all full but the last. Pair each with the matching slice of the payload.
+pub fn chunk_headers(len: usize) -> impl Iterator<Item = FrameHeader> {
+    (0..len.div_ceil(CHUNK_MAX)).map(move |i| {
+        let this = CHUNK_MAX.min(len - i * CHUNK_MAX);
+        // `this` <= CHUNK_MAX, the Chunk cap, so `new` cannot fail.
+        FrameHeader::new(Kind::Chunk, this).unwrap_or_else(|_| unreachable!("chunk within cap"))
+    })
+}
+
+/// Collects the chunks of one tensor payload (sans-I/O: the transport feeds it frames).
+#[derive(Debug)]
+pub struct TensorAssembler {
+    expected: u64,
+    bytes: Vec<u8>,
+}
+
+impl TensorAssembler {
+    /// Starts collecting the payload `msg` announces; refuses an announced length over
+    /// its kind's cap before any chunk arrives. Memory grows only as chunks arrive.
+    pub fn new<M: TensorMessage>(msg: &M) -> Result<Self, WireError> {
+        msg.check_payload_len()?;
+        Ok(Self {
+            expected: msg.payload_len(),
+            bytes: Vec::new(),
+        })
+    }
+
+    /// Bytes still to come.
+    pub fn remaining(&self) -> u64 {
+        self.expected - self.bytes.len() as u64
+    }
+
+    /// Whether every announced byte has arrived.
+    pub fn is_complete(&self) -> bool {
+        self.remaining() == 0
+    }
+
+    /// Takes one chunk frame. Errors on a frame that is not a chunk or that would
+    /// overrun the announced length.
+    pub fn handle_chunk(&mut self, header: &FrameHeader, chunk: &[u8]) -> Result<(), WireError> {
+        if header.kind() != Kind::Chunk {
+            return Err(WireError::UnexpectedKind {
+                expected: Kind::Chunk,
+                found: header.kind(),
+            });
+        }
+        if chunk.len() != header.payload_len() {
+            return Err(WireError::Truncated {
+                needed: header.payload_len(),
+                have: chunk.len(),
+            });
+        }
+        if chunk.len() as u64 > self.remaining() {
+            return Err(WireError::ChunkOverrun {
+                remaining: self.remaining(),
+                got: chunk.len(),
+            });
+        }
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// The whole payload, once [`TensorAssembler::is_complete`].
+    pub fn finish(self) -> Result<Vec<u8>, WireError> {
+        if !self.is_complete() {
+            return Err(WireError::Truncated {
+                needed: self.expected as usize,
+                have: self.bytes.len(),
+            });
+        }
+        Ok(self.bytes)
+    }
+}
