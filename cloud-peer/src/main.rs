@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tandem_cloud::Server;
 use tandem_runtime::transport::TransportLimits;
-use tandem_runtime::transport::tls::{DevCertificate, Identity};
+use tandem_runtime::transport::pki::Pki;
 
 /// tandem cloud peer: serves tandem devices over QUIC (split fine-tuning top half,
 /// federated aggregation).
@@ -20,7 +20,7 @@ use tandem_runtime::transport::tls::{DevCertificate, Identity};
     name = "tandem-cloud",
     version,
     propagate_version = true,
-    after_help = "Example:\n  tandem-cloud serve --listen 0.0.0.0:4433"
+    after_help = "Example:\n  tandem-cloud ca init\n  tandem-cloud ca issue --node pi-01\n  tandem-cloud serve --listen 0.0.0.0:4433"
 )]
 struct Cli {
     /// More log output (default info: one line per device; -v debug, -vv trace).
@@ -35,6 +35,9 @@ struct Cli {
 enum Command {
     /// Listen for devices until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
+    /// Manage the certificate authority that devices are admitted by.
+    #[command(subcommand)]
+    Ca(CaCommand),
 }
 
 #[derive(Args)]
@@ -42,16 +45,31 @@ struct ServeArgs {
     /// UDP address to listen on, e.g. 0.0.0.0:4433 (port 0 picks a free port).
     #[arg(long, value_name = "IP:PORT")]
     listen: SocketAddr,
-    /// PEM certificate chain. Default: a development certificate for "tandem-cloud",
-    /// created on first use in the tandem cache ($TANDEM_CACHE/pki).
-    #[arg(long, value_name = "PEM", requires = "key")]
-    cert: Option<PathBuf>,
-    /// PEM private key of --cert.
-    #[arg(long, value_name = "PEM", requires = "cert")]
-    key: Option<PathBuf>,
+    /// PKI directory made by `tandem-cloud ca init` [default: $TANDEM_CACHE/pki].
+    #[arg(long, value_name = "DIR")]
+    pki: Option<PathBuf>,
     /// Name sent to devices in HelloAck.
     #[arg(long, default_value = "tandem-cloud")]
     name: String,
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the CA and the cloud's certificate.
+    Init {
+        /// PKI directory [default: $TANDEM_CACHE/pki].
+        #[arg(long, value_name = "DIR")]
+        pki: Option<PathBuf>,
+    },
+    /// Issue a device certificate and add the device to the allowlist.
+    Issue {
+        /// The device's name (letters, digits, '-'); it must match the device's --node.
+        #[arg(long)]
+        node: String,
+        /// PKI directory [default: $TANDEM_CACHE/pki].
+        #[arg(long, value_name = "DIR")]
+        pki: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,21 +88,54 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Serve(args) => serve(args),
+        Command::Ca(CaCommand::Init { pki }) => {
+            let pki = pki_at(pki);
+            pki.init()?;
+            println!(
+                "created CA and cloud certificate in {}",
+                pki.dir().display()
+            );
+            println!("devices trust {}", pki.ca_cert().display());
+            println!("next: tandem-cloud ca issue --node NAME");
+            Ok(())
+        }
+        Command::Ca(CaCommand::Issue { node, pki }) => {
+            let pki = pki_at(pki);
+            require_ca(&pki)?;
+            let files = pki.issue(&node)?;
+            println!(
+                "issued {node}: {} and {}",
+                files.cert.display(),
+                files.key.display()
+            );
+            println!("added {node} to {}", pki.allowlist_path().display());
+            Ok(())
+        }
     }
 }
 
-fn serve(args: ServeArgs) -> Result<()> {
-    let (identity, cert_path) = match (args.cert, args.key) {
-        (Some(cert), Some(key)) => (Identity::load(&cert, &key)?, cert),
-        _ => {
-            let dev = DevCertificate::default_location();
-            let (identity, created) = dev.load_or_create()?;
-            if created {
-                eprintln!("created development certificate {}", dev.cert.display());
+fn pki_at(dir: Option<PathBuf>) -> Pki {
+    dir.map_or_else(Pki::default_location, Pki::new)
+}
+
+fn require_ca(pki: &Pki) -> Result<()> {
+    if !pki.is_initialised() {
+        anyhow::bail!(
+            "no CA in {}: run `tandem-cloud ca init{}` first",
+            pki.dir().display(),
+            if pki.dir() == Pki::default_location().dir() {
+                String::new()
+            } else {
+                format!(" --pki {}", pki.dir().display())
             }
-            (identity, dev.cert)
-        }
-    };
+        );
+    }
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let pki = pki_at(args.pki);
+    require_ca(&pki)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -93,19 +144,14 @@ fn serve(args: ServeArgs) -> Result<()> {
         // Register the signal handlers before announcing the address, so a script that
         // stops us right after reading the line still gets a graceful close.
         let shutdown = shutdown_signal()?;
-        let server = Server::bind(
-            args.listen,
-            identity,
-            &args.name,
-            &TransportLimits::default(),
-        )?;
+        let server = Server::bind(args.listen, &pki, &args.name, &TransportLimits::default())?;
         let addr = server
             .local_addr()
             .context("cannot read the bound address")?;
         // Scripts wait for this line (and read the port from it): flush it at once.
         println!(
-            "tandem-cloud listening on {addr} (certificate {})",
-            cert_path.display()
+            "tandem-cloud listening on {addr} (CA {})",
+            pki.ca_cert().display()
         );
         std::io::stdout()
             .flush()

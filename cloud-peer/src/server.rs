@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tandem_runtime::transport::{self, TransportError, TransportLimits, tls::Identity};
+use tandem_runtime::transport::{self, TransportError, TransportLimits, pki::Pki};
 use tandem_runtime::wire::{Capabilities, CloseCode, Hello, HelloAck, NodeName, software_name};
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -49,18 +49,20 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     name: NodeName,
     hello_timeout: Duration,
+    pki: Pki,
 }
 
 impl Server {
-    /// Binds `listen` with the given certificate. `name` is sent to devices in HelloAck
-    /// (truncated to 64 bytes).
+    /// Binds `listen` with the cloud identity of `pki`, accepting devices whose
+    /// certificates chain to its CA and whose names are on its allowlist. `name` is sent
+    /// to devices in HelloAck (truncated to 64 bytes).
     pub fn bind(
         listen: SocketAddr,
-        identity: Identity,
+        pki: &Pki,
         name: &str,
         limits: &TransportLimits,
     ) -> Result<Self, ServeError> {
-        let config = transport::tls::server_config(identity, limits)?;
+        let config = transport::tls::server_config(pki.cloud_identity()?, &pki.ca_cert(), limits)?;
         let endpoint =
             quinn::Endpoint::server(config, listen).map_err(|source| ServeError::Bind {
                 addr: listen,
@@ -76,6 +78,7 @@ impl Server {
             endpoint,
             name: short,
             hello_timeout: limits.hello_timeout,
+            pki: pki.clone(),
         })
     }
 
@@ -98,9 +101,10 @@ impl Server {
             let remote = incoming.remote_address();
             let name = self.name.clone();
             let hello_timeout = self.hello_timeout;
+            let pki = self.pki.clone();
             tokio::spawn(
                 async move {
-                    match handle_connection(incoming, name, hello_timeout).await {
+                    match handle_connection(incoming, name, hello_timeout, &pki).await {
                         Ok(()) => debug!("connection closed"),
                         Err(err) => warn!("connection ended: {err}"),
                     }
@@ -121,8 +125,17 @@ async fn handle_connection(
     incoming: quinn::Incoming,
     name: NodeName,
     hello_timeout: Duration,
+    pki: &Pki,
 ) -> Result<(), TransportError> {
     let connection = incoming.await.map_err(TransportError::from_connection)?;
+    // TLS already verified the chain to our CA; the allowlist decides, before any frame.
+    let Some(device) = allowed_device(&connection, pki) else {
+        let code = CloseCode::NotAllowed;
+        connection.close(code.to_varint(), code.reason().as_bytes());
+        return Err(TransportError::Protocol(
+            "device certificate not on the allowlist".into(),
+        ));
+    };
     let first_frame = async {
         let (send, mut recv) = connection
             .accept_bi()
@@ -158,6 +171,14 @@ async fn handle_connection(
             hello.node, hello.min_version, hello.max_version
         )));
     };
+    if hello.node.as_str() != device {
+        let code = CloseCode::NotAllowed;
+        connection.close(code.to_varint(), code.reason().as_bytes());
+        return Err(TransportError::Protocol(format!(
+            "certificate of '{device}' sent a Hello as '{}'",
+            hello.node
+        )));
+    }
     info!(node = %hello.node, software = %hello.software, version, "hello");
     let ack = HelloAck {
         version,
@@ -172,4 +193,20 @@ async fn handle_connection(
     let reason = connection.closed().await;
     debug!("device left: {reason}");
     Ok(())
+}
+
+/// The allowlisted name the connection's client certificate is issued for, if any.
+fn allowed_device(connection: &quinn::Connection, pki: &Pki) -> Option<String> {
+    let identity = connection.peer_identity()?;
+    let chain = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    let allowlist = match pki.allowlist() {
+        Ok(list) => list,
+        Err(err) => {
+            warn!("cannot read the allowlist: {err}");
+            return None;
+        }
+    };
+    transport::pki::allowed_name(chain.first()?, &allowlist)
 }

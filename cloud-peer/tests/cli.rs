@@ -34,27 +34,45 @@ fn port_in_use_is_one_line_error() {
     let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
     let cache = temp_cache("busy");
+    let init = cloud(&["ca", "init"], &cache);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     let out = cloud(&["serve", "--listen", &addr], &cache);
     assert_one_line_error(&out, &format!("cannot listen on {addr}"));
     let _ = std::fs::remove_dir_all(cache);
 }
 
 #[test]
-fn missing_certificate_is_one_line_error_naming_the_file() {
-    let cache = temp_cache("nocert");
+fn missing_ca_is_one_line_error_naming_the_directory_and_the_fix() {
+    let cache = temp_cache("noca");
     let out = cloud(
         &[
             "serve",
             "--listen",
             "127.0.0.1:0",
-            "--cert",
-            "/nonexistent/c.pem",
-            "--key",
-            "/nonexistent/k.pem",
+            "--pki",
+            "/nonexistent/pki",
         ],
         &cache,
     );
-    assert_one_line_error(&out, "/nonexistent/c.pem");
+    assert_one_line_error(&out, "ca init --pki /nonexistent/pki");
+}
+
+#[test]
+fn ca_init_refuses_to_overwrite_and_issue_validates_names() {
+    let cache = temp_cache("ca");
+    assert!(cloud(&["ca", "init"], &cache).status.success());
+    assert_one_line_error(&cloud(&["ca", "init"], &cache), "a CA already exists");
+    let bad = cloud(&["ca", "issue", "--node", "bad name!"], &cache);
+    assert_one_line_error(&bad, "not a valid device name");
+    let out = cloud(&["ca", "issue", "--node", "pi-01"], &cache);
+    assert!(out.status.success());
+    let allowlist = std::fs::read_to_string(cache.join("pki/allowlist.txt")).unwrap();
+    assert!(allowlist.lines().any(|l| l == "pi-01"), "{allowlist}");
+    let _ = std::fs::remove_dir_all(cache);
 }
 
 #[test]

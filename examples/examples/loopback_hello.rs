@@ -1,31 +1,34 @@
 //! A cloud peer and a device in one process, talking QUIC over loopback.
 //!
 //! Run with `cargo run -p tandem-examples --example loopback_hello`. It creates a
-//! throw-away development certificate in a temporary directory, starts a `tandem-cloud`
-//! server on a free port, says hello from a device three times and prints each round trip.
+//! throw-away CA in a temporary directory, issues a device certificate, starts a
+//! `tandem-cloud` server on a free port, says hello from the device three times over
+//! mutual TLS and prints each round trip.
 
 use anyhow::{Context, Result};
 use tandem_cloud::Server;
-use tandem_runtime::transport::{self, TransportLimits, tls};
+use tandem_runtime::transport::{self, TransportLimits, pki::Pki, tls};
 use tandem_runtime::wire::NodeName;
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("tandem-example-{}", std::process::id()));
-    let cert = tls::DevCertificate::in_dir(&dir);
-    let (identity, _) = cert.load_or_create()?;
+    let pki = Pki::new(&dir);
+    pki.init()?;
+    let device = pki.issue("example-device")?;
     let limits = TransportLimits::default();
 
     // The cloud half: bind an ephemeral loopback port and serve until told to stop.
-    let server = Server::bind("127.0.0.1:0".parse()?, identity, "example-cloud", &limits)?;
+    let server = Server::bind("127.0.0.1:0".parse()?, &pki, "example-cloud", &limits)?;
     let addr = server.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let cloud = tokio::spawn(server.serve(async {
         let _ = stopped.await;
     }));
 
-    // The device half: trust the cloud's certificate, then say hello.
-    let config = tls::client_config(&cert.cert, &limits)?;
+    // The device half: trust the cloud's CA, present the device certificate, say hello.
+    let identity = tls::Identity::load(&device.cert, &device.key)?;
+    let config = tls::client_config(&pki.ca_cert(), identity, &limits)?;
     let endpoint = transport::client_endpoint(addr, config)?;
     let node =
         NodeName::try_from("example-device").map_err(|_| anyhow::anyhow!("name too long"))?;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use tandem_cloud::Server;
 use tandem_runtime::transport::{
     self, TransportError, TransportLimits,
-    tls::{self, DevCertificate},
+    pki::Pki,
+    tls::{self, Identity},
 };
 use tandem_runtime::wire::{
     Capabilities, CloseCode, Hello, HelloAck, ModelDesc, NodeName, SoftwareName,
@@ -20,10 +21,10 @@ fn temp_dir(test: &str) -> PathBuf {
     dir
 }
 
-/// A running cloud on an ephemeral loopback port; stops when dropped.
+/// A running cloud on an ephemeral loopback port with its own CA.
 struct Cloud {
     addr: SocketAddr,
-    cert: PathBuf,
+    pki: Pki,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -34,16 +35,10 @@ impl Cloud {
     }
 
     async fn start_with(dir: &std::path::Path, limits: &TransportLimits) -> Cloud {
-        let dev = DevCertificate::in_dir(dir);
-        let (identity, created) = dev.load_or_create().expect("dev certificate");
-        assert!(created);
-        let server = Server::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            identity,
-            "test-cloud",
-            limits,
-        )
-        .expect("bind loopback");
+        let pki = Pki::new(dir);
+        pki.init().expect("CA");
+        let server = Server::bind("127.0.0.1:0".parse().unwrap(), &pki, "test-cloud", limits)
+            .expect("bind loopback");
         let addr = server.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(server.serve(async {
@@ -51,10 +46,16 @@ impl Cloud {
         }));
         Cloud {
             addr,
-            cert: dev.cert,
+            pki,
             stop: Some(stop),
             task,
         }
+    }
+
+    /// A device identity issued by this cloud's CA (and allowlisted).
+    fn device(&self, node: &str) -> Identity {
+        let files = self.pki.issue(node).expect("issue");
+        Identity::load(&files.cert, &files.key).unwrap()
     }
 
     async fn shutdown(mut self) {
@@ -66,9 +67,14 @@ impl Cloud {
     }
 }
 
-fn endpoint_trusting(ca: &std::path::Path, peer: SocketAddr) -> quinn::Endpoint {
-    let config = tls::client_config(ca, &TransportLimits::default()).unwrap();
+fn endpoint(ca: &std::path::Path, identity: Identity, peer: SocketAddr) -> quinn::Endpoint {
+    let config = tls::client_config(ca, identity, &TransportLimits::default()).unwrap();
     transport::client_endpoint(peer, config).unwrap()
+}
+
+/// An endpoint for device `node`, issued by and trusting `cloud`.
+fn device_endpoint(cloud: &Cloud, node: &str) -> quinn::Endpoint {
+    endpoint(&cloud.pki.ca_cert(), cloud.device(node), cloud.addr)
 }
 
 fn node(name: &str) -> NodeName {
@@ -79,7 +85,7 @@ fn node(name: &str) -> NodeName {
 async fn hello_round_trip_over_loopback() {
     let dir = temp_dir("ok");
     let cloud = Cloud::start(&dir).await;
-    let endpoint = endpoint_trusting(&cloud.cert, cloud.addr);
+    let endpoint = device_endpoint(&cloud, "pi-test");
     for _ in 0..3 {
         let report = transport::hello(&endpoint, cloud.addr, "tandem-cloud", &node("pi-test"))
             .await
@@ -100,16 +106,99 @@ async fn hello_round_trip_over_loopback() {
 }
 
 #[tokio::test]
-async fn foreign_certificate_is_refused() {
-    let dir = temp_dir("foreign");
+async fn foreign_cloud_certificate_is_refused_by_the_device() {
+    let dir = temp_dir("foreign-cloud");
     let cloud = Cloud::start(&dir.join("cloud")).await;
-    let other = DevCertificate::in_dir(&dir.join("other"));
-    other.load_or_create().unwrap();
-    let endpoint = endpoint_trusting(&other.cert, cloud.addr);
+    let other = Pki::new(dir.join("other"));
+    other.init().unwrap();
+    // The device trusts another CA: the cloud's certificate does not verify.
+    let endpoint = endpoint(&other.ca_cert(), cloud.device("pi"), cloud.addr);
     let err = transport::hello(&endpoint, cloud.addr, "tandem-cloud", &node("pi"))
         .await
-        .expect_err("a certificate from another CA must be refused");
+        .expect_err("a cloud certificate from another CA must be refused");
     assert!(matches!(err, TransportError::Connection(_)), "{err:?}");
+    cloud.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The device-side refusals the cloud must make before processing any frame.
+async fn assert_refused(cloud: &Cloud, endpoint: &quinn::Endpoint, name: &str) {
+    let result = transport::hello(endpoint, cloud.addr, "tandem-cloud", &node(name)).await;
+    let err = result.expect_err("the cloud must refuse this device");
+    assert!(
+        matches!(
+            err,
+            TransportError::Connection(_) | TransportError::Closed(CloseCode::NotAllowed)
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn devices_without_a_valid_allowlisted_certificate_are_refused() {
+    let dir = temp_dir("mtls");
+    let cloud = Cloud::start(&dir.join("cloud")).await;
+
+    // A certificate from a foreign CA.
+    let other = Pki::new(dir.join("other"));
+    other.init().unwrap();
+    let foreign = other.issue("pi-foreign").unwrap();
+    let identity = Identity::load(&foreign.cert, &foreign.key).unwrap();
+    assert_refused(
+        &cloud,
+        &endpoint(&cloud.pki.ca_cert(), identity, cloud.addr),
+        "pi-foreign",
+    )
+    .await;
+
+    // A certificate from the right CA whose name was taken off the allowlist.
+    let removed = cloud.device("pi-removed");
+    let list = std::fs::read_to_string(cloud.pki.allowlist_path()).unwrap();
+    std::fs::write(cloud.pki.allowlist_path(), list.replace("pi-removed\n", "")).unwrap();
+    assert_refused(
+        &cloud,
+        &endpoint(&cloud.pki.ca_cert(), removed, cloud.addr),
+        "pi-removed",
+    )
+    .await;
+
+    // A valid certificate whose Hello claims another device's name.
+    let liar = device_endpoint(&cloud, "pi-liar");
+    cloud.device("pi-victim");
+    assert_refused(&cloud, &liar, "pi-victim").await;
+
+    // Still serving the well-behaved.
+    let good = device_endpoint(&cloud, "pi-good");
+    transport::hello(&good, cloud.addr, "tandem-cloud", &node("pi-good"))
+        .await
+        .expect("served");
+    cloud.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn device_without_a_client_certificate_is_refused() {
+    let dir = temp_dir("nocert");
+    let cloud = Cloud::start(&dir).await;
+    // A raw rustls client that offers no certificate at all.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in tls::load_certificates(&cloud.pki.ca_cert(), "CA").unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![transport::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(config).unwrap();
+    let endpoint = transport::client_endpoint(
+        cloud.addr,
+        quinn::ClientConfig::new(std::sync::Arc::new(quic)),
+    )
+    .unwrap();
+    assert_refused(&cloud, &endpoint, "pi").await;
     cloud.shutdown().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -118,7 +207,7 @@ async fn foreign_certificate_is_refused() {
 async fn wrong_server_name_is_refused() {
     let dir = temp_dir("name");
     let cloud = Cloud::start(&dir).await;
-    let endpoint = endpoint_trusting(&cloud.cert, cloud.addr);
+    let endpoint = device_endpoint(&cloud, "pi");
     let err = transport::hello(&endpoint, cloud.addr, "evil.example", &node("pi"))
         .await
         .expect_err("the certificate is not for evil.example");
@@ -130,7 +219,7 @@ async fn wrong_server_name_is_refused() {
 /// Opens a connection and sends raw bytes as the first stream; returns what reading the
 /// answer produced.
 async fn send_raw_first_frame(cloud: &Cloud, bytes: &[u8]) -> Result<HelloAck, TransportError> {
-    let endpoint = endpoint_trusting(&cloud.cert, cloud.addr);
+    let endpoint = device_endpoint(cloud, "pi-raw");
     let connection = endpoint
         .connect(cloud.addr, "tandem-cloud")
         .unwrap()
@@ -153,7 +242,7 @@ async fn no_common_version_is_a_typed_close() {
     let future = Hello {
         min_version: 7,
         max_version: 9,
-        node: node("pi"),
+        node: node("pi-raw"),
         software: SoftwareName::try_from("tandem 9.0.0").unwrap(),
         capabilities: Capabilities::NONE,
         model: ModelDesc {
@@ -197,7 +286,7 @@ async fn garbage_first_frame_is_a_protocol_violation_and_others_keep_working() {
     );
 
     // The misbehaving devices did not disturb a well-behaved one.
-    let endpoint = endpoint_trusting(&cloud.cert, cloud.addr);
+    let endpoint = device_endpoint(&cloud, "good");
     transport::hello(&endpoint, cloud.addr, "tandem-cloud", &node("good"))
         .await
         .expect("a well-behaved device is still served");
@@ -213,7 +302,7 @@ async fn silent_device_is_closed_after_the_hello_timeout() {
         ..TransportLimits::default()
     };
     let cloud = Cloud::start_with(&dir, &limits).await;
-    let endpoint = endpoint_trusting(&cloud.cert, cloud.addr);
+    let endpoint = device_endpoint(&cloud, "pi-silent");
     let connection = endpoint
         .connect(cloud.addr, "tandem-cloud")
         .unwrap()

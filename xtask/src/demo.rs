@@ -13,9 +13,13 @@ pub fn run() -> Result<()> {
     hello_on_loopback()
 }
 
-/// Builds both binaries, starts the cloud on a free loopback port, says hello, stops it.
+/// The device name the demo issues a certificate for.
+const DEMO_NODE: &str = "demo-device";
+
+/// Builds both binaries, makes sure the CA and a device certificate exist (in the tandem
+/// cache), starts the cloud on a free loopback port, says hello, stops it.
 pub fn hello_on_loopback() -> Result<()> {
-    util::run(util::cargo().args([
+    let build = [
         "build",
         "--quiet",
         "-p",
@@ -23,15 +27,28 @@ pub fn hello_on_loopback() -> Result<()> {
         "-p",
         "tandem-cloud",
         "--bins",
-    ]))?;
+    ];
+    util::run(util::cargo().args(build))?;
     let bin = util::target_dir().join("debug");
+    let pki = util::cache_dir().join("pki");
+    if !pki.join("ca-cert.pem").exists() {
+        util::run(Command::new(bin.join("tandem-cloud")).args(["ca", "init"]))?;
+    }
+    let device_cert = pki.join("devices").join(format!("{DEMO_NODE}-cert.pem"));
+    if !device_cert.exists() {
+        util::run(
+            Command::new(bin.join("tandem-cloud")).args(["ca", "issue", "--node", DEMO_NODE]),
+        )?;
+    }
     let mut cloud = Command::new(bin.join("tandem-cloud"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .spawn()
         .context("cannot start tandem-cloud")?;
     let result = wait_for_address(&mut cloud).and_then(|addr| {
-        util::run(Command::new(bin.join("tandem")).args(["hello", "--cloud", &addr]))
+        util::run(
+            Command::new(bin.join("tandem")).args(["hello", "--cloud", &addr, "--node", DEMO_NODE]),
+        )
     });
     stop(&mut cloud);
     result

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tandem_runtime::transport::{self, TransportLimits, tls::DevCertificate};
+use tandem_runtime::transport::{self, TransportLimits, pki::Pki, tls::Identity};
 use tandem_runtime::wire::NodeName;
 
 /// tandem device runtime: fine-tunes models on this board together with a tandem-cloud
@@ -18,7 +18,7 @@ use tandem_runtime::wire::NodeName;
     name = "tandem",
     version,
     propagate_version = true,
-    after_help = "Example:\n  tandem hello --cloud 127.0.0.1:4433 --ca cloud-cert.pem"
+    after_help = "Example:\n  tandem hello --cloud 10.0.0.2:4433 --node pi-01 --ca ca-cert.pem \\\n      --cert pi-01-cert.pem --key pi-01-key.pem"
 )]
 struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides it.
@@ -42,14 +42,21 @@ struct HelloArgs {
     /// The cloud peer, HOST:PORT (e.g. 127.0.0.1:4433 or cloud.example.org:4433).
     #[arg(long, value_name = "HOST:PORT")]
     cloud: String,
-    /// PEM certificate(s) to trust for the cloud. Default: the development certificate
-    /// that `tandem-cloud serve` creates in the tandem cache.
+    /// The cloud's CA certificate (PEM) [default: $TANDEM_CACHE/pki/ca-cert.pem, where
+    /// `tandem-cloud ca init` writes it on the same machine].
     #[arg(long, value_name = "PEM")]
     ca: Option<PathBuf>,
+    /// This device's certificate (PEM) from `tandem-cloud ca issue --node NAME`
+    /// [default: $TANDEM_CACHE/pki/devices/NAME-cert.pem].
+    #[arg(long, value_name = "PEM", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM) [default: $TANDEM_CACHE/pki/devices/NAME-key.pem].
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    key: Option<PathBuf>,
     /// Name the cloud's certificate must carry.
     #[arg(long, value_name = "NAME", default_value = transport::DEFAULT_SERVER_NAME)]
     server_name: String,
-    /// This device's name as the cloud will log it (default: the host name).
+    /// This device's name, as in its certificate (default: the host name).
     #[arg(long)]
     node: Option<String>,
     /// Give up after this many seconds.
@@ -99,17 +106,29 @@ fn hello(args: HelloArgs) -> Result<()> {
             )
         })?;
     let node = node_name(args.node)?;
-    let ca = args
-        .ca
-        .unwrap_or_else(|| DevCertificate::default_location().cert);
+    let pki = Pki::default_location();
+    let ca = args.ca.unwrap_or_else(|| pki.ca_cert());
     if !ca.exists() {
         bail!(
-            "no certificate to trust at {}: pass --ca with the cloud's certificate \
-             (tandem-cloud serve writes its development certificate there)",
+            "no CA certificate at {}: pass --ca with the cloud's ca-cert.pem \
+             (`tandem-cloud ca init` creates it)",
             ca.display()
         );
     }
-    let config = transport::tls::client_config(&ca, &TransportLimits::default())?;
+    let device = pki.device_files(&node);
+    let (cert, key) = match (args.cert, args.key) {
+        (Some(cert), Some(key)) => (cert, key),
+        _ => (device.cert, device.key),
+    };
+    if !cert.exists() {
+        bail!(
+            "no device certificate at {}: run `tandem-cloud ca issue --node {node}` on the \
+             cloud and pass its files with --cert and --key",
+            cert.display()
+        );
+    }
+    let identity = Identity::load(&cert, &key)?;
+    let config = transport::tls::client_config(&ca, identity, &TransportLimits::default())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -13,6 +13,7 @@ mod client;
 mod error;
 mod framed;
 mod limits;
+pub mod pki;
 pub mod tls;
 
 pub use client::{HelloReport, client_endpoint, hello};

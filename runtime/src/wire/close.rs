@@ -18,6 +18,9 @@ pub enum CloseCode {
     FrameTooLarge = 4,
     /// The peer is shutting down.
     ShuttingDown = 5,
+    /// The device's certificate is valid but its name is not on the cloud's allowlist,
+    /// or its Hello claims another name than its certificate.
+    NotAllowed = 6,
 }
 
 impl CloseCode {
@@ -35,6 +38,7 @@ impl CloseCode {
             3 => Self::SchemaMismatch,
             4 => Self::FrameTooLarge,
             5 => Self::ShuttingDown,
+            6 => Self::NotAllowed,
             _ => return None,
         })
     }
@@ -48,6 +52,7 @@ impl CloseCode {
             Self::SchemaMismatch => "wire schema mismatch",
             Self::FrameTooLarge => "frame too large",
             Self::ShuttingDown => "shutting down",
+            Self::NotAllowed => "device not allowed",
         }
     }
 }

@@ -1,0 +1,254 @@
+//! A small certificate authority for mutual TLS: the cloud's CA signs the cloud's own
+//! certificate and every device's; the cloud accepts only devices whose certificate
+//! chains to its CA *and* whose name is on its allowlist.
+//!
+//! Layout of a PKI directory (default `<tandem cache>/pki`):
+//!
+//! | file | what |
+//! |------|------|
+//! | `ca-cert.pem`, `ca-key.pem` | the CA (devices trust `ca-cert.pem`) |
+//! | `cloud-cert.pem`, `cloud-key.pem` | the cloud's certificate, for [`DEFAULT_SERVER_NAME`] |
+//! | `allowlist.txt` | device names the cloud accepts, one per line (`#` comments) |
+//! | `devices/NAME-cert.pem`, `devices/NAME-key.pem` | each issued device identity |
+//!
+//! Keys are written with mode 0600, every file atomically. The allowlist is re-read for
+//! each new connection, so removing a line refuses that device from then on.
+
+use super::{DEFAULT_SERVER_NAME, TransportError, tls::Identity};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use std::path::{Path, PathBuf};
+
+/// A PKI directory.
+#[derive(Clone, Debug)]
+pub struct Pki {
+    dir: PathBuf,
+}
+
+/// Files of one issued device identity.
+#[derive(Clone, Debug)]
+pub struct DeviceFiles {
+    /// The device certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM, mode 0600).
+    pub key: PathBuf,
+}
+
+fn pki_error(path: &Path, reason: impl std::fmt::Display) -> TransportError {
+    TransportError::Certificate {
+        what: "PKI file",
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The CA's parameters. Rebuilt identically whenever the CA signs, so the issuer name
+/// and key identifier match the stored CA certificate without parsing it.
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "tandem development CA");
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
+}
+
+/// Whether `name` can be a device name: a DNS label-ish string (the certificate's
+/// subject alternative name, checked by the cloud against the allowlist).
+pub fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+impl Pki {
+    /// The PKI in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The PKI under the tandem cache (see [`crate::paths::cache_dir`]).
+    pub fn default_location() -> Self {
+        Self::new(crate::paths::cache_dir().join("pki"))
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The CA certificate devices trust.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca-cert.pem")
+    }
+
+    fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca-key.pem")
+    }
+
+    /// The allowlist file.
+    pub fn allowlist_path(&self) -> PathBuf {
+        self.dir.join("allowlist.txt")
+    }
+
+    /// The files a device identity `node` is (or would be) stored in.
+    pub fn device_files(&self, node: &str) -> DeviceFiles {
+        let dir = self.dir.join("devices");
+        DeviceFiles {
+            cert: dir.join(format!("{node}-cert.pem")),
+            key: dir.join(format!("{node}-key.pem")),
+        }
+    }
+
+    /// Whether the CA exists.
+    pub fn is_initialised(&self) -> bool {
+        self.ca_cert().exists() && self.ca_key().exists()
+    }
+
+    /// Creates the CA and the cloud's certificate. Refuses to overwrite an existing CA
+    /// (that would orphan every issued device).
+    pub fn init(&self) -> Result<(), TransportError> {
+        if self.ca_cert().exists() || self.ca_key().exists() {
+            return Err(pki_error(
+                &self.ca_cert(),
+                "a CA already exists here; remove the directory to start over",
+            ));
+        }
+        let ca_key = KeyPair::generate().map_err(|e| pki_error(&self.ca_key(), e))?;
+        let ca_cert = ca_params()
+            .and_then(|p| p.self_signed(&ca_key))
+            .map_err(|e| pki_error(&self.ca_cert(), e))?;
+        // Key first: a crash before the certificate is written leaves no usable CA, and
+        // `init` can simply be run again after removing the stray key.
+        write(&self.ca_key(), ca_key.serialize_pem().as_bytes(), 0o600)?;
+        write(&self.ca_cert(), ca_cert.pem().as_bytes(), 0o644)?;
+        let names = vec![
+            DEFAULT_SERVER_NAME.to_string(),
+            "localhost".into(),
+            "127.0.0.1".into(),
+            "::1".into(),
+        ];
+        self.sign_leaf(
+            names,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            &self.dir.join("cloud-cert.pem"),
+            &self.dir.join("cloud-key.pem"),
+        )?;
+        if !self.allowlist_path().exists() {
+            write(
+                &self.allowlist_path(),
+                b"# device names tandem-cloud accepts, one per line\n",
+                0o644,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The cloud's own identity.
+    pub fn cloud_identity(&self) -> Result<Identity, TransportError> {
+        Identity::load(
+            &self.dir.join("cloud-cert.pem"),
+            &self.dir.join("cloud-key.pem"),
+        )
+    }
+
+    /// Issues a client certificate for device `node` and adds it to the allowlist.
+    pub fn issue(&self, node: &str) -> Result<DeviceFiles, TransportError> {
+        if !valid_node_name(node) {
+            return Err(pki_error(
+                &self.allowlist_path(),
+                format!(
+                    "'{node}' is not a valid device name (letters, digits and '-', at most 63)"
+                ),
+            ));
+        }
+        let files = self.device_files(node);
+        self.sign_leaf(
+            vec![node.to_string()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            &files.cert,
+            &files.key,
+        )?;
+        if !self.allowlist()?.iter().any(|n| n == node) {
+            let mut list = std::fs::read_to_string(self.allowlist_path()).unwrap_or_default();
+            if !list.is_empty() && !list.ends_with('\n') {
+                list.push('\n');
+            }
+            list.push_str(node);
+            list.push('\n');
+            write(&self.allowlist_path(), list.as_bytes(), 0o644)?;
+        }
+        Ok(files)
+    }
+
+    /// The device names on the allowlist (blank lines and `#` comments skipped). A
+    /// missing file is an empty list.
+    pub fn allowlist(&self) -> Result<Vec<String>, TransportError> {
+        let path = self.allowlist_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(pki_error(&path, e)),
+        };
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect())
+    }
+
+    fn sign_leaf(
+        &self,
+        names: Vec<String>,
+        usage: ExtendedKeyUsagePurpose,
+        cert_path: &Path,
+        key_path: &Path,
+    ) -> Result<(), TransportError> {
+        let ca_pem =
+            std::fs::read_to_string(self.ca_key()).map_err(|e| pki_error(&self.ca_key(), e))?;
+        let ca_key = KeyPair::from_pem(&ca_pem).map_err(|e| pki_error(&self.ca_key(), e))?;
+        let issuer = Issuer::new(
+            ca_params().map_err(|e| pki_error(&self.ca_cert(), e))?,
+            ca_key,
+        );
+        let key = KeyPair::generate().map_err(|e| pki_error(key_path, e))?;
+        let mut params = CertificateParams::new(names).map_err(|e| pki_error(cert_path, e))?;
+        params.extended_key_usages = vec![usage];
+        let cert = params
+            .signed_by(&key, &issuer)
+            .map_err(|e| pki_error(cert_path, e))?;
+        write(key_path, key.serialize_pem().as_bytes(), 0o600)?;
+        write(cert_path, cert.pem().as_bytes(), 0o644)
+    }
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TransportError> {
+    crate::paths::write_atomic(path, bytes, mode)
+        .map_err(|e| pki_error(path, format!("cannot write: {e}")))
+}
+
+/// The first allowlisted name that `cert` (a device's leaf certificate, already verified
+/// against the CA by TLS) is issued for, if any.
+pub fn allowed_name(
+    cert: &rustls::pki_types::CertificateDer<'_>,
+    allowlist: &[String],
+) -> Option<String> {
+    let cert = webpki::EndEntityCert::try_from(cert).ok()?;
+    allowlist
+        .iter()
+        .find(|name| {
+            rustls::pki_types::ServerName::try_from(name.as_str()).is_ok_and(|server_name| {
+                cert.verify_is_valid_for_subject_name(&server_name).is_ok()
+            })
+        })
+        .cloned()
+}
