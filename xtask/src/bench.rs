@@ -5,7 +5,10 @@ use crate::util;
 use anyhow::{Result, bail};
 
 /// The native benchmarks, as (name, package, bench target).
-const BENCHES: &[(&str, &str, &str)] = &[("sort", "tandem-kernels", "sort")];
+const BENCHES: &[(&str, &str, &str)] = &[
+    ("sort", "tandem-kernels", "sort"),
+    ("transport", "tandem-tests", "transport"),
+];
 
 pub fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {

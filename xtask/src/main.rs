@@ -29,8 +29,8 @@ tasks:
   demo                  set-up, then start tandem-cloud and run `tandem hello` on loopback
   ci                    set-up, then every check CI runs (fmt, clippy, tests on x86_64
                         and aarch64/qemu, aarch64 release build, demo)
-  bench <name>          run a benchmark: sort (native, release), sort-insns (aarch64
-                        instructions per key under qemu), sort-mca (llvm-mca model)
+  bench <name>          run a benchmark: sort, transport (native, release), sort-insns
+                        (aarch64 instructions per key under qemu), sort-mca (llvm-mca)
   insn-count -- <aarch64 binary> [args]
                         count the instructions it executes under qemu (TCG plugin)
   aarch64 <cargo args>  run cargo for aarch64-unknown-linux-gnu with Debian's rustc,

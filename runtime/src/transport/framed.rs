@@ -1,7 +1,10 @@
 //! Reading and writing whole frames on quinn streams.
 
 use super::TransportError;
-use crate::wire::{FrameHeader, HEADER_LEN, Message, decode_payload, encode_frame};
+use crate::wire::{
+    FrameHeader, HEADER_LEN, Message, TensorAssembler, TensorMessage, chunk_headers,
+    decode_payload, encode_frame,
+};
 
 /// Writes `msg` as one frame.
 pub async fn write_frame<M: Message>(
@@ -9,10 +12,58 @@ pub async fn write_frame<M: Message>(
     msg: &M,
 ) -> Result<(), TransportError> {
     let frame = encode_frame(msg)?;
-    send.write_all(&frame).await.map_err(|err| match err {
+    write_all(send, &frame).await
+}
+
+async fn write_all(send: &mut quinn::SendStream, bytes: &[u8]) -> Result<(), TransportError> {
+    send.write_all(bytes).await.map_err(|err| match err {
         quinn::WriteError::ConnectionLost(lost) => TransportError::from_connection(lost),
         other => TransportError::Write(other),
     })
+}
+
+/// Writes a tensor-carrying message and its `tensor` bytes as chunk frames (each at most
+/// [`crate::wire::CHUNK_MAX`]). `msg.payload_len()` must equal `tensor.len()`.
+pub async fn write_tensor_message<M: TensorMessage>(
+    send: &mut quinn::SendStream,
+    msg: &M,
+    tensor: &[u8],
+) -> Result<(), TransportError> {
+    if msg.payload_len() != tensor.len() as u64 {
+        return Err(TransportError::Protocol(format!(
+            "{:?} announces {} tensor bytes but {} were given",
+            M::KIND,
+            msg.payload_len(),
+            tensor.len()
+        )));
+    }
+    msg.check_payload_len()?;
+    write_frame(send, msg).await?;
+    let mut at = 0;
+    for header in chunk_headers(tensor.len()) {
+        let len = header.payload_len();
+        write_all(send, &header.to_bytes()).await?;
+        write_all(send, &tensor[at..at + len]).await?;
+        at += len;
+    }
+    Ok(())
+}
+
+/// Reads a tensor-carrying message and its chunks. The announced length is checked
+/// against the kind's cap before any chunk is read; memory grows with the chunks.
+pub async fn read_tensor_message<M: TensorMessage>(
+    recv: &mut quinn::RecvStream,
+) -> Result<(M, Vec<u8>), TransportError> {
+    let msg: M = read_frame(recv).await?;
+    let mut assembler = TensorAssembler::new(&msg)?;
+    while !assembler.is_complete() {
+        let mut header = [0u8; HEADER_LEN];
+        recv.read_exact(&mut header).await.map_err(read_error)?;
+        let header = FrameHeader::parse(&header)?;
+        let buffer = assembler.begin_chunk(&header)?;
+        recv.read_exact(buffer).await.map_err(read_error)?;
+    }
+    Ok((msg, assembler.finish()?))
 }
 
 /// Reads one frame of type `M`. The header is validated (including the size cap of its

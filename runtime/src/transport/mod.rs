@@ -18,7 +18,7 @@ pub mod tls;
 
 pub use client::{HelloReport, client_endpoint, hello};
 pub use error::TransportError;
-pub use framed::{read_frame, write_frame};
+pub use framed::{read_frame, read_tensor_message, write_frame, write_tensor_message};
 pub use limits::TransportLimits;
 
 /// ALPN protocol id: a TLS peer that is not tandem fails the handshake instead of

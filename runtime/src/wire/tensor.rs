@@ -69,28 +69,37 @@ impl TensorAssembler {
         self.remaining() == 0
     }
 
-    /// Takes one chunk frame. Errors on a frame that is not a chunk or that would
-    /// overrun the announced length.
-    pub fn handle_chunk(&mut self, header: &FrameHeader, chunk: &[u8]) -> Result<(), WireError> {
+    /// Validates the next chunk's header and returns the buffer its bytes go into (so a
+    /// transport reads them in place). Errors on a frame that is not a chunk or that
+    /// would overrun the announced length; nothing is allocated then.
+    pub fn begin_chunk(&mut self, header: &FrameHeader) -> Result<&mut [u8], WireError> {
         if header.kind() != Kind::Chunk {
             return Err(WireError::UnexpectedKind {
                 expected: Kind::Chunk,
                 found: header.kind(),
             });
         }
+        let len = header.payload_len();
+        if len as u64 > self.remaining() {
+            return Err(WireError::ChunkOverrun {
+                remaining: self.remaining(),
+                got: len,
+            });
+        }
+        let start = self.bytes.len();
+        self.bytes.resize(start + len, 0);
+        Ok(&mut self.bytes[start..])
+    }
+
+    /// Takes one whole chunk frame (header and bytes); see [`TensorAssembler::begin_chunk`].
+    pub fn handle_chunk(&mut self, header: &FrameHeader, chunk: &[u8]) -> Result<(), WireError> {
         if chunk.len() != header.payload_len() {
             return Err(WireError::Truncated {
                 needed: header.payload_len(),
                 have: chunk.len(),
             });
         }
-        if chunk.len() as u64 > self.remaining() {
-            return Err(WireError::ChunkOverrun {
-                remaining: self.remaining(),
-                got: chunk.len(),
-            });
-        }
-        self.bytes.extend_from_slice(chunk);
+        self.begin_chunk(header)?.copy_from_slice(chunk);
         Ok(())
     }
 
