@@ -11,20 +11,15 @@ use tracing::{Instrument, debug, info, info_span, warn};
 /// sessions arrive with their issues).
 const SERVED: Capabilities = Capabilities::NONE;
 
-/// A process-unique session id: a counter started from the clock, so ids from two runs
-/// of the server are unlikely to collide.
+/// A random session id (64 bits from the OS generator): a device resuming a session
+/// must also present the certificate of the node it was issued to.
 fn next_session_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let _ = NEXT.compare_exchange(
-        0,
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64 | 1),
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
-    NEXT.fetch_add(1, Ordering::Relaxed)
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    // The OS generator failing is exceptional; a zero id then still works for a
+    // connection that never resumes.
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    u64::from_le_bytes(bytes)
 }
 
 /// Why the server could not start.
@@ -130,8 +125,7 @@ async fn handle_connection(
     let connection = incoming.await.map_err(TransportError::from_connection)?;
     // TLS already verified the chain to our CA; the allowlist decides, before any frame.
     let Some(device) = allowed_device(&connection, pki) else {
-        let code = CloseCode::NotAllowed;
-        connection.close(code.to_varint(), code.reason().as_bytes());
+        CloseCode::NotAllowed.close(&connection);
         return Err(TransportError::Protocol(
             "device certificate not on the allowlist".into(),
         ));
@@ -151,12 +145,11 @@ async fn handle_connection(
                 TransportError::Wire(wire) => CloseCode::from(wire),
                 _ => CloseCode::ProtocolViolation,
             };
-            connection.close(code.to_varint(), code.reason().as_bytes());
+            code.close(&connection);
             return Err(err);
         }
         Err(_) => {
-            let code = CloseCode::ProtocolViolation;
-            connection.close(code.to_varint(), code.reason().as_bytes());
+            CloseCode::ProtocolViolation.close(&connection);
             return Err(TransportError::Protocol(format!(
                 "no Hello within {} s",
                 hello_timeout.as_secs_f64()
@@ -164,16 +157,14 @@ async fn handle_connection(
         }
     };
     let Some(version) = hello.negotiate() else {
-        let code = CloseCode::UnsupportedVersion;
-        connection.close(code.to_varint(), code.reason().as_bytes());
+        CloseCode::UnsupportedVersion.close(&connection);
         return Err(TransportError::Protocol(format!(
             "device '{}' speaks versions {}..={}, no overlap",
             hello.node, hello.min_version, hello.max_version
         )));
     };
     if hello.node.as_str() != device {
-        let code = CloseCode::NotAllowed;
-        connection.close(code.to_varint(), code.reason().as_bytes());
+        CloseCode::NotAllowed.close(&connection);
         return Err(TransportError::Protocol(format!(
             "certificate of '{device}' sent a Hello as '{}'",
             hello.node

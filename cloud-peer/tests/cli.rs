@@ -71,7 +71,17 @@ fn ca_init_refuses_to_overwrite_and_issue_validates_names() {
     let out = cloud(&["ca", "issue", "--node", "pi-01"], &cache);
     assert!(out.status.success());
     let allowlist = std::fs::read_to_string(cache.join("pki/allowlist.txt")).unwrap();
-    assert!(allowlist.lines().any(|l| l == "pi-01"), "{allowlist}");
+    // `NAME SHA256`: the certificate is pinned by its fingerprint.
+    let line = allowlist
+        .lines()
+        .find(|l| l.starts_with("pi-01 "))
+        .expect("pi-01 listed");
+    assert_eq!(line.len(), "pi-01 ".len() + 64, "{line}");
+    // Upper case is refused so names compare exactly.
+    assert_one_line_error(
+        &cloud(&["ca", "issue", "--node", "PI-01"], &cache),
+        "not a valid",
+    );
     let _ = std::fs::remove_dir_all(cache);
 }
 

@@ -99,7 +99,7 @@ pub async fn hello(
         Err(TransportError::Wire(err)) => CloseCode::from(err),
         Err(_) => CloseCode::ProtocolViolation,
     };
-    connection.close(code.to_varint(), code.reason().as_bytes());
+    code.close(&connection);
     let ack = result?;
     Ok(HelloReport {
         peer: ack.peer.to_string(),

@@ -8,11 +8,13 @@
 //! |------|------|
 //! | `ca-cert.pem`, `ca-key.pem` | the CA (devices trust `ca-cert.pem`) |
 //! | `cloud-cert.pem`, `cloud-key.pem` | the cloud's certificate, for [`DEFAULT_SERVER_NAME`] |
-//! | `allowlist.txt` | device names the cloud accepts, one per line (`#` comments) |
+//! | `allowlist.txt` | devices the cloud accepts: `NAME SHA256` per line (`#` comments) |
 //! | `devices/NAME-cert.pem`, `devices/NAME-key.pem` | each issued device identity |
 //!
-//! Keys are written with mode 0600, every file atomically. The allowlist is re-read for
-//! each new connection, so removing a line refuses that device from then on.
+//! Keys are written with mode 0600, every file atomically. Each allowlist line pins one
+//! certificate by its SHA-256 fingerprint, so re-issuing a name revokes the name's
+//! previous certificate, and deleting the line revokes the device. The allowlist is
+//! re-read for each new connection.
 
 use super::{DEFAULT_SERVER_NAME, TransportError, tls::Identity};
 use rcgen::{
@@ -59,14 +61,60 @@ fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     Ok(params)
 }
 
-/// Whether `name` can be a device name: a DNS label-ish string (the certificate's
-/// subject alternative name, checked by the cloud against the allowlist).
+/// Whether `name` can be a device name: a lowercase DNS label (the certificate's subject
+/// alternative name; lowercase only, so names compare exactly).
 pub fn valid_node_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
+}
+
+/// One allowlisted device: its name and its certificate's SHA-256 fingerprint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowEntry {
+    /// The device name (its certificate's subject alternative name).
+    pub name: String,
+    /// SHA-256 of the certificate's DER encoding.
+    pub fingerprint: [u8; 32],
+}
+
+impl AllowEntry {
+    fn line(&self) -> String {
+        let hex: String = self
+            .fingerprint
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{} {hex}", self.name)
+    }
+
+    fn parse(line: &str) -> Option<Self> {
+        let (name, hex) = line.split_once(char::is_whitespace)?;
+        let hex = hex.trim();
+        if !valid_node_name(name) || hex.len() != 64 {
+            return None;
+        }
+        let mut fingerprint = [0u8; 32];
+        for (i, byte) in fingerprint.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self {
+            name: name.to_string(),
+            fingerprint,
+        })
+    }
+}
+
+/// SHA-256 of a certificate's DER bytes.
+pub fn fingerprint(cert_der: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert_der);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 impl Pki {
@@ -145,7 +193,7 @@ impl Pki {
         if !self.allowlist_path().exists() {
             write(
                 &self.allowlist_path(),
-                b"# device names tandem-cloud accepts, one per line\n",
+                b"# devices tandem-cloud accepts: NAME SHA256 (written by `tandem-cloud ca issue`)\n",
                 0o644,
             )?;
         }
@@ -166,44 +214,60 @@ impl Pki {
             return Err(pki_error(
                 &self.allowlist_path(),
                 format!(
-                    "'{node}' is not a valid device name (letters, digits and '-', at most 63)"
+                    "'{node}' is not a valid device name (lowercase letters, digits and '-', at \
+                     most 63)"
                 ),
             ));
         }
         let files = self.device_files(node);
-        self.sign_leaf(
+        let der = self.sign_leaf(
             vec![node.to_string()],
             ExtendedKeyUsagePurpose::ClientAuth,
             &files.cert,
             &files.key,
         )?;
-        if !self.allowlist()?.iter().any(|n| n == node) {
-            let mut list = std::fs::read_to_string(self.allowlist_path()).unwrap_or_default();
-            if !list.is_empty() && !list.ends_with('\n') {
-                list.push('\n');
-            }
-            list.push_str(node);
-            list.push('\n');
-            write(&self.allowlist_path(), list.as_bytes(), 0o644)?;
-        }
+        // Replace any line for this name: the previous certificate is revoked.
+        let entry = AllowEntry {
+            name: node.to_string(),
+            fingerprint: fingerprint(&der),
+        };
+        let old = std::fs::read_to_string(self.allowlist_path()).unwrap_or_default();
+        let mut list: String = old
+            .lines()
+            .filter(|l| AllowEntry::parse(l.trim()).is_none_or(|e| e.name != node))
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        list.push_str(&entry.line());
+        list.push('\n');
+        write(&self.allowlist_path(), list.as_bytes(), 0o644)?;
         Ok(files)
     }
 
-    /// The device names on the allowlist (blank lines and `#` comments skipped). A
-    /// missing file is an empty list.
-    pub fn allowlist(&self) -> Result<Vec<String>, TransportError> {
+    /// The allowlisted devices. Blank lines and `#` comments are skipped; a malformed
+    /// line is skipped with a warning (it admits nobody). A missing file is an empty list.
+    pub fn allowlist(&self) -> Result<Vec<AllowEntry>, TransportError> {
         let path = self.allowlist_path();
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(pki_error(&path, e)),
         };
-        Ok(text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(String::from)
-            .collect())
+        let mut entries = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match AllowEntry::parse(line) {
+                Some(entry) => entries.push(entry),
+                None => tracing::warn!(
+                    "{}:{}: ignored, expected `NAME SHA256-HEX`",
+                    path.display(),
+                    number + 1
+                ),
+            }
+        }
+        Ok(entries)
     }
 
     fn sign_leaf(
@@ -212,7 +276,7 @@ impl Pki {
         usage: ExtendedKeyUsagePurpose,
         cert_path: &Path,
         key_path: &Path,
-    ) -> Result<(), TransportError> {
+    ) -> Result<Vec<u8>, TransportError> {
         let ca_pem =
             std::fs::read_to_string(self.ca_key()).map_err(|e| pki_error(&self.ca_key(), e))?;
         let ca_key = KeyPair::from_pem(&ca_pem).map_err(|e| pki_error(&self.ca_key(), e))?;
@@ -227,7 +291,8 @@ impl Pki {
             .signed_by(&key, &issuer)
             .map_err(|e| pki_error(cert_path, e))?;
         write(key_path, key.serialize_pem().as_bytes(), 0o600)?;
-        write(cert_path, cert.pem().as_bytes(), 0o644)
+        write(cert_path, cert.pem().as_bytes(), 0o644)?;
+        Ok(cert.der().to_vec())
     }
 }
 
@@ -236,19 +301,57 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TransportError> {
         .map_err(|e| pki_error(path, format!("cannot write: {e}")))
 }
 
-/// The first allowlisted name that `cert` (a device's leaf certificate, already verified
-/// against the CA by TLS) is issued for, if any.
+/// The name of the allowlist entry that pins `cert` (a device's leaf certificate,
+/// already verified against the CA by TLS), if any; the certificate must also be issued
+/// for that name.
 pub fn allowed_name(
     cert: &rustls::pki_types::CertificateDer<'_>,
-    allowlist: &[String],
+    allowlist: &[AllowEntry],
 ) -> Option<String> {
-    let cert = webpki::EndEntityCert::try_from(cert).ok()?;
-    allowlist
-        .iter()
-        .find(|name| {
-            rustls::pki_types::ServerName::try_from(name.as_str()).is_ok_and(|server_name| {
-                cert.verify_is_valid_for_subject_name(&server_name).is_ok()
-            })
-        })
-        .cloned()
+    let pinned = fingerprint(cert.as_ref());
+    let entry = allowlist.iter().find(|e| e.fingerprint == pinned)?;
+    let parsed = webpki::EndEntityCert::try_from(cert).ok()?;
+    let server_name = rustls::pki_types::ServerName::try_from(entry.name.as_str()).ok()?;
+    parsed.verify_is_valid_for_subject_name(&server_name).ok()?;
+    Some(entry.name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_entries_round_trip_and_reject_malformed_lines() {
+        let entry = AllowEntry {
+            name: "pi-01".into(),
+            fingerprint: [0xab; 32],
+        };
+        assert_eq!(AllowEntry::parse(&entry.line()), Some(entry));
+        for bad in ["pi-01", "PI-01 ab", "pi-01 zz", "-pi abab", "pi_01 00"] {
+            assert_eq!(AllowEntry::parse(bad), None, "{bad}");
+        }
+        assert!(valid_node_name("pi-01") && !valid_node_name("Pi-01") && !valid_node_name(""));
+    }
+
+    #[test]
+    fn reissuing_a_name_revokes_its_previous_certificate() {
+        let dir = std::env::temp_dir().join(format!("tandem-pki-{}", std::process::id()));
+        let pki = Pki::new(&dir);
+        pki.init().unwrap();
+        let first =
+            Identity::load(&pki.issue("pi").unwrap().cert, &pki.device_files("pi").key).unwrap();
+        let list = pki.allowlist().unwrap();
+        assert_eq!(allowed_name(&first.chain[0], &list).as_deref(), Some("pi"));
+        let second =
+            Identity::load(&pki.issue("pi").unwrap().cert, &pki.device_files("pi").key).unwrap();
+        let list = pki.allowlist().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(
+            allowed_name(&first.chain[0], &list),
+            None,
+            "old certificate still admitted"
+        );
+        assert_eq!(allowed_name(&second.chain[0], &list).as_deref(), Some("pi"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

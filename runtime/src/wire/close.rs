@@ -43,6 +43,11 @@ impl CloseCode {
         })
     }
 
+    /// Closes `connection` with this code and its reason.
+    pub fn close(self, connection: &quinn::Connection) {
+        connection.close(self.to_varint(), self.reason().as_bytes());
+    }
+
     /// The short human reason sent alongside the code.
     pub fn reason(self) -> &'static str {
         match self {

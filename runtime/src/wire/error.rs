@@ -69,8 +69,8 @@ pub enum WireError {
         /// Cap for that kind.
         cap: u64,
     },
-    /// A chunk would run past the tensor length its message announced.
-    #[error("chunk of {got} bytes overruns the {remaining} tensor bytes still expected")]
+    /// A chunk is empty or would run past the tensor length its message announced.
+    #[error("chunk of {got} bytes does not fit the {remaining} tensor bytes still expected")]
     ChunkOverrun {
         /// Bytes the message still expected.
         remaining: u64,

@@ -69,7 +69,7 @@ impl Kind {
     /// message's own total cap.
     pub const fn max_payload(self) -> usize {
         match self {
-            // Strings and up to 8 codec descriptions (<= 12 bytes each).
+            // Strings and up to 8 codec descriptions (<= 6 bytes each): <= 200 bytes.
             Kind::Hello => 512,
             Kind::HelloAck | Kind::Close | Kind::Join => 256,
             // Up to 256 sequence lengths (<= 3 bytes) and labels (<= 5 bytes).

@@ -80,7 +80,8 @@ impl TensorAssembler {
             });
         }
         let len = header.payload_len();
-        if len as u64 > self.remaining() {
+        // An empty chunk makes no progress: refuse it, or a peer could send them forever.
+        if len == 0 || len as u64 > self.remaining() {
             return Err(WireError::ChunkOverrun {
                 remaining: self.remaining(),
                 got: len,
