@@ -30,6 +30,8 @@ pub use sort::{sort_f32, sort_i32, sort_pairs_f32, sort_u32, sort64_i32};
 #[cfg(test)]
 mod reference;
 #[cfg(test)]
+mod testutil;
+#[cfg(test)]
 mod trace;
 
 /// The instruction set a kernel call runs on.

@@ -1,6 +1,7 @@
 //! Selection against a full sort by magnitude.
 
 use super::*;
+use crate::testutil::xorshift;
 use proptest::prelude::*;
 
 /// Oracle: (index, value) sorted by decreasing |x| bits, then increasing index.
@@ -24,16 +25,6 @@ fn check(x: &[f32], k: usize) {
     for (j, (&i, &v)) in idx.iter().zip(&vals).enumerate() {
         assert_eq!(i, want[j].0, "index {j} of top-{k}");
         assert_eq!(v.to_bits(), want[j].1.to_bits());
-    }
-}
-
-fn xorshift(seed: u64) -> impl FnMut() -> u64 {
-    let mut x = seed | 1;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
     }
 }
 

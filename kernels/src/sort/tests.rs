@@ -1,6 +1,7 @@
 //! Every sort backend against the standard library, on random and adversarial inputs.
 
 use super::*;
+use crate::testutil::xorshift;
 use proptest::prelude::*;
 
 type SortFn = fn(&mut [i32]);
@@ -98,17 +99,6 @@ fn check_u32(input: &[u32]) {
     let mut got = input.to_vec();
     sort_u32(&mut got);
     assert!(got == want, "sort_u32 mis-sorted {} keys", input.len());
-}
-
-/// A small deterministic generator, so big tests need no proptest shrinking.
-fn xorshift(seed: u64) -> impl FnMut() -> u64 {
-    let mut x = seed | 1;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    }
 }
 
 proptest! {
