@@ -8,7 +8,7 @@
 //!   crate builds without burn, which keeps aarch64 test runs under qemu short.
 //! - [`logging`], [`paths`]: what both binaries share.
 //!
-//! No `unsafe` code: the SIMD kernels live in `tandem-kernels`.
+//! This crate forbids `unsafe_code`; the SIMD kernels live in `tandem-kernels`.
 
 pub mod logging;
 #[cfg(feature = "model")]
