@@ -2,6 +2,8 @@
 //!
 //! - [`wire`]: the framed postcard messages that device and cloud exchange. Every frame
 //!   header is validated and every payload size-capped before anything is decoded.
+//! - [`session`]: sans-I/O state machines (split steps so far) with timers driven by
+//!   `now`, tested in an in-memory harness with a virtual clock, latency, loss and reordering.
 //! - [`transport`]: QUIC (quinn + rustls) endpoints, certificates and the connection
 //!   limits, all set in one place.
 //! - `model` (feature `model`, on by default): burn models and training. Without it the
@@ -14,5 +16,6 @@ pub mod logging;
 #[cfg(feature = "model")]
 pub mod model;
 pub mod paths;
+pub mod session;
 pub mod transport;
 pub mod wire;

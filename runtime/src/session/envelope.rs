@@ -1,0 +1,15 @@
+//! A message plus the tensor bytes that follow it on the wire.
+
+use crate::wire::{Activations, CutGradient};
+
+/// What a session sends or receives: one message and, for tensor-carrying messages, its
+/// encoded tensor (empty otherwise).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Envelope {
+    /// Cut-layer activations and their encoded tensor (boxed: the message holds up to
+    /// 256 sequence lengths and labels inline).
+    Activations(Box<Activations>, Vec<u8>),
+    /// The cut-layer gradient and its encoded tensor.
+    CutGradient(CutGradient, Vec<u8>),
+}

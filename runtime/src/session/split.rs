@@ -1,0 +1,323 @@
+//! The split fine-tuning step protocol, both sides.
+//!
+//! The device sends one step's [`Activations`] at a time and waits for that step's
+//! [`CutGradient`]; if it does not arrive by the step deadline, the device resends the
+//! same step (same step number) with exponential backoff, up to a retry limit. The cloud
+//! hands each step to the application exactly once, answers a resent step from a cache
+//! of its last reply, and ignores stale steps. So on a lossy link or across a reconnect
+//! nothing is lost and nothing is trained twice.
+
+use super::Envelope;
+use crate::wire::{Activations, CutGradient};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Retry policy of the device side.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SplitConfig {
+    /// Time to wait for a step's gradient before the first resend.
+    pub step_timeout: Duration,
+    /// Each further wait is this many times longer.
+    pub backoff: f64,
+    /// Resends before the step is given up.
+    pub max_retries: u32,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        Self {
+            step_timeout: Duration::from_secs(5),
+            backoff: 2.0,
+            max_retries: 5,
+        }
+    }
+}
+
+/// Why the device side refused a call.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SplitError {
+    /// A step is still waiting for its gradient; only one is in flight at a time.
+    #[error("step {0} is still in flight")]
+    StepInFlight(u64),
+    /// The gradient answers a step the cloud was not asked to compute.
+    #[error("no pending step {0} to answer")]
+    NotPending(u64),
+}
+
+/// What the device application must act on.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum DeviceEvent {
+    /// The gradient of a step arrived (`gradient.step`, with the cloud's loss): run the
+    /// backward pass of the bottom layers.
+    Gradient {
+        /// The gradient message.
+        gradient: CutGradient,
+        /// Its encoded tensor.
+        tensor: Vec<u8>,
+    },
+    /// `step` got no answer after every retry: the link or the cloud is gone.
+    StepFailed {
+        /// The step.
+        step: u64,
+        /// Times it was sent.
+        attempts: u32,
+    },
+}
+
+/// Counters, for tests and logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SplitStats {
+    /// Messages sent again after a timeout (device) or answered from the cache (cloud).
+    pub resent: u64,
+    /// Messages ignored as duplicates or for stale steps.
+    pub ignored: u64,
+}
+
+struct InFlight {
+    step: u64,
+    envelope: Envelope,
+    attempts: u32,
+    deadline: Instant,
+}
+
+/// The device side of split steps.
+pub struct SplitDevice {
+    config: SplitConfig,
+    next_step: u64,
+    in_flight: Option<InFlight>,
+    outbox: VecDeque<Envelope>,
+    events: VecDeque<DeviceEvent>,
+    stats: SplitStats,
+}
+
+impl SplitDevice {
+    /// A device whose first step will be `first_step` (resume from a checkpoint by
+    /// passing the next untrained step).
+    pub fn new(config: SplitConfig, first_step: u64) -> Self {
+        Self {
+            config,
+            next_step: first_step,
+            in_flight: None,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: SplitStats::default(),
+        }
+    }
+
+    /// The step the next [`SplitDevice::send_step`] will use.
+    pub fn next_step(&self) -> u64 {
+        self.next_step
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SplitStats {
+        self.stats
+    }
+
+    /// Sends one batch's activations; its `step` field is set here. Returns the step.
+    pub fn send_step(
+        &mut self,
+        now: Instant,
+        mut activations: Activations,
+        tensor: Vec<u8>,
+    ) -> Result<u64, SplitError> {
+        if let Some(in_flight) = &self.in_flight {
+            return Err(SplitError::StepInFlight(in_flight.step));
+        }
+        let step = self.next_step;
+        activations.step = step;
+        let envelope = Envelope::Activations(Box::new(activations), tensor);
+        self.outbox.push_back(envelope.clone());
+        self.in_flight = Some(InFlight {
+            step,
+            envelope,
+            attempts: 1,
+            deadline: now + self.config.step_timeout,
+        });
+        self.next_step += 1;
+        Ok(step)
+    }
+
+    /// A message from the cloud.
+    pub fn handle_message(&mut self, _now: Instant, envelope: Envelope) {
+        let Envelope::CutGradient(gradient, tensor) = envelope else {
+            self.stats.ignored += 1;
+            return;
+        };
+        match &self.in_flight {
+            Some(in_flight) if in_flight.step == gradient.step => {
+                self.in_flight = None;
+                self.events
+                    .push_back(DeviceEvent::Gradient { gradient, tensor });
+            }
+            // A duplicate answer to a resent step, or an answer to a step given up.
+            _ => self.stats.ignored += 1,
+        }
+    }
+
+    /// The connection was re-established: resend the step in flight at once.
+    pub fn handle_reconnect(&mut self, now: Instant) {
+        if let Some(in_flight) = &mut self.in_flight {
+            self.outbox.push_back(in_flight.envelope.clone());
+            in_flight.deadline = now + self.config.step_timeout;
+            self.stats.resent += 1;
+        }
+    }
+
+    /// Time passed: resend or give up the step in flight if its deadline is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(in_flight) = &mut self.in_flight else {
+            return;
+        };
+        if now < in_flight.deadline {
+            return;
+        }
+        if in_flight.attempts > self.config.max_retries {
+            let (step, attempts) = (in_flight.step, in_flight.attempts);
+            self.in_flight = None;
+            self.events
+                .push_back(DeviceEvent::StepFailed { step, attempts });
+            return;
+        }
+        let wait = self
+            .config
+            .step_timeout
+            .mul_f64(self.config.backoff.max(1.0).powi(in_flight.attempts as i32));
+        in_flight.attempts += 1;
+        in_flight.deadline = now + wait;
+        self.outbox.push_back(in_flight.envelope.clone());
+        self.stats.resent += 1;
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Envelope> {
+        self.outbox.pop_front()
+    }
+
+    /// When [`SplitDevice::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.in_flight.as_ref().map(|f| f.deadline)
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<DeviceEvent> {
+        self.events.pop_front()
+    }
+}
+
+/// What the cloud application must act on.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum CloudEvent {
+    /// New activations: run the top layers and answer with
+    /// [`SplitCloud::send_gradient`] for this step. Emitted once per step.
+    Activations {
+        /// The activations message.
+        activations: Box<Activations>,
+        /// Its encoded tensor.
+        tensor: Vec<u8>,
+    },
+}
+
+/// The cloud side of split steps for one device.
+pub struct SplitCloud {
+    /// The step handed to the application and not yet answered.
+    pending: Option<u64>,
+    /// The last answered step and its reply, resent when the device repeats the step.
+    last_reply: Option<(u64, Envelope)>,
+    outbox: VecDeque<Envelope>,
+    events: VecDeque<CloudEvent>,
+    stats: SplitStats,
+}
+
+impl Default for SplitCloud {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SplitCloud {
+    /// A cloud side with no history.
+    pub fn new() -> Self {
+        Self {
+            pending: None,
+            last_reply: None,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: SplitStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SplitStats {
+        self.stats
+    }
+
+    /// A message from the device.
+    pub fn handle_message(&mut self, _now: Instant, envelope: Envelope) {
+        let Envelope::Activations(activations, tensor) = envelope else {
+            self.stats.ignored += 1;
+            return;
+        };
+        let step = activations.step;
+        if let Some((answered, reply)) = &self.last_reply {
+            if step == *answered {
+                // The device missed our answer: resend it, do not train again.
+                self.outbox.push_back(reply.clone());
+                self.stats.resent += 1;
+                return;
+            }
+            if step < *answered {
+                self.stats.ignored += 1;
+                return;
+            }
+        }
+        if let Some(pending) = self.pending {
+            // Still computing this step (a resend), or an out-of-order newer one.
+            if step <= pending {
+                self.stats.ignored += 1;
+                return;
+            }
+        }
+        self.pending = Some(step);
+        self.events.push_back(CloudEvent::Activations {
+            activations,
+            tensor,
+        });
+    }
+
+    /// The application's answer for the pending step.
+    pub fn send_gradient(
+        &mut self,
+        _now: Instant,
+        gradient: CutGradient,
+        tensor: Vec<u8>,
+    ) -> Result<(), SplitError> {
+        if self.pending != Some(gradient.step) {
+            return Err(SplitError::NotPending(gradient.step));
+        }
+        self.pending = None;
+        let step = gradient.step;
+        let reply = Envelope::CutGradient(gradient, tensor);
+        self.last_reply = Some((step, reply.clone()));
+        self.outbox.push_back(reply);
+        Ok(())
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Envelope> {
+        self.outbox.pop_front()
+    }
+
+    /// The cloud side has no timers of its own (the device drives retries).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<CloudEvent> {
+        self.events.pop_front()
+    }
+}
