@@ -5,8 +5,14 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The workspace root (the parent of `xtask/`).
+///
+/// Taken from `CARGO_MANIFEST_DIR` at run time (`cargo xtask` sets it), not at compile
+/// time: with a target directory shared between clones, cargo may reuse an xtask binary
+/// built in another clone, whose compile-time path would point at that clone's sources.
 pub fn workspace_root() -> PathBuf {
-    let xtask = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let xtask = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     xtask.parent().map(PathBuf::from).unwrap_or(xtask)
 }
 
