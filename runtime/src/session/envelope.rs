@@ -1,6 +1,6 @@
 //! A message plus the tensor bytes that follow it on the wire.
 
-use crate::wire::{Activations, CutGradient};
+use crate::wire::{Activations, CutGradient, RoundResult, RoundTask, Update};
 
 /// What a session sends or receives: one message and, for tensor-carrying messages, its
 /// encoded tensor (empty otherwise).
@@ -12,4 +12,10 @@ pub enum Envelope {
     Activations(Box<Activations>, Vec<u8>),
     /// The cut-layer gradient and its encoded tensor.
     CutGradient(CutGradient, Vec<u8>),
+    /// A round's task and its encoded model.
+    RoundTask(RoundTask, Vec<u8>),
+    /// A device's update and its encoded tensor.
+    Update(Update, Vec<u8>),
+    /// How a round ended.
+    RoundResult(RoundResult),
 }

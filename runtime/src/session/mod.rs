@@ -8,6 +8,7 @@
 //! with a virtual clock, latency, loss and reordering.
 
 mod envelope;
+pub mod fl;
 pub mod split;
 
 #[cfg(test)]

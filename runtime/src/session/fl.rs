@@ -1,0 +1,370 @@
+//! One federated round, both sides.
+//!
+//! The cloud ([`RoundCoordinator`]) sends a [`RoundTask`] to every participant, accepts
+//! at most one [`Update`] per node for this round, and at the deadline commits (enough
+//! updates) or aborts; it commits early once every participant has reported. Updates for
+//! another round, from a node that is not a participant, claiming another node than the
+//! connection's certificate, or arriving after the end are refused and counted, never
+//! aggregated. Every participant gets the [`RoundResult`].
+//!
+//! A device ([`RoundClient`]) trains on the task, then sends its update and resends it
+//! (same round) with backoff until the round's result arrives or the deadline passes,
+//! so a lost update or a reconnect costs a resend, never a double count.
+
+use super::Envelope;
+use crate::wire::{NodeName, RoundResult, RoundTask, Update};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// A message for one participant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outgoing {
+    /// The device it is for.
+    pub to: NodeName,
+    /// The message.
+    pub envelope: Envelope,
+}
+
+/// Why an update was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// For another round.
+    StaleRound,
+    /// From a node that is not a participant of this round.
+    NotParticipant,
+    /// Its `node` field differs from the connection's authenticated node.
+    Spoofed,
+    /// This node already reported (a resend): counted once.
+    Duplicate,
+    /// The round already ended.
+    Late,
+}
+
+/// What the cloud application must act on.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum CoordinatorEvent {
+    /// The round committed: aggregate these updates (one per node, in node order).
+    Committed {
+        /// The round.
+        round: u64,
+        /// (node, update, encoded tensor) for every accepted update.
+        updates: Vec<(NodeName, Update, Vec<u8>)>,
+    },
+    /// Too few updates by the deadline: the round is void.
+    Aborted {
+        /// The round.
+        round: u64,
+        /// Updates that had arrived.
+        received: usize,
+    },
+    /// An update was refused (also counted in the round result).
+    Refused {
+        /// The authenticated sender.
+        from: NodeName,
+        /// Why.
+        reason: Refusal,
+    },
+}
+
+/// The cloud side of one round.
+pub struct RoundCoordinator {
+    task: RoundTask,
+    deadline: Instant,
+    min_updates: usize,
+    participants: Vec<NodeName>,
+    accepted: BTreeMap<NodeName, (Update, Vec<u8>)>,
+    accepted_count: u32,
+    rejected: u32,
+    /// `Some(committed)` once the round ended.
+    outcome: Option<bool>,
+    outbox: VecDeque<Outgoing>,
+    events: VecDeque<CoordinatorEvent>,
+}
+
+impl RoundCoordinator {
+    /// Starts the round: the task (its `deadline_ms` sets the deadline from `now`) and
+    /// model go to every participant. It commits with at least `min_updates` updates.
+    pub fn start(
+        now: Instant,
+        task: RoundTask,
+        model: Vec<u8>,
+        participants: Vec<NodeName>,
+        min_updates: usize,
+    ) -> Self {
+        let deadline = now + Duration::from_millis(task.deadline_ms);
+        let outbox = participants
+            .iter()
+            .map(|to| Outgoing {
+                to: to.clone(),
+                envelope: Envelope::RoundTask(task.clone(), model.clone()),
+            })
+            .collect();
+        Self {
+            task,
+            deadline,
+            min_updates,
+            participants,
+            accepted: BTreeMap::new(),
+            accepted_count: 0,
+            rejected: 0,
+            outcome: None,
+            outbox,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// A message from the device whose certificate names `from`.
+    pub fn handle_message(&mut self, now: Instant, from: &NodeName, envelope: Envelope) {
+        let Envelope::Update(update, tensor) = envelope else {
+            return;
+        };
+        let refusal = if self.outcome.is_some() {
+            Some(Refusal::Late)
+        } else if update.round != self.task.round {
+            Some(Refusal::StaleRound)
+        } else if &update.node != from {
+            Some(Refusal::Spoofed)
+        } else if !self.participants.contains(from) {
+            Some(Refusal::NotParticipant)
+        } else if self.accepted.contains_key(from) {
+            Some(Refusal::Duplicate)
+        } else {
+            None
+        };
+        match refusal {
+            Some(reason) => {
+                // A duplicate is a resend of an accepted update, not a bad one.
+                if reason != Refusal::Duplicate {
+                    self.rejected += 1;
+                }
+                self.events.push_back(CoordinatorEvent::Refused {
+                    from: from.clone(),
+                    reason,
+                });
+                if let Some(committed) = self.outcome
+                    && self.participants.contains(from)
+                {
+                    // The device missed the result: tell it again.
+                    self.outbox.push_back(Outgoing {
+                        to: from.clone(),
+                        envelope: Envelope::RoundResult(self.result(committed)),
+                    });
+                }
+            }
+            None => {
+                self.accepted.insert(from.clone(), (update, tensor));
+                self.accepted_count += 1;
+                if self.accepted.len() == self.participants.len() {
+                    self.end(now);
+                }
+            }
+        }
+    }
+
+    /// Time passed: at the deadline the round commits or aborts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.outcome.is_none() && now >= self.deadline {
+            self.end(now);
+        }
+    }
+
+    fn result(&self, committed: bool) -> RoundResult {
+        RoundResult {
+            round: self.task.round,
+            committed,
+            accepted: self.accepted_count,
+            rejected: self.rejected,
+        }
+    }
+
+    fn end(&mut self, _now: Instant) {
+        let committed = self.accepted.len() >= self.min_updates;
+        self.outcome = Some(committed);
+        let result = self.result(committed);
+        for to in &self.participants {
+            self.outbox.push_back(Outgoing {
+                to: to.clone(),
+                envelope: Envelope::RoundResult(result.clone()),
+            });
+        }
+        let round = self.task.round;
+        let updates: Vec<_> = std::mem::take(&mut self.accepted)
+            .into_iter()
+            .map(|(node, (update, tensor))| (node, update, tensor))
+            .collect();
+        self.events.push_back(if committed {
+            CoordinatorEvent::Committed { round, updates }
+        } else {
+            CoordinatorEvent::Aborted {
+                round,
+                received: updates.len(),
+            }
+        });
+    }
+
+    /// Whether the round has committed or aborted.
+    pub fn is_ended(&self) -> bool {
+        self.outcome.is_some()
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Outgoing> {
+        self.outbox.pop_front()
+    }
+
+    /// When [`RoundCoordinator::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.outcome.is_none().then_some(self.deadline)
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<CoordinatorEvent> {
+        self.events.pop_front()
+    }
+}
+
+/// What the device application must act on.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// Train on this task and call [`RoundClient::submit_update`].
+    Train {
+        /// The task.
+        task: RoundTask,
+        /// Its encoded model.
+        model: Vec<u8>,
+    },
+    /// The round ended (committed or not).
+    Ended(RoundResult),
+    /// The round's deadline passed without a result: the update may be lost.
+    Expired {
+        /// The round.
+        round: u64,
+    },
+}
+
+struct Pending {
+    envelope: Envelope,
+    round: u64,
+    next_resend: Instant,
+    wait: Duration,
+    deadline: Instant,
+}
+
+/// The device side of rounds.
+pub struct RoundClient {
+    resend_after: Duration,
+    /// The round whose task was handed to the application, and its deadline.
+    current: Option<(u64, Instant)>,
+    /// The highest round that ended (results for older rounds are ignored).
+    last_ended: Option<u64>,
+    pending: Option<Pending>,
+    outbox: VecDeque<Envelope>,
+    events: VecDeque<ClientEvent>,
+}
+
+impl RoundClient {
+    /// A client that resends an unanswered update after `resend_after`, doubling.
+    pub fn new(resend_after: Duration) -> Self {
+        Self {
+            resend_after,
+            current: None,
+            last_ended: None,
+            pending: None,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// A message from the cloud.
+    pub fn handle_message(&mut self, now: Instant, envelope: Envelope) {
+        match envelope {
+            Envelope::RoundTask(task, model) => {
+                let fresh = self.current.is_none_or(|(round, _)| task.round > round)
+                    && self.last_ended.is_none_or(|ended| task.round > ended);
+                if fresh {
+                    let deadline = now + Duration::from_millis(task.deadline_ms);
+                    self.current = Some((task.round, deadline));
+                    self.events.push_back(ClientEvent::Train { task, model });
+                }
+            }
+            Envelope::RoundResult(result) => {
+                if self.last_ended.is_some_and(|ended| result.round <= ended) {
+                    return;
+                }
+                self.last_ended = Some(result.round);
+                if self
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.round == result.round)
+                {
+                    self.pending = None;
+                }
+                self.events.push_back(ClientEvent::Ended(result));
+            }
+            _ => {}
+        }
+    }
+
+    /// The application's update for the current round.
+    pub fn submit_update(&mut self, now: Instant, update: Update, tensor: Vec<u8>) {
+        let round = update.round;
+        let deadline = match self.current {
+            Some((current, deadline)) if current == round => deadline,
+            _ => return,
+        };
+        let envelope = Envelope::Update(update, tensor);
+        self.outbox.push_back(envelope.clone());
+        self.pending = Some(Pending {
+            envelope,
+            round,
+            next_resend: now + self.resend_after,
+            wait: self.resend_after,
+            deadline,
+        });
+    }
+
+    /// The connection was re-established: resend the unanswered update at once.
+    pub fn handle_reconnect(&mut self, now: Instant) {
+        if let Some(pending) = &mut self.pending {
+            self.outbox.push_back(pending.envelope.clone());
+            pending.next_resend = now + pending.wait;
+        }
+    }
+
+    /// Time passed: resend the unanswered update, or give up after the deadline.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(pending) = &mut self.pending else {
+            return;
+        };
+        if now >= pending.deadline {
+            let round = pending.round;
+            self.pending = None;
+            self.events.push_back(ClientEvent::Expired { round });
+        } else if now >= pending.next_resend {
+            self.outbox.push_back(pending.envelope.clone());
+            pending.wait *= 2;
+            pending.next_resend = now + pending.wait;
+        }
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Envelope> {
+        self.outbox.pop_front()
+    }
+
+    /// When [`RoundClient::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.pending.as_ref().map(|p| p.next_resend.min(p.deadline))
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests;
