@@ -13,5 +13,7 @@ pub mod split;
 
 #[cfg(test)]
 mod harness;
+#[cfg(test)]
+mod ops;
 
 pub use envelope::Envelope;

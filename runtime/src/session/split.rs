@@ -274,13 +274,15 @@ impl SplitCloud {
                 return;
             }
         }
-        if let Some(pending) = self.pending {
-            // Still computing this step (a resend), or an out-of-order newer one.
-            if step <= pending {
-                self.stats.ignored += 1;
-                return;
-            }
+        if let Some(pending) = self.pending
+            && step <= pending
+        {
+            // A resend of the step being computed (or an older one).
+            self.stats.ignored += 1;
+            return;
         }
+        // A newer step supersedes a pending one: the device gave that one up, and
+        // answering it now returns `NotPending`.
         self.pending = Some(step);
         self.events.push_back(CloudEvent::Activations {
             activations,
