@@ -9,9 +9,7 @@ use tandem_runtime::transport::{
     pki::Pki,
     tls::{self, Identity},
 };
-use tandem_runtime::wire::{
-    Capabilities, CloseCode, Hello, HelloAck, ModelDesc, NodeName, SoftwareName,
-};
+use tandem_runtime::wire::{CloseCode, Hello, HelloAck, NodeName, SoftwareName};
 use tokio::sync::oneshot;
 
 /// A fresh directory for one test's certificates.
@@ -251,15 +249,10 @@ async fn no_common_version_is_a_typed_close() {
     let future = Hello {
         min_version: 7,
         max_version: 9,
-        node: node("pi-raw"),
-        software: SoftwareName::try_from("tandem 9.0.0").unwrap(),
-        capabilities: Capabilities::NONE,
-        model: ModelDesc {
-            name: heapless::String::new(),
-            cut: 0,
-            hidden: 0,
-        },
-        codecs: heapless::Vec::new(),
+        ..Hello::probe(
+            node("pi-raw"),
+            SoftwareName::try_from("tandem 9.0.0").unwrap(),
+        )
     };
     let frame = tandem_runtime::wire::encode_frame(&future).unwrap();
     let err = send_raw_first_frame(&cloud, &frame).await.unwrap_err();

@@ -71,12 +71,6 @@ pub(crate) fn merge_bitonic<S: SortVector, const N: usize>(
     (lo, hi)
 }
 
-/// Merges two sorted 16-key quads: returns (16 smallest, 16 largest), both sorted.
-#[inline(always)]
-fn merge16<S: SortVector>(s: S, a: Quad<S>, b: Quad<S>) -> (Quad<S>, Quad<S>) {
-    merge_bitonic(s, a, b)
-}
-
 /// Merges sorted `a` and sorted `b` into `out` (`out.len() == a.len() + b.len()`).
 #[inline(always)]
 pub(crate) fn merge<S: SortVector>(s: S, a: &[S::Elem], b: &[S::Elem], out: &mut [S::Elem]) {
@@ -131,7 +125,7 @@ impl<S: SortVector> Front<S> {
     /// Needs `a.len() >= 16`, `b.len() >= 16`, `out.len() >= 16`.
     #[inline(always)]
     fn start(s: S, a: &[S::Elem], b: &[S::Elem], out: &mut [S::Elem]) -> Self {
-        let (lo, carry) = merge16(s, load16(s, a), load16(s, b));
+        let (lo, carry) = merge_bitonic(s, load16(s, a), load16(s, b));
         store16(s, lo, out);
         Self {
             carry,
@@ -160,9 +154,10 @@ impl<S: SortVector> Front<S> {
     /// One step when both inputs hold at least 16 more keys and the output has room.
     #[inline(always)]
     fn step_both_full(&mut self, s: S, a: &[S::Elem], b: &[S::Elem], out: &mut [S::Elem]) {
-        assert!(self.ia + STEP <= a.len() && self.ib + STEP <= b.len());
         // Choose the next block without a branch: its direction is data-dependent and
-        // would mispredict about half the time on random keys.
+        // would mispredict about half the time on random keys. (A safe selection between
+        // the two slices measured 2.2x slower for pairs; this pointer selection is a cmov.)
+        assert!(self.ia + STEP <= a.len() && self.ib + STEP <= b.len());
         let take_a = usize::from(a[self.ia] <= b[self.ib]);
         let base = [b.as_ptr(), a.as_ptr()][take_a];
         let at = [self.ib, self.ia][take_a];
@@ -173,10 +168,7 @@ impl<S: SortVector> Front<S> {
         let next = load16(s, block);
         self.ia += take_a * STEP;
         self.ib += (1 - take_a) * STEP;
-        let (lo, hi) = merge16(s, self.carry, next);
-        store16(s, lo, &mut out[self.o..self.o + STEP]);
-        self.o += STEP;
-        self.carry = hi;
+        self.absorb(s, next, out);
     }
 
     /// One step; only after [`Front::can_step`] returned true.
@@ -194,8 +186,15 @@ impl<S: SortVector> Front<S> {
             self.ib += STEP;
             load16(s, &b[self.ib - STEP..])
         };
-        let (lo, hi) = merge16(s, self.carry, next);
-        store16(s, lo, &mut out[self.o..]);
+        self.absorb(s, next, out);
+    }
+
+    /// Merges a freshly loaded block with the carry: writes the 16 smallest, keeps the
+    /// 16 largest.
+    #[inline(always)]
+    fn absorb(&mut self, s: S, next: Quad<S>, out: &mut [S::Elem]) {
+        let (lo, hi) = merge_bitonic(s, self.carry, next);
+        store16(s, lo, &mut out[self.o..self.o + STEP]);
         self.o += STEP;
         self.carry = hi;
     }

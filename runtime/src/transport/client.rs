@@ -2,8 +2,7 @@
 
 use super::{TransportError, read_frame, write_frame};
 use crate::wire::{
-    Capabilities, CloseCode, Hello, HelloAck, MIN_PROTOCOL_VERSION, ModelDesc, NodeName,
-    PROTOCOL_VERSION, software_name,
+    CloseCode, Hello, HelloAck, MIN_PROTOCOL_VERSION, NodeName, PROTOCOL_VERSION, software_name,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -65,20 +64,7 @@ pub async fn hello(
         .open_bi()
         .await
         .map_err(TransportError::from_connection)?;
-    // A connectivity probe: no job, no model, no codecs.
-    let msg = Hello {
-        min_version: MIN_PROTOCOL_VERSION,
-        max_version: PROTOCOL_VERSION,
-        node: node.clone(),
-        software: software_name("tandem"),
-        capabilities: Capabilities::NONE,
-        model: ModelDesc {
-            name: heapless::String::new(),
-            cut: 0,
-            hidden: 0,
-        },
-        codecs: heapless::Vec::new(),
-    };
+    let msg = Hello::probe(node.clone(), software_name("tandem"));
     let exchange = async {
         write_frame(&mut send, &msg).await?;
         let ack: HelloAck = read_frame(&mut recv).await?;

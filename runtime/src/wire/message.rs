@@ -147,6 +147,24 @@ impl Message for Close {
 }
 
 impl Hello {
+    /// A connectivity probe from `node`: this build's version range, no job, no model,
+    /// no codecs.
+    pub fn probe(node: NodeName, software: SoftwareName) -> Self {
+        Self {
+            min_version: super::MIN_PROTOCOL_VERSION,
+            max_version: super::PROTOCOL_VERSION,
+            node,
+            software,
+            capabilities: Capabilities::NONE,
+            model: ModelDesc {
+                name: heapless::String::new(),
+                cut: 0,
+                hidden: 0,
+            },
+            codecs: heapless::Vec::new(),
+        }
+    }
+
     /// The highest version both `self` and this build speak, if any.
     pub fn negotiate(&self) -> Option<u16> {
         let high = self.max_version.min(super::PROTOCOL_VERSION);
