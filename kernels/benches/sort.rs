@@ -158,16 +158,27 @@ fn main() {
             ours: ours_p,
             std: std_p,
         });
+        let ours_v = time_sort(&pairs, reps, |d| {
+            let (mut keys, mut idx): (Vec<f32>, Vec<u32>) = d.iter().copied().unzip();
+            tandem_kernels::sort_pairs_f32_simd(&mut keys, &mut idx).expect("equal lengths");
+            black_box((keys, idx));
+        });
+        rows.push(Row {
+            what: "pairs-simd".into(),
+            n,
+            ours: ours_v,
+            std: std_p,
+        });
     }
     println!("backend: {:?}", tandem_kernels::sort::sort_backend());
     println!(
-        "{:<5} {:>6} {:>14} {:>14} {:>9}",
+        "{:<10} {:>6} {:>14} {:>14} {:>9}",
         "type", "n", "tandem ns/key", "std ns/key", "speedup"
     );
     for r in &rows {
         let per = |d: Duration| d.as_secs_f64() * 1e9 / r.n as f64;
         println!(
-            "{:<5} {:>6} {:>14.2} {:>14.2} {:>8.2}x",
+            "{:<10} {:>6} {:>14.2} {:>14.2} {:>8.2}x",
             r.what,
             label(r.n),
             per(r.ours),

@@ -1,5 +1,5 @@
 //! A fixed amount of sorting work, for counting instructions under qemu
-//! (`cargo xtask bench sort-insns`): `sort_work <none|tandem|std> <n>`.
+//! (`cargo xtask bench sort-insns`): `sort_work <none|tandem|std|pairs|pairs-simd|pairs-std> <n>`.
 //!
 //! Generates `n` pseudo-random f32, sorts them with the chosen method (`none` skips the
 //! sort, to measure the set-up to subtract) and prints a checksum so nothing is elided.
@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         args.first(),
         args.get(1).and_then(|n| n.parse::<usize>().ok()),
     ) else {
-        eprintln!("usage: sort_work <none|tandem|std> <n>");
+        eprintln!("usage: sort_work <none|tandem|std|pairs|pairs-simd|pairs-std> <n>");
         return ExitCode::from(2);
     };
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -28,8 +28,27 @@ fn main() -> ExitCode {
         "none" => {}
         "tandem" => tandem_kernels::sort_f32(&mut data),
         "std" => data.sort_unstable_by(f32::total_cmp),
+        "pairs" | "pairs-simd" => {
+            let mut idx: Vec<u32> = (0..n as u32).collect();
+            let sort = if method == "pairs" {
+                tandem_kernels::sort_pairs_f32
+            } else {
+                tandem_kernels::sort_pairs_f32_simd
+            };
+            if let Err(e) = sort(&mut data, &mut idx) {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        "pairs-std" => {
+            let mut pairs: Vec<(f32, u32)> = data.iter().copied().zip(0..n as u32).collect();
+            pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            for (d, (k, _)) in data.iter_mut().zip(pairs) {
+                *d = k;
+            }
+        }
         other => {
-            eprintln!("unknown method '{other}' (none, tandem, std)");
+            eprintln!("unknown method '{other}' (none, tandem, std, pairs, pairs-simd, pairs-std)");
             return ExitCode::from(2);
         }
     }

@@ -51,12 +51,32 @@ pub fn sort_f32(data: &mut [f32]) {
 /// Sorts `keys` in [`f32::total_cmp`] order and applies the same permutation to `idx`
 /// ("sort by value, keep the index"). Equal keys keep their `idx` in ascending order.
 ///
-/// The same NEON-MS sort as [`sort_f32`], on (key, index) pairs held in two registers
-/// per 4 pairs and compared by key, then index: no two distinct pairs tie, so the hybrid
-/// merge's front/back split stays exact. Allocates two buffers of `8 * len` bytes.
+/// Each (key, index) pair is sorted as one (order-preserving key, index) element by the
+/// standard library's sort: measured faster than [`sort_pairs_f32_simd`] on the x86
+/// mirror and fewer instructions on aarch64 (BENCHMARKS.md). Allocates `8 * len` bytes.
 ///
 /// Errors if the two slices differ in length.
 pub fn sort_pairs_f32(keys: &mut [f32], idx: &mut [u32]) -> Result<(), crate::KernelError> {
+    sort_pairs_with(keys, idx, |pairs| pairs.sort_unstable())
+}
+
+/// [`sort_pairs_f32`] with the NEON-MS vector sort on (key, index) pairs held in two
+/// registers per 4 pairs, compared by key, then index (so no two distinct pairs tie and
+/// the hybrid merge's front/back split stays exact).
+///
+/// Correct, but slower than [`sort_pairs_f32`] today: a 64-pair in-register block needs
+/// 32 vector registers and spills (BENCHMARKS.md). Kept, tested and benchmarked as the
+/// base for a smaller-block pair kernel. Allocates `16 * len` bytes.
+pub fn sort_pairs_f32_simd(keys: &mut [f32], idx: &mut [u32]) -> Result<(), crate::KernelError> {
+    sort_pairs_with(keys, idx, sort_pairs_dispatch)
+}
+
+/// Packs (key, index) pairs, sorts them with `sort`, unpacks.
+fn sort_pairs_with(
+    keys: &mut [f32],
+    idx: &mut [u32],
+    sort: impl FnOnce(&mut [Pair]),
+) -> Result<(), crate::KernelError> {
     if keys.len() != idx.len() {
         return Err(crate::KernelError::LengthMismatch {
             what: "idx",
@@ -72,7 +92,7 @@ pub fn sort_pairs_f32(keys: &mut [f32], idx: &mut [u32]) -> Result<(), crate::Ke
             idx: i,
         })
         .collect();
-    sort_pairs_dispatch(&mut pairs);
+    sort(&mut pairs);
     for ((k, i), p) in keys.iter_mut().zip(idx.iter_mut()).zip(pairs) {
         *k = f32::from_bits(total_order_key(p.key) as u32);
         *i = p.idx;
