@@ -1,7 +1,7 @@
 //! tandem's cloud peer.
 //!
-//! Serves many devices over QUIC. Today it answers the Hello exchange; the split
-//! fine-tuning top half and FL aggregation arrive on top of the same [`Server`].
+//! Serves many devices over QUIC: the Hello exchange, then split steps and federated
+//! rounds computed by a [`CloudApp`] (the model-backed apps arrive with their issues).
 //!
 //! Guarantees:
 //! - A connection's first stream must carry a valid [`Hello`](tandem_runtime::wire::Hello)
@@ -10,6 +10,9 @@
 //! - Shutting down closes every connection with `ShuttingDown` and waits for the
 //!   closes to be delivered.
 
+mod app;
+mod hub;
 mod server;
 
-pub use server::{ServeError, Server};
+pub use app::{CloudApp, HelloOnly, RoundOutcome, RoundQuorum};
+pub use server::{ServeError, Server, ServerStats};

@@ -1,15 +1,25 @@
 //! The QUIC server loop: accept connections, run the Hello exchange on each.
 
+use crate::app::{CloudApp, HelloOnly};
+use crate::hub::{self, HubInput, Outbound};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tandem_runtime::transport::{self, TransportError, TransportLimits, pki::Pki};
 use tandem_runtime::wire::{Capabilities, CloseCode, Hello, HelloAck, NodeName, software_name};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-/// The jobs this server runs today: none yet beyond the Hello exchange (split and FL
-/// sessions arrive with their issues).
-const SERVED: Capabilities = Capabilities::NONE;
+/// Counters shared by every connection, for logs and tests.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Session streams refused (a frame over its cap, an unknown or misplaced kind);
+    /// their connections stayed up.
+    pub refused_streams: AtomicU64,
+    /// Session messages handed to the hub.
+    pub messages: AtomicU64,
+}
 
 /// A random session id (64 bits from the OS generator): a device resuming a session
 /// must also present the certificate of the node it was issued to.
@@ -45,6 +55,7 @@ pub struct Server {
     name: NodeName,
     hello_timeout: Duration,
     pki: Pki,
+    stats: Arc<ServerStats>,
 }
 
 impl Server {
@@ -74,6 +85,7 @@ impl Server {
             name: short,
             hello_timeout: limits.hello_timeout,
             pki: pki.clone(),
+            stats: Arc::default(),
         })
     }
 
@@ -82,9 +94,31 @@ impl Server {
         self.endpoint.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then closes every connection with
-    /// `ShuttingDown` and waits until the endpoint is idle.
+    /// Counters, live while serving.
+    pub fn stats(&self) -> Arc<ServerStats> {
+        self.stats.clone()
+    }
+
+    /// Serves the Hello exchange only, until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        self.serve_app(HelloOnly, shutdown).await;
+    }
+
+    /// Serves `app`'s jobs until `shutdown` completes, then closes every connection with
+    /// `ShuttingDown` and waits until the endpoint is idle.
+    pub async fn serve_app(self, app: impl CloudApp, shutdown: impl Future<Output = ()>) {
+        let served = app.capabilities();
+        let (hub_tx, hub_rx) = std::sync::mpsc::channel();
+        let hub = std::thread::Builder::new()
+            .name("tandem-hub".into())
+            .spawn(move || hub::run(app, hub_rx));
+        let hub = match hub {
+            Ok(hub) => hub,
+            Err(err) => {
+                warn!("cannot start the session thread: {err}");
+                return;
+            }
+        };
         tokio::pin!(shutdown);
         loop {
             let incoming = tokio::select! {
@@ -97,9 +131,14 @@ impl Server {
             let name = self.name.clone();
             let hello_timeout = self.hello_timeout;
             let pki = self.pki.clone();
+            let context = Context {
+                hub: hub_tx.clone(),
+                served,
+                stats: self.stats.clone(),
+            };
             tokio::spawn(
                 async move {
-                    match handle_connection(incoming, name, hello_timeout, &pki).await {
+                    match handle_connection(incoming, name, hello_timeout, &pki, context).await {
                         Ok(()) => debug!("connection closed"),
                         Err(err) => warn!("connection ended: {err}"),
                     }
@@ -112,15 +151,26 @@ impl Server {
         self.endpoint
             .close(code.to_varint(), code.reason().as_bytes());
         self.endpoint.wait_idle().await;
+        // The hub ends when the last connection task drops its sender.
+        drop(hub_tx);
+        let _ = tokio::task::spawn_blocking(move || hub.join()).await;
     }
 }
 
-/// Runs one connection: Hello first, then (for now) wait for the device to close.
+/// What a connection task shares with the rest of the server.
+struct Context {
+    hub: std::sync::mpsc::Sender<HubInput>,
+    served: Capabilities,
+    stats: Arc<ServerStats>,
+}
+
+/// Runs one connection: Hello first, then its session streams until it closes.
 async fn handle_connection(
     incoming: quinn::Incoming,
     name: NodeName,
     hello_timeout: Duration,
     pki: &Pki,
+    context: Context,
 ) -> Result<(), TransportError> {
     let connection = incoming.await.map_err(TransportError::from_connection)?;
     // TLS already verified the chain to our CA; the allowlist decides, before any frame.
@@ -171,19 +221,82 @@ async fn handle_connection(
         )));
     }
     info!(node = %hello.node, software = %hello.software, version, "hello");
+    let session = next_session_id();
     let ack = HelloAck {
         version,
         peer: name,
         software: software_name("tandem-cloud"),
-        capabilities: hello.capabilities.intersection(SERVED),
-        session: next_session_id(),
+        capabilities: hello.capabilities.intersection(context.served),
+        session,
     };
     transport::write_frame(&mut send, &ack).await?;
     // A finished stream after a delivered HelloAck: the device has everything it needs.
     let _ = send.finish();
-    let reason = connection.closed().await;
-    debug!("device left: {reason}");
+    run_session(connection, hello.node, session, context).await;
     Ok(())
+}
+
+/// After HelloAck: a writer task sends what the hub routes to this node; every incoming
+/// stream is read (caps checked first) and handed to the hub. A bad stream is stopped
+/// alone; the connection keeps working.
+async fn run_session(connection: quinn::Connection, node: NodeName, id: u64, context: Context) {
+    let (outbox, mut outgoing) = tokio::sync::mpsc::unbounded_channel();
+    let connected = HubInput::Connected {
+        node: node.clone(),
+        id,
+        outbox,
+    };
+    if context.hub.send(connected).is_err() {
+        return;
+    }
+    let writer_connection = connection.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(out) = outgoing.recv().await {
+            match out {
+                Outbound::Send(envelope) => {
+                    if let Err(err) = transport::send_envelope(&writer_connection, &envelope).await
+                    {
+                        debug!("send failed: {err}");
+                        break;
+                    }
+                }
+                Outbound::Refuse => {
+                    CloseCode::Unserved.close(&writer_connection);
+                    break;
+                }
+            }
+        }
+    });
+    loop {
+        let mut recv = match connection.accept_uni().await {
+            Ok(recv) => recv,
+            Err(reason) => {
+                debug!("device left: {reason}");
+                break;
+            }
+        };
+        let hub = context.hub.clone();
+        let stats = context.stats.clone();
+        let node = node.clone();
+        tokio::spawn(async move {
+            match transport::read_envelope(&mut recv).await {
+                Ok(envelope) => {
+                    stats.messages.fetch_add(1, Ordering::Relaxed);
+                    let _ = hub.send(HubInput::Message { node, envelope });
+                }
+                // The connection went away mid-stream: the device resends after its
+                // reconnect; nothing of this stream is used.
+                Err(TransportError::Closed(_) | TransportError::Connection(_)) => {}
+                Err(err) => {
+                    stats.refused_streams.fetch_add(1, Ordering::Relaxed);
+                    warn!(%node, "refused a stream: {err}");
+                    let _ = recv.stop(transport::STREAM_REFUSED.into());
+                }
+            }
+        });
+    }
+    writer.abort();
+    let _ = context.hub.send(HubInput::Disconnected { node, id });
 }
 
 /// The allowlisted name the connection's client certificate is issued for, if any.

@@ -1,83 +1,16 @@
 //! Device <-> cloud over loopback QUIC: the Hello exchange, and the ways it must fail.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
-use tandem_cloud::Server;
 use tandem_runtime::transport::{
     self, TransportError, TransportLimits,
     pki::Pki,
     tls::{self, Identity},
 };
-use tandem_runtime::wire::{CloseCode, Hello, HelloAck, NodeName, SoftwareName};
-use tokio::sync::oneshot;
+use tandem_runtime::wire::{CloseCode, Hello, HelloAck, SoftwareName};
 
-/// A fresh directory for one test's certificates.
-fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tandem-it-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+mod common;
 
-/// A running cloud on an ephemeral loopback port with its own CA.
-struct Cloud {
-    addr: SocketAddr,
-    pki: Pki,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Cloud {
-    async fn start(dir: &std::path::Path) -> Cloud {
-        Self::start_with(dir, &TransportLimits::default()).await
-    }
-
-    async fn start_with(dir: &std::path::Path, limits: &TransportLimits) -> Cloud {
-        let pki = Pki::new(dir);
-        pki.init().expect("CA");
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), &pki, "test-cloud", limits)
-            .expect("bind loopback");
-        let addr = server.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(server.serve(async {
-            let _ = stopped.await;
-        }));
-        Cloud {
-            addr,
-            pki,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    /// A device identity issued by this cloud's CA (and allowlisted).
-    fn device(&self, node: &str) -> Identity {
-        let files = self.pki.issue(node).expect("issue");
-        Identity::load(&files.cert, &files.key).unwrap()
-    }
-
-    async fn shutdown(mut self) {
-        self.stop.take().unwrap().send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), &mut self.task)
-            .await
-            .expect("server stops within 5 s")
-            .unwrap();
-    }
-}
-
-fn endpoint(ca: &std::path::Path, identity: Identity, peer: SocketAddr) -> quinn::Endpoint {
-    let config = tls::client_config(ca, identity, &TransportLimits::default()).unwrap();
-    transport::client_endpoint(peer, config).unwrap()
-}
-
-/// An endpoint for device `node`, issued by and trusting `cloud`.
-fn device_endpoint(cloud: &Cloud, node: &str) -> quinn::Endpoint {
-    endpoint(&cloud.pki.ca_cert(), cloud.device(node), cloud.addr)
-}
-
-fn node(name: &str) -> NodeName {
-    NodeName::try_from(name).unwrap()
-}
+use common::{Cloud, device_endpoint, endpoint, node, temp_dir};
 
 #[tokio::test]
 async fn hello_round_trip_over_loopback() {
@@ -303,7 +236,7 @@ async fn silent_device_is_closed_after_the_hello_timeout() {
         hello_timeout: Duration::from_millis(300),
         ..TransportLimits::default()
     };
-    let cloud = Cloud::start_with(&dir, &limits).await;
+    let cloud = Cloud::start_with(&dir, &limits, tandem_cloud::HelloOnly).await;
     let endpoint = device_endpoint(&cloud, "pi-silent");
     let connection = endpoint
         .connect(cloud.addr, "tandem-cloud")

@@ -1,6 +1,6 @@
 //! A message plus the tensor bytes that follow it on the wire.
 
-use crate::wire::{Activations, CutGradient, RoundResult, RoundTask, Update};
+use crate::wire::{Activations, CutGradient, Join, RoundResult, RoundTask, Update};
 
 /// What a session sends or receives: one message and, for tensor-carrying messages, its
 /// encoded tensor (empty otherwise).
@@ -12,10 +12,25 @@ pub enum Envelope {
     Activations(Box<Activations>, Vec<u8>),
     /// The cut-layer gradient and its encoded tensor.
     CutGradient(CutGradient, Vec<u8>),
+    /// A device offers itself for federated rounds.
+    Join(Join),
     /// A round's task and its encoded model.
     RoundTask(RoundTask, Vec<u8>),
     /// A device's update and its encoded tensor.
     Update(Update, Vec<u8>),
     /// How a round ended.
     RoundResult(RoundResult),
+}
+
+impl Envelope {
+    /// The bytes of its tensor (empty for messages without one).
+    pub fn tensor_len(&self) -> usize {
+        match self {
+            Envelope::Activations(_, t)
+            | Envelope::CutGradient(_, t)
+            | Envelope::RoundTask(_, t)
+            | Envelope::Update(_, t) => t.len(),
+            Envelope::Join(_) | Envelope::RoundResult(_) => 0,
+        }
+    }
 }

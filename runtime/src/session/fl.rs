@@ -204,6 +204,11 @@ impl RoundCoordinator {
         });
     }
 
+    /// Whether `node` is a participant whose update has not arrived.
+    pub fn awaits(&self, node: &NodeName) -> bool {
+        self.participants.contains(node) && !self.accepted.contains_key(node)
+    }
+
     /// Whether the round has committed or aborted.
     pub fn is_ended(&self) -> bool {
         self.outcome.is_some()

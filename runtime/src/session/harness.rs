@@ -70,15 +70,8 @@ impl Pair {
 
     pub fn activations(batch: u16) -> Activations {
         Activations {
-            step: 0,
-            train: true,
             batch,
-            seq: 1,
-            hidden: 4,
-            seq_lens: heapless::Vec::new(),
-            labels: heapless::Vec::new(),
-            codec: CodecDesc::Identity,
-            payload_len: 0,
+            ..super::check::probe_activations()
         }
     }
 

@@ -40,6 +40,16 @@ pub fn client_endpoint(
     Ok(endpoint)
 }
 
+/// An open connection whose Hello exchange succeeded: session messages may flow.
+pub struct OpenSession {
+    /// The connection.
+    pub connection: quinn::Connection,
+    /// The cloud's answer (its `session` id, the version agreed on).
+    pub ack: HelloAck,
+    /// What the exchange measured.
+    pub report: HelloReport,
+}
+
 /// Connects to `peer`, sends [`Hello`] and waits for [`HelloAck`]. Closes the connection
 /// cleanly afterwards.
 ///
@@ -51,22 +61,36 @@ pub async fn hello(
     server_name: &str,
     node: &NodeName,
 ) -> Result<HelloReport, TransportError> {
+    let probe = Hello::probe(node.clone(), software_name("tandem"));
+    let session = open_session(endpoint, peer, server_name, &probe).await?;
+    CloseCode::Normal.close(&session.connection);
+    Ok(session.report)
+}
+
+/// Connects to `peer`, sends `hello` (its node must match the device certificate) and
+/// waits for HelloAck, leaving the connection open. On a bad HelloAck the connection is
+/// closed with the matching code.
+pub async fn open_session(
+    endpoint: &quinn::Endpoint,
+    peer: SocketAddr,
+    server_name: &str,
+    hello: &Hello,
+) -> Result<OpenSession, TransportError> {
     let start = Instant::now();
     let connection = endpoint
         .connect(peer, server_name)?
         .await
         .map_err(TransportError::from_connection)?;
     let handshake = start.elapsed();
-    tracing::info!(%peer, handshake_ms = handshake.as_secs_f64() * 1e3, "connected");
+    tracing::debug!(%peer, handshake_ms = handshake.as_secs_f64() * 1e3, "connected");
 
     let sent = Instant::now();
     let (mut send, mut recv) = connection
         .open_bi()
         .await
         .map_err(TransportError::from_connection)?;
-    let msg = Hello::probe(node.clone(), software_name("tandem"));
     let exchange = async {
-        write_frame(&mut send, &msg).await?;
+        write_frame(&mut send, hello).await?;
         let ack: HelloAck = read_frame(&mut recv).await?;
         if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&ack.version) {
             return Err(TransportError::Protocol(format!(
@@ -78,21 +102,29 @@ pub async fn hello(
     };
     let result = exchange.await;
     let round_trip = sent.elapsed();
-    let quic_rtt = connection.rtt();
-    // Tell the cloud why we leave: a bad HelloAck is the cloud's protocol violation.
-    let code = match &result {
-        Ok(_) => CloseCode::Normal,
-        Err(TransportError::Wire(err)) => CloseCode::from(err),
-        Err(_) => CloseCode::ProtocolViolation,
+    let ack = match result {
+        Ok(ack) => ack,
+        Err(err) => {
+            // Tell the cloud why we leave: a bad HelloAck is the cloud's protocol violation.
+            let code = match &err {
+                TransportError::Wire(wire) => CloseCode::from(wire),
+                _ => CloseCode::ProtocolViolation,
+            };
+            code.close(&connection);
+            return Err(err);
+        }
     };
-    code.close(&connection);
-    let ack = result?;
-    Ok(HelloReport {
+    let report = HelloReport {
         peer: ack.peer.to_string(),
         software: ack.software.to_string(),
         version: ack.version,
         handshake,
         round_trip,
-        quic_rtt,
+        quic_rtt: connection.rtt(),
+    };
+    Ok(OpenSession {
+        connection,
+        ack,
+        report,
     })
 }

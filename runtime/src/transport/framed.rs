@@ -54,29 +54,50 @@ pub async fn write_tensor_message<M: TensorMessage>(
 pub async fn read_tensor_message<M: TensorMessage>(
     recv: &mut quinn::RecvStream,
 ) -> Result<(M, Vec<u8>), TransportError> {
-    let msg: M = read_frame(recv).await?;
-    let mut assembler = TensorAssembler::new(&msg)?;
-    while !assembler.is_complete() {
-        let mut header = [0u8; HEADER_LEN];
-        recv.read_exact(&mut header).await.map_err(read_error)?;
-        let header = FrameHeader::parse(&header)?;
-        let buffer = assembler.begin_chunk(&header)?;
-        recv.read_exact(buffer).await.map_err(read_error)?;
-    }
-    Ok((msg, assembler.finish()?))
+    let header = read_header(recv).await?;
+    read_tensor_body(recv, &header).await
 }
 
 /// Reads one frame of type `M`. The header is validated (including the size cap of its
 /// kind) before the payload buffer is allocated.
 pub async fn read_frame<M: Message>(recv: &mut quinn::RecvStream) -> Result<M, TransportError> {
-    let mut header = [0u8; HEADER_LEN];
-    recv.read_exact(&mut header).await.map_err(read_error)?;
-    let header = FrameHeader::parse(&header)?;
-    let mut payload = vec![0u8; header.payload_len()];
-    recv.read_exact(&mut payload).await.map_err(read_error)?;
-    Ok(decode_payload(&header, &payload)?)
+    let header = read_header(recv).await?;
+    read_body(recv, &header).await
 }
 
+/// Reads and validates one frame header.
+pub(super) async fn read_header(
+    recv: &mut quinn::RecvStream,
+) -> Result<FrameHeader, TransportError> {
+    let mut header = [0u8; HEADER_LEN];
+    recv.read_exact(&mut header).await.map_err(read_error)?;
+    Ok(FrameHeader::parse(&header)?)
+}
+
+/// Reads the payload announced by `header` and decodes it as `M` (whose kind must match).
+pub(super) async fn read_body<M: Message>(
+    recv: &mut quinn::RecvStream,
+    header: &FrameHeader,
+) -> Result<M, TransportError> {
+    let mut payload = vec![0u8; header.payload_len()];
+    recv.read_exact(&mut payload).await.map_err(read_error)?;
+    Ok(decode_payload(header, &payload)?)
+}
+
+/// Reads the payload announced by `header` as `M`, then its tensor chunks.
+pub(super) async fn read_tensor_body<M: TensorMessage>(
+    recv: &mut quinn::RecvStream,
+    header: &FrameHeader,
+) -> Result<(M, Vec<u8>), TransportError> {
+    let msg: M = read_body(recv, header).await?;
+    let mut assembler = TensorAssembler::new(&msg)?;
+    while !assembler.is_complete() {
+        let header = read_header(recv).await?;
+        let buffer = assembler.begin_chunk(&header)?;
+        recv.read_exact(buffer).await.map_err(read_error)?;
+    }
+    Ok((msg, assembler.finish()?))
+}
 /// Surfaces the peer's close code when the connection, not just the stream, went away.
 fn read_error(err: quinn::ReadExactError) -> TransportError {
     match err {

@@ -10,13 +10,16 @@
 //!   file or peer, never panics.
 
 mod client;
+mod envelope_io;
 mod error;
 mod framed;
 mod limits;
+pub mod link;
 pub mod pki;
 pub mod tls;
 
-pub use client::{HelloReport, client_endpoint, hello};
+pub use client::{HelloReport, OpenSession, client_endpoint, hello, open_session};
+pub use envelope_io::{STREAM_REFUSED, read_envelope, send_envelope};
 pub use error::TransportError;
 pub use framed::{read_frame, read_tensor_message, write_frame, write_tensor_message};
 pub use limits::TransportLimits;

@@ -21,6 +21,9 @@ pub enum CloseCode {
     /// The device's certificate is valid but its name is not on the cloud's allowlist,
     /// or its Hello claims another name than its certificate.
     NotAllowed = 6,
+    /// The peer cannot serve what was asked (a job, cut, shape or codec it does not
+    /// support); refused up front, not mid-run.
+    Unserved = 7,
 }
 
 impl CloseCode {
@@ -39,6 +42,7 @@ impl CloseCode {
             4 => Self::FrameTooLarge,
             5 => Self::ShuttingDown,
             6 => Self::NotAllowed,
+            7 => Self::Unserved,
             _ => return None,
         })
     }
@@ -58,6 +62,7 @@ impl CloseCode {
             Self::FrameTooLarge => "frame too large",
             Self::ShuttingDown => "shutting down",
             Self::NotAllowed => "device not allowed",
+            Self::Unserved => "request not served by this peer",
         }
     }
 }

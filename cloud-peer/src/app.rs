@@ -1,0 +1,91 @@
+//! What the cloud computes: the application the session hub calls.
+
+use tandem_runtime::wire::{Activations, Capabilities, CutGradient, NodeName, RoundTask, Update};
+
+/// How a federated round ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RoundOutcome {
+    /// Enough updates arrived: aggregate them (one per node, in node order).
+    Committed {
+        /// The round.
+        round: u64,
+        /// (node, update, encoded tensor).
+        updates: Vec<(NodeName, Update, Vec<u8>)>,
+    },
+    /// Too few updates by the deadline: the round is void.
+    Aborted {
+        /// The round.
+        round: u64,
+        /// Updates that had arrived.
+        received: usize,
+    },
+}
+
+/// When rounds start and commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoundQuorum {
+    /// A round starts once this many devices have joined (they are its participants).
+    pub participants: usize,
+    /// It commits with at least this many updates by its deadline.
+    pub min_updates: usize,
+}
+
+/// The cloud's computation. The hub calls it from one dedicated thread, one call at a
+/// time, so an implementation may block (a training step) without stalling the network.
+pub trait CloudApp: Send + 'static {
+    /// The jobs served; devices asking for others learn it in HelloAck, and their
+    /// messages for jobs not served are refused.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Trains the top on one split step of `node` and returns the cut gradient (its
+    /// `step` must be `activations.step`). Called exactly once per step: resends are
+    /// answered from a cache. `Err` is one line for the device's operator; the device's
+    /// connection is then closed with `Unserved`.
+    fn split_step(
+        &mut self,
+        node: &NodeName,
+        activations: &Activations,
+        tensor: &[u8],
+    ) -> Result<(CutGradient, Vec<u8>), String>;
+
+    /// Round quorum.
+    fn quorum(&self) -> RoundQuorum {
+        RoundQuorum {
+            participants: 1,
+            min_updates: 1,
+        }
+    }
+
+    /// The task and encoded model of round `round` (numbered from 1), or `None` when
+    /// there are no more rounds.
+    fn round_task(&mut self, round: u64) -> Option<(RoundTask, Vec<u8>)>;
+
+    /// A round ended.
+    fn round_ended(&mut self, outcome: RoundOutcome);
+}
+
+/// Serves the Hello exchange only: no jobs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HelloOnly;
+
+impl CloudApp for HelloOnly {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE
+    }
+
+    fn split_step(
+        &mut self,
+        _node: &NodeName,
+        _activations: &Activations,
+        _tensor: &[u8],
+    ) -> Result<(CutGradient, Vec<u8>), String> {
+        Err("this cloud serves no split sessions".into())
+    }
+
+    fn round_task(&mut self, _round: u64) -> Option<(RoundTask, Vec<u8>)> {
+        None
+    }
+
+    fn round_ended(&mut self, _outcome: RoundOutcome) {}
+}

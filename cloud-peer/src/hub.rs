@@ -1,0 +1,245 @@
+//! The session hub: one thread that owns every device's session machines and the
+//! application, fed by the connection tasks.
+//!
+//! Per-node state (the split step cache, FL membership) outlives connections, so a
+//! device that reconnects resumes where it was: a resent step is answered from the
+//! cache, an update already counted is refused as a duplicate.
+
+use crate::app::{CloudApp, RoundOutcome};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+use tandem_runtime::session::Envelope;
+use tandem_runtime::session::fl::{CoordinatorEvent, RoundCoordinator};
+use tandem_runtime::session::split::{CloudEvent, SplitCloud};
+use tandem_runtime::wire::{Capabilities, NodeName};
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{info, warn};
+
+/// What the connection tasks tell the hub.
+pub(crate) enum HubInput {
+    /// A device completed its Hello on connection `id`; `outbox` writes to it.
+    Connected {
+        node: NodeName,
+        id: u64,
+        outbox: UnboundedSender<Outbound>,
+    },
+    /// A session message from a device.
+    Message { node: NodeName, envelope: Envelope },
+    /// Connection `id` of `node` ended.
+    Disconnected { node: NodeName, id: u64 },
+}
+
+/// What the hub asks a connection's writer to do.
+pub(crate) enum Outbound {
+    /// Send this message on a new stream.
+    Send(Envelope),
+    /// Close the connection with `Unserved` (the application refused the device).
+    Refuse,
+}
+
+struct ActiveRound {
+    coordinator: RoundCoordinator,
+    task: Envelope,
+}
+
+struct Hub<A> {
+    app: A,
+    served: Capabilities,
+    connections: HashMap<NodeName, (u64, UnboundedSender<Outbound>)>,
+    split: HashMap<NodeName, SplitCloud>,
+    joined: BTreeMap<NodeName, u64>,
+    round: Option<ActiveRound>,
+    next_round: u64,
+    rounds_over: bool,
+}
+
+/// Runs the hub until every sender of `inputs` is gone.
+pub(crate) fn run<A: CloudApp>(app: A, inputs: Receiver<HubInput>) {
+    let served = app.capabilities();
+    let mut hub = Hub {
+        app,
+        served,
+        connections: HashMap::new(),
+        split: HashMap::new(),
+        joined: BTreeMap::new(),
+        round: None,
+        next_round: 1,
+        rounds_over: false,
+    };
+    loop {
+        let timeout = hub
+            .round
+            .as_ref()
+            .and_then(|r| r.coordinator.poll_timeout())
+            .map(|at| at.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        match inputs.recv_timeout(timeout) {
+            Ok(input) => hub.handle(input),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        hub.poll();
+    }
+}
+
+impl<A: CloudApp> Hub<A> {
+    fn handle(&mut self, input: HubInput) {
+        let now = Instant::now();
+        match input {
+            HubInput::Connected { node, id, outbox } => {
+                // A participant that reconnects before reporting may have lost its task.
+                if let Some(round) = &self.round
+                    && !round.coordinator.is_ended()
+                    && round.coordinator.awaits(&node)
+                {
+                    let _ = outbox.send(Outbound::Send(round.task.clone()));
+                }
+                self.connections.insert(node, (id, outbox));
+            }
+            HubInput::Disconnected { node, id } => {
+                if self
+                    .connections
+                    .get(&node)
+                    .is_some_and(|(live, _)| *live == id)
+                {
+                    self.connections.remove(&node);
+                }
+            }
+            HubInput::Message { node, envelope } => match envelope {
+                Envelope::Activations(..) if self.served.contains(Capabilities::SPLIT) => {
+                    self.split
+                        .entry(node)
+                        .or_default()
+                        .handle_message(now, envelope);
+                }
+                Envelope::Join(join) if self.served.contains(Capabilities::FL) => {
+                    if join.node != node {
+                        warn!(%node, claims = %join.node, "Join for another node ignored");
+                    } else if self
+                        .joined
+                        .insert(node.clone(), join.num_examples)
+                        .is_none()
+                    {
+                        info!(%node, examples = join.num_examples, "joined");
+                    }
+                }
+                Envelope::Update(..) if self.served.contains(Capabilities::FL) => {
+                    match &mut self.round {
+                        Some(round) => round.coordinator.handle_message(now, &node, envelope),
+                        None => warn!(%node, "update outside any round ignored"),
+                    }
+                }
+                other => {
+                    warn!(%node, "ignored a {} message this cloud does not serve", name(&other))
+                }
+            },
+        }
+    }
+
+    /// Runs the application on whatever the machines produced and routes their output.
+    fn poll(&mut self) {
+        let now = Instant::now();
+        let nodes: Vec<NodeName> = self.split.keys().cloned().collect();
+        for node in nodes {
+            let machine = self.split.get_mut(&node).expect("listed");
+            while let Some(CloudEvent::Activations {
+                activations,
+                tensor,
+            }) = machine.poll_event()
+            {
+                match self.app.split_step(&node, &activations, &tensor) {
+                    Ok((gradient, tensor)) => {
+                        if let Err(err) = machine.send_gradient(now, gradient, tensor) {
+                            warn!(%node, "application answered the wrong step: {err}");
+                        }
+                    }
+                    Err(reason) => {
+                        warn!(%node, step = activations.step, "refused: {reason}");
+                        if let Some((_, outbox)) = self.connections.get(&node) {
+                            let _ = outbox.send(Outbound::Refuse);
+                        }
+                    }
+                }
+            }
+            while let Some(envelope) = machine.poll_transmit() {
+                send(&self.connections, &node, envelope);
+            }
+        }
+        self.poll_round(now);
+    }
+
+    fn poll_round(&mut self, now: Instant) {
+        if let Some(round) = &mut self.round {
+            round.coordinator.handle_timeout(now);
+            while let Some(out) = round.coordinator.poll_transmit() {
+                send(&self.connections, &out.to, out.envelope);
+            }
+            while let Some(event) = round.coordinator.poll_event() {
+                let outcome = match event {
+                    CoordinatorEvent::Committed { round, updates } => {
+                        info!(round, updates = updates.len(), "round committed");
+                        RoundOutcome::Committed { round, updates }
+                    }
+                    CoordinatorEvent::Aborted { round, received } => {
+                        warn!(round, received, "round aborted");
+                        RoundOutcome::Aborted { round, received }
+                    }
+                    CoordinatorEvent::Refused { from, reason } => {
+                        warn!(node = %from, ?reason, "update refused");
+                        continue;
+                    }
+                    _ => continue,
+                };
+                self.app.round_ended(outcome);
+            }
+        }
+        // Results of an ended round are still resent to devices that repeat their
+        // update, until the next round replaces it.
+        let idle = self.round.as_ref().is_none_or(|r| r.coordinator.is_ended());
+        let quorum = self.app.quorum();
+        if idle && !self.rounds_over && self.joined.len() >= quorum.participants.max(1) {
+            let round = self.next_round;
+            let Some((task, model)) = self.app.round_task(round) else {
+                self.rounds_over = true;
+                info!("no more rounds");
+                return;
+            };
+            self.next_round += 1;
+            let participants: Vec<NodeName> = self.joined.keys().cloned().collect();
+            info!(round, participants = participants.len(), "round started");
+            let envelope = Envelope::RoundTask(task.clone(), model.clone());
+            let coordinator =
+                RoundCoordinator::start(now, task, model, participants, quorum.min_updates);
+            self.round = Some(ActiveRound {
+                coordinator,
+                task: envelope,
+            });
+            // Route the new round's tasks now.
+            self.poll_round(now);
+        }
+    }
+}
+
+fn send(
+    connections: &HashMap<NodeName, (u64, UnboundedSender<Outbound>)>,
+    to: &NodeName,
+    envelope: Envelope,
+) {
+    // A device that is not connected gets it again when it resends or reconnects.
+    if let Some((_, outbox)) = connections.get(to) {
+        let _ = outbox.send(Outbound::Send(envelope));
+    }
+}
+
+fn name(envelope: &Envelope) -> &'static str {
+    match envelope {
+        Envelope::Activations(..) => "Activations",
+        Envelope::CutGradient(..) => "CutGradient",
+        Envelope::Join(..) => "Join",
+        Envelope::RoundTask(..) => "RoundTask",
+        Envelope::Update(..) => "Update",
+        Envelope::RoundResult(..) => "RoundResult",
+        _ => "session",
+    }
+}
