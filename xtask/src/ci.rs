@@ -34,6 +34,9 @@ pub fn run() -> Result<()> {
     step("tests (x86_64)");
     run_tests(util::cargo().args(["test", "--workspace"]), &mut totals)?;
 
+    step("fuzz targets: build, and 20000 random inputs each");
+    crate::fuzz::build_and_smoke(20_000)?;
+
     step("tests (aarch64 under qemu: kernels, runtime without burn, loopback QUIC)");
     for args in [
         &["test", "-p", "tandem-kernels"][..],

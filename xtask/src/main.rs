@@ -5,6 +5,7 @@
 //! - `ci`: the README's test command: set-up, fmt, clippy, tests (x86_64 and aarch64
 //!   under qemu), the aarch64 release build of `tandem`, and the demo.
 //! - `bench <name>`: a benchmark, e.g. `sort` (native) or `sort-insns` (qemu counts).
+//! - `fuzz <target> [seconds]`: a cargo-fuzz target from `fuzz/`, coverage-guided.
 //! - `insn-count -- <aarch64 binary> [args]`: executed instructions under qemu.
 //! - `aarch64 <cargo args>`: cargo for aarch64-unknown-linux-gnu with Debian's rustc.
 
@@ -12,6 +13,7 @@ mod bench;
 mod ci;
 mod cross;
 mod demo;
+mod fuzz;
 mod insn;
 mod mca;
 mod setup;
@@ -31,6 +33,9 @@ tasks:
                         and aarch64/qemu, aarch64 release build, demo)
   bench <name>          run a benchmark: sort, transport (native, release), sort-insns
                         (aarch64 instructions per key under qemu), sort-mca (llvm-mca)
+  fuzz <target> [seconds] [-- libfuzzer args]
+                        coverage-guided fuzzing on stable (frame_roundtrip, split_ops,
+                        round_ops); corpus in fuzz/corpus, crashes in fuzz/artifacts
   insn-count -- <aarch64 binary> [args]
                         count the instructions it executes under qemu (TCG plugin)
   aarch64 <cargo args>  run cargo for aarch64-unknown-linux-gnu with Debian's rustc,
@@ -66,6 +71,7 @@ fn run(args: &[String]) -> Result<()> {
         "aarch64" => cross::cargo(rest),
         "bench" => bench::run(rest),
         "insn-count" => insn::run(rest),
+        "fuzz" => fuzz::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

@@ -80,6 +80,13 @@ pub enum WireError {
     /// The payload decoded, but bytes were left over.
     #[error("{0} trailing bytes after the message")]
     TrailingBytes(usize),
+    /// The payload decodes, but is not the message's one canonical encoding (e.g. an
+    /// overlong varint): refused so every message has exactly one byte form.
+    #[error("{kind:?} payload is not canonically encoded")]
+    NonCanonical {
+        /// Kind of the frame.
+        kind: Kind,
+    },
     /// The payload is not a valid postcard encoding of the message.
     #[error("malformed {kind:?} payload: {reason}")]
     Malformed {

@@ -115,7 +115,8 @@ pub fn encode_frame<M: Message>(msg: &M) -> Result<Vec<u8>, WireError> {
 }
 
 /// Decodes the payload that follows `header`. `payload` must be exactly the announced
-/// length; the message must consume all of it.
+/// length, the message must consume all of it, and it must be the message's canonical
+/// encoding (shortest varints), the one [`encode_frame`] produces.
 pub fn decode_payload<M: Message>(header: &FrameHeader, payload: &[u8]) -> Result<M, WireError> {
     if header.kind != M::KIND {
         return Err(WireError::UnexpectedKind {
@@ -140,6 +141,11 @@ pub fn decode_payload<M: Message>(header: &FrameHeader, payload: &[u8]) -> Resul
         })?;
     if !rest.is_empty() {
         return Err(WireError::TrailingBytes(rest.len()));
+    }
+    // postcard accepts overlong varints; re-encoding (payloads are at most 4 KiB) finds
+    // them, so a message has exactly one accepted encoding.
+    if postcard::to_allocvec(&msg).ok().as_deref() != Some(payload) {
+        return Err(WireError::NonCanonical { kind: M::KIND });
     }
     Ok(msg)
 }

@@ -432,6 +432,30 @@ fn message_shorter_than_announced_payload_is_trailing_bytes() {
 }
 
 #[test]
+fn overlong_varint_is_refused_as_non_canonical() {
+    // Found by the frame_roundtrip fuzz target: postcard itself accepts `fe 00` for 126.
+    let msg = Metrics {
+        step: 126,
+        loss: 0.5,
+        correct: 1,
+        total: 2,
+    };
+    let frame = encode_frame(&msg).unwrap();
+    assert_eq!(frame[HEADER_LEN], 126);
+    let mut overlong = frame[..HEADER_LEN].to_vec();
+    overlong.extend_from_slice(&[0xfe, 0x00]);
+    overlong.extend_from_slice(&frame[HEADER_LEN + 1..]);
+    overlong[12] += 1;
+    assert_eq!(
+        decode_whole::<Metrics>(&overlong),
+        Err(WireError::NonCanonical {
+            kind: Kind::Metrics
+        })
+    );
+    assert_eq!(decode_whole::<Metrics>(&frame), Ok(msg));
+}
+
+#[test]
 fn oversized_name_is_malformed_not_a_panic() {
     let mut frame = encode_frame(&hello()).unwrap();
     // Claim a 100-byte node name (capacity 64) and pad the payload to match.
