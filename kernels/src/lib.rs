@@ -16,6 +16,7 @@
 mod arch;
 mod cast;
 mod error;
+pub mod linalg;
 pub mod reduce;
 pub mod robust;
 mod scalar;
@@ -44,6 +45,8 @@ pub enum Backend {
     Sse2,
     /// x86_64 SSE4.1 (detected at run time), 128-bit lanes mirroring NEON.
     Sse41,
+    /// x86_64 FMA3 on 128-bit vectors (detected at run time), mirroring NEON's `fmla`.
+    Fma,
     /// Portable scalar code.
     Scalar,
 }

@@ -2,5 +2,6 @@
 //! part of the x86_64 baseline, so these need no run-time detection; kernels that want
 //! SSE4.1 or AVX2 detect them once at run time.
 
+pub(crate) mod gemm;
 pub(crate) mod reduce;
 pub(crate) mod sort;

@@ -1,0 +1,59 @@
+//! The lane operations the GEMM micro-kernels are written over, implemented once per
+//! instruction set (NEON, x86 FMA mirror, scalar).
+
+/// Vector operations of one backend. Every method is `#[inline(always)]` in its
+/// implementations, so the generic kernels compile to straight SIMD code inside the
+/// backend's `#[target_feature]` entry points.
+pub(crate) trait FmaLanes: Copy {
+    /// f32 lanes per vector.
+    const W: usize;
+    /// Vectors per row of a register tile (a tile is 4 rows x `NV * W` columns).
+    const NV: usize;
+    /// A vector of `W` lanes.
+    type V: Copy;
+    /// Four scalars held so that each can be broadcast cheaply (`fmla` by element).
+    type X4: Copy;
+    /// All lanes zero.
+    fn zero(self) -> Self::V;
+    /// Loads `W` lanes from the start of `src` (panics if shorter).
+    fn load(self, src: &[f32]) -> Self::V;
+    /// Stores `W` lanes to the start of `dst` (panics if shorter).
+    fn store(self, v: Self::V, dst: &mut [f32]);
+    /// Loads four scalars for [`FmaLanes::fma_lane`].
+    fn load_x4(self, src: &[f32; 4]) -> Self::X4;
+    /// `acc + b * x[L]` lane-wise (fused where the backend has FMA).
+    fn fma_lane<const L: i32>(self, acc: Self::V, b: Self::V, x: Self::X4) -> Self::V;
+}
+
+/// The portable backend: one lane, a 4 x 4 tile of scalar accumulators.
+#[derive(Clone, Copy)]
+pub(crate) struct Scalar;
+
+impl FmaLanes for Scalar {
+    const W: usize = 1;
+    const NV: usize = 4;
+    type V = f32;
+    type X4 = [f32; 4];
+
+    #[inline(always)]
+    fn zero(self) -> f32 {
+        0.0
+    }
+    #[inline(always)]
+    fn load(self, src: &[f32]) -> f32 {
+        src[0]
+    }
+    #[inline(always)]
+    fn store(self, v: f32, dst: &mut [f32]) {
+        dst[0] = v;
+    }
+    #[inline(always)]
+    fn load_x4(self, src: &[f32; 4]) -> [f32; 4] {
+        *src
+    }
+    #[inline(always)]
+    fn fma_lane<const L: i32>(self, acc: f32, b: f32, x: [f32; 4]) -> f32 {
+        // mul + add, not `mul_add`: without hardware FMA that is a libm call.
+        acc + b * x[L as usize]
+    }
+}
