@@ -15,8 +15,10 @@
 
 mod arch;
 mod cast;
+pub mod dct;
 mod error;
 pub mod linalg;
+pub mod quant;
 pub mod reduce;
 pub mod robust;
 mod scalar;
