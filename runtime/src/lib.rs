@@ -1,5 +1,7 @@
 //! tandem's device runtime.
 //!
+//! - [`codec`]: tensor codecs (low-rank, top-k with error feedback, int8, f16, DCT) with
+//!   honest error reports and a per-step chooser.
 //! - [`wire`]: the framed postcard messages that device and cloud exchange. Every frame
 //!   header is validated and every payload size-capped before anything is decoded.
 //! - [`session`]: sans-I/O state machines (split steps so far) with timers driven by
@@ -12,6 +14,7 @@
 //!
 //! This crate forbids `unsafe_code`; the SIMD kernels live in `tandem-kernels`.
 
+pub mod codec;
 pub mod logging;
 #[cfg(feature = "model")]
 pub mod model;

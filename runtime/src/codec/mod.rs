@@ -1,0 +1,231 @@
+//! Tensor codecs for activations, cut gradients and model updates.
+//!
+//! Every codec has an [`Encoder`] (which may keep state across steps: the previous
+//! step's `Q` for `LowRank`, the error-feedback residual for `TopK`) and a stateless
+//! [`decode`]. An encode returns the bytes and a [`Report`]: bytes, ratio against f32,
+//! and the relative error `||H - H'|| / ||H||` measured by decoding what was sent, so the
+//! figure is honest whatever the codec does inside.
+//!
+//! Formats (all little-endian) are specified in `runtime/WIRE.md` "Tensor codecs". A
+//! decoder checks the byte length against the shape before allocating, and refuses
+//! truncated, oversized or inconsistent buffers and non-finite values with a typed
+//! [`CodecError`]; shapes above [`MAX_ELEMENTS`] are refused outright.
+
+mod choose;
+mod error;
+mod format;
+mod lowrank;
+mod topk;
+
+pub use choose::{Target, choose, lowrank_ladder};
+pub use error::CodecError;
+pub use format::encoded_len;
+
+use crate::wire::CodecDesc;
+use format::{Reader, Writer};
+use tandem_kernels::dct;
+
+/// The most elements a tensor may have (1 GiB of f32): a bound on what a decoder
+/// allocates, whatever shape a peer announces.
+pub const MAX_ELEMENTS: usize = 1 << 28;
+
+/// Rows x columns of a row-major f32 matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shape {
+    /// Rows (e.g. batch x sequence).
+    pub rows: usize,
+    /// Columns (e.g. hidden size).
+    pub cols: usize,
+}
+
+impl Shape {
+    /// A `rows x cols` shape.
+    pub const fn new(rows: usize, cols: usize) -> Self {
+        Self { rows, cols }
+    }
+
+    /// `rows * cols`, or an error above [`MAX_ELEMENTS`].
+    pub fn elements(self) -> Result<usize, CodecError> {
+        self.rows
+            .checked_mul(self.cols)
+            .filter(|&n| n <= MAX_ELEMENTS)
+            .ok_or(CodecError::ShapeTooLarge(self))
+    }
+}
+
+/// What one encode achieved.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Report {
+    /// Encoded bytes.
+    pub bytes: usize,
+    /// f32 bytes / encoded bytes (infinite for an empty encoding of nothing).
+    pub ratio: f64,
+    /// `||H - decode(encode(H))|| / ||H||` (0 for an all-zero H decoded exactly).
+    pub rel_error: f64,
+}
+
+impl Report {
+    fn measure(h: &[f32], decoded: &[f32], bytes: usize) -> Self {
+        let (mut err, mut norm) = (0.0f64, 0.0f64);
+        for (&a, &b) in h.iter().zip(decoded) {
+            err += f64::from(a - b).powi(2);
+            norm += f64::from(a).powi(2);
+        }
+        let rel_error = if norm > 0.0 {
+            (err / norm).sqrt()
+        } else if err > 0.0 {
+            f64::INFINITY
+        } else {
+            0.0
+        };
+        Self {
+            bytes,
+            ratio: (h.len() * 4) as f64 / bytes as f64,
+            rel_error,
+        }
+    }
+}
+
+/// The encoding side of one codec, with its state across steps.
+#[derive(Clone, Debug)]
+pub struct Encoder {
+    desc: CodecDesc,
+    lowrank: lowrank::State,
+    topk: topk::State,
+}
+
+impl Encoder {
+    /// An encoder for `desc` (checked: unsupported parameters are an error here, not at
+    /// the first encode).
+    pub fn new(desc: CodecDesc) -> Result<Self, CodecError> {
+        format::check_desc(desc)?;
+        Ok(Self {
+            desc,
+            lowrank: lowrank::State::default(),
+            topk: topk::State::default(),
+        })
+    }
+
+    /// The codec.
+    pub fn desc(&self) -> CodecDesc {
+        self.desc
+    }
+
+    /// Encodes `h` (`shape`, row-major) and reports on it. NaN or infinite input is
+    /// refused before any state changes.
+    pub fn encode(&mut self, h: &[f32], shape: Shape) -> Result<(Vec<u8>, Report), CodecError> {
+        let len = shape.elements()?;
+        if h.len() != len {
+            return Err(CodecError::ShapeMismatch {
+                shape,
+                found: h.len(),
+            });
+        }
+        if let Some(at) = h.iter().position(|v| !v.is_finite()) {
+            return Err(CodecError::NonFinite { at });
+        }
+        let bytes = match self.desc {
+            CodecDesc::Identity => {
+                let mut w = Writer::with_capacity(len * 4);
+                w.f32s(h);
+                w.finish()
+            }
+            CodecDesc::F16 => {
+                let mut w = Writer::with_capacity(len * 2);
+                w.f16s(h)?;
+                w.finish()
+            }
+            CodecDesc::Int8 { block } => {
+                let block = format::int8_block(block, shape);
+                let mut w = Writer::with_capacity(len + len.div_ceil(block) * 4);
+                w.int8s(h, block)?;
+                w.finish()
+            }
+            CodecDesc::LowRank {
+                rank,
+                power_iters,
+                factor_bits,
+            } => self
+                .lowrank
+                .encode(h, shape, usize::from(rank), power_iters, factor_bits)?,
+            CodecDesc::TopK { ratio_ppm } => self.topk.encode(h, ratio_ppm)?,
+            CodecDesc::Dct { keep_ppm } => encode_dct(h, keep_ppm)?,
+        };
+        let decoded = decode(self.desc, shape, &bytes)?;
+        if let CodecDesc::TopK { .. } = self.desc {
+            self.topk.sent(&decoded);
+        }
+        let report = Report::measure(h, &decoded, bytes.len());
+        Ok((bytes, report))
+    }
+}
+
+/// Decodes `bytes` made by an [`Encoder`] for `desc` and `shape`.
+pub fn decode(desc: CodecDesc, shape: Shape, bytes: &[u8]) -> Result<Vec<f32>, CodecError> {
+    format::check_desc(desc)?;
+    let len = shape.elements()?;
+    // The exact size is known for every codec but TopK, whose bound is checked inside.
+    if let Some(expected) = encoded_len(desc, shape)
+        && bytes.len() != expected
+    {
+        return Err(if bytes.len() < expected {
+            CodecError::Truncated {
+                expected,
+                found: bytes.len(),
+            }
+        } else {
+            CodecError::Oversized {
+                expected,
+                found: bytes.len(),
+            }
+        });
+    }
+    let mut r = Reader::new(bytes);
+    let out = match desc {
+        CodecDesc::Identity => r.f32s(len)?,
+        CodecDesc::F16 => r.f16s(len)?,
+        CodecDesc::Int8 { block } => r.int8s(len, format::int8_block(block, shape))?,
+        CodecDesc::LowRank {
+            rank, factor_bits, ..
+        } => lowrank::decode(&mut r, shape, usize::from(rank), factor_bits)?,
+        CodecDesc::TopK { ratio_ppm } => topk::decode(&mut r, len, ratio_ppm)?,
+        CodecDesc::Dct { keep_ppm } => decode_dct(&mut r, len, keep_ppm)?,
+    };
+    r.end()?;
+    Ok(out)
+}
+
+/// DCT blocks of this many values (flattened, the last block zero-padded).
+pub const DCT_BLOCK: usize = 64;
+
+/// Coefficients kept per DCT block: the lowest frequencies.
+fn dct_keep(keep_ppm: u32) -> usize {
+    ((DCT_BLOCK as u64 * u64::from(keep_ppm)).div_ceil(1_000_000) as usize).clamp(1, DCT_BLOCK)
+}
+
+fn encode_dct(h: &[f32], keep_ppm: u32) -> Result<Vec<u8>, CodecError> {
+    let keep = dct_keep(keep_ppm);
+    let mut padded = h.to_vec();
+    padded.resize(h.len().div_ceil(DCT_BLOCK) * DCT_BLOCK, 0.0);
+    dct::dct2_blocks(&mut padded, DCT_BLOCK)?;
+    let mut w = Writer::with_capacity(padded.len() / DCT_BLOCK * keep * 4);
+    for block in padded.chunks_exact(DCT_BLOCK) {
+        w.f32s(&block[..keep]);
+    }
+    Ok(w.finish())
+}
+
+fn decode_dct(r: &mut Reader, len: usize, keep_ppm: u32) -> Result<Vec<f32>, CodecError> {
+    let keep = dct_keep(keep_ppm);
+    let blocks = len.div_ceil(DCT_BLOCK);
+    let mut out = vec![0.0; blocks * DCT_BLOCK];
+    for block in out.chunks_exact_mut(DCT_BLOCK) {
+        block[..keep].copy_from_slice(&r.f32s(keep)?);
+    }
+    dct::dct3_blocks(&mut out, DCT_BLOCK)?;
+    out.truncate(len);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
