@@ -20,7 +20,7 @@ fn check_block(len: usize, block: usize) -> Result<(), KernelError> {
             range: "a power of two in 1..=4096",
         });
     }
-    if len % block != 0 {
+    if !len.is_multiple_of(block) {
         return Err(KernelError::LengthMismatch {
             what: "x (a multiple of the block)",
             found: len,

@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 const BENCHES: &[(&str, &str, &str)] = &[
     ("sort", "tandem-kernels", "sort"),
     ("transport", "tandem-tests", "transport"),
+    ("lowrank", "tandem-kernels", "lowrank"),
 ];
 
 pub fn run(args: &[String]) -> Result<()> {

@@ -31,7 +31,7 @@ tasks:
   demo                  set-up, then start tandem-cloud and run `tandem hello` on loopback
   ci                    set-up, then every check CI runs (fmt, clippy, tests on x86_64
                         and aarch64/qemu, aarch64 release build, demo)
-  bench <name>          run a benchmark: sort, transport (native, release), sort-insns
+  bench <name>          run a benchmark: sort, transport, lowrank (native, release), sort-insns
                         (aarch64 instructions per key under qemu), sort-mca (llvm-mca)
   fuzz <target> [seconds] [-- libfuzzer args]
                         coverage-guided fuzzing on stable (frame_roundtrip, split_ops,

@@ -114,10 +114,10 @@ pub(crate) fn xq<L: FmaLanes>(
         for i0 in (0..n).step_by(4) {
             let rows = (n - i0).min(4);
             // Rows past n repeat the last row; their results are not stored.
-            let xrow = |m: usize| &x[(i0 + m.min(rows - 1)) * d..][..d];
+            let xr: [&[f32]; 4] = [0, 1, 2, 3].map(|m| &x[(i0 + m.min(rows - 1)) * d..][k0..k1]);
             for jb in 0..blocks {
                 let width = nr.min(r - jb * nr);
-                let panel = &packed[jb * d * nr..(jb + 1) * d * nr];
+                let panel = &packed[jb * d * nr + k0 * nr..jb * d * nr + k1 * nr];
                 let mut acc = if k0 == 0 {
                     [[l.zero(); 4]; 4]
                 } else {
@@ -127,30 +127,28 @@ pub(crate) fn xq<L: FmaLanes>(
                     }
                     tile_load(l, &buf)
                 };
-                let mut k = k0;
-                while k < k1 {
-                    let x4 = [0, 1, 2, 3].map(|m| {
-                        let row = xrow(m);
-                        if k + 4 <= k1 {
-                            l.load_x4(row[k..k + 4].try_into().expect("4 elements"))
-                        } else {
-                            l.load_x4(&quad(&row[..k1], k))
-                        }
-                    });
-                    let steps = (k1 - k).min(4);
-                    let b = |s: usize| load_b(l, &panel[(k + s) * nr..]);
+                let full = (k1 - k0) / 4 * 4;
+                for (k, steps) in panel[..full * nr].chunks_exact(4 * nr).enumerate() {
+                    let k = 4 * k;
+                    let x4 = [0, 1, 2, 3]
+                        .map(|m| l.load_x4(xr[m][k..k + 4].try_into().expect("4 elements")));
+                    step_rows::<L, 0>(l, &mut acc, &load_b(l, &steps[..nr]), &x4);
+                    step_rows::<L, 1>(l, &mut acc, &load_b(l, &steps[nr..2 * nr]), &x4);
+                    step_rows::<L, 2>(l, &mut acc, &load_b(l, &steps[2 * nr..3 * nr]), &x4);
+                    step_rows::<L, 3>(l, &mut acc, &load_b(l, &steps[3 * nr..]), &x4);
+                }
+                // The last 1..3 steps: x lanes past k1 are zero and their steps skipped.
+                let tail = k1 - k0 - full;
+                if tail > 0 {
+                    let x4 = [0, 1, 2, 3].map(|m| l.load_x4(&quad(xr[m], full)));
+                    let b = |s: usize| load_b(l, &panel[(full + s) * nr..]);
                     step_rows::<L, 0>(l, &mut acc, &b(0), &x4);
-                    // Steps past k1 multiply zero-padded x lanes: skip them.
-                    if steps > 1 {
+                    if tail > 1 {
                         step_rows::<L, 1>(l, &mut acc, &b(1), &x4);
                     }
-                    if steps > 2 {
+                    if tail > 2 {
                         step_rows::<L, 2>(l, &mut acc, &b(2), &x4);
                     }
-                    if steps > 3 {
-                        step_rows::<L, 3>(l, &mut acc, &b(3), &x4);
-                    }
-                    k += 4;
                 }
                 tile_store(l, &acc, &mut buf);
                 for m in 0..rows {

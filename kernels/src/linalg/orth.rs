@@ -58,7 +58,8 @@ fn cholesky_qr(p: &mut [f32], n: usize, r: usize) -> bool {
     let scale = (0..r)
         .map(|j| f64::from(gram[j * r + j]))
         .fold(0.0, f64::max);
-    if !(scale > 0.0) || !scale.is_finite() {
+    // (Written so that NaN also fails.)
+    if scale.is_nan() || scale <= 0.0 || !scale.is_finite() {
         return false;
     }
     for j in 0..r {
@@ -67,7 +68,7 @@ fn cholesky_qr(p: &mut [f32], n: usize, r: usize) -> bool {
             diag -= rr[k * r + j] * rr[k * r + j];
         }
         // A pivot this small means the panel is rank-deficient at f32 precision.
-        if !(diag > scale * 1e-10) {
+        if diag.is_nan() || diag <= scale * 1e-10 {
             return false;
         }
         let pivot = diag.sqrt();
