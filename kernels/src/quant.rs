@@ -45,13 +45,7 @@ pub fn quantize_i8(
     codes: &mut [i8],
     scales: &mut [f32],
 ) -> Result<(), KernelError> {
-    if block == 0 {
-        return Err(KernelError::OutOfRange {
-            name: "block",
-            value: "0".into(),
-            range: "1..",
-        });
-    }
+    check_block(block)?;
     check(codes.len(), x.len(), "codes")?;
     check(scales.len(), block_count(x.len(), block), "scales")?;
     let mut rng = match rounding {
@@ -100,13 +94,7 @@ pub fn dequantize_i8(
     block: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    if block == 0 {
-        return Err(KernelError::OutOfRange {
-            name: "block",
-            value: "0".into(),
-            range: "1..",
-        });
-    }
+    check_block(block)?;
     check(out.len(), codes.len(), "out")?;
     check(scales.len(), block_count(codes.len(), block), "scales")?;
     for ((cb, ob), &scale) in codes.chunks(block).zip(out.chunks_mut(block)).zip(scales) {
@@ -131,6 +119,17 @@ pub fn f16_to_f32(h: &[u16], out: &mut [f32]) -> Result<(), KernelError> {
     check(out.len(), h.len(), "out")?;
     for (o, &v) in out.iter_mut().zip(h) {
         *o = f32_from_half(v);
+    }
+    Ok(())
+}
+
+fn check_block(block: usize) -> Result<(), KernelError> {
+    if block == 0 {
+        return Err(KernelError::OutOfRange {
+            name: "block",
+            value: "0".into(),
+            range: "1..",
+        });
     }
     Ok(())
 }

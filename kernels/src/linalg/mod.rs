@@ -68,12 +68,24 @@ pub fn matmul_xq(
     r: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
+    check_xq(x, n, d, q, r, out)?;
+    matmul_any_width(x, n, d, q, r, out);
+    Ok(())
+}
+
+/// The argument checks of `X * Q`.
+fn check_xq(
+    x: &[f32],
+    n: usize,
+    d: usize,
+    q: &[f32],
+    r: usize,
+    out: &[f32],
+) -> Result<(), KernelError> {
     check_rank(r)?;
     check_len("x", x.len(), n * d)?;
     check_len("q", q.len(), d * r)?;
-    check_len("out", out.len(), n * r)?;
-    matmul_any_width(x, n, d, q, r, out);
-    Ok(())
+    check_len("out", out.len(), n * r)
 }
 
 /// `out (n x c) = x (n x d) * b (d x c)` for any width `c`, dimensions already checked.
@@ -171,10 +183,7 @@ pub fn matmul_xq_scalar(
     r: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    check_rank(r)?;
-    check_len("x", x.len(), n * d)?;
-    check_len("q", q.len(), d * r)?;
-    check_len("out", out.len(), n * r)?;
+    check_xq(x, n, d, q, r, out)?;
     if n > 0 && r > 0 {
         micro::xq(lanes::Scalar, x, n, d, q, r, out);
     }
