@@ -48,15 +48,20 @@ fn twiddles(block: usize) -> Vec<Vec<f32>> {
     levels
 }
 
+/// The factors that make the unnormalised transform orthonormal: coefficient 0, the rest.
+fn orthonormal_scales(block: usize) -> (f32, f32) {
+    (
+        (1.0 / block as f64).sqrt() as f32,
+        (2.0 / block as f64).sqrt() as f32,
+    )
+}
+
 /// In-place orthonormal DCT-II of every block of `x`.
 pub fn dct2_blocks(x: &mut [f32], block: usize) -> Result<(), KernelError> {
     check_block(x.len(), block)?;
     let tw = twiddles(block);
     let mut scratch = vec![0.0; block];
-    let (s0, s) = (
-        (1.0 / block as f64).sqrt() as f32,
-        (2.0 / block as f64).sqrt() as f32,
-    );
+    let (s0, s) = orthonormal_scales(block);
     for b in x.chunks_exact_mut(block) {
         forward(b, &mut scratch, &tw);
         b[0] *= s0;
@@ -72,10 +77,7 @@ pub fn dct3_blocks(x: &mut [f32], block: usize) -> Result<(), KernelError> {
     check_block(x.len(), block)?;
     let tw = twiddles(block);
     let mut scratch = vec![0.0; block];
-    let (s0, s) = (
-        (1.0 / block as f64).sqrt() as f32,
-        (2.0 / block as f64).sqrt() as f32,
-    );
+    let (s0, s) = orthonormal_scales(block);
     for b in x.chunks_exact_mut(block) {
         // Undo the orthonormal scaling of the forward transform, then invert it.
         b[0] /= s0;

@@ -28,3 +28,18 @@ pub enum KernelError {
         range: &'static str,
     },
 }
+
+impl KernelError {
+    /// `Ok` if `found == expected`, else [`KernelError::LengthMismatch`] naming `what`.
+    pub(crate) fn check_len(what: &'static str, found: usize, expected: usize) -> Result<(), Self> {
+        if found == expected {
+            Ok(())
+        } else {
+            Err(Self::LengthMismatch {
+                what,
+                found,
+                expected,
+            })
+        }
+    }
+}

@@ -46,8 +46,8 @@ pub fn quantize_i8(
     scales: &mut [f32],
 ) -> Result<(), KernelError> {
     check_block(block)?;
-    check(codes.len(), x.len(), "codes")?;
-    check(scales.len(), block_count(x.len(), block), "scales")?;
+    KernelError::check_len("codes", codes.len(), x.len())?;
+    KernelError::check_len("scales", scales.len(), block_count(x.len(), block))?;
     let mut rng = match rounding {
         Rounding::Nearest => None,
         Rounding::Stochastic { seed } => Some(seed ^ 0x2545_f491_4f6c_dd1d | 1),
@@ -95,8 +95,8 @@ pub fn dequantize_i8(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     check_block(block)?;
-    check(out.len(), codes.len(), "out")?;
-    check(scales.len(), block_count(codes.len(), block), "scales")?;
+    KernelError::check_len("out", out.len(), codes.len())?;
+    KernelError::check_len("scales", scales.len(), block_count(codes.len(), block))?;
     for ((cb, ob), &scale) in codes.chunks(block).zip(out.chunks_mut(block)).zip(scales) {
         for (o, &c) in ob.iter_mut().zip(cb) {
             *o = f32::from(c) * scale;
@@ -107,7 +107,7 @@ pub fn dequantize_i8(
 
 /// Converts `x` to IEEE binary16 bit patterns (round to nearest, ties to even).
 pub fn f32_to_f16(x: &[f32], out: &mut [u16]) -> Result<(), KernelError> {
-    check(out.len(), x.len(), "out")?;
+    KernelError::check_len("out", out.len(), x.len())?;
     for (o, &v) in out.iter_mut().zip(x) {
         *o = half_from_f32(v);
     }
@@ -116,7 +116,7 @@ pub fn f32_to_f16(x: &[f32], out: &mut [u16]) -> Result<(), KernelError> {
 
 /// Converts binary16 bit patterns to f32 (exact).
 pub fn f16_to_f32(h: &[u16], out: &mut [f32]) -> Result<(), KernelError> {
-    check(out.len(), h.len(), "out")?;
+    KernelError::check_len("out", out.len(), h.len())?;
     for (o, &v) in out.iter_mut().zip(h) {
         *o = f32_from_half(v);
     }
@@ -132,18 +132,6 @@ fn check_block(block: usize) -> Result<(), KernelError> {
         });
     }
     Ok(())
-}
-
-fn check(found: usize, expected: usize, what: &'static str) -> Result<(), KernelError> {
-    if found == expected {
-        Ok(())
-    } else {
-        Err(KernelError::LengthMismatch {
-            what,
-            found,
-            expected,
-        })
-    }
 }
 
 /// f32 -> binary16, round to nearest even, branch-light.

@@ -16,13 +16,7 @@ fn check_rows(rows: &[&[f32]]) -> Result<usize, KernelError> {
         .ok_or(KernelError::Empty("no vectors to aggregate"))?;
     let d = first.len();
     for row in rows {
-        if row.len() != d {
-            return Err(KernelError::LengthMismatch {
-                what: "vector",
-                found: row.len(),
-                expected: d,
-            });
-        }
+        KernelError::check_len("vector", row.len(), d)?;
     }
     Ok(d)
 }

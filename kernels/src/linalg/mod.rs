@@ -16,24 +16,12 @@ mod orth;
 mod svd;
 
 pub use orth::{Orthonormalized, orthonormalize};
-pub use svd::{TruncatedSvd, truncated_svd};
+pub use svd::{TruncatedSvd, random_start, truncated_svd};
 
 use crate::{Backend, KernelError};
 
 /// The most columns the low-rank kernels accept.
 pub const MAX_RANK: usize = 64;
-
-fn check_len(what: &'static str, found: usize, expected: usize) -> Result<(), KernelError> {
-    if found == expected {
-        Ok(())
-    } else {
-        Err(KernelError::LengthMismatch {
-            what,
-            found,
-            expected,
-        })
-    }
-}
 
 fn check_rank(r: usize) -> Result<(), KernelError> {
     if r <= MAX_RANK {
@@ -83,9 +71,9 @@ fn check_xq(
     out: &[f32],
 ) -> Result<(), KernelError> {
     check_rank(r)?;
-    check_len("x", x.len(), n * d)?;
-    check_len("q", q.len(), d * r)?;
-    check_len("out", out.len(), n * r)
+    KernelError::check_len("x", x.len(), n * d)?;
+    KernelError::check_len("q", q.len(), d * r)?;
+    KernelError::check_len("out", out.len(), n * r)
 }
 
 /// `out (n x c) = x (n x d) * b (d x c)` for any width `c`, dimensions already checked.
@@ -120,9 +108,9 @@ pub fn matmul_xtp(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     check_rank(r)?;
-    check_len("x", x.len(), n * d)?;
-    check_len("p", p.len(), n * r)?;
-    check_len("out", out.len(), d * r)?;
+    KernelError::check_len("x", x.len(), n * d)?;
+    KernelError::check_len("p", p.len(), n * r)?;
+    KernelError::check_len("out", out.len(), d * r)?;
     if d == 0 || r == 0 {
         return Ok(());
     }
@@ -154,9 +142,9 @@ pub fn reconstruct(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     check_rank(r)?;
-    check_len("p", p.len(), n * r)?;
-    check_len("q", q.len(), d * r)?;
-    check_len("out", out.len(), n * d)?;
+    KernelError::check_len("p", p.len(), n * r)?;
+    KernelError::check_len("q", q.len(), d * r)?;
+    KernelError::check_len("out", out.len(), n * d)?;
     let qt = transpose(q, d, r);
     matmul_any_width(p, n, r, &qt, d, out);
     Ok(())

@@ -1,7 +1,7 @@
 //! Orthonormalisation of a tall `n x r` panel: CholeskyQR2, with modified Gram-Schmidt
 //! as the fallback when the Gram matrix is (numerically) singular.
 
-use super::{check_len, check_rank, matmul_xtp};
+use super::{check_rank, matmul_xtp};
 use crate::KernelError;
 
 /// What [`orthonormalize`] did.
@@ -25,7 +25,7 @@ pub struct Orthonormalized {
 /// NaN in the panel; callers check their input first.
 pub fn orthonormalize(p: &mut [f32], n: usize, r: usize) -> Result<Orthonormalized, KernelError> {
     check_rank(r)?;
-    check_len("p", p.len(), n * r)?;
+    KernelError::check_len("p", p.len(), n * r)?;
     if r == 0 {
         return Ok(Orthonormalized {
             rank: 0,

@@ -2,7 +2,7 @@
 //! kernels: range finding by power iteration, then the exact SVD of the small
 //! projected matrix by Jacobi eigendecomposition.
 
-use super::{check_len, check_rank, matmul_any_width, matmul_xq, matmul_xtp, orthonormalize};
+use super::{check_rank, matmul_any_width, matmul_xq, matmul_xtp, orthonormalize};
 use crate::KernelError;
 
 /// `A ~ U diag(s) V^T` with `k` terms.
@@ -34,7 +34,7 @@ pub fn truncated_svd(
     seed: u64,
 ) -> Result<TruncatedSvd, KernelError> {
     check_rank(k)?;
-    check_len("a", a.len(), m * n)?;
+    KernelError::check_len("a", a.len(), m * n)?;
     if k > m.min(n) {
         return Err(KernelError::OutOfRange {
             name: "k",
@@ -43,7 +43,7 @@ pub fn truncated_svd(
         });
     }
     // Range finder: Y = A * Omega, orthonormalised, refined by power iterations.
-    let omega = gaussian(n * k, seed);
+    let omega = random_start(n * k, seed);
     let mut y = vec![0.0; m * k];
     matmul_xq(a, m, n, &omega, k, &mut y)?;
     orthonormalize(&mut y, m, k)?;
@@ -132,9 +132,10 @@ fn jacobi_eigen(g: &[f32], k: usize) -> (Vec<f64>, Vec<f64>) {
     (values, sorted)
 }
 
-/// Deterministic approximately Gaussian numbers (sum of 4 uniforms, centred) from an
-/// xorshift generator: a random start for the range finder.
-pub(crate) fn gaussian(len: usize, seed: u64) -> Vec<f32> {
+/// Deterministic approximately Gaussian numbers (sum of 4 uniforms, centred, unit
+/// variance) from an xorshift generator: a random start for subspace iteration (the range
+/// finder here, the first step of the LowRank codec).
+pub fn random_start(len: usize, seed: u64) -> Vec<f32> {
     let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
         state ^= state << 13;

@@ -14,7 +14,7 @@ fn naive_xq(x: &[f32], n: usize, d: usize, q: &[f32], r: usize) -> Vec<f64> {
 }
 
 fn data(len: usize, seed: u64) -> Vec<f32> {
-    svd::gaussian(len, seed)
+    random_start(len, seed)
 }
 
 fn assert_close(got: &[f32], want: &[f64], scale: f64) {

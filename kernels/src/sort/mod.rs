@@ -77,13 +77,7 @@ fn sort_pairs_with(
     idx: &mut [u32],
     sort: impl FnOnce(&mut [Pair]),
 ) -> Result<(), crate::KernelError> {
-    if keys.len() != idx.len() {
-        return Err(crate::KernelError::LengthMismatch {
-            what: "idx",
-            found: idx.len(),
-            expected: keys.len(),
-        });
-    }
+    crate::KernelError::check_len("idx", idx.len(), keys.len())?;
     let mut pairs: Vec<Pair> = keys
         .iter()
         .zip(idx.iter())

@@ -31,7 +31,7 @@ impl State {
         self.steps += 1;
         let mut q = match self.warm.take() {
             Some((s, wr, q)) if s == shape && wr == r => q,
-            _ => gaussian(d * r, self.steps),
+            _ => linalg::random_start(d * r, self.steps),
         };
         let mut p = vec![0.0; n * r];
         let rounds = usize::from(power_iters.max(1));
@@ -70,21 +70,4 @@ pub(super) fn decode(
     let q = r.factor(d * k, bits)?;
     linalg::reconstruct(&p, n, k, &q, d, &mut out)?;
     Ok(out)
-}
-
-/// A deterministic random start (a different one per step).
-fn gaussian(len: usize, step: u64) -> Vec<f32> {
-    let mut state = step.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            let mut sum = 0.0;
-            for _ in 0..4 {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                sum += (state >> 40) as f32 / (1u64 << 24) as f32;
-            }
-            sum - 2.0
-        })
-        .collect()
 }
