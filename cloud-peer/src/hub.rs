@@ -75,16 +75,21 @@ pub(crate) fn run<A: CloudApp>(app: A, inputs: Receiver<HubInput>) {
             .map(|at| at.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
         match inputs.recv_timeout(timeout) {
-            Ok(input) => hub.handle(input),
+            Ok(input) => {
+                if let Some(node) = hub.handle(input) {
+                    hub.poll_split(&node);
+                }
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        hub.poll();
+        hub.poll_round(Instant::now());
     }
 }
 
 impl<A: CloudApp> Hub<A> {
-    fn handle(&mut self, input: HubInput) {
+    /// Feeds one input to the machines; returns the node whose split machine it reached.
+    fn handle(&mut self, input: HubInput) -> Option<NodeName> {
         let now = Instant::now();
         match input {
             HubInput::Connected { node, id, outbox } => {
@@ -109,9 +114,10 @@ impl<A: CloudApp> Hub<A> {
             HubInput::Message { node, envelope } => match envelope {
                 Envelope::Activations(..) if self.served.contains(Capabilities::SPLIT) => {
                     self.split
-                        .entry(node)
+                        .entry(node.clone())
                         .or_default()
                         .handle_message(now, envelope);
+                    return Some(node);
                 }
                 Envelope::Join(join) if self.served.contains(Capabilities::FL) => {
                     if join.node != node {
@@ -135,38 +141,37 @@ impl<A: CloudApp> Hub<A> {
                 }
             },
         }
+        None
     }
 
-    /// Runs the application on whatever the machines produced and routes their output.
-    fn poll(&mut self) {
+    /// Runs the application on what `node`'s split machine produced and routes its output.
+    fn poll_split(&mut self, node: &NodeName) {
         let now = Instant::now();
-        let nodes: Vec<NodeName> = self.split.keys().cloned().collect();
-        for node in nodes {
-            let machine = self.split.get_mut(&node).expect("listed");
-            while let Some(CloudEvent::Activations {
-                activations,
-                tensor,
-            }) = machine.poll_event()
-            {
-                match self.app.split_step(&node, &activations, &tensor) {
-                    Ok((gradient, tensor)) => {
-                        if let Err(err) = machine.send_gradient(now, gradient, tensor) {
-                            warn!(%node, "application answered the wrong step: {err}");
-                        }
+        let Some(machine) = self.split.get_mut(node) else {
+            return;
+        };
+        while let Some(CloudEvent::Activations {
+            activations,
+            tensor,
+        }) = machine.poll_event()
+        {
+            match self.app.split_step(node, &activations, &tensor) {
+                Ok((gradient, tensor)) => {
+                    if let Err(err) = machine.send_gradient(now, gradient, tensor) {
+                        warn!(%node, "application answered the wrong step: {err}");
                     }
-                    Err(reason) => {
-                        warn!(%node, step = activations.step, "refused: {reason}");
-                        if let Some((_, outbox)) = self.connections.get(&node) {
-                            let _ = outbox.send(Outbound::Refuse);
-                        }
+                }
+                Err(reason) => {
+                    warn!(%node, step = activations.step, "refused: {reason}");
+                    if let Some((_, outbox)) = self.connections.get(node) {
+                        let _ = outbox.send(Outbound::Refuse);
                     }
                 }
             }
-            while let Some(envelope) = machine.poll_transmit() {
-                send(&self.connections, &node, envelope);
-            }
         }
-        self.poll_round(now);
+        while let Some(envelope) = machine.poll_transmit() {
+            send(&self.connections, node, envelope);
+        }
     }
 
     fn poll_round(&mut self, now: Instant) {

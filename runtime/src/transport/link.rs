@@ -19,6 +19,8 @@ use crate::wire::{
     RoundTask, Update, software_name,
 };
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -133,8 +135,8 @@ pub struct DeviceLink {
     /// Sent again after every reconnect, so the cloud knows the device is still there.
     joined: Option<crate::wire::Join>,
     stats: LinkStats,
-    refused: mpsc::UnboundedReceiver<()>,
-    refused_tx: mpsc::UnboundedSender<()>,
+    /// Streams refused by the reader tasks of every connection so far.
+    refused: Arc<AtomicU64>,
 }
 
 impl DeviceLink {
@@ -148,9 +150,9 @@ impl DeviceLink {
     ) -> Result<Self, LinkError> {
         let session =
             open_session(&endpoint, target.peer, &target.server_name, &target.hello).await?;
-        let (refused_tx, refused) = mpsc::unbounded_channel();
+        let refused = Arc::new(AtomicU64::new(0));
         let ack = session.ack.clone();
-        let live = start_reader(session, refused_tx.clone());
+        let live = start_reader(session, refused.clone());
         Ok(Self {
             endpoint,
             target,
@@ -160,7 +162,6 @@ impl DeviceLink {
             joined: None,
             stats: LinkStats::default(),
             refused,
-            refused_tx,
         })
     }
 
@@ -170,11 +171,11 @@ impl DeviceLink {
     }
 
     /// Counters so far.
-    pub fn stats(&mut self) -> LinkStats {
-        while self.refused.try_recv().is_ok() {
-            self.stats.refused_streams += 1;
+    pub fn stats(&self) -> LinkStats {
+        LinkStats {
+            refused_streams: self.refused.load(Ordering::Relaxed),
+            ..self.stats
         }
-        self.stats
     }
 
     /// The current connection, if up (tests use it to cut the link).
@@ -323,7 +324,7 @@ impl DeviceLink {
             {
                 Ok(session) => {
                     self.ack = session.ack.clone();
-                    self.live = Some(start_reader(session, self.refused_tx.clone()));
+                    self.live = Some(start_reader(session, self.refused.clone()));
                     self.stats.reconnects += 1;
                     tracing::info!(attempts, "reconnected");
                     return Ok(());
@@ -369,7 +370,7 @@ fn is_permanent(err: &TransportError) -> bool {
 
 /// Spawns the task that reads every incoming stream of `session` into a channel; the
 /// channel closes when the connection does.
-fn start_reader(session: OpenSession, refused: mpsc::UnboundedSender<()>) -> Live {
+fn start_reader(session: OpenSession, refused: Arc<AtomicU64>) -> Live {
     let (tx, incoming) = mpsc::channel(64);
     let connection = session.connection.clone();
     tokio::spawn(async move {
@@ -384,7 +385,7 @@ fn start_reader(session: OpenSession, refused: mpsc::UnboundedSender<()>) -> Liv
                     Err(err) => {
                         tracing::warn!("refused a stream from the cloud: {err}");
                         let _ = recv.stop(super::STREAM_REFUSED.into());
-                        let _ = refused.send(());
+                        refused.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             });
