@@ -4,6 +4,7 @@
 //! backend at run time, so one model type runs on flex, ndarray or (in the cloud) CUDA.
 
 mod backend;
+pub mod minilm;
 pub mod smoke;
 
 pub use backend::ComputeBackend;
