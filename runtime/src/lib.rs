@@ -15,6 +15,8 @@
 //! This crate forbids `unsafe_code`; the SIMD kernels live in `tandem-kernels`.
 
 pub mod codec;
+#[cfg(feature = "model")]
+pub mod data;
 pub mod logging;
 #[cfg(feature = "model")]
 pub mod model;

@@ -1,0 +1,3 @@
+//! Real data sets from the cache that `cargo xtask setup` fills.
+
+pub mod rotten_tomatoes;
