@@ -5,6 +5,7 @@
 
 mod backend;
 pub mod minilm;
+pub mod split;
 pub mod smoke;
 
 pub use backend::ComputeBackend;

@@ -1,0 +1,12 @@
+//! Split fine-tuning of MiniLM: the device trains (or freezes) the bottom layers, the
+//! cloud trains the top and a classifier, and only the cut tensor and its gradient
+//! cross the link, encoded by a [`LinkCodec`].
+
+mod halves;
+mod schedule;
+mod spec;
+pub mod tokens;
+
+pub use halves::{Bottom, Top, split};
+pub use schedule::LrSchedule;
+pub use spec::{CutForm, LinkCodec, Mode};

@@ -1,0 +1,197 @@
+//! What a split run is: where the model is cut, what crosses the cut, how it is
+//! encoded, and which device layers train. Parsed from the command line.
+
+use crate::wire::CodecDesc;
+use std::fmt;
+
+/// How the device's layers take part in training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// Device layers frozen: activations go up, no gradient comes back.
+    #[default]
+    FrozenBottom,
+    /// Device layers trained with the returned cut gradient.
+    TrainBottom,
+    /// LoRA adapters (rank <= 16) on the device's query and value projections are
+    /// trained; the pretrained weights stay frozen.
+    LoraBottom,
+}
+
+impl Mode {
+    /// Whether the device needs the cut gradient.
+    pub fn wants_gradient(self) -> bool {
+        self != Self::FrozenBottom
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::FrozenBottom => "frozen-bottom",
+            Self::TrainBottom => "train-bottom",
+            Self::LoraBottom => "lora-bottom",
+        })
+    }
+}
+
+/// What crosses the cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CutForm {
+    /// The cut layer's hidden states (`d` = 384 per token).
+    Hidden,
+    /// The SFT code: the cut layer's feed-forward output projection `W` is replaced by
+    /// its rank-`rank` truncated SVD `W ~ D U`; the device sends `x D` (`rank` values
+    /// per token) and the cloud applies `U`, the bias and the layer norm. The residual
+    /// around that projection is dropped, so nothing else crosses the cut.
+    Sft {
+        /// Width of the code.
+        rank: usize,
+    },
+}
+
+/// A link codec: the cut form and the tensor encoding, both ways.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkCodec {
+    /// What crosses the cut.
+    pub form: CutForm,
+    /// How the activations (and the gradient coming back) are encoded.
+    pub tensor: CodecDesc,
+}
+
+/// Int8 scale block for SFT codes: 256 tokens of a rank-16 code per f32 scale.
+const SFT_INT8_BLOCK: u16 = 4096;
+
+impl LinkCodec {
+    /// Parses `identity`, `f16`, `int8`, `lowrank:r=8,bits=8[,iters=2]`,
+    /// `topk:ratio=0.01`, `dct:keep=0.1` or `sft:r=16,bits=8`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (name, args) = text.split_once(':').unwrap_or((text, ""));
+        let mut params = Vec::new();
+        for pair in args.split(',').filter(|p| !p.is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("`{pair}` in codec `{text}` is not key=value"))?;
+            let value: f64 = value
+                .parse()
+                .map_err(|_| format!("`{value}` in codec `{text}` is not a number"))?;
+            params.push((key, value));
+        }
+        let get = |key: &str, default: Option<f64>| {
+            params
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|&(_, v)| v)
+                .or(default)
+                .ok_or_else(|| format!("codec `{text}` needs `{key}=`"))
+        };
+        let unknown = params.iter().find(|(k, _)| {
+            !matches!(
+                (name, *k),
+                ("lowrank", "r" | "bits" | "iters")
+                    | ("sft", "r" | "bits")
+                    | ("topk", "ratio")
+                    | ("dct", "keep")
+            )
+        });
+        if let Some((key, _)) = unknown {
+            return Err(format!("codec `{name}` has no parameter `{key}`"));
+        }
+        let ppm = |v: f64| {
+            (0.0..=1.0)
+                .contains(&v)
+                .then(|| (v * 1e6).round() as u32)
+                .ok_or_else(|| format!("codec `{text}`: fraction {v} is not in 0..=1"))
+        };
+        let bits = |v: f64| match v as u8 {
+            b @ (8 | 16 | 32) if v.fract() == 0.0 => Ok(b),
+            _ => Err(format!("codec `{text}`: bits must be 8, 16 or 32")),
+        };
+        let rank = |v: f64| match v as usize {
+            r @ 1..=64 if v.fract() == 0.0 => Ok(r),
+            _ => Err(format!("codec `{text}`: r must be 1..=64")),
+        };
+        let hidden = |tensor| Self {
+            form: CutForm::Hidden,
+            tensor,
+        };
+        Ok(match name {
+            "identity" => hidden(CodecDesc::Identity),
+            "f16" => hidden(CodecDesc::F16),
+            "int8" => hidden(CodecDesc::Int8 { block: 64 }),
+            "lowrank" => hidden(CodecDesc::LowRank {
+                rank: rank(get("r", None)?)? as u16,
+                power_iters: get("iters", Some(2.0))?.clamp(0.0, 16.0) as u8,
+                factor_bits: bits(get("bits", Some(8.0))?)?,
+            }),
+            "topk" => hidden(CodecDesc::TopK {
+                ratio_ppm: ppm(get("ratio", None)?)?,
+            }),
+            "dct" => hidden(CodecDesc::Dct {
+                keep_ppm: ppm(get("keep", None)?)?,
+            }),
+            "sft" => Self {
+                form: CutForm::Sft {
+                    rank: rank(get("r", Some(16.0))?)?,
+                },
+                tensor: match bits(get("bits", Some(8.0))?)? {
+                    8 => CodecDesc::Int8 {
+                        block: SFT_INT8_BLOCK,
+                    },
+                    16 => CodecDesc::F16,
+                    _ => CodecDesc::Identity,
+                },
+            },
+            other => {
+                return Err(format!(
+                    "unknown codec `{other}` (identity, f16, int8, lowrank, topk, dct, sft)"
+                ));
+            }
+        })
+    }
+
+    /// Values per token that cross the cut for a model of width `hidden`.
+    pub fn width(&self, hidden: usize) -> usize {
+        match self.form {
+            CutForm::Hidden => hidden,
+            CutForm::Sft { rank } => rank,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_codec_and_refuses_bad_ones() {
+        let lowrank = LinkCodec::parse("lowrank:r=8,bits=8").unwrap();
+        assert_eq!(
+            lowrank.tensor,
+            CodecDesc::LowRank {
+                rank: 8,
+                power_iters: 2,
+                factor_bits: 8
+            }
+        );
+        let sft = LinkCodec::parse("sft:r=16,bits=8").unwrap();
+        assert_eq!(sft.form, CutForm::Sft { rank: 16 });
+        assert_eq!(sft.width(384), 16);
+        assert_eq!(LinkCodec::parse("identity").unwrap().width(384), 384);
+        assert_eq!(
+            LinkCodec::parse("topk:ratio=0.01").unwrap().tensor,
+            CodecDesc::TopK { ratio_ppm: 10_000 }
+        );
+        for bad in [
+            "lowrank",
+            "lowrank:r=0",
+            "lowrank:r=8,bits=7",
+            "lowrank:rank=8",
+            "topk:ratio=2",
+            "sft:r=x",
+            "zip",
+            "lowrank:r",
+        ] {
+            assert!(LinkCodec::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+}
