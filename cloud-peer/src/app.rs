@@ -1,6 +1,8 @@
 //! What the cloud computes: the application the session hub calls.
 
-use tandem_runtime::wire::{Activations, Capabilities, CutGradient, NodeName, RoundTask, Update};
+use tandem_runtime::wire::{
+    Activations, Capabilities, CutGradient, Hello, NodeName, RoundTask, Update,
+};
 
 /// How a federated round ended.
 #[derive(Debug)]
@@ -37,6 +39,15 @@ pub trait CloudApp: Send + 'static {
     /// The jobs served; devices asking for others learn it in HelloAck, and their
     /// messages for jobs not served are refused.
     fn capabilities(&self) -> Capabilities;
+
+    /// Decides, before HelloAck, whether this device's request (its model, cut and
+    /// codecs) can be served. `Err` is one line for the device's operator; the
+    /// connection is then closed with `Unserved` and that line. Called again on every
+    /// reconnect. The default admits everyone.
+    fn admit(&mut self, hello: &Hello) -> Result<(), String> {
+        let _ = hello;
+        Ok(())
+    }
 
     /// Trains the top on one split step of `node` and returns the cut gradient (its
     /// `step` must be `activations.step`). Called exactly once per step: resends are

@@ -24,6 +24,11 @@ pub(crate) enum HubInput {
         id: u64,
         outbox: UnboundedSender<Outbound>,
     },
+    /// A device's Hello, for the application to admit or refuse before HelloAck.
+    Admit {
+        hello: Box<tandem_runtime::wire::Hello>,
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
     /// A session message from a device.
     Message { node: NodeName, envelope: Envelope },
     /// Connection `id` of `node` ended.
@@ -101,6 +106,9 @@ impl<A: CloudApp> Hub<A> {
                     let _ = outbox.send(Outbound::Send(round.task.clone()));
                 }
                 self.connections.insert(node, (id, outbox));
+            }
+            HubInput::Admit { hello, reply } => {
+                let _ = reply.send(self.app.admit(&hello));
             }
             HubInput::Disconnected { node, id } => {
                 if self

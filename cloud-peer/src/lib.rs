@@ -1,7 +1,7 @@
 //! tandem's cloud peer.
 //!
 //! Serves many devices over QUIC: the Hello exchange, then split steps and federated
-//! rounds computed by a [`CloudApp`] (the model-backed apps arrive with their issues).
+//! rounds computed by a [`CloudApp`]; `split_app::SplitApp` (feature `model`) trains MiniLM top halves.
 //!
 //! Guarantees:
 //! - A connection's first stream must carry a valid [`Hello`](tandem_runtime::wire::Hello)
@@ -13,6 +13,8 @@
 mod app;
 mod hub;
 mod server;
+#[cfg(feature = "model")]
+pub mod split_app;
 
 pub use app::{CloudApp, HelloOnly, RoundOutcome, RoundQuorum};
 pub use server::{ServeError, Server, ServerStats};

@@ -51,6 +51,42 @@ struct ServeArgs {
     /// Name sent to devices in HelloAck.
     #[arg(long, default_value = "tandem-cloud")]
     name: String,
+    /// What to serve: `split` (MiniLM split fine-tuning) or `hello` (connectivity only).
+    #[arg(long, value_enum, default_value_t = App::Split)]
+    app: App,
+    #[command(flatten)]
+    split: SplitArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum App {
+    /// Split fine-tuning of all-MiniLM-L6-v2 (needs the model cache).
+    Split,
+    /// The Hello exchange only.
+    Hello,
+}
+
+#[derive(Args)]
+struct SplitArgs {
+    /// CPU backend for the top halves.
+    #[cfg(feature = "model")]
+    #[arg(long, value_enum, default_value_t)]
+    backend: tandem_runtime::model::ComputeBackend,
+    /// Peak learning rate of the top halves (AdamW).
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Warm-up steps of each top's learning rate.
+    #[arg(long, default_value_t = 30)]
+    warmup: u64,
+    /// Steps over which the learning rate decays linearly after warm-up.
+    #[arg(long, default_value_t = 300)]
+    decay_steps: u64,
+    /// Seeds each top's classifier head.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Model directory [default: $TANDEM_CACHE/minilm].
+    #[arg(long, value_name = "DIR")]
+    model_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -156,9 +192,57 @@ fn serve(args: ServeArgs) -> Result<()> {
         std::io::stdout()
             .flush()
             .context("cannot write to stdout")?;
-        server.serve(shutdown).await;
+        match args.app {
+            App::Hello => server.serve(shutdown).await,
+            App::Split => serve_split(server, args.split, shutdown).await?,
+        }
         Ok(())
     })
+}
+
+#[cfg(feature = "model")]
+async fn serve_split(
+    server: Server,
+    args: SplitArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    use tandem_cloud::split_app::{SplitApp, SplitSettings};
+    use tandem_runtime::model::split::LrSchedule;
+    let settings = SplitSettings {
+        model_dir: args
+            .model_dir
+            .unwrap_or_else(tandem_runtime::model::minilm::model_dir),
+        backend: args.backend,
+        schedule: LrSchedule {
+            peak: args.lr,
+            warmup: args.warmup,
+            total: args.warmup + args.decay_steps,
+        },
+        seed: args.seed,
+    };
+    let app = SplitApp::new(settings)?;
+    let totals = app.totals();
+    server.serve_app(app, shutdown).await;
+    let totals = *totals
+        .lock()
+        .map_err(|_| anyhow::anyhow!("split app panicked"))?;
+    if totals.steps > 0 {
+        println!(
+            "cloud compute: {} training steps, {:.2} ms/step",
+            totals.steps,
+            totals.train.as_secs_f64() * 1e3 / totals.steps as f64
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "model"))]
+async fn serve_split(
+    _server: Server,
+    _args: SplitArgs,
+    _shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    anyhow::bail!("this tandem-cloud was built without the `model` feature: use --app hello")
 }
 
 /// A future that completes on SIGINT (Ctrl-C) or SIGTERM; the handlers are installed

@@ -220,6 +220,24 @@ async fn handle_connection(
             hello.node
         )));
     }
+    let (reply, admitted) = tokio::sync::oneshot::channel();
+    let admit = HubInput::Admit {
+        hello: Box::new(hello.clone()),
+        reply,
+    };
+    let verdict = match context.hub.send(admit) {
+        Ok(()) => admitted
+            .await
+            .unwrap_or_else(|_| Err("the cloud is shutting down".into())),
+        Err(_) => Err("the cloud is shutting down".into()),
+    };
+    if let Err(reason) = verdict {
+        CloseCode::Unserved.close_because(&connection, &reason);
+        return Err(TransportError::Protocol(format!(
+            "refused '{}': {reason}",
+            hello.node
+        )));
+    }
     info!(node = %hello.node, software = %hello.software, version, "hello");
     let session = next_session_id();
     let ack = HelloAck {

@@ -1,7 +1,8 @@
 //! tandem's developer tasks, run as `cargo xtask <task>`.
 //!
 //! - `setup`: install the Debian packages and download the model and data (idempotent).
-//! - `demo`: the README's main command: set-up, then tandem-cloud + tandem on loopback.
+//! - `demo`: the README's main command: set-up, then split fine-tuning of MiniLM with
+//!   tandem-cloud and tandem on loopback.
 //! - `ci`: the README's test command: set-up, fmt, clippy, tests (x86_64 and aarch64
 //!   under qemu), the aarch64 release build of `tandem`, and the demo.
 //! - `bench <name>`: a benchmark, e.g. `sort` (native) or `sort-insns` (qemu counts).
@@ -17,6 +18,7 @@ mod fuzz;
 mod insn;
 mod mca;
 mod setup;
+mod split;
 mod util;
 
 use anyhow::{Result, bail};
@@ -28,10 +30,12 @@ usage: cargo xtask <task>
 tasks:
   setup [--no-apt]      install Debian packages (cross toolchain, qemu, llvm, data) and
                         download + verify the model and data into the tandem cache
-  demo                  set-up, then start tandem-cloud and run `tandem hello` on loopback
+  demo [flags]          set-up, then split fine-tuning of MiniLM on loopback (tandem-cloud +
+                        `tandem split`; flags go to `tandem split`, e.g. --steps 100)
   ci                    set-up, then every check CI runs (fmt, clippy, tests on x86_64
                         and aarch64/qemu, aarch64 release build, demo)
-  bench <name>          run a benchmark: sort, transport, lowrank (native, release), sort-insns
+  bench <name>          run a benchmark: sort, transport, lowrank (native, release), split
+                        (identity vs sft on loopback, release processes), sort-insns
                         (aarch64 instructions per key under qemu), sort-mca (llvm-mca)
   fuzz <target> [seconds] [-- libfuzzer args]
                         coverage-guided fuzzing on stable (frame_roundtrip, split_ops,
@@ -66,7 +70,7 @@ fn run(args: &[String]) -> Result<()> {
     };
     match task {
         "setup" => setup::run(&setup::Options::parse(rest)?),
-        "demo" => demo::run(),
+        "demo" => demo::run(rest),
         "ci" => ci::run(),
         "aarch64" => cross::cargo(rest),
         "bench" => bench::run(rest),

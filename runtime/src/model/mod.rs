@@ -5,7 +5,7 @@
 
 mod backend;
 pub mod minilm;
-pub mod split;
 pub mod smoke;
+pub mod split;
 
 pub use backend::ComputeBackend;

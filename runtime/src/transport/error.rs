@@ -46,6 +46,10 @@ pub enum TransportError {
     /// The peer's bytes are not a valid frame.
     #[error("invalid frame from peer")]
     Wire(#[from] WireError),
+    /// The cloud does not serve what the Hello asked for (model, cut, codec), with its
+    /// reason.
+    #[error("the cloud refused this session: {0}")]
+    Unserved(String),
     /// The peer broke the protocol (e.g. sent no common version).
     #[error("peer violated the protocol: {0}")]
     Protocol(String),
@@ -59,6 +63,9 @@ impl TransportError {
         if let quinn::ConnectionError::ApplicationClosed(close) = &err
             && let Some(code) = CloseCode::from_code(close.error_code.into_inner())
         {
+            if code == CloseCode::Unserved {
+                return Self::Unserved(String::from_utf8_lossy(&close.reason).into_owned());
+            }
             return Self::Closed(code);
         }
         Self::Connection(err)

@@ -362,6 +362,7 @@ fn is_permanent(err: &TransportError) -> bool {
         }
         TransportError::Certificate { .. }
         | TransportError::Tls(_)
+        | TransportError::Unserved(_)
         | TransportError::Connect(_) => true,
         TransportError::Connection(quinn::ConnectionError::TransportError(_)) => true,
         _ => false,

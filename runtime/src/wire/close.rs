@@ -52,6 +52,16 @@ impl CloseCode {
         connection.close(self.to_varint(), self.reason().as_bytes());
     }
 
+    /// Closes `connection` with this code and `reason` (for the peer's operator; cut
+    /// at [`MAX_CLOSE_REASON`] bytes on a character boundary).
+    pub fn close_because(self, connection: &quinn::Connection, reason: &str) {
+        let mut end = reason.len().min(MAX_CLOSE_REASON);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        connection.close(self.to_varint(), reason[..end].as_bytes());
+    }
+
     /// The short human reason sent alongside the code.
     pub fn reason(self) -> &'static str {
         match self {
@@ -66,6 +76,9 @@ impl CloseCode {
         }
     }
 }
+
+/// The longest close reason sent: it must fit one packet with the rest of the frame.
+pub const MAX_CLOSE_REASON: usize = 512;
 
 impl From<&crate::wire::WireError> for CloseCode {
     fn from(err: &crate::wire::WireError) -> Self {

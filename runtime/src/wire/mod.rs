@@ -16,14 +16,14 @@ mod message;
 mod split;
 mod tensor;
 
-pub use close::CloseCode;
+pub use close::{CloseCode, MAX_CLOSE_REASON};
 pub use describe::{Capabilities, CodecDesc, ModelDesc};
 pub use error::WireError;
 pub use fl::{Join, ModelPayload, RoundConfig, RoundResult, RoundTask, Update};
 pub use frame::{FrameHeader, HEADER_LEN, decode_payload, encode_frame};
 pub use message::{Close, Hello, HelloAck, Kind, Message, NodeName, Reason, SoftwareName};
 pub use split::{Activations, CutGradient, Eval, MAX_BATCH, Metrics};
-pub use tensor::{CHUNK_MAX, TensorAssembler, TensorMessage, chunk_headers};
+pub use tensor::{CHUNK_MAX, TensorAssembler, TensorMessage, chunk_headers, wire_bytes};
 
 /// The 4 bytes every frame starts with.
 pub const MAGIC: [u8; 4] = *b"TNDM";

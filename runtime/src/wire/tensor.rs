@@ -115,3 +115,11 @@ impl TensorAssembler {
         Ok(self.bytes)
     }
 }
+
+/// Bytes `msg` and its `tensor_len` tensor bytes occupy on the wire: the message frame
+/// and every chunk frame, headers included (QUIC and TLS overhead excluded).
+pub fn wire_bytes<M: TensorMessage>(msg: &M, tensor_len: usize) -> Result<usize, WireError> {
+    let frame = super::frame::encode_frame(msg)?.len();
+    let chunks = tensor_len.div_ceil(CHUNK_MAX);
+    Ok(frame + tensor_len + chunks * super::frame::HEADER_LEN)
+}

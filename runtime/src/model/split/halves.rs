@@ -147,7 +147,10 @@ fn factorize(linear: &Linear, rank: usize, device: &Device) -> Result<(Linear, L
         .map(|i| root[i / outputs] * svd.v[(i % outputs) * rank + i / outputs])
         .collect();
     let param = |values: Vec<f32>, shape: [usize; 2]| {
-        Param::from_tensor(Tensor::<2>::from_data(TensorData::new(values, shape), device))
+        Param::from_tensor(Tensor::<2>::from_data(
+            TensorData::new(values, shape),
+            device,
+        ))
     };
     Ok((
         Linear {
@@ -190,13 +193,21 @@ mod tests {
     fn hidden_split_composes_to_the_whole_encoder() {
         let device = ComputeBackend::Flex.device();
         let model = MiniLm::new(&tiny(), &device);
-        let whole: Vec<f32> = model.forward(&batch(), &device).into_data().try_to_vec().unwrap();
+        let whole: Vec<f32> = model
+            .forward(&batch(), &device)
+            .into_data()
+            .try_to_vec()
+            .unwrap();
         let (bottom, top) = split(model, 2, CutForm::Hidden, 2, &device).unwrap();
         let cut = bottom.forward(&batch(), &device);
         assert_eq!(cut.dims(), [2, 4, 16]);
         // The top's first layer continues from the cut: run it by hand.
         let mask = mask_bias(&[4, 2], 4, &device);
-        let after: Vec<f32> = top.layers[0].forward(cut, mask).into_data().try_to_vec().unwrap();
+        let after: Vec<f32> = top.layers[0]
+            .forward(cut, mask)
+            .into_data()
+            .try_to_vec()
+            .unwrap();
         for (a, b) in whole.iter().zip(&after).take(4 * 16) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }
@@ -213,7 +224,11 @@ mod tests {
         );
         let exact: Vec<f32> = w.forward(x.clone()).into_data().try_to_vec().unwrap();
         let (down, up) = factorize(w, 16, &device).unwrap();
-        let approx: Vec<f32> = up.forward(down.forward(x)).into_data().try_to_vec().unwrap();
+        let approx: Vec<f32> = up
+            .forward(down.forward(x))
+            .into_data()
+            .try_to_vec()
+            .unwrap();
         for (a, b) in exact.iter().zip(&approx) {
             assert!((a - b).abs() < 1e-3, "{a} vs {b}");
         }

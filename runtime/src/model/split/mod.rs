@@ -10,3 +10,8 @@ pub mod tokens;
 pub use halves::{Bottom, Top, split};
 pub use schedule::LrSchedule;
 pub use spec::{CutForm, LinkCodec, Mode};
+pub mod cloud;
+pub mod device;
+pub mod run;
+#[cfg(test)]
+mod tests;

@@ -35,33 +35,44 @@ enum Command {
     /// Train a tiny model for a second to check that burn works on this machine.
     #[cfg(feature = "model")]
     Smoke(SmokeArgs),
+    /// Fine-tune all-MiniLM-L6-v2 on Rotten Tomatoes together with a tandem-cloud peer
+    /// (split learning): the bottom layers run here, the top in the cloud.
+    #[cfg(feature = "model")]
+    Split(split::SplitArgs),
 }
 
 #[derive(Args)]
 struct HelloArgs {
-    /// The cloud peer, HOST:PORT (e.g. 127.0.0.1:4433 or cloud.example.org:4433).
-    #[arg(long, value_name = "HOST:PORT")]
-    cloud: String,
-    /// The cloud's CA certificate (PEM) [default: $TANDEM_CACHE/pki/ca-cert.pem, where
-    /// `tandem-cloud ca init` writes it on the same machine].
-    #[arg(long, value_name = "PEM")]
-    ca: Option<PathBuf>,
-    /// This device's certificate (PEM) from `tandem-cloud ca issue --node NAME`
-    /// [default: $TANDEM_CACHE/pki/devices/NAME-cert.pem].
-    #[arg(long, value_name = "PEM", requires = "key")]
-    cert: Option<PathBuf>,
-    /// Its private key (PEM) [default: $TANDEM_CACHE/pki/devices/NAME-key.pem].
-    #[arg(long, value_name = "PEM", requires = "cert")]
-    key: Option<PathBuf>,
-    /// Name the cloud's certificate must carry.
-    #[arg(long, value_name = "NAME", default_value = transport::DEFAULT_SERVER_NAME)]
-    server_name: String,
-    /// This device's name, as in its certificate (default: the host name).
-    #[arg(long)]
-    node: Option<String>,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     timeout: f64,
+}
+
+/// Where the cloud is and who this device is.
+#[derive(Args)]
+pub(crate) struct ConnectArgs {
+    /// The cloud peer, HOST:PORT (e.g. 127.0.0.1:4433 or cloud.example.org:4433).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) cloud: String,
+    /// The cloud's CA certificate (PEM) [default: $TANDEM_CACHE/pki/ca-cert.pem, where
+    /// `tandem-cloud ca init` writes it on the same machine].
+    #[arg(long, value_name = "PEM")]
+    pub(crate) ca: Option<PathBuf>,
+    /// This device's certificate (PEM) from `tandem-cloud ca issue --node NAME`
+    /// [default: $TANDEM_CACHE/pki/devices/NAME-cert.pem].
+    #[arg(long, value_name = "PEM", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// Its private key (PEM) [default: $TANDEM_CACHE/pki/devices/NAME-key.pem].
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+    /// Name the cloud's certificate must carry.
+    #[arg(long, value_name = "NAME", default_value = transport::DEFAULT_SERVER_NAME)]
+    pub(crate) server_name: String,
+    /// This device's name, as in its certificate (default: the host name).
+    #[arg(long)]
+    pub(crate) node: Option<String>,
 }
 
 #[cfg(feature = "model")]
@@ -74,6 +85,11 @@ struct SmokeArgs {
     #[arg(long, default_value_t = 300)]
     steps: usize,
 }
+
+#[cfg(feature = "model")]
+mod plot;
+#[cfg(feature = "model")]
+mod split;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -92,6 +108,8 @@ fn run(command: Command) -> Result<()> {
         Command::Hello(args) => hello(args),
         #[cfg(feature = "model")]
         Command::Smoke(args) => smoke(args),
+        #[cfg(feature = "model")]
+        Command::Split(args) => split::run(args),
     }
 }
 
@@ -105,49 +123,18 @@ fn hello(args: HelloArgs) -> Result<()> {
                 args.timeout
             )
         })?;
-    let node = node_name(args.node)?;
-    let pki = Pki::default_location();
-    let ca = args.ca.unwrap_or_else(|| pki.ca_cert());
-    if !ca.exists() {
-        bail!(
-            "no CA certificate at {}: pass --ca with the cloud's ca-cert.pem \
-             (`tandem-cloud ca init` creates it)",
-            ca.display()
-        );
-    }
-    let device = pki.device_files(&node);
-    let (cert, key) = match (args.cert, args.key) {
-        (Some(cert), Some(key)) => (cert, key),
-        _ => (device.cert, device.key),
-    };
-    if !cert.exists() {
-        bail!(
-            "no device certificate at {}: run `tandem-cloud ca issue --node {node}` on the \
-             cloud and pass its files with --cert and --key",
-            cert.display()
-        );
-    }
-    let identity = Identity::load(&cert, &key)?;
-    let config = transport::tls::client_config(&ca, identity, &TransportLimits::default())?;
+    let (node, config) = client_config(&args.connect)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let (cloud, server_name) = (args.connect.cloud, args.connect.server_name);
     runtime.block_on(async {
-        let peer = tokio::net::lookup_host(&args.cloud)
-            .await
-            .with_context(|| {
-                format!(
-                    "invalid cloud address '{}' (expected HOST:PORT)",
-                    args.cloud
-                )
-            })?
-            .next()
-            .with_context(|| format!("cloud address '{}' resolved to nothing", args.cloud))?;
+        let peer = resolve(&cloud).await?;
         let endpoint = transport::client_endpoint(peer, config)?;
         let report = tokio::time::timeout(
             timeout,
-            transport::hello(&endpoint, peer, &args.server_name, &node),
+            transport::hello(&endpoint, peer, &server_name, &node),
         )
         .await
         .map_err(|_| {
@@ -172,7 +159,46 @@ fn hello(args: HelloArgs) -> Result<()> {
     })
 }
 
-fn ms(d: Duration) -> f64 {
+/// The cloud's address, resolved.
+pub(crate) async fn resolve(cloud: &str) -> Result<std::net::SocketAddr> {
+    tokio::net::lookup_host(cloud)
+        .await
+        .with_context(|| format!("invalid cloud address '{cloud}' (expected HOST:PORT)"))?
+        .next()
+        .with_context(|| format!("cloud address '{cloud}' resolved to nothing"))
+}
+
+/// This device's name and TLS client configuration, from the PKI files (defaults in
+/// the cache).
+pub(crate) fn client_config(args: &ConnectArgs) -> Result<(NodeName, quinn::ClientConfig)> {
+    let node = node_name(args.node.clone())?;
+    let pki = Pki::default_location();
+    let ca = args.ca.clone().unwrap_or_else(|| pki.ca_cert());
+    if !ca.exists() {
+        bail!(
+            "no CA certificate at {}: pass --ca with the cloud's ca-cert.pem \
+             (`tandem-cloud ca init` creates it)",
+            ca.display()
+        );
+    }
+    let device = pki.device_files(&node);
+    let (cert, key) = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => (device.cert, device.key),
+    };
+    if !cert.exists() {
+        bail!(
+            "no device certificate at {}: run `tandem-cloud ca issue --node {node}` on the \
+             cloud and pass its files with --cert and --key",
+            cert.display()
+        );
+    }
+    let identity = Identity::load(&cert, &key)?;
+    let config = transport::tls::client_config(&ca, identity, &TransportLimits::default())?;
+    Ok((node, config))
+}
+
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 

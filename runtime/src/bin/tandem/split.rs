@@ -1,0 +1,275 @@
+//! `tandem split`: split fine-tuning of all-MiniLM-L6-v2 with a tandem-cloud peer.
+
+use crate::{ConnectArgs, client_config, resolve};
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use tandem_runtime::data::rotten_tomatoes::{self, RottenTomatoes};
+use tandem_runtime::model::ComputeBackend;
+use tandem_runtime::model::minilm::{self, BertShape, TextTokenizer};
+use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
+use tandem_runtime::model::split::run::{self, RunConfig, RunEvent, RunReport};
+use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
+use tandem_runtime::transport::link::{DeviceLink, LinkTarget, ReconnectPolicy};
+use tandem_runtime::transport::{self};
+use tandem_runtime::wire::Capabilities;
+
+#[derive(Args)]
+pub(crate) struct SplitArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Transformer layers on this device (1..=5); the cloud runs the rest.
+    #[arg(long, default_value_t = 2)]
+    cut: usize,
+    /// Which device layers train.
+    #[arg(long, value_enum, default_value_t)]
+    mode: Mode,
+    /// What crosses the cut and how it is encoded: identity, f16, int8,
+    /// lowrank:r=8,bits=8, topk:ratio=0.01, dct:keep=0.1, or sft:r=16,bits=8 (the
+    /// SFT code of the cut layer's decomposed output projection).
+    #[arg(long, default_value = "sft:r=16,bits=8", value_parser = LinkCodec::parse)]
+    codec: LinkCodec,
+    /// Training steps.
+    #[arg(long, default_value_t = 300)]
+    steps: u64,
+    /// Reviews per step.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Tokens per review at most ([CLS] and [SEP] included).
+    #[arg(long, default_value_t = 64)]
+    max_len: usize,
+    /// CPU backend for the device layers.
+    #[arg(long, value_enum, default_value_t)]
+    backend: ComputeBackend,
+    /// Peak learning rate of the device layers (AdamW; train-bottom and lora-bottom).
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f64,
+    /// Warm-up steps of the learning rate.
+    #[arg(long, default_value_t = 30)]
+    warmup: u64,
+    /// LoRA rank (lora-bottom; 1..=16).
+    #[arg(long, default_value_t = 8)]
+    lora_rank: usize,
+    /// Evaluate on the dev split every this many steps.
+    #[arg(long, default_value_t = 100)]
+    eval_every: u64,
+    /// Dev reviews per evaluation (0: all 1,300 or so).
+    #[arg(long, default_value_t = 400)]
+    dev_limit: usize,
+    /// Test reviews for the final accuracy (0: all).
+    #[arg(long, default_value_t = 0)]
+    test_limit: usize,
+    /// Seeds the training order and the LoRA adapters.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Metrics of every step and evaluation, as JSON.
+    #[arg(long, default_value = "tandem-split.json", value_name = "FILE")]
+    metrics: PathBuf,
+    /// Plot of dev accuracy against cumulative bytes sent, as PNG.
+    #[arg(long, default_value = "tandem-split.png", value_name = "FILE")]
+    plot: PathBuf,
+    /// Where the device layers are checkpointed after each dev evaluation (train-bottom
+    /// and lora-bottom) [default: $TANDEM_CACHE/checkpoints/split-NODE.safetensors].
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// Model directory [default: $TANDEM_CACHE/minilm].
+    #[arg(long, value_name = "DIR")]
+    model_dir: Option<PathBuf>,
+    /// The Rotten Tomatoes corpus [default: $TANDEM_CACHE/data/rotten_tomatoes_corpus_full.csv.bz2].
+    #[arg(long, value_name = "FILE")]
+    data: Option<PathBuf>,
+}
+
+pub(crate) fn run(args: SplitArgs) -> Result<()> {
+    let model_dir = args.model_dir.clone().unwrap_or_else(minilm::model_dir);
+    let data = RottenTomatoes::load(
+        &args
+            .data
+            .clone()
+            .unwrap_or_else(rotten_tomatoes::default_path),
+    )?;
+    let tokenizer = TextTokenizer::load(&model_dir, args.max_len)?;
+    let setup = DeviceSetup {
+        cut: args.cut,
+        mode: args.mode,
+        codec: args.codec,
+        lora_rank: args.lora_rank,
+        schedule: LrSchedule {
+            peak: args.lr,
+            warmup: args.warmup,
+            total: args.steps,
+        },
+        seed: args.seed,
+    };
+    let mut trainer = DeviceTrainer::new(&model_dir, args.backend, setup)?;
+    let (node, config) = client_config(&args.connect)?;
+    let checkpoint = args.checkpoint.clone().unwrap_or_else(|| {
+        tandem_runtime::paths::cache_dir()
+            .join("checkpoints")
+            .join(format!("split-{node}.safetensors"))
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(async {
+        let peer = resolve(&args.connect.cloud).await?;
+        let endpoint = transport::client_endpoint(peer, config)?;
+        let mut target = LinkTarget::new(
+            peer,
+            &args.connect.server_name,
+            node.clone(),
+            Capabilities::SPLIT.union(Capabilities::RESUME),
+        );
+        target.hello.model = trainer.model_desc();
+        target.hello.codecs = trainer.gradient_codecs();
+        let mut link = DeviceLink::connect(endpoint.clone(), target, ReconnectPolicy::default())
+            .await
+            .with_context(|| format!("cannot start a split session with {peer}"))?;
+        eprintln!(
+            "split: cut {} ({} layers here), {}, codec {}, {} train / {} dev / {} test reviews",
+            args.cut,
+            args.cut,
+            args.mode,
+            codec_name(&args.codec),
+            data.train.len(),
+            data.dev.len(),
+            data.test.len()
+        );
+        let bar = progress_bar(args.steps);
+        let config = RunConfig {
+            steps: args.steps,
+            batch_size: args.batch_size,
+            eval_every: args.eval_every,
+            dev_limit: args.dev_limit,
+            test_limit: args.test_limit,
+            seed: args.seed,
+            hidden: BertShape::MINILM_L6.hidden,
+        };
+        let (mut up, mut down) = (0u64, 0u64);
+        let report = run::run(
+            &mut link,
+            &mut trainer,
+            &tokenizer,
+            &data,
+            config,
+            |event| match event {
+                RunEvent::Step(step) => {
+                    up += step.up_bytes as u64;
+                    down += step.down_bytes as u64;
+                    bar.set_message(format!(
+                        "loss {:.3} | up {} down {} | {:.1}x",
+                        step.loss,
+                        bytes(up),
+                        bytes(down),
+                        step.ratio
+                    ));
+                    bar.inc(1);
+                }
+                RunEvent::Dev(eval) => bar.println(format!(
+                    "step {:>5}: dev accuracy {:.2}% (loss {:.3}, {} reviews)",
+                    eval.step,
+                    eval.accuracy * 100.0,
+                    eval.loss,
+                    eval.examples
+                )),
+                RunEvent::Testing { examples } => {
+                    bar.finish_and_clear();
+                    eprintln!("testing on {examples} reviews...");
+                }
+                _ => {}
+            },
+            |trainer, _eval| {
+                if args.mode.wants_gradient() {
+                    trainer.save_checkpoint(&checkpoint)?;
+                }
+                Ok(())
+            },
+        )
+        .await;
+        link.close();
+        endpoint.wait_idle().await;
+        Ok::<_, anyhow::Error>(report?)
+    })?;
+    finish(&args, &report)
+}
+
+fn finish(args: &SplitArgs, report: &RunReport) -> Result<()> {
+    let peak_rss_kib = peak_rss_kib();
+    let mut json = serde_json::to_value(report).context("cannot serialise the metrics")?;
+    json["peak_rss_kib"] = peak_rss_kib.into();
+    let json = serde_json::to_vec_pretty(&json).context("cannot serialise the metrics")?;
+    tandem_runtime::paths::write_atomic(&args.metrics, &json, 0o644)
+        .with_context(|| format!("cannot write {}", args.metrics.display()))?;
+    let points: Vec<(f64, f64)> = report
+        .dev
+        .iter()
+        .map(|e| (e.up_bytes as f64, e.accuracy))
+        .collect();
+    let png = crate::plot::line_png(&points);
+    tandem_runtime::paths::write_atomic(&args.plot, &png, 0o644)
+        .with_context(|| format!("cannot write {}", args.plot.display()))?;
+    let steps = report.steps.len().max(1) as f64;
+    let mean =
+        |f: &dyn Fn(&run::StepRecord) -> f64| report.steps.iter().map(f).sum::<f64>() / steps;
+    let up = mean(&|s| s.up_bytes as f64);
+    let identity = mean(&|s| (s.tokens * report.config.hidden * 4) as f64);
+    println!(
+        "per step: {:.0} B up, {:.0} B down; device {:.1} ms, encode {:.2} ms, network+cloud {:.1} ms, backward {:.1} ms",
+        up,
+        mean(&|s| s.down_bytes as f64),
+        mean(&|s| s.compute_ms),
+        mean(&|s| s.encode_ms),
+        mean(&|s| s.round_trip_ms),
+        mean(&|s| s.backward_ms),
+    );
+    println!(
+        "metrics: {}, plot: {}; peak RSS {:.0} MiB",
+        args.metrics.display(),
+        args.plot.display(),
+        peak_rss_kib as f64 / 1024.0
+    );
+    println!(
+        "test accuracy {:.2}% on {} reviews; uplink {:.1}x smaller than f32 hidden states ({:.0} B/step vs {:.0} B/step)",
+        report.test.accuracy * 100.0,
+        report.test.examples,
+        identity / up.max(1.0),
+        up,
+        identity
+    );
+    Ok(())
+}
+
+fn progress_bar(steps: u64) -> ProgressBar {
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} [{elapsed} < {eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn codec_name(codec: &LinkCodec) -> String {
+    format!("{:?} as {:?}", codec.form, codec.tensor)
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        0..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
+        _ => format!("{:.2} MB", n as f64 / 1e6),
+    }
+}
+
+/// This process's peak resident set (Linux `VmHWM`), in KiB; 0 where unknown.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}

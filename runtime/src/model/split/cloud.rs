@@ -1,0 +1,236 @@
+//! The cloud's side of split fine-tuning: admission at Hello, the top's training step
+//! and the cut gradient it returns, evaluation batches.
+
+use super::device::{CLASSES, SFT_SUFFIX};
+use super::halves::{Top, split};
+use super::schedule::LrSchedule;
+use super::spec::CutForm;
+use super::tokens;
+use crate::codec::{self, Encoder, Shape};
+use crate::model::minilm::{BertShape, MODEL_NAME, MiniLm, ModelError};
+use crate::wire::{Activations, CodecDesc, CutGradient, Hello};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use std::path::Path;
+
+/// The longest sequence the cloud accepts (the model's position table).
+const MAX_SEQ: usize = 512;
+
+/// What a device asked for at Hello, once checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// Layers on the device.
+    pub cut: usize,
+    /// What crosses the cut.
+    pub form: CutForm,
+    /// Values per token that cross.
+    pub width: usize,
+    /// How to encode the gradient; `None`: the device wants none (frozen bottom).
+    pub gradient: Option<CodecDesc>,
+}
+
+impl Admission {
+    /// Checks a device's Hello against what this cloud serves: all-MiniLM-L6-v2 (or its
+    /// `+sft` form), a cut in 1..=5, a width of 384 (or the SFT rank, 1..=64), and a
+    /// gradient codec it can encode. The error is one line for the device's operator.
+    pub fn check(hello: &Hello) -> Result<Self, String> {
+        let model = &hello.model;
+        let shape = BertShape::MINILM_L6;
+        let sft = match model.name.as_str().strip_prefix(MODEL_NAME) {
+            Some("") => false,
+            Some(SFT_SUFFIX) => true,
+            _ => {
+                return Err(format!(
+                    "this cloud serves {MODEL_NAME}, not `{}`",
+                    model.name
+                ));
+            }
+        };
+        let cut = usize::from(model.cut);
+        if !(1..shape.layers).contains(&cut) {
+            return Err(format!("cut {cut} is not in 1..={}", shape.layers - 1));
+        }
+        let width = usize::from(model.hidden);
+        let form = if sft {
+            if !(1..=64).contains(&width) {
+                return Err(format!("SFT rank {width} is not in 1..=64"));
+            }
+            CutForm::Sft { rank: width }
+        } else {
+            if width != shape.hidden {
+                return Err(format!(
+                    "width {width} at the cut, the model's is {}",
+                    shape.hidden
+                ));
+            }
+            CutForm::Hidden
+        };
+        let gradient = match hello.codecs.first() {
+            None => None,
+            Some(&desc) => {
+                Encoder::new(desc).map_err(|e| format!("gradient codec: {e}"))?;
+                Some(desc)
+            }
+        };
+        Ok(Self {
+            cut,
+            form,
+            width,
+            gradient,
+        })
+    }
+}
+
+/// The top half of one device's model, being trained.
+pub struct CloudTrainer {
+    top: Top,
+    optimizer: ModuleOptimizer,
+    device: Device,
+    admission: Admission,
+    gradient: Option<Encoder>,
+    schedule: LrSchedule,
+    updates: u64,
+}
+
+impl CloudTrainer {
+    /// Loads the model from `model_dir` and keeps the top for `admission`'s cut. The
+    /// classifier head is initialised from `seed`.
+    pub fn new(
+        model_dir: &Path,
+        device: &Device,
+        admission: Admission,
+        schedule: LrSchedule,
+        seed: u64,
+    ) -> Result<Self, ModelError> {
+        device.seed(seed);
+        let model = MiniLm::load(model_dir, device)?;
+        let (_, top) =
+            split(model, admission.cut, admission.form, CLASSES, device).map_err(|reason| {
+                ModelError::Mismatch {
+                    path: model_dir.into(),
+                    reason,
+                }
+            })?;
+        Ok(Self {
+            top,
+            optimizer: AdamWConfig::new().with_weight_decay(0.01).init(),
+            device: device.clone(),
+            gradient: admission
+                .gradient
+                .map(|desc| Encoder::new(desc).expect("checked at admission")),
+            admission,
+            schedule,
+            updates: 0,
+        })
+    }
+
+    /// One split step. A training batch trains the top and answers with the encoded cut
+    /// gradient (or no tensor when the device wants none); an evaluation batch
+    /// (`train: false`) answers with the logits (`batch x 2` f32) instead. A non-finite
+    /// loss is reported in the reply and the top is not updated.
+    pub fn step(
+        &mut self,
+        activations: &Activations,
+        tensor: &[u8],
+    ) -> Result<(CutGradient, Vec<u8>), String> {
+        let (seq_lens, labels) = self.check(activations)?;
+        let (batch, seq, width) = (
+            seq_lens.len(),
+            usize::from(activations.seq),
+            self.admission.width,
+        );
+        let tokens: usize = seq_lens.iter().sum();
+        let packed = codec::decode(activations.codec, Shape::new(tokens, width), tensor)
+            .map_err(|e| format!("step {}: {e}", activations.step))?;
+        if packed.iter().any(|v| !v.is_finite()) {
+            return Err(format!("step {}: non-finite activations", activations.step));
+        }
+        let padded = tokens::unpack(&packed, &seq_lens, seq, width);
+        let mut cut =
+            Tensor::<3>::from_data(TensorData::new(padded, [batch, seq, width]), &self.device);
+        if activations.train {
+            cut = cut.require_grad();
+        }
+        let logits = self.top.forward(cut.clone(), &seq_lens);
+        let targets = Tensor::<1, Int>::from_data(
+            TensorData::new(labels.iter().map(|&l| i64::from(l)).collect(), [batch]),
+            &self.device,
+        );
+        let loss = CrossEntropyLossConfig::new()
+            .init(&self.device)
+            .forward(logits.clone(), targets);
+        let loss_value: f32 = loss.clone().into_scalar();
+        let reply = |codec, payload: &Vec<u8>| CutGradient {
+            step: activations.step,
+            loss: loss_value,
+            codec,
+            payload_len: payload.len() as u64,
+        };
+        if !activations.train {
+            let values: Vec<f32> = logits
+                .into_data()
+                .try_to_vec()
+                .map_err(|e| format!("{e:?}"))?;
+            let mut identity = Encoder::new(CodecDesc::Identity).map_err(|e| e.to_string())?;
+            let (bytes, _) = identity
+                .encode(&values, Shape::new(batch, CLASSES))
+                .map_err(|e| e.to_string())?;
+            return Ok((reply(CodecDesc::Identity, &bytes), bytes));
+        }
+        if !loss_value.is_finite() {
+            return Ok((reply(CodecDesc::Identity, &Vec::new()), Vec::new()));
+        }
+        let mut grads = loss.backward();
+        let cut_grad = cut.grad_remove(&mut grads);
+        let params = GradientsParams::from_grads(grads, &self.top);
+        let lr = self.schedule.at(self.updates);
+        self.top = self.optimizer.step(lr, self.top.clone(), params);
+        self.updates += 1;
+        let (Some(encoder), Some(cut_grad)) = (&mut self.gradient, cut_grad) else {
+            return Ok((reply(CodecDesc::Identity, &Vec::new()), Vec::new()));
+        };
+        let values: Vec<f32> = cut_grad
+            .into_data()
+            .try_to_vec()
+            .map_err(|e| format!("{e:?}"))?;
+        let packed = tokens::pack(&values, &seq_lens, seq, width);
+        let (bytes, _) = encoder
+            .encode(&packed, Shape::new(tokens, width))
+            .map_err(|e| format!("step {}: gradient: {e}", activations.step))?;
+        Ok((reply(encoder.desc(), &bytes), bytes))
+    }
+
+    /// Checks the message against the admission: width, batch layout, labels.
+    fn check(&self, a: &Activations) -> Result<(Vec<usize>, Vec<u32>), String> {
+        let bad = |what: String| Err(format!("step {}: {what}", a.step));
+        if usize::from(a.hidden) != self.admission.width {
+            return bad(format!(
+                "width {} at the cut, admitted {}",
+                a.hidden, self.admission.width
+            ));
+        }
+        let batch = usize::from(a.batch);
+        if batch == 0 || a.seq_lens.len() != batch || a.labels.len() != batch {
+            return bad(format!(
+                "batch {batch} with {} lengths and {} labels",
+                a.seq_lens.len(),
+                a.labels.len()
+            ));
+        }
+        let seq = usize::from(a.seq);
+        if seq > MAX_SEQ || a.seq_lens.iter().any(|&l| l == 0 || l > a.seq) {
+            return bad(format!(
+                "sequence lengths {:?} do not fit seq {seq} <= {MAX_SEQ}",
+                a.seq_lens
+            ));
+        }
+        if let Some(label) = a.labels.iter().find(|&&l| l as usize >= CLASSES) {
+            return bad(format!("label {label} of {CLASSES} classes"));
+        }
+        Ok((
+            a.seq_lens.iter().map(|&l| usize::from(l)).collect(),
+            a.labels.to_vec(),
+        ))
+    }
+}

@@ -1,0 +1,274 @@
+//! The device's side of split fine-tuning: the bottom forward pass, encoding of the cut
+//! tensor, and the backward pass from the gradient the cloud returns.
+
+use super::halves::{Bottom, split};
+use super::schedule::LrSchedule;
+use super::spec::{CutForm, LinkCodec, Mode};
+use super::tokens;
+use crate::codec::{self, Encoder, Report, Shape};
+use crate::model::ComputeBackend;
+use crate::model::minilm::{Batch, MODEL_NAME, MiniLm, ModelError};
+use crate::wire::{Activations, CodecDesc, CutGradient, ModelDesc};
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor, TensorData};
+use std::path::Path;
+
+/// Classes of the sentiment task.
+pub const CLASSES: usize = 2;
+
+/// Suffix of the model name when the SFT code crosses the cut.
+pub const SFT_SUFFIX: &str = "+sft";
+
+/// A device run's settings.
+#[derive(Clone, Debug)]
+pub struct DeviceSetup {
+    /// Layers on the device (1..=5).
+    pub cut: usize,
+    /// Which device layers train.
+    pub mode: Mode,
+    /// What crosses the cut and how it is encoded, both ways.
+    pub codec: LinkCodec,
+    /// LoRA rank in [`Mode::LoraBottom`] (1..=16).
+    pub lora_rank: usize,
+    /// Learning rate of the device's optimizer.
+    pub schedule: LrSchedule,
+    /// Seeds burn's random state (LoRA initialisation).
+    pub seed: u64,
+}
+
+/// Why a device step failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// The model could not be loaded.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The settings are not servable (cut, rank).
+    #[error("{0}")]
+    Setup(String),
+    /// Encoding or decoding a tensor failed.
+    #[error(transparent)]
+    Codec(#[from] codec::CodecError),
+    /// A checkpoint could not be written.
+    #[error("cannot write checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The cloud answered with something this device did not ask for.
+    #[error("cloud reply: {0}")]
+    Reply(String),
+}
+
+/// One batch through the bottom, encoded.
+#[derive(Debug)]
+pub struct Forward {
+    /// The message (its `step` is set by the session).
+    pub activations: Activations,
+    /// The encoded cut tensor.
+    pub tensor: Vec<u8>,
+    /// Bytes, ratio and error of the encoding.
+    pub report: Report,
+    /// Time in the bottom layers.
+    pub compute: std::time::Duration,
+    /// Time encoding.
+    pub encode: std::time::Duration,
+}
+
+/// The device half being trained.
+pub struct DeviceTrainer {
+    bottom: Bottom,
+    optimizer: Option<ModuleOptimizer>,
+    device: Device,
+    setup: DeviceSetup,
+    encoder: Encoder,
+    width: usize,
+    /// The cut tensor of the step whose gradient is awaited, and its batch layout.
+    pending: Option<(Tensor<3>, Vec<usize>, usize)>,
+    updates: u64,
+}
+
+impl DeviceTrainer {
+    /// Loads the model from `model_dir` and keeps the bottom `setup.cut` layers.
+    pub fn new(
+        model_dir: &Path,
+        backend: ComputeBackend,
+        setup: DeviceSetup,
+    ) -> Result<Self, DeviceError> {
+        let device = if setup.mode.wants_gradient() {
+            backend.training_device()
+        } else {
+            backend.device()
+        };
+        if setup.mode == Mode::LoraBottom
+            && !(1..=crate::model::minilm::lora::MAX_LORA_RANK).contains(&setup.lora_rank)
+        {
+            return Err(DeviceError::Setup(format!(
+                "LoRA rank {} is not in 1..=16",
+                setup.lora_rank
+            )));
+        }
+        device.seed(setup.seed);
+        let model = MiniLm::load(model_dir, &device)?;
+        let hidden = model.encoder.layer[0].output.dense.weight.dims()[1];
+        let (bottom, _) = split(model, setup.cut, setup.codec.form, CLASSES, &device)
+            .map_err(DeviceError::Setup)?;
+        let bottom = match setup.mode {
+            Mode::FrozenBottom => bottom.no_grad(),
+            Mode::TrainBottom => bottom,
+            // alpha = 2r: the usual LoRA scaling of 2.
+            Mode::LoraBottom => {
+                bottom.with_lora(setup.lora_rank, 2.0 * setup.lora_rank as f64, &device)
+            }
+        };
+        let optimizer = setup
+            .mode
+            .wants_gradient()
+            .then(|| AdamWConfig::new().with_weight_decay(0.01).init());
+        Ok(Self {
+            bottom,
+            optimizer,
+            device,
+            encoder: Encoder::new(setup.codec.tensor)?,
+            width: setup.codec.width(hidden),
+            setup,
+            pending: None,
+            updates: 0,
+        })
+    }
+
+    /// The model description for Hello: name (`+sft` for the SFT code), cut, width.
+    pub fn model_desc(&self) -> ModelDesc {
+        let mut name = heapless::String::new();
+        let _ = name.push_str(MODEL_NAME);
+        if matches!(self.setup.codec.form, CutForm::Sft { .. }) {
+            let _ = name.push_str(SFT_SUFFIX);
+        }
+        ModelDesc {
+            name,
+            cut: self.setup.cut as u8,
+            hidden: self.width as u16,
+        }
+    }
+
+    /// The codecs this device decodes gradients in: its own tensor codec, or none in
+    /// [`Mode::FrozenBottom`] (the cloud then sends no gradient).
+    pub fn gradient_codecs(&self) -> heapless::Vec<CodecDesc, 8> {
+        let mut codecs = heapless::Vec::new();
+        if self.setup.mode.wants_gradient() {
+            let _ = codecs.push(self.setup.codec.tensor);
+        }
+        codecs
+    }
+
+    /// Values per token that cross the cut.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Runs the bottom on `batch` and encodes the cut tensor (real tokens only). For a
+    /// training batch of a training mode, the tensor is kept for
+    /// [`DeviceTrainer::apply_gradient`].
+    pub fn forward(
+        &mut self,
+        batch: &Batch,
+        labels: &[u32],
+        train: bool,
+    ) -> Result<Forward, DeviceError> {
+        let started = std::time::Instant::now();
+        let cut = self.bottom.forward(batch, &self.device);
+        let padded: Vec<f32> = cut
+            .clone()
+            .into_data()
+            .try_to_vec()
+            .map_err(|e| DeviceError::Setup(format!("cut tensor: {e:?}")))?;
+        let compute = started.elapsed();
+        let started = std::time::Instant::now();
+        let packed = tokens::pack(&padded, &batch.seq_lens, batch.seq, self.width);
+        let shape = Shape::new(batch.tokens(), self.width);
+        let (tensor, report) = self.encoder.encode(&packed, shape)?;
+        let encode = started.elapsed();
+        if train && self.setup.mode.wants_gradient() {
+            self.pending = Some((cut, batch.seq_lens.clone(), batch.seq));
+        }
+        let activations = Activations {
+            step: 0,
+            train,
+            batch: batch.len() as u16,
+            seq: batch.seq as u16,
+            hidden: self.width as u16,
+            seq_lens: batch.seq_lens.iter().map(|&l| l as u16).collect(),
+            labels: labels.iter().copied().collect(),
+            codec: self.encoder.desc(),
+            payload_len: tensor.len() as u64,
+        };
+        Ok(Forward {
+            activations,
+            tensor,
+            report,
+            compute,
+            encode,
+        })
+    }
+
+    /// Back-propagates the cloud's cut gradient through the bottom and takes one
+    /// optimizer step. A no-op in [`Mode::FrozenBottom`]. A non-finite loss in the
+    /// reply is the caller's to check first (see [`CutGradient::loss`]).
+    pub fn apply_gradient(
+        &mut self,
+        gradient: &CutGradient,
+        tensor: &[u8],
+    ) -> Result<(), DeviceError> {
+        let Some(optimizer) = &mut self.optimizer else {
+            return Ok(());
+        };
+        let (cut, seq_lens, seq) = self.pending.take().ok_or_else(|| {
+            DeviceError::Reply(format!("gradient for step {} unasked", gradient.step))
+        })?;
+        if gradient.codec != self.setup.codec.tensor {
+            return Err(DeviceError::Reply(format!(
+                "gradient encoded as {:?}, asked for {:?}",
+                gradient.codec, self.setup.codec.tensor
+            )));
+        }
+        let tokens: usize = seq_lens.iter().sum();
+        let packed = codec::decode(gradient.codec, Shape::new(tokens, self.width), tensor)?;
+        let padded = tokens::unpack(&packed, &seq_lens, seq, self.width);
+        let g = Tensor::<3>::from_data(
+            TensorData::new(padded, [seq_lens.len(), seq, self.width]),
+            &self.device,
+        );
+        // d/dθ sum(cut * g) = (dcut/dθ)^T g: the chain rule through the cut.
+        let grads = (cut * g).sum().backward();
+        let grads = GradientsParams::from_grads(grads, &self.bottom);
+        let lr = self.setup.schedule.at(self.updates);
+        // burn's step takes the module by value; a clone shares the parameter tensors.
+        self.bottom = optimizer.step(lr, self.bottom.clone(), grads);
+        self.updates += 1;
+        Ok(())
+    }
+
+    /// The bottom being trained.
+    pub fn bottom(&self) -> &Bottom {
+        &self.bottom
+    }
+
+    /// Writes the bottom's parameters to `path` as safetensors, crash-safely (the old
+    /// file stays until the new one is complete).
+    pub fn save_checkpoint(&self, path: &Path) -> Result<(), DeviceError> {
+        use burn::store::{ModuleSnapshot, SafetensorsStore};
+        let failed = |reason: String| DeviceError::Checkpoint {
+            path: path.into(),
+            reason,
+        };
+        let mut store = SafetensorsStore::from_bytes(None);
+        self.bottom
+            .save_into(&mut store)
+            .map_err(|e| failed(e.to_string()))?;
+        let bytes = store.get_bytes().map_err(|e| failed(e.to_string()))?;
+        crate::paths::write_atomic(path, &bytes, 0o644).map_err(|e| failed(e.to_string()))
+    }
+}

@@ -1,0 +1,326 @@
+//! A whole split fine-tuning run over a [`DeviceLink`]: training steps, periodic dev
+//! evaluation, the final test accuracy, and a record of every step's bytes and times.
+
+use super::device::{CLASSES, DeviceError, DeviceTrainer};
+use crate::codec::{self, Shape};
+use crate::data::rotten_tomatoes::{Review, RottenTomatoes};
+use crate::model::minilm::{ModelError, TextTokenizer};
+use crate::session::split::SplitDevice;
+use crate::transport::link::{DeviceLink, LinkError};
+use crate::wire::{self, CodecDesc};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// How long a run is and how often it evaluates.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunConfig {
+    /// Training steps.
+    pub steps: u64,
+    /// Reviews per step.
+    pub batch_size: usize,
+    /// Evaluate on dev every this many steps (and after the last).
+    pub eval_every: u64,
+    /// Dev reviews per evaluation (the first ones; 0: all).
+    pub dev_limit: usize,
+    /// Test reviews for the final number (0: all).
+    pub test_limit: usize,
+    /// Shuffles the training order.
+    pub seed: u64,
+    /// Hidden width of the model, the f32 baseline of the compression ratio.
+    pub hidden: usize,
+}
+
+/// One training step.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepRecord {
+    /// Step number, from 0.
+    pub step: u64,
+    /// The cloud's batch loss.
+    pub loss: f32,
+    /// Real tokens in the batch.
+    pub tokens: usize,
+    /// Device -> cloud bytes (frames and tensor).
+    pub up_bytes: usize,
+    /// Cloud -> device bytes.
+    pub down_bytes: usize,
+    /// f32 hidden states of the batch's tokens over the tensor bytes sent.
+    pub ratio: f64,
+    /// Relative error of the encoded cut tensor.
+    pub rel_error: f64,
+    /// Bottom forward, ms.
+    pub compute_ms: f64,
+    /// Encoding, ms.
+    pub encode_ms: f64,
+    /// From sending the step to its reply (network and cloud), ms.
+    pub round_trip_ms: f64,
+    /// Decoding the gradient and the bottom's backward and optimizer step, ms.
+    pub backward_ms: f64,
+}
+
+/// One evaluation.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalRecord {
+    /// Training steps done before it.
+    pub step: u64,
+    /// Mean loss.
+    pub loss: f64,
+    /// Fraction classified correctly.
+    pub accuracy: f64,
+    /// Reviews evaluated.
+    pub examples: usize,
+    /// Device -> cloud bytes of training steps so far.
+    pub up_bytes: u64,
+}
+
+/// Everything a run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    /// The run's settings.
+    pub config: RunConfig,
+    /// Every training step.
+    pub steps: Vec<StepRecord>,
+    /// Dev evaluations.
+    pub dev: Vec<EvalRecord>,
+    /// The final test evaluation.
+    pub test: EvalRecord,
+}
+
+/// What the caller hears while the run goes on.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RunEvent<'a> {
+    /// A training step finished.
+    Step(&'a StepRecord),
+    /// A dev evaluation finished.
+    Dev(&'a EvalRecord),
+    /// Training is over; `examples` test reviews are being evaluated.
+    Testing {
+        /// Reviews.
+        examples: usize,
+    },
+}
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The device half failed.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// The link to the cloud failed.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// The cloud's loss was not finite: training diverged.
+    #[error("loss is {loss} at step {step}: training diverged; the last good checkpoint is kept")]
+    NonFiniteLoss {
+        /// The step.
+        step: u64,
+        /// The loss.
+        loss: f32,
+    },
+    /// The run has no data to train or evaluate on.
+    #[error("{0}")]
+    Data(String),
+}
+
+impl From<ModelError> for RunError {
+    fn from(err: ModelError) -> Self {
+        Self::Device(err.into())
+    }
+}
+
+/// Runs `config.steps` training steps of `trainer` with the cloud behind `link`.
+/// `on_event` sees every step and evaluation; `on_dev` runs after each dev evaluation
+/// (checkpoints are written there, so a later failure keeps them).
+pub async fn run(
+    link: &mut DeviceLink,
+    trainer: &mut DeviceTrainer,
+    tokenizer: &TextTokenizer,
+    data: &RottenTomatoes,
+    config: RunConfig,
+    mut on_event: impl FnMut(RunEvent<'_>),
+    mut on_dev: impl FnMut(&DeviceTrainer, &EvalRecord) -> Result<(), RunError>,
+) -> Result<RunReport, RunError> {
+    if data.train.is_empty() || data.test.is_empty() || config.batch_size == 0 {
+        return Err(RunError::Data(
+            "no training or test reviews, or a batch size of 0".into(),
+        ));
+    }
+    let mut machine = SplitDevice::new(Default::default(), 0);
+    let order = shuffled(data.train.len(), config.seed);
+    let mut steps = Vec::with_capacity(config.steps as usize);
+    let mut dev = Vec::new();
+    let mut up_total = 0u64;
+    for step in 0..config.steps {
+        let picks: Vec<&Review> = (0..config.batch_size)
+            .map(|i| &data.train[order[(step as usize * config.batch_size + i) % order.len()]])
+            .collect();
+        let record = train_step(
+            link,
+            &mut machine,
+            trainer,
+            tokenizer,
+            &picks,
+            step,
+            &config,
+        )
+        .await?;
+        up_total += record.up_bytes as u64;
+        on_event(RunEvent::Step(&record));
+        steps.push(record);
+        let done = step + 1;
+        if done % config.eval_every.max(1) == 0 || done == config.steps {
+            let reviews = limit(&data.dev, config.dev_limit);
+            let mut eval = evaluate(
+                link,
+                &mut machine,
+                trainer,
+                tokenizer,
+                reviews,
+                config.batch_size,
+            )
+            .await?;
+            eval.step = done;
+            eval.up_bytes = up_total;
+            on_event(RunEvent::Dev(&eval));
+            on_dev(trainer, &eval)?;
+            dev.push(eval);
+        }
+    }
+    let reviews = limit(&data.test, config.test_limit);
+    on_event(RunEvent::Testing {
+        examples: reviews.len(),
+    });
+    let mut test = evaluate(
+        link,
+        &mut machine,
+        trainer,
+        tokenizer,
+        reviews,
+        config.batch_size,
+    )
+    .await?;
+    test.step = config.steps;
+    test.up_bytes = up_total;
+    Ok(RunReport {
+        config,
+        steps,
+        dev,
+        test,
+    })
+}
+
+async fn train_step(
+    link: &mut DeviceLink,
+    machine: &mut SplitDevice,
+    trainer: &mut DeviceTrainer,
+    tokenizer: &TextTokenizer,
+    reviews: &[&Review],
+    step: u64,
+    config: &RunConfig,
+) -> Result<StepRecord, RunError> {
+    let texts: Vec<&str> = reviews.iter().map(|r| r.text.as_str()).collect();
+    let labels: Vec<u32> = reviews.iter().map(|r| r.label).collect();
+    let batch = tokenizer.batch(&texts)?;
+    let forward = trainer.forward(&batch, &labels, true)?;
+    let up_bytes = wire_bytes(&forward.activations, forward.tensor.len())?;
+    let sent = Instant::now();
+    let (gradient, tensor) = link
+        .split_step(machine, forward.activations, forward.tensor)
+        .await?;
+    let round_trip = sent.elapsed();
+    let down_bytes = wire_bytes(&gradient, tensor.len())?;
+    if !gradient.loss.is_finite() {
+        return Err(RunError::NonFiniteLoss {
+            step,
+            loss: gradient.loss,
+        });
+    }
+    let started = Instant::now();
+    trainer.apply_gradient(&gradient, &tensor)?;
+    let tokens = batch.tokens();
+    Ok(StepRecord {
+        step,
+        loss: gradient.loss,
+        tokens,
+        up_bytes,
+        down_bytes,
+        ratio: (tokens * config.hidden * 4) as f64 / forward.report.bytes.max(1) as f64,
+        rel_error: forward.report.rel_error,
+        compute_ms: ms(forward.compute),
+        encode_ms: ms(forward.encode),
+        round_trip_ms: ms(round_trip),
+        backward_ms: ms(started.elapsed()),
+    })
+}
+
+/// Accuracy and mean loss over `reviews`: evaluation batches answered with logits.
+async fn evaluate(
+    link: &mut DeviceLink,
+    machine: &mut SplitDevice,
+    trainer: &mut DeviceTrainer,
+    tokenizer: &TextTokenizer,
+    reviews: &[Review],
+    batch_size: usize,
+) -> Result<EvalRecord, RunError> {
+    let (mut correct, mut loss_sum) = (0usize, 0.0f64);
+    for chunk in reviews.chunks(batch_size) {
+        let texts: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
+        let labels: Vec<u32> = chunk.iter().map(|r| r.label).collect();
+        let batch = tokenizer.batch(&texts)?;
+        let forward = trainer.forward(&batch, &labels, false)?;
+        let (reply, tensor) = link
+            .split_step(machine, forward.activations, forward.tensor)
+            .await?;
+        let logits = codec::decode(
+            CodecDesc::Identity,
+            Shape::new(chunk.len(), CLASSES),
+            &tensor,
+        )
+        .map_err(DeviceError::from)?;
+        correct += logits
+            .chunks(CLASSES)
+            .zip(&labels)
+            .filter(|(row, label)| u32::from(row[1] > row[0]) == **label)
+            .count();
+        loss_sum += f64::from(reply.loss) * chunk.len() as f64;
+    }
+    let n = reviews.len().max(1) as f64;
+    Ok(EvalRecord {
+        step: 0,
+        loss: loss_sum / n,
+        accuracy: correct as f64 / n,
+        examples: reviews.len(),
+        up_bytes: 0,
+    })
+}
+
+fn wire_bytes<M: wire::TensorMessage>(msg: &M, tensor: usize) -> Result<usize, RunError> {
+    wire::wire_bytes(msg, tensor).map_err(|e| RunError::Data(format!("message too large: {e}")))
+}
+
+fn limit(reviews: &[Review], n: usize) -> &[Review] {
+    if n == 0 {
+        reviews
+    } else {
+        &reviews[..n.min(reviews.len())]
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `0..n` in a seeded random order (Fisher-Yates over xorshift64*).
+fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut state = seed | 1;
+    for i in (1..n).rev() {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        order.swap(i, (r % (i as u64 + 1)) as usize);
+    }
+    order
+}

@@ -1,0 +1,90 @@
+//! Device and cloud trainers wired back to back (no network) on the real model.
+
+use super::cloud::{Admission, CloudTrainer};
+use super::device::{DeviceSetup, DeviceTrainer};
+use super::{LinkCodec, LrSchedule, Mode};
+use crate::model::ComputeBackend;
+use crate::model::minilm::{ModelError, TextTokenizer, model_dir};
+use crate::wire::{Capabilities, Hello, NodeName};
+
+const TEXTS: [(&str, u32); 8] = [
+    ("a gorgeous, witty, seductive movie.", 1),
+    ("the acting is dreadful and the plot is dull.", 0),
+    ("one of the best films of the year.", 1),
+    ("a tedious, lifeless mess.", 0),
+    ("charming and funny from start to finish.", 1),
+    ("it never rises above its silly premise.", 0),
+    ("a moving, beautifully made story.", 1),
+    ("boring, predictable and far too long.", 0),
+];
+
+/// Trains `steps` steps on the 8 snippets; returns the first and last losses.
+fn run(mode: Mode, codec: &str, steps: u64) -> Option<(f32, f32)> {
+    let dir = model_dir();
+    let tokenizer = match TextTokenizer::load(&dir, 32) {
+        Err(ModelError::Missing { path }) => {
+            eprintln!(
+                "skipped: {} missing; run `cargo xtask setup`",
+                path.display()
+            );
+            return None;
+        }
+        other => other.unwrap(),
+    };
+    let schedule = LrSchedule {
+        peak: 1e-3,
+        warmup: 2,
+        total: steps,
+    };
+    let setup = DeviceSetup {
+        cut: 1,
+        mode,
+        codec: LinkCodec::parse(codec).unwrap(),
+        lora_rank: 4,
+        schedule,
+        seed: 7,
+    };
+    let mut device = DeviceTrainer::new(&dir, ComputeBackend::Flex, setup).unwrap();
+    let mut hello = Hello::probe(NodeName::try_from("d1").unwrap(), Default::default());
+    hello.capabilities = Capabilities::SPLIT;
+    hello.model = device.model_desc();
+    hello.codecs = device.gradient_codecs();
+    let admission = Admission::check(&hello).unwrap();
+    assert_eq!(admission.gradient.is_some(), mode.wants_gradient());
+    let training = ComputeBackend::Flex.training_device();
+    let mut cloud = CloudTrainer::new(&dir, &training, admission, schedule, 7).unwrap();
+    let texts: Vec<&str> = TEXTS.iter().map(|t| t.0).collect();
+    let labels: Vec<u32> = TEXTS.iter().map(|t| t.1).collect();
+    let batch = tokenizer.batch(&texts).unwrap();
+    let mut losses = Vec::new();
+    for step in 0..steps {
+        let mut forward = device.forward(&batch, &labels, true).unwrap();
+        forward.activations.step = step;
+        let (gradient, gtensor) = cloud.step(&forward.activations, &forward.tensor).unwrap();
+        assert_eq!(gradient.payload_len == 0, !mode.wants_gradient());
+        device.apply_gradient(&gradient, &gtensor).unwrap();
+        losses.push(gradient.loss);
+    }
+    Some((losses[0], *losses.last().unwrap()))
+}
+
+fn check(mode: Mode, codec: &str) {
+    if let Some((first, last)) = run(mode, codec, 8) {
+        assert!(last < first * 0.9, "{mode} {codec}: loss {first} -> {last}");
+    }
+}
+
+#[test]
+fn frozen_bottom_identity_loss_falls() {
+    check(Mode::FrozenBottom, "identity");
+}
+
+#[test]
+fn train_bottom_lowrank_loss_falls() {
+    check(Mode::TrainBottom, "lowrank:r=8,bits=8");
+}
+
+#[test]
+fn lora_bottom_sft_loss_falls() {
+    check(Mode::LoraBottom, "sft:r=16,bits=8");
+}

@@ -1,0 +1,204 @@
+//! Split fine-tuning of the real all-MiniLM-L6-v2 between a device and tandem-cloud
+//! over loopback QUIC: every mode trains (the loss falls), and a cut the cloud cannot
+//! serve is refused at Hello with its reason.
+//!
+//! Skipped, with a note, when `cargo xtask setup` has not cached the model.
+
+mod common;
+
+use common::{Cloud, device_endpoint, node, temp_dir};
+use tandem_cloud::split_app::{SplitApp, SplitSettings};
+use tandem_runtime::data::rotten_tomatoes::{Review, RottenTomatoes};
+use tandem_runtime::model::ComputeBackend;
+use tandem_runtime::model::minilm::{self, ModelError, TextTokenizer};
+use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
+use tandem_runtime::model::split::run::{self, RunConfig};
+use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
+use tandem_runtime::transport::link::{DeviceLink, LinkError, LinkTarget, ReconnectPolicy};
+use tandem_runtime::transport::{TransportError, TransportLimits};
+use tandem_runtime::wire::Capabilities;
+
+const STEPS: u64 = 8;
+
+fn schedule() -> LrSchedule {
+    LrSchedule {
+        peak: 1e-3,
+        warmup: 2,
+        total: STEPS,
+    }
+}
+
+/// Eight short reviews, half fresh: the whole training set is one batch, so the loss
+/// of that batch must fall as the halves train.
+fn tiny_data() -> RottenTomatoes {
+    let review = |text: &str, label| Review {
+        text: text.into(),
+        label,
+        movie: "m".into(),
+    };
+    let train = vec![
+        review("a gorgeous, witty, seductive movie.", 1),
+        review("the acting is dreadful and the plot is dull.", 0),
+        review("one of the best films of the year.", 1),
+        review("a tedious, lifeless mess.", 0),
+        review("charming and funny from start to finish.", 1),
+        review("it never rises above its silly premise.", 0),
+        review("a moving, beautifully made story.", 1),
+        review("boring, predictable and far too long.", 0),
+    ];
+    RottenTomatoes {
+        dev: train[..4].to_vec(),
+        test: train[4..].to_vec(),
+        train,
+    }
+}
+
+fn model_cached() -> bool {
+    match TextTokenizer::load(&minilm::model_dir(), 32) {
+        Err(ModelError::Missing { path }) => {
+            eprintln!(
+                "skipped: {} missing; run `cargo xtask setup`",
+                path.display()
+            );
+            false
+        }
+        other => other.map(|_| true).unwrap(),
+    }
+}
+
+async fn cloud(test: &str) -> Cloud {
+    let settings = SplitSettings {
+        model_dir: minilm::model_dir(),
+        backend: ComputeBackend::Flex,
+        schedule: schedule(),
+        seed: 3,
+    };
+    let app = SplitApp::new(settings).expect("model cached");
+    Cloud::start_with(&temp_dir(test), &TransportLimits::default(), app).await
+}
+
+fn target(cloud: &Cloud, trainer: &DeviceTrainer) -> LinkTarget {
+    let mut target = LinkTarget::new(
+        cloud.addr,
+        tandem_runtime::transport::DEFAULT_SERVER_NAME,
+        node("board-1"),
+        Capabilities::SPLIT,
+    );
+    target.hello.model = trainer.model_desc();
+    target.hello.codecs = trainer.gradient_codecs();
+    target
+}
+
+/// Trains `STEPS` steps at cut 1 over loopback; returns the first and last losses.
+async fn train(test: &str, mode: Mode, codec: &str) -> (f32, f32) {
+    let cloud = cloud(test).await;
+    let setup = DeviceSetup {
+        cut: 1,
+        mode,
+        codec: LinkCodec::parse(codec).unwrap(),
+        lora_rank: 4,
+        schedule: schedule(),
+        seed: 5,
+    };
+    let mut trainer =
+        DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, setup).unwrap();
+    let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
+    let endpoint = device_endpoint(&cloud, "board-1");
+    let mut link = DeviceLink::connect(
+        endpoint,
+        target(&cloud, &trainer),
+        ReconnectPolicy::default(),
+    )
+    .await
+    .unwrap();
+    let config = RunConfig {
+        steps: STEPS,
+        batch_size: 8,
+        eval_every: STEPS,
+        dev_limit: 0,
+        test_limit: 0,
+        seed: 1,
+        hidden: 384,
+    };
+    let data = tiny_data();
+    let report = run::run(
+        &mut link,
+        &mut trainer,
+        &tokenizer,
+        &data,
+        config,
+        |_| {},
+        |_, _| Ok(()),
+    )
+    .await
+    .unwrap();
+    link.close();
+    cloud.shutdown().await;
+    assert_eq!(report.steps.len(), STEPS as usize);
+    assert_eq!(report.dev.len(), 1);
+    assert_eq!(report.test.examples, 4);
+    let down = report.steps[0].down_bytes;
+    if mode == Mode::FrozenBottom {
+        assert!(down < 200, "frozen bottom got {down} B of gradient");
+    } else {
+        assert!(
+            down > report.steps[0].tokens,
+            "no gradient came back: {down} B"
+        );
+    }
+    (report.steps[0].loss, report.steps.last().unwrap().loss)
+}
+
+async fn check(test: &str, mode: Mode, codec: &str) {
+    if !model_cached() {
+        return;
+    }
+    let (first, last) = train(test, mode, codec).await;
+    assert!(last < 0.9 * first, "{mode} {codec}: loss {first} -> {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_bottom_with_sft_code_trains_over_quic() {
+    check("split-frozen", Mode::FrozenBottom, "sft:r=16,bits=8").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn train_bottom_with_identity_trains_over_quic() {
+    check("split-train", Mode::TrainBottom, "identity").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lora_bottom_with_lowrank_trains_over_quic() {
+    check("split-lora", Mode::LoraBottom, "lowrank:r=8,bits=8").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unservable_cut_is_refused_at_hello_with_its_reason() {
+    if !model_cached() {
+        return;
+    }
+    let cloud = cloud("split-refuse").await;
+    let setup = DeviceSetup {
+        cut: 1,
+        mode: Mode::FrozenBottom,
+        codec: LinkCodec::parse("identity").unwrap(),
+        lora_rank: 4,
+        schedule: schedule(),
+        seed: 5,
+    };
+    let trainer = DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, setup).unwrap();
+    let mut target = target(&cloud, &trainer);
+    target.hello.model.cut = 9;
+    let endpoint = device_endpoint(&cloud, "board-1");
+    let err = DeviceLink::connect(endpoint, target, ReconnectPolicy::default())
+        .await
+        .err()
+        .expect("refused");
+    match &err {
+        LinkError::Refused(TransportError::Unserved(reason)) => {
+            assert!(reason.contains("cut 9"), "{reason}")
+        }
+        other => panic!("expected an Unserved refusal, got {other:?}"),
+    }
+    cloud.shutdown().await;
+}
