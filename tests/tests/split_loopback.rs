@@ -205,3 +205,112 @@ async fn unservable_cut_is_refused_at_hello_with_its_reason() {
     }
     cloud.shutdown().await;
 }
+
+/// A cloud whose loss turns NaN at step `nan_at`; before that it returns a zero
+/// gradient, and evaluation batches get zero logits.
+struct DivergingApp {
+    nan_at: u64,
+}
+
+impl tandem_cloud::CloudApp for DivergingApp {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::SPLIT
+    }
+
+    fn split_step(
+        &mut self,
+        _node: &tandem_runtime::wire::NodeName,
+        activations: &tandem_runtime::wire::Activations,
+        _tensor: &[u8],
+    ) -> Result<(tandem_runtime::wire::CutGradient, Vec<u8>), String> {
+        let values = if activations.train {
+            let tokens: usize = activations.seq_lens.iter().map(|&l| usize::from(l)).sum();
+            tokens * usize::from(activations.hidden)
+        } else {
+            usize::from(activations.batch) * 2
+        };
+        let tensor = vec![0u8; values * 4];
+        let loss = if activations.train && activations.step >= self.nan_at {
+            f32::NAN
+        } else {
+            0.7
+        };
+        let gradient = tandem_runtime::wire::CutGradient {
+            step: activations.step,
+            loss,
+            codec: tandem_runtime::wire::CodecDesc::Identity,
+            payload_len: tensor.len() as u64,
+        };
+        Ok((gradient, tensor))
+    }
+
+    fn round_task(&mut self, _round: u64) -> Option<(tandem_runtime::wire::RoundTask, Vec<u8>)> {
+        None
+    }
+
+    fn round_ended(&mut self, _outcome: tandem_cloud::RoundOutcome) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nan_loss_stops_the_run_with_its_step_and_keeps_the_checkpoint() {
+    if !model_cached() {
+        return;
+    }
+    // Session step numbers count evaluation batches too: with one dev batch after each
+    // training step, training steps are session steps 0, 2, 4...; NaN from session step
+    // 4 hits the third training step (index 2), after two good checkpoints.
+    let cloud = Cloud::start_with(
+        &temp_dir("split-nan"),
+        &TransportLimits::default(),
+        DivergingApp { nan_at: 4 },
+    )
+    .await;
+    let setup = DeviceSetup {
+        cut: 1,
+        mode: Mode::TrainBottom,
+        codec: LinkCodec::parse("identity").unwrap(),
+        lora_rank: 4,
+        schedule: schedule(),
+        seed: 5,
+    };
+    let mut trainer = DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, setup).unwrap();
+    let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
+    let endpoint = device_endpoint(&cloud, "board-1");
+    let mut link = DeviceLink::connect(endpoint, target(&cloud, &trainer), ReconnectPolicy::default())
+        .await
+        .unwrap();
+    let config = RunConfig {
+        steps: 5,
+        batch_size: 8,
+        eval_every: 1,
+        dev_limit: 0,
+        test_limit: 0,
+        seed: 1,
+        hidden: 384,
+    };
+    let checkpoint = temp_dir("split-nan-ckpt").join("bottom.safetensors");
+    let mut saved = Vec::new();
+    let result = run::run(
+        &mut link,
+        &mut trainer,
+        &tokenizer,
+        &tiny_data(),
+        config,
+        |_| {},
+        |trainer, eval| {
+            trainer.save_checkpoint(&checkpoint)?;
+            saved.push(eval.step);
+            Ok(())
+        },
+    )
+    .await;
+    link.close();
+    cloud.shutdown().await;
+    match result {
+        Err(run::RunError::NonFiniteLoss { step: 2, loss }) => assert!(loss.is_nan()),
+        other => panic!("expected NonFiniteLoss at step 2, got {other:?}"),
+    }
+    assert_eq!(saved, [1, 2]);
+    let bytes = std::fs::read(&checkpoint).unwrap();
+    assert!(bytes.len() > 1_000_000, "checkpoint of {} bytes", bytes.len());
+}

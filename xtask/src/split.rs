@@ -120,15 +120,37 @@ impl CloudProcess {
     }
 }
 
-/// Cloud flags matching a device run of `steps` steps with 10% warm-up.
-fn cloud_schedule(steps: u64) -> [String; 4] {
+/// Cloud flags matching a device run of `steps` steps with 10% warm-up, and the
+/// cloud's peak learning rate when `--cloud-lr` is among `args`.
+fn cloud_schedule(steps: u64, args: &[String]) -> Vec<String> {
     let warmup = (steps / 10).max(1);
-    [
+    let mut flags = vec![
         "--warmup".into(),
         warmup.to_string(),
         "--decay-steps".into(),
         (steps - warmup.min(steps)).max(1).to_string(),
-    ]
+    ];
+    if let Some(lr) = flag(args, "--cloud-lr") {
+        flags.extend(["--lr".into(), lr.to_string()]);
+    }
+    flags
+}
+
+/// `args` without `--cloud-lr X` (a cloud flag, not a `tandem split` one).
+fn device_flags(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for arg in args {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        if arg == "--cloud-lr" {
+            skip = true;
+            continue;
+        }
+        out.push(arg.clone());
+    }
+    out
 }
 
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
@@ -145,13 +167,13 @@ pub fn demo(extra: &[String]) -> Result<()> {
     let steps: u64 = flag(extra, "--steps")
         .map_or(Ok(300), str::parse)
         .context("--steps")?;
-    let schedule = cloud_schedule(steps);
+    let schedule = cloud_schedule(steps, extra);
     let schedule: Vec<&str> = schedule.iter().map(String::as_str).collect();
     let mut cloud = CloudProcess::start(&bin, &schedule)?;
     let result = util::run(
         Command::new(bin.join("tandem"))
             .args(["split", "--cloud", &cloud.addr, "--node", DEMO_NODE])
-            .args(extra),
+            .args(device_flags(extra)),
     );
     cloud.stop();
     result
@@ -171,8 +193,8 @@ struct Measured {
     peak_rss_mib: f64,
 }
 
-fn bench_run(bin: &Path, codec: &str, common: &[&str], steps: u64) -> Result<Measured> {
-    let schedule = cloud_schedule(steps);
+fn bench_run(bin: &Path, codec: &str, args: &[String], steps: u64) -> Result<Measured> {
+    let schedule = cloud_schedule(steps, args);
     let schedule: Vec<&str> = schedule.iter().map(String::as_str).collect();
     let mut cloud = CloudProcess::start(bin, &schedule)?;
     let metrics = util::target_dir().join(format!(
@@ -197,7 +219,7 @@ fn bench_run(bin: &Path, codec: &str, common: &[&str], steps: u64) -> Result<Mea
                 "--plot".as_ref(),
                 plot.as_os_str(),
             ])
-            .args(common),
+            .args(device_flags(args)),
     );
     let lines = cloud.stop();
     result?;
@@ -232,7 +254,8 @@ fn bench_run(bin: &Path, codec: &str, common: &[&str], steps: u64) -> Result<Mea
     })
 }
 
-/// `cargo xtask bench split [CODEC] [tandem split flags]`: the same run with Identity and
+/// `cargo xtask bench split [CODEC] [--cloud-lr LR] [tandem split flags]`: the same run
+/// with Identity and
 /// with CODEC (default `sft:r=16,bits=8`); last line
 /// `split_uplink_reduction: X accuracy_delta: Y`.
 pub fn bench(args: &[String]) -> Result<()> {
@@ -244,9 +267,8 @@ pub fn bench(args: &[String]) -> Result<()> {
         .map_or(Ok(300), str::parse)
         .context("--steps")?;
     let bin = build_and_issue("release")?;
-    let common: Vec<&str> = rest.iter().map(String::as_str).collect();
-    let baseline = bench_run(&bin, "identity", &common, steps)?;
-    let compressed = bench_run(&bin, codec, &common, steps)?;
+    let baseline = bench_run(&bin, "identity", rest, steps)?;
+    let compressed = bench_run(&bin, codec, rest, steps)?;
     println!();
     println!(
         "| codec | test acc | up B/step | down B/step | tensor ratio | device ms | encode ms | network+cloud ms | cloud ms | backward ms | device peak RSS MiB |"

@@ -13,6 +13,9 @@ pub enum ComputeBackend {
     Flex,
     /// burn-ndarray: deprecated in burn 0.22 but still supported, kept for comparison.
     Ndarray,
+    /// burn's CUDA backend on GPU 0 (feature `cuda`; for the cloud's top halves).
+    #[cfg(feature = "cuda")]
+    Cuda,
 }
 
 impl ComputeBackend {
@@ -23,6 +26,8 @@ impl ComputeBackend {
             // Deprecated upstream in favour of flex; kept on purpose (see above).
             #[allow(deprecated)]
             Self::Ndarray => Device::ndarray(),
+            #[cfg(feature = "cuda")]
+            Self::Cuda => Device::cuda(0),
         }
     }
 
@@ -37,6 +42,8 @@ impl std::fmt::Display for ComputeBackend {
         f.write_str(match self {
             Self::Flex => "flex",
             Self::Ndarray => "ndarray",
+            #[cfg(feature = "cuda")]
+            Self::Cuda => "cuda",
         })
     }
 }

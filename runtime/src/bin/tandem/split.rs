@@ -167,13 +167,17 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
                     ));
                     bar.inc(1);
                 }
-                RunEvent::Dev(eval) => bar.println(format!(
-                    "step {:>5}: dev accuracy {:.2}% (loss {:.3}, {} reviews)",
-                    eval.step,
-                    eval.accuracy * 100.0,
-                    eval.loss,
-                    eval.examples
-                )),
+                // Printed even when the bar is hidden (stderr not a terminal).
+                RunEvent::Dev(eval) => bar.suspend(|| {
+                    eprintln!(
+                        "step {:>5}: dev accuracy {:.2}% (loss {:.3}, {} reviews), {} sent",
+                        eval.step,
+                        eval.accuracy * 100.0,
+                        eval.loss,
+                        eval.examples,
+                        bytes(eval.up_bytes)
+                    )
+                }),
                 RunEvent::Testing { examples } => {
                     bar.finish_and_clear();
                     eprintln!("testing on {examples} reviews...");
