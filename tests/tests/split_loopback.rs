@@ -273,12 +273,17 @@ async fn nan_loss_stops_the_run_with_its_step_and_keeps_the_checkpoint() {
         schedule: schedule(),
         seed: 5,
     };
-    let mut trainer = DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, setup).unwrap();
+    let mut trainer =
+        DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, setup).unwrap();
     let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
     let endpoint = device_endpoint(&cloud, "board-1");
-    let mut link = DeviceLink::connect(endpoint, target(&cloud, &trainer), ReconnectPolicy::default())
-        .await
-        .unwrap();
+    let mut link = DeviceLink::connect(
+        endpoint,
+        target(&cloud, &trainer),
+        ReconnectPolicy::default(),
+    )
+    .await
+    .unwrap();
     let config = RunConfig {
         steps: 5,
         batch_size: 8,
@@ -312,5 +317,9 @@ async fn nan_loss_stops_the_run_with_its_step_and_keeps_the_checkpoint() {
     }
     assert_eq!(saved, [1, 2]);
     let bytes = std::fs::read(&checkpoint).unwrap();
-    assert!(bytes.len() > 1_000_000, "checkpoint of {} bytes", bytes.len());
+    assert!(
+        bytes.len() > 1_000_000,
+        "checkpoint of {} bytes",
+        bytes.len()
+    );
 }

@@ -9,6 +9,7 @@ use super::tokens;
 use crate::codec::{self, Encoder, Shape};
 use crate::model::minilm::{BertShape, MODEL_NAME, MiniLm, ModelError};
 use crate::wire::{Activations, CodecDesc, CutGradient, Hello};
+use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -147,18 +148,24 @@ impl CloudTrainer {
             return Err(format!("step {}: non-finite activations", activations.step));
         }
         let padded = tokens::unpack(&packed, &seq_lens, seq, width);
-        let mut cut =
-            Tensor::<3>::from_data(TensorData::new(padded, [batch, seq, width]), &self.device);
+        // Evaluation runs without autodiff: a graph recorded with no backward to free it
+        // would only grow.
+        let (top, device) = if activations.train {
+            (self.top.clone(), self.device.clone())
+        } else {
+            (self.top.valid(), self.device.clone().without_autodiff())
+        };
+        let mut cut = Tensor::<3>::from_data(TensorData::new(padded, [batch, seq, width]), &device);
         if activations.train {
             cut = cut.require_grad();
         }
-        let logits = self.top.forward(cut.clone(), &seq_lens);
+        let logits = top.forward(cut.clone(), &seq_lens);
         let targets = Tensor::<1, Int>::from_data(
             TensorData::new(labels.iter().map(|&l| i64::from(l)).collect(), [batch]),
-            &self.device,
+            &device,
         );
         let loss = CrossEntropyLossConfig::new()
-            .init(&self.device)
+            .init(&device)
             .forward(logits.clone(), targets);
         let loss_value: f32 = loss.clone().into_scalar();
         let reply = |codec, payload: &Vec<u8>| CutGradient {

@@ -179,7 +179,15 @@ impl DeviceTrainer {
         train: bool,
     ) -> Result<Forward, DeviceError> {
         let started = std::time::Instant::now();
-        let cut = self.bottom.forward(batch, &self.device);
+        let keep = train && self.setup.mode.wants_gradient();
+        // Only a kept tensor needs autodiff: a forward-only pass on the autodiff device
+        // would record a graph that no backward ever frees.
+        let cut = if keep {
+            self.bottom.forward(batch, &self.device)
+        } else {
+            let plain = self.device.clone().without_autodiff();
+            self.bottom.valid().forward(batch, &plain)
+        };
         let padded: Vec<f32> = cut
             .clone()
             .into_data()
@@ -191,7 +199,7 @@ impl DeviceTrainer {
         let shape = Shape::new(batch.tokens(), self.width);
         let (tensor, report) = self.encoder.encode(&packed, shape)?;
         let encode = started.elapsed();
-        if train && self.setup.mode.wants_gradient() {
+        if keep {
             self.pending = Some((cut, batch.seq_lens.clone(), batch.seq));
         }
         let activations = Activations {
