@@ -59,7 +59,7 @@ impl CloseCode {
         while !reason.is_char_boundary(end) {
             end -= 1;
         }
-        connection.close(self.to_varint(), reason[..end].as_bytes());
+        connection.close(self.to_varint(), &reason.as_bytes()[..end]);
     }
 
     /// The short human reason sent alongside the code.

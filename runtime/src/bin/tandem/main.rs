@@ -38,7 +38,7 @@ enum Command {
     /// Fine-tune all-MiniLM-L6-v2 on Rotten Tomatoes together with a tandem-cloud peer
     /// (split learning): the bottom layers run here, the top in the cloud.
     #[cfg(feature = "model")]
-    Split(split::SplitArgs),
+    Split(Box<split::SplitArgs>),
 }
 
 #[derive(Args)]
@@ -109,7 +109,7 @@ fn run(command: Command) -> Result<()> {
         #[cfg(feature = "model")]
         Command::Smoke(args) => smoke(args),
         #[cfg(feature = "model")]
-        Command::Split(args) => split::run(args),
+        Command::Split(args) => split::run(*args),
     }
 }
 
