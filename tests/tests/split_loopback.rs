@@ -89,10 +89,12 @@ fn target(cloud: &Cloud, trainer: &DeviceTrainer) -> LinkTarget {
     target
 }
 
-/// Trains `STEPS` steps at cut 1 over loopback; returns the first loss and the mean of
-/// the last three (the low-rank codec's random projection makes single steps noisy).
-async fn train(test: &str, mode: Mode, codec: &str) -> (f32, f32) {
-    let cloud = cloud(test).await;
+/// A device at cut 1 in `mode` with `codec`, its tokenizer, and its link to `cloud`.
+async fn device(
+    cloud: &Cloud,
+    mode: Mode,
+    codec: &str,
+) -> (DeviceTrainer, TextTokenizer, Result<DeviceLink, LinkError>) {
     let setup = DeviceSetup {
         cut: 1,
         mode,
@@ -101,17 +103,24 @@ async fn train(test: &str, mode: Mode, codec: &str) -> (f32, f32) {
         schedule: schedule(),
         seed: 5,
     };
-    let mut trainer =
-        DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, setup).unwrap();
+    let trainer = DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, setup).unwrap();
     let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
-    let endpoint = device_endpoint(&cloud, "board-1");
-    let mut link = DeviceLink::connect(
+    let endpoint = device_endpoint(cloud, "board-1");
+    let link = DeviceLink::connect(
         endpoint,
-        target(&cloud, &trainer),
+        target(cloud, &trainer),
         ReconnectPolicy::default(),
     )
-    .await
-    .unwrap();
+    .await;
+    (trainer, tokenizer, link)
+}
+
+/// Trains `STEPS` steps at cut 1 over loopback; returns the first loss and the mean of
+/// the last three (the low-rank codec's random projection makes single steps noisy).
+async fn train(test: &str, mode: Mode, codec: &str) -> (f32, f32) {
+    let cloud = cloud(test).await;
+    let (mut trainer, tokenizer, link) = device(&cloud, mode, codec).await;
+    let mut link = link.unwrap();
     let config = RunConfig {
         steps: STEPS,
         batch_size: 8,
@@ -181,15 +190,19 @@ async fn unservable_cut_is_refused_at_hello_with_its_reason() {
         return;
     }
     let cloud = cloud("split-refuse").await;
-    let setup = DeviceSetup {
-        cut: 1,
-        mode: Mode::FrozenBottom,
-        codec: LinkCodec::parse("identity").unwrap(),
-        lora_rank: 4,
-        schedule: schedule(),
-        seed: 5,
-    };
-    let trainer = DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, setup).unwrap();
+    let trainer = DeviceTrainer::new(
+        &minilm::model_dir(),
+        ComputeBackend::Flex,
+        DeviceSetup {
+            cut: 1,
+            mode: Mode::FrozenBottom,
+            codec: LinkCodec::parse("identity").unwrap(),
+            lora_rank: 4,
+            schedule: schedule(),
+            seed: 5,
+        },
+    )
+    .unwrap();
     let mut target = target(&cloud, &trainer);
     target.hello.model.cut = 9;
     let endpoint = device_endpoint(&cloud, "board-1");
@@ -265,25 +278,8 @@ async fn nan_loss_stops_the_run_with_its_step_and_keeps_the_checkpoint() {
         DivergingApp { nan_at: 4 },
     )
     .await;
-    let setup = DeviceSetup {
-        cut: 1,
-        mode: Mode::TrainBottom,
-        codec: LinkCodec::parse("identity").unwrap(),
-        lora_rank: 4,
-        schedule: schedule(),
-        seed: 5,
-    };
-    let mut trainer =
-        DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, setup).unwrap();
-    let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
-    let endpoint = device_endpoint(&cloud, "board-1");
-    let mut link = DeviceLink::connect(
-        endpoint,
-        target(&cloud, &trainer),
-        ReconnectPolicy::default(),
-    )
-    .await
-    .unwrap();
+    let (mut trainer, tokenizer, link) = device(&cloud, Mode::TrainBottom, "identity").await;
+    let mut link = link.unwrap();
     let config = RunConfig {
         steps: 5,
         batch_size: 8,

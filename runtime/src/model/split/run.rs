@@ -171,17 +171,17 @@ pub async fn run(
         let done = step + 1;
         if done % config.eval_every.max(1) == 0 || done == config.steps {
             let reviews = limit(&data.dev, config.dev_limit);
-            let mut eval = evaluate(
+            let eval = evaluate(
                 link,
                 &mut machine,
                 trainer,
                 tokenizer,
                 reviews,
-                config.batch_size,
+                &config,
+                done,
+                up_total,
             )
             .await?;
-            eval.step = done;
-            eval.up_bytes = up_total;
             on_event(RunEvent::Dev(&eval));
             on_dev(trainer, &eval)?;
             dev.push(eval);
@@ -191,17 +191,17 @@ pub async fn run(
     on_event(RunEvent::Testing {
         examples: reviews.len(),
     });
-    let mut test = evaluate(
+    let test = evaluate(
         link,
         &mut machine,
         trainer,
         tokenizer,
         reviews,
-        config.batch_size,
+        &config,
+        config.steps,
+        up_total,
     )
     .await?;
-    test.step = config.steps;
-    test.up_bytes = up_total;
     Ok(RunReport {
         config,
         steps,
@@ -254,17 +254,21 @@ async fn train_step(
     })
 }
 
-/// Accuracy and mean loss over `reviews`: evaluation batches answered with logits.
+/// Accuracy and mean loss over `reviews` after `step` training steps (`up_bytes` sent):
+/// evaluation batches answered with logits.
+#[allow(clippy::too_many_arguments)]
 async fn evaluate(
     link: &mut DeviceLink,
     machine: &mut SplitDevice,
     trainer: &mut DeviceTrainer,
     tokenizer: &TextTokenizer,
     reviews: &[Review],
-    batch_size: usize,
+    config: &RunConfig,
+    step: u64,
+    up_bytes: u64,
 ) -> Result<EvalRecord, RunError> {
     let (mut correct, mut loss_sum) = (0usize, 0.0f64);
-    for chunk in reviews.chunks(batch_size) {
+    for chunk in reviews.chunks(config.batch_size) {
         let texts: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
         let labels: Vec<u32> = chunk.iter().map(|r| r.label).collect();
         let batch = tokenizer.batch(&texts)?;
@@ -287,11 +291,11 @@ async fn evaluate(
     }
     let n = reviews.len().max(1) as f64;
     Ok(EvalRecord {
-        step: 0,
+        step,
         loss: loss_sum / n,
         accuracy: correct as f64 / n,
         examples: reviews.len(),
-        up_bytes: 0,
+        up_bytes,
     })
 }
 
