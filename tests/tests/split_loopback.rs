@@ -2,7 +2,9 @@
 //! over loopback QUIC: every mode trains (the loss falls), and a cut the cloud cannot
 //! serve is refused at Hello with its reason.
 //!
-//! Skipped, with a note, when `cargo xtask setup` has not cached the model.
+//! Skipped, with a note, when `cargo xtask setup` has not cached the model. Built with
+//! the crate's `model` feature (default; off for the aarch64 qemu run).
+#![cfg(feature = "model")]
 
 mod common;
 

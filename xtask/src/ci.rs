@@ -37,7 +37,7 @@ pub fn run() -> Result<()> {
     step("fuzz targets: build, and 20000 random inputs each");
     crate::fuzz::build_and_smoke(20_000)?;
 
-    step("tests (aarch64 under qemu: kernels, runtime without burn, loopback QUIC)");
+    step("tests (aarch64 under qemu: kernels, runtime without burn, loopback QUIC without burn)");
     for args in [
         &["test", "-p", "tandem-kernels"][..],
         &[
@@ -47,7 +47,7 @@ pub fn run() -> Result<()> {
             "--no-default-features",
             "--lib",
         ],
-        &["test", "-p", "tandem-tests"],
+        &["test", "-p", "tandem-tests", "--no-default-features"],
     ] {
         run_tests(&mut cross_cargo(args), &mut totals)?;
     }
