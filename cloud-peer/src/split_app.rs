@@ -101,7 +101,9 @@ impl CloudApp for SplitApp {
             .map_err(|e| e.to_string())?;
             self.trainers.insert(node.clone(), (admission, trainer));
         }
-        let (_, trainer) = self.trainers.get_mut(node).expect("inserted above");
+        let Some((_, trainer)) = self.trainers.get_mut(node) else {
+            return Err(format!("no split trainer for '{node}'"));
+        };
         let started = Instant::now();
         let reply = trainer.step(activations, tensor);
         if activations.train

@@ -119,7 +119,12 @@ impl CloudTrainer {
             device: device.clone(),
             gradient: admission
                 .gradient
-                .map(|desc| Encoder::new(desc).expect("checked at admission")),
+                .map(Encoder::new)
+                .transpose()
+                .map_err(|e| ModelError::Mismatch {
+                    path: model_dir.into(),
+                    reason: format!("gradient codec: {e}"),
+                })?,
             admission,
             schedule,
             updates: 0,

@@ -259,11 +259,6 @@ impl DeviceTrainer {
         Ok(())
     }
 
-    /// The bottom being trained.
-    pub fn bottom(&self) -> &Bottom {
-        &self.bottom
-    }
-
     /// Writes the bottom's parameters to `path` as safetensors, crash-safely (the old
     /// file stays until the new one is complete).
     pub fn save_checkpoint(&self, path: &Path) -> Result<(), DeviceError> {
