@@ -15,11 +15,12 @@ pub fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("sort-insns") => return crate::insn::sort_insns(),
         Some("sort-mca") => return crate::mca::sort_mca(),
+        Some("lowrank-insns") => return crate::insn::lowrank_insns(),
         Some("split") => return crate::split::bench(&args[1..]),
         _ => {}
     }
     let mut names: Vec<&str> = BENCHES.iter().map(|b| b.0).collect();
-    names.extend(["sort-insns", "sort-mca", "split"]);
+    names.extend(["sort-insns", "sort-mca", "lowrank-insns", "lowrank-mca", "split"]);
     let Some(name) = args.first() else {
         bail!(
             "usage: cargo xtask bench <name>; benchmarks: {}",

@@ -15,6 +15,11 @@ const DEBIAN_RUSTDOC: &str = "/usr/bin/rustdoc";
 
 /// `cargo <args> --target aarch64-unknown-linux-gnu` with Debian's rustc and rustdoc.
 pub fn cargo(args: &[String]) -> Result<()> {
+    cargo_with_env(args, &[])
+}
+
+/// [`cargo`] with extra environment variables (e.g. `RUSTFLAGS`).
+pub fn cargo_with_env(args: &[String], env: &[(&str, &str)]) -> Result<()> {
     if args.is_empty() {
         bail!(
             "usage: cargo xtask aarch64 <cargo subcommand> [args], e.g. `test -p tandem-kernels`"
@@ -38,5 +43,6 @@ pub fn cargo(args: &[String]) -> Result<()> {
     // A RUSTC_WRAPPER or rustup override from the outer cargo must not leak in.
     cmd.env_remove("RUSTC_WRAPPER")
         .env_remove("RUSTUP_TOOLCHAIN");
+    cmd.envs(env.iter().copied());
     util::run(&mut cmd)
 }

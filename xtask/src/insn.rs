@@ -83,28 +83,83 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask bench sort-insns`: instructions per key of `sort_f32` (NEON) and of
-/// `sort_unstable_by(f32::total_cmp)`, both built for aarch64, at 1M keys.
-pub fn sort_insns() -> Result<()> {
-    let args: Vec<String> = [
+/// How an example is compiled for counting.
+#[derive(Clone, Copy, PartialEq)]
+enum Build {
+    /// The release profile as shipped.
+    Release,
+    /// The release profile with LLVM's loop and SLP vectorisers off: a scalar build of
+    /// the same source, in its own target directory.
+    Scalar,
+}
+
+/// Cross-builds the tandem-kernels example `name` (release) and returns its path.
+fn build_example(name: &str, build: Build) -> Result<PathBuf> {
+    let mut target = util::target_dir();
+    let mut env = Vec::new();
+    if build == Build::Scalar {
+        target = target.join("scalar-build");
+        env.push((
+            "RUSTFLAGS",
+            "-C llvm-args=-vectorize-loops=false -C llvm-args=-vectorize-slp=false",
+        ));
+    }
+    let mut args: Vec<String> = [
         "build",
         "--quiet",
         "--release",
         "-p",
         "tandem-kernels",
         "--example",
-        "sort_work",
+        name,
+        "--target-dir",
     ]
     .map(String::from)
     .to_vec();
-    cross::cargo(&args)?;
-    let program = util::target_dir()
+    args.push(target.display().to_string());
+    cross::cargo_with_env(&args, &env)?;
+    Ok(target
         .join(cross::TARGET)
-        .join("release/examples/sort_work");
-    let plugin = build_plugin()?;
-    let n: u64 = 1 << 20;
-    let run = |method: &str| count(&plugin, &program, &[method.to_string(), n.to_string()]);
-    let base = run("none")?;
+        .join("release/examples")
+        .join(name))
+}
+
+/// Counts of `program method args..` minus those of `program none args..` (the set-up).
+struct Counter {
+    plugin: PathBuf,
+    program: PathBuf,
+}
+
+impl Counter {
+    fn new(example: &str, build: Build) -> Result<Self> {
+        Ok(Self {
+            program: build_example(example, build)?,
+            plugin: build_plugin()?,
+        })
+    }
+
+    fn run(&self, method: &str, args: &[usize]) -> Result<Counts> {
+        let mut argv = vec![method.to_string()];
+        argv.extend(args.iter().map(usize::to_string));
+        count(&self.plugin, &self.program, &argv)
+    }
+
+    /// The work of `method` alone: its counts less those of `none` with the same args.
+    fn work(&self, method: &str, args: &[usize]) -> Result<Counts> {
+        let base = self.run("none", args)?;
+        let c = self.run(method, args)?;
+        Ok(Counts {
+            total: c.total.saturating_sub(base.total),
+            simd: c.simd.saturating_sub(base.simd),
+        })
+    }
+}
+
+/// `cargo xtask bench sort-insns`: instructions per key of `sort_f32` (NEON) and of
+/// `sort_unstable_by(f32::total_cmp)`, both built for aarch64, at 1M keys.
+pub fn sort_insns() -> Result<()> {
+    let counter = Counter::new("sort_work", Build::Release)?;
+    let n: usize = 1 << 20;
     println!(
         "{:<28} {:>14} {:>10} {:>14}",
         "sort of 1M f32 (aarch64)", "insns/key", "SIMD/key", "SIMD share"
@@ -114,9 +169,9 @@ pub fn sort_insns() -> Result<()> {
         ("tandem sort_f32 (NEON)", "tandem"),
         ("sort_unstable_by(total_cmp)", "std"),
     ] {
-        let c = run(method)?;
-        let total = c.total.saturating_sub(base.total) as f64 / n as f64;
-        let simd = c.simd.saturating_sub(base.simd) as f64 / n as f64;
+        let c = counter.work(method, &[n])?;
+        let total = c.total as f64 / n as f64;
+        let simd = c.simd as f64 / n as f64;
         println!(
             "{label:<28} {total:>14.1} {simd:>10.1} {:>13.0}%",
             100.0 * simd / total
@@ -126,6 +181,53 @@ pub fn sort_insns() -> Result<()> {
     println!(
         "sort_f32_1M_insns_std_over_neon: {:.2}",
         per_key[1] / per_key[0]
+    );
+    Ok(())
+}
+
+/// `cargo xtask bench lowrank-insns`: instructions per element of X for the two
+/// low-rank products (`X * Q` and `X^T * P`, X 2048 x 384) at ranks 8 and 32, all built
+/// for aarch64 in release mode: the NEON kernel, the portable kernel as LLVM compiles it
+/// (it auto-vectorises parts), and the portable kernel in a scalar build (vectorisers
+/// off). The headline is scalar build over NEON at rank 8.
+pub fn lowrank_insns() -> Result<()> {
+    let release = Counter::new("gemm_work", Build::Release)?;
+    let scalar = Counter::new("gemm_work", Build::Scalar)?;
+    let (n, d) = (2048usize, 384usize);
+    let per_el = |c: Counts| c.total as f64 / (n * d) as f64;
+    let share = |c: Counts| 100.0 * c.simd as f64 / c.total as f64;
+    println!("instructions per element of X (2048 x 384), aarch64; SIMD share in brackets");
+    println!(
+        "{:<10} {:>14} {:>18} {:>16} {:>14}",
+        "product", "NEON kernel", "portable, as built", "scalar build", "scalar / NEON"
+    );
+    let mut headline = (0u64, 0u64);
+    for r in [8usize, 32] {
+        for product in ["xq", "xtp"] {
+            let portable = format!("{product}-scalar");
+            let neon = release.work(product, &[n, d, r])?;
+            let auto = release.work(&portable, &[n, d, r])?;
+            let plain = scalar.work(&portable, &[n, d, r])?;
+            println!(
+                "{:<10} {:>8.2} ({:>2.0}%) {:>12.2} ({:>2.0}%) {:>10.2} ({:>2.0}%) {:>14.2}",
+                format!("{product} r={r}"),
+                per_el(neon),
+                share(neon),
+                per_el(auto),
+                share(auto),
+                per_el(plain),
+                share(plain),
+                plain.total as f64 / neon.total as f64
+            );
+            if r == 8 {
+                headline.0 += neon.total;
+                headline.1 += plain.total;
+            }
+        }
+    }
+    println!(
+        "lowrank_r8_insns_scalar_build_over_neon: {:.2}",
+        headline.1 as f64 / headline.0 as f64
     );
     Ok(())
 }

@@ -7,8 +7,11 @@
 pub(crate) trait FmaLanes: Copy {
     /// f32 lanes per vector.
     const W: usize;
-    /// Vectors per row of a register tile (a tile is 4 rows x `NV * W` columns).
+    /// Vectors per row of a register tile (a tile is `MR` rows x `NV * W` columns).
+    /// At most 4.
     const NV: usize;
+    /// Rows of a register tile: 4 or 8 (a multiple of 4, at most 8).
+    const MR: usize;
     /// A vector of `W` lanes.
     type V: Copy;
     /// Four scalars held so that each can be broadcast cheaply (`fmla` by element).
@@ -19,19 +22,23 @@ pub(crate) trait FmaLanes: Copy {
     fn load(self, src: &[f32]) -> Self::V;
     /// Stores `W` lanes to the start of `dst` (panics if shorter).
     fn store(self, v: Self::V, dst: &mut [f32]);
-    /// Loads four scalars for [`FmaLanes::fma_lane`].
-    fn load_x4(self, src: &[f32; 4]) -> Self::X4;
+    /// Loads the first four scalars of `src` for [`FmaLanes::fma_lane`] (panics if
+    /// shorter).
+    fn load_x4(self, src: &[f32]) -> Self::X4;
     /// `acc + b * x[L]` lane-wise (fused where the backend has FMA).
     fn fma_lane<const L: i32>(self, acc: Self::V, b: Self::V, x: Self::X4) -> Self::V;
 }
 
-/// The portable backend: one lane, a 4 x 4 tile of scalar accumulators.
+/// The portable backend: one lane, a 4 x 4 tile of scalar accumulators. Where the
+/// target has fused multiply-add in its baseline (aarch64, or x86 built with `fma`),
+/// each step is one `fmadd`, as a scalar build would compile it.
 #[derive(Clone, Copy)]
 pub(crate) struct Scalar;
 
 impl FmaLanes for Scalar {
     const W: usize = 1;
     const NV: usize = 4;
+    const MR: usize = 4;
     type V = f32;
     type X4 = [f32; 4];
 
@@ -48,12 +55,15 @@ impl FmaLanes for Scalar {
         dst[0] = v;
     }
     #[inline(always)]
-    fn load_x4(self, src: &[f32; 4]) -> [f32; 4] {
-        *src
+    fn load_x4(self, src: &[f32]) -> [f32; 4] {
+        [src[0], src[1], src[2], src[3]]
     }
     #[inline(always)]
     fn fma_lane<const L: i32>(self, acc: f32, b: f32, x: [f32; 4]) -> f32 {
-        // mul + add, not `mul_add`: without hardware FMA that is a libm call.
-        acc + b * x[L as usize]
+        #[cfg(any(target_arch = "aarch64", target_feature = "fma"))]
+        return b.mul_add(x[L as usize], acc);
+        // Without hardware FMA, `mul_add` is a libm call: mul + add instead.
+        #[cfg(not(any(target_arch = "aarch64", target_feature = "fma")))]
+        return acc + b * x[L as usize];
     }
 }

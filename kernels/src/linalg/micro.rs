@@ -1,25 +1,29 @@
 //! Register- and cache-blocked tall-skinny GEMM, generic over [`FmaLanes`].
 //!
-//! Both products use one 4 x (NV*W) register tile of accumulators and the same inner
-//! step: four scalars `x[0..4]` times NV vectors of `B`, `acc[m][v] += B[v] * x[m]`
-//! (`fmla v.4s, b.4s, x.s[m]` on NEON).
-//! - `X * Q`: the tile is 4 rows of the output; `x` is 4 consecutive elements of one X
-//!   row (4 steps of the reduction), so each row's quad feeds 4 steps.
-//! - `X^T * P`: the tile is 4 rows of the output (4 columns of X); `x` is those 4
-//!   elements of one X row, one reduction step.
+//! Both products keep one `MR x (NV*W)` register tile of accumulators and share the
+//! inner step: four scalars `x[0..4]` times NV vectors of `B`,
+//! `acc[m][v] += B[v] * x[lane]` (`fmla v.4s, b.4s, x.s[lane]` on NEON).
+//! - `X * Q`: the tile is MR rows of the output; each row's quad holds 4 consecutive
+//!   elements of its X row, 4 steps of the reduction.
+//! - `X^T * P`: the tile is MR rows of the output (MR columns of X); the MR/4 quads of
+//!   one X row are one reduction step.
 //!
 //! The right-hand factor is packed per column block so that each step loads NV
 //! contiguous vectors; the reduction is split into cache blocks (`KC` of Q's rows, `IC`
-//! of P's rows) whose packed panel stays in L1.
+//! of P's rows) whose packed panel stays in L1. Whole tiles are read and written in
+//! place; only the matrix's ragged edges go through a padded copy.
 
 use super::lanes::FmaLanes;
 
-/// Rows of Q per cache block of `X * Q` (the packed panel is KC x NR floats).
-const KC: usize = 256;
+/// Rows of Q per cache block of `X * Q` (the packed panel is KC x NR floats: 16 KiB at
+/// NR = 8, inside every target core's L1).
+const KC: usize = 512;
 /// Rows of X and P per cache block of `X^T * P`.
 const IC: usize = 256;
-/// The largest tile width any backend uses (Scalar: 4, NEON/x86: 8).
+/// The widest register tile any backend uses, in floats.
 const NR_MAX: usize = 16;
+/// The most rows any backend's register tile has.
+const MR_MAX: usize = 8;
 
 /// Columns of one register tile.
 fn nr<L: FmaLanes>() -> usize {
@@ -41,14 +45,49 @@ fn pack(b: &[f32], rows: usize, cols: usize, nr: usize) -> Vec<f32> {
     packed
 }
 
-/// A tile of accumulators: up to 4 vectors per row.
-type Tile<L> = [[<L as FmaLanes>::V; 4]; 4];
+/// A tile of accumulators: `L::MR` rows of `L::NV` vectors are used.
+type Tile<L> = [[<L as FmaLanes>::V; 4]; MR_MAX];
 
-/// Loads the tile from `buf` (4 rows of `nr` floats).
+/// Where a register tile lives in a row-major output with `stride` columns: rows
+/// `row0..row0 + rows`, columns `col0..col0 + width`.
+#[derive(Clone, Copy)]
+struct TileAt {
+    row0: usize,
+    rows: usize,
+    col0: usize,
+    width: usize,
+    stride: usize,
+}
+
+impl TileAt {
+    /// Whether the tile is whole (not cut by the matrix's last rows or columns).
+    fn is_full<L: FmaLanes>(self) -> bool {
+        self.rows == L::MR && self.width == nr::<L>()
+    }
+
+    /// Offset of row `m` of the tile in the output.
+    fn row(self, m: usize) -> usize {
+        (self.row0 + m) * self.stride + self.col0
+    }
+}
+
+/// Loads the tile's accumulators from `out` (partial tiles through a zero-padded copy).
 #[inline(always)]
-fn tile_load<L: FmaLanes>(l: L, buf: &[f32; 4 * NR_MAX]) -> Tile<L> {
-    let mut acc = [[l.zero(); 4]; 4];
-    for (m, row) in acc.iter_mut().enumerate() {
+fn tile_read<L: FmaLanes>(l: L, out: &[f32], at: TileAt) -> Tile<L> {
+    let mut acc = [[l.zero(); 4]; MR_MAX];
+    if at.is_full::<L>() {
+        for (m, row) in acc.iter_mut().enumerate().take(L::MR) {
+            for (v, lane) in row.iter_mut().enumerate().take(L::NV) {
+                *lane = l.load(&out[at.row(m) + v * L::W..]);
+            }
+        }
+        return acc;
+    }
+    let mut buf = [0.0f32; MR_MAX * NR_MAX];
+    for m in 0..at.rows {
+        buf[m * NR_MAX..][..at.width].copy_from_slice(&out[at.row(m)..][..at.width]);
+    }
+    for (m, row) in acc.iter_mut().enumerate().take(L::MR) {
         for (v, lane) in row.iter_mut().enumerate().take(L::NV) {
             *lane = l.load(&buf[m * NR_MAX + v * L::W..]);
         }
@@ -56,22 +95,52 @@ fn tile_load<L: FmaLanes>(l: L, buf: &[f32; 4 * NR_MAX]) -> Tile<L> {
     acc
 }
 
+/// Stores the tile's accumulators to `out` (partial tiles through a copy).
 #[inline(always)]
-fn tile_store<L: FmaLanes>(l: L, acc: &Tile<L>, buf: &mut [f32; 4 * NR_MAX]) {
-    for (m, row) in acc.iter().enumerate() {
+fn tile_write<L: FmaLanes>(l: L, acc: &Tile<L>, out: &mut [f32], at: TileAt) {
+    if at.is_full::<L>() {
+        for (m, row) in acc.iter().enumerate().take(L::MR) {
+            for (v, lane) in row.iter().enumerate().take(L::NV) {
+                l.store(*lane, &mut out[at.row(m) + v * L::W..]);
+            }
+        }
+        return;
+    }
+    let mut buf = [0.0f32; MR_MAX * NR_MAX];
+    for (m, row) in acc.iter().enumerate().take(L::MR) {
         for (v, lane) in row.iter().enumerate().take(L::NV) {
             l.store(*lane, &mut buf[m * NR_MAX + v * L::W..]);
         }
     }
+    for m in 0..at.rows {
+        out[at.row(m)..][..at.width].copy_from_slice(&buf[m * NR_MAX..][..at.width]);
+    }
 }
 
-/// One reduction step for all 4 tile rows: `acc[m][v] += b[v] * x_m[LANE]`.
+/// One reduction step of `X * Q` for all tile rows: `acc[m][v] += b[v] * x[m][LANE]`.
 #[inline(always)]
-fn step_rows<L: FmaLanes, const LANE: i32>(l: L, acc: &mut Tile<L>, b: &[L::V; 4], x: &[L::X4; 4]) {
-    for m in 0..4 {
+fn step_rows<L: FmaLanes, const LANE: i32>(
+    l: L,
+    acc: &mut Tile<L>,
+    b: &[L::V; 4],
+    x: &[L::X4; MR_MAX],
+) {
+    for m in 0..L::MR {
         for v in 0..L::NV {
             acc[m][v] = l.fma_lane::<LANE>(acc[m][v], b[v], x[m]);
         }
+    }
+}
+
+/// One reduction step of `X^T * P` for tile rows `4 * QUAD..4 * QUAD + 4`:
+/// `acc[4 QUAD + j][v] += b[v] * x[j]`.
+#[inline(always)]
+fn step_quad<L: FmaLanes>(l: L, acc: &mut Tile<L>, quad: usize, b: &[L::V; 4], x: L::X4) {
+    for v in 0..L::NV {
+        acc[4 * quad][v] = l.fma_lane::<0>(acc[4 * quad][v], b[v], x);
+        acc[4 * quad + 1][v] = l.fma_lane::<1>(acc[4 * quad + 1][v], b[v], x);
+        acc[4 * quad + 2][v] = l.fma_lane::<2>(acc[4 * quad + 2][v], b[v], x);
+        acc[4 * quad + 3][v] = l.fma_lane::<3>(acc[4 * quad + 3][v], b[v], x);
     }
 }
 
@@ -88,8 +157,10 @@ fn load_b<L: FmaLanes>(l: L, row: &[f32]) -> [L::V; 4] {
 #[inline(always)]
 fn quad(row: &[f32], k: usize) -> [f32; 4] {
     let mut q = [0.0; 4];
-    let have = row.len().saturating_sub(k).min(4);
-    q[..have].copy_from_slice(&row[k..k + have]);
+    if k < row.len() {
+        let have = (row.len() - k).min(4);
+        q[..have].copy_from_slice(&row[k..k + have]);
+    }
     q
 }
 
@@ -105,33 +176,44 @@ pub(crate) fn xq<L: FmaLanes>(
     r: usize,
     out: &mut [f32],
 ) {
+    if d == 0 {
+        out.fill(0.0);
+        return;
+    }
     let nr = nr::<L>();
     let packed = pack(q, d, r, nr);
     let blocks = r.div_ceil(nr);
-    let mut buf = [0.0f32; 4 * NR_MAX];
+    let zero4 = l.load_x4(&[0.0; 4]);
     for k0 in (0..d).step_by(KC) {
         let k1 = (k0 + KC).min(d);
-        for i0 in (0..n).step_by(4) {
-            let rows = (n - i0).min(4);
+        let full = (k1 - k0) / 4 * 4;
+        for i0 in (0..n).step_by(L::MR) {
+            let rows = (n - i0).min(L::MR);
             // Rows past n repeat the last row; their results are not stored.
-            let xr: [&[f32]; 4] = [0, 1, 2, 3].map(|m| &x[(i0 + m.min(rows - 1)) * d..][k0..k1]);
+            let mut xr: [&[f32]; MR_MAX] = [&[]; MR_MAX];
+            for (m, row) in xr.iter_mut().enumerate().take(L::MR) {
+                let i = i0 + m.min(rows - 1);
+                *row = &x[i * d + k0..i * d + k1];
+            }
             for jb in 0..blocks {
-                let width = nr.min(r - jb * nr);
-                let panel = &packed[jb * d * nr + k0 * nr..jb * d * nr + k1 * nr];
-                let mut acc = if k0 == 0 {
-                    [[l.zero(); 4]; 4]
-                } else {
-                    for m in 0..rows {
-                        buf[m * NR_MAX..m * NR_MAX + width]
-                            .copy_from_slice(&out[(i0 + m) * r + jb * nr..][..width]);
-                    }
-                    tile_load(l, &buf)
+                let at = TileAt {
+                    row0: i0,
+                    rows,
+                    col0: jb * nr,
+                    width: nr.min(r - jb * nr),
+                    stride: r,
                 };
-                let full = (k1 - k0) / 4 * 4;
+                let mut acc = if k0 == 0 {
+                    [[l.zero(); 4]; MR_MAX]
+                } else {
+                    tile_read(l, out, at)
+                };
+                let panel = &packed[jb * d * nr + k0 * nr..jb * d * nr + k1 * nr];
+                let mut x4 = [zero4; MR_MAX];
                 for (k, steps) in panel[..full * nr].chunks_exact(4 * nr).enumerate() {
-                    let k = 4 * k;
-                    let x4 = [0, 1, 2, 3]
-                        .map(|m| l.load_x4(xr[m][k..k + 4].try_into().expect("4 elements")));
+                    for m in 0..L::MR {
+                        x4[m] = l.load_x4(&xr[m][4 * k..4 * k + 4]);
+                    }
                     step_rows::<L, 0>(l, &mut acc, &load_b(l, &steps[..nr]), &x4);
                     step_rows::<L, 1>(l, &mut acc, &load_b(l, &steps[nr..2 * nr]), &x4);
                     step_rows::<L, 2>(l, &mut acc, &load_b(l, &steps[2 * nr..3 * nr]), &x4);
@@ -140,7 +222,9 @@ pub(crate) fn xq<L: FmaLanes>(
                 // The last 1..3 steps: x lanes past k1 are zero and their steps skipped.
                 let tail = k1 - k0 - full;
                 if tail > 0 {
-                    let x4 = [0, 1, 2, 3].map(|m| l.load_x4(&quad(xr[m], full)));
+                    for m in 0..L::MR {
+                        x4[m] = l.load_x4(&quad(xr[m], full));
+                    }
                     let b = |s: usize| load_b(l, &panel[(full + s) * nr..]);
                     step_rows::<L, 0>(l, &mut acc, &b(0), &x4);
                     if tail > 1 {
@@ -150,21 +234,17 @@ pub(crate) fn xq<L: FmaLanes>(
                         step_rows::<L, 2>(l, &mut acc, &b(2), &x4);
                     }
                 }
-                tile_store(l, &acc, &mut buf);
-                for m in 0..rows {
-                    out[(i0 + m) * r + jb * nr..][..width]
-                        .copy_from_slice(&buf[m * NR_MAX..m * NR_MAX + width]);
-                }
+                tile_write(l, &acc, out, at);
             }
         }
-    }
-    if d == 0 {
-        out.fill(0.0);
     }
 }
 
 /// `out (d x r) = x^T * p` for `x` (n x d) and `p` (n x r), all row-major. Lengths are
 /// checked by the caller.
+///
+/// The tile's rows are `L::MR` consecutive columns of X, read as `L::MR / 4` quads of
+/// each X row; the reduction runs over X's rows in cache blocks of `IC`.
 #[inline(always)]
 pub(crate) fn xtp<L: FmaLanes>(
     l: L,
@@ -175,43 +255,52 @@ pub(crate) fn xtp<L: FmaLanes>(
     r: usize,
     out: &mut [f32],
 ) {
+    if n == 0 {
+        out.fill(0.0);
+        return;
+    }
     let nr = nr::<L>();
     let packed = pack(p, n, r, nr);
     let blocks = r.div_ceil(nr);
-    let mut buf = [0.0f32; 4 * NR_MAX];
-    out.fill(0.0);
     for i0 in (0..n).step_by(IC) {
         let i1 = (i0 + IC).min(n);
-        for k0 in (0..d).step_by(4) {
-            let rows = (d - k0).min(4);
+        for k0 in (0..d).step_by(L::MR) {
+            let rows = (d - k0).min(L::MR);
             for jb in 0..blocks {
-                let width = nr.min(r - jb * nr);
+                let at = TileAt {
+                    row0: k0,
+                    rows,
+                    col0: jb * nr,
+                    width: nr.min(r - jb * nr),
+                    stride: r,
+                };
+                let mut acc = if i0 == 0 {
+                    [[l.zero(); 4]; MR_MAX]
+                } else {
+                    tile_read(l, out, at)
+                };
                 let panel = &packed[jb * n * nr..(jb + 1) * n * nr];
-                for m in 0..rows {
-                    buf[m * NR_MAX..m * NR_MAX + width]
-                        .copy_from_slice(&out[(k0 + m) * r + jb * nr..][..width]);
-                }
-                let mut acc = tile_load(l, &buf);
-                for i in i0..i1 {
-                    let row = &x[i * d..][..d];
-                    let x4 = if rows == 4 {
-                        l.load_x4(row[k0..k0 + 4].try_into().expect("4 elements"))
-                    } else {
-                        l.load_x4(&quad(row, k0))
-                    };
-                    let b = load_b(l, &panel[i * nr..]);
-                    for v in 0..L::NV {
-                        acc[0][v] = l.fma_lane::<0>(acc[0][v], b[v], x4);
-                        acc[1][v] = l.fma_lane::<1>(acc[1][v], b[v], x4);
-                        acc[2][v] = l.fma_lane::<2>(acc[2][v], b[v], x4);
-                        acc[3][v] = l.fma_lane::<3>(acc[3][v], b[v], x4);
+                let x_rows = x[i0 * d..i1 * d].chunks_exact(d);
+                let p_rows = panel[i0 * nr..i1 * nr].chunks_exact(nr);
+                if rows == L::MR {
+                    for (row, p_row) in x_rows.zip(p_rows) {
+                        let row = &row[k0..k0 + L::MR];
+                        let b = load_b(l, p_row);
+                        for qd in 0..L::MR / 4 {
+                            step_quad(l, &mut acc, qd, &b, l.load_x4(&row[4 * qd..]));
+                        }
+                    }
+                } else {
+                    // The matrix's last columns: lanes past d are zero.
+                    for (row, p_row) in x_rows.zip(p_rows) {
+                        let b = load_b(l, p_row);
+                        for qd in 0..L::MR / 4 {
+                            let x4 = l.load_x4(&quad(row, k0 + 4 * qd));
+                            step_quad(l, &mut acc, qd, &b, x4);
+                        }
                     }
                 }
-                tile_store(l, &acc, &mut buf);
-                for m in 0..rows {
-                    out[(k0 + m) * r + jb * nr..][..width]
-                        .copy_from_slice(&buf[m * NR_MAX..m * NR_MAX + width]);
-                }
+                tile_write(l, &acc, out, at);
             }
         }
     }

@@ -5,7 +5,7 @@
 //! All matrices are dense, row-major `f32` slices with explicit dimensions. Lengths are
 //! checked; a mismatch is a [`KernelError`], never a panic.
 //!
-//! Backends: NEON (`fmla` by element, 4 x 8 register tile) on aarch64, the same kernel
+//! Backends: NEON (`fmla` by element, 8 x 8 register tile) on aarch64, the same kernel
 //! on 128-bit FMA3 vectors on x86_64 when the CPU has FMA (detected at run time), and a
 //! scalar 4 x 4 tile elsewhere. Results agree with a naive triple loop within float
 //! rounding of the summation order (tests bound it at 1e-5 relative to `|X||Q|`).
@@ -45,6 +45,21 @@ pub fn gemm_backend() -> Backend {
     }
     #[allow(unreachable_code)]
     Backend::Scalar
+}
+
+/// The argument checks of `X^T * P`.
+fn check_xtp(
+    x: &[f32],
+    n: usize,
+    d: usize,
+    p: &[f32],
+    r: usize,
+    out: &[f32],
+) -> Result<(), KernelError> {
+    check_rank(r)?;
+    KernelError::check_len("x", x.len(), n * d)?;
+    KernelError::check_len("p", p.len(), n * r)?;
+    KernelError::check_len("out", out.len(), d * r)
 }
 
 /// `out (n x r) = x (n x d) * q (d x r)`. `r <= 64`.
@@ -107,10 +122,7 @@ pub fn matmul_xtp(
     r: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    check_rank(r)?;
-    KernelError::check_len("x", x.len(), n * d)?;
-    KernelError::check_len("p", p.len(), n * r)?;
-    KernelError::check_len("out", out.len(), d * r)?;
+    check_xtp(x, n, d, p, r, out)?;
     if d == 0 || r == 0 {
         return Ok(());
     }
@@ -174,6 +186,23 @@ pub fn matmul_xq_scalar(
     check_xq(x, n, d, q, r, out)?;
     if n > 0 && r > 0 {
         micro::xq(lanes::Scalar, x, n, d, q, r, out);
+    }
+    Ok(())
+}
+
+/// A portable scalar run of [`matmul_xtp`] (the baseline of the instruction-count
+/// benchmark; lengths as for `matmul_xtp`).
+pub fn matmul_xtp_scalar(
+    x: &[f32],
+    n: usize,
+    d: usize,
+    p: &[f32],
+    r: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    check_xtp(x, n, d, p, r, out)?;
+    if d > 0 && r > 0 {
+        micro::xtp(lanes::Scalar, x, n, d, p, r, out);
     }
     Ok(())
 }

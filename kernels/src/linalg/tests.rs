@@ -47,6 +47,9 @@ proptest! {
         let mut out = vec![f32::NAN; d * r];
         matmul_xtp(&x, n, d, &p, r, &mut out).unwrap();
         assert_close(&out, &naive_xq(&xt, d, n, &p, r), (n as f64).sqrt() * 4.0);
+        let mut scalar = vec![f32::NAN; d * r];
+        matmul_xtp_scalar(&x, n, d, &p, r, &mut scalar).unwrap();
+        assert_close(&scalar, &naive_xq(&xt, d, n, &p, r), (n as f64).sqrt() * 4.0);
     }
 }
 

@@ -26,6 +26,7 @@ impl Neon {
 impl FmaLanes for Neon {
     const W: usize = 4;
     const NV: usize = 2;
+    const MR: usize = 8;
     type V = float32x4_t;
     type X4 = float32x4_t;
 
@@ -50,7 +51,8 @@ impl FmaLanes for Neon {
     }
 
     #[inline(always)]
-    fn load_x4(self, src: &[f32; 4]) -> float32x4_t {
+    fn load_x4(self, src: &[f32]) -> float32x4_t {
+        let src = &src[..4];
         // SAFETY: see the impl comment.
         unsafe { vld1q_f32(src.as_ptr()) }
     }

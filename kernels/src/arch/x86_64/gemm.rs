@@ -51,6 +51,7 @@ fn xtp_fma(l: Fma128, x: &[f32], n: usize, d: usize, p: &[f32], r: usize, out: &
 impl FmaLanes for Fma128 {
     const W: usize = 4;
     const NV: usize = 2;
+    const MR: usize = 4;
     type V = __m128;
     type X4 = __m128;
 
@@ -75,7 +76,8 @@ impl FmaLanes for Fma128 {
     }
 
     #[inline(always)]
-    fn load_x4(self, src: &[f32; 4]) -> __m128 {
+    fn load_x4(self, src: &[f32]) -> __m128 {
+        let src = &src[..4];
         // SAFETY: see the impl comment.
         unsafe { _mm_loadu_ps(src.as_ptr()) }
     }
