@@ -16,6 +16,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("sort-insns") => return crate::insn::sort_insns(),
         Some("sort-mca") => return crate::mca::sort_mca(),
         Some("lowrank-insns") => return crate::insn::lowrank_insns(),
+        Some("lowrank-mca") => return crate::mca::lowrank_mca(),
         Some("split") => return crate::split::bench(&args[1..]),
         _ => {}
     }
