@@ -5,7 +5,9 @@
 //! - One algorithm, three backends: NEON on aarch64 (chosen at compile time: NEON is
 //!   baseline there), a 128-bit SSE mirror on x86_64 (same vector width, same algorithm,
 //!   so x86 timings are a native proxy for NEON's), and a portable scalar fallback.
-//!   [`active_backend`] says which one runs.
+//!   [`active_backend`] says which one runs. The one exception is the low-rank GEMM,
+//!   which uses 256-bit AVX + FMA on x86_64 (it serves the cloud peer, where speed
+//!   matters more than mirroring; see [`linalg::gemm_backend`]).
 //! - Results agree with the naive oracle in `reference.rs` within the tolerance each
 //!   function documents; tests check every backend against it.
 //!
@@ -47,7 +49,7 @@ pub enum Backend {
     Sse2,
     /// x86_64 SSE4.1 (detected at run time), 128-bit lanes mirroring NEON.
     Sse41,
-    /// x86_64 FMA3 on 128-bit vectors (detected at run time), mirroring NEON's `fmla`.
+    /// x86_64 FMA3 on 256-bit AVX vectors (detected at run time): the GEMM kernels.
     Fma,
     /// Portable scalar code.
     Scalar,

@@ -6,9 +6,10 @@
 //! checked; a mismatch is a [`KernelError`], never a panic.
 //!
 //! Backends: NEON (`fmla` by element, 8 x 8 register tile) on aarch64, the same kernel
-//! on 128-bit FMA3 vectors on x86_64 when the CPU has FMA (detected at run time), and a
-//! scalar 4 x 4 tile elsewhere. Results agree with a naive triple loop within float
-//! rounding of the summation order (tests bound it at 1e-5 relative to `|X||Q|`).
+//! on 256-bit AVX + FMA3 vectors (8 x 8 tile) on x86_64 when the CPU has them (detected
+//! at run time), and a scalar 4 x 4 tile elsewhere. Results agree with a naive triple
+//! loop within float rounding of the summation order (tests bound it at 1e-5 relative
+//! to `|X||Q|`).
 
 pub(crate) mod lanes;
 pub(crate) mod micro;
@@ -40,7 +41,7 @@ pub fn gemm_backend() -> Backend {
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     return Backend::Neon;
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    if crate::arch::x86_64::gemm::Fma128::new().is_some() {
+    if crate::arch::x86_64::gemm::Fma256::new().is_some() {
         return Backend::Fma;
     }
     #[allow(unreachable_code)]
@@ -106,7 +107,7 @@ pub(crate) fn matmul_any_width(
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     return crate::arch::aarch64::gemm::Neon.xq(x, n, d, b, c, out);
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    if let Some(fma) = crate::arch::x86_64::gemm::Fma128::new() {
+    if let Some(fma) = crate::arch::x86_64::gemm::Fma256::new() {
         return fma.xq(x, n, d, b, c, out);
     }
     #[allow(unreachable_code)]
@@ -132,7 +133,7 @@ pub fn matmul_xtp(
         Ok(())
     };
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    if let Some(fma) = crate::arch::x86_64::gemm::Fma128::new() {
+    if let Some(fma) = crate::arch::x86_64::gemm::Fma256::new() {
         fma.xtp(x, n, d, p, r, out);
         return Ok(());
     }
