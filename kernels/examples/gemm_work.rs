@@ -1,16 +1,48 @@
 //! A fixed amount of low-rank kernel work, for counting instructions under qemu
 //! (`cargo xtask bench lowrank-insns`):
-//! `gemm_work <none|xq|xq-scalar|xtp|xtp-scalar> <n> <d> <r>`.
+//! `gemm_work <none|xq|xq-scalar|xtp|xtp-scalar|quant|quant-plain> <n> <d> <r>`.
 //!
 //! Generates a pseudo-random `n x d` matrix X and the right-hand factor, runs the chosen
 //! product once (`none` skips it, to measure the set-up to subtract) and prints a
 //! checksum so nothing is elided. `xq` is `X (n x d) * Q (d x r)`, `xtp` is
-//! `X^T * P (n x r)`; the `-scalar` forms run the portable scalar kernel.
+//! `X^T * P (n x r)`; the `-scalar` forms run the portable scalar kernel. `quant`
+//! quantises X to int8 (blocks of 64, nearest) and back with tandem's kernels,
+//! `quant-plain` does the same with a plain loop written here.
 
 use std::process::ExitCode;
 use tandem_kernels::linalg;
 
-const USAGE: &str = "usage: gemm_work <none|xq|xq-scalar|xtp|xtp-scalar> <n> <d> <r>";
+const USAGE: &str =
+    "usage: gemm_work <none|xq|xq-scalar|xtp|xtp-scalar|quant|quant-plain> <n> <d> <r>";
+
+/// int8 round trip of `x` in blocks of 64 with a plain loop: absmax, scale, round to
+/// nearest even, clamp; then codes times scale.
+fn quant_plain(x: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for (xb, ob) in x.chunks(64).zip(out.chunks_mut(64)) {
+        let m = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let inv = if m > 0.0 { 127.0 / m } else { 0.0 };
+        let codes: Vec<i8> = xb
+            .iter()
+            .map(|v| (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8)
+            .collect();
+        for (o, c) in ob.iter_mut().zip(codes) {
+            *o = f32::from(c) * (m / 127.0);
+        }
+    }
+    out
+}
+
+/// The same round trip with tandem's kernels.
+fn quant_tandem(x: &[f32]) -> Result<Vec<f32>, tandem_kernels::KernelError> {
+    use tandem_kernels::quant::{Rounding, block_count, dequantize_i8, quantize_i8};
+    let mut codes = vec![0i8; x.len()];
+    let mut scales = vec![0.0; block_count(x.len(), 64)];
+    quantize_i8(x, 64, Rounding::Nearest, &mut codes, &mut scales)?;
+    let mut out = vec![0.0; x.len()];
+    dequantize_i8(&codes, &scales, 64, &mut out)?;
+    Ok(out)
+}
 
 fn data(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed | 1;
@@ -57,6 +89,8 @@ fn main() -> ExitCode {
             };
             run(&x, n, d, &p, r, &mut out).map(|()| out)
         }
+        "quant" => quant_tandem(&x),
+        "quant-plain" => Ok(quant_plain(&x)),
         other => {
             eprintln!("unknown method '{other}'; {USAGE}");
             return ExitCode::from(2);

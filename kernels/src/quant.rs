@@ -11,8 +11,9 @@
 //! - Inputs must be finite for int8 (a NaN or infinite block is refused with
 //!   [`KernelError::OutOfRange`]), so a corrupt tensor is never silently encoded.
 //!
-//! The loops are written over fixed-size chunks so that LLVM vectorises them for NEON
-//! and SSE alike (checked by the instruction counts in BENCHMARKS.md).
+//! Round-to-nearest int8 and its inverse run 16 values per step on NEON and on the
+//! SSE2 mirror (`arch/*/quant.rs`), bit-identical to the scalar loops in
+//! `crate::scalar`; stochastic rounding and f16 are scalar.
 
 use crate::KernelError;
 use crate::reduce::absmax;
@@ -68,11 +69,7 @@ pub fn quantize_i8(
         }
         let inv = 127.0 / max;
         match &mut rng {
-            None => {
-                for (c, &v) in cb.iter_mut().zip(xb) {
-                    *c = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
-                }
-            }
+            None => quantize_nearest(xb, inv, cb),
             Some(state) => {
                 for (c, &v) in cb.iter_mut().zip(xb) {
                     *state ^= *state << 13;
@@ -98,11 +95,29 @@ pub fn dequantize_i8(
     KernelError::check_len("out", out.len(), codes.len())?;
     KernelError::check_len("scales", scales.len(), block_count(codes.len(), block))?;
     for ((cb, ob), &scale) in codes.chunks(block).zip(out.chunks_mut(block)).zip(scales) {
-        for (o, &c) in ob.iter_mut().zip(cb) {
-            *o = f32::from(c) * scale;
-        }
+        dequantize(cb, scale, ob);
     }
     Ok(())
+}
+
+/// Codes of `x * inv`, nearest, clamped to `-127..=127`, on this target's backend.
+fn quantize_nearest(x: &[f32], inv: f32, codes: &mut [i8]) {
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    return crate::arch::aarch64::quant::quantize_nearest(x, inv, codes);
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    return crate::arch::x86_64::quant::quantize_nearest(x, inv, codes);
+    #[allow(unreachable_code)]
+    crate::scalar::quantize_nearest(x, inv, codes)
+}
+
+/// `out = codes * scale` on this target's backend.
+fn dequantize(codes: &[i8], scale: f32, out: &mut [f32]) {
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    return crate::arch::aarch64::quant::dequantize(codes, scale, out);
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    return crate::arch::x86_64::quant::dequantize(codes, scale, out);
+    #[allow(unreachable_code)]
+    crate::scalar::dequantize(codes, scale, out)
 }
 
 /// Converts `x` to IEEE binary16 bit patterns (round to nearest, ties to even).
@@ -242,6 +257,45 @@ mod tests {
                 prop_assert!((a - b).abs() <= scale * 0.5 + scale * 1e-5, "{} vs {}", a, b);
             }
             prop_assert!(codes.iter().all(|&c| c != -128));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn simd_codes_match_the_scalar_loops_bit_for_bit(
+            x in proptest::collection::vec(-2e3f32..2e3, 0..200),
+            inv in 0.01f32..2.0,
+            scale in 0.0f32..10.0,
+        ) {
+            // Includes ties (x * inv = k + 0.5 for some draws) and clamped values.
+            let mut simd = vec![0i8; x.len()];
+            let mut plain = vec![0i8; x.len()];
+            quantize_nearest(&x, inv, &mut simd);
+            crate::scalar::quantize_nearest(&x, inv, &mut plain);
+            prop_assert_eq!(&simd, &plain);
+            let mut back = vec![0.0f32; x.len()];
+            let mut back_plain = vec![0.0f32; x.len()];
+            dequantize(&simd, scale, &mut back);
+            crate::scalar::dequantize(&plain, scale, &mut back_plain);
+            prop_assert_eq!(
+                back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                back_plain.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn ties_round_to_even_and_extremes_clamp() {
+        let x: Vec<f32> = [0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, 127.4, -127.6, 300.0, -300.0]
+            .into_iter()
+            .cycle()
+            .take(33) // two SIMD steps and a tail
+            .collect();
+        let mut codes = vec![0i8; x.len()];
+        quantize_nearest(&x, 1.0, &mut codes);
+        let want: [i8; 11] = [0, 2, 2, 0, -2, -2, 126, 127, -127, 127, -127];
+        for (i, &c) in codes.iter().enumerate() {
+            assert_eq!(c, want[i % 11], "x = {}", x[i]);
         }
     }
 

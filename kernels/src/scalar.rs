@@ -42,3 +42,18 @@ pub(crate) fn sum_squares(x: &[f32]) -> f32 {
 pub(crate) fn sum_squares_tail(acc: f32, x: &[f32]) -> f32 {
     x.iter().fold(acc, |acc, &v| v.mul_add(v, acc))
 }
+
+/// int8 codes of `x * inv`, rounded to nearest (ties to even) and clamped to
+/// `-127..=127`; the reference and tail loop of the SIMD quantisers.
+pub(crate) fn quantize_nearest(x: &[f32], inv: f32, codes: &mut [i8]) {
+    for (c, &v) in codes.iter_mut().zip(x) {
+        *c = (v * inv).clamp(-127.0, 127.0).round_ties_even() as i8;
+    }
+}
+
+/// `out[i] = codes[i] * scale`; the reference and tail loop of the SIMD dequantisers.
+pub(crate) fn dequantize(codes: &[i8], scale: f32, out: &mut [f32]) {
+    for (o, &c) in out.iter_mut().zip(codes) {
+        *o = f32::from(c) * scale;
+    }
+}

@@ -189,7 +189,9 @@ pub fn sort_insns() -> Result<()> {
 /// low-rank products (`X * Q` and `X^T * P`, X 2048 x 384) at ranks 8 and 32, all built
 /// for aarch64 in release mode: the NEON kernel, the portable kernel as LLVM compiles it
 /// (it auto-vectorises parts), and the portable kernel in a scalar build (vectorisers
-/// off). The headline is scalar build over NEON at rank 8.
+/// off). Also int8 quantise + dequantise (blocks of 64) of X: tandem's NEON kernels
+/// against a plain loop in the scalar build. The headline is scalar build over NEON
+/// for the two products at rank 8.
 pub fn lowrank_insns() -> Result<()> {
     let release = Counter::new("gemm_work", Build::Release)?;
     let scalar = Counter::new("gemm_work", Build::Scalar)?;
@@ -225,6 +227,18 @@ pub fn lowrank_insns() -> Result<()> {
             }
         }
     }
+    let neon = release.work("quant", &[n, d, 0])?;
+    let plain = scalar.work("quant-plain", &[n, d, 0])?;
+    println!(
+        "{:<10} {:>8.2} ({:>2.0}%) {:>18} {:>10.2} ({:>2.0}%) {:>14.2}",
+        "int8 q+dq",
+        per_el(neon),
+        share(neon),
+        "(plain loop:)",
+        per_el(plain),
+        share(plain),
+        plain.total as f64 / neon.total as f64
+    );
     println!(
         "lowrank_r8_insns_scalar_build_over_neon: {:.2}",
         headline.1 as f64 / headline.0 as f64

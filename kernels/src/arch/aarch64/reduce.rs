@@ -10,7 +10,7 @@ use core::arch::aarch64::{
 /// Loads 16 floats as four vectors.
 #[inline]
 #[target_feature(enable = "neon")]
-fn load16(chunk: &[f32; 16]) -> [float32x4_t; 4] {
+pub(super) fn load16(chunk: &[f32; 16]) -> [float32x4_t; 4] {
     let p = chunk.as_ptr();
     // SAFETY: `chunk` is 16 valid, initialised f32s, so p, p+4, p+8 and p+12 each start
     // 4 readable floats; vld1q_f32 has no alignment requirement beyond f32's.

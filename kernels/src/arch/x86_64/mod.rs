@@ -4,5 +4,6 @@
 //! 256-bit AVX + FMA vectors.
 
 pub(crate) mod gemm;
+pub(crate) mod quant;
 pub(crate) mod reduce;
 pub(crate) mod sort;

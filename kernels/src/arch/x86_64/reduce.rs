@@ -13,7 +13,7 @@ use core::arch::x86_64::{
 /// Loads 16 floats as four vectors.
 #[inline]
 #[target_feature(enable = "sse2")]
-fn load16(chunk: &[f32; 16]) -> [__m128; 4] {
+pub(super) fn load16(chunk: &[f32; 16]) -> [__m128; 4] {
     let p = chunk.as_ptr();
     // SAFETY: `chunk` is 16 valid, initialised f32s, so p, p+4, p+8 and p+12 each start
     // 4 readable floats; _mm_loadu_ps has no alignment requirement.
