@@ -5,7 +5,7 @@ use super::device::{DeviceSetup, DeviceTrainer};
 use super::{LinkCodec, LrSchedule, Mode};
 use crate::model::ComputeBackend;
 use crate::model::minilm::{ModelError, TextTokenizer, model_dir};
-use crate::wire::{Capabilities, Hello, NodeName};
+use crate::wire::{Capabilities, CodecDesc, Hello, NodeName};
 
 const TEXTS: [(&str, u32); 8] = [
     ("a gorgeous, witty, seductive movie.", 1),
@@ -87,4 +87,53 @@ fn train_bottom_lowrank_loss_falls() {
 #[test]
 fn lora_bottom_sft_loss_falls() {
     check(Mode::LoraBottom, "sft:r=16,bits=8");
+}
+
+#[test]
+fn a_gradient_codec_the_cloud_cannot_encode_is_refused_at_hello() {
+    let mut hello = Hello::probe(NodeName::try_from("d1").unwrap(), Default::default());
+    hello.capabilities = Capabilities::SPLIT;
+    hello.model.name = heapless::String::try_from(crate::model::minilm::MODEL_NAME).unwrap();
+    hello.model.cut = 2;
+    hello.model.hidden = 384;
+    for (desc, accepted) in [
+        (
+            CodecDesc::LowRank {
+                rank: 8,
+                power_iters: 2,
+                factor_bits: 8,
+            },
+            true,
+        ),
+        (
+            CodecDesc::LowRank {
+                rank: 65,
+                power_iters: 2,
+                factor_bits: 8,
+            },
+            false,
+        ),
+        (
+            CodecDesc::LowRank {
+                rank: 8,
+                power_iters: 2,
+                factor_bits: 4,
+            },
+            false,
+        ),
+        (CodecDesc::TopK { ratio_ppm: 2_000_000 }, false),
+    ] {
+        hello.codecs.clear();
+        hello.codecs.push(desc).unwrap();
+        match Admission::check(&hello) {
+            Ok(admission) => {
+                assert!(accepted, "{desc:?} accepted");
+                assert_eq!(admission.gradient, Some(desc));
+            }
+            Err(reason) => {
+                assert!(!accepted, "{desc:?} refused: {reason}");
+                assert!(reason.starts_with("gradient codec"), "{reason}");
+            }
+        }
+    }
 }
