@@ -175,8 +175,14 @@ fn main() {
     let mut scales = vec![0.0; quant::block_count(x.len(), 64)];
     let mut back = vec![0.0; x.len()];
     let quantise = median_time(21, || {
-        quant::quantize_i8(black_box(&x), 64, Rounding::Nearest, &mut codes, &mut scales)
-            .unwrap();
+        quant::quantize_i8(
+            black_box(&x),
+            64,
+            Rounding::Nearest,
+            &mut codes,
+            &mut scales,
+        )
+        .unwrap();
         black_box(&codes);
     });
     let dequantise = median_time(21, || {
@@ -201,7 +207,11 @@ fn main() {
         black_box(&codes);
     });
     let plain_dequantise = median_time(21, || {
-        for ((cb, ob), s) in black_box(&codes).chunks(64).zip(back.chunks_mut(64)).zip(&scales) {
+        for ((cb, ob), s) in black_box(&codes)
+            .chunks(64)
+            .zip(back.chunks_mut(64))
+            .zip(&scales)
+        {
             for (o, c) in ob.iter_mut().zip(cb) {
                 *o = f32::from(*c) * s;
             }

@@ -286,11 +286,13 @@ mod tests {
 
     #[test]
     fn ties_round_to_even_and_extremes_clamp() {
-        let x: Vec<f32> = [0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, 127.4, -127.6, 300.0, -300.0]
-            .into_iter()
-            .cycle()
-            .take(33) // two SIMD steps and a tail
-            .collect();
+        let x: Vec<f32> = [
+            0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, 127.4, -127.6, 300.0, -300.0,
+        ]
+        .into_iter()
+        .cycle()
+        .take(33) // two SIMD steps and a tail
+        .collect();
         let mut codes = vec![0i8; x.len()];
         quantize_nearest(&x, 1.0, &mut codes);
         let want: [i8; 11] = [0, 2, 2, 0, -2, -2, 126, 127, -127, 127, -127];

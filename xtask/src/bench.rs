@@ -21,7 +21,13 @@ pub fn run(args: &[String]) -> Result<()> {
         _ => {}
     }
     let mut names: Vec<&str> = BENCHES.iter().map(|b| b.0).collect();
-    names.extend(["sort-insns", "sort-mca", "lowrank-insns", "lowrank-mca", "split"]);
+    names.extend([
+        "sort-insns",
+        "sort-mca",
+        "lowrank-insns",
+        "lowrank-mca",
+        "split",
+    ]);
     let Some(name) = args.first() else {
         bail!(
             "usage: cargo xtask bench <name>; benchmarks: {}",

@@ -57,7 +57,10 @@ pub fn lowrank_mca() -> Result<()> {
         let body = function_body(&asm, function)
             .with_context(|| format!("{function} not found in the assembly"))?;
         let hot = hot_loop(&body).with_context(|| format!("no fmla loop in {function}"))?;
-        let fmla = hot.lines().filter(|l| l.trim_start().starts_with("fmla")).count();
+        let fmla = hot
+            .lines()
+            .filter(|l| l.trim_start().starts_with("fmla"))
+            .count();
         // 128-bit FMA pipes: N1 has 2, V1 4; the A72's peak is left out (no figure
         // here we could cite).
         for (cpu, fma_pipes) in [
@@ -163,11 +166,13 @@ fn hot_loop(body: &str) -> Option<String> {
             continue;
         };
         let inner = &lines[start + 1..end];
-        let nested = inner.iter().any(|l| l.starts_with(".LBB") && {
-            let label = l.trim_end_matches(':');
-            inner.iter().any(|b| {
-                b.trim().starts_with('b') && b.split_whitespace().last() == Some(label)
-            })
+        let nested = inner.iter().any(|l| {
+            l.starts_with(".LBB") && {
+                let label = l.trim_end_matches(':');
+                inner.iter().any(|b| {
+                    b.trim().starts_with('b') && b.split_whitespace().last() == Some(label)
+                })
+            }
         });
         if nested {
             continue;
@@ -177,7 +182,10 @@ fn hot_loop(body: &str) -> Option<String> {
             .copied()
             .filter(|l| !l.starts_with(".LBB"))
             .collect();
-        let fmla = code.iter().filter(|l| l.trim_start().starts_with("fmla")).count();
+        let fmla = code
+            .iter()
+            .filter(|l| l.trim_start().starts_with("fmla"))
+            .count();
         if fmla > 0 && best.as_ref().is_none_or(|(f, _)| fmla > *f) {
             best = Some((fmla, code));
         }

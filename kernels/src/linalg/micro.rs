@@ -26,20 +26,32 @@ const NR_MAX: usize = 16;
 const MR_MAX: usize = 8;
 
 /// Columns of one register tile.
-fn nr<L: FmaLanes>() -> usize {
+pub(crate) fn nr<L: FmaLanes>() -> usize {
     L::W * L::NV
 }
 
 /// Packs `b` (rows x cols, row-major) into column blocks of `nr` columns, each stored
 /// row by row and zero-padded: block `jb` is `rows * nr` floats.
 fn pack(b: &[f32], rows: usize, cols: usize, nr: usize) -> Vec<f32> {
+    pack_with(rows, cols, nr, |i, j| b[i * cols + j])
+}
+
+/// [`pack`] of the matrix whose element `(i, j)` is `at(i, j)`.
+pub(crate) fn pack_with(
+    rows: usize,
+    cols: usize,
+    nr: usize,
+    at: impl Fn(usize, usize) -> f32,
+) -> Vec<f32> {
     let blocks = cols.div_ceil(nr);
     let mut packed = vec![0.0; blocks * rows * nr];
     for jb in 0..blocks {
         let width = nr.min(cols - jb * nr);
         let block = &mut packed[jb * rows * nr..(jb + 1) * rows * nr];
-        for (row, dst) in block.chunks_exact_mut(nr).enumerate() {
-            dst[..width].copy_from_slice(&b[row * cols + jb * nr..][..width]);
+        for (i, dst) in block.chunks_exact_mut(nr).enumerate() {
+            for (c, v) in dst[..width].iter_mut().enumerate() {
+                *v = at(i, jb * nr + c);
+            }
         }
     }
     packed
@@ -176,12 +188,26 @@ pub(crate) fn xq<L: FmaLanes>(
     r: usize,
     out: &mut [f32],
 ) {
+    xq_packed(l, x, n, d, &pack(q, d, r, nr::<L>()), r, out);
+}
+
+/// [`xq`] with Q already packed by [`pack_with`] in column blocks of
+/// `L::W * L::NV`.
+#[inline(always)]
+pub(crate) fn xq_packed<L: FmaLanes>(
+    l: L,
+    x: &[f32],
+    n: usize,
+    d: usize,
+    packed: &[f32],
+    r: usize,
+    out: &mut [f32],
+) {
     if d == 0 {
         out.fill(0.0);
         return;
     }
     let nr = nr::<L>();
-    let packed = pack(q, d, r, nr);
     let blocks = r.div_ceil(nr);
     let zero4 = l.load_x4(&[0.0; 4]);
     for k0 in (0..d).step_by(KC) {

@@ -11,11 +11,13 @@
 //! loop within float rounding of the summation order (tests bound it at 1e-5 relative
 //! to `|X||Q|`).
 
+mod fused;
 pub(crate) mod lanes;
 pub(crate) mod micro;
 mod orth;
 mod svd;
 
+pub use fused::{Int8Factor, reconstruct_i8};
 pub use orth::{Orthonormalized, orthonormalize};
 pub use svd::{TruncatedSvd, random_start, truncated_svd};
 
@@ -112,6 +114,34 @@ pub(crate) fn matmul_any_width(
     }
     #[allow(unreachable_code)]
     micro::xq(lanes::Scalar, x, n, d, b, c, out)
+}
+
+/// The column-block width of the active backend's packed right-hand panels.
+fn packed_width() -> usize {
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    return micro::nr::<crate::arch::aarch64::gemm::Neon>();
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if crate::arch::x86_64::gemm::Fma256::new().is_some() {
+        return micro::nr::<crate::arch::x86_64::gemm::Fma256>();
+    }
+    #[allow(unreachable_code)]
+    micro::nr::<lanes::Scalar>()
+}
+
+/// `out (n x c) = x (n x d) * B` for B (d x c) packed by [`micro::pack_with`] at
+/// [`packed_width`]; dimensions already checked.
+fn matmul_packed(x: &[f32], n: usize, d: usize, packed: &[f32], c: usize, out: &mut [f32]) {
+    if n == 0 || c == 0 {
+        return;
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    return crate::arch::aarch64::gemm::Neon.xq_packed(x, n, d, packed, c, out);
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if let Some(fma) = crate::arch::x86_64::gemm::Fma256::new() {
+        return fma.xq_packed(x, n, d, packed, c, out);
+    }
+    #[allow(unreachable_code)]
+    micro::xq_packed(lanes::Scalar, x, n, d, packed, c, out)
 }
 
 /// `out (d x r) = x^T * p` for `x` (n x d) and `p` (n x r). `r <= 64`.

@@ -184,8 +184,13 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    /// `n` int8 values in blocks of `block`: scales then codes.
-    pub(super) fn int8s(&mut self, n: usize, block: usize) -> Result<Vec<f32>, CodecError> {
+    /// `n` int8 values in blocks of `block`: scales then codes, checked (finite,
+    /// non-negative scales; no -128 code) but not dequantised.
+    pub(super) fn int8_codes(
+        &mut self,
+        n: usize,
+        block: usize,
+    ) -> Result<(Vec<i8>, Vec<f32>), CodecError> {
         let scales = self.f32s(quant::block_count(n, block))?;
         if scales.iter().any(|&s| s < 0.0) {
             return Err(CodecError::Inconsistent("negative scale"));
@@ -194,6 +199,12 @@ impl<'a> Reader<'a> {
         if codes.contains(&i8::MIN) {
             return Err(CodecError::Inconsistent("int8 code -128"));
         }
+        Ok((codes, scales))
+    }
+
+    /// `n` int8 values in blocks of `block`: scales then codes.
+    pub(super) fn int8s(&mut self, n: usize, block: usize) -> Result<Vec<f32>, CodecError> {
+        let (codes, scales) = self.int8_codes(n, block)?;
         let mut out = vec![0.0; n];
         quant::dequantize_i8(&codes, &scales, block, &mut out)?;
         Ok(out)

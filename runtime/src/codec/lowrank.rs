@@ -1,7 +1,7 @@
 //! `LowRank`: `H (n x d) ~ P Q^T` with `P` orthonormal (n x r) and `Q = H^T P` (d x r),
 //! found by PowerSGD-style subspace iteration warm-started from the previous step's Q.
 
-use super::format::{Reader, Writer, effective_rank};
+use super::format::{FACTOR_BLOCK, Reader, Writer, effective_rank};
 use super::{CodecError, Shape};
 use tandem_kernels::linalg;
 
@@ -64,6 +64,18 @@ pub(super) fn decode(
     let k = effective_rank(rank, shape);
     let mut out = vec![0.0; n * d];
     if k == 0 {
+        return Ok(out);
+    }
+    if bits == 8 {
+        // Dequantised inside the reconstruction, without f32 copies of the factors.
+        let (pc, ps) = r.int8_codes(n * k, FACTOR_BLOCK)?;
+        let (qc, qs) = r.int8_codes(d * k, FACTOR_BLOCK)?;
+        let factor = |codes, scales| linalg::Int8Factor {
+            codes,
+            scales,
+            block: FACTOR_BLOCK,
+        };
+        linalg::reconstruct_i8(factor(&pc, &ps), n, k, factor(&qc, &qs), d, &mut out)?;
         return Ok(out);
     }
     let p = r.factor(n * k, bits)?;

@@ -99,6 +99,32 @@ fn lowrank_reconstructs_a_matrix_of_known_rank() {
         };
         let (_, report) = Encoder::new(desc).unwrap().encode(&h, shape).unwrap();
         assert!(report.rel_error < 1e-4, "rank {k}: {}", report.rel_error);
+        // At 8 bits (decoded by the fused int8 reconstruction) only the factors'
+        // quantisation error remains: about 1/254 of each block's largest value.
+        let desc = CodecDesc::LowRank {
+            rank: 8,
+            power_iters: 1,
+            factor_bits: 8,
+        };
+        let (bytes, report) = Encoder::new(desc).unwrap().encode(&h, shape).unwrap();
+        assert!(
+            report.rel_error < 0.02,
+            "rank {k}, 8 bits: {}",
+            report.rel_error
+        );
+        let back = decode(desc, shape, &bytes).unwrap();
+        let err = h
+            .iter()
+            .zip(&back)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f32>()
+            .sqrt()
+            / h.iter().map(|a| a * a).sum::<f32>().sqrt();
+        assert!(
+            (f64::from(err) - report.rel_error).abs() < 1e-4,
+            "{err} vs {}",
+            report.rel_error
+        );
     }
 }
 

@@ -13,6 +13,19 @@ impl Neon {
         crate::linalg::micro::xq(self, x, n, d, q, r, out);
     }
 
+    /// `out = x * q` with q packed, see [`crate::linalg::micro::xq_packed`].
+    pub(crate) fn xq_packed(
+        self,
+        x: &[f32],
+        n: usize,
+        d: usize,
+        packed: &[f32],
+        r: usize,
+        out: &mut [f32],
+    ) {
+        crate::linalg::micro::xq_packed(self, x, n, d, packed, r, out);
+    }
+
     /// `out = x^T * p`, see [`crate::linalg::matmul_xtp`].
     pub(crate) fn xtp(self, x: &[f32], n: usize, d: usize, p: &[f32], r: usize, out: &mut [f32]) {
         crate::linalg::micro::xtp(self, x, n, d, p, r, out);

@@ -6,8 +6,7 @@
 
 use crate::linalg::lanes::FmaLanes;
 use core::arch::x86_64::{
-    __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps,
-    _mm256_storeu_ps,
+    __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
 };
 
 /// Token proving the CPU has FMA and AVX: only [`Fma256::new`] makes one.
@@ -27,6 +26,20 @@ impl Fma256 {
         unsafe { xq_fma(self, x, n, d, q, r, out) }
     }
 
+    /// `out = x * q` with q packed, see [`crate::linalg::micro::xq_packed`].
+    pub(crate) fn xq_packed(
+        self,
+        x: &[f32],
+        n: usize,
+        d: usize,
+        packed: &[f32],
+        r: usize,
+        out: &mut [f32],
+    ) {
+        // SAFETY: `self` exists only if FMA and AVX were detected on this CPU.
+        unsafe { xq_packed_fma(self, x, n, d, packed, r, out) }
+    }
+
     /// `out = x^T * p`, see [`crate::linalg::matmul_xtp`].
     pub(crate) fn xtp(self, x: &[f32], n: usize, d: usize, p: &[f32], r: usize, out: &mut [f32]) {
         // SAFETY: `self` exists only if FMA and AVX were detected on this CPU.
@@ -40,6 +53,19 @@ impl Fma256 {
 #[target_feature(enable = "avx,fma")]
 fn xq_fma(l: Fma256, x: &[f32], n: usize, d: usize, q: &[f32], r: usize, out: &mut [f32]) {
     crate::linalg::micro::xq(l, x, n, d, q, r, out);
+}
+
+#[target_feature(enable = "avx,fma")]
+fn xq_packed_fma(
+    l: Fma256,
+    x: &[f32],
+    n: usize,
+    d: usize,
+    packed: &[f32],
+    r: usize,
+    out: &mut [f32],
+) {
+    crate::linalg::micro::xq_packed(l, x, n, d, packed, r, out);
 }
 
 #[target_feature(enable = "avx,fma")]

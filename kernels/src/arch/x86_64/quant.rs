@@ -7,10 +7,9 @@
 use super::reduce::load16;
 use crate::scalar;
 use core::arch::x86_64::{
-    __m128i, _mm_cvtepi32_ps, _mm_cvtps_epi32, _mm_loadu_si128, _mm_max_ps, _mm_min_ps,
-    _mm_mul_ps, _mm_packs_epi16, _mm_packs_epi32, _mm_set1_ps, _mm_srai_epi16, _mm_srai_epi32,
-    _mm_storeu_ps, _mm_storeu_si128, _mm_unpackhi_epi8, _mm_unpackhi_epi16, _mm_unpacklo_epi8,
-    _mm_unpacklo_epi16,
+    __m128i, _mm_cvtepi32_ps, _mm_cvtps_epi32, _mm_loadu_si128, _mm_max_ps, _mm_min_ps, _mm_mul_ps,
+    _mm_packs_epi16, _mm_packs_epi32, _mm_set1_ps, _mm_srai_epi16, _mm_srai_epi32, _mm_storeu_ps,
+    _mm_storeu_si128, _mm_unpackhi_epi8, _mm_unpackhi_epi16, _mm_unpacklo_epi8, _mm_unpacklo_epi16,
 };
 
 /// See [`crate::scalar::quantize_nearest`].

@@ -121,7 +121,12 @@ fn a_gradient_codec_the_cloud_cannot_encode_is_refused_at_hello() {
             },
             false,
         ),
-        (CodecDesc::TopK { ratio_ppm: 2_000_000 }, false),
+        (
+            CodecDesc::TopK {
+                ratio_ppm: 2_000_000,
+            },
+            false,
+        ),
     ] {
         hello.codecs.clear();
         hello.codecs.push(desc).unwrap();
