@@ -36,7 +36,8 @@ tasks:
                         and aarch64/qemu, aarch64 release build, demo)
   bench <name>          run a benchmark: sort, transport, lowrank (native, release), split
                         (identity vs sft on loopback, release processes), sort-insns
-                        (aarch64 instructions per key under qemu), sort-mca (llvm-mca)
+                        (aarch64 instructions per key under qemu), sort-mca (llvm-mca),
+                        lowrank-insns (qemu counts), lowrank-mca (llvm-mca)
   fuzz <target> [seconds] [-- libfuzzer args]
                         coverage-guided fuzzing on stable (frame_roundtrip, split_ops,
                         round_ops); corpus in fuzz/corpus, crashes in fuzz/artifacts
