@@ -44,18 +44,6 @@ fn quant_tandem(x: &[f32]) -> Result<Vec<f32>, tandem_kernels::KernelError> {
     Ok(out)
 }
 
-fn data(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dims: Vec<usize> = args[1.min(args.len())..]
@@ -66,9 +54,9 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    let x = data(n * d, 1);
-    let q = data(d * r, 2);
-    let p = data(n * r, 3);
+    let x = linalg::random_start(n * d, 1);
+    let q = linalg::random_start(d * r, 2);
+    let p = linalg::random_start(n * r, 3);
     let result = match method.as_str() {
         "none" => Ok(Vec::new()),
         "xq" | "xq-scalar" => {

@@ -94,9 +94,7 @@ pub fn dequantize_i8(
     check_block(block)?;
     KernelError::check_len("out", out.len(), codes.len())?;
     KernelError::check_len("scales", scales.len(), block_count(codes.len(), block))?;
-    for ((cb, ob), &scale) in codes.chunks(block).zip(out.chunks_mut(block)).zip(scales) {
-        dequantize(cb, scale, ob);
-    }
+    dequantize(codes, scales, block, out);
     Ok(())
 }
 
@@ -110,14 +108,16 @@ fn quantize_nearest(x: &[f32], inv: f32, codes: &mut [i8]) {
     crate::scalar::quantize_nearest(x, inv, codes)
 }
 
-/// `out = codes * scale` on this target's backend.
-fn dequantize(codes: &[i8], scale: f32, out: &mut [f32]) {
+/// `out[i] = codes[i] * scales[i / block]` on this target's backend (`block >= 1`).
+fn dequantize(codes: &[i8], scales: &[f32], block: usize, out: &mut [f32]) {
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-    return crate::arch::aarch64::quant::dequantize(codes, scale, out);
+    return crate::arch::aarch64::quant::dequantize(codes, scales, block, out);
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    return crate::arch::x86_64::quant::dequantize(codes, scale, out);
+    return crate::arch::x86_64::quant::dequantize(codes, scales, block, out);
     #[allow(unreachable_code)]
-    crate::scalar::dequantize(codes, scale, out)
+    for ((cb, ob), &scale) in codes.chunks(block).zip(out.chunks_mut(block)).zip(scales) {
+        crate::scalar::dequantize(cb, scale, ob);
+    }
 }
 
 /// Converts `x` to IEEE binary16 bit patterns (round to nearest, ties to even).
@@ -275,7 +275,7 @@ mod tests {
             prop_assert_eq!(&simd, &plain);
             let mut back = vec![0.0f32; x.len()];
             let mut back_plain = vec![0.0f32; x.len()];
-            dequantize(&simd, scale, &mut back);
+            dequantize(&simd, &[scale], simd.len().max(1), &mut back);
             crate::scalar::dequantize(&plain, scale, &mut back_plain);
             prop_assert_eq!(
                 back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),

@@ -79,20 +79,8 @@ pub fn reconstruct_i8(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::linalg::reconstruct;
+    use crate::linalg::{random_start as data, reconstruct};
     use crate::quant::{Rounding, dequantize_i8, quantize_i8};
-
-    fn data(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
 
     fn quantised(v: &[f32], block: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
         let mut codes = vec![0i8; v.len()];

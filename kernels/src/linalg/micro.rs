@@ -32,11 +32,21 @@ pub(crate) fn nr<L: FmaLanes>() -> usize {
 
 /// Packs `b` (rows x cols, row-major) into column blocks of `nr` columns, each stored
 /// row by row and zero-padded: block `jb` is `rows * nr` floats.
-fn pack(b: &[f32], rows: usize, cols: usize, nr: usize) -> Vec<f32> {
-    pack_with(rows, cols, nr, |i, j| b[i * cols + j])
+pub(crate) fn pack(b: &[f32], rows: usize, cols: usize, nr: usize) -> Vec<f32> {
+    let blocks = cols.div_ceil(nr);
+    let mut packed = vec![0.0; blocks * rows * nr];
+    for jb in 0..blocks {
+        let width = nr.min(cols - jb * nr);
+        let block = &mut packed[jb * rows * nr..(jb + 1) * rows * nr];
+        for (row, dst) in block.chunks_exact_mut(nr).enumerate() {
+            dst[..width].copy_from_slice(&b[row * cols + jb * nr..][..width]);
+        }
+    }
+    packed
 }
 
-/// [`pack`] of the matrix whose element `(i, j)` is `at(i, j)`.
+/// [`pack`] of the matrix whose element `(i, j)` is `at(i, j)` (for factors that are
+/// computed while packing, e.g. dequantised).
 pub(crate) fn pack_with(
     rows: usize,
     cols: usize,

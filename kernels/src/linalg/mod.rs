@@ -106,14 +106,7 @@ pub(crate) fn matmul_any_width(
     if n == 0 || c == 0 {
         return;
     }
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-    return crate::arch::aarch64::gemm::Neon.xq(x, n, d, b, c, out);
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    if let Some(fma) = crate::arch::x86_64::gemm::Fma256::new() {
-        return fma.xq(x, n, d, b, c, out);
-    }
-    #[allow(unreachable_code)]
-    micro::xq(lanes::Scalar, x, n, d, b, c, out)
+    matmul_packed(x, n, d, &micro::pack(b, d, c, packed_width()), c, out);
 }
 
 /// The column-block width of the active backend's packed right-hand panels.

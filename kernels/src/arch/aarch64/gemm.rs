@@ -8,11 +8,6 @@ use core::arch::aarch64::{float32x4_t, vdupq_n_f32, vfmaq_laneq_f32, vld1q_f32, 
 pub(crate) struct Neon;
 
 impl Neon {
-    /// `out = x * q`, see [`crate::linalg::matmul_xq`].
-    pub(crate) fn xq(self, x: &[f32], n: usize, d: usize, q: &[f32], r: usize, out: &mut [f32]) {
-        crate::linalg::micro::xq(self, x, n, d, q, r, out);
-    }
-
     /// `out = x * q` with q packed, see [`crate::linalg::micro::xq_packed`].
     pub(crate) fn xq_packed(
         self,

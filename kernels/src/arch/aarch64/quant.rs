@@ -39,14 +39,25 @@ fn quantize_nearest_neon(x: &[f32], inv: f32, codes: &mut [i8]) {
     scalar::quantize_nearest(x_tail, inv, c_tail);
 }
 
-/// See [`crate::scalar::dequantize`].
-pub(crate) fn dequantize(codes: &[i8], scale: f32, out: &mut [f32]) {
+/// `out[i] = codes[i] * scales[i / block]` (see [`crate::scalar::dequantize`]); the
+/// loop over blocks runs inside the kernel, so short blocks cost no call each.
+pub(crate) fn dequantize(codes: &[i8], scales: &[f32], block: usize, out: &mut [f32]) {
     // SAFETY: as for `quantize_nearest`: NEON is baseline on aarch64.
-    unsafe { dequantize_neon(codes, scale, out) }
+    unsafe { dequantize_neon(codes, scales, block, out) }
 }
 
 #[target_feature(enable = "neon")]
-fn dequantize_neon(codes: &[i8], scale: f32, out: &mut [f32]) {
+fn dequantize_neon(codes: &[i8], scales: &[f32], block: usize, out: &mut [f32]) {
+    let blocks = codes.chunks(block.max(1)).zip(out.chunks_mut(block.max(1)));
+    for ((cb, ob), &scale) in blocks.zip(scales) {
+        dequantize_block(cb, scale, ob);
+    }
+}
+
+/// One block of [`dequantize`].
+#[inline]
+#[target_feature(enable = "neon")]
+fn dequantize_block(codes: &[i8], scale: f32, out: &mut [f32]) {
     let n = codes.len().min(out.len());
     let (src, c_tail) = codes[..n].as_chunks::<16>();
     let (dst, o_tail) = out[..n].as_chunks_mut::<16>();

@@ -20,12 +20,6 @@ impl Fma256 {
             .then_some(Self(()))
     }
 
-    /// `out = x * q`, see [`crate::linalg::matmul_xq`].
-    pub(crate) fn xq(self, x: &[f32], n: usize, d: usize, q: &[f32], r: usize, out: &mut [f32]) {
-        // SAFETY: `self` exists only if FMA and AVX were detected on this CPU.
-        unsafe { xq_fma(self, x, n, d, q, r, out) }
-    }
-
     /// `out = x * q` with q packed, see [`crate::linalg::micro::xq_packed`].
     pub(crate) fn xq_packed(
         self,
@@ -49,11 +43,6 @@ impl Fma256 {
 
 // The generic kernels compiled with FMA enabled, so the `#[inline(always)]` lane
 // operations inline into them as single instructions.
-
-#[target_feature(enable = "avx,fma")]
-fn xq_fma(l: Fma256, x: &[f32], n: usize, d: usize, q: &[f32], r: usize, out: &mut [f32]) {
-    crate::linalg::micro::xq(l, x, n, d, q, r, out);
-}
 
 #[target_feature(enable = "avx,fma")]
 fn xq_packed_fma(

@@ -38,14 +38,25 @@ fn quantize_nearest_sse2(x: &[f32], inv: f32, codes: &mut [i8]) {
     scalar::quantize_nearest(x_tail, inv, c_tail);
 }
 
-/// See [`crate::scalar::dequantize`].
-pub(crate) fn dequantize(codes: &[i8], scale: f32, out: &mut [f32]) {
+/// `out[i] = codes[i] * scales[i / block]` (see [`crate::scalar::dequantize`]); the
+/// loop over blocks runs inside the kernel, so short blocks cost no call each.
+pub(crate) fn dequantize(codes: &[i8], scales: &[f32], block: usize, out: &mut [f32]) {
     // SAFETY: as for `quantize_nearest`: SSE2 is baseline on x86_64.
-    unsafe { dequantize_sse2(codes, scale, out) }
+    unsafe { dequantize_sse2(codes, scales, block, out) }
 }
 
 #[target_feature(enable = "sse2")]
-fn dequantize_sse2(codes: &[i8], scale: f32, out: &mut [f32]) {
+fn dequantize_sse2(codes: &[i8], scales: &[f32], block: usize, out: &mut [f32]) {
+    let blocks = codes.chunks(block.max(1)).zip(out.chunks_mut(block.max(1)));
+    for ((cb, ob), &scale) in blocks.zip(scales) {
+        dequantize_block(cb, scale, ob);
+    }
+}
+
+/// One block of [`dequantize`].
+#[inline]
+#[target_feature(enable = "sse2")]
+fn dequantize_block(codes: &[i8], scale: f32, out: &mut [f32]) {
     let n = codes.len().min(out.len());
     let (src, c_tail) = codes[..n].as_chunks::<16>();
     let (dst, o_tail) = out[..n].as_chunks_mut::<16>();
