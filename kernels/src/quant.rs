@@ -138,7 +138,8 @@ pub fn f16_to_f32(h: &[u16], out: &mut [f32]) -> Result<(), KernelError> {
     Ok(())
 }
 
-fn check_block(block: usize) -> Result<(), KernelError> {
+/// `block` must be at least 1.
+pub(crate) fn check_block(block: usize) -> Result<(), KernelError> {
     if block == 0 {
         return Err(KernelError::OutOfRange {
             name: "block",

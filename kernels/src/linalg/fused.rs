@@ -3,7 +3,7 @@
 
 use super::{check_rank, matmul_packed, micro, packed_width};
 use crate::KernelError;
-use crate::quant::block_count;
+use crate::quant::{block_count, check_block};
 
 /// Rows of P dequantised at a time (a 64 x 64 block is 16 KiB of f32).
 const ROW_BLOCK: usize = 64;
@@ -23,13 +23,7 @@ pub struct Int8Factor<'a> {
 
 impl Int8Factor<'_> {
     fn check(&self, name: &'static str, len: usize) -> Result<(), KernelError> {
-        if self.block == 0 {
-            return Err(KernelError::OutOfRange {
-                name: "block",
-                value: "0".into(),
-                range: "1..",
-            });
-        }
+        check_block(self.block)?;
         KernelError::check_len(name, self.codes.len(), len)?;
         KernelError::check_len("scales", self.scales.len(), block_count(len, self.block))
     }
@@ -63,7 +57,11 @@ pub fn reconstruct_i8(
         return Ok(());
     }
     // The right-hand factor is Q^T (r x d): element (k, j) is Q[j][k].
-    let packed = micro::pack_with(r, d, packed_width(), |k, j| q.value(j * r + k));
+    let packed = micro::pack_rows(r, d, packed_width(), |k, j0, dst| {
+        for (c, v) in dst.iter_mut().enumerate() {
+            *v = q.value((j0 + c) * r + k);
+        }
+    });
     let mut rows = vec![0.0f32; ROW_BLOCK * r.max(1)];
     for i0 in (0..n).step_by(ROW_BLOCK) {
         let i1 = (i0 + ROW_BLOCK).min(n);

@@ -33,25 +33,19 @@ pub(crate) fn nr<L: FmaLanes>() -> usize {
 /// Packs `b` (rows x cols, row-major) into column blocks of `nr` columns, each stored
 /// row by row and zero-padded: block `jb` is `rows * nr` floats.
 pub(crate) fn pack(b: &[f32], rows: usize, cols: usize, nr: usize) -> Vec<f32> {
-    let blocks = cols.div_ceil(nr);
-    let mut packed = vec![0.0; blocks * rows * nr];
-    for jb in 0..blocks {
-        let width = nr.min(cols - jb * nr);
-        let block = &mut packed[jb * rows * nr..(jb + 1) * rows * nr];
-        for (row, dst) in block.chunks_exact_mut(nr).enumerate() {
-            dst[..width].copy_from_slice(&b[row * cols + jb * nr..][..width]);
-        }
-    }
-    packed
+    pack_rows(rows, cols, nr, |i, j0, dst| {
+        dst.copy_from_slice(&b[i * cols + j0..][..dst.len()]);
+    })
 }
 
-/// [`pack`] of the matrix whose element `(i, j)` is `at(i, j)` (for factors that are
-/// computed while packing, e.g. dequantised).
-pub(crate) fn pack_with(
+/// [`pack`] of a matrix given by `fill(i, j0, dst)`, which writes elements
+/// `(i, j0..j0 + dst.len())` into `dst` (for factors read transposed or dequantised
+/// while packing).
+pub(crate) fn pack_rows(
     rows: usize,
     cols: usize,
     nr: usize,
-    at: impl Fn(usize, usize) -> f32,
+    fill: impl Fn(usize, usize, &mut [f32]),
 ) -> Vec<f32> {
     let blocks = cols.div_ceil(nr);
     let mut packed = vec![0.0; blocks * rows * nr];
@@ -59,9 +53,7 @@ pub(crate) fn pack_with(
         let width = nr.min(cols - jb * nr);
         let block = &mut packed[jb * rows * nr..(jb + 1) * rows * nr];
         for (i, dst) in block.chunks_exact_mut(nr).enumerate() {
-            for (c, v) in dst[..width].iter_mut().enumerate() {
-                *v = at(i, jb * nr + c);
-            }
+            fill(i, jb * nr, &mut dst[..width]);
         }
     }
     packed
@@ -201,7 +193,7 @@ pub(crate) fn xq<L: FmaLanes>(
     xq_packed(l, x, n, d, &pack(q, d, r, nr::<L>()), r, out);
 }
 
-/// [`xq`] with Q already packed by [`pack_with`] in column blocks of
+/// [`xq`] with Q already packed by [`pack`] or [`pack_rows`] in column blocks of
 /// `L::W * L::NV`.
 #[inline(always)]
 pub(crate) fn xq_packed<L: FmaLanes>(

@@ -181,20 +181,17 @@ pub fn reconstruct(
     KernelError::check_len("p", p.len(), n * r)?;
     KernelError::check_len("q", q.len(), d * r)?;
     KernelError::check_len("out", out.len(), n * d)?;
-    let qt = transpose(q, d, r);
-    matmul_any_width(p, n, r, &qt, d, out);
-    Ok(())
-}
-
-/// The transpose of `a` (rows x cols).
-pub(crate) fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0.0; rows * cols];
-    for i in 0..rows {
-        for j in 0..cols {
-            t[j * rows + i] = a[i * cols + j];
-        }
+    if n == 0 || d == 0 {
+        return Ok(());
     }
-    t
+    // The right-hand factor is Q^T (r x d), packed straight from Q.
+    let packed = micro::pack_rows(r, d, packed_width(), |k, j0, dst| {
+        for (c, v) in dst.iter_mut().enumerate() {
+            *v = q[(j0 + c) * r + k];
+        }
+    });
+    matmul_packed(p, n, r, &packed, d, out);
+    Ok(())
 }
 
 /// A portable scalar run of [`matmul_xq`] (the baseline of the instruction-count

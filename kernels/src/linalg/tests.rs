@@ -13,6 +13,17 @@ fn naive_xq(x: &[f32], n: usize, d: usize, q: &[f32], r: usize) -> Vec<f64> {
     out
 }
 
+/// The transpose of `a` (rows x cols).
+fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0; rows * cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            t[j * rows + i] = a[i * cols + j];
+        }
+    }
+    t
+}
+
 fn data(len: usize, seed: u64) -> Vec<f32> {
     random_start(len, seed)
 }
