@@ -12,6 +12,8 @@ pub(crate) trait FmaLanes: Copy {
     const NV: usize;
     /// Rows of a register tile: 4 or 8 (a multiple of 4, at most 8).
     const MR: usize;
+    /// The backend, as reported by [`crate::linalg::gemm_backend`].
+    const BACKEND: crate::Backend;
     /// A vector of `W` lanes.
     type V: Copy;
     /// Four scalars held so that each can be broadcast cheaply (`fmla` by element).
@@ -29,6 +31,30 @@ pub(crate) trait FmaLanes: Copy {
     fn fma_lane<const L: i32>(self, acc: Self::V, b: Self::V, x: Self::X4) -> Self::V;
 }
 
+/// A computation written once over [`FmaLanes`]; [`run`] runs it on this CPU's
+/// backend. Implementations mark `run` `#[inline(always)]`, so it compiles inside the
+/// backend's `#[target_feature]` entry point with the lane operations as single
+/// instructions.
+pub(crate) trait LanesJob {
+    /// What the job returns.
+    type Output;
+    /// Runs the job on `l`'s lanes.
+    fn run<L: FmaLanes>(self, l: L) -> Self::Output;
+}
+
+/// Runs `job` on the lanes this CPU has: NEON on aarch64, AVX + FMA on x86_64 when
+/// detected (std caches the detection), scalar otherwise.
+pub(crate) fn run<J: LanesJob>(job: J) -> J::Output {
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    return job.run(crate::arch::aarch64::gemm::Neon);
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if let Some(fma) = crate::arch::x86_64::gemm::Fma256::new() {
+        return fma.run(job);
+    }
+    #[allow(unreachable_code)]
+    job.run(Scalar)
+}
+
 /// The portable backend: one lane, a 4 x 4 tile of scalar accumulators. Where the
 /// target has fused multiply-add in its baseline (aarch64, or x86 built with `fma`),
 /// each step is one `fmadd`, as a scalar build would compile it.
@@ -39,6 +65,7 @@ impl FmaLanes for Scalar {
     const W: usize = 1;
     const NV: usize = 4;
     const MR: usize = 4;
+    const BACKEND: crate::Backend = crate::Backend::Scalar;
     type V = f32;
     type X4 = [f32; 4];
 

@@ -22,6 +22,7 @@ pub use orth::{Orthonormalized, orthonormalize};
 pub use svd::{TruncatedSvd, random_start, truncated_svd};
 
 use crate::{Backend, KernelError};
+use lanes::{FmaLanes, LanesJob};
 
 /// The most columns the low-rank kernels accept.
 pub const MAX_RANK: usize = 64;
@@ -40,14 +41,15 @@ fn check_rank(r: usize) -> Result<(), KernelError> {
 
 /// The backend the GEMM kernels use on this CPU.
 pub fn gemm_backend() -> Backend {
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-    return Backend::Neon;
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    if crate::arch::x86_64::gemm::Fma256::new().is_some() {
-        return Backend::Fma;
+    struct Which;
+    impl LanesJob for Which {
+        type Output = Backend;
+        #[inline(always)]
+        fn run<L: FmaLanes>(self, _: L) -> Backend {
+            L::BACKEND
+        }
     }
-    #[allow(unreachable_code)]
-    Backend::Scalar
+    lanes::run(Which)
 }
 
 /// The argument checks of `X^T * P`.
@@ -111,30 +113,45 @@ pub(crate) fn matmul_any_width(
 
 /// The column-block width of the active backend's packed right-hand panels.
 fn packed_width() -> usize {
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-    return micro::nr::<crate::arch::aarch64::gemm::Neon>();
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    if crate::arch::x86_64::gemm::Fma256::new().is_some() {
-        return micro::nr::<crate::arch::x86_64::gemm::Fma256>();
+    struct Width;
+    impl LanesJob for Width {
+        type Output = usize;
+        #[inline(always)]
+        fn run<L: FmaLanes>(self, _: L) -> usize {
+            micro::nr::<L>()
+        }
     }
-    #[allow(unreachable_code)]
-    micro::nr::<lanes::Scalar>()
+    lanes::run(Width)
 }
 
-/// `out (n x c) = x (n x d) * B` for B (d x c) packed by [`micro::pack_with`] at
-/// [`packed_width`]; dimensions already checked.
+/// `out (n x c) = x (n x d) * B` for B (d x c) packed by [`micro::pack`] or
+/// [`micro::pack_rows`] at [`packed_width`]; dimensions already checked.
 fn matmul_packed(x: &[f32], n: usize, d: usize, packed: &[f32], c: usize, out: &mut [f32]) {
-    if n == 0 || c == 0 {
-        return;
+    struct XqPacked<'a> {
+        x: &'a [f32],
+        n: usize,
+        d: usize,
+        packed: &'a [f32],
+        c: usize,
+        out: &'a mut [f32],
     }
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-    return crate::arch::aarch64::gemm::Neon.xq_packed(x, n, d, packed, c, out);
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    if let Some(fma) = crate::arch::x86_64::gemm::Fma256::new() {
-        return fma.xq_packed(x, n, d, packed, c, out);
+    impl LanesJob for XqPacked<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<L: FmaLanes>(self, l: L) {
+            micro::xq_packed(l, self.x, self.n, self.d, self.packed, self.c, self.out);
+        }
     }
-    #[allow(unreachable_code)]
-    micro::xq_packed(lanes::Scalar, x, n, d, packed, c, out)
+    if n > 0 && c > 0 {
+        lanes::run(XqPacked {
+            x,
+            n,
+            d,
+            packed,
+            c,
+            out,
+        });
+    }
 }
 
 /// `out (d x r) = x^T * p` for `x` (n x d) and `p` (n x r). `r <= 64`.
@@ -146,25 +163,26 @@ pub fn matmul_xtp(
     r: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
+    struct Xtp<'a> {
+        x: &'a [f32],
+        n: usize,
+        d: usize,
+        p: &'a [f32],
+        r: usize,
+        out: &'a mut [f32],
+    }
+    impl LanesJob for Xtp<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<L: FmaLanes>(self, l: L) {
+            micro::xtp(l, self.x, self.n, self.d, self.p, self.r, self.out);
+        }
+    }
     check_xtp(x, n, d, p, r, out)?;
-    if d == 0 || r == 0 {
-        return Ok(());
+    if d > 0 && r > 0 {
+        lanes::run(Xtp { x, n, d, p, r, out });
     }
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-    return {
-        crate::arch::aarch64::gemm::Neon.xtp(x, n, d, p, r, out);
-        Ok(())
-    };
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    if let Some(fma) = crate::arch::x86_64::gemm::Fma256::new() {
-        fma.xtp(x, n, d, p, r, out);
-        return Ok(());
-    }
-    #[allow(unreachable_code)]
-    {
-        micro::xtp(lanes::Scalar, x, n, d, p, r, out);
-        Ok(())
-    }
+    Ok(())
 }
 
 /// `out (n x d) = p (n x r) * q^T` for `q` (d x r): the reconstruction of a rank-`r`

@@ -7,26 +7,6 @@ use core::arch::aarch64::{float32x4_t, vdupq_n_f32, vfmaq_laneq_f32, vld1q_f32, 
 #[derive(Clone, Copy)]
 pub(crate) struct Neon;
 
-impl Neon {
-    /// `out = x * q` with q packed, see [`crate::linalg::micro::xq_packed`].
-    pub(crate) fn xq_packed(
-        self,
-        x: &[f32],
-        n: usize,
-        d: usize,
-        packed: &[f32],
-        r: usize,
-        out: &mut [f32],
-    ) {
-        crate::linalg::micro::xq_packed(self, x, n, d, packed, r, out);
-    }
-
-    /// `out = x^T * p`, see [`crate::linalg::matmul_xtp`].
-    pub(crate) fn xtp(self, x: &[f32], n: usize, d: usize, p: &[f32], r: usize, out: &mut [f32]) {
-        crate::linalg::micro::xtp(self, x, n, d, p, r, out);
-    }
-}
-
 // SAFETY (for every `unsafe` block below): NEON is part of the aarch64 baseline this
 // module is compiled for (`target_feature = "neon"`), and every pointer comes from a
 // slice indexed to at least 4 elements first (`src[..4]`), so each load or store touches
@@ -35,6 +15,7 @@ impl FmaLanes for Neon {
     const W: usize = 4;
     const NV: usize = 2;
     const MR: usize = 8;
+    const BACKEND: crate::Backend = crate::Backend::Neon;
     type V = float32x4_t;
     type X4 = float32x4_t;
 

@@ -4,7 +4,7 @@
 //! uses `fmla` by element). The tile is 8 rows x 8 columns: 8 accumulators, enough to
 //! cover the FMA latency, in 16 registers. FMA and AVX are detected at run time.
 
-use crate::linalg::lanes::FmaLanes;
+use crate::linalg::lanes::{FmaLanes, LanesJob};
 use core::arch::x86_64::{
     __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
 };
@@ -20,46 +20,18 @@ impl Fma256 {
             .then_some(Self(()))
     }
 
-    /// `out = x * q` with q packed, see [`crate::linalg::micro::xq_packed`].
-    pub(crate) fn xq_packed(
-        self,
-        x: &[f32],
-        n: usize,
-        d: usize,
-        packed: &[f32],
-        r: usize,
-        out: &mut [f32],
-    ) {
+    /// Runs `job` on these lanes, compiled with AVX and FMA enabled.
+    pub(crate) fn run<J: LanesJob>(self, job: J) -> J::Output {
         // SAFETY: `self` exists only if FMA and AVX were detected on this CPU.
-        unsafe { xq_packed_fma(self, x, n, d, packed, r, out) }
-    }
-
-    /// `out = x^T * p`, see [`crate::linalg::matmul_xtp`].
-    pub(crate) fn xtp(self, x: &[f32], n: usize, d: usize, p: &[f32], r: usize, out: &mut [f32]) {
-        // SAFETY: `self` exists only if FMA and AVX were detected on this CPU.
-        unsafe { xtp_fma(self, x, n, d, p, r, out) }
+        unsafe { run_fma(self, job) }
     }
 }
 
-// The generic kernels compiled with FMA enabled, so the `#[inline(always)]` lane
-// operations inline into them as single instructions.
-
+/// The job compiled with AVX and FMA enabled, so the `#[inline(always)]` lane
+/// operations inline into it as single instructions.
 #[target_feature(enable = "avx,fma")]
-fn xq_packed_fma(
-    l: Fma256,
-    x: &[f32],
-    n: usize,
-    d: usize,
-    packed: &[f32],
-    r: usize,
-    out: &mut [f32],
-) {
-    crate::linalg::micro::xq_packed(l, x, n, d, packed, r, out);
-}
-
-#[target_feature(enable = "avx,fma")]
-fn xtp_fma(l: Fma256, x: &[f32], n: usize, d: usize, p: &[f32], r: usize, out: &mut [f32]) {
-    crate::linalg::micro::xtp(l, x, n, d, p, r, out);
+fn run_fma<J: LanesJob>(l: Fma256, job: J) -> J::Output {
+    job.run(l)
 }
 
 // SAFETY (for every `unsafe` block below): a `Fma256` value exists only after run-time
@@ -70,6 +42,7 @@ impl FmaLanes for Fma256 {
     const W: usize = 8;
     const NV: usize = 1;
     const MR: usize = 8;
+    const BACKEND: crate::Backend = crate::Backend::Fma;
     type V = __m256;
     type X4 = [f32; 4];
 
