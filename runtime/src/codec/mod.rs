@@ -124,21 +124,22 @@ impl Encoder {
         if let Some(at) = h.iter().position(|v| !v.is_finite()) {
             return Err(CodecError::NonFinite { at });
         }
+        // The element-wise codecs write straight into a buffer of their exact size.
+        let writer = || Writer::with_capacity(encoded_len(self.desc, shape).unwrap_or(0));
         let bytes = match self.desc {
             CodecDesc::Identity => {
-                let mut w = Writer::with_capacity(len * 4);
+                let mut w = writer();
                 w.f32s(h);
                 w.finish()
             }
             CodecDesc::F16 => {
-                let mut w = Writer::with_capacity(len * 2);
+                let mut w = writer();
                 w.f16s(h)?;
                 w.finish()
             }
             CodecDesc::Int8 { block } => {
-                let block = format::int8_block(block, shape);
-                let mut w = Writer::with_capacity(len + len.div_ceil(block) * 4);
-                w.int8s(h, block)?;
+                let mut w = writer();
+                w.int8s(h, format::int8_block(block, shape))?;
                 w.finish()
             }
             CodecDesc::LowRank {
