@@ -59,7 +59,7 @@ fn cholesky_qr(p: &mut [f32], n: usize, r: usize) -> bool {
         .map(|j| f64::from(gram[j * r + j]))
         .fold(0.0, f64::max);
     // (Written so that NaN also fails.)
-    if scale.is_nan() || scale <= 0.0 || !scale.is_finite() {
+    if !(scale > 0.0 && scale.is_finite()) {
         return false;
     }
     for j in 0..r {
