@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tandem_runtime::transport::{self, TransportError, TransportLimits, pki::Pki};
+use tandem_runtime::transport::{self, Received, TransportError, TransportLimits, pki::Pki};
 use tandem_runtime::wire::{Capabilities, CloseCode, Hello, HelloAck, NodeName, software_name};
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -286,7 +286,7 @@ async fn run_session(connection: quinn::Connection, node: NodeName, id: u64, con
         }
     });
     loop {
-        let mut recv = match connection.accept_uni().await {
+        let recv = match connection.accept_uni().await {
             Ok(recv) => recv,
             Err(reason) => {
                 debug!("device left: {reason}");
@@ -297,19 +297,16 @@ async fn run_session(connection: quinn::Connection, node: NodeName, id: u64, con
         let stats = context.stats.clone();
         let node = node.clone();
         tokio::spawn(async move {
-            match transport::read_envelope(&mut recv).await {
-                Ok(envelope) => {
+            match transport::receive_envelope(recv).await {
+                Received::Message(envelope) => {
                     stats.messages.fetch_add(1, Ordering::Relaxed);
                     let _ = hub.send(HubInput::Message { node, envelope });
                 }
-                // The connection went away mid-stream: the device resends after its
-                // reconnect; nothing of this stream is used.
-                Err(TransportError::Closed(_) | TransportError::Connection(_)) => {}
-                Err(err) => {
+                Received::Refused(err) => {
                     stats.refused_streams.fetch_add(1, Ordering::Relaxed);
                     warn!(%node, "refused a stream: {err}");
-                    let _ = recv.stop(transport::STREAM_REFUSED.into());
                 }
+                Received::ConnectionGone => {}
             }
         });
     }

@@ -37,6 +37,32 @@ pub async fn send_envelope(
     Ok(())
 }
 
+/// What became of one incoming session stream ([`receive_envelope`]).
+#[derive(Debug)]
+pub enum Received {
+    /// A whole, valid message.
+    Message(Envelope),
+    /// A bad message (over a cap, malformed, out of place): the stream was stopped with
+    /// [`STREAM_REFUSED`]; the connection and every other stream stay up.
+    Refused(TransportError),
+    /// The connection went away mid-stream: nothing to refuse, the sender resends after
+    /// it reconnects.
+    ConnectionGone,
+}
+
+/// Reads the one message of an accepted session stream and, if it is bad, refuses
+/// the stream. Both ends read their incoming streams with this.
+pub async fn receive_envelope(mut recv: quinn::RecvStream) -> Received {
+    match read_envelope(&mut recv).await {
+        Ok(envelope) => Received::Message(envelope),
+        Err(TransportError::Closed(_) | TransportError::Connection(_)) => Received::ConnectionGone,
+        Err(err) => {
+            let _ = recv.stop(STREAM_REFUSED.into());
+            Received::Refused(err)
+        }
+    }
+}
+
 /// Reads the one message of a session stream. Every cap is checked before the bytes it
 /// guards are read; a message kind that has no place in a session (Hello after the
 /// handshake, a bare Chunk) is a protocol error.

@@ -10,7 +10,7 @@
 //! - A refusal that retrying cannot fix (not on the allowlist, no common version, a
 //!   certificate problem) ends the link at once with that error.
 
-use super::{OpenSession, TransportError, open_session, read_envelope, send_envelope};
+use super::{OpenSession, Received, TransportError, open_session, receive_envelope, send_envelope};
 use crate::session::Envelope;
 use crate::session::fl::{ClientEvent, RoundClient};
 use crate::session::split::{DeviceEvent, SplitDevice};
@@ -19,8 +19,6 @@ use crate::wire::{
     RoundTask, Update, software_name,
 };
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -121,8 +119,6 @@ struct Live {
 pub struct LinkStats {
     /// Connections re-opened after a loss.
     pub reconnects: u64,
-    /// Incoming streams refused (bad frames); the connection stayed up.
-    pub refused_streams: u64,
 }
 
 /// The device end of a session with the cloud.
@@ -135,8 +131,6 @@ pub struct DeviceLink {
     /// Sent again after every reconnect, so the cloud knows the device is still there.
     joined: Option<crate::wire::Join>,
     stats: LinkStats,
-    /// Streams refused by the reader tasks of every connection so far.
-    refused: Arc<AtomicU64>,
 }
 
 impl DeviceLink {
@@ -150,9 +144,8 @@ impl DeviceLink {
     ) -> Result<Self, LinkError> {
         let session =
             open_session(&endpoint, target.peer, &target.server_name, &target.hello).await?;
-        let refused = Arc::new(AtomicU64::new(0));
         let ack = session.ack.clone();
-        let live = start_reader(session, refused.clone());
+        let live = start_reader(session);
         Ok(Self {
             endpoint,
             target,
@@ -161,7 +154,6 @@ impl DeviceLink {
             ack,
             joined: None,
             stats: LinkStats::default(),
-            refused,
         })
     }
 
@@ -172,10 +164,7 @@ impl DeviceLink {
 
     /// Counters so far.
     pub fn stats(&self) -> LinkStats {
-        LinkStats {
-            refused_streams: self.refused.load(Ordering::Relaxed),
-            ..self.stats
-        }
+        self.stats
     }
 
     /// The current connection, if up (tests use it to cut the link).
@@ -324,7 +313,7 @@ impl DeviceLink {
             {
                 Ok(session) => {
                     self.ack = session.ack.clone();
-                    self.live = Some(start_reader(session, self.refused.clone()));
+                    self.live = Some(start_reader(session));
                     self.stats.reconnects += 1;
                     tracing::info!(attempts, "reconnected");
                     return Ok(());
@@ -371,23 +360,21 @@ fn is_permanent(err: &TransportError) -> bool {
 
 /// Spawns the task that reads every incoming stream of `session` into a channel; the
 /// channel closes when the connection does.
-fn start_reader(session: OpenSession, refused: Arc<AtomicU64>) -> Live {
+fn start_reader(session: OpenSession) -> Live {
     let (tx, incoming) = mpsc::channel(64);
     let connection = session.connection.clone();
     tokio::spawn(async move {
-        while let Ok(mut recv) = connection.accept_uni().await {
+        while let Ok(recv) = connection.accept_uni().await {
             let tx = tx.clone();
-            let refused = refused.clone();
             tokio::spawn(async move {
-                match read_envelope(&mut recv).await {
-                    Ok(envelope) => {
+                match receive_envelope(recv).await {
+                    Received::Message(envelope) => {
                         let _ = tx.send(envelope).await;
                     }
-                    Err(err) => {
+                    Received::Refused(err) => {
                         tracing::warn!("refused a stream from the cloud: {err}");
-                        let _ = recv.stop(super::STREAM_REFUSED.into());
-                        refused.fetch_add(1, Ordering::Relaxed);
                     }
+                    Received::ConnectionGone => {}
                 }
             });
         }
