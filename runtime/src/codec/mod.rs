@@ -111,9 +111,36 @@ impl Encoder {
         self.desc
     }
 
-    /// Encodes `h` (`shape`, row-major) and reports on it. NaN or infinite input is
-    /// refused before any state changes.
+    /// Encodes `h` (`shape`, row-major) and reports on it (the error is measured by
+    /// decoding what was sent). NaN or infinite input is refused before any state
+    /// changes.
     pub fn encode(&mut self, h: &[f32], shape: Shape) -> Result<(Vec<u8>, Report), CodecError> {
+        let bytes = self.encode_raw(h, shape)?;
+        let decoded = decode(self.desc, shape, &bytes)?;
+        self.sent(&decoded);
+        let report = Report::measure(h, &decoded, bytes.len());
+        Ok((bytes, report))
+    }
+
+    /// [`Encoder::encode`] without the report, for senders that do not use it: no
+    /// decode, except for TopK, whose error feedback needs what was sent.
+    pub fn encode_bytes(&mut self, h: &[f32], shape: Shape) -> Result<Vec<u8>, CodecError> {
+        let bytes = self.encode_raw(h, shape)?;
+        if let CodecDesc::TopK { .. } = self.desc {
+            self.sent(&decode(self.desc, shape, &bytes)?);
+        }
+        Ok(bytes)
+    }
+
+    /// Tells the stateful codecs what the receiver decodes.
+    fn sent(&mut self, decoded: &[f32]) {
+        if let CodecDesc::TopK { .. } = self.desc {
+            self.topk.sent(decoded);
+        }
+    }
+
+    /// The encoded bytes of `h`, input checked.
+    fn encode_raw(&mut self, h: &[f32], shape: Shape) -> Result<Vec<u8>, CodecError> {
         let len = shape.elements()?;
         if h.len() != len {
             return Err(CodecError::ShapeMismatch {
@@ -152,12 +179,7 @@ impl Encoder {
             CodecDesc::TopK { ratio_ppm } => self.topk.encode(h, ratio_ppm)?,
             CodecDesc::Dct { keep_ppm } => encode_dct(h, keep_ppm)?,
         };
-        let decoded = decode(self.desc, shape, &bytes)?;
-        if let CodecDesc::TopK { .. } = self.desc {
-            self.topk.sent(&decoded);
-        }
-        let report = Report::measure(h, &decoded, bytes.len());
-        Ok((bytes, report))
+        Ok(bytes)
     }
 }
 

@@ -293,3 +293,22 @@ fn chooser_honours_an_error_bound_and_a_budget() {
         Err(CodecError::TargetUnreachable { .. })
     ));
 }
+
+#[test]
+fn encode_bytes_sends_what_encode_sends_step_after_step() {
+    // Stateful codecs (LowRank's warm start, TopK's residual) must evolve the same way
+    // whether or not the sender asks for the report.
+    let shape = Shape::new(40, 24);
+    for desc in all_codecs() {
+        let (mut measured, mut plain) = (Encoder::new(desc).unwrap(), Encoder::new(desc).unwrap());
+        for step in 0..3 {
+            let h = data(shape, 20 + step);
+            let (bytes, _) = measured.encode(&h, shape).unwrap();
+            assert_eq!(
+                plain.encode_bytes(&h, shape).unwrap(),
+                bytes,
+                "{desc:?} step {step}"
+            );
+        }
+    }
+}

@@ -161,7 +161,8 @@ impl CloudTrainer {
             (self.top.valid(), self.device.clone().without_autodiff())
         };
         let mut cut = Tensor::<3>::from_data(TensorData::new(padded, [batch, seq, width]), &device);
-        if activations.train {
+        // The cut's gradient is only computed for a device that wants it back.
+        if activations.train && self.gradient.is_some() {
             cut = cut.require_grad();
         }
         let logits = top.forward(cut.clone(), &seq_lens);
@@ -185,8 +186,8 @@ impl CloudTrainer {
                 .try_to_vec()
                 .map_err(|e| format!("{e:?}"))?;
             let mut identity = Encoder::new(CodecDesc::Identity).map_err(|e| e.to_string())?;
-            let (bytes, _) = identity
-                .encode(&values, Shape::new(batch, CLASSES))
+            let bytes = identity
+                .encode_bytes(&values, Shape::new(batch, CLASSES))
                 .map_err(|e| e.to_string())?;
             return Ok((reply(CodecDesc::Identity, &bytes), bytes));
         }
@@ -207,8 +208,8 @@ impl CloudTrainer {
             .try_to_vec()
             .map_err(|e| format!("{e:?}"))?;
         let packed = tokens::pack(&values, &seq_lens, seq, width);
-        let (bytes, _) = encoder
-            .encode(&packed, Shape::new(tokens, width))
+        let bytes = encoder
+            .encode_bytes(&packed, Shape::new(tokens, width))
             .map_err(|e| format!("step {}: gradient: {e}", activations.step))?;
         Ok((reply(encoder.desc(), &bytes), bytes))
     }
