@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tandem_runtime::model::ComputeBackend;
+use tandem_runtime::model::minilm::{MiniLm, ModelError};
 use tandem_runtime::model::split::LrSchedule;
 use tandem_runtime::model::split::cloud::{Admission, CloudTrainer};
 use tandem_runtime::wire::{Activations, Capabilities, CutGradient, Hello, NodeName, RoundTask};
@@ -36,22 +37,21 @@ pub struct ComputeTotals {
 /// Serves split fine-tuning of all-MiniLM-L6-v2.
 pub struct SplitApp {
     settings: SplitSettings,
-    admitted: HashMap<NodeName, Admission>,
-    trainers: HashMap<NodeName, (Admission, CloudTrainer)>,
+    /// The whole encoder, loaded once on the training device; each device's top is
+    /// cut from a clone.
+    model: MiniLm,
+    /// One top per admitted device, made at its Hello.
+    trainers: HashMap<NodeName, CloudTrainer>,
     totals: std::sync::Arc<std::sync::Mutex<ComputeTotals>>,
 }
 
 impl SplitApp {
-    /// An app that loads the model when a device's first step arrives. Checks now that
-    /// the model is there, so a missing cache fails at start-up, not mid-run.
-    pub fn new(settings: SplitSettings) -> Result<Self, tandem_runtime::model::minilm::ModelError> {
-        tandem_runtime::model::minilm::MiniLm::load(
-            &settings.model_dir,
-            &settings.backend.device(),
-        )?;
+    /// Loads the model now, so a missing cache fails at start-up, not mid-run.
+    pub fn new(settings: SplitSettings) -> Result<Self, ModelError> {
+        let model = MiniLm::load(&settings.model_dir, &settings.backend.training_device())?;
         Ok(Self {
             settings,
-            admitted: HashMap::new(),
+            model,
             trainers: HashMap::new(),
             totals: Default::default(),
         })
@@ -75,7 +75,22 @@ impl CloudApp for SplitApp {
         }
         let admission = Admission::check(hello)?;
         info!(node = %hello.node, cut = admission.cut, form = ?admission.form, width = admission.width, gradient = ?admission.gradient, "admitted split session");
-        self.admitted.insert(hello.node.clone(), admission);
+        // A device that comes back with the same request keeps its top; with another
+        // cut or codec it gets a fresh one.
+        if self
+            .trainers
+            .get(&hello.node)
+            .is_none_or(|t| t.admission() != admission)
+        {
+            let trainer = CloudTrainer::new(
+                self.model.clone(),
+                &self.settings.backend.training_device(),
+                admission,
+                self.settings.schedule,
+                self.settings.seed,
+            )?;
+            self.trainers.insert(hello.node.clone(), trainer);
+        }
         Ok(())
     }
 
@@ -85,25 +100,10 @@ impl CloudApp for SplitApp {
         activations: &Activations,
         tensor: &[u8],
     ) -> Result<(CutGradient, Vec<u8>), String> {
-        let admission = *self
-            .admitted
-            .get(node)
+        let trainer = self
+            .trainers
+            .get_mut(node)
             .ok_or_else(|| format!("'{node}' sent activations without a split Hello"))?;
-        // A device that comes back with another cut or codec gets a fresh top.
-        if self.trainers.get(node).is_none_or(|(a, _)| *a != admission) {
-            let trainer = CloudTrainer::new(
-                &self.settings.model_dir,
-                &self.settings.backend.training_device(),
-                admission,
-                self.settings.schedule,
-                self.settings.seed,
-            )
-            .map_err(|e| e.to_string())?;
-            self.trainers.insert(node.clone(), (admission, trainer));
-        }
-        let Some((_, trainer)) = self.trainers.get_mut(node) else {
-            return Err(format!("no split trainer for '{node}'"));
-        };
         let started = Instant::now();
         let reply = trainer.step(activations, tensor);
         if activations.train

@@ -7,13 +7,12 @@ use super::schedule::LrSchedule;
 use super::spec::CutForm;
 use super::tokens;
 use crate::codec::{self, Encoder, Shape};
-use crate::model::minilm::{BertShape, MODEL_NAME, MiniLm, ModelError};
+use crate::model::minilm::{BertShape, MODEL_NAME, MiniLm};
 use crate::wire::{Activations, CodecDesc, CutGradient, Hello};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use std::path::Path;
 
 /// The longest sequence the cloud accepts (the model's position table).
 const MAX_SEQ: usize = 512;
@@ -95,40 +94,39 @@ pub struct CloudTrainer {
 }
 
 impl CloudTrainer {
-    /// Loads the model from `model_dir` and keeps the top for `admission`'s cut. The
-    /// classifier head is initialised from `seed`.
+    /// Keeps the top of `model` (the whole encoder, loaded on `device`) for
+    /// `admission`'s cut. Pass a clone of one loaded model per device: burn tensors are
+    /// reference-counted, so the clones share the base weights until trained. The
+    /// classifier head is initialised from `seed`. The error is one line for the
+    /// device's operator.
     pub fn new(
-        model_dir: &Path,
+        model: MiniLm,
         device: &Device,
         admission: Admission,
         schedule: LrSchedule,
         seed: u64,
-    ) -> Result<Self, ModelError> {
+    ) -> Result<Self, String> {
         device.seed(seed);
-        let model = MiniLm::load(model_dir, device)?;
-        let (_, top) =
-            split(model, admission.cut, admission.form, CLASSES, device).map_err(|reason| {
-                ModelError::Mismatch {
-                    path: model_dir.into(),
-                    reason,
-                }
-            })?;
+        let (_, top) = split(model, admission.cut, admission.form, CLASSES, device)?;
+        let gradient = admission
+            .gradient
+            .map(Encoder::new)
+            .transpose()
+            .map_err(|e| format!("gradient codec: {e}"))?;
         Ok(Self {
             top,
             optimizer: AdamWConfig::new().with_weight_decay(0.01).init(),
             device: device.clone(),
-            gradient: admission
-                .gradient
-                .map(Encoder::new)
-                .transpose()
-                .map_err(|e| ModelError::Mismatch {
-                    path: model_dir.into(),
-                    reason: format!("gradient codec: {e}"),
-                })?,
+            gradient,
             admission,
             schedule,
             updates: 0,
         })
+    }
+
+    /// What this top was built for.
+    pub fn admission(&self) -> Admission {
+        self.admission
     }
 
     /// One split step. A training batch trains the top and answers with the encoded cut

@@ -4,7 +4,7 @@ use super::cloud::{Admission, CloudTrainer};
 use super::device::{DeviceSetup, DeviceTrainer};
 use super::{LinkCodec, LrSchedule, Mode};
 use crate::model::ComputeBackend;
-use crate::model::minilm::{ModelError, TextTokenizer, model_dir};
+use crate::model::minilm::{MiniLm, ModelError, TextTokenizer, model_dir};
 use crate::wire::{Capabilities, CodecDesc, Hello, NodeName};
 
 const TEXTS: [(&str, u32); 8] = [
@@ -52,7 +52,8 @@ fn run(mode: Mode, codec: &str, steps: u64) -> Option<(f32, f32)> {
     let admission = Admission::check(&hello).unwrap();
     assert_eq!(admission.gradient.is_some(), mode.wants_gradient());
     let training = ComputeBackend::Flex.training_device();
-    let mut cloud = CloudTrainer::new(&dir, &training, admission, schedule, 7).unwrap();
+    let model = MiniLm::load(&dir, &training).unwrap();
+    let mut cloud = CloudTrainer::new(model, &training, admission, schedule, 7).unwrap();
     let texts: Vec<&str> = TEXTS.iter().map(|t| t.0).collect();
     let labels: Vec<u32> = TEXTS.iter().map(|t| t.1).collect();
     let batch = tokenizer.batch(&texts).unwrap();
