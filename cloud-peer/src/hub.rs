@@ -145,7 +145,7 @@ impl<A: CloudApp> Hub<A> {
                     }
                 }
                 other => {
-                    warn!(%node, "ignored a {} message this cloud does not serve", name(&other))
+                    warn!(%node, "ignored a {:?} message this cloud does not serve", other.kind())
                 }
             },
         }
@@ -242,17 +242,5 @@ fn send(
     // A device that is not connected gets it again when it resends or reconnects.
     if let Some((_, outbox)) = connections.get(to) {
         let _ = outbox.send(Outbound::Send(envelope));
-    }
-}
-
-fn name(envelope: &Envelope) -> &'static str {
-    match envelope {
-        Envelope::Activations(..) => "Activations",
-        Envelope::CutGradient(..) => "CutGradient",
-        Envelope::Join(..) => "Join",
-        Envelope::RoundTask(..) => "RoundTask",
-        Envelope::Update(..) => "Update",
-        Envelope::RoundResult(..) => "RoundResult",
-        _ => "session",
     }
 }

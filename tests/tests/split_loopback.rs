@@ -130,7 +130,6 @@ async fn train(test: &str, mode: Mode, codec: &str) -> (f32, f32) {
         dev_limit: 0,
         test_limit: 0,
         seed: 1,
-        hidden: 384,
     };
     let data = tiny_data();
     let report = run::run(
@@ -290,7 +289,6 @@ async fn nan_loss_stops_the_run_with_its_step_and_keeps_the_checkpoint() {
         dev_limit: 0,
         test_limit: 0,
         seed: 1,
-        hidden: 384,
     };
     let checkpoint = temp_dir("split-nan-ckpt").join("bottom.safetensors");
     let mut saved = Vec::new();

@@ -1,6 +1,6 @@
 //! A message plus the tensor bytes that follow it on the wire.
 
-use crate::wire::{Activations, CutGradient, Join, RoundResult, RoundTask, Update};
+use crate::wire::{Activations, CutGradient, Join, Kind, RoundResult, RoundTask, Update};
 
 /// What a session sends or receives: one message and, for tensor-carrying messages, its
 /// encoded tensor (empty otherwise).
@@ -23,14 +23,15 @@ pub enum Envelope {
 }
 
 impl Envelope {
-    /// The bytes of its tensor (empty for messages without one).
-    pub fn tensor_len(&self) -> usize {
+    /// The wire kind of its message.
+    pub fn kind(&self) -> Kind {
         match self {
-            Envelope::Activations(_, t)
-            | Envelope::CutGradient(_, t)
-            | Envelope::RoundTask(_, t)
-            | Envelope::Update(_, t) => t.len(),
-            Envelope::Join(_) | Envelope::RoundResult(_) => 0,
+            Envelope::Activations(..) => Kind::Activations,
+            Envelope::CutGradient(..) => Kind::CutGradient,
+            Envelope::Join(_) => Kind::Join,
+            Envelope::RoundTask(..) => Kind::RoundTask,
+            Envelope::Update(..) => Kind::Update,
+            Envelope::RoundResult(_) => Kind::RoundResult,
         }
     }
 }

@@ -198,7 +198,7 @@ pub(crate) fn client_config(args: &ConnectArgs) -> Result<(NodeName, quinn::Clie
     Ok((node, config))
 }
 
-pub(crate) fn ms(d: Duration) -> f64 {
+fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 

@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use tandem_runtime::data::rotten_tomatoes::{self, RottenTomatoes};
 use tandem_runtime::model::ComputeBackend;
-use tandem_runtime::model::minilm::{self, BertShape, TextTokenizer};
+use tandem_runtime::model::minilm::{self, TextTokenizer};
 use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
 use tandem_runtime::model::split::run::{self, RunConfig, RunEvent, RunReport};
 use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
@@ -145,7 +145,6 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
             dev_limit: args.dev_limit,
             test_limit: args.test_limit,
             seed: args.seed,
-            hidden: BertShape::MINILM_L6.hidden,
         };
         let (mut up, mut down) = (0u64, 0u64);
         let report = run::run(
@@ -196,10 +195,10 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
         endpoint.wait_idle().await;
         Ok::<_, anyhow::Error>(report?)
     })?;
-    finish(&args, &report)
+    finish(&args, &report, trainer.hidden())
 }
 
-fn finish(args: &SplitArgs, report: &RunReport) -> Result<()> {
+fn finish(args: &SplitArgs, report: &RunReport, hidden: usize) -> Result<()> {
     let peak_rss_kib = peak_rss_kib();
     let mut json = serde_json::to_value(report).context("cannot serialise the metrics")?;
     json["peak_rss_kib"] = peak_rss_kib.into();
@@ -218,7 +217,7 @@ fn finish(args: &SplitArgs, report: &RunReport) -> Result<()> {
     let mean =
         |f: &dyn Fn(&run::StepRecord) -> f64| report.steps.iter().map(f).sum::<f64>() / steps;
     let up = mean(&|s| s.up_bytes as f64);
-    let identity = mean(&|s| (s.tokens * report.config.hidden * 4) as f64);
+    let identity = mean(&|s| (s.tokens * hidden * 4) as f64);
     println!(
         "per step: {:.0} B up, {:.0} B down; device {:.1} ms, encode {:.2} ms, network+cloud {:.1} ms, backward {:.1} ms",
         up,

@@ -13,9 +13,10 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use tandem_kernels::linalg::MAX_RANK;
 
 /// The longest sequence the cloud accepts (the model's position table).
-const MAX_SEQ: usize = 512;
+const MAX_SEQ: usize = BertShape::MINILM_L6.max_positions;
 
 /// What a device asked for at Hello, once checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,8 +54,8 @@ impl Admission {
         }
         let width = usize::from(model.hidden);
         let form = if sft {
-            if !(1..=64).contains(&width) {
-                return Err(format!("SFT rank {width} is not in 1..=64"));
+            if !(1..=MAX_RANK).contains(&width) {
+                return Err(format!("SFT rank {width} is not in 1..={MAX_RANK}"));
             }
             CutForm::Sft { rank: width }
         } else {

@@ -29,7 +29,7 @@ pub struct DeviceSetup {
     pub mode: Mode,
     /// What crosses the cut and how it is encoded, both ways.
     pub codec: LinkCodec,
-    /// LoRA rank in [`Mode::LoraBottom`] (1..=16).
+    /// LoRA rank in [`Mode::LoraBottom`] (1..=`MAX_LORA_RANK`).
     pub lora_rank: usize,
     /// Learning rate of the device's optimizer.
     pub schedule: LrSchedule,
@@ -85,6 +85,9 @@ pub struct DeviceTrainer {
     device: Device,
     setup: DeviceSetup,
     encoder: Encoder,
+    /// The model's hidden size.
+    hidden: usize,
+    /// Values per token that cross the cut (`hidden`, or the SFT rank).
     width: usize,
     /// The cut tensor of the step whose gradient is awaited, and its batch layout.
     pending: Option<(Tensor<3>, Vec<usize>, usize)>,
@@ -103,11 +106,10 @@ impl DeviceTrainer {
         } else {
             backend.device()
         };
-        if setup.mode == Mode::LoraBottom
-            && !(1..=crate::model::minilm::lora::MAX_LORA_RANK).contains(&setup.lora_rank)
-        {
+        let max_lora = crate::model::minilm::lora::MAX_LORA_RANK;
+        if setup.mode == Mode::LoraBottom && !(1..=max_lora).contains(&setup.lora_rank) {
             return Err(DeviceError::Setup(format!(
-                "LoRA rank {} is not in 1..=16",
+                "LoRA rank {} is not in 1..={max_lora}",
                 setup.lora_rank
             )));
         }
@@ -133,6 +135,7 @@ impl DeviceTrainer {
             optimizer,
             device,
             encoder: Encoder::new(setup.codec.tensor)?,
+            hidden,
             width: setup.codec.width(hidden),
             setup,
             pending: None,
@@ -164,9 +167,10 @@ impl DeviceTrainer {
         codecs
     }
 
-    /// Values per token that cross the cut.
-    pub fn width(&self) -> usize {
-        self.width
+    /// The model's hidden size: per token, `hidden` f32 values are what an uncompressed
+    /// cut would send (the baseline of the compression ratio).
+    pub fn hidden(&self) -> usize {
+        self.hidden
     }
 
     /// Runs the bottom on `batch` and encodes the cut tensor (real tokens only). For a

@@ -26,8 +26,6 @@ pub struct RunConfig {
     pub test_limit: usize,
     /// Shuffles the training order.
     pub seed: u64,
-    /// Hidden width of the model, the f32 baseline of the compression ratio.
-    pub hidden: usize,
 }
 
 /// One training step.
@@ -155,16 +153,7 @@ pub async fn run(
         let picks: Vec<&Review> = (0..config.batch_size)
             .map(|i| &data.train[order[(step as usize * config.batch_size + i) % order.len()]])
             .collect();
-        let record = train_step(
-            link,
-            &mut machine,
-            trainer,
-            tokenizer,
-            &picks,
-            step,
-            &config,
-        )
-        .await?;
+        let record = train_step(link, &mut machine, trainer, tokenizer, &picks, step).await?;
         up_total += record.up_bytes as u64;
         on_event(RunEvent::Step(&record));
         steps.push(record);
@@ -217,7 +206,6 @@ async fn train_step(
     tokenizer: &TextTokenizer,
     reviews: &[&Review],
     step: u64,
-    config: &RunConfig,
 ) -> Result<StepRecord, RunError> {
     let texts: Vec<&str> = reviews.iter().map(|r| r.text.as_str()).collect();
     let labels: Vec<u32> = reviews.iter().map(|r| r.label).collect();
@@ -245,7 +233,7 @@ async fn train_step(
         tokens,
         up_bytes,
         down_bytes,
-        ratio: (tokens * config.hidden * 4) as f64 / forward.report.bytes.max(1) as f64,
+        ratio: (tokens * trainer.hidden() * 4) as f64 / forward.report.bytes.max(1) as f64,
         rel_error: forward.report.rel_error,
         compute_ms: ms(forward.compute),
         encode_ms: ms(forward.encode),

@@ -3,6 +3,7 @@
 
 use crate::wire::CodecDesc;
 use std::fmt;
+use tandem_kernels::linalg::MAX_RANK;
 
 /// How the device's layers take part in training.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -107,8 +108,8 @@ impl LinkCodec {
             _ => Err(format!("codec `{text}`: bits must be 8, 16 or 32")),
         };
         let rank = |v: f64| match v as usize {
-            r @ 1..=64 if v.fract() == 0.0 => Ok(r),
-            _ => Err(format!("codec `{text}`: r must be 1..=64")),
+            r @ 1..=MAX_RANK if v.fract() == 0.0 => Ok(r),
+            _ => Err(format!("codec `{text}`: r must be 1..={MAX_RANK}")),
         };
         let hidden = |tensor| Self {
             form: CutForm::Hidden,
