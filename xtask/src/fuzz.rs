@@ -22,9 +22,12 @@ const COVERAGE_FLAGS: &str = "-Cpasses=sancov-module \
     -Cllvm-args=-sanitizer-coverage-trace-compares \
     --cfg fuzzing -Cdebug-assertions -Coverflow-checks";
 
+/// cargo in `fuzz/` (its own workspace), building into the project's target directory
+/// (where [`build_and_smoke`] looks for the binaries).
 fn fuzz_cargo() -> Command {
     let mut cmd = util::cargo();
-    cmd.current_dir(util::workspace_root().join("fuzz"));
+    cmd.current_dir(util::workspace_root().join("fuzz"))
+        .env("CARGO_TARGET_DIR", util::target_dir());
     cmd
 }
 

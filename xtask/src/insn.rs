@@ -5,6 +5,8 @@
 
 use crate::{cross, util};
 use anyhow::{Context, Result, bail};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -124,10 +126,12 @@ fn build_example(name: &str, build: Build) -> Result<PathBuf> {
         .join(name))
 }
 
-/// Counts of `program method args..` minus those of `program none args..` (the set-up).
+/// Counts of `program method args..` minus those of `program none args..` (the set-up,
+/// counted once per argument list).
 struct Counter {
     plugin: PathBuf,
     program: PathBuf,
+    set_up: RefCell<HashMap<Vec<usize>, Counts>>,
 }
 
 impl Counter {
@@ -135,6 +139,7 @@ impl Counter {
         Ok(Self {
             program: build_example(example, build)?,
             plugin: build_plugin()?,
+            set_up: RefCell::default(),
         })
     }
 
@@ -146,7 +151,15 @@ impl Counter {
 
     /// The work of `method` alone: its counts less those of `none` with the same args.
     fn work(&self, method: &str, args: &[usize]) -> Result<Counts> {
-        let base = self.run("none", args)?;
+        let cached = self.set_up.borrow().get(args).copied();
+        let base = match cached {
+            Some(base) => base,
+            None => {
+                let base = self.run("none", args)?;
+                self.set_up.borrow_mut().insert(args.to_vec(), base);
+                base
+            }
+        };
         let c = self.run(method, args)?;
         Ok(Counts {
             total: c.total.saturating_sub(base.total),

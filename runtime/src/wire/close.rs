@@ -55,10 +55,7 @@ impl CloseCode {
     /// Closes `connection` with this code and `reason` (for the peer's operator; cut
     /// at [`MAX_CLOSE_REASON`] bytes on a character boundary).
     pub fn close_because(self, connection: &quinn::Connection, reason: &str) {
-        let mut end = reason.len().min(MAX_CLOSE_REASON);
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
+        let end = reason.floor_char_boundary(MAX_CLOSE_REASON);
         connection.close(self.to_varint(), &reason.as_bytes()[..end]);
     }
 
