@@ -142,10 +142,7 @@ impl DeviceLink {
         target: LinkTarget,
         policy: ReconnectPolicy,
     ) -> Result<Self, LinkError> {
-        let session =
-            open_session(&endpoint, target.peer, &target.server_name, &target.hello).await?;
-        let ack = session.ack.clone();
-        let live = start_reader(session);
+        let (ack, live) = open(&endpoint, &target).await?;
         Ok(Self {
             endpoint,
             target,
@@ -302,18 +299,10 @@ impl DeviceLink {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let target = &self.target;
-            match open_session(
-                &self.endpoint,
-                target.peer,
-                &target.server_name,
-                &target.hello,
-            )
-            .await
-            {
-                Ok(session) => {
-                    self.ack = session.ack.clone();
-                    self.live = Some(start_reader(session));
+            match open(&self.endpoint, &self.target).await {
+                Ok((ack, live)) => {
+                    self.ack = ack;
+                    self.live = Some(live);
                     self.stats.reconnects += 1;
                     tracing::info!(attempts, "reconnected");
                     return Ok(());
@@ -356,6 +345,16 @@ fn is_permanent(err: &TransportError) -> bool {
         TransportError::Connection(quinn::ConnectionError::TransportError(_)) => true,
         _ => false,
     }
+}
+
+/// Opens a connection to `target` with its Hello and starts reading it.
+async fn open(
+    endpoint: &quinn::Endpoint,
+    target: &LinkTarget,
+) -> Result<(HelloAck, Live), TransportError> {
+    let session = open_session(endpoint, target.peer, &target.server_name, &target.hello).await?;
+    let ack = session.ack.clone();
+    Ok((ack, start_reader(session)))
 }
 
 /// Spawns the task that reads every incoming stream of `session` into a channel; the
