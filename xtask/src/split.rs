@@ -5,6 +5,7 @@
 
 use crate::util;
 use anyhow::{Context, Result, bail};
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -160,23 +161,34 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// `--steps` of `args`, 300 when absent (the default of `tandem split`).
+fn steps(args: &[String]) -> Result<u64> {
+    flag(args, "--steps")
+        .map_or(Ok(300), str::parse)
+        .context("--steps")
+}
+
+/// Starts the cloud scheduled for `args`' steps, runs `tandem split` against it with
+/// `own` flags then `args`' device flags, stops the cloud and returns its output lines.
+fn run_split(bin: &Path, args: &[String], own: &[&OsStr]) -> Result<Vec<String>> {
+    let schedule = cloud_schedule(steps(args)?, args);
+    let schedule: Vec<&str> = schedule.iter().map(String::as_str).collect();
+    let mut cloud = CloudProcess::start(bin, &schedule)?;
+    let result = util::run(
+        Command::new(bin.join("tandem"))
+            .args(["split", "--cloud", &cloud.addr, "--node", DEMO_NODE])
+            .args(own)
+            .args(device_flags(args)),
+    );
+    let lines = cloud.stop();
+    result.map(|()| lines)
+}
+
 /// The README's main command: split fine-tuning on loopback with the defaults (or
 /// `extra` flags passed to `tandem split`).
 pub fn demo(extra: &[String]) -> Result<()> {
     let bin = build_and_issue("release")?;
-    let steps: u64 = flag(extra, "--steps")
-        .map_or(Ok(300), str::parse)
-        .context("--steps")?;
-    let schedule = cloud_schedule(steps, extra);
-    let schedule: Vec<&str> = schedule.iter().map(String::as_str).collect();
-    let mut cloud = CloudProcess::start(&bin, &schedule)?;
-    let result = util::run(
-        Command::new(bin.join("tandem"))
-            .args(["split", "--cloud", &cloud.addr, "--node", DEMO_NODE])
-            .args(device_flags(extra)),
-    );
-    cloud.stop();
-    result
+    run_split(&bin, extra, &[]).map(drop)
 }
 
 /// One benchmark run's numbers, read from its metrics file.
@@ -193,36 +205,21 @@ struct Measured {
     peak_rss_mib: f64,
 }
 
-fn bench_run(bin: &Path, codec: &str, args: &[String], steps: u64) -> Result<Measured> {
-    let schedule = cloud_schedule(steps, args);
-    let schedule: Vec<&str> = schedule.iter().map(String::as_str).collect();
-    let mut cloud = CloudProcess::start(bin, &schedule)?;
+fn bench_run(bin: &Path, codec: &str, args: &[String]) -> Result<Measured> {
     let metrics = util::target_dir().join(format!(
         "bench-split-{}.json",
         codec.replace([':', ',', '='], "_")
     ));
     let plot = metrics.with_extension("png");
-    let result = util::run(
-        Command::new(bin.join("tandem"))
-            .args([
-                "split",
-                "--cloud",
-                &cloud.addr,
-                "--node",
-                DEMO_NODE,
-                "--codec",
-                codec,
-            ])
-            .args([
-                "--metrics".as_ref(),
-                metrics.as_os_str(),
-                "--plot".as_ref(),
-                plot.as_os_str(),
-            ])
-            .args(device_flags(args)),
-    );
-    let lines = cloud.stop();
-    result?;
+    let own: [&OsStr; 6] = [
+        "--codec".as_ref(),
+        codec.as_ref(),
+        "--metrics".as_ref(),
+        metrics.as_os_str(),
+        "--plot".as_ref(),
+        plot.as_os_str(),
+    ];
+    let lines = run_split(bin, args, &own)?;
     let cloud_ms = lines.iter().find_map(|l| {
         l.strip_prefix("cloud compute: ")?
             .split(", ")
@@ -263,12 +260,9 @@ pub fn bench(args: &[String]) -> Result<()> {
         Some(c) if !c.starts_with("--") => (c.as_str(), &args[1..]),
         _ => ("sft:r=16,bits=8", args),
     };
-    let steps: u64 = flag(rest, "--steps")
-        .map_or(Ok(300), str::parse)
-        .context("--steps")?;
     let bin = build_and_issue("release")?;
-    let baseline = bench_run(&bin, "identity", rest, steps)?;
-    let compressed = bench_run(&bin, codec, rest, steps)?;
+    let baseline = bench_run(&bin, "identity", rest)?;
+    let compressed = bench_run(&bin, codec, rest)?;
     println!();
     println!(
         "| codec | test acc | up B/step | down B/step | tensor ratio | device ms | encode ms | network+cloud ms | cloud ms | backward ms | device peak RSS MiB |"
