@@ -74,7 +74,7 @@ impl CloudApp for SplitApp {
             return Ok(());
         }
         let admission = Admission::check(hello)?;
-        info!(node = %hello.node, cut = admission.cut, form = ?admission.form, width = admission.width, gradient = ?admission.gradient, "admitted split session");
+        info!(node = %hello.node, cut = admission.cut, form = ?admission.form, width = admission.width(), gradient = ?admission.gradient, "admitted split session");
         // A device that comes back with the same request keeps its top; with another
         // cut or codec it gets a fresh one.
         if self

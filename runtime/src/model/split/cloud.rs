@@ -25,8 +25,6 @@ pub struct Admission {
     pub cut: usize,
     /// What crosses the cut.
     pub form: CutForm,
-    /// Values per token that cross.
-    pub width: usize,
     /// How to encode the gradient; `None`: the device wants none (frozen bottom).
     pub gradient: Option<CodecDesc>,
 }
@@ -77,9 +75,13 @@ impl Admission {
         Ok(Self {
             cut,
             form,
-            width,
             gradient,
         })
+    }
+
+    /// Values per token that cross the cut.
+    pub fn width(&self) -> usize {
+        self.form.width(BertShape::MINILM_L6.hidden)
     }
 }
 
@@ -143,7 +145,7 @@ impl CloudTrainer {
         let (batch, seq, width) = (
             seq_lens.len(),
             usize::from(activations.seq),
-            self.admission.width,
+            self.admission.width(),
         );
         let tokens: usize = seq_lens.iter().sum();
         let packed = codec::decode(activations.codec, Shape::new(tokens, width), tensor)
@@ -216,10 +218,11 @@ impl CloudTrainer {
     /// Checks the message against the admission: width, batch layout, labels.
     fn check(&self, a: &Activations) -> Result<(Vec<usize>, Vec<u32>), String> {
         let bad = |what: String| Err(format!("step {}: {what}", a.step));
-        if usize::from(a.hidden) != self.admission.width {
+        if usize::from(a.hidden) != self.admission.width() {
             return bad(format!(
                 "width {} at the cut, admitted {}",
-                a.hidden, self.admission.width
+                a.hidden,
+                self.admission.width()
             ));
         }
         let batch = usize::from(a.batch);

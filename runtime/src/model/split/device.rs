@@ -136,7 +136,7 @@ impl DeviceTrainer {
             device,
             encoder: Encoder::new(setup.codec.tensor)?,
             hidden,
-            width: setup.codec.width(hidden),
+            width: setup.codec.form.width(hidden),
             setup,
             pending: None,
             updates: 0,

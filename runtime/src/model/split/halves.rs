@@ -57,13 +57,19 @@ impl Bottom {
     }
 }
 
+/// The cloud's start of an SFT cut: the up factor `U` (`rank -> d`, with the original
+/// bias) and the cut layer's output layer norm.
+#[derive(Module, Debug)]
+struct SftUp {
+    up: Linear,
+    norm: LayerNorm,
+}
+
 /// Cloud half.
 #[derive(Module, Debug)]
 pub struct Top {
-    /// SFT: the up factor `U` (`rank -> d`, with the original bias) and the cut layer's
-    /// output layer norm.
-    sft_up: Option<Linear>,
-    sft_norm: Option<LayerNorm>,
+    /// SFT only.
+    sft: Option<SftUp>,
     layers: Vec<Layer>,
     head: Linear,
 }
@@ -73,9 +79,9 @@ impl Top {
     pub fn forward(&self, cut: Tensor<3>, seq_lens: &[usize]) -> Tensor<2> {
         let [_, seq, _] = cut.dims();
         let mask = mask_bias(seq_lens, seq, &cut.device());
-        let mut x = match (&self.sft_up, &self.sft_norm) {
-            (Some(up), Some(norm)) => norm.forward(up.forward(cut)),
-            _ => cut,
+        let mut x = match &self.sft {
+            Some(sft) => sft.norm.forward(sft.up.forward(cut)),
+            None => cut,
         };
         for layer in &self.layers {
             x = layer.forward(x, mask.clone());
@@ -104,12 +110,13 @@ pub fn split(
     }
     let top_layers = layers.split_off(cut);
     let hidden = top_layers[0].output.dense.weight.dims()[1];
-    let (sft_down, sft_up, sft_norm) = match form {
-        CutForm::Hidden => (None, None, None),
+    let (sft_down, sft) = match form {
+        CutForm::Hidden => (None, None),
         CutForm::Sft { rank } => {
             let output = &layers[cut - 1].output;
             let (down, up) = factorize(&output.dense, rank, device)?;
-            (Some(down), Some(up), Some(output.layer_norm.clone()))
+            let norm = output.layer_norm.clone();
+            (Some(down), Some(SftUp { up, norm }))
         }
     };
     let bottom = Bottom {
@@ -118,8 +125,7 @@ pub fn split(
         sft_down,
     };
     let top = Top {
-        sft_up,
-        sft_norm,
+        sft,
         layers: top_layers,
         head: LinearConfig::new(hidden, classes).init(device),
     };

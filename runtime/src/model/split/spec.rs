@@ -50,6 +50,16 @@ pub enum CutForm {
     },
 }
 
+impl CutForm {
+    /// Values per token that cross the cut for a model of width `hidden`.
+    pub fn width(self, hidden: usize) -> usize {
+        match self {
+            CutForm::Hidden => hidden,
+            CutForm::Sft { rank } => rank,
+        }
+    }
+}
+
 /// A link codec: the cut form and the tensor encoding, both ways.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkCodec {
@@ -149,14 +159,6 @@ impl LinkCodec {
             }
         })
     }
-
-    /// Values per token that cross the cut for a model of width `hidden`.
-    pub fn width(&self, hidden: usize) -> usize {
-        match self.form {
-            CutForm::Hidden => hidden,
-            CutForm::Sft { rank } => rank,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -176,8 +178,8 @@ mod tests {
         );
         let sft = LinkCodec::parse("sft:r=16,bits=8").unwrap();
         assert_eq!(sft.form, CutForm::Sft { rank: 16 });
-        assert_eq!(sft.width(384), 16);
-        assert_eq!(LinkCodec::parse("identity").unwrap().width(384), 384);
+        assert_eq!(sft.form.width(384), 16);
+        assert_eq!(LinkCodec::parse("identity").unwrap().form.width(384), 384);
         assert_eq!(
             LinkCodec::parse("topk:ratio=0.01").unwrap().tensor,
             CodecDesc::TopK { ratio_ppm: 10_000 }
