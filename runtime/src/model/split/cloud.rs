@@ -3,7 +3,7 @@
 
 use super::device::{CLASSES, SFT_SUFFIX};
 use super::halves::{Top, split};
-use super::schedule::LrSchedule;
+use super::schedule::{LrSchedule, ScheduledAdamW};
 use super::spec::CutForm;
 use super::tokens;
 use crate::codec::{self, Encoder, Shape};
@@ -11,7 +11,7 @@ use crate::model::minilm::{BertShape, MODEL_NAME, MiniLm};
 use crate::wire::{Activations, CodecDesc, CutGradient, Hello};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use tandem_kernels::linalg::MAX_RANK;
 
@@ -88,12 +88,10 @@ impl Admission {
 /// The top half of one device's model, being trained.
 pub struct CloudTrainer {
     top: Top,
-    optimizer: ModuleOptimizer,
+    optimizer: ScheduledAdamW,
     device: Device,
     admission: Admission,
     gradient: Option<Encoder>,
-    schedule: LrSchedule,
-    updates: u64,
 }
 
 impl CloudTrainer {
@@ -118,12 +116,10 @@ impl CloudTrainer {
             .map_err(|e| format!("gradient codec: {e}"))?;
         Ok(Self {
             top,
-            optimizer: AdamWConfig::new().with_weight_decay(0.01).init(),
+            optimizer: ScheduledAdamW::new(schedule),
             device: device.clone(),
             gradient,
             admission,
-            schedule,
-            updates: 0,
         })
     }
 
@@ -198,9 +194,7 @@ impl CloudTrainer {
         let mut grads = loss.backward();
         let cut_grad = cut.grad_remove(&mut grads);
         let params = GradientsParams::from_grads(grads, &self.top);
-        let lr = self.schedule.at(self.updates);
-        self.top = self.optimizer.step(lr, self.top.clone(), params);
-        self.updates += 1;
+        self.top = self.optimizer.step(self.top.clone(), params);
         let (Some(encoder), Some(cut_grad)) = (&mut self.gradient, cut_grad) else {
             return Ok((reply(CodecDesc::Identity, &Vec::new()), Vec::new()));
         };

@@ -2,7 +2,7 @@
 //! tensor, and the backward pass from the gradient the cloud returns.
 
 use super::halves::{Bottom, split};
-use super::schedule::LrSchedule;
+use super::schedule::{LrSchedule, ScheduledAdamW};
 use super::spec::{CutForm, LinkCodec, Mode};
 use super::tokens;
 use crate::codec::{self, Encoder, Report, Shape};
@@ -10,7 +10,7 @@ use crate::model::ComputeBackend;
 use crate::model::minilm::{Batch, MODEL_NAME, MiniLm, ModelError};
 use crate::wire::{Activations, CodecDesc, CutGradient, ModelDesc};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use std::path::Path;
 
@@ -81,7 +81,7 @@ pub struct Forward {
 /// The device half being trained.
 pub struct DeviceTrainer {
     bottom: Bottom,
-    optimizer: Option<ModuleOptimizer>,
+    optimizer: Option<ScheduledAdamW>,
     device: Device,
     setup: DeviceSetup,
     encoder: Encoder,
@@ -91,7 +91,6 @@ pub struct DeviceTrainer {
     width: usize,
     /// The cut tensor of the step whose gradient is awaited, and its batch layout.
     pending: Option<(Tensor<3>, Vec<usize>, usize)>,
-    updates: u64,
 }
 
 impl DeviceTrainer {
@@ -129,7 +128,7 @@ impl DeviceTrainer {
         let optimizer = setup
             .mode
             .wants_gradient()
-            .then(|| AdamWConfig::new().with_weight_decay(0.01).init());
+            .then(|| ScheduledAdamW::new(setup.schedule));
         Ok(Self {
             bottom,
             optimizer,
@@ -139,7 +138,6 @@ impl DeviceTrainer {
             width: setup.codec.form.width(hidden),
             setup,
             pending: None,
-            updates: 0,
         })
     }
 
@@ -256,10 +254,7 @@ impl DeviceTrainer {
         // d/dθ sum(cut * g) = (dcut/dθ)^T g: the chain rule through the cut.
         let grads = (cut * g).sum().backward();
         let grads = GradientsParams::from_grads(grads, &self.bottom);
-        let lr = self.setup.schedule.at(self.updates);
-        // burn's step takes the module by value; a clone shares the parameter tensors.
-        self.bottom = optimizer.step(lr, self.bottom.clone(), grads);
-        self.updates += 1;
+        self.bottom = optimizer.step(self.bottom.clone(), grads);
         Ok(())
     }
 

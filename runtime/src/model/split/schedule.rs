@@ -1,5 +1,8 @@
 //! Learning rate: linear warm-up, then linear decay to zero (BERT fine-tuning's
-//! schedule).
+//! schedule), and the optimizer both halves train with.
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 
 /// `peak * step / warmup` during warm-up, then falling linearly to 0 at `total`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -22,6 +25,32 @@ impl LrSchedule {
         let left = self.total.saturating_sub(step) as f64;
         let span = self.total.saturating_sub(self.warmup).max(1) as f64;
         self.peak * (left / span).max(0.0) + self.peak * 1e-3
+    }
+}
+
+/// AdamW (weight decay 0.01) stepping at an [`LrSchedule`]'s rate: the device's bottom
+/// and the cloud's top both train with one.
+pub(super) struct ScheduledAdamW {
+    optimizer: ModuleOptimizer,
+    schedule: LrSchedule,
+    updates: u64,
+}
+
+impl ScheduledAdamW {
+    pub(super) fn new(schedule: LrSchedule) -> Self {
+        Self {
+            optimizer: AdamWConfig::new().with_weight_decay(0.01).init(),
+            schedule,
+            updates: 0,
+        }
+    }
+
+    /// One update of `module` by `grads` at the current step's rate. burn's step takes
+    /// the module by value: pass a clone (it shares the parameter tensors).
+    pub(super) fn step<M: Module>(&mut self, module: M, grads: GradientsParams) -> M {
+        let lr = self.schedule.at(self.updates);
+        self.updates += 1;
+        self.optimizer.step(lr, module, grads)
     }
 }
 
