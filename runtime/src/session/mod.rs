@@ -7,6 +7,7 @@
 //! machines, so retries, deadlines and duplicate handling are tested deterministically
 //! with a virtual clock, latency, loss and reordering.
 
+#[cfg(any(test, feature = "check"))]
 pub mod check;
 mod envelope;
 pub mod fl;
