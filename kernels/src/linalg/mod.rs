@@ -124,32 +124,52 @@ fn packed_width() -> usize {
     lanes::run(Width)
 }
 
-/// `out (n x c) = x (n x d) * B` for B (d x c) packed by [`micro::pack`] or
-/// [`micro::pack_rows`] at [`packed_width`]; dimensions already checked.
-fn matmul_packed(x: &[f32], n: usize, d: usize, packed: &[f32], c: usize, out: &mut [f32]) {
-    struct XqPacked<'a> {
-        x: &'a [f32],
-        n: usize,
-        d: usize,
-        packed: &'a [f32],
-        c: usize,
-        out: &'a mut [f32],
-    }
-    impl LanesJob for XqPacked<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn run<L: FmaLanes>(self, l: L) {
-            micro::xq_packed(l, self.x, self.n, self.d, self.packed, self.c, self.out);
-        }
-    }
-    if n > 0 && c > 0 {
-        lanes::run(XqPacked {
+/// One product on the lanes of this CPU, dimensions already checked: `out = x * B`
+/// with B packed ([`micro::xq_packed`]), or `out = x^T * b` ([`micro::xtp`]).
+struct Product<'a> {
+    x: &'a [f32],
+    n: usize,
+    d: usize,
+    /// B packed (`x * B`), or P (`x^T * P`).
+    b: &'a [f32],
+    c: usize,
+    out: &'a mut [f32],
+    transposed: bool,
+}
+
+impl LanesJob for Product<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<L: FmaLanes>(self, l: L) {
+        let Self {
             x,
             n,
             d,
-            packed,
+            b,
             c,
             out,
+            transposed,
+        } = self;
+        if transposed {
+            micro::xtp(l, x, n, d, b, c, out);
+        } else {
+            micro::xq_packed(l, x, n, d, b, c, out);
+        }
+    }
+}
+
+/// `out (n x c) = x (n x d) * B` for B (d x c) packed by [`micro::pack`] or
+/// [`micro::pack_rows`] at [`packed_width`]; dimensions already checked.
+fn matmul_packed(x: &[f32], n: usize, d: usize, packed: &[f32], c: usize, out: &mut [f32]) {
+    if n > 0 && c > 0 {
+        lanes::run(Product {
+            x,
+            n,
+            d,
+            b: packed,
+            c,
+            out,
+            transposed: false,
         });
     }
 }
@@ -163,24 +183,17 @@ pub fn matmul_xtp(
     r: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    struct Xtp<'a> {
-        x: &'a [f32],
-        n: usize,
-        d: usize,
-        p: &'a [f32],
-        r: usize,
-        out: &'a mut [f32],
-    }
-    impl LanesJob for Xtp<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn run<L: FmaLanes>(self, l: L) {
-            micro::xtp(l, self.x, self.n, self.d, self.p, self.r, self.out);
-        }
-    }
     check_xtp(x, n, d, p, r, out)?;
     if d > 0 && r > 0 {
-        lanes::run(Xtp { x, n, d, p, r, out });
+        lanes::run(Product {
+            x,
+            n,
+            d,
+            b: p,
+            c: r,
+            out,
+            transposed: true,
+        });
     }
     Ok(())
 }
