@@ -3,7 +3,9 @@
 use crate::{cross, demo, setup, util};
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Test totals over every `cargo test` run of the pipeline.
 #[derive(Default)]
@@ -13,80 +15,108 @@ struct Totals {
     ignored: u64,
 }
 
+/// The aarch64 binary CI links and counts, from [`CROSS_PROFILE`].
+const CROSS_PROFILE: &str = "ci-cross";
+
 pub fn run() -> Result<()> {
-    let started = std::time::Instant::now();
-    setup::run(&setup::Options::all())?;
+    let mut clock = StepClock::new();
+    let result = steps(&mut clock);
+    clock.report();
+    result
+}
+
+/// Every check, in order; each crate is compiled once per target and profile
+/// (README "Testing" lists what each step costs on a cold target directory).
+fn steps(clock: &mut StepClock) -> Result<()> {
+    clock.step("set-up", || setup::run(&setup::Options::all()))?;
     let mut totals = Totals::default();
 
-    step("format");
-    util::run(util::cargo().args(["fmt", "--all", "--check"]))?;
+    clock.step("format", || {
+        util::run(util::cargo().args(["fmt", "--all", "--check"]))
+    })?;
 
-    step("clippy");
-    util::run(util::cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    let linted = Linted::new()?;
+    clock.step(
+        "x86_64 build of every target, workspace crates linted by clippy (-D warnings)",
+        || {
+            util::run(
+                linted
+                    .cargo()
+                    .args(["test", "--workspace", "--all-targets", "--no-run"]),
+            )
+        },
+    )?;
 
-    step("tests (x86_64)");
-    run_tests(util::cargo().args(["test", "--workspace"]), &mut totals)?;
+    clock.step("tests (x86_64)", || {
+        run_tests(linted.cargo().args(["test", "--workspace"]), &mut totals)
+    })?;
 
-    step("fuzz targets: build, and 20000 random inputs each");
-    crate::fuzz::build_and_smoke(20_000)?;
+    clock.step(
+        "demo: tandem-cloud + tandem hello on loopback (the test build's binaries)",
+        || demo::hello_on_loopback(&util::target_dir().join("debug")),
+    )?;
 
-    step("tests (aarch64 under qemu: kernels, runtime without burn, loopback QUIC without burn)");
-    for args in [
-        &["test", "-p", "tandem-kernels"][..],
-        &[
-            "test",
-            "-p",
-            "tandem-runtime",
-            "--no-default-features",
-            "--lib",
-        ],
-        &["test", "-p", "tandem-tests", "--no-default-features"],
-    ] {
-        run_tests(&mut cross_cargo(args), &mut totals)?;
-    }
+    clock.step("fuzz targets: build, and 20000 random inputs each", || {
+        crate::fuzz::build_and_smoke(20_000)
+    })?;
 
-    step("aarch64 release build of tandem (with burn)");
-    let args: Vec<String> = [
-        "build",
-        "--release",
-        "-p",
-        "tandem-runtime",
-        "--bin",
-        "tandem",
-    ]
-    .map(String::from)
-    .to_vec();
-    cross::cargo(&args)?;
-    check_aarch64_elf()?;
+    clock.step(
+        "tests (aarch64 under qemu: kernels, runtime without burn, loopback QUIC without burn)",
+        || {
+            for args in [
+                &["test", "-p", "tandem-kernels"][..],
+                &[
+                    "test",
+                    "-p",
+                    "tandem-runtime",
+                    "--no-default-features",
+                    "--lib",
+                ],
+                &["test", "-p", "tandem-tests", "--no-default-features"],
+            ] {
+                run_tests(&mut cross_cargo(args), &mut totals)?;
+            }
+            Ok(())
+        },
+    )?;
 
-    step("instruction counting: qemu TCG plugin on the aarch64 tandem");
-    let plugin = crate::insn::build_plugin()?;
     let tandem = util::target_dir()
         .join(cross::TARGET)
-        .join("release/tandem");
-    let counts = crate::insn::count(&plugin, &tandem, &["--version".to_string()])?;
-    if counts.total == 0 {
-        bail!("the instruction-count plugin counted nothing");
-    }
-    eprintln!(
-        "tandem --version: {} instructions, {} SIMD",
-        counts.total, counts.simd
-    );
+        .join(CROSS_PROFILE)
+        .join("tandem");
+    clock.step(
+        "aarch64 build of tandem, burn included (profile ci-cross: links, unoptimised)",
+        || {
+            let args = [
+                "build",
+                "--profile",
+                CROSS_PROFILE,
+                "-p",
+                "tandem-runtime",
+                "--bin",
+                "tandem",
+            ];
+            cross::cargo(&args.map(String::from))?;
+            check_aarch64_elf(&tandem)
+        },
+    )?;
 
-    step("demo: tandem-cloud + tandem hello on loopback");
-    demo::hello_on_loopback()?;
+    clock.step(
+        "instruction counting: qemu TCG plugin on the aarch64 tandem",
+        || {
+            let plugin = crate::insn::build_plugin()?;
+            let counts = crate::insn::count(&plugin, &tandem, &["--version".to_string()])?;
+            if counts.total == 0 {
+                bail!("the instruction-count plugin counted nothing");
+            }
+            eprintln!(
+                "tandem --version: {} instructions, {} SIMD",
+                counts.total, counts.simd
+            );
+            Ok(())
+        },
+    )?;
 
-    eprintln!(
-        "ci: all steps passed in {:.1} min",
-        started.elapsed().as_secs_f64() / 60.0
-    );
     // The plain closing line CI reads.
     println!(
         "ci: {} passed, {} failed, {} skipped",
@@ -95,8 +125,82 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn step(name: &str) {
-    eprintln!("\n==> {name}");
+/// Wall time of each step, printed as the steps end and as a table at the end.
+struct StepClock {
+    started: Instant,
+    done: Vec<(&'static str, Duration, bool)>,
+}
+
+impl StepClock {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    /// Runs one step, announcing it and recording how long it took.
+    fn step(&mut self, name: &'static str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        eprintln!("\n==> {name}");
+        let started = Instant::now();
+        let result = f();
+        let took = started.elapsed();
+        eprintln!("<== {name}: {}", minutes(took));
+        self.done.push((name, took, result.is_ok()));
+        result
+    }
+
+    fn report(&self) {
+        eprintln!("\nci: step times");
+        for (name, took, ok) in &self.done {
+            let mark = if *ok { "" } else { "  FAILED" };
+            eprintln!("  {:>9}  {name}{mark}", minutes(*took));
+        }
+        eprintln!("  {:>9}  in all", minutes(self.started.elapsed()));
+    }
+}
+
+fn minutes(d: Duration) -> String {
+    format!("{:.1} min", d.as_secs_f64() / 60.0)
+}
+
+/// cargo whose workspace crates are compiled by clippy-driver, so one build serves both
+/// clippy's lints (warnings denied) and the tests.
+///
+/// This is how `cargo clippy` works (the same two variables, then `cargo check`), minus
+/// the check-only build of every dependency, burn included, that `cargo check` adds beside
+/// the test build: dependencies are compiled once, by rustc, with codegen. The test step
+/// must use the same variables, or cargo would recompile the workspace crates without
+/// the wrapper.
+struct Linted {
+    driver: PathBuf,
+}
+
+impl Linted {
+    fn new() -> Result<Self> {
+        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+        let sysroot = util::output(Command::new(rustc).args(["--print", "sysroot"]))
+            .context("cannot run `rustc --print sysroot`")?;
+        let driver = Path::new(sysroot.trim()).join("bin").join("clippy-driver");
+        if !driver.exists() {
+            bail!(
+                "clippy is not installed ({} is missing): run `rustup component add clippy`",
+                driver.display()
+            );
+        }
+        Ok(Self { driver })
+    }
+
+    fn cargo(&self) -> Command {
+        let mut cmd = util::cargo();
+        cmd.env("RUSTC_WORKSPACE_WRAPPER", &self.driver)
+            // clippy-driver's argument list, each followed by its separator.
+            .env(
+                "CLIPPY_ARGS",
+                "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+            );
+        cmd
+    }
 }
 
 /// `cargo xtask aarch64 <args>` as a Command whose output we can scan.
@@ -150,18 +254,15 @@ fn add_result(result: &str, totals: &mut Totals) {
     }
 }
 
-/// The cross-built `tandem` must be an aarch64 ELF (e_machine 183); `file` confirms it.
-fn check_aarch64_elf() -> Result<()> {
-    let path = util::target_dir()
-        .join(cross::TARGET)
-        .join("release")
-        .join("tandem");
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+/// The cross-built `tandem` at `path` must be an aarch64 ELF (e_machine 183); `file`
+/// confirms it.
+fn check_aarch64_elf(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let is_elf64 = bytes.len() > 20 && bytes[..4] == *b"\x7fELF" && bytes[4] == 2;
     if !is_elf64 || u16::from_le_bytes([bytes[18], bytes[19]]) != 183 {
         bail!("{} is not an aarch64 ELF binary", path.display());
     }
-    if let Some(described) = util::output(Command::new("file").arg(&path)) {
+    if let Some(described) = util::output(Command::new("file").arg(path)) {
         eprint!("{described}");
     }
     eprintln!(

@@ -4,6 +4,7 @@
 use crate::split::{self, CloudProcess, DEMO_NODE};
 use crate::{setup, util};
 use anyhow::Result;
+use std::path::Path;
 use std::process::Command;
 
 /// Set-up (model, data, certificates), then the split demo with `extra` flags.
@@ -12,11 +13,11 @@ pub fn run(extra: &[String]) -> Result<()> {
     split::demo(extra)
 }
 
-/// Builds both binaries (debug), starts the cloud on a free loopback port, says hello,
-/// stops it.
-pub fn hello_on_loopback() -> Result<()> {
-    let bin = split::build_and_issue("debug")?;
-    let mut cloud = CloudProcess::start(&bin, &["--app", "hello"])?;
+/// Starts the cloud from `bin` (a directory holding `tandem` and `tandem-cloud`, already
+/// built) on a free loopback port, says hello, stops it.
+pub fn hello_on_loopback(bin: &Path) -> Result<()> {
+    split::issue_demo_certificate(bin)?;
+    let mut cloud = CloudProcess::start(bin, &["--app", "hello"])?;
     let result = util::run(Command::new(bin.join("tandem")).args([
         "hello",
         "--cloud",

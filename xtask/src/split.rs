@@ -32,6 +32,12 @@ pub fn build_and_issue(profile: &str) -> Result<PathBuf> {
     }
     util::run(util::cargo().args(&build))?;
     let bin = util::target_dir().join(profile);
+    issue_demo_certificate(&bin)?;
+    Ok(bin)
+}
+
+/// Makes sure the CA and the demo device's certificate exist, with `bin`'s `tandem-cloud`.
+pub fn issue_demo_certificate(bin: &Path) -> Result<()> {
     let pki = util::cache_dir().join("pki");
     if !pki.join("ca-cert.pem").exists() {
         util::run(Command::new(bin.join("tandem-cloud")).args(["ca", "init"]))?;
@@ -42,7 +48,7 @@ pub fn build_and_issue(profile: &str) -> Result<PathBuf> {
             Command::new(bin.join("tandem-cloud")).args(["ca", "issue", "--node", DEMO_NODE]),
         )?;
     }
-    Ok(bin)
+    Ok(())
 }
 
 /// A cloud process and the lines it prints.
