@@ -27,7 +27,8 @@ pub enum RoundOutcome {
 /// When rounds start and commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RoundQuorum {
-    /// A round starts once this many devices have joined (they are its participants).
+    /// A round starts once this many joined devices are connected; the app's
+    /// `participants` picks the round's devices among them.
     pub participants: usize,
     /// It commits with at least this many updates by its deadline.
     pub min_updates: usize,
@@ -66,6 +67,13 @@ pub trait CloudApp: Send + 'static {
             participants: 1,
             min_updates: 1,
         }
+    }
+
+    /// The participants of the next round among `available` (joined and connected
+    /// devices, in name order; at least `quorum().participants` of them). The default
+    /// takes them all.
+    fn participants(&mut self, available: &[NodeName]) -> Vec<NodeName> {
+        available.to_vec()
     }
 
     /// The task and encoded model of round `round` (numbered from 1), or `None` when

@@ -211,7 +211,13 @@ impl<A: CloudApp> Hub<A> {
         // update, until the next round replaces it.
         let idle = self.round.as_ref().is_none_or(|r| r.coordinator.is_ended());
         let quorum = self.app.quorum();
-        if idle && !self.rounds_over && self.joined.len() >= quorum.participants.max(1) {
+        let available: Vec<NodeName> = self
+            .joined
+            .keys()
+            .filter(|n| self.connections.contains_key(*n))
+            .cloned()
+            .collect();
+        if idle && !self.rounds_over && available.len() >= quorum.participants.max(1) {
             let round = self.next_round;
             let Some((task, model)) = self.app.round_task(round) else {
                 self.rounds_over = true;
@@ -219,7 +225,7 @@ impl<A: CloudApp> Hub<A> {
                 return;
             };
             self.next_round += 1;
-            let participants: Vec<NodeName> = self.joined.keys().cloned().collect();
+            let participants = self.app.participants(&available);
             info!(round, participants = participants.len(), "round started");
             let envelope = Envelope::RoundTask(task.clone(), model.clone());
             let coordinator =

@@ -11,6 +11,7 @@
 //!   closes to be delivered.
 
 mod app;
+pub mod fl;
 mod hub;
 mod server;
 #[cfg(feature = "model")]

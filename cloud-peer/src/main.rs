@@ -13,6 +13,9 @@ use tandem_cloud::Server;
 use tandem_runtime::transport::TransportLimits;
 use tandem_runtime::transport::pki::Pki;
 
+#[cfg(feature = "model")]
+mod fl_command;
+
 /// tandem cloud peer: serves tandem devices over QUIC (split fine-tuning top half,
 /// federated aggregation).
 #[derive(Parser)]
@@ -34,7 +37,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Listen for devices until Ctrl-C or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Federated learning with many simulated clients in this process (same task, codec,
+    /// validation and strategy code as `serve --app fl`).
+    #[cfg(feature = "model")]
+    Simulate(Box<fl_command::SimulateArgs>),
     /// Manage the certificate authority that devices are admitted by.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -51,11 +58,15 @@ struct ServeArgs {
     /// Name sent to devices in HelloAck.
     #[arg(long, default_value = "tandem-cloud")]
     name: String,
-    /// What to serve: `split` (MiniLM split fine-tuning) or `hello` (connectivity only).
+    /// What to serve: `split` (MiniLM split fine-tuning), `fl` (federated rounds) or
+    /// `hello` (connectivity only).
     #[arg(long, value_enum, default_value_t = App::Split)]
     app: App,
     #[command(flatten)]
     split: SplitArgs,
+    #[cfg(feature = "model")]
+    #[command(flatten)]
+    fl: fl_command::FlServeArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -64,6 +75,8 @@ enum App {
     Split,
     /// The Hello exchange only.
     Hello,
+    /// Federated learning rounds (`--task`, `--rounds`, `--strategy`, `--codec`, ...).
+    Fl,
 }
 
 #[derive(Args)]
@@ -81,7 +94,8 @@ struct SplitArgs {
     /// Steps over which the learning rate decays linearly after warm-up.
     #[arg(long, default_value_t = 300)]
     decay_steps: u64,
-    /// Seeds each top's classifier head.
+    /// Seeds each top's classifier head (split), or the initial model and the sampling
+    /// of devices (fl).
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Model directory [default: $TANDEM_CACHE/minilm].
@@ -123,7 +137,9 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<()> {
     match command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
+        #[cfg(feature = "model")]
+        Command::Simulate(args) => fl_command::run(*args),
         Command::Ca(CaCommand::Init { pki }) => {
             let pki = pki_at(pki);
             pki.init()?;
@@ -195,6 +211,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         match args.app {
             App::Hello => server.serve(shutdown).await,
             App::Split => serve_split(server, args.split, shutdown).await?,
+            #[cfg(feature = "model")]
+            App::Fl => {
+                let app = fl_command::fl_app(args.fl, args.split.backend, args.split.seed)?;
+                server.serve_app(app, shutdown).await;
+            }
+            #[cfg(not(feature = "model"))]
+            App::Fl => anyhow::bail!("this tandem-cloud was built without the `model` feature"),
         }
         Ok(())
     })

@@ -4,7 +4,10 @@
 //!   honest error reports and a per-step chooser.
 //! - [`wire`]: the framed postcard messages that device and cloud exchange. Every frame
 //!   header is validated and every payload size-capped before anything is decoded.
-//! - [`session`]: sans-I/O state machines (split steps so far) with timers driven by
+//! - [`fl`]: federated learning: parameter layouts, updates on the wire, tasks (LeNet-5
+//!   on Fashion-MNIST) and local training.
+//! - [`rng`]: a seeded generator for partitions and sampling, the same on every platform.
+//! - [`session`]: sans-I/O state machines (split steps and FL rounds) with timers driven by
 //!   `now`, tested in an in-memory harness with a virtual clock, latency, loss and reordering.
 //! - [`transport`]: QUIC (quinn + rustls) endpoints, certificates and the connection
 //!   limits, all set in one place.
@@ -17,10 +20,12 @@
 pub mod codec;
 #[cfg(feature = "model")]
 pub mod data;
+pub mod fl;
 pub mod logging;
 #[cfg(feature = "model")]
 pub mod model;
 pub mod paths;
+pub mod rng;
 pub mod session;
 pub mod transport;
 pub mod wire;

@@ -311,7 +311,7 @@ async fn replayed_updates_count_once_and_stale_rounds_are_rejected() {
         let result = b
             .run_round(&mut machine, |task, model| {
                 assert_eq!(model, vec![task.round as u8; 1000]);
-                update(task.round, "b")
+                Some(update(task.round, "b"))
             })
             .await;
         b.close();
@@ -337,7 +337,7 @@ async fn replayed_updates_count_once_and_stale_rounds_are_rejected() {
     // a reports: the round commits with one update per node.
     let mut machine = RoundClient::new(Duration::from_secs(5));
     let result = a
-        .run_round(&mut machine, |task, _| update(task.round, "a"))
+        .run_round(&mut machine, |task, _| Some(update(task.round, "a")))
         .await
         .unwrap()
         .expect("a result before the deadline");

@@ -4,7 +4,9 @@
 //! backend at run time, so one model type runs on flex, ndarray or (in the cloud) CUDA.
 
 mod backend;
+pub mod lenet;
 pub mod minilm;
+pub mod params;
 pub mod smoke;
 pub mod split;
 

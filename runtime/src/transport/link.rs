@@ -198,18 +198,21 @@ impl DeviceLink {
 
     /// Takes part in one federated round: waits for its task, trains with `train`, sends
     /// the update (resending until the result or the deadline) and returns the result,
-    /// or `None` if the round's deadline passed without one.
+    /// or `None` if the round's deadline passed without one. A `train` that returns
+    /// `None` (it could not train, or refused to send what it trained) sends nothing: the
+    /// round goes on without this device.
     pub async fn run_round(
         &mut self,
         machine: &mut RoundClient,
-        mut train: impl FnMut(&RoundTask, &[u8]) -> (Update, Vec<u8>),
+        mut train: impl FnMut(&RoundTask, &[u8]) -> Option<(Update, Vec<u8>)>,
     ) -> Result<Option<RoundResult>, LinkError> {
         self.drive(machine, |m| {
             let event = m.poll_event()?;
             Some(match event {
                 ClientEvent::Train { task, model } => {
-                    let (update, tensor) = train(&task, &model);
-                    m.submit_update(Instant::now(), update, tensor);
+                    if let Some((update, tensor)) = train(&task, &model) {
+                        m.submit_update(Instant::now(), update, tensor);
+                    }
                     return None;
                 }
                 ClientEvent::Ended(result) => Some(result),

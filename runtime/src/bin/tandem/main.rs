@@ -39,6 +39,10 @@ enum Command {
     /// (split learning): the bottom layers run here, the top in the cloud.
     #[cfg(feature = "model")]
     Split(Box<split::SplitArgs>),
+    /// Take part in federated learning with a tandem-cloud peer: train locally on this
+    /// device's data each round and send a compressed update.
+    #[cfg(feature = "model")]
+    Fl(Box<fl::FlArgs>),
 }
 
 #[derive(Args)]
@@ -87,6 +91,8 @@ struct SmokeArgs {
 }
 
 #[cfg(feature = "model")]
+mod fl;
+#[cfg(feature = "model")]
 mod plot;
 #[cfg(feature = "model")]
 mod split;
@@ -110,6 +116,8 @@ fn run(command: Command) -> Result<()> {
         Command::Smoke(args) => smoke(args),
         #[cfg(feature = "model")]
         Command::Split(args) => split::run(*args),
+        #[cfg(feature = "model")]
+        Command::Fl(args) => fl::run(*args),
     }
 }
 

@@ -1,0 +1,286 @@
+//! `tandem-cloud serve --app fl`: federated rounds for devices over QUIC.
+//!
+//! Each round samples `per_round` of the joined, connected devices (seeded by the round),
+//! sends them the global model with the round's settings, and when the round commits
+//! validates every update (decode against the model's layout, finite values, plausible
+//! example count, norm bound), aggregates the valid ones with the strategy, evaluates the
+//! new global on the test set (which never leaves the cloud), and commits the state to
+//! `--state DIR` before the next round starts. A cloud restarted on that directory
+//! continues with the next round.
+
+use super::simulate::RoundRecord;
+use super::state::{RunState, StateError};
+use super::strategy::{ClientUpdate, Strategy, StrategyKind};
+use super::validate::{NormBound, validate};
+use crate::app::{CloudApp, RoundOutcome, RoundQuorum};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tandem_runtime::fl::task::{LocalConfig, Task};
+use tandem_runtime::fl::update::UpdateEncoder;
+use tandem_runtime::rng::SplitMix64;
+use tandem_runtime::wire::{
+    Activations, Capabilities, CodecDesc, CutGradient, Hello, ModelPayload, NodeName, RoundConfig,
+    RoundTask,
+};
+use tracing::{info, warn};
+
+/// The settings of a federated run.
+#[derive(Clone, Debug)]
+pub struct FlSettings {
+    /// Rounds in the run (a restarted run continues to this total).
+    pub rounds: u64,
+    /// Devices per round.
+    pub per_round: usize,
+    /// Updates a round needs by its deadline to commit.
+    pub min_updates: usize,
+    /// Time devices have to report.
+    pub deadline: Duration,
+    /// Local training sent to the devices.
+    pub local: LocalConfig,
+    /// Update codec.
+    pub codec: CodecDesc,
+    /// Aggregation.
+    pub strategy: StrategyKind,
+    /// Update norm bound.
+    pub bound: Option<NormBound>,
+    /// Seed of the initial model and the sampling.
+    pub seed: u64,
+    /// Where state and metrics live.
+    pub state_dir: PathBuf,
+}
+
+/// The federated application.
+pub struct FlApp<T: Task> {
+    task: T,
+    test: T::Data,
+    settings: FlSettings,
+    state: RunState,
+    strategy: Strategy,
+    records: Vec<RoundRecord>,
+    started: Option<(u64, Instant, usize)>,
+}
+
+impl<T: Task + 'static> FlApp<T>
+where
+    T::Data: 'static,
+{
+    /// The app, continuing from the state in `settings.state_dir` if there is one.
+    pub fn new(task: T, test: T::Data, settings: FlSettings) -> Result<Self, StateError> {
+        let layout = task.layout().fingerprint();
+        let saved = RunState::load(&settings.state_dir, task.name(), layout)?;
+        let mut strategy = Strategy::new(settings.strategy);
+        let state = match saved {
+            Some(state) => {
+                info!(round = state.round, dir = %settings.state_dir.display(), "resuming");
+                strategy.first = state.first.clone();
+                strategy.second = state.second.clone();
+                strategy.steps = state.steps;
+                state
+            }
+            None => RunState {
+                task: task.name().to_string(),
+                layout,
+                round: 0,
+                global: task.initial_weights(settings.seed),
+                first: Vec::new(),
+                second: Vec::new(),
+                steps: 0,
+            },
+        };
+        Ok(Self {
+            task,
+            test,
+            settings,
+            state,
+            strategy,
+            records: Vec::new(),
+            started: None,
+        })
+    }
+
+    /// The last committed round.
+    pub fn round(&self) -> u64 {
+        self.state.round
+    }
+
+    fn commit(&mut self, record: Option<RoundRecord>) {
+        self.state.first = self.strategy.first.clone();
+        self.state.second = self.strategy.second.clone();
+        self.state.steps = self.strategy.steps;
+        if let Err(err) = self.state.save(&self.settings.state_dir) {
+            // The round stays in memory; the next commit tries again.
+            warn!("state not saved: {err}");
+        }
+        if let Some(record) = record {
+            println!(
+                "round {:>4}/{}: test accuracy {:.2}% loss {:.3}, {} aggregated, {} refused, up {:.1} KB, {:.1} s",
+                record.round,
+                self.settings.rounds,
+                record.accuracy * 100.0,
+                record.loss,
+                record.aggregated,
+                record.refused,
+                record.uplink_bytes as f64 / 1e3,
+                record.seconds
+            );
+            self.records.push(record);
+            let path = self.settings.state_dir.join("metrics.json");
+            let json = serde_json::json!({ "task": self.task.name(), "rounds": self.records });
+            if let Ok(bytes) = serde_json::to_vec_pretty(&json)
+                && let Err(err) = tandem_runtime::paths::write_atomic(&path, &bytes, 0o644)
+            {
+                warn!("{}: {err}", path.display());
+            }
+        }
+    }
+}
+
+impl<T: Task + 'static> CloudApp for FlApp<T>
+where
+    T::Data: 'static,
+{
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::FL
+    }
+
+    fn admit(&mut self, hello: &Hello) -> Result<(), String> {
+        if !hello.capabilities.contains(Capabilities::FL) {
+            return Err("this cloud serves federated learning only".into());
+        }
+        if hello.model.name.as_str() != self.task.name() {
+            return Err(format!(
+                "this cloud runs task '{}', not '{}'",
+                self.task.name(),
+                hello.model.name
+            ));
+        }
+        Ok(())
+    }
+
+    fn split_step(
+        &mut self,
+        _node: &NodeName,
+        _activations: &Activations,
+        _tensor: &[u8],
+    ) -> Result<(CutGradient, Vec<u8>), String> {
+        Err("this cloud serves federated learning, not split steps".into())
+    }
+
+    fn quorum(&self) -> RoundQuorum {
+        RoundQuorum {
+            participants: self.settings.per_round,
+            min_updates: self.settings.min_updates,
+        }
+    }
+
+    fn participants(&mut self, available: &[NodeName]) -> Vec<NodeName> {
+        let mut pool = available.to_vec();
+        let mut rng = SplitMix64::derive(self.settings.seed, self.state.round + 1);
+        rng.shuffle(&mut pool);
+        pool.truncate(self.settings.per_round);
+        pool.sort();
+        pool
+    }
+
+    fn round_task(&mut self, _hub_round: u64) -> Option<(RoundTask, Vec<u8>)> {
+        if self.state.round >= self.settings.rounds {
+            return None;
+        }
+        let round = self.state.round + 1;
+        let model = UpdateEncoder::new(self.task.layout().clone(), CodecDesc::Identity)
+            .and_then(|mut e| e.encode(&self.state.global));
+        let model = match model {
+            Ok(model) => model,
+            Err(err) => {
+                warn!("cannot encode the global model: {err}");
+                return None;
+            }
+        };
+        let local = self.settings.local;
+        let task = RoundTask {
+            round,
+            deadline_ms: self.settings.deadline.as_millis() as u64,
+            config: RoundConfig {
+                local_epochs: local.epochs,
+                batch_size: local.batch,
+                lr: local.lr,
+                proximal_mu: local.proximal_mu,
+            },
+            model: ModelPayload::Full,
+            codec: self.settings.codec,
+            payload_len: model.len() as u64,
+        };
+        self.started = Some((round, Instant::now(), model.len()));
+        Some((task, model))
+    }
+
+    fn round_ended(&mut self, outcome: RoundOutcome) {
+        let (round, updates) = match outcome {
+            RoundOutcome::Committed { round, updates } => (round, updates),
+            RoundOutcome::Aborted { round, received } => {
+                warn!(round, received, "round aborted: the global model stays");
+                self.state.round = round;
+                self.commit(None);
+                return;
+            }
+        };
+        let seconds = self
+            .started
+            .filter(|s| s.0 == round)
+            .map_or(0.0, |s| s.1.elapsed().as_secs_f64());
+        let mut valid: Vec<ClientUpdate> = Vec::new();
+        let (mut refused, mut clipped, mut uplink) = (0, 0, 0u64);
+        for (node, update, bytes) in &updates {
+            uplink += tandem_runtime::wire::wire_bytes(update, bytes.len()).unwrap_or(0) as u64;
+            if update.codec != self.settings.codec {
+                warn!(%node, round, "update refused: codec {:?}, the round's is {:?}", update.codec, self.settings.codec);
+                refused += 1;
+                continue;
+            }
+            match validate(
+                update.codec,
+                self.task.layout(),
+                bytes,
+                update.num_examples,
+                self.settings.bound,
+            ) {
+                Ok(v) => {
+                    clipped += usize::from(v.clipped);
+                    valid.push(v.update);
+                }
+                Err(reason) => {
+                    warn!(%node, round, "update refused: {reason}");
+                    refused += 1;
+                }
+            }
+        }
+        let aggregated = if valid.is_empty() {
+            0
+        } else {
+            match self.strategy.aggregate(&mut self.state.global, &valid) {
+                Ok(used) => used.selected.len(),
+                Err(err) => {
+                    warn!(round, "not aggregated: {err}");
+                    0
+                }
+            }
+        };
+        self.state.round = round;
+        let eval = self.task.evaluate(&self.state.global, &self.test);
+        let (accuracy, loss) = eval.map_or((f64::NAN, f64::NAN), |e| (e.accuracy, e.loss));
+        let model_len = self.started.map_or(0, |s| s.2);
+        self.commit(Some(RoundRecord {
+            round,
+            accuracy,
+            loss,
+            train_loss: f64::NAN,
+            sampled: self.settings.per_round,
+            aggregated,
+            refused,
+            clipped,
+            uplink_bytes: uplink,
+            downlink_bytes: (model_len * self.settings.per_round) as u64,
+            seconds,
+        }));
+    }
+}

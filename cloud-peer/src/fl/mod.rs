@@ -1,0 +1,13 @@
+//! Federated learning in the cloud: aggregation [`strategy`], update [`validate`]ion,
+//! hostile clients for experiments ([`byzantine`]), the run's [`state`] on disk, and with
+//! feature `model` the networked `app` (`serve --app fl`) and `simulate`: many clients
+//! in one process through the same code as a networked round.
+
+#[cfg(feature = "model")]
+pub mod app;
+pub mod byzantine;
+#[cfg(feature = "model")]
+pub mod simulate;
+pub mod state;
+pub mod strategy;
+pub mod validate;

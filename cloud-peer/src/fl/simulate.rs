@@ -1,0 +1,376 @@
+//! `tandem-cloud simulate`: many virtual clients in one process, in the way of FedML
+//! Parrot. Each round samples clients with a seed; a small pool of workers trains them one
+//! after another; every update goes through the same task, update codec (with the
+//! client's own codec state), validation and strategy code as a networked round, and its
+//! bytes are counted exactly as they would cross the wire (frame headers and chunk
+//! headers included). Memory grows only with per-client codec state.
+
+use super::byzantine::Byzantine;
+use super::strategy::{ClientUpdate, Strategy, StrategyError, StrategyKind};
+use super::validate::{NormBound, Refusal, validate};
+use std::collections::HashMap;
+use std::time::Instant;
+use tandem_runtime::fl::task::{Evaluation, LocalConfig, Task, TaskError};
+use tandem_runtime::fl::update::{UpdateEncoder, UpdateError};
+use tandem_runtime::rng::SplitMix64;
+use tandem_runtime::wire::{
+    self, CodecDesc, ModelPayload, NodeName, RoundConfig, RoundTask, Update, WireError,
+};
+
+/// The settings of a simulation.
+#[derive(Clone, Debug)]
+pub struct SimulationConfig {
+    /// Clients sampled per round.
+    pub per_round: usize,
+    /// Local training.
+    pub local: LocalConfig,
+    /// Update codec.
+    pub codec: CodecDesc,
+    /// Aggregation.
+    pub strategy: StrategyKind,
+    /// Update norm bound.
+    pub bound: Option<NormBound>,
+    /// Hostile clients, if any.
+    pub byzantine: Option<Byzantine>,
+    /// Seed of the model, the sampling and the local batch orders.
+    pub seed: u64,
+    /// Threads training clients side by side.
+    pub workers: usize,
+}
+
+/// One round's figures.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RoundRecord {
+    /// Round number, from 1.
+    pub round: u64,
+    /// Test accuracy of the new global model.
+    pub accuracy: f64,
+    /// Test loss of the new global model.
+    pub loss: f64,
+    /// Mean training loss reported by the participants.
+    pub train_loss: f64,
+    /// Clients sampled.
+    pub sampled: usize,
+    /// Updates aggregated.
+    pub aggregated: usize,
+    /// Updates refused by validation.
+    pub refused: usize,
+    /// Updates clipped to the norm bound.
+    pub clipped: usize,
+    /// Bytes of all Update messages on the wire.
+    pub uplink_bytes: u64,
+    /// Bytes of all RoundTask messages on the wire (the full model to each client).
+    pub downlink_bytes: u64,
+    /// Wall time of the round, evaluation included.
+    pub seconds: f64,
+}
+
+/// Why a simulation stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimulationError {
+    /// Settings that cannot run.
+    #[error("{0}")]
+    Config(String),
+    /// Local training failed.
+    #[error("client {client}: {error}")]
+    Task {
+        /// The client.
+        client: usize,
+        /// What the task said.
+        error: TaskError,
+    },
+    /// The test set could not be evaluated.
+    #[error("evaluation: {0}")]
+    Evaluation(TaskError),
+    /// An update could not be encoded.
+    #[error("client {client}: {error}")]
+    Encode {
+        /// The client.
+        client: usize,
+        /// What the encoder said.
+        error: UpdateError,
+    },
+    /// The strategy refused the round.
+    #[error("round {round}: {error}")]
+    Aggregate {
+        /// The round.
+        round: u64,
+        /// What the strategy said.
+        error: StrategyError,
+    },
+    /// A message could not be framed.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+/// A simulation in progress.
+pub struct Simulation<'a, T: Task> {
+    task: &'a T,
+    clients: &'a [T::Data],
+    test: &'a T::Data,
+    config: SimulationConfig,
+    global: Vec<f32>,
+    strategy: Strategy,
+    encoders: HashMap<usize, UpdateEncoder>,
+    hostile: Vec<bool>,
+    round: u64,
+}
+
+/// One client's trained and encoded update.
+struct Trained {
+    client: usize,
+    bytes: Vec<u8>,
+    examples: u64,
+    loss: f32,
+}
+
+impl<'a, T: Task> Simulation<'a, T> {
+    /// A simulation of `clients` (one data set each), evaluated on `test`.
+    pub fn new(
+        task: &'a T,
+        clients: &'a [T::Data],
+        test: &'a T::Data,
+        config: SimulationConfig,
+    ) -> Result<Self, SimulationError> {
+        if clients.is_empty() || !(1..=clients.len()).contains(&config.per_round) {
+            return Err(SimulationError::Config(format!(
+                "{} clients per round of {} clients",
+                config.per_round,
+                clients.len()
+            )));
+        }
+        if config.per_round < config.strategy.min_updates() {
+            return Err(SimulationError::Config(format!(
+                "{} needs at least {} clients per round, not {}",
+                config.strategy,
+                config.strategy.min_updates(),
+                config.per_round
+            )));
+        }
+        if config.workers == 0 {
+            return Err(SimulationError::Config("at least one worker".into()));
+        }
+        // Checks the codec against the model once, before any training.
+        UpdateEncoder::new(task.layout().clone(), config.codec)
+            .map_err(|error| SimulationError::Encode { client: 0, error })?;
+        let hostile = match &config.byzantine {
+            Some(b) => b.choose(clients.len(), config.seed),
+            None => vec![false; clients.len()],
+        };
+        Ok(Self {
+            task,
+            clients,
+            test,
+            global: task.initial_weights(config.seed),
+            strategy: Strategy::new(config.strategy),
+            encoders: HashMap::new(),
+            hostile,
+            round: 0,
+            config,
+        })
+    }
+
+    /// The current global model.
+    pub fn global(&self) -> &[f32] {
+        &self.global
+    }
+
+    /// Evaluates the current global model on the test set.
+    pub fn evaluate(&self) -> Result<Evaluation, SimulationError> {
+        self.task
+            .evaluate(&self.global, self.test)
+            .map_err(SimulationError::Evaluation)
+    }
+
+    /// The clients of `round`: `per_round` distinct ones, from the seed.
+    fn sample(&self, round: u64) -> Vec<usize> {
+        let mut rng = SplitMix64::derive(self.config.seed, round);
+        let mut ids: Vec<usize> = (0..self.clients.len()).collect();
+        for i in 0..self.config.per_round {
+            let j = i + rng.below(ids.len() - i);
+            ids.swap(i, j);
+        }
+        ids.truncate(self.config.per_round);
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Trains `client` from the global model and encodes its delta.
+    fn train(
+        &self,
+        client: usize,
+        encoder: &mut UpdateEncoder,
+    ) -> Result<Trained, SimulationError> {
+        let seed = SplitMix64::derive(self.config.seed ^ 0x5eed, self.round)
+            .next_u64()
+            .wrapping_add(client as u64);
+        let result = self
+            .task
+            .train(
+                &self.global,
+                &self.clients[client],
+                &self.config.local,
+                seed,
+            )
+            .map_err(|error| SimulationError::Task { client, error })?;
+        let mut delta: Vec<f32> = result
+            .weights
+            .iter()
+            .zip(&self.global)
+            .map(|(w, g)| w - g)
+            .collect();
+        if self.hostile[client]
+            && let Some(b) = &self.config.byzantine
+        {
+            b.corrupt(&mut delta, seed);
+        }
+        let bytes = encoder
+            .encode(&delta)
+            .map_err(|error| SimulationError::Encode { client, error })?;
+        Ok(Trained {
+            client,
+            bytes,
+            examples: result.examples,
+            loss: result.loss,
+        })
+    }
+
+    /// Runs the next round: sample, train, encode, validate, aggregate, evaluate.
+    pub fn run_round(&mut self) -> Result<RoundRecord, SimulationError> {
+        let started = Instant::now();
+        self.round += 1;
+        let round = self.round;
+        let sampled = self.sample(round);
+        let mut jobs: Vec<(usize, UpdateEncoder)> = sampled
+            .iter()
+            .map(|&c| {
+                let encoder = match self.encoders.remove(&c) {
+                    Some(e) => e,
+                    None => UpdateEncoder::new(self.task.layout().clone(), self.config.codec)
+                        .map_err(|error| SimulationError::Encode { client: c, error })?,
+                };
+                Ok((c, encoder))
+            })
+            .collect::<Result<_, SimulationError>>()?;
+        let per_worker = jobs.len().div_ceil(self.config.workers);
+        let this = &*self;
+        let trained: Vec<Result<Trained, SimulationError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = jobs
+                .chunks_mut(per_worker)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter_mut()
+                            .map(|(c, encoder)| this.train(*c, encoder))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("a simulation worker panicked"))
+                .collect()
+        });
+        // Codec state is kept whatever happened to the update.
+        self.encoders.extend(jobs);
+        // The full model as an identity-coded update: each tensor's f32s behind a length.
+        let model_len = self.global.len() * 4 + self.task.layout().specs().len() * 4;
+        let model_bytes = wire::wire_bytes(&self.round_task(round, model_len), model_len)?;
+        let mut record = RoundRecord {
+            round,
+            accuracy: 0.0,
+            loss: 0.0,
+            train_loss: 0.0,
+            sampled: sampled.len(),
+            aggregated: 0,
+            refused: 0,
+            clipped: 0,
+            uplink_bytes: 0,
+            downlink_bytes: (model_bytes * sampled.len()) as u64,
+            seconds: 0.0,
+        };
+        let mut updates = Vec::new();
+        let mut loss_sum = 0.0;
+        for trained in trained {
+            let trained = trained?;
+            let update = Update {
+                round,
+                node: node_name(trained.client),
+                num_examples: trained.examples,
+                codec: self.config.codec,
+                payload_len: trained.bytes.len() as u64,
+            };
+            record.uplink_bytes += wire::wire_bytes(&update, trained.bytes.len())? as u64;
+            loss_sum += f64::from(trained.loss);
+            match validate(
+                self.config.codec,
+                self.task.layout(),
+                &trained.bytes,
+                trained.examples,
+                self.config.bound,
+            ) {
+                Ok(valid) => {
+                    record.clipped += usize::from(valid.clipped);
+                    updates.push(valid.update);
+                }
+                Err(refusal) => {
+                    record.refused += 1;
+                    log_refusal(round, trained.client, &refusal);
+                }
+            }
+        }
+        record.train_loss = loss_sum / sampled.len() as f64;
+        record.aggregated = self.aggregate(round, &updates)?;
+        let eval = self.evaluate()?;
+        record.accuracy = eval.accuracy;
+        record.loss = eval.loss;
+        record.seconds = started.elapsed().as_secs_f64();
+        Ok(record)
+    }
+
+    fn aggregate(
+        &mut self,
+        round: u64,
+        updates: &[ClientUpdate],
+    ) -> Result<usize, SimulationError> {
+        if updates.is_empty() {
+            tracing::warn!(round, "no valid update: the global model stays as it was");
+            return Ok(0);
+        }
+        self.strategy
+            .aggregate(&mut self.global, updates)
+            .map(|used| used.selected.len())
+            .map_err(|error| SimulationError::Aggregate { round, error })
+    }
+
+    /// The RoundTask a networked cloud would send for `round` with a full model of
+    /// `payload_len` bytes.
+    fn round_task(&self, round: u64, payload_len: usize) -> RoundTask {
+        RoundTask {
+            round,
+            deadline_ms: 60_000,
+            config: RoundConfig {
+                local_epochs: self.config.local.epochs,
+                batch_size: self.config.local.batch,
+                lr: self.config.local.lr,
+                proximal_mu: self.config.local.proximal_mu,
+            },
+            model: ModelPayload::Full,
+            codec: CodecDesc::Identity,
+            payload_len: payload_len as u64,
+        }
+    }
+}
+
+fn log_refusal(round: u64, client: usize, refusal: &Refusal) {
+    tracing::warn!(round, client, "update refused: {refusal}");
+}
+
+/// The node name of simulated client `i`.
+fn node_name(i: usize) -> NodeName {
+    let mut name = NodeName::new();
+    // "sim-" and at most 6 digits: always within the 64 bytes of a NodeName.
+    let _ = std::fmt::Write::write_fmt(&mut name, format_args!("sim-{i}"));
+    name
+}

@@ -1,0 +1,185 @@
+//! Every strategy against results worked out by hand on two- and three-element vectors.
+
+use super::*;
+
+fn update(delta: &[f32], examples: u64) -> ClientUpdate {
+    ClientUpdate {
+        delta: delta.to_vec(),
+        examples,
+    }
+}
+
+fn run(spec: &str, global: &[f32], rounds: &[&[ClientUpdate]]) -> Vec<f32> {
+    let mut strategy = Strategy::new(spec.parse().unwrap());
+    let mut global = global.to_vec();
+    for updates in rounds {
+        strategy.aggregate(&mut global, updates).unwrap();
+    }
+    global
+}
+
+fn close(a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() < 1e-5, "{a:?} != {b:?}");
+    }
+}
+
+#[test]
+fn fedavg_and_fedprox_weight_by_examples() {
+    // (1*[1,0] + 3*[0,2]) / 4 = [0.25, 1.5]
+    let round = [update(&[1.0, 0.0], 1), update(&[0.0, 2.0], 3)];
+    close(&run("fedavg", &[1.0, 1.0], &[&round]), &[1.25, 2.5]);
+    close(&run("fedprox:mu=0.1", &[1.0, 1.0], &[&round]), &[1.25, 2.5]);
+    assert_eq!(
+        "fedprox:mu=0.1"
+            .parse::<StrategyKind>()
+            .unwrap()
+            .proximal_mu(),
+        0.1
+    );
+}
+
+#[test]
+fn fedavgm_accumulates_velocity() {
+    // v1 = [0.25, 1.5]; v2 = 0.5 v1 + [0.25, 1.5] = [0.375, 2.25]; w = v1 + v2.
+    let round = [update(&[1.0, 0.0], 1), update(&[0.0, 2.0], 3)];
+    close(
+        &run("fedavgm:lr=1,momentum=0.5", &[0.0, 0.0], &[&round, &round]),
+        &[0.625, 3.75],
+    );
+}
+
+#[test]
+fn adaptive_first_steps_match_their_closed_forms() {
+    let round = [update(&[0.25, -1.5], 1)];
+    // Adam, step 1: m = 0.1 d, v = 0.01 d^2, bias-corrected lr = lr: w += lr sign(d).
+    close(
+        &run("fedadam:lr=0.1,tau=1e-9", &[0.0, 0.0], &[&round]),
+        &[0.1, -0.1],
+    );
+    // Adagrad, step 1: m = 0.1 d, v = d^2: w += 0.1 lr sign(d).
+    close(
+        &run("fedadagrad:lr=0.1,tau=1e-9", &[0.0, 0.0], &[&round]),
+        &[0.01, -0.01],
+    );
+    // Yogi, step 1: v = 0.01 d^2 (v - d^2 < 0): w += lr 0.1 d / (0.1 |d| + tau).
+    let tau = 1e-3f32;
+    let yogi = |d: f32| 0.01 * 0.1 * d / (0.1 * d.abs() + tau);
+    close(
+        &run("fedyogi:lr=0.01,tau=0.001", &[0.0, 0.0], &[&round]),
+        &[yogi(0.25), yogi(-1.5)],
+    );
+    // Adam, step 2 with the same d: m = 0.19 d, v = 0.0199 d^2,
+    // lr_2 = lr sqrt(1 - 0.99^2) / (1 - 0.9^2).
+    let lr2 = 0.1 * (1.0f32 - 0.99 * 0.99).sqrt() / (1.0 - 0.81);
+    let second = lr2 * 0.19 / 0.0199f32.sqrt();
+    close(
+        &run("fedadam:lr=0.1,tau=1e-9", &[0.0, 0.0], &[&round, &round]),
+        &[0.1 + second, -0.1 - second],
+    );
+}
+
+#[test]
+fn median_and_trimmed_mean_ignore_outliers_and_example_counts() {
+    let round = [
+        update(&[1.0, 10.0], 1),
+        update(&[2.0, -5.0], 1),
+        update(&[100.0, 0.0], 1_000_000),
+    ];
+    close(&run("median", &[0.0, 0.0], &[&round]), &[2.0, 0.0]);
+    let five: Vec<ClientUpdate> = [1.0, 2.0, 3.0, 4.0, 100.0]
+        .iter()
+        .map(|&v| update(&[v], 1))
+        .collect();
+    // beta 0.2 of 5 trims one at each end: mean(2, 3, 4) = 3.
+    close(&run("trimmed-mean:beta=0.2", &[0.0], &[&five]), &[3.0]);
+}
+
+#[test]
+fn krum_keeps_the_clustered_updates() {
+    let round: Vec<ClientUpdate> = [
+        [0.0, 0.0],
+        [1.0, 0.0],
+        [0.0, 1.0],
+        [1.0, 1.0],
+        [100.0, 100.0],
+    ]
+    .iter()
+    .map(|d| update(d, 1))
+    .collect();
+    // n = 5, f = 1: each inlier's 2 nearest are at squared distance 1 + 1; ties go to
+    // the lowest index.
+    let mut krum = Strategy::new("krum:f=1".parse().unwrap());
+    let mut global = vec![0.0, 0.0];
+    let used = krum.aggregate(&mut global, &round).unwrap();
+    assert_eq!(used.selected, [0]);
+    close(&global, &[0.0, 0.0]);
+    let mut multi = Strategy::new("multi-krum:f=1,m=4".parse().unwrap());
+    let mut global = vec![0.0, 0.0];
+    assert_eq!(
+        multi.aggregate(&mut global, &round).unwrap().selected,
+        [0, 1, 2, 3]
+    );
+    close(&global, &[0.5, 0.5]);
+    assert_eq!(
+        krum.aggregate(&mut global, &round[..4]),
+        Err(StrategyError::TooFew {
+            byzantine: 1,
+            needed: 5,
+            got: 4
+        })
+    );
+}
+
+#[test]
+fn empty_and_ragged_rounds_are_refused_without_touching_the_model() {
+    let mut s = Strategy::new(StrategyKind::FedAvg);
+    let mut global = vec![1.0, 2.0];
+    assert_eq!(s.aggregate(&mut global, &[]), Err(StrategyError::Empty));
+    assert_eq!(
+        s.aggregate(&mut global, &[update(&[1.0], 1)]),
+        Err(StrategyError::Length {
+            expected: 2,
+            got: 1
+        })
+    );
+    assert_eq!(global, [1.0, 2.0]);
+}
+
+#[test]
+fn specs_round_trip_and_bad_ones_are_refused() {
+    for spec in [
+        "fedavg",
+        "fedprox:mu=0.01",
+        "fedavgm:lr=1,momentum=0.9",
+        "fedadam:lr=0.1,tau=0.001,beta1=0.9,beta2=0.99",
+        "fedyogi:lr=0.01,tau=0.001,beta1=0.9,beta2=0.99",
+        "fedadagrad:lr=0.1,tau=0.000000001,beta1=0.9,beta2=0.99",
+        "median",
+        "trimmed-mean:beta=0.2",
+        "krum:f=2",
+        "multi-krum:f=2,m=5",
+    ] {
+        let kind: StrategyKind = spec.parse().unwrap();
+        assert_eq!(
+            kind.to_string().parse::<StrategyKind>().unwrap(),
+            kind,
+            "{spec}"
+        );
+    }
+    for bad in [
+        "",
+        "fedsgd",
+        "fedavg:lr=1",
+        "fedprox:mu=0",
+        "fedprox:mu=nan",
+        "fedavgm:momentum=1",
+        "trimmed-mean:beta=0.5",
+        "krum:f=1.5",
+        "multi-krum:m=0",
+        "fedadam:tau",
+    ] {
+        assert!(bad.parse::<StrategyKind>().is_err(), "{bad}");
+    }
+}

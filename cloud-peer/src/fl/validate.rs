@@ -1,0 +1,207 @@
+//! Nothing is aggregated before it passes here: the update's bytes decode to exactly the
+//! model's layout under the round's codec, every value is finite, the example count is
+//! plausible, and the L2 norm is within the bound (clipped down to it, or refused).
+//! A refusal carries its reason, for the log and the round's metrics.
+
+use super::strategy::ClientUpdate;
+use std::fmt;
+use std::str::FromStr;
+use tandem_runtime::fl::Layout;
+use tandem_runtime::fl::update::{self, UpdateError};
+use tandem_runtime::wire::CodecDesc;
+
+/// The most examples an update may claim: a weight beyond this is a lie, not a board.
+pub const MAX_EXAMPLES: u64 = 1 << 24;
+
+/// What to do with an update whose norm is over the bound.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NormBound {
+    /// Scale it down to the bound (as DP-FedAvg clips).
+    Clip(f32),
+    /// Refuse it.
+    Refuse(f32),
+}
+
+impl NormBound {
+    fn bound(self) -> f32 {
+        match self {
+            Self::Clip(b) | Self::Refuse(b) => b,
+        }
+    }
+}
+
+impl FromStr for NormBound {
+    type Err = String;
+
+    /// `NORM` (clip) or `NORM:refuse`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (norm, mode) = s.split_once(':').unwrap_or((s, "clip"));
+        let bound: f32 = norm
+            .parse()
+            .ok()
+            .filter(|b: &f32| b.is_finite() && *b > 0.0)
+            .ok_or_else(|| format!("--clip {s}: expected a positive norm, e.g. 10 or 10:refuse"))?;
+        match mode {
+            "clip" => Ok(Self::Clip(bound)),
+            "refuse" => Ok(Self::Refuse(bound)),
+            _ => Err(format!("--clip {s}: the mode is clip or refuse")),
+        }
+    }
+}
+
+impl fmt::Display for NormBound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Clip(b) => write!(f, "{b}:clip"),
+            Self::Refuse(b) => write!(f, "{b}:refuse"),
+        }
+    }
+}
+
+/// Why an update was not aggregated.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The bytes are not an update of this model under this codec.
+    #[error("undecodable update: {0}")]
+    Decode(#[from] UpdateError),
+    /// No examples, or implausibly many.
+    #[error("{0} examples claimed (expected 1..={MAX_EXAMPLES})")]
+    Examples(u64),
+    /// Over the norm bound in refuse mode.
+    #[error("update norm {norm:.3} over the bound {bound}")]
+    NormExceeded {
+        /// Its L2 norm.
+        norm: f32,
+        /// The bound.
+        bound: f32,
+    },
+}
+
+/// A validated update and whether it was clipped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Validated {
+    /// The update, ready to aggregate.
+    pub update: ClientUpdate,
+    /// Its L2 norm before any clipping.
+    pub norm: f32,
+    /// Whether it was scaled down to the bound.
+    pub clipped: bool,
+}
+
+/// Decodes `bytes` (an update of `layout` under `desc`) and checks it.
+pub fn validate(
+    desc: CodecDesc,
+    layout: &Layout,
+    bytes: &[u8],
+    examples: u64,
+    bound: Option<NormBound>,
+) -> Result<Validated, Refusal> {
+    if !(1..=MAX_EXAMPLES).contains(&examples) {
+        return Err(Refusal::Examples(examples));
+    }
+    let mut delta = update::decode(desc, layout, bytes)?;
+    let norm = tandem_kernels::reduce::l2_norm(&delta);
+    let mut clipped = false;
+    if let Some(limit) = bound
+        && norm > limit.bound()
+    {
+        match limit {
+            NormBound::Refuse(bound) => return Err(Refusal::NormExceeded { norm, bound }),
+            NormBound::Clip(bound) => {
+                let scale = bound / norm;
+                delta.iter_mut().for_each(|d| *d *= scale);
+                clipped = true;
+            }
+        }
+    }
+    Ok(Validated {
+        update: ClientUpdate { delta, examples },
+        norm,
+        clipped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_runtime::fl::TensorSpec;
+    use tandem_runtime::fl::update::UpdateEncoder;
+
+    fn layout() -> Layout {
+        Layout::new(vec![
+            TensorSpec {
+                name: "w".into(),
+                shape: vec![2, 2],
+            },
+            TensorSpec {
+                name: "b".into(),
+                shape: vec![2],
+            },
+        ])
+    }
+
+    fn bytes(values: &[f32]) -> Vec<u8> {
+        UpdateEncoder::new(layout(), CodecDesc::Identity)
+            .unwrap()
+            .encode(values)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_good_update_passes_and_an_oversized_one_is_clipped_or_refused() {
+        let good = bytes(&[3.0, 0.0, 0.0, 4.0, 0.0, 0.0]);
+        let v = validate(CodecDesc::Identity, &layout(), &good, 10, None).unwrap();
+        assert_eq!((v.norm, v.clipped), (5.0, false));
+        let clip = Some("2.5".parse().unwrap());
+        let v = validate(CodecDesc::Identity, &layout(), &good, 10, clip).unwrap();
+        assert!(v.clipped);
+        assert_eq!(v.update.delta, [1.5, 0.0, 0.0, 2.0, 0.0, 0.0]);
+        let refuse = Some("2.5:refuse".parse().unwrap());
+        assert_eq!(
+            validate(CodecDesc::Identity, &layout(), &good, 10, refuse),
+            Err(Refusal::NormExceeded {
+                norm: 5.0,
+                bound: 2.5
+            })
+        );
+    }
+
+    #[test]
+    fn wrong_shapes_non_finite_values_and_lying_counts_are_refused() {
+        let good = bytes(&[1.0; 6]);
+        let layout = layout();
+        for examples in [0, MAX_EXAMPLES + 1] {
+            assert_eq!(
+                validate(CodecDesc::Identity, &layout, &good, examples, None),
+                Err(Refusal::Examples(examples))
+            );
+        }
+        // Another model's update: one value short in the last tensor.
+        let short = &good[..good.len() - 4];
+        assert!(matches!(
+            validate(CodecDesc::Identity, &layout, short, 1, None),
+            Err(Refusal::Decode(_))
+        ));
+        let mut long = good.clone();
+        long.push(0);
+        assert!(validate(CodecDesc::Identity, &layout, &long, 1, None).is_err());
+        // A NaN smuggled into the raw bytes of the first tensor.
+        let mut nan = good.clone();
+        nan[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(validate(CodecDesc::Identity, &layout, &nan, 1, None).is_err());
+        // A large tensor's identity bytes decoded under the round's f16 codec.
+        let big = Layout::new(vec![TensorSpec {
+            name: "big".into(),
+            shape: vec![32, 32],
+        }]);
+        let raw = UpdateEncoder::new(big.clone(), CodecDesc::Identity)
+            .unwrap()
+            .encode(&[0.5; 1024])
+            .unwrap();
+        assert!(validate(CodecDesc::F16, &big, &raw, 1, None).is_err());
+        for bad in ["0", "-1", "x", "inf", "3:maybe"] {
+            assert!(bad.parse::<NormBound>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! `tandem-cloud simulate`: the command line around [`tandem_cloud::fl::simulate`].
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use std::path::PathBuf;
+use tandem_cloud::fl::byzantine::Byzantine;
+use tandem_cloud::fl::simulate::{RoundRecord, Simulation, SimulationConfig};
+use tandem_cloud::fl::strategy::StrategyKind;
+use tandem_cloud::fl::validate::NormBound;
+use tandem_runtime::data::fashion_mnist::{CLASSES, FashionMnist};
+use tandem_runtime::data::partition::Partition;
+use tandem_runtime::fl::fmnist::Fmnist;
+use tandem_runtime::fl::task::{LocalConfig, Task};
+use tandem_runtime::model::ComputeBackend;
+use tandem_runtime::wire::{self, CodecDesc, NodeName, Update};
+
+/// The federated tasks.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskName {
+    /// LeNet-5 on Fashion-MNIST.
+    Fmnist,
+}
+
+/// `tandem-cloud simulate` flags.
+#[derive(Args)]
+pub struct SimulateArgs {
+    /// The task.
+    #[arg(long, value_enum, default_value_t = TaskName::Fmnist)]
+    task: TaskName,
+    /// Simulated clients.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Clients sampled per round.
+    #[arg(long, default_value_t = 10)]
+    clients_per_round: usize,
+    /// Rounds to run.
+    #[arg(long, default_value_t = 100)]
+    rounds: u64,
+    /// How the training set is split: iid, shards:K or dirichlet:ALPHA.
+    #[arg(long, default_value = "iid")]
+    partition: Partition,
+    /// Aggregation: fedavg, fedprox:mu=M, fedavgm, fedadam, fedyogi, fedadagrad, median,
+    /// trimmed-mean[:beta=B], krum[:f=F], multi-krum[:f=F,m=M].
+    #[arg(long, default_value = "fedavg")]
+    strategy: StrategyKind,
+    /// Update codec: identity, f16, int8, topk:ratio=F, lowrank:r=R[,bits=B], dct:keep=F.
+    #[arg(long, default_value = "identity")]
+    codec: String,
+    /// Local epochs per round.
+    #[arg(long, default_value_t = 1)]
+    local_epochs: u16,
+    /// Local batch size.
+    #[arg(long, default_value_t = 32)]
+    batch: u16,
+    /// Local SGD learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    lr: f32,
+    /// Local SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    /// Update L2 norm bound: NORM (clip to it) or NORM:refuse.
+    #[arg(long)]
+    clip: Option<NormBound>,
+    /// Hostile clients: F:sign-flip[:X], F:scale:X or F:noise[:S].
+    #[arg(long)]
+    byzantine: Option<Byzantine>,
+    /// Seed of the model, partition, sampling and batch orders.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Threads training clients side by side.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// CPU backend.
+    #[arg(long, value_enum, default_value_t)]
+    backend: ComputeBackend,
+    /// Fashion-MNIST IDX directory [default: /usr/share/datasets/fashion-mnist].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Metrics JSON, rewritten after every round.
+    #[arg(long, value_name = "FILE", default_value = "fl-simulation.json")]
+    metrics: PathBuf,
+}
+
+pub fn run(args: SimulateArgs) -> Result<()> {
+    let codec = tandem_runtime::fl::update_codec(&args.codec).map_err(anyhow::Error::msg)?;
+    if args.workers == 0 || args.workers > 64 {
+        bail!("--workers {}: expected 1..=64", args.workers);
+    }
+    if args.rounds > 100_000 {
+        bail!("--rounds {}: at most 100000", args.rounds);
+    }
+    let TaskName::Fmnist = args.task;
+    let task = Fmnist::new(args.backend);
+    let data_dir = args.data.clone().unwrap_or_else(FashionMnist::default_dir);
+    let data = FashionMnist::load(&data_dir)?;
+    let parts = args
+        .partition
+        .assign(&data.train.labels, CLASSES, args.clients, args.seed)?;
+    let clients: Vec<_> = parts.iter().map(|p| data.train.select(p)).collect();
+    let config = SimulationConfig {
+        per_round: args.clients_per_round,
+        local: LocalConfig {
+            epochs: args.local_epochs,
+            batch: args.batch,
+            lr: args.lr,
+            momentum: args.momentum,
+            proximal_mu: args.strategy.proximal_mu(),
+        },
+        codec,
+        strategy: args.strategy,
+        bound: args.clip,
+        byzantine: args.byzantine,
+        seed: args.seed,
+        workers: args.workers,
+    };
+    let mut sim = Simulation::new(&task, &clients, &data.test, config)?;
+    let identity_update = identity_update_bytes(&task)?;
+    println!(
+        "simulating {} on {} clients ({}), {} per round, {} rounds, {}, codec {}, {} parameters",
+        task.name(),
+        args.clients,
+        args.partition,
+        args.clients_per_round,
+        args.rounds,
+        args.strategy,
+        args.codec,
+        task.layout().len()
+    );
+    let mut records: Vec<RoundRecord> = Vec::new();
+    for _ in 0..args.rounds {
+        let r = sim.run_round()?;
+        println!(
+            "round {:>4}/{}: test accuracy {:.2}% loss {:.3}, train loss {:.3}, {} aggregated, {} refused, up {:.1} KB, {:.1} s",
+            r.round,
+            args.rounds,
+            r.accuracy * 100.0,
+            r.loss,
+            r.train_loss,
+            r.aggregated,
+            r.refused,
+            r.uplink_bytes as f64 / 1e3,
+            r.seconds
+        );
+        records.push(r);
+        write_metrics(&args, &records, identity_update)?;
+    }
+    let Some(last) = records.last() else {
+        return Ok(());
+    };
+    let uplink: u64 = records.iter().map(|r| r.uplink_bytes).sum();
+    let updates: u64 = records.iter().map(|r| r.sampled as u64).sum();
+    println!(
+        "test accuracy {:.2}% after {} rounds; uplink {:.2} MB, {:.1}x less than identity f32 updates",
+        last.accuracy * 100.0,
+        last.round,
+        uplink as f64 / 1e6,
+        (updates * identity_update) as f64 / uplink.max(1) as f64
+    );
+    println!("metrics: {}", args.metrics.display());
+    Ok(())
+}
+
+/// Wire bytes of one update in identity f32 (the baseline of the reduction).
+fn identity_update_bytes(task: &impl Task) -> Result<u64> {
+    let payload = task.layout().len() * 4 + task.layout().specs().len() * 4;
+    let update = Update {
+        round: 1,
+        node: NodeName::try_from("sim-0").unwrap_or_default(),
+        num_examples: 1,
+        codec: CodecDesc::Identity,
+        payload_len: payload as u64,
+    };
+    Ok(wire::wire_bytes(&update, payload)? as u64)
+}
+
+fn write_metrics(args: &SimulateArgs, records: &[RoundRecord], identity_update: u64) -> Result<()> {
+    let json = serde_json::json!({
+        "task": "fmnist",
+        "clients": args.clients,
+        "clients_per_round": args.clients_per_round,
+        "partition": args.partition.to_string(),
+        "strategy": args.strategy.to_string(),
+        "codec": args.codec,
+        "local_epochs": args.local_epochs,
+        "batch": args.batch,
+        "lr": args.lr,
+        "momentum": args.momentum,
+        "seed": args.seed,
+        "identity_update_bytes": identity_update,
+        "rounds": records,
+    });
+    let bytes = serde_json::to_vec_pretty(&json).context("metrics JSON")?;
+    tandem_runtime::paths::write_atomic(&args.metrics, &bytes, 0o644)
+        .with_context(|| format!("cannot write {}", args.metrics.display()))
+}
+
+/// `tandem-cloud serve --app fl` flags.
+#[derive(Args)]
+pub struct FlServeArgs {
+    /// The federated task.
+    #[arg(long, value_enum, default_value_t = TaskName::Fmnist)]
+    task: TaskName,
+    /// Rounds in the run (a restarted run continues up to this total).
+    #[arg(long, default_value_t = 100)]
+    rounds: u64,
+    /// Devices per round (a round starts once this many have joined and are connected).
+    #[arg(long, default_value_t = 10)]
+    clients_per_round: usize,
+    /// Updates a round needs by its deadline to commit [default: all of them].
+    #[arg(long)]
+    min_updates: Option<usize>,
+    /// Seconds devices have to report.
+    #[arg(long, default_value_t = 120)]
+    deadline_secs: u64,
+    /// Aggregation (as for simulate).
+    #[arg(long, default_value = "fedavg")]
+    strategy: StrategyKind,
+    /// Update codec (as for simulate).
+    #[arg(long = "codec", default_value = "identity")]
+    update_codec: String,
+    /// Local epochs per round.
+    #[arg(long, default_value_t = 1)]
+    local_epochs: u16,
+    /// Local batch size.
+    #[arg(long = "batch", default_value_t = 32)]
+    local_batch: u16,
+    /// Local SGD learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    local_lr: f32,
+    /// Update L2 norm bound: NORM (clip to it) or NORM:refuse.
+    #[arg(long)]
+    clip: Option<NormBound>,
+    /// Run state (global model, server optimiser, round) and metrics, committed after
+    /// every round; a restarted cloud continues from it.
+    #[arg(long, value_name = "DIR", default_value = "fl-state")]
+    state: PathBuf,
+    /// Fashion-MNIST IDX directory for the test set [default: /usr/share/datasets/fashion-mnist].
+    #[arg(long = "fl-data", value_name = "DIR")]
+    fl_data: Option<PathBuf>,
+}
+
+/// The federated app for `serve --app fl`.
+pub fn fl_app(
+    args: FlServeArgs,
+    backend: ComputeBackend,
+    seed: u64,
+) -> Result<tandem_cloud::fl::app::FlApp<Fmnist>> {
+    use tandem_cloud::fl::app::{FlApp, FlSettings};
+    let codec = tandem_runtime::fl::update_codec(&args.update_codec).map_err(anyhow::Error::msg)?;
+    if args.clients_per_round == 0 || args.clients_per_round > 10_000 {
+        bail!(
+            "--clients-per-round {}: expected 1..=10000",
+            args.clients_per_round
+        );
+    }
+    let min_updates = args.min_updates.unwrap_or(args.clients_per_round);
+    if !(1..=args.clients_per_round).contains(&min_updates) {
+        bail!("--min-updates {min_updates}: expected 1..=--clients-per-round");
+    }
+    if min_updates < args.strategy.min_updates() {
+        bail!(
+            "{} needs at least {} updates per round: raise --min-updates (now {min_updates})",
+            args.strategy,
+            args.strategy.min_updates()
+        );
+    }
+    let TaskName::Fmnist = args.task;
+    let task = Fmnist::new(backend);
+    let dir = args.fl_data.unwrap_or_else(FashionMnist::default_dir);
+    let test = tandem_runtime::data::fashion_mnist::load_split(&dir, "t10k")?;
+    std::fs::create_dir_all(&args.state)
+        .with_context(|| format!("cannot create {}", args.state.display()))?;
+    let settings = FlSettings {
+        rounds: args.rounds,
+        per_round: args.clients_per_round,
+        min_updates,
+        deadline: std::time::Duration::from_secs(args.deadline_secs.clamp(1, 86_400)),
+        local: LocalConfig {
+            epochs: args.local_epochs,
+            batch: args.local_batch,
+            lr: args.local_lr,
+            momentum: tandem_runtime::fl::client::MOMENTUM,
+            proximal_mu: args.strategy.proximal_mu(),
+        },
+        codec,
+        strategy: args.strategy,
+        bound: args.clip,
+        seed,
+        state_dir: args.state,
+    };
+    let app = FlApp::new(task, test, settings)?;
+    println!("fl: {} rounds committed so far", app.round());
+    Ok(app)
+}

@@ -1,0 +1,143 @@
+//! `tandem fl`: a device in federated rounds with a tandem-cloud peer.
+
+use crate::{ConnectArgs, client_config, resolve};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+use tandem_runtime::data::fashion_mnist::{CLASSES, FashionMnist, load_split};
+use tandem_runtime::data::partition::{ClientSlice, Partition};
+use tandem_runtime::fl::client::FlClient;
+use tandem_runtime::fl::fmnist::Fmnist;
+use tandem_runtime::fl::task::Task;
+use tandem_runtime::model::ComputeBackend;
+use tandem_runtime::session::fl::RoundClient;
+use tandem_runtime::transport::link::{DeviceLink, LinkTarget, ReconnectPolicy};
+use tandem_runtime::transport::{self};
+use tandem_runtime::wire::{Capabilities, Join};
+
+/// The federated tasks.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TaskName {
+    /// LeNet-5 on Fashion-MNIST.
+    Fmnist,
+}
+
+#[derive(Args)]
+pub(crate) struct FlArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// The task (the cloud must run the same).
+    #[arg(long, value_enum, default_value_t = TaskName::Fmnist)]
+    task: TaskName,
+    /// This board's own data: a directory with train-images-idx3-ubyte[.gz] and
+    /// train-labels-idx1-ubyte[.gz]. Without it, --client takes a slice of the cached
+    /// Fashion-MNIST.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Which slice of the cached data set this device holds: I/N (client I of N).
+    #[arg(long, value_name = "I/N", required_unless_present = "data")]
+    client: Option<ClientSlice>,
+    /// How the cached data set is split among the N clients: iid, shards:K or
+    /// dirichlet:ALPHA (every device of a run must use the same, with the same --seed).
+    #[arg(long, default_value = "iid")]
+    partition: Partition,
+    /// Seed of the partition and of the local batch order.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Stop after taking part in this many rounds [default: until stopped].
+    #[arg(long)]
+    rounds: Option<u64>,
+    /// CPU backend.
+    #[arg(long, value_enum, default_value_t)]
+    backend: ComputeBackend,
+}
+
+pub(crate) fn run(args: FlArgs) -> Result<()> {
+    let TaskName::Fmnist = args.task;
+    let data = match (&args.data, args.client) {
+        (Some(dir), _) => load_split(dir, "train")?,
+        (None, Some(slice)) => {
+            let set = FashionMnist::load(&FashionMnist::default_dir())?;
+            let parts = args
+                .partition
+                .assign(&set.train.labels, CLASSES, slice.of, args.seed)?;
+            set.train.select(&parts[slice.index])
+        }
+        (None, None) => bail!("pass --client I/N or --data DIR"),
+    };
+    if data.is_empty() {
+        bail!("this device holds no examples (try another --partition or --client)");
+    }
+    let (node, config) = client_config(&args.connect)?;
+    let task = Fmnist::new(args.backend);
+    let name = task.name();
+    let mut client = FlClient::new(task, data, node.clone(), args.seed);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let peer = resolve(&args.connect.cloud).await?;
+        let endpoint = transport::client_endpoint(peer, config)?;
+        let mut target = LinkTarget::new(
+            peer,
+            &args.connect.server_name,
+            node.clone(),
+            Capabilities::FL,
+        );
+        target.hello.model.name = name.try_into().unwrap_or_default();
+        let mut link = DeviceLink::connect(endpoint.clone(), target, ReconnectPolicy::default())
+            .await
+            .with_context(|| format!("cannot join federated learning at {peer}"))?;
+        eprintln!(
+            "fl: task {name}, {} examples, {} parameters; waiting for rounds",
+            client.examples(),
+            client.task().layout().len()
+        );
+        link.join(Join {
+            node: node.clone(),
+            num_examples: client.examples(),
+            capabilities: Capabilities::FL,
+        })
+        .await?;
+        let mut machine = RoundClient::new(Duration::from_secs(2));
+        let mut taken = 0u64;
+        while args.rounds.is_none_or(|r| taken < r) {
+            let result = link
+                .run_round(&mut machine, |round, model| {
+                    match client.train(round, model) {
+                        Ok(trained) => {
+                            eprintln!(
+                                "round {}: trained {} steps, loss {:.3}, sending {} bytes",
+                                round.round,
+                                trained.steps,
+                                trained.loss,
+                                trained.payload.len()
+                            );
+                            Some((trained.update, trained.payload))
+                        }
+                        Err(err) => {
+                            eprintln!("round {}: no update sent: {err}", round.round);
+                            None
+                        }
+                    }
+                })
+                .await?;
+            match result {
+                Some(r) => eprintln!(
+                    "round {}: {} ({} accepted, {} refused)",
+                    r.round,
+                    if r.committed { "committed" } else { "aborted" },
+                    r.accepted,
+                    r.rejected
+                ),
+                None => eprintln!("a round passed its deadline without a result"),
+            }
+            taken += 1;
+        }
+        link.close();
+        endpoint.wait_idle().await;
+        Ok::<_, anyhow::Error>(())
+    })
+}

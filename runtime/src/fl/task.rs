@@ -1,0 +1,103 @@
+//! What a federated task provides: a model with a fixed [`Layout`], local training from a
+//! global model, and evaluation. The round, codec, validation and strategy code never
+//! look inside a task, so a second one (MiniLM + LoRA on reviews partitioned by movie)
+//! plugs in beside [`super::fmnist`] without touching them.
+
+use super::Layout;
+
+/// Local training settings of one round (sent by the cloud in the round's task).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LocalConfig {
+    /// Passes over the local data.
+    pub epochs: u16,
+    /// Examples per step.
+    pub batch: u16,
+    /// SGD learning rate.
+    pub lr: f32,
+    /// SGD momentum (0.9 in Flower's baselines).
+    pub momentum: f32,
+    /// FedProx's proximal weight; 0 for plain local SGD.
+    pub proximal_mu: f32,
+}
+
+/// What local training produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalResult {
+    /// The trained weights, in the task's layout.
+    pub weights: Vec<f32>,
+    /// Examples trained on (weights FedAvg's mean).
+    pub examples: u64,
+    /// Mean training loss over the steps.
+    pub loss: f32,
+    /// Optimiser steps taken.
+    pub steps: u64,
+}
+
+/// A model's quality on a data set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Share of examples classified correctly.
+    pub accuracy: f64,
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Examples evaluated.
+    pub examples: u64,
+}
+
+/// Why a task could not train or evaluate.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The weights given do not fit the model.
+    #[error("{got} weights for a model of {expected} parameters")]
+    Layout {
+        /// Parameters of the model.
+        expected: usize,
+        /// Weights given.
+        got: usize,
+    },
+    /// No examples to train or evaluate on.
+    #[error("no examples")]
+    Empty,
+    /// Training diverged.
+    #[error("non-finite training loss at step {step}")]
+    Diverged {
+        /// The step.
+        step: u64,
+    },
+    /// Settings the task cannot use.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A federated task. Implementations are shared between the workers of a simulation, so
+/// they hold no per-client state: everything a client keeps lives in its data and in the
+/// update encoder.
+pub trait Task: Send + Sync {
+    /// One client's (or the test) data.
+    type Data: Send + Sync;
+
+    /// The name devices and cloud agree on (`fmnist`).
+    fn name(&self) -> &'static str;
+
+    /// The model's parameters.
+    fn layout(&self) -> &Layout;
+
+    /// A freshly initialised model from `seed`.
+    fn initial_weights(&self, seed: u64) -> Vec<f32>;
+
+    /// Examples in `data`.
+    fn examples(&self, data: &Self::Data) -> u64;
+
+    /// Trains from `global` on `data`; `seed` fixes the batch order.
+    fn train(
+        &self,
+        global: &[f32],
+        data: &Self::Data,
+        config: &LocalConfig,
+        seed: u64,
+    ) -> Result<LocalResult, TaskError>;
+
+    /// Evaluates `weights` on `data`.
+    fn evaluate(&self, weights: &[f32], data: &Self::Data) -> Result<Evaluation, TaskError>;
+}
