@@ -4,7 +4,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::PathBuf;
 use tandem_cloud::fl::byzantine::Byzantine;
-use tandem_cloud::fl::simulate::{RoundRecord, Simulation, SimulationConfig};
+use tandem_cloud::fl::record::{RoundRecord, plot_png};
+use tandem_cloud::fl::simulate::{Simulation, SimulationConfig};
 use tandem_cloud::fl::strategy::StrategyKind;
 use tandem_cloud::fl::validate::NormBound;
 use tandem_runtime::data::fashion_mnist::{CLASSES, FashionMnist};
@@ -79,6 +80,10 @@ pub struct SimulateArgs {
     /// Metrics JSON, rewritten after every round.
     #[arg(long, value_name = "FILE", default_value = "fl-simulation.json")]
     metrics: PathBuf,
+    /// Plot of test accuracy against round and against uplink bytes, rewritten after
+    /// every round.
+    #[arg(long, value_name = "FILE", default_value = "fl-simulation.png")]
+    plot: PathBuf,
 }
 
 pub fn run(args: SimulateArgs) -> Result<()> {
@@ -156,7 +161,11 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         uplink as f64 / 1e6,
         (updates * identity_update) as f64 / uplink.max(1) as f64
     );
-    println!("metrics: {}", args.metrics.display());
+    println!(
+        "metrics: {}, plot: {}",
+        args.metrics.display(),
+        args.plot.display()
+    );
     Ok(())
 }
 
@@ -191,7 +200,9 @@ fn write_metrics(args: &SimulateArgs, records: &[RoundRecord], identity_update: 
     });
     let bytes = serde_json::to_vec_pretty(&json).context("metrics JSON")?;
     tandem_runtime::paths::write_atomic(&args.metrics, &bytes, 0o644)
-        .with_context(|| format!("cannot write {}", args.metrics.display()))
+        .with_context(|| format!("cannot write {}", args.metrics.display()))?;
+    tandem_runtime::paths::write_atomic(&args.plot, &plot_png(records), 0o644)
+        .with_context(|| format!("cannot write {}", args.plot.display()))
 }
 
 /// `tandem-cloud serve --app fl` flags.

@@ -2,7 +2,8 @@
 //! `cargo xtask setup`): a few LeNet-5 rounds must learn, reproducibly, and a compressing
 //! codec must send fewer bytes through the same code path.
 
-use tandem_cloud::fl::simulate::{RoundRecord, Simulation, SimulationConfig};
+use tandem_cloud::fl::record::RoundRecord;
+use tandem_cloud::fl::simulate::{Simulation, SimulationConfig};
 use tandem_cloud::fl::strategy::StrategyKind;
 use tandem_runtime::data::fashion_mnist::{CLASSES, FashionMnist, Images};
 use tandem_runtime::data::partition::Partition;

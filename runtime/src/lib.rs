@@ -13,7 +13,7 @@
 //!   limits, all set in one place.
 //! - `model` (feature `model`, on by default): burn models and training. Without it the
 //!   crate builds without burn, which keeps aarch64 test runs under qemu short.
-//! - [`logging`], [`paths`]: what both binaries share.
+//! - [`logging`], [`paths`], `plot` (feature `model`): what both binaries share.
 //!
 //! This crate forbids `unsafe_code`; the SIMD kernels live in `tandem-kernels`.
 
@@ -25,6 +25,8 @@ pub mod logging;
 #[cfg(feature = "model")]
 pub mod model;
 pub mod paths;
+#[cfg(feature = "model")]
+pub mod plot;
 pub mod rng;
 pub mod session;
 pub mod transport;

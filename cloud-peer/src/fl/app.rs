@@ -8,7 +8,7 @@
 //! `--state DIR` before the next round starts. A cloud restarted on that directory
 //! continues with the next round.
 
-use super::simulate::RoundRecord;
+use super::record::{RoundRecord, plot_png};
 use super::state::{RunState, StateError};
 use super::strategy::{ClientUpdate, Strategy, StrategyKind};
 use super::validate::{NormBound, validate};
@@ -124,12 +124,19 @@ where
                 record.seconds
             );
             self.records.push(record);
-            let path = self.settings.state_dir.join("metrics.json");
             let json = serde_json::json!({ "task": self.task.name(), "rounds": self.records });
-            if let Ok(bytes) = serde_json::to_vec_pretty(&json)
-                && let Err(err) = tandem_runtime::paths::write_atomic(&path, &bytes, 0o644)
-            {
-                warn!("{}: {err}", path.display());
+            let files = [
+                (
+                    "metrics.json",
+                    serde_json::to_vec_pretty(&json).unwrap_or_default(),
+                ),
+                ("accuracy.png", plot_png(&self.records)),
+            ];
+            for (name, bytes) in files {
+                let path = self.settings.state_dir.join(name);
+                if let Err(err) = tandem_runtime::paths::write_atomic(&path, &bytes, 0o644) {
+                    warn!("{}: {err}", path.display());
+                }
             }
         }
     }

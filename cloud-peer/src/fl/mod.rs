@@ -7,6 +7,8 @@
 pub mod app;
 pub mod byzantine;
 #[cfg(feature = "model")]
+pub mod record;
+#[cfg(feature = "model")]
 pub mod simulate;
 pub mod state;
 pub mod strategy;

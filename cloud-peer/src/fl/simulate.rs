@@ -6,6 +6,7 @@
 //! headers included). Memory grows only with per-client codec state.
 
 use super::byzantine::Byzantine;
+use super::record::RoundRecord;
 use super::strategy::{ClientUpdate, Strategy, StrategyError, StrategyKind};
 use super::validate::{NormBound, Refusal, validate};
 use std::collections::HashMap;
@@ -36,33 +37,6 @@ pub struct SimulationConfig {
     pub seed: u64,
     /// Threads training clients side by side.
     pub workers: usize,
-}
-
-/// One round's figures.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct RoundRecord {
-    /// Round number, from 1.
-    pub round: u64,
-    /// Test accuracy of the new global model.
-    pub accuracy: f64,
-    /// Test loss of the new global model.
-    pub loss: f64,
-    /// Mean training loss reported by the participants.
-    pub train_loss: f64,
-    /// Clients sampled.
-    pub sampled: usize,
-    /// Updates aggregated.
-    pub aggregated: usize,
-    /// Updates refused by validation.
-    pub refused: usize,
-    /// Updates clipped to the norm bound.
-    pub clipped: usize,
-    /// Bytes of all Update messages on the wire.
-    pub uplink_bytes: u64,
-    /// Bytes of all RoundTask messages on the wire (the full model to each client).
-    pub downlink_bytes: u64,
-    /// Wall time of the round, evaluation included.
-    pub seconds: f64,
 }
 
 /// Why a simulation stopped.

@@ -93,8 +93,6 @@ struct SmokeArgs {
 #[cfg(feature = "model")]
 mod fl;
 #[cfg(feature = "model")]
-mod plot;
-#[cfg(feature = "model")]
 mod split;
 
 fn main() -> ExitCode {

@@ -208,9 +208,14 @@ fn finish(args: &SplitArgs, report: &RunReport, hidden: usize) -> Result<()> {
     let points: Vec<(f64, f64)> = report
         .dev
         .iter()
-        .map(|e| (e.up_bytes as f64, e.accuracy))
+        .map(|e| (e.up_bytes as f64 / 1e6, e.accuracy * 100.0))
         .collect();
-    let png = crate::plot::line_png(&points);
+    let png = tandem_runtime::plot::png(&[tandem_runtime::plot::Chart {
+        title: "SPLIT FINE-TUNING: DEV ACCURACY BY BYTES SENT",
+        x_label: "CUMULATIVE UPLINK (MB)",
+        y_label: "DEV ACCURACY (%)",
+        points: &points,
+    }]);
     tandem_runtime::paths::write_atomic(&args.plot, &png, 0o644)
         .with_context(|| format!("cannot write {}", args.plot.display()))?;
     let steps = report.steps.len().max(1) as f64;
