@@ -18,6 +18,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("lowrank-insns") => return crate::insn::lowrank_insns(),
         Some("lowrank-mca") => return crate::mca::lowrank_mca(),
         Some("split") => return crate::split::bench(&args[1..]),
+        Some("fl") => return crate::fl::bench(&args[1..]),
         _ => {}
     }
     let mut names: Vec<&str> = BENCHES.iter().map(|b| b.0).collect();
@@ -27,6 +28,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "lowrank-insns",
         "lowrank-mca",
         "split",
+        "fl",
     ]);
     let Some(name) = args.first() else {
         bail!(

@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: the README's main command, split fine-tuning of MiniLM on
-//! loopback (see [`crate::split`]); CI runs the quick Hello check instead.
+//! loopback (see [`crate::split`]), and `cargo xtask demo fl`, federated learning on
+//! loopback (see [`crate::fl`]); CI runs the quick Hello check instead.
 
 use crate::split::{self, CloudProcess, DEMO_NODE};
 use crate::{setup, util};
@@ -10,7 +11,10 @@ use std::process::Command;
 /// Set-up (model, data, certificates), then the split demo with `extra` flags.
 pub fn run(extra: &[String]) -> Result<()> {
     setup::run(&setup::Options::all())?;
-    split::demo(extra)
+    match extra.split_first() {
+        Some((first, rest)) if first == "fl" => crate::fl::demo(rest),
+        _ => split::demo(extra),
+    }
 }
 
 /// Starts the cloud from `bin` (a directory holding `tandem` and `tandem-cloud`, already

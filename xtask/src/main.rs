@@ -14,6 +14,7 @@ mod bench;
 mod ci;
 mod cross;
 mod demo;
+mod fl;
 mod fuzz;
 mod insn;
 mod mca;
@@ -32,10 +33,13 @@ tasks:
                         download + verify the model and data into the tandem cache
   demo [flags]          set-up, then split fine-tuning of MiniLM on loopback (tandem-cloud +
                         `tandem split`; flags go to `tandem split`, e.g. --steps 100)
+  demo fl [flags]       set-up, then federated learning on loopback: tandem-cloud serve
+                        --app fl and 4 `tandem fl` devices (flags go to the cloud)
   ci                    set-up, then every check CI runs (fmt, clippy, tests on x86_64
                         and aarch64/qemu, aarch64 release build, demo)
   bench <name>          run a benchmark: sort, transport, lowrank (native, release), split
-                        (identity vs sft on loopback, release processes), sort-insns
+                        (identity vs sft on loopback, release processes), fl [--rounds N]
+                        (simulated federated runs: strategies x partitions x codecs), sort-insns
                         (aarch64 instructions per key under qemu), sort-mca (llvm-mca),
                         lowrank-insns (qemu counts), lowrank-mca (llvm-mca)
   fuzz <target> [seconds] [-- libfuzzer args]

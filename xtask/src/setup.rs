@@ -12,7 +12,8 @@ use std::process::Command;
 /// Debian packages: the aarch64 cross toolchain and qemu (DESIGN.md "Toolchain"),
 /// llvm-19 for llvm-mca-19 (llvm 14's "Neoverse" models are the Cortex-A57's), `file` to
 /// check cross-built binaries, procps for `kill` (the demo stops the cloud with
-/// SIGTERM), g++ for libFuzzer (the fuzz targets), Fashion-MNIST.
+/// SIGTERM), GNU time (peak RSS in `bench fl`), g++ for libFuzzer (the fuzz targets),
+/// Fashion-MNIST.
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev:arm64",
@@ -23,6 +24,7 @@ const APT_PACKAGES: &[&str] = &[
     "llvm-19",
     "file",
     "procps",
+    "time",
     "g++",
     "dataset-fashion-mnist",
 ];

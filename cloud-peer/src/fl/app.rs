@@ -20,7 +20,7 @@ use tandem_runtime::fl::update::UpdateEncoder;
 use tandem_runtime::rng::SplitMix64;
 use tandem_runtime::wire::{
     Activations, Capabilities, CodecDesc, CutGradient, Hello, ModelPayload, NodeName, RoundConfig,
-    RoundTask,
+    RoundTask, Update, wire_bytes,
 };
 use tracing::{info, warn};
 
@@ -124,6 +124,9 @@ where
                 record.seconds
             );
             self.records.push(record);
+            if self.state.round == self.settings.rounds {
+                self.print_summary();
+            }
             let json = serde_json::json!({ "task": self.task.name(), "rounds": self.records });
             let files = [
                 (
@@ -138,6 +141,38 @@ where
                     warn!("{}: {err}", path.display());
                 }
             }
+        }
+    }
+}
+
+impl<T: Task> FlApp<T> {
+    /// The run's last line: accuracy, rounds, and the uplink against identity f32 updates
+    /// of the same count (rounds served by this process).
+    fn print_summary(&self) {
+        let uplink: u64 = self.records.iter().map(|r| r.uplink_bytes).sum();
+        let updates: u64 = self
+            .records
+            .iter()
+            .map(|r| r.aggregated + r.refused)
+            .sum::<usize>() as u64;
+        let payload = self.task.layout().len() * 4 + self.task.layout().specs().len() * 4;
+        let identity = Update {
+            round: self.state.round,
+            node: NodeName::new(),
+            num_examples: 1,
+            codec: CodecDesc::Identity,
+            payload_len: payload as u64,
+        };
+        let identity = wire_bytes(&identity, payload).unwrap_or(payload) as u64 * updates;
+        if let Some(last) = self.records.last() {
+            println!(
+                "fl: {} rounds done, test accuracy {:.2}%; uplink {:.2} MB, {:.1}x less than identity f32 updates ({:.2} MB)",
+                last.round,
+                last.accuracy * 100.0,
+                uplink as f64 / 1e6,
+                identity as f64 / uplink.max(1) as f64,
+                identity as f64 / 1e6
+            );
         }
     }
 }
@@ -238,7 +273,7 @@ where
         let mut valid: Vec<ClientUpdate> = Vec::new();
         let (mut refused, mut clipped, mut uplink) = (0, 0, 0u64);
         for (node, update, bytes) in &updates {
-            uplink += tandem_runtime::wire::wire_bytes(update, bytes.len()).unwrap_or(0) as u64;
+            uplink += wire_bytes(update, bytes.len()).unwrap_or(0) as u64;
             if update.codec != self.settings.codec {
                 warn!(%node, round, "update refused: codec {:?}, the round's is {:?}", update.codec, self.settings.codec);
                 refused += 1;
