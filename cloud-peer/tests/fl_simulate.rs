@@ -1,6 +1,7 @@
 //! Federated simulation on real Fashion-MNIST (Debian's copy, installed by
 //! `cargo xtask setup`): a few LeNet-5 rounds must learn, reproducibly, and a compressing
 //! codec must send fewer bytes through the same code path.
+#![cfg(feature = "model")]
 
 use tandem_cloud::fl::record::RoundRecord;
 use tandem_cloud::fl::simulate::{Simulation, SimulationConfig};

@@ -13,7 +13,8 @@
 //!   limits, all set in one place.
 //! - `model` (feature `model`, on by default): burn models and training. Without it the
 //!   crate builds without burn, which keeps aarch64 test runs under qemu short.
-//! - [`logging`], [`paths`], `plot` (feature `model`): what both binaries share.
+//! - [`logging`], [`paths`], [`sealed`] (crash-safe state files), `plot` (feature
+//!   `model`): what both binaries share.
 //!
 //! This crate forbids `unsafe_code`; the SIMD kernels live in `tandem-kernels`.
 
@@ -28,6 +29,7 @@ pub mod paths;
 #[cfg(feature = "model")]
 pub mod plot;
 pub mod rng;
+pub mod sealed;
 pub mod session;
 pub mod transport;
 pub mod wire;

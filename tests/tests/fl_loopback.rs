@@ -1,7 +1,8 @@
 //! Federated learning over loopback QUIC with mutual TLS: three device links train LeNet-5
 //! on their slices of Fashion-MNIST for three rounds against `FlApp`; the global model's
 //! test accuracy rises, and a cloud restarted on the state directory continues after the
-//! last committed round.
+//! last committed round. A device restarted from its checkpoint resends the round it had
+//! trained and continues exactly as one that was never killed.
 #![cfg(feature = "model")]
 
 mod common;
@@ -12,14 +13,15 @@ use tandem_cloud::fl::app::{FlApp, FlSettings};
 use tandem_cloud::fl::strategy::StrategyKind;
 use tandem_runtime::data::fashion_mnist::{CLASSES, FashionMnist, Images};
 use tandem_runtime::data::partition::Partition;
-use tandem_runtime::fl::client::FlClient;
+use tandem_runtime::fl::client::{ClientError, FlClient};
 use tandem_runtime::fl::fmnist::Fmnist;
-use tandem_runtime::fl::task::LocalConfig;
+use tandem_runtime::fl::task::{LocalConfig, Task};
+use tandem_runtime::fl::update::UpdateEncoder;
 use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::session::fl::RoundClient;
 use tandem_runtime::transport::link::{DeviceLink, LinkTarget, ReconnectPolicy};
 use tandem_runtime::transport::{self, TransportLimits};
-use tandem_runtime::wire::{Capabilities, CodecDesc, Join};
+use tandem_runtime::wire::{Capabilities, CodecDesc, Join, ModelPayload, RoundConfig, RoundTask};
 
 const DEVICES: usize = 3;
 const ROUNDS: u64 = 3;
@@ -164,4 +166,82 @@ async fn three_devices_three_rounds_accuracy_rises_and_a_restart_resumes() {
     )
     .unwrap();
     assert_eq!(again.round(), ROUNDS);
+}
+
+/// Round `round`'s task carrying `global` as a full identity-coded model, top-1% updates.
+fn round_task(
+    round: u64,
+    global: &[f32],
+    layout: &tandem_runtime::fl::Layout,
+) -> (RoundTask, Vec<u8>) {
+    let model = UpdateEncoder::new(layout.clone(), CodecDesc::Identity)
+        .unwrap()
+        .encode(global)
+        .unwrap();
+    let task = RoundTask {
+        round,
+        deadline_ms: 60_000,
+        config: RoundConfig {
+            local_epochs: 1,
+            batch_size: 32,
+            lr: 0.05,
+            proximal_mu: 0.0,
+        },
+        model: ModelPayload::Full,
+        codec: CodecDesc::TopK { ratio_ppm: 10_000 },
+        payload_len: model.len() as u64,
+    };
+    (task, model)
+}
+
+#[test]
+fn a_restarted_device_resends_its_round_and_continues_as_if_never_killed() {
+    let Some((slices, _)) = data() else {
+        return;
+    };
+    let dir = temp_dir("fl-device-restart");
+    let task = || Fmnist::new(ComputeBackend::Flex);
+    let layout = task().layout().clone();
+    let global = task().initial_weights(3);
+    let (r1, m1) = round_task(1, &global, &layout);
+    let (r2, m2) = round_task(2, &global, &layout);
+    let client = |name: &str, checkpoint: &str| {
+        FlClient::new(task(), slices[0].clone(), node(name), 1)
+            .with_checkpoint(dir.join(checkpoint))
+            .unwrap()
+    };
+
+    // Never killed.
+    let mut steady = client("dev-a", "steady.bin");
+    let steady_1 = steady.train(&r1, &m1).unwrap();
+    let steady_2 = steady.train(&r2, &m2).unwrap();
+
+    // Killed after round 1 (its update committed to disk), then restarted.
+    let mut first_life = client("dev-a", "killed.bin");
+    assert_eq!(first_life.train(&r1, &m1).unwrap(), steady_1);
+    drop(first_life);
+    let mut second_life = client("dev-a", "killed.bin");
+    assert_eq!(second_life.last_round(), Some(1));
+    // Round 1 asked again: the same bytes, without training (the model is not even read).
+    assert_eq!(second_life.train(&r1, &[]).unwrap(), steady_1);
+    // Round 2 continues from the checkpointed top-k residuals: bit for bit the same.
+    assert_eq!(second_life.train(&r2, &m2).unwrap(), steady_2);
+    assert!(matches!(
+        second_life.train(&r1, &m1),
+        Err(ClientError::Stale {
+            round: 1,
+            trained: 2
+        })
+    ));
+
+    // Without the residuals, round 2's update would differ: the check above can fail.
+    let mut amnesiac = FlClient::new(task(), slices[0].clone(), node("dev-a"), 1);
+    assert_ne!(amnesiac.train(&r2, &m2).unwrap().payload, steady_2.payload);
+
+    // Another device's checkpoint is refused with its reason.
+    let err = FlClient::new(task(), slices[0].clone(), node("dev-b"), 1)
+        .with_checkpoint(dir.join("killed.bin"))
+        .err()
+        .expect("a foreign checkpoint");
+    assert!(err.to_string().contains("fmnist/dev-a"), "{err}");
 }

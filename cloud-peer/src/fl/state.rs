@@ -1,10 +1,10 @@
 //! A federated run's state on disk, committed after every round: the round reached, the
-//! global model, the server optimiser's moments. One file, written crash-safely (temp
-//! file, fsync, rename, fsync of the directory), with the task name and the model's
-//! layout fingerprint so a cloud restarted on another run's state refuses it, and a
-//! checksum so a damaged file is refused rather than trained on.
+//! global model, the server optimiser's moments. One sealed file (crash-safe, with a
+//! checksum: [`tandem_runtime::sealed`]), with the task name and the model's layout
+//! fingerprint so a cloud restarted on another run's state refuses it.
 
 use std::path::{Path, PathBuf};
+use tandem_runtime::sealed::{self, SealedError};
 
 /// The state file in a `--state` directory.
 pub const FILE_NAME: &str = "fl-state.bin";
@@ -36,22 +36,9 @@ pub struct RunState {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateError {
-    /// Reading or writing failed.
-    #[error("{path}: {error}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        error: std::io::Error,
-    },
-    /// Not a state file, damaged, or from another version.
-    #[error("{path}: not a valid tandem FL state ({what}); move it away to start afresh")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        what: &'static str,
-    },
+    /// The file could not be read or written, or is damaged.
+    #[error(transparent)]
+    File(#[from] SealedError),
     /// A state of another task or model.
     #[error(
         "{path}: state of task '{found}' (layout {found_layout:016x}), not of '{expected}' (layout {expected_layout:016x}); use another --state directory"
@@ -70,52 +57,21 @@ pub enum StateError {
     },
 }
 
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 impl RunState {
     /// Writes the state into `dir` crash-safely.
     pub fn save(&self, dir: &Path) -> Result<(), StateError> {
-        let path = dir.join(FILE_NAME);
-        let body = postcard::to_allocvec(self).map_err(|_| StateError::Corrupt {
-            path: path.clone(),
-            what: "cannot serialise",
-        })?;
-        let mut bytes = Vec::with_capacity(body.len() + 16);
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&body);
-        bytes.extend_from_slice(&fnv1a64(&body).to_le_bytes());
-        tandem_runtime::paths::write_atomic(&path, &bytes, 0o600)
-            .map_err(|error| StateError::Io { path, error })
+        Ok(sealed::save(&dir.join(FILE_NAME), MAGIC, self)?)
     }
 
     /// The state in `dir`, `None` if there is none; refused if it belongs to another
     /// task or layout.
     pub fn load(dir: &Path, task: &str, layout: u64) -> Result<Option<Self>, StateError> {
         let path = dir.join(FILE_NAME);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(StateError::Io { path, error }),
+        // Three vectors of the largest model a codec takes, and change.
+        let max_bytes = 3 * 4 * MAX_VALUES as u64 + 4096;
+        let Some(state) = sealed::load::<Self>(&path, MAGIC, max_bytes)? else {
+            return Ok(None);
         };
-        let corrupt = |what| StateError::Corrupt {
-            path: path.clone(),
-            what,
-        };
-        let body = bytes
-            .strip_prefix(MAGIC)
-            .ok_or_else(|| corrupt("bad magic"))?;
-        let (body, sum) = body
-            .split_last_chunk::<8>()
-            .ok_or_else(|| corrupt("truncated"))?;
-        if fnv1a64(body) != u64::from_le_bytes(*sum) {
-            return Err(corrupt("checksum mismatch"));
-        }
-        // Lengths inside are bounded by the file, itself checked whole above.
-        let state: Self = postcard::from_bytes(body).map_err(|_| corrupt("undecodable"))?;
         if state.task != task || state.layout != layout {
             return Err(StateError::Foreign {
                 path,
@@ -126,11 +82,14 @@ impl RunState {
             });
         }
         let n = state.global.len();
-        if n > MAX_VALUES
-            || (!state.first.is_empty() && state.first.len() != n)
+        if (!state.first.is_empty() && state.first.len() != n)
             || (!state.second.is_empty() && state.second.len() != n)
         {
-            return Err(corrupt("inconsistent lengths"));
+            return Err(SealedError::Corrupt {
+                path,
+                what: "moments of another length than the model",
+            }
+            .into());
         }
         Ok(Some(state))
     }
@@ -176,15 +135,15 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         assert!(matches!(
             RunState::load(&d, "fmnist", 42),
-            Err(StateError::Corrupt {
+            Err(StateError::File(SealedError::Corrupt {
                 what: "checksum mismatch",
                 ..
-            })
+            }))
         ));
         std::fs::write(&path, b"TNDM").unwrap();
         assert!(matches!(
             RunState::load(&d, "fmnist", 42),
-            Err(StateError::Corrupt { .. })
+            Err(StateError::File(SealedError::Corrupt { .. }))
         ));
         let _ = std::fs::remove_dir_all(&d);
     }

@@ -5,14 +5,27 @@ use super::format::{FACTOR_BLOCK, Reader, Writer, effective_rank};
 use super::{CodecError, Shape};
 use tandem_kernels::linalg;
 
+/// A warm start: the shape and rank it was made for, and the orthonormal Q (d x r).
+pub(super) type Warm = (Shape, usize, Vec<f32>);
+
 /// The previous step's orthonormalised Q, reused when shape and rank match.
 #[derive(Clone, Debug, Default)]
 pub(super) struct State {
-    warm: Option<(Shape, usize, Vec<f32>)>,
+    warm: Option<Warm>,
     steps: u64,
 }
 
 impl State {
+    /// The warm start (shape, rank, orthonormal Q) and the encodes done.
+    pub(super) fn warm(&self) -> (Option<&Warm>, u64) {
+        (self.warm.as_ref(), self.steps)
+    }
+
+    /// State with a warm start carried over (from a checkpoint).
+    pub(super) fn with_warm(warm: Option<Warm>, steps: u64) -> Self {
+        Self { warm, steps }
+    }
+
     /// Runs `max(1, power_iters)` rounds of `P = H Q; orth(P); Q = H^T P` (Q is
     /// re-orthonormalised between rounds), then sends P and Q at `bits`.
     pub(super) fn encode(

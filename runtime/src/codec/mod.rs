@@ -86,6 +86,18 @@ impl Report {
     }
 }
 
+/// An encoder's state between encodes: top-k's residual, PowerSGD's warm-started `Q`
+/// as `(rows, cols, rank, Q)` and the encodes done. Serialisable for checkpoints.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EncoderMemory {
+    /// Top-k's error-feedback residual (empty for other codecs).
+    pub residual: Vec<f32>,
+    /// The last orthonormalised `Q` of a low-rank encoder.
+    pub warm: Option<(usize, usize, usize, Vec<f32>)>,
+    /// Low-rank encodes done (seeds a cold start).
+    pub steps: u64,
+}
+
 /// The encoding side of one codec, with its state across steps.
 #[derive(Clone, Debug)]
 pub struct Encoder {
@@ -109,6 +121,39 @@ impl Encoder {
     /// The codec.
     pub fn desc(&self) -> CodecDesc {
         self.desc
+    }
+
+    /// What this encoder carries into its next encode, for a checkpoint.
+    pub fn memory(&self) -> EncoderMemory {
+        let (warm, steps) = self.lowrank.warm();
+        EncoderMemory {
+            residual: self.topk.residual().to_vec(),
+            warm: warm.map(|(shape, rank, q)| (shape.rows, shape.cols, *rank, q.clone())),
+            steps,
+        }
+    }
+
+    /// An encoder for `desc` that continues from `memory` (as [`Self::memory`] gave it).
+    /// The memory is checked against itself; a residual or warm start of the wrong size
+    /// for the next tensor is dropped at that encode, as after a shape change.
+    pub fn restore(desc: CodecDesc, memory: EncoderMemory) -> Result<Self, CodecError> {
+        let mut encoder = Self::new(desc)?;
+        if let Some((rows, cols, rank, q)) = memory.warm {
+            let shape = Shape::new(rows, cols);
+            if shape.elements().is_err() || cols.checked_mul(rank) != Some(q.len()) {
+                return Err(CodecError::Inconsistent(
+                    "checkpointed Q does not match its shape",
+                ));
+            }
+            encoder.lowrank = lowrank::State::with_warm(Some((shape, rank, q)), memory.steps);
+        }
+        if memory.residual.iter().any(|v| !v.is_finite()) {
+            return Err(CodecError::Inconsistent(
+                "checkpointed residual is not finite",
+            ));
+        }
+        encoder.topk = topk::State::with_residual(memory.residual);
+        Ok(encoder)
     }
 
     /// Encodes `h` (`shape`, row-major) and reports on it (the error is measured by

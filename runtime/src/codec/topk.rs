@@ -42,6 +42,19 @@ impl State {
         Ok(w.finish())
     }
 
+    /// The error-feedback residual (what has not been sent yet).
+    pub(super) fn residual(&self) -> &[f32] {
+        &self.residual
+    }
+
+    /// State with `residual` carried over (from a checkpoint).
+    pub(super) fn with_residual(residual: Vec<f32>) -> Self {
+        Self {
+            residual,
+            pending: Vec::new(),
+        }
+    }
+
     /// What was sent: the residual becomes everything that was not.
     pub(super) fn sent(&mut self, decoded: &[f32]) {
         self.residual = self

@@ -1,16 +1,26 @@
 //! The device side of a federated round, without I/O: from a round's task and model bytes
 //! to the update to send. The transport (`DeviceLink::run_round`) carries the messages;
 //! this decides what is in them.
+//!
+//! With a checkpoint file, every trained round is committed to disk (the update made and
+//! the codec state after it) before the update is handed over for sending. A device
+//! killed and restarted therefore resends the same bytes if the cloud asks for that
+//! round again (the cloud counts a node once per round), and continues with the next
+//! round from the same error-feedback residuals and PowerSGD `Q`: nothing trained twice,
+//! nothing lost.
 
 use super::task::{LocalConfig, Task, TaskError};
 use super::update::{self, UpdateEncoder, UpdateError};
+use crate::codec::EncoderMemory;
+use crate::sealed::{self, SealedError};
 use crate::wire::{CodecDesc, ModelPayload, NodeName, RoundTask, Update};
+use std::path::PathBuf;
 
 /// Local SGD momentum (the round's settings carry no momentum; Flower's baselines use 0.9).
 pub const MOMENTUM: f32 = 0.9;
 
 /// Why a device did not send an update for a round.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
     /// The model in the task is not this task's model.
@@ -25,6 +35,43 @@ pub enum ClientError {
     /// The update could not be encoded (e.g. a non-finite value: never sent).
     #[error("the update: {0}")]
     Encode(UpdateError),
+    /// The checkpoint could not be read or written (nothing is sent unchecked).
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] SealedError),
+    /// The checkpoint belongs to another task, model or device.
+    #[error(
+        "checkpoint {path}: made by {found}, not by this device's {expected}; pass another --checkpoint"
+    )]
+    ForeignCheckpoint {
+        /// The file.
+        path: PathBuf,
+        /// `task/node` of this device.
+        expected: String,
+        /// `task/node` in the file.
+        found: String,
+    },
+    /// A task for a round older than the last one trained (a restart must not go back).
+    #[error("round {round} is older than round {trained}, already trained")]
+    Stale {
+        /// The task's round.
+        round: u64,
+        /// The last round trained.
+        trained: u64,
+    },
+}
+
+/// The checkpoint file's tag.
+const MAGIC: &[u8; 8] = b"TNDMFLC1";
+
+/// What a device commits after each round.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    task: String,
+    layout: u64,
+    node: String,
+    trained: Trained,
+    codec: CodecDesc,
+    memory: Vec<EncoderMemory>,
 }
 
 /// A device taking part in federated rounds: its task, its data and its codec state
@@ -35,10 +82,12 @@ pub struct FlClient<T: Task> {
     node: NodeName,
     encoder: Option<UpdateEncoder>,
     seed: u64,
+    checkpoint: Option<PathBuf>,
+    last: Option<Trained>,
 }
 
 /// What one round's local training gave.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Trained {
     /// The Update message.
     pub update: Update,
@@ -59,7 +108,38 @@ impl<T: Task> FlClient<T> {
             node,
             encoder: None,
             seed,
+            checkpoint: None,
+            last: None,
         }
+    }
+
+    /// Commits every trained round to `path`, continuing from what is there.
+    pub fn with_checkpoint(mut self, path: PathBuf) -> Result<Self, ClientError> {
+        // An update and the codec state are a few times the model at most.
+        let max_bytes = 16 * 4 * self.task.layout().len() as u64 + (1 << 20);
+        if let Some(saved) = sealed::load::<Checkpoint>(&path, MAGIC, max_bytes)? {
+            let expected = format!("{}/{}", self.task.name(), self.node);
+            let found = format!("{}/{}", saved.task, saved.node);
+            if found != expected || saved.layout != self.task.layout().fingerprint() {
+                return Err(ClientError::ForeignCheckpoint {
+                    path,
+                    expected,
+                    found,
+                });
+            }
+            let encoder =
+                UpdateEncoder::restore(self.task.layout().clone(), saved.codec, saved.memory)
+                    .map_err(ClientError::Encode)?;
+            self.encoder = Some(encoder);
+            self.last = Some(saved.trained);
+        }
+        self.checkpoint = Some(path);
+        Ok(self)
+    }
+
+    /// The last round trained (from this run or the checkpoint).
+    pub fn last_round(&self) -> Option<u64> {
+        self.last.as_ref().map(|t| t.update.round)
     }
 
     /// Examples held.
@@ -74,6 +154,19 @@ impl<T: Task> FlClient<T> {
 
     /// Trains on `round`'s model and encodes `local - global` with the round's codec.
     pub fn train(&mut self, round: &RoundTask, model: &[u8]) -> Result<Trained, ClientError> {
+        if let Some(last) = &self.last {
+            let trained = last.update.round;
+            if trained == round.round {
+                // Asked again (a restart, or a lost update): the same bytes, not a retrain.
+                return Ok(last.clone());
+            }
+            if trained > round.round {
+                return Err(ClientError::Stale {
+                    round: round.round,
+                    trained,
+                });
+            }
+        }
         if round.model != ModelPayload::Full {
             return Err(ClientError::DeltaModel);
         }
@@ -105,7 +198,7 @@ impl<T: Task> FlClient<T> {
             }
         };
         let payload = encoder.encode(&delta).map_err(ClientError::Encode)?;
-        Ok(Trained {
+        let trained = Trained {
             update: Update {
                 round: round.round,
                 node: self.node.clone(),
@@ -116,6 +209,19 @@ impl<T: Task> FlClient<T> {
             payload,
             loss: result.loss,
             steps: result.steps,
-        })
+        };
+        if let Some(path) = &self.checkpoint {
+            let checkpoint = Checkpoint {
+                task: self.task.name().to_string(),
+                layout: self.task.layout().fingerprint(),
+                node: self.node.to_string(),
+                trained: trained.clone(),
+                codec: round.codec,
+                memory: encoder.memory(),
+            };
+            sealed::save(path, MAGIC, &checkpoint)?;
+        }
+        self.last = Some(trained.clone());
+        Ok(trained)
     }
 }

@@ -7,7 +7,7 @@
 //! residual and PowerSGD's warm-started `Q` belong to the tensor they were made for.
 
 use super::Layout;
-use crate::codec::{self, CodecError, Encoder};
+use crate::codec::{self, CodecError, Encoder, EncoderMemory};
 use crate::wire::CodecDesc;
 
 /// Tensors with fewer elements travel raw.
@@ -89,6 +89,40 @@ impl UpdateEncoder {
     /// The round codec.
     pub fn desc(&self) -> CodecDesc {
         self.desc
+    }
+
+    /// Every tensor's codec state, for a checkpoint.
+    pub fn memory(&self) -> Vec<EncoderMemory> {
+        self.encoders.iter().map(Encoder::memory).collect()
+    }
+
+    /// An encoder that continues from `memory` (as [`Self::memory`] gave it).
+    pub fn restore(
+        layout: Layout,
+        desc: CodecDesc,
+        memory: Vec<EncoderMemory>,
+    ) -> Result<Self, UpdateError> {
+        if memory.len() != layout.specs().len() {
+            return Err(UpdateError::Length {
+                expected: layout.specs().len(),
+                got: memory.len(),
+            });
+        }
+        let encoders = layout
+            .specs()
+            .iter()
+            .zip(memory)
+            .enumerate()
+            .map(|(tensor, (spec, memory))| {
+                Encoder::restore(tensor_codec(desc, spec.elements()), memory)
+                    .map_err(|error| UpdateError::Codec { tensor, error })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            layout,
+            desc,
+            encoders,
+        })
     }
 
     /// The bytes of `values`; a non-finite value is refused before any state changes.

@@ -51,6 +51,11 @@ pub(crate) struct FlArgs {
     /// CPU backend.
     #[arg(long, value_enum, default_value_t)]
     backend: ComputeBackend,
+    /// Every trained round (its update and the codec state) is committed here before it
+    /// is sent; a restarted device continues from it [default:
+    /// $TANDEM_CACHE/checkpoints/fl-NODE.bin].
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
 }
 
 pub(crate) fn run(args: FlArgs) -> Result<()> {
@@ -72,7 +77,19 @@ pub(crate) fn run(args: FlArgs) -> Result<()> {
     let (node, config) = client_config(&args.connect)?;
     let task = Fmnist::new(args.backend);
     let name = task.name();
-    let mut client = FlClient::new(task, data, node.clone(), args.seed);
+    let checkpoint = args.checkpoint.clone().unwrap_or_else(|| {
+        tandem_runtime::paths::cache_dir()
+            .join("checkpoints")
+            .join(format!("fl-{node}.bin"))
+    });
+    let mut client =
+        FlClient::new(task, data, node.clone(), args.seed).with_checkpoint(checkpoint.clone())?;
+    if let Some(round) = client.last_round() {
+        eprintln!(
+            "fl: resuming after round {round} ({})",
+            checkpoint.display()
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
