@@ -116,6 +116,8 @@ struct Config {
     partition: &'static str,
     strategy: &'static str,
     codec: &'static str,
+    /// `--byzantine` of the run, if any.
+    attack: Option<&'static str>,
 }
 
 /// `cargo xtask bench fl [--rounds N]`: the table of BENCHMARKS.md. Fashion-MNIST, 100
@@ -129,48 +131,58 @@ pub fn bench(args: &[String]) -> Result<()> {
         _ => bail!("usage: cargo xtask bench fl [--rounds N]"),
     };
     let bin = build_and_issue("release")?;
+    const FLIP: Option<&str> = Some("0.2:sign-flip:10");
     let configs = [
-        ("iid", "fedavg", "identity"),
-        ("iid", "fedavg", "topk:ratio=0.01"),
-        ("iid", "fedavg", "topk:ratio=0.001"),
-        ("iid", "fedavg", "lowrank:r=4,bits=8"),
-        ("iid", "fedavg", "int8"),
-        ("shards:2", "fedavg", "identity"),
-        ("shards:2", "fedavgm", "identity"),
-        ("shards:2", "fedadam:lr=0.01,tau=0.001", "identity"),
-        ("shards:2", "fedavg", "topk:ratio=0.01"),
+        ("iid", "fedavg", "identity", None),
+        ("iid", "fedavg", "topk:ratio=0.01", None),
+        ("iid", "fedavg", "topk:ratio=0.001", None),
+        ("iid", "fedavg", "lowrank:r=4,bits=8", None),
+        ("iid", "fedavg", "int8", None),
+        ("shards:2", "fedavg", "identity", None),
+        ("shards:2", "fedavgm", "identity", None),
+        ("shards:2", "fedadam:lr=0.01,tau=0.001", "identity", None),
+        ("shards:2", "fedavg", "topk:ratio=0.01", None),
+        ("iid", "fedavg", "identity", FLIP),
+        ("iid", "median", "identity", FLIP),
+        ("iid", "trimmed-mean:beta=0.3", "identity", FLIP),
+        ("iid", "multi-krum:f=2,m=5", "identity", FLIP),
     ]
-    .map(|(partition, strategy, codec)| Config {
+    .map(|(partition, strategy, codec, attack)| Config {
         partition,
         strategy,
         codec,
+        attack,
     });
     println!(
-        "| partition | strategy | codec | accuracy after {rounds} rounds | uplink per round (MB) | uplink in all (MB) | s/round | peak RSS (MiB) |"
+        "| partition | strategy | codec | hostile clients | accuracy after {rounds} rounds | uplink per round (MB) | uplink in all (MB) | s/round | peak RSS (MiB) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut iid: Vec<(String, f64, f64)> = Vec::new();
     for config in &configs {
         let out = util::target_dir().join(
             format!(
-                "bench-fl-{}-{}-{}.json",
-                config.partition, config.strategy, config.codec
+                "bench-fl-{}-{}-{}-{}.json",
+                config.partition,
+                config.strategy,
+                config.codec,
+                config.attack.unwrap_or("honest")
             )
             .replace([':', ',', '='], "_"),
         );
         let run = simulate(&bin, config, rounds, &out)?;
         println!(
-            "| {} | {} | {} | {:.2}% | {:.3} | {:.1} | {:.2} | {:.0} |",
+            "| {} | {} | {} | {} | {:.2}% | {:.3} | {:.1} | {:.2} | {:.0} |",
             config.partition,
             config.strategy,
             config.codec,
+            config.attack.unwrap_or("none"),
             run.accuracy * 100.0,
             run.uplink / rounds as f64 / 1e6,
             run.uplink / 1e6,
             run.seconds / rounds as f64,
             run.peak_rss_mib
         );
-        if config.partition == "iid" && config.strategy == "fedavg" {
+        if config.partition == "iid" && config.strategy == "fedavg" && config.attack.is_none() {
             iid.push((config.codec.to_string(), run.accuracy, run.uplink));
         }
     }
@@ -238,6 +250,13 @@ fn simulate(bin: &Path, config: &Config, rounds: u64, metrics: &Path) -> Result<
         .arg(metrics)
         .arg("--plot")
         .arg(&plot)
+        .args(
+            config
+                .attack
+                .map(|a| ["--byzantine", a])
+                .into_iter()
+                .flatten(),
+        )
         .output()
         .context("cannot run /usr/bin/time (Debian package `time`) or tandem-cloud")?;
     if !output.status.success() {
