@@ -140,7 +140,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             args.rounds,
             r.accuracy * 100.0,
             r.loss,
-            r.train_loss,
+            r.train_loss.unwrap_or(f64::NAN),
             r.aggregated,
             r.refused,
             r.uplink_bytes as f64 / 1e3,
@@ -275,6 +275,14 @@ pub fn fl_app(
             args.strategy.min_updates()
         );
     }
+    let local = LocalConfig {
+        epochs: args.local_epochs,
+        batch: args.local_batch,
+        lr: args.local_lr,
+        momentum: tandem_runtime::fl::client::MOMENTUM,
+        proximal_mu: args.strategy.proximal_mu(),
+    };
+    local.check()?;
     let TaskName::Fmnist = args.task;
     let task = Fmnist::new(backend);
     let dir = args.fl_data.unwrap_or_else(FashionMnist::default_dir);
@@ -286,13 +294,7 @@ pub fn fl_app(
         per_round: args.clients_per_round,
         min_updates,
         deadline: std::time::Duration::from_secs(args.deadline_secs.clamp(1, 86_400)),
-        local: LocalConfig {
-            epochs: args.local_epochs,
-            batch: args.local_batch,
-            lr: args.local_lr,
-            momentum: tandem_runtime::fl::client::MOMENTUM,
-            proximal_mu: args.strategy.proximal_mu(),
-        },
+        local,
         codec,
         strategy: args.strategy,
         bound: args.clip,

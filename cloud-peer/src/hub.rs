@@ -190,8 +190,14 @@ impl<A: CloudApp> Hub<A> {
             }
             while let Some(event) = round.coordinator.poll_event() {
                 let outcome = match event {
-                    CoordinatorEvent::Committed { round, updates } => {
+                    CoordinatorEvent::Committed { round, mut updates } => {
                         info!(round, updates = updates.len(), "round committed");
+                        // A device weighs at most what it declared when it joined.
+                        for (node, update, _) in &mut updates {
+                            if let Some(&declared) = self.joined.get(node) {
+                                update.num_examples = update.num_examples.min(declared);
+                            }
+                        }
                         RoundOutcome::Committed { round, updates }
                     }
                     CoordinatorEvent::Aborted { round, received } => {
@@ -226,7 +232,11 @@ impl<A: CloudApp> Hub<A> {
             };
             self.next_round += 1;
             let participants = self.app.participants(&available);
-            info!(round, participants = participants.len(), "round started");
+            info!(
+                round = task.round,
+                participants = participants.len(),
+                "round started"
+            );
             let envelope = Envelope::RoundTask(task.clone(), model.clone());
             let coordinator =
                 RoundCoordinator::start(now, task, model, participants, quorum.min_updates);

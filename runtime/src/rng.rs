@@ -35,8 +35,9 @@ impl SplitMix64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
-    /// Uniform in `0..n` (`n > 0`), by Lemire's multiply-shift (bias below 2^-32 for the
-    /// sizes used here).
+    /// Uniform in `0..n` (`0 < n < 2^32`), by Lemire's multiply-shift of 32 random bits:
+    /// each value's probability is off by at most `n / 2^32` (1e-5 for a million), which
+    /// shuffles and sampling here can bear.
     pub fn below(&mut self, n: usize) -> usize {
         (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }

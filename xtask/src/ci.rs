@@ -26,7 +26,7 @@ pub fn run() -> Result<()> {
 }
 
 /// Every check, in order; each crate is compiled once per target and profile
-/// (README "Testing" lists what each step costs on a cold target directory).
+/// (README "CI" lists what each step costs on a cold target directory).
 fn steps(clock: &mut StepClock) -> Result<()> {
     clock.step("set-up", || setup::run(&setup::Options::all()))?;
     let mut totals = Totals::default();

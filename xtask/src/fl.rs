@@ -31,7 +31,8 @@ pub fn demo(extra: &[String]) -> Result<()> {
         }
     }
     let state = std::env::current_dir()?.join("tandem-fl-state");
-    // A demo starts afresh; a real run resumes from its --state.
+    // A demo starts afresh (the devices' checkpoints live in the same directory); a real
+    // run resumes from its --state.
     if state.exists() {
         std::fs::remove_dir_all(&state)
             .with_context(|| format!("cannot clear {}", state.display()))?;
@@ -71,6 +72,8 @@ pub fn demo(extra: &[String]) -> Result<()> {
                 "shards:2",
             ])
             .args(["--rounds", DEMO_ROUNDS])
+            .arg("--checkpoint")
+            .arg(state.join(format!("{}.checkpoint", device_name(i))))
             .spawn()
             .context("cannot start tandem fl");
         match spawned {

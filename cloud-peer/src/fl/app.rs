@@ -67,7 +67,8 @@ where
     /// The app, continuing from the state in `settings.state_dir` if there is one.
     pub fn new(task: T, test: T::Data, settings: FlSettings) -> Result<Self, StateError> {
         let layout = task.layout().fingerprint();
-        let saved = RunState::load(&settings.state_dir, task.name(), layout)?;
+        let strategy_spec = settings.strategy.to_string();
+        let saved = RunState::load(&settings.state_dir, task.name(), layout, &strategy_spec)?;
         let mut strategy = Strategy::new(settings.strategy);
         let state = match saved {
             Some(state) => {
@@ -80,6 +81,7 @@ where
             None => RunState {
                 task: task.name().to_string(),
                 layout,
+                strategy: strategy_spec,
                 round: 0,
                 global: task.initial_weights(settings.seed),
                 first: Vec::new(),
@@ -87,13 +89,14 @@ where
                 steps: 0,
             },
         };
+        let records = load_records(&settings.state_dir, state.round);
         Ok(Self {
             task,
             test,
             settings,
             state,
             strategy,
-            records: Vec::new(),
+            records,
             started: None,
         })
     }
@@ -141,6 +144,31 @@ where
                     warn!("{}: {err}", path.display());
                 }
             }
+        }
+    }
+}
+
+/// The rounds already in `dir`'s metrics (up to `round`, the state's), so a restarted
+/// cloud keeps the whole history; unreadable metrics start a new list, with a warning.
+fn load_records(dir: &std::path::Path, round: u64) -> Vec<RoundRecord> {
+    let path = dir.join("metrics.json");
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Vec::new();
+    };
+    let parsed = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|json| serde_json::from_value::<Vec<RoundRecord>>(json["rounds"].clone()).ok());
+    match parsed {
+        Some(mut records) => {
+            records.retain(|r| r.round <= round);
+            records
+        }
+        None => {
+            warn!(
+                "{}: unreadable, starting a new metrics history",
+                path.display()
+            );
+            Vec::new()
         }
     }
 }
@@ -252,7 +280,8 @@ where
             codec: self.settings.codec,
             payload_len: model.len() as u64,
         };
-        self.started = Some((round, Instant::now(), model.len()));
+        let task_bytes = wire_bytes(&task, model.len()).unwrap_or(model.len());
+        self.started = Some((round, Instant::now(), task_bytes));
         Some((task, model))
     }
 
@@ -310,18 +339,19 @@ where
         self.state.round = round;
         let eval = self.task.evaluate(&self.state.global, &self.test);
         let (accuracy, loss) = eval.map_or((f64::NAN, f64::NAN), |e| (e.accuracy, e.loss));
-        let model_len = self.started.map_or(0, |s| s.2);
+        let task_bytes = self.started.map_or(0, |s| s.2);
         self.commit(Some(RoundRecord {
             round,
             accuracy,
             loss,
-            train_loss: f64::NAN,
+            train_loss: None,
             sampled: self.settings.per_round,
             aggregated,
             refused,
+            dropped: self.settings.per_round.saturating_sub(updates.len()),
             clipped,
             uplink_bytes: uplink,
-            downlink_bytes: (model_len * self.settings.per_round) as u64,
+            downlink_bytes: (task_bytes * self.settings.per_round) as u64,
             seconds,
         }));
     }

@@ -76,7 +76,8 @@ impl Byzantine {
     pub fn choose(&self, clients: usize, seed: u64) -> Vec<bool> {
         let hostile = (self.fraction * clients as f64).round() as usize;
         let mut ids: Vec<usize> = (0..clients).collect();
-        SplitMix64::derive(seed, 0xbad).shuffle(&mut ids);
+        // A stream of its own: round sampling uses derive(seed, round).
+        SplitMix64::derive(seed ^ 0x6279_7a61_6e74_696e, u64::MAX).shuffle(&mut ids);
         let mut out = vec![false; clients];
         for &i in &ids[..hostile.min(clients)] {
             out[i] = true;

@@ -4,7 +4,7 @@
 use tandem_runtime::plot::{self, Chart};
 
 /// One round's figures.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RoundRecord {
     /// Round number, from 1.
     pub round: u64,
@@ -12,14 +12,17 @@ pub struct RoundRecord {
     pub accuracy: f64,
     /// Test loss of the new global model.
     pub loss: f64,
-    /// Mean training loss reported by the participants.
-    pub train_loss: f64,
+    /// Mean training loss of the participants (simulation; updates on the wire carry none).
+    pub train_loss: Option<f64>,
     /// Clients sampled.
     pub sampled: usize,
     /// Updates aggregated.
     pub aggregated: usize,
     /// Updates refused by validation.
     pub refused: usize,
+    /// Sampled clients that sent nothing (could not train, or missed the deadline).
+    #[serde(default)]
+    pub dropped: usize,
     /// Updates clipped to the norm bound.
     pub clipped: usize,
     /// Bytes of all Update messages on the wire.

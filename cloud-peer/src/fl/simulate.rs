@@ -7,7 +7,7 @@
 
 use super::byzantine::Byzantine;
 use super::record::RoundRecord;
-use super::strategy::{ClientUpdate, Strategy, StrategyError, StrategyKind};
+use super::strategy::{ClientUpdate, Strategy, StrategyKind};
 use super::validate::{NormBound, Refusal, validate};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -65,14 +65,6 @@ pub enum SimulationError {
         /// What the encoder said.
         error: UpdateError,
     },
-    /// The strategy refused the round.
-    #[error("round {round}: {error}")]
-    Aggregate {
-        /// The round.
-        round: u64,
-        /// What the strategy said.
-        error: StrategyError,
-    },
     /// A message could not be framed.
     #[error(transparent)]
     Wire(#[from] WireError),
@@ -122,6 +114,10 @@ impl<'a, T: Task> Simulation<'a, T> {
                 config.per_round
             )));
         }
+        config
+            .local
+            .check()
+            .map_err(|e| SimulationError::Config(e.to_string()))?;
         if config.workers == 0 {
             return Err(SimulationError::Config("at least one worker".into()));
         }
@@ -255,19 +251,30 @@ impl<'a, T: Task> Simulation<'a, T> {
             round,
             accuracy: 0.0,
             loss: 0.0,
-            train_loss: 0.0,
+            train_loss: None,
             sampled: sampled.len(),
             aggregated: 0,
             refused: 0,
+            dropped: 0,
             clipped: 0,
             uplink_bytes: 0,
             downlink_bytes: (model_bytes * sampled.len()) as u64,
             seconds: 0.0,
         };
         let mut updates = Vec::new();
-        let mut loss_sum = 0.0;
+        let (mut loss_sum, mut reported) = (0.0, 0usize);
         for trained in trained {
-            let trained = trained?;
+            // A client that cannot train or encode (no examples, divergence, a non-finite
+            // update it refuses to send) drops out of the round, as on a network.
+            let trained = match trained {
+                Ok(trained) => trained,
+                Err(err) => {
+                    tracing::warn!(round, "client dropped: {err}");
+                    record.dropped += 1;
+                    continue;
+                }
+            };
+            reported += 1;
             let update = Update {
                 round,
                 node: node_name(trained.client),
@@ -294,8 +301,8 @@ impl<'a, T: Task> Simulation<'a, T> {
                 }
             }
         }
-        record.train_loss = loss_sum / sampled.len() as f64;
-        record.aggregated = self.aggregate(round, &updates)?;
+        record.train_loss = (reported > 0).then(|| loss_sum / reported as f64);
+        record.aggregated = self.aggregate(round, &updates);
         let eval = self.evaluate()?;
         record.accuracy = eval.accuracy;
         record.loss = eval.loss;
@@ -303,19 +310,20 @@ impl<'a, T: Task> Simulation<'a, T> {
         Ok(record)
     }
 
-    fn aggregate(
-        &mut self,
-        round: u64,
-        updates: &[ClientUpdate],
-    ) -> Result<usize, SimulationError> {
+    /// Applies the round's valid updates; a round the strategy refuses (too few for
+    /// Krum, a non-finite aggregate) leaves the model as it was, as a networked round does.
+    fn aggregate(&mut self, round: u64, updates: &[ClientUpdate]) -> usize {
         if updates.is_empty() {
             tracing::warn!(round, "no valid update: the global model stays as it was");
-            return Ok(0);
+            return 0;
         }
-        self.strategy
-            .aggregate(&mut self.global, updates)
-            .map(|used| used.selected.len())
-            .map_err(|error| SimulationError::Aggregate { round, error })
+        match self.strategy.aggregate(&mut self.global, updates) {
+            Ok(used) => used.selected.len(),
+            Err(err) => {
+                tracing::warn!(round, "not aggregated: {err}");
+                0
+            }
+        }
     }
 
     /// The RoundTask a networked cloud would send for `round` with a full model of
@@ -331,7 +339,7 @@ impl<'a, T: Task> Simulation<'a, T> {
                 proximal_mu: self.config.local.proximal_mu,
             },
             model: ModelPayload::Full,
-            codec: CodecDesc::Identity,
+            codec: self.config.codec,
             payload_len: payload_len as u64,
         }
     }

@@ -20,6 +20,8 @@ pub struct RunState {
     pub task: String,
     /// The model's layout fingerprint.
     pub layout: u64,
+    /// The strategy the moments belong to (its spec, e.g. `fedavgm:lr=1,momentum=0.9`).
+    pub strategy: String,
     /// The last committed (or aborted) round.
     pub round: u64,
     /// The global model.
@@ -39,6 +41,18 @@ pub enum StateError {
     /// The file could not be read or written, or is damaged.
     #[error(transparent)]
     File(#[from] SealedError),
+    /// A state made with another strategy (its server moments would not fit).
+    #[error(
+        "{path}: state of strategy {found}, not {expected}; pass --strategy {found} or use another --state directory"
+    )]
+    Strategy {
+        /// The file.
+        path: PathBuf,
+        /// Strategy asked for.
+        expected: String,
+        /// Strategy in the file.
+        found: String,
+    },
     /// A state of another task or model.
     #[error(
         "{path}: state of task '{found}' (layout {found_layout:016x}), not of '{expected}' (layout {expected_layout:016x}); use another --state directory"
@@ -64,8 +78,13 @@ impl RunState {
     }
 
     /// The state in `dir`, `None` if there is none; refused if it belongs to another
-    /// task or layout.
-    pub fn load(dir: &Path, task: &str, layout: u64) -> Result<Option<Self>, StateError> {
+    /// task, layout or strategy.
+    pub fn load(
+        dir: &Path,
+        task: &str,
+        layout: u64,
+        strategy: &str,
+    ) -> Result<Option<Self>, StateError> {
         let path = dir.join(FILE_NAME);
         // Three vectors of the largest model a codec takes, and change.
         let max_bytes = 3 * 4 * MAX_VALUES as u64 + 4096;
@@ -79,6 +98,13 @@ impl RunState {
                 expected_layout: layout,
                 found: state.task,
                 found_layout: state.layout,
+            });
+        }
+        if state.strategy != strategy {
+            return Err(StateError::Strategy {
+                path,
+                expected: strategy.to_string(),
+                found: state.strategy,
             });
         }
         let n = state.global.len();
@@ -109,6 +135,7 @@ mod tests {
         RunState {
             task: "fmnist".into(),
             layout: 42,
+            strategy: "fedavg".into(),
             round: 7,
             global: vec![1.0, -2.5, 3.25],
             first: vec![0.1, 0.2, 0.3],
@@ -120,21 +147,28 @@ mod tests {
     #[test]
     fn saves_and_loads_and_refuses_foreign_or_damaged_state() {
         let d = dir("roundtrip");
-        assert_eq!(RunState::load(&d, "fmnist", 42).unwrap(), None);
+        assert_eq!(RunState::load(&d, "fmnist", 42, "fedavg").unwrap(), None);
         state().save(&d).unwrap();
-        assert_eq!(RunState::load(&d, "fmnist", 42).unwrap(), Some(state()));
-        let foreign = RunState::load(&d, "sentiment", 42).unwrap_err();
+        assert_eq!(
+            RunState::load(&d, "fmnist", 42, "fedavg").unwrap(),
+            Some(state())
+        );
+        let foreign = RunState::load(&d, "sentiment", 42, "fedavg").unwrap_err();
         assert!(foreign.to_string().contains("another --state"), "{foreign}");
         assert!(matches!(
-            RunState::load(&d, "fmnist", 43),
+            RunState::load(&d, "fmnist", 43, "fedavg"),
             Err(StateError::Foreign { .. })
+        ));
+        assert!(matches!(
+            RunState::load(&d, "fmnist", 42, "fedadam"),
+            Err(StateError::Strategy { .. })
         ));
         let path = d.join(FILE_NAME);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[12] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         assert!(matches!(
-            RunState::load(&d, "fmnist", 42),
+            RunState::load(&d, "fmnist", 42, "fedavg"),
             Err(StateError::File(SealedError::Corrupt {
                 what: "checksum mismatch",
                 ..
@@ -142,7 +176,7 @@ mod tests {
         ));
         std::fs::write(&path, b"TNDM").unwrap();
         assert!(matches!(
-            RunState::load(&d, "fmnist", 42),
+            RunState::load(&d, "fmnist", 42, "fedavg"),
             Err(StateError::File(SealedError::Corrupt { .. }))
         ));
         let _ = std::fs::remove_dir_all(&d);

@@ -7,7 +7,8 @@
 //! - FedAvgM (Hsu et al. 2019): `v = beta v + d_avg`, `w += lr v`.
 //! - FedAdam, FedYogi, FedAdagrad (Reddi et al. 2021): `d_avg` is the pseudo-gradient of
 //!   an adaptive server optimiser, `w += lr m / (sqrt(v) + tau)`; FedAdam's step is
-//!   bias-corrected by `sqrt(1-b2^t)/(1-b1^t)`, as Flower does.
+//!   bias-corrected by `sqrt(1-b2^t)/(1-b1^t)` with `t = round + 1`, and FedAdagrad runs
+//!   with `beta1 = beta2 = 0`, as Flower does; Yogi's sign is 0 at 0, as NumPy's.
 //!
 //! The robust ones ignore example counts (a liar cannot buy weight) and run on the
 //! kernels: coordinate-wise median and trimmed mean (`tandem_kernels::robust`), Krum and
@@ -113,6 +114,15 @@ pub enum StrategyError {
         expected: usize,
         /// The update's values.
         got: usize,
+    },
+    /// A kernel refused the rows (only for inputs checked away above; kept typed).
+    #[error(transparent)]
+    Kernel(#[from] tandem_kernels::KernelError),
+    /// The aggregate is not finite (finite but huge updates); the model is left as it was.
+    #[error("the aggregate holds a non-finite value at parameter {at}; round not applied")]
+    NonFinite {
+        /// The first such parameter.
+        at: usize,
     },
     /// Krum needs `n >= 2f + 3` updates for its guarantee.
     #[error("krum with f={byzantine} needs at least {needed} updates, got {got}")]
@@ -226,8 +236,12 @@ impl FromStr for StrategyKind {
                 let (lr, momentum) = (get("lr", 1.0), get("momentum", 0.9));
                 Self::FedAvgM {
                     lr: check("lr", lr, lr > 0.0 && lr <= 1e3, positive)? as f32,
-                    momentum: check("momentum", momentum, (0.0..1.0).contains(&momentum), unit)?
-                        as f32,
+                    momentum: check(
+                        "momentum",
+                        momentum,
+                        (0.0..1.0).contains(&(momentum as f32)),
+                        unit,
+                    )? as f32,
                 }
             }
             "fedadam" | "fedyogi" | "fedadagrad" => {
@@ -238,13 +252,21 @@ impl FromStr for StrategyKind {
                     _ => (AdaptiveRule::Adagrad, 0.1, 1e-9),
                 };
                 let (lr, tau) = (get("lr", lr), get("tau", tau));
-                let (beta1, beta2) = (get("beta1", 0.9), get("beta2", 0.99));
+                // Flower's FedAdagrad runs with beta_1 = beta_2 = 0 (m is the delta itself).
+                let beta1_default = if rule == AdaptiveRule::Adagrad {
+                    0.0
+                } else {
+                    0.9
+                };
+                let (beta1, beta2) = (get("beta1", beta1_default), get("beta2", 0.99));
                 Self::FedOpt {
                     rule,
                     lr: check("lr", lr, lr > 0.0 && lr <= 1e3, positive)? as f32,
                     tau: check("tau", tau, tau > 0.0 && tau <= 1.0, "must be in (0, 1]")? as f32,
-                    beta1: check("beta1", beta1, (0.0..1.0).contains(&beta1), unit)? as f32,
-                    beta2: check("beta2", beta2, (0.0..1.0).contains(&beta2), unit)? as f32,
+                    beta1: check("beta1", beta1, (0.0..1.0).contains(&(beta1 as f32)), unit)?
+                        as f32,
+                    beta2: check("beta2", beta2, (0.0..1.0).contains(&(beta2 as f32)), unit)?
+                        as f32,
                 }
             }
             "trimmed-mean" => {
@@ -253,7 +275,7 @@ impl FromStr for StrategyKind {
                     beta: check(
                         "beta",
                         beta,
-                        (0.0..0.5).contains(&beta),
+                        (0.0..0.5).contains(&(beta as f32)),
                         "must be in [0, 0.5)",
                     )? as f32,
                 }
@@ -352,6 +374,8 @@ impl Strategy {
                 got: bad.delta.len(),
             });
         }
+        // Moments are updated in place: restored if the result is not finite.
+        let before = self.clone();
         let all: Vec<usize> = (0..updates.len()).collect();
         let rows = || {
             updates
@@ -375,18 +399,21 @@ impl Strategy {
                 (self.first.iter().map(|v| lr * v).collect(), all)
             }
             StrategyKind::FedOpt { .. } => (self.adaptive(&weighted_mean(updates, &all)), all),
-            StrategyKind::Median => (robust(tandem_kernels::median(&rows()))?, all),
+            StrategyKind::Median => (tandem_kernels::median(&rows())?, all),
             StrategyKind::TrimmedMean { beta } => {
-                (robust(tandem_kernels::trimmed_mean(&rows(), beta))?, all)
+                (tandem_kernels::trimmed_mean(&rows(), beta)?, all)
             }
             StrategyKind::Krum { byzantine, keep } => {
                 let selected = krum_select(updates, byzantine, keep)?;
-                (weighted_mean(updates, &selected), selected)
+                (mean(updates, &selected), selected)
             }
         };
-        for (w, s) in global.iter_mut().zip(&step) {
-            *w += s;
+        let next: Vec<f32> = global.iter().zip(&step).map(|(w, s)| w + s).collect();
+        if let Some(at) = next.iter().position(|v| !v.is_finite()) {
+            *self = before;
+            return Err(StrategyError::NonFinite { at });
         }
+        global.copy_from_slice(&next);
         self.steps += 1;
         Ok(Aggregated { selected })
     }
@@ -403,12 +430,13 @@ impl Strategy {
         else {
             unreachable!("adaptive() is only called for FedOpt");
         };
-        if self.first.is_empty() {
+        if self.first.len() != delta.len() || self.second.len() != delta.len() {
             self.first = vec![0.0; delta.len()];
             self.second = vec![0.0; delta.len()];
         }
-        // Flower bias-corrects FedAdam's step only.
-        let t = (self.steps + 1).min(i32::MAX as u64) as i32;
+        // Flower bias-corrects FedAdam's step only, with t = server_round + 1 (so 2 in
+        // the first round).
+        let t = (self.steps + 2).min(i32::MAX as u64) as i32;
         let step_lr = match rule {
             AdaptiveRule::Adam => lr * (1.0 - beta2.powi(t)).sqrt() / (1.0 - beta1.powi(t)),
             AdaptiveRule::Yogi | AdaptiveRule::Adagrad => lr,
@@ -419,7 +447,7 @@ impl Strategy {
             let d2 = d * d;
             *v = match rule {
                 AdaptiveRule::Adam => beta2 * *v + (1.0 - beta2) * d2,
-                AdaptiveRule::Yogi => *v - (1.0 - beta2) * d2 * (*v - d2).signum(),
+                AdaptiveRule::Yogi => *v - (1.0 - beta2) * d2 * sign(*v - d2),
                 AdaptiveRule::Adagrad => *v + d2,
             };
             out.push(step_lr * *m / (v.max(0.0).sqrt() + tau));
@@ -428,23 +456,37 @@ impl Strategy {
     }
 }
 
-fn robust(
-    result: Result<Vec<f32>, tandem_kernels::KernelError>,
-) -> Result<Vec<f32>, StrategyError> {
-    // The kernels only refuse empty or ragged input, both checked above.
-    result.map_err(|_| StrategyError::Empty)
+/// NumPy's sign: 0 at 0 (Rust's `signum` gives 1), as Flower's FedYogi uses it.
+fn sign(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
 }
 
 /// `sum(n_i d_i) / sum(n_i)` over `which`, in f64.
 fn weighted_mean(updates: &[ClientUpdate], which: &[usize]) -> Vec<f32> {
+    mean_by(updates, which, |u| u.examples.max(1) as f64)
+}
+
+/// The plain mean over `which`: robust rules give a claimed example count no weight.
+fn mean(updates: &[ClientUpdate], which: &[usize]) -> Vec<f32> {
+    mean_by(updates, which, |_| 1.0)
+}
+
+fn mean_by(
+    updates: &[ClientUpdate],
+    which: &[usize],
+    weight: impl Fn(&ClientUpdate) -> f64,
+) -> Vec<f32> {
     let len = updates[which[0]].delta.len();
-    let total: f64 = which
-        .iter()
-        .map(|&i| updates[i].examples.max(1) as f64)
-        .sum();
+    let total: f64 = which.iter().map(|&i| weight(&updates[i])).sum();
     let mut acc = vec![0.0f64; len];
     for &i in which {
-        let w = updates[i].examples.max(1) as f64 / total;
+        let w = weight(&updates[i]) / total;
         for (a, &d) in acc.iter_mut().zip(&updates[i].delta) {
             *a += w * f64::from(d);
         }

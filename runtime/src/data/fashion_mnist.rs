@@ -177,7 +177,13 @@ fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
 
 /// Checks the two headers against each other and the byte counts, then takes the data.
 pub fn parse(images: &[u8], labels: &[u8]) -> Result<Images, String> {
-    let header = |bytes: &[u8], at| be_u32(bytes, at).ok_or("truncated header");
+    let header = |bytes: &[u8], at| {
+        be_u32(bytes, at).ok_or(if std::ptr::eq(bytes, labels) {
+            "labels: truncated header"
+        } else {
+            "images: truncated header"
+        })
+    };
     if header(images, 0)? != IMAGES_MAGIC {
         return Err("images: not an IDX u8 3-D file (magic 0x00000803)".into());
     }

@@ -34,6 +34,14 @@ pub enum PartitionError {
     /// More clients than allowed, or none.
     #[error("{0} clients: expected 1..={MAX_CLIENTS}")]
     Clients(usize),
+    /// A label outside the task's classes.
+    #[error("label {label} is not below the {classes} classes")]
+    Label {
+        /// The label.
+        label: u8,
+        /// Classes of the task.
+        classes: usize,
+    },
     /// Fewer items than clients (or shards).
     #[error("{items} examples cannot make {parts} non-empty parts")]
     TooFewItems {
@@ -88,6 +96,9 @@ impl Partition {
     ) -> Result<Vec<Vec<usize>>, PartitionError> {
         if !(1..=MAX_CLIENTS).contains(&clients) {
             return Err(PartitionError::Clients(clients));
+        }
+        if let Some(&label) = labels.iter().find(|&&l| usize::from(l) >= classes) {
+            return Err(PartitionError::Label { label, classes });
         }
         let mut rng = SplitMix64::new(seed);
         let mut order: Vec<usize> = (0..labels.len()).collect();
@@ -255,6 +266,13 @@ mod tests {
             Err(PartitionError::Clients(0))
         );
         assert!(Partition::Shards(2).assign(&labels(10), 10, 6, 1).is_err());
+        assert_eq!(
+            Partition::Iid.assign(&labels(10), 5, 2, 1),
+            Err(PartitionError::Label {
+                label: 7,
+                classes: 5
+            })
+        );
         assert_eq!(
             "3/100".parse::<ClientSlice>(),
             Ok(ClientSlice { index: 3, of: 100 })

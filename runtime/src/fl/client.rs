@@ -50,14 +50,6 @@ pub enum ClientError {
         /// `task/node` in the file.
         found: String,
     },
-    /// A task for a round older than the last one trained (a restart must not go back).
-    #[error("round {round} is older than round {trained}, already trained")]
-    Stale {
-        /// The task's round.
-        round: u64,
-        /// The last round trained.
-        trained: u64,
-    },
 }
 
 /// The checkpoint file's tag.
@@ -70,8 +62,17 @@ struct Checkpoint {
     layout: u64,
     node: String,
     trained: Trained,
+    /// FNV-1a 64 of the round's model bytes: the same round number of another run (a
+    /// cloud started on a fresh state) is a different round.
+    model: u64,
     codec: CodecDesc,
     memory: Vec<EncoderMemory>,
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// A device taking part in federated rounds: its task, its data and its codec state
@@ -83,7 +84,8 @@ pub struct FlClient<T: Task> {
     encoder: Option<UpdateEncoder>,
     seed: u64,
     checkpoint: Option<PathBuf>,
-    last: Option<Trained>,
+    /// The last round trained and the hash of its model.
+    last: Option<(Trained, u64)>,
 }
 
 /// What one round's local training gave.
@@ -131,7 +133,7 @@ impl<T: Task> FlClient<T> {
                 UpdateEncoder::restore(self.task.layout().clone(), saved.codec, saved.memory)
                     .map_err(ClientError::Encode)?;
             self.encoder = Some(encoder);
-            self.last = Some(saved.trained);
+            self.last = Some((saved.trained, saved.model));
         }
         self.checkpoint = Some(path);
         Ok(self)
@@ -139,7 +141,7 @@ impl<T: Task> FlClient<T> {
 
     /// The last round trained (from this run or the checkpoint).
     pub fn last_round(&self) -> Option<u64> {
-        self.last.as_ref().map(|t| t.update.round)
+        self.last.as_ref().map(|(t, _)| t.update.round)
     }
 
     /// Examples held.
@@ -154,17 +156,18 @@ impl<T: Task> FlClient<T> {
 
     /// Trains on `round`'s model and encodes `local - global` with the round's codec.
     pub fn train(&mut self, round: &RoundTask, model: &[u8]) -> Result<Trained, ClientError> {
-        if let Some(last) = &self.last {
+        let model_hash = fnv1a64(model);
+        if let Some((last, last_model)) = &self.last {
             let trained = last.update.round;
-            if trained == round.round {
+            if trained == round.round && *last_model == model_hash {
                 // Asked again (a restart, or a lost update): the same bytes, not a retrain.
                 return Ok(last.clone());
             }
-            if trained > round.round {
-                return Err(ClientError::Stale {
-                    round: round.round,
-                    trained,
-                });
+            if trained >= round.round {
+                // The same or an earlier round with another model: the cloud started a new
+                // run, and the codec state of the old one does not belong to it.
+                self.encoder = None;
+                self.last = None;
             }
         }
         if round.model != ModelPayload::Full {
@@ -191,11 +194,10 @@ impl<T: Task> FlClient<T> {
             .zip(&global)
             .map(|(w, g)| w - g)
             .collect();
-        let encoder = match &mut self.encoder {
-            Some(e) if e.desc() == round.codec => e,
-            slot => {
-                slot.insert(UpdateEncoder::new(layout, round.codec).map_err(ClientError::Encode)?)
-            }
+        // Encoded on a copy: the codec state moves on only once the round is committed.
+        let mut encoder = match &self.encoder {
+            Some(e) if e.desc() == round.codec => e.clone(),
+            _ => UpdateEncoder::new(layout, round.codec).map_err(ClientError::Encode)?,
         };
         let payload = encoder.encode(&delta).map_err(ClientError::Encode)?;
         let trained = Trained {
@@ -216,12 +218,14 @@ impl<T: Task> FlClient<T> {
                 layout: self.task.layout().fingerprint(),
                 node: self.node.to_string(),
                 trained: trained.clone(),
+                model: model_hash,
                 codec: round.codec,
                 memory: encoder.memory(),
             };
             sealed::save(path, MAGIC, &checkpoint)?;
         }
-        self.last = Some(trained.clone());
+        self.encoder = Some(encoder);
+        self.last = Some((trained.clone(), model_hash));
         Ok(trained)
     }
 }

@@ -94,11 +94,7 @@ impl Task for Fmnist {
         if data.is_empty() {
             return Err(TaskError::Empty);
         }
-        if config.batch == 0 || config.epochs == 0 || !config.lr.is_finite() || config.lr <= 0.0 {
-            return Err(TaskError::Config(format!(
-                "local training needs epochs, batch and lr above 0 (got {config:?})"
-            )));
-        }
+        config.check()?;
         let device = self.backend.training_device();
         let mut model = self.model(global, &device)?;
         let mut optimizer = SgdConfig::new()

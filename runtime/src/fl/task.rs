@@ -20,6 +20,28 @@ pub struct LocalConfig {
     pub proximal_mu: f32,
 }
 
+impl LocalConfig {
+    /// Refuses settings no device can train with, so a cloud says so at start-up rather
+    /// than every device refusing every round.
+    pub fn check(&self) -> Result<(), TaskError> {
+        let positive = |x: f32| x.is_finite() && x > 0.0;
+        if self.epochs == 0 || self.batch == 0 || !positive(self.lr) {
+            return Err(TaskError::Config(format!(
+                "local training needs epochs, batch and lr above 0 (epochs {}, batch {}, lr {})",
+                self.epochs, self.batch, self.lr
+            )));
+        }
+        let mu_ok = self.proximal_mu.is_finite() && self.proximal_mu >= 0.0;
+        if !((0.0..1.0).contains(&self.momentum) && mu_ok) {
+            return Err(TaskError::Config(format!(
+                "momentum must be in [0, 1) and the proximal weight finite and >= 0 (momentum {}, mu {})",
+                self.momentum, self.proximal_mu
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// What local training produced.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LocalResult {

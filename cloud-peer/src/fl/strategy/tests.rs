@@ -53,31 +53,47 @@ fn fedavgm_accumulates_velocity() {
 #[test]
 fn adaptive_first_steps_match_their_closed_forms() {
     let round = [update(&[0.25, -1.5], 1)];
-    // Adam, step 1: m = 0.1 d, v = 0.01 d^2, bias-corrected lr = lr: w += lr sign(d).
+    // Adam, round 1 (Flower's t = 2): m = 0.1 d, v = 0.01 d^2, so
+    // w += lr sqrt(1 - 0.99^2) / (1 - 0.9^2) * 0.1 d / (0.1 |d|) = that lr times sign(d).
+    let lr1 = 0.1 * (1.0f32 - 0.99 * 0.99).sqrt() / (1.0 - 0.81);
     close(
         &run("fedadam:lr=0.1,tau=1e-9", &[0.0, 0.0], &[&round]),
-        &[0.1, -0.1],
+        &[lr1, -lr1],
     );
-    // Adagrad, step 1: m = 0.1 d, v = d^2: w += 0.1 lr sign(d).
+    // Adagrad (beta1 = 0): m = d, v = d^2: w += lr sign(d).
     close(
         &run("fedadagrad:lr=0.1,tau=1e-9", &[0.0, 0.0], &[&round]),
-        &[0.01, -0.01],
+        &[0.1, -0.1],
     );
-    // Yogi, step 1: v = 0.01 d^2 (v - d^2 < 0): w += lr 0.1 d / (0.1 |d| + tau).
+    // Yogi, step 1: v = 0 - 0.01 d^2 sign(0 - d^2) = 0.01 d^2; no bias correction:
+    // w += lr 0.1 d / (0.1 |d| + tau).
     let tau = 1e-3f32;
     let yogi = |d: f32| 0.01 * 0.1 * d / (0.1 * d.abs() + tau);
     close(
         &run("fedyogi:lr=0.01,tau=0.001", &[0.0, 0.0], &[&round]),
         &[yogi(0.25), yogi(-1.5)],
     );
-    // Adam, step 2 with the same d: m = 0.19 d, v = 0.0199 d^2,
-    // lr_2 = lr sqrt(1 - 0.99^2) / (1 - 0.9^2).
-    let lr2 = 0.1 * (1.0f32 - 0.99 * 0.99).sqrt() / (1.0 - 0.81);
+    // Adam, round 2 with the same d: m = 0.19 d, v = 0.0199 d^2, t = 3.
+    let lr2 = 0.1 * (1.0f32 - 0.99f32.powi(3)).sqrt() / (1.0 - 0.9f32.powi(3));
     let second = lr2 * 0.19 / 0.0199f32.sqrt();
     close(
         &run("fedadam:lr=0.1,tau=1e-9", &[0.0, 0.0], &[&round, &round]),
-        &[0.1 + second, -0.1 - second],
+        &[lr1 + second, -lr1 - second],
     );
+}
+
+#[test]
+fn a_round_that_would_make_the_model_non_finite_is_not_applied() {
+    let huge = [update(&[f32::MAX, 1.0], 1), update(&[f32::MAX, 1.0], 1)];
+    let mut s = Strategy::new("fedavgm:lr=1,momentum=0.9".parse().unwrap());
+    let mut global = vec![f32::MAX, 0.0];
+    assert_eq!(
+        s.aggregate(&mut global, &huge),
+        Err(StrategyError::NonFinite { at: 0 })
+    );
+    assert_eq!(global, [f32::MAX, 0.0]);
+    // Nor is the server's momentum: the next good round starts from nothing.
+    assert!(s.first.is_empty() && s.steps == 0);
 }
 
 #[test]
@@ -97,31 +113,35 @@ fn median_and_trimmed_mean_ignore_outliers_and_example_counts() {
 }
 
 #[test]
-fn krum_keeps_the_clustered_updates() {
+fn krum_keeps_the_updates_closest_to_their_neighbours() {
+    // The outlier first, and inliers whose scores differ: with n = 5, f = 1 each score
+    // sums the 2 smallest squared distances to the others. [1,1]: 1 + 4 = 5;
+    // [2,1]: 1 + 5 = 6; [1,3]: 4 + 5 = 9; [4,4]: 10 + 13 = 23; [100,100]: huge.
     let round: Vec<ClientUpdate> = [
-        [0.0, 0.0],
-        [1.0, 0.0],
-        [0.0, 1.0],
-        [1.0, 1.0],
         [100.0, 100.0],
+        [1.0, 1.0],
+        [2.0, 1.0],
+        [1.0, 3.0],
+        [4.0, 4.0],
     ]
     .iter()
     .map(|d| update(d, 1))
     .collect();
-    // n = 5, f = 1: each inlier's 2 nearest are at squared distance 1 + 1; ties go to
-    // the lowest index.
     let mut krum = Strategy::new("krum:f=1".parse().unwrap());
     let mut global = vec![0.0, 0.0];
-    let used = krum.aggregate(&mut global, &round).unwrap();
-    assert_eq!(used.selected, [0]);
-    close(&global, &[0.0, 0.0]);
-    let mut multi = Strategy::new("multi-krum:f=1,m=4".parse().unwrap());
+    assert_eq!(krum.aggregate(&mut global, &round).unwrap().selected, [1]);
+    close(&global, &[1.0, 1.0]);
+    // Multi-Krum keeps the 3 best and averages them without weights, whatever the
+    // example counts claim.
+    let mut weighted = round.clone();
+    weighted[3].examples = 1_000_000;
+    let mut multi = Strategy::new("multi-krum:f=1,m=3".parse().unwrap());
     let mut global = vec![0.0, 0.0];
     assert_eq!(
-        multi.aggregate(&mut global, &round).unwrap().selected,
-        [0, 1, 2, 3]
+        multi.aggregate(&mut global, &weighted).unwrap().selected,
+        [1, 2, 3]
     );
-    close(&global, &[0.5, 0.5]);
+    close(&global, &[4.0 / 3.0, 5.0 / 3.0]);
     assert_eq!(
         krum.aggregate(&mut global, &round[..4]),
         Err(StrategyError::TooFew {
@@ -155,7 +175,7 @@ fn specs_round_trip_and_bad_ones_are_refused() {
         "fedavgm:lr=1,momentum=0.9",
         "fedadam:lr=0.1,tau=0.001,beta1=0.9,beta2=0.99",
         "fedyogi:lr=0.01,tau=0.001,beta1=0.9,beta2=0.99",
-        "fedadagrad:lr=0.1,tau=0.000000001,beta1=0.9,beta2=0.99",
+        "fedadagrad:lr=0.1,tau=0.000000001,beta1=0,beta2=0",
         "median",
         "trimmed-mean:beta=0.2",
         "krum:f=2",
@@ -179,6 +199,8 @@ fn specs_round_trip_and_bad_ones_are_refused() {
         "krum:f=1.5",
         "multi-krum:m=0",
         "fedadam:tau",
+        "fedadam:beta1=0.999999999",
+        "trimmed-mean:beta=0.4999999999",
     ] {
         assert!(bad.parse::<StrategyKind>().is_err(), "{bad}");
     }
