@@ -53,13 +53,17 @@ pub trait CloudApp: Send + 'static {
     /// Trains the top on one split step of `node` and returns the cut gradient (its
     /// `step` must be `activations.step`). Called exactly once per step: resends are
     /// answered from a cache. `Err` is one line for the device's operator; the device's
-    /// connection is then closed with `Unserved`.
+    /// connection is then closed with `Unserved`. The default serves no split sessions
+    /// (the hub only calls it when the app's capabilities include `SPLIT`).
     fn split_step(
         &mut self,
         node: &NodeName,
         activations: &Activations,
         tensor: &[u8],
-    ) -> Result<(CutGradient, Vec<u8>), String>;
+    ) -> Result<(CutGradient, Vec<u8>), String> {
+        let _ = (node, activations, tensor);
+        Err("this cloud serves no split sessions".into())
+    }
 
     /// Round quorum.
     fn quorum(&self) -> RoundQuorum {
@@ -91,15 +95,6 @@ pub struct HelloOnly;
 impl CloudApp for HelloOnly {
     fn capabilities(&self) -> Capabilities {
         Capabilities::NONE
-    }
-
-    fn split_step(
-        &mut self,
-        _node: &NodeName,
-        _activations: &Activations,
-        _tensor: &[u8],
-    ) -> Result<(CutGradient, Vec<u8>), String> {
-        Err("this cloud serves no split sessions".into())
     }
 
     fn round_task(&mut self, _round: u64) -> Option<(RoundTask, Vec<u8>)> {

@@ -19,8 +19,8 @@ use tandem_runtime::fl::task::{LocalConfig, Task};
 use tandem_runtime::fl::update::UpdateEncoder;
 use tandem_runtime::rng::SplitMix64;
 use tandem_runtime::wire::{
-    Activations, Capabilities, CodecDesc, CutGradient, Hello, ModelPayload, NodeName, RoundConfig,
-    RoundTask, Update, wire_bytes,
+    Capabilities, CodecDesc, Hello, ModelPayload, NodeName, RoundConfig, RoundTask, Update,
+    wire_bytes,
 };
 use tracing::{info, warn};
 
@@ -225,15 +225,6 @@ where
             ));
         }
         Ok(())
-    }
-
-    fn split_step(
-        &mut self,
-        _node: &NodeName,
-        _activations: &Activations,
-        _tensor: &[u8],
-    ) -> Result<(CutGradient, Vec<u8>), String> {
-        Err("this cloud serves federated learning, not split steps".into())
     }
 
     fn quorum(&self) -> RoundQuorum {
