@@ -16,7 +16,8 @@ const DEVICES: usize = 4;
 const DEMO_ROUNDS: &str = "20";
 const DEMO_CODEC: &str = "topk:ratio=0.01";
 
-/// `cargo xtask demo fl [tandem-cloud serve flags]`.
+/// `cargo xtask demo fl [tandem-cloud serve flags]`, e.g. `--rounds 5`. Every device takes
+/// part in every round, so `--clients-per-round` stays 4.
 pub fn demo(extra: &[String]) -> Result<()> {
     let bin = build_and_issue("release")?;
     for i in 0..DEVICES {
@@ -38,13 +39,19 @@ pub fn demo(extra: &[String]) -> Result<()> {
             .with_context(|| format!("cannot clear {}", state.display()))?;
     }
     let state_arg = state.to_string_lossy().into_owned();
+    // `--rounds` in `extra` replaces the demo's; the devices stop after that many.
+    let rounds = extra
+        .iter()
+        .rposition(|a| a == "--rounds")
+        .and_then(|i| extra.get(i + 1))
+        .map_or(DEMO_ROUNDS, String::as_str);
     let mut args = vec![
         "--app",
         "fl",
         "--task",
         "fmnist",
         "--rounds",
-        DEMO_ROUNDS,
+        rounds,
         "--clients-per-round",
         "4",
         "--strategy",
@@ -56,13 +63,26 @@ pub fn demo(extra: &[String]) -> Result<()> {
         "--state",
         &state_arg,
     ];
-    args.extend(extra.iter().map(String::as_str));
+    let mut skip = false;
+    for arg in extra {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        if arg == "--rounds" {
+            skip = true;
+            continue;
+        }
+        args.push(arg);
+    }
     eprintln!(
-        "fl demo: {DEVICES} devices (Fashion-MNIST, shards:2 of 4 clients), {DEMO_ROUNDS} rounds, fedavg, {DEMO_CODEC}"
+        "fl demo: {DEVICES} devices (Fashion-MNIST, shards:2 of 4 clients), {rounds} rounds, fedavg, {DEMO_CODEC}"
     );
     let mut cloud = CloudProcess::start(&bin, &args)?;
     let mut devices: Vec<Child> = Vec::new();
+    std::fs::create_dir_all(&state)?;
     for i in 0..DEVICES {
+        // Each device's own lines go to its log: the cloud reports the rounds.
+        let log = std::fs::File::create(state.join(format!("{}.log", device_name(i))))?;
         let spawned = Command::new(bin.join("tandem"))
             .args(["fl", "--cloud", &cloud.addr, "--node", &device_name(i)])
             .args([
@@ -71,9 +91,10 @@ pub fn demo(extra: &[String]) -> Result<()> {
                 "--partition",
                 "shards:2",
             ])
-            .args(["--rounds", DEMO_ROUNDS])
+            .args(["--rounds", rounds])
             .arg("--checkpoint")
             .arg(state.join(format!("{}.checkpoint", device_name(i))))
+            .stderr(log)
             .spawn()
             .context("cannot start tandem fl");
         match spawned {
@@ -93,7 +114,10 @@ pub fn demo(extra: &[String]) -> Result<()> {
     }
     cloud.stop();
     if failed > 0 {
-        bail!("{failed} of {DEVICES} devices failed");
+        bail!(
+            "{failed} of {DEVICES} devices failed; their logs: {}/fl-device-*.log",
+            state.display()
+        );
     }
     println!(
         "metrics: {}, plot: {}",

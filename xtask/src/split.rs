@@ -88,7 +88,7 @@ impl CloudProcess {
         loop {
             let Ok(line) = cloud.lines.recv_timeout(Duration::from_secs(30)) else {
                 cloud.stop();
-                bail!("tandem-cloud did not report its address within 30 s");
+                bail!("tandem-cloud exited, or did not report its address within 30 s (see above)");
             };
             if let Some(rest) = line.strip_prefix("tandem-cloud listening on ") {
                 cloud.addr = rest

@@ -178,10 +178,11 @@ impl<T: Task> FlApp<T> {
     /// of the same count (rounds served by this process).
     fn print_summary(&self) {
         let uplink: u64 = self.records.iter().map(|r| r.uplink_bytes).sum();
+        // Every update received, whether the strategy used it or validation refused it.
         let updates: u64 = self
             .records
             .iter()
-            .map(|r| r.aggregated + r.refused)
+            .map(|r| r.sampled - r.dropped.min(r.sampled))
             .sum::<usize>() as u64;
         let payload = self.task.layout().len() * 4 + self.task.layout().specs().len() * 4;
         let identity = Update {
