@@ -185,9 +185,8 @@ impl<A: CloudApp> Hub<A> {
     fn poll_round(&mut self, now: Instant) {
         if let Some(round) = &mut self.round {
             round.coordinator.handle_timeout(now);
-            while let Some(out) = round.coordinator.poll_transmit() {
-                send(&self.connections, &out.to, out.envelope);
-            }
+            // The app commits an ended round before any device hears its result: a
+            // device told "committed" can rely on the cloud having it.
             while let Some(event) = round.coordinator.poll_event() {
                 let outcome = match event {
                     CoordinatorEvent::Committed { round, mut updates } => {
@@ -211,6 +210,9 @@ impl<A: CloudApp> Hub<A> {
                     _ => continue,
                 };
                 self.app.round_ended(outcome);
+            }
+            while let Some(out) = round.coordinator.poll_transmit() {
+                send(&self.connections, &out.to, out.envelope);
             }
         }
         // Results of an ended round are still resent to devices that repeat their
