@@ -2,9 +2,11 @@
 //!
 //! - `setup`: install the Debian packages and download the model and data (idempotent).
 //! - `demo`: the README's main command: set-up, then split fine-tuning of MiniLM with
-//!   tandem-cloud and tandem on loopback.
+//!   tandem-cloud and tandem on loopback; `demo fl`: federated learning, tandem-cloud and
+//!   four `tandem fl` devices on loopback.
 //! - `ci`: the README's test command: set-up, fmt, clippy, tests (x86_64 and aarch64
-//!   under qemu), the aarch64 release build of `tandem`, and the demo.
+//!   under qemu), the aarch64 link check of `tandem` (profile `ci-cross`), and the Hello demo;
+//!   each step timed.
 //! - `bench <name>`: a benchmark, e.g. `sort` (native) or `sort-insns` (qemu counts).
 //! - `fuzz <target> [seconds]`: a cargo-fuzz target from `fuzz/`, coverage-guided.
 //! - `insn-count -- <aarch64 binary> [args]`: executed instructions under qemu.
@@ -36,7 +38,7 @@ tasks:
   demo fl [flags]       set-up, then federated learning on loopback: tandem-cloud serve
                         --app fl and 4 `tandem fl` devices (flags go to the cloud)
   ci                    set-up, then every check CI runs (fmt, clippy, tests on x86_64
-                        and aarch64/qemu, aarch64 release build, demo)
+                        and aarch64/qemu, aarch64 link check, hello demo)
   bench <name>          run a benchmark: sort, transport, lowrank (native, release), split
                         (identity vs sft on loopback, release processes), fl [--rounds N]
                         (simulated federated runs: strategies x partitions x codecs), sort-insns
