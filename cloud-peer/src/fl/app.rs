@@ -348,3 +348,89 @@ where
         }));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_runtime::data::fashion_mnist::Images;
+    use tandem_runtime::fl::fmnist::Fmnist;
+    use tandem_runtime::model::ComputeBackend;
+
+    fn app(dir: &str, per_round: usize) -> FlApp<Fmnist> {
+        let state_dir =
+            std::env::temp_dir().join(format!("tandem-flapp-{dir}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state_dir);
+        let settings = FlSettings {
+            rounds: 5,
+            per_round,
+            min_updates: per_round,
+            deadline: Duration::from_secs(60),
+            local: LocalConfig {
+                epochs: 1,
+                batch: 32,
+                lr: 0.05,
+                momentum: 0.9,
+                proximal_mu: 0.0,
+            },
+            codec: CodecDesc::Identity,
+            strategy: StrategyKind::FedAvg,
+            bound: None,
+            seed: 7,
+            state_dir,
+        };
+        FlApp::new(
+            Fmnist::new(ComputeBackend::Flex),
+            Images::default(),
+            settings,
+        )
+        .unwrap()
+    }
+
+    fn nodes(n: usize) -> Vec<NodeName> {
+        (0..n)
+            .map(|i| NodeName::try_from(format!("dev-{i:02}").as_str()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn participants_are_a_seeded_sample_of_the_available_devices() {
+        let available = nodes(10);
+        let mut a = app("sample-a", 3);
+        let picked = a.participants(&available);
+        assert_eq!(picked.len(), 3);
+        assert!(
+            picked.windows(2).all(|w| w[0] < w[1]),
+            "sorted and distinct"
+        );
+        assert!(picked.iter().all(|p| available.contains(p)));
+        // The same seed and round pick the same devices; a round's pick is not always
+        // the first devices in name order.
+        assert_eq!(app("sample-b", 3).participants(&available), picked);
+        let firsts = (0..20)
+            .filter(|&seed| {
+                let mut app = app(&format!("sample-seed-{seed}"), 3);
+                app.settings.seed = seed;
+                app.participants(&available) == available[..3]
+            })
+            .count();
+        assert!(firsts < 20);
+        // Fewer devices than a round wants: all of them.
+        assert_eq!(a.participants(&available[..2]), available[..2]);
+    }
+
+    #[test]
+    fn round_tasks_carry_the_settings_and_stop_after_the_last_round() {
+        let mut app = app("tasks", 2);
+        let (task, model) = app.round_task(1).unwrap();
+        assert_eq!(task.round, 1);
+        assert_eq!(task.payload_len as usize, model.len());
+        assert_eq!((task.config.local_epochs, task.config.batch_size), (1, 32));
+        // The model is the app's global, identity-coded in the task's layout.
+        let decoded =
+            tandem_runtime::fl::update::decode(CodecDesc::Identity, app.task.layout(), &model)
+                .unwrap();
+        assert_eq!(decoded, app.state.global);
+        app.state.round = 5;
+        assert!(app.round_task(6).is_none());
+    }
+}
