@@ -22,6 +22,7 @@ pub mod codec;
 #[cfg(feature = "model")]
 pub mod data;
 pub mod fl;
+pub mod fnv;
 pub mod logging;
 #[cfg(feature = "model")]
 pub mod model;

@@ -56,6 +56,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     result
 }
 
+/// For tests that need the cached model or data: notes `missing` and returns, so the
+/// test can skip, on a developer's machine; panics where `CI` is set, because CI runs
+/// the set-up and a skip there would hide a test that never ran.
+pub fn skip_missing_cache(missing: impl std::fmt::Display) {
+    if std::env::var_os("CI").is_some() {
+        panic!("CI must have the set-up's files: {missing}");
+    }
+    eprintln!("skipped: {missing}; run `cargo xtask setup`");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

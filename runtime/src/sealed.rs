@@ -3,6 +3,7 @@
 //! rename and directory fsync ([`crate::paths::write_atomic`]). A reader gets the last
 //! complete version or a typed error, never half a file.
 
+use crate::fnv::fnv1a64;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
@@ -27,12 +28,6 @@ pub enum SealedError {
         /// What is wrong.
         what: &'static str,
     },
-}
-
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// Writes `value` to `path` under `magic`, crash-safely.

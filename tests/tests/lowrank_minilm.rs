@@ -20,14 +20,14 @@ fn hidden_states(cut: usize) -> Option<(Vec<f32>, Shape)> {
     let dir = model_dir();
     let data = match RottenTomatoes::load(&rotten_tomatoes::default_path()) {
         Err(e @ DataError::Missing { .. }) => {
-            eprintln!("skipped: {e}");
+            tandem_runtime::paths::skip_missing_cache(e);
             return None;
         }
         other => other.unwrap(),
     };
     let tokenizer = match TextTokenizer::load(&dir, 128) {
         Err(e @ ModelError::Missing { .. }) => {
-            eprintln!("skipped: {e}");
+            tandem_runtime::paths::skip_missing_cache(e);
             return None;
         }
         other => other.unwrap(),

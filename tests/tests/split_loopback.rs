@@ -58,10 +58,7 @@ fn tiny_data() -> RottenTomatoes {
 fn model_cached() -> bool {
     match TextTokenizer::load(&minilm::model_dir(), 32) {
         Err(ModelError::Missing { path }) => {
-            eprintln!(
-                "skipped: {} missing; run `cargo xtask setup`",
-                path.display()
-            );
+            tandem_runtime::paths::skip_missing_cache(path.display());
             false
         }
         other => other.map(|_| true).unwrap(),

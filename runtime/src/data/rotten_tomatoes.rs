@@ -5,6 +5,7 @@
 //! modulo 100, so no movie appears in two splits and the split never depends on the
 //! order of the file or on the platform.
 
+use crate::fnv::fnv1a64;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -149,13 +150,6 @@ fn malformed(path: &Path, reason: String) -> DataError {
     }
 }
 
-/// FNV-1a, 64-bit: tiny, stable, and well spread over short names.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,10 +184,7 @@ mod tests {
     fn real_corpus_splits_80_10_10_by_movie() {
         let data = match RottenTomatoes::load(&default_path()) {
             Err(DataError::Missing { path }) => {
-                eprintln!(
-                    "skipped: {} missing; run `cargo xtask setup`",
-                    path.display()
-                );
+                crate::paths::skip_missing_cache(path.display());
                 return;
             }
             other => other.unwrap(),

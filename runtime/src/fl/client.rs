@@ -12,6 +12,7 @@
 use super::task::{LocalConfig, Task, TaskError};
 use super::update::{self, UpdateEncoder, UpdateError};
 use crate::codec::EncoderMemory;
+use crate::fnv::fnv1a64;
 use crate::sealed::{self, SealedError};
 use crate::wire::{CodecDesc, ModelPayload, NodeName, RoundTask, Update};
 use std::path::PathBuf;
@@ -67,12 +68,6 @@ struct Checkpoint {
     model: u64,
     codec: CodecDesc,
     memory: Vec<EncoderMemory>,
-}
-
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// A device taking part in federated rounds: its task, its data and its codec state
@@ -176,13 +171,7 @@ impl<T: Task> FlClient<T> {
         let layout = self.task.layout().clone();
         let global =
             update::decode(CodecDesc::Identity, &layout, model).map_err(ClientError::Model)?;
-        let local = LocalConfig {
-            epochs: round.config.local_epochs,
-            batch: round.config.batch_size,
-            lr: round.config.lr,
-            momentum: MOMENTUM,
-            proximal_mu: round.config.proximal_mu,
-        };
+        let local = LocalConfig::from_round(&round.config, MOMENTUM);
         let seed = self
             .seed
             .wrapping_mul(0x9e37_79b9)

@@ -2,6 +2,7 @@
 //! vector: what both sides of a federated round agree on before any update counts.
 
 use crate::codec::{MAX_ELEMENTS, Shape};
+use crate::fnv;
 use std::ops::Range;
 
 /// One parameter tensor.
@@ -81,17 +82,12 @@ impl Layout {
     /// A fingerprint of the names and shapes (FNV-1a 64), to refuse state or updates
     /// made for another model.
     pub fn fingerprint(&self) -> u64 {
-        let mut hash = 0xcbf2_9ce4_8422_2325u64;
-        let mut eat = |bytes: &[u8]| {
-            for &b in bytes {
-                hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        };
+        let mut hash = fnv::fnv1a64(&[]);
         for spec in &self.specs {
-            eat(spec.name.as_bytes());
-            eat(&[0]);
+            hash = fnv::extend(hash, spec.name.as_bytes());
+            hash = fnv::extend(hash, &[0]);
             for &d in &spec.shape {
-                eat(&(d as u64).to_le_bytes());
+                hash = fnv::extend(hash, &(d as u64).to_le_bytes());
             }
         }
         hash

@@ -100,10 +100,7 @@ mod tests {
         match (MiniLm::load(&dir, device), TextTokenizer::load(&dir, 128)) {
             (Ok(model), Ok(tokenizer)) => Some((model, tokenizer)),
             (Err(ModelError::Missing { path }), _) | (_, Err(ModelError::Missing { path })) => {
-                eprintln!(
-                    "skipped: {} missing; run `cargo xtask setup`",
-                    path.display()
-                );
+                crate::paths::skip_missing_cache(path.display());
                 None
             }
             (Err(err), _) | (_, Err(err)) => panic!("{err}"),

@@ -23,10 +23,7 @@ fn run(mode: Mode, codec: &str, steps: u64) -> Option<(f32, f32)> {
     let dir = model_dir();
     let tokenizer = match TextTokenizer::load(&dir, 32) {
         Err(ModelError::Missing { path }) => {
-            eprintln!(
-                "skipped: {} missing; run `cargo xtask setup`",
-                path.display()
-            );
+            crate::paths::skip_missing_cache(path.display());
             return None;
         }
         other => other.unwrap(),
