@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::PathBuf;
 use tandem_cloud::fl::byzantine::Byzantine;
-use tandem_cloud::fl::record::{RoundRecord, plot_png};
+use tandem_cloud::fl::record::{RoundRecord, identity_update_bytes, plot_png, summary};
 use tandem_cloud::fl::simulate::{Simulation, SimulationConfig};
 use tandem_cloud::fl::strategy::StrategyKind;
 use tandem_cloud::fl::validate::NormBound;
@@ -13,7 +13,6 @@ use tandem_runtime::data::partition::Partition;
 use tandem_runtime::fl::fmnist::Fmnist;
 use tandem_runtime::fl::task::{LocalConfig, Task};
 use tandem_runtime::model::ComputeBackend;
-use tandem_runtime::wire::{self, CodecDesc, NodeName, Update};
 
 /// The federated tasks.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -119,7 +118,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         workers: args.workers,
     };
     let mut sim = Simulation::new(&task, &clients, &data.test, config)?;
-    let identity_update = identity_update_bytes(&task)?;
+    let identity_update = identity_update_bytes(task.layout());
     println!(
         "simulating {} on {} clients ({}), {} per round, {} rounds, {}, codec {}, {} parameters",
         task.name(),
@@ -134,52 +133,19 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     let mut records: Vec<RoundRecord> = Vec::new();
     for _ in 0..args.rounds {
         let r = sim.run_round()?;
-        println!(
-            "round {:>4}/{}: test accuracy {:.2}% loss {:.3}, train loss {:.3}, {} aggregated, {} refused, up {:.1} KB, {:.1} s",
-            r.round,
-            args.rounds,
-            r.accuracy * 100.0,
-            r.loss,
-            r.train_loss.unwrap_or(f64::NAN),
-            r.aggregated,
-            r.refused,
-            r.uplink_bytes as f64 / 1e3,
-            r.seconds
-        );
+        println!("{}", r.line(args.rounds));
         records.push(r);
         write_metrics(&args, &records, identity_update)?;
     }
-    let Some(last) = records.last() else {
-        return Ok(());
-    };
-    let uplink: u64 = records.iter().map(|r| r.uplink_bytes).sum();
-    let updates: u64 = records.iter().map(|r| r.sampled as u64).sum();
-    println!(
-        "test accuracy {:.2}% after {} rounds; uplink {:.2} MB, {:.1}x less than identity f32 updates",
-        last.accuracy * 100.0,
-        last.round,
-        uplink as f64 / 1e6,
-        (updates * identity_update) as f64 / uplink.max(1) as f64
-    );
+    if let Some(line) = summary(&records, identity_update) {
+        println!("{line}");
+    }
     println!(
         "metrics: {}, plot: {}",
         args.metrics.display(),
         args.plot.display()
     );
     Ok(())
-}
-
-/// Wire bytes of one update in identity f32 (the baseline of the reduction).
-fn identity_update_bytes(task: &impl Task) -> Result<u64> {
-    let payload = task.layout().len() * 4 + task.layout().specs().len() * 4;
-    let update = Update {
-        round: 1,
-        node: NodeName::try_from("sim-0").unwrap_or_default(),
-        num_examples: 1,
-        codec: CodecDesc::Identity,
-        payload_len: payload as u64,
-    };
-    Ok(wire::wire_bytes(&update, payload)? as u64)
 }
 
 fn write_metrics(args: &SimulateArgs, records: &[RoundRecord], identity_update: u64) -> Result<()> {

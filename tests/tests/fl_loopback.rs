@@ -11,8 +11,7 @@ use common::{Cloud, device_endpoint, node, temp_dir};
 use std::time::Duration;
 use tandem_cloud::fl::app::{FlApp, FlSettings};
 use tandem_cloud::fl::strategy::StrategyKind;
-use tandem_runtime::data::fashion_mnist::{CLASSES, FashionMnist, Images};
-use tandem_runtime::data::partition::Partition;
+use tandem_runtime::data::fashion_mnist::Images;
 use tandem_runtime::fl::client::FlClient;
 use tandem_runtime::fl::fmnist::Fmnist;
 use tandem_runtime::fl::task::{LocalConfig, Task};
@@ -25,25 +24,6 @@ use tandem_runtime::wire::{Capabilities, CodecDesc, Join, ModelPayload, RoundCon
 
 const DEVICES: usize = 3;
 const ROUNDS: u64 = 3;
-
-/// The devices' slices (500 training images each) and 1,000 test images; None where
-/// the data set is not installed (in CI that fails).
-fn data() -> Option<(Vec<Images>, Images)> {
-    let set = match FashionMnist::load(&FashionMnist::default_dir()) {
-        Ok(set) => set,
-        Err(err) if std::env::var_os("CI").is_none() => {
-            eprintln!("skipped: {err}");
-            return None;
-        }
-        Err(err) => panic!("CI must have Fashion-MNIST: {err}"),
-    };
-    let train = set.train.select(&(0..DEVICES * 500).collect::<Vec<_>>());
-    let parts = Partition::Iid
-        .assign(&train.labels, CLASSES, DEVICES, 5)
-        .unwrap();
-    let slices = parts.iter().map(|p| train.select(p)).collect();
-    Some((slices, set.test.select(&(0..1000).collect::<Vec<_>>())))
-}
 
 fn settings(state_dir: &std::path::Path, rounds: u64) -> FlSettings {
     FlSettings {
@@ -115,7 +95,7 @@ async fn device(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_devices_three_rounds_accuracy_rises_and_a_restart_resumes() {
-    let Some((slices, test)) = data() else {
+    let Some((slices, test)) = common::fashion_mnist_clients(DEVICES, 5) else {
         return;
     };
     let dir = temp_dir("fl-loopback");
@@ -196,7 +176,7 @@ fn round_task(
 
 #[test]
 fn a_restarted_device_resends_its_round_and_continues_as_if_never_killed() {
-    let Some((slices, _)) = data() else {
+    let Some((slices, _)) = common::fashion_mnist_clients(DEVICES, 5) else {
         return;
     };
     let dir = temp_dir("fl-device-restart");

@@ -3,32 +3,16 @@
 //! codec must send fewer bytes through the same code path.
 #![cfg(feature = "model")]
 
+mod common;
+
 use tandem_cloud::fl::record::RoundRecord;
 use tandem_cloud::fl::simulate::{Simulation, SimulationConfig};
 use tandem_cloud::fl::strategy::StrategyKind;
-use tandem_runtime::data::fashion_mnist::{CLASSES, FashionMnist, Images};
-use tandem_runtime::data::partition::Partition;
+use tandem_runtime::data::fashion_mnist::Images;
 use tandem_runtime::fl::fmnist::Fmnist;
 use tandem_runtime::fl::task::LocalConfig;
 use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::wire::CodecDesc;
-
-/// 4 IID clients of 500 training images each and 1,000 test images, or None (with a
-/// note) where the data set is not installed; in CI a missing data set fails.
-fn data() -> Option<(Vec<Images>, Images)> {
-    let set = match FashionMnist::load(&FashionMnist::default_dir()) {
-        Ok(set) => set,
-        Err(err) if std::env::var_os("CI").is_none() => {
-            eprintln!("skipped: {err}");
-            return None;
-        }
-        Err(err) => panic!("CI must have Fashion-MNIST: {err}"),
-    };
-    let train = set.train.select(&(0..2000).collect::<Vec<_>>());
-    let parts = Partition::Iid.assign(&train.labels, CLASSES, 4, 7).unwrap();
-    let clients = parts.iter().map(|p| train.select(p)).collect();
-    Some((clients, set.test.select(&(0..1000).collect::<Vec<_>>())))
-}
 
 fn config(codec: CodecDesc) -> SimulationConfig {
     SimulationConfig {
@@ -64,7 +48,7 @@ fn run(
 
 #[test]
 fn fedavg_learns_reproducibly_and_top_k_sends_less() {
-    let Some((clients, test)) = data() else {
+    let Some((clients, test)) = common::fashion_mnist_clients(4, 7) else {
         return;
     };
     let (before, records, global) = run(&clients, &test, CodecDesc::Identity, 3);

@@ -40,11 +40,7 @@ pub fn demo(extra: &[String]) -> Result<()> {
     }
     let state_arg = state.to_string_lossy().into_owned();
     // `--rounds` in `extra` replaces the demo's; the devices stop after that many.
-    let rounds = extra
-        .iter()
-        .rposition(|a| a == "--rounds")
-        .and_then(|i| extra.get(i + 1))
-        .map_or(DEMO_ROUNDS, String::as_str);
+    let rounds = util::flag(extra, "--rounds").unwrap_or(DEMO_ROUNDS);
     let mut args = vec![
         "--app",
         "fl",
@@ -63,17 +59,7 @@ pub fn demo(extra: &[String]) -> Result<()> {
         "--state",
         &state_arg,
     ];
-    let mut skip = false;
-    for arg in extra {
-        if std::mem::take(&mut skip) {
-            continue;
-        }
-        if arg == "--rounds" {
-            skip = true;
-            continue;
-        }
-        args.push(arg);
-    }
+    args.extend(util::without_flag(extra, "--rounds"));
     eprintln!(
         "fl demo: {DEVICES} devices (Fashion-MNIST, shards:2 of 4 clients), {rounds} rounds, fedavg, {DEMO_CODEC}"
     );

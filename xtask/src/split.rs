@@ -137,39 +137,15 @@ fn cloud_schedule(steps: u64, args: &[String]) -> Vec<String> {
         "--decay-steps".into(),
         (steps - warmup.min(steps)).max(1).to_string(),
     ];
-    if let Some(lr) = flag(args, "--cloud-lr") {
+    if let Some(lr) = util::flag(args, "--cloud-lr") {
         flags.extend(["--lr".into(), lr.to_string()]);
     }
     flags
 }
 
-/// `args` without `--cloud-lr X` (a cloud flag, not a `tandem split` one).
-fn device_flags(args: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut skip = false;
-    for arg in args {
-        if std::mem::take(&mut skip) {
-            continue;
-        }
-        if arg == "--cloud-lr" {
-            skip = true;
-            continue;
-        }
-        out.push(arg.clone());
-    }
-    out
-}
-
-fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-}
-
 /// `--steps` of `args`, 300 when absent (the default of `tandem split`).
 fn steps(args: &[String]) -> Result<u64> {
-    flag(args, "--steps")
+    util::flag(args, "--steps")
         .map_or(Ok(300), str::parse)
         .context("--steps")
 }
@@ -184,7 +160,8 @@ fn run_split(bin: &Path, args: &[String], own: &[&OsStr]) -> Result<Vec<String>>
         Command::new(bin.join("tandem"))
             .args(["split", "--cloud", &cloud.addr, "--node", DEMO_NODE])
             .args(own)
-            .args(device_flags(args)),
+            // --cloud-lr is the cloud's, not a `tandem split` flag.
+            .args(util::without_flag(args, "--cloud-lr")),
     );
     let lines = cloud.stop();
     result.map(|()| lines)

@@ -77,3 +77,28 @@ pub fn cache_dir() -> PathBuf {
         None => PathBuf::from(".tandem-cache"),
     }
 }
+
+/// The value after the last `name` in `args`.
+pub fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .rposition(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+/// `args` without any `name VALUE` pair.
+pub fn without_flag<'a>(args: &'a [String], name: &str) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for arg in args {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        if arg == name {
+            skip = true;
+            continue;
+        }
+        out.push(arg.as_str());
+    }
+    out
+}

@@ -8,7 +8,7 @@
 //! `--state DIR` before the next round starts. A cloud restarted on that directory
 //! continues with the next round.
 
-use super::record::{RoundRecord, plot_png};
+use super::record::{RoundRecord, identity_update_bytes, plot_png, summary};
 use super::state::{RunState, StateError};
 use super::strategy::{ClientUpdate, Strategy, StrategyKind};
 use super::validate::{NormBound, validate};
@@ -19,8 +19,7 @@ use tandem_runtime::fl::task::{LocalConfig, Task};
 use tandem_runtime::fl::update::UpdateEncoder;
 use tandem_runtime::rng::SplitMix64;
 use tandem_runtime::wire::{
-    Capabilities, CodecDesc, Hello, ModelPayload, NodeName, RoundConfig, RoundTask, Update,
-    wire_bytes,
+    Capabilities, CodecDesc, Hello, ModelPayload, NodeName, RoundTask, wire_bytes,
 };
 use tracing::{info, warn};
 
@@ -115,20 +114,13 @@ where
             warn!("state not saved: {err}");
         }
         if let Some(record) = record {
-            println!(
-                "round {:>4}/{}: test accuracy {:.2}% loss {:.3}, {} aggregated, {} refused, up {:.1} KB, {:.1} s",
-                record.round,
-                self.settings.rounds,
-                record.accuracy * 100.0,
-                record.loss,
-                record.aggregated,
-                record.refused,
-                record.uplink_bytes as f64 / 1e3,
-                record.seconds
-            );
+            println!("{}", record.line(self.settings.rounds));
             self.records.push(record);
-            if self.state.round == self.settings.rounds {
-                self.print_summary();
+            if self.state.round == self.settings.rounds
+                && let Some(line) =
+                    summary(&self.records, identity_update_bytes(self.task.layout()))
+            {
+                println!("{line}");
             }
             let json = serde_json::json!({ "task": self.task.name(), "rounds": self.records });
             let files = [
@@ -169,39 +161,6 @@ fn load_records(dir: &std::path::Path, round: u64) -> Vec<RoundRecord> {
                 path.display()
             );
             Vec::new()
-        }
-    }
-}
-
-impl<T: Task> FlApp<T> {
-    /// The run's last line: accuracy, rounds, and the uplink against identity f32 updates
-    /// of the same count (rounds served by this process).
-    fn print_summary(&self) {
-        let uplink: u64 = self.records.iter().map(|r| r.uplink_bytes).sum();
-        // Every update received, whether the strategy used it or validation refused it.
-        let updates: u64 = self
-            .records
-            .iter()
-            .map(|r| r.sampled - r.dropped.min(r.sampled))
-            .sum::<usize>() as u64;
-        let payload = self.task.layout().len() * 4 + self.task.layout().specs().len() * 4;
-        let identity = Update {
-            round: self.state.round,
-            node: NodeName::new(),
-            num_examples: 1,
-            codec: CodecDesc::Identity,
-            payload_len: payload as u64,
-        };
-        let identity = wire_bytes(&identity, payload).unwrap_or(payload) as u64 * updates;
-        if let Some(last) = self.records.last() {
-            println!(
-                "fl: {} rounds done, test accuracy {:.2}%; uplink {:.2} MB, {:.1}x less than identity f32 updates ({:.2} MB)",
-                last.round,
-                last.accuracy * 100.0,
-                uplink as f64 / 1e6,
-                identity as f64 / uplink.max(1) as f64,
-                identity as f64 / 1e6
-            );
         }
     }
 }
@@ -258,16 +217,10 @@ where
                 return None;
             }
         };
-        let local = self.settings.local;
         let task = RoundTask {
             round,
             deadline_ms: self.settings.deadline.as_millis() as u64,
-            config: RoundConfig {
-                local_epochs: local.epochs,
-                batch_size: local.batch,
-                lr: local.lr,
-                proximal_mu: local.proximal_mu,
-            },
+            config: self.settings.local.round_config(),
             model: ModelPayload::Full,
             codec: self.settings.codec,
             payload_len: model.len() as u64,

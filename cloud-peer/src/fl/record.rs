@@ -1,7 +1,10 @@
 //! One round's figures, as the simulation and the networked app report them, and the
 //! plot of a run.
 
+use tandem_runtime::fl::Layout;
+use tandem_runtime::fl::update::identity_len;
 use tandem_runtime::plot::{self, Chart};
+use tandem_runtime::wire::{CodecDesc, NodeName, Update, wire_bytes};
 
 /// One round's figures.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -31,6 +34,59 @@ pub struct RoundRecord {
     pub downlink_bytes: u64,
     /// Wall time of the round, evaluation included.
     pub seconds: f64,
+}
+
+impl RoundRecord {
+    /// The round's progress line, out of `rounds`.
+    pub fn line(&self, rounds: u64) -> String {
+        let train = self
+            .train_loss
+            .map_or(String::new(), |l| format!(", train loss {l:.3}"));
+        format!(
+            "round {:>4}/{rounds}: test accuracy {:.2}% loss {:.3}{train}, {} aggregated, {} refused, up {:.1} KB, {:.1} s",
+            self.round,
+            self.accuracy * 100.0,
+            self.loss,
+            self.aggregated,
+            self.refused,
+            self.uplink_bytes as f64 / 1e3,
+            self.seconds
+        )
+    }
+}
+
+/// Wire bytes of one identity (f32) update of `layout`, headers included: the baseline
+/// of every uplink reduction.
+pub fn identity_update_bytes(layout: &Layout) -> u64 {
+    let payload = identity_len(layout);
+    let update = Update {
+        round: 1,
+        node: NodeName::new(),
+        num_examples: 1,
+        codec: CodecDesc::Identity,
+        payload_len: payload as u64,
+    };
+    wire_bytes(&update, payload).unwrap_or(payload) as u64
+}
+
+/// A run's last line: accuracy, rounds, and the uplink against identity updates of the
+/// same count (every update received, used or refused); `None` before any round.
+pub fn summary(records: &[RoundRecord], identity_update: u64) -> Option<String> {
+    let last = records.last()?;
+    let uplink: u64 = records.iter().map(|r| r.uplink_bytes).sum();
+    let updates: u64 = records
+        .iter()
+        .map(|r| (r.sampled - r.dropped.min(r.sampled)) as u64)
+        .sum();
+    let identity = identity_update * updates;
+    Some(format!(
+        "fl: {} rounds done, test accuracy {:.2}%; uplink {:.2} MB, {:.1}x less than identity f32 updates ({:.2} MB)",
+        last.round,
+        last.accuracy * 100.0,
+        uplink as f64 / 1e6,
+        identity as f64 / uplink.max(1) as f64,
+        identity as f64 / 1e6
+    ))
 }
 
 /// Test accuracy against round and against cumulative uplink bytes, as a PNG.

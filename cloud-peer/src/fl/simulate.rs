@@ -12,11 +12,9 @@ use super::validate::{NormBound, Refusal, validate};
 use std::collections::HashMap;
 use std::time::Instant;
 use tandem_runtime::fl::task::{Evaluation, LocalConfig, Task, TaskError};
-use tandem_runtime::fl::update::{UpdateEncoder, UpdateError};
+use tandem_runtime::fl::update::{UpdateEncoder, UpdateError, identity_len};
 use tandem_runtime::rng::SplitMix64;
-use tandem_runtime::wire::{
-    self, CodecDesc, ModelPayload, NodeName, RoundConfig, RoundTask, Update, WireError,
-};
+use tandem_runtime::wire::{self, CodecDesc, ModelPayload, NodeName, RoundTask, Update, WireError};
 
 /// The settings of a simulation.
 #[derive(Clone, Debug)]
@@ -244,8 +242,7 @@ impl<'a, T: Task> Simulation<'a, T> {
         });
         // Codec state is kept whatever happened to the update.
         self.encoders.extend(jobs);
-        // The full model as an identity-coded update: each tensor's f32s behind a length.
-        let model_len = self.global.len() * 4 + self.task.layout().specs().len() * 4;
+        let model_len = identity_len(self.task.layout());
         let model_bytes = wire::wire_bytes(&self.round_task(round, model_len), model_len)?;
         let mut record = RoundRecord {
             round,
@@ -332,12 +329,7 @@ impl<'a, T: Task> Simulation<'a, T> {
         RoundTask {
             round,
             deadline_ms: 60_000,
-            config: RoundConfig {
-                local_epochs: self.config.local.epochs,
-                batch_size: self.config.local.batch,
-                lr: self.config.local.lr,
-                proximal_mu: self.config.local.proximal_mu,
-            },
+            config: self.config.local.round_config(),
             model: ModelPayload::Full,
             codec: self.config.codec,
             payload_len: payload_len as u64,

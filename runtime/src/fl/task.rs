@@ -4,6 +4,7 @@
 //! plugs in beside [`super::fmnist`] without touching them.
 
 use super::Layout;
+use crate::wire::RoundConfig;
 
 /// Local training settings of one round (sent by the cloud in the round's task).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -21,6 +22,27 @@ pub struct LocalConfig {
 }
 
 impl LocalConfig {
+    /// The settings a round's task carries to its devices (momentum is the device's).
+    pub fn round_config(&self) -> RoundConfig {
+        RoundConfig {
+            local_epochs: self.epochs,
+            batch_size: self.batch,
+            lr: self.lr,
+            proximal_mu: self.proximal_mu,
+        }
+    }
+
+    /// A device's settings for a round's `config`, with its own `momentum`.
+    pub fn from_round(config: &RoundConfig, momentum: f32) -> Self {
+        Self {
+            epochs: config.local_epochs,
+            batch: config.batch_size,
+            lr: config.lr,
+            momentum,
+            proximal_mu: config.proximal_mu,
+        }
+    }
+
     /// Refuses settings no device can train with, so a cloud says so at start-up rather
     /// than every device refusing every round.
     pub fn check(&self) -> Result<(), TaskError> {

@@ -50,6 +50,12 @@ pub enum UpdateError {
     },
 }
 
+/// Bytes of `layout`'s identity (f32) encoding: each tensor's values behind its length.
+/// The size of a full model in a RoundTask, and the baseline every reduction is against.
+pub fn identity_len(layout: &Layout) -> usize {
+    layout.len() * 4 + layout.specs().len() * 4
+}
+
 /// The codec a tensor of `elements` uses under the round's `desc`.
 pub fn tensor_codec(desc: CodecDesc, elements: usize) -> CodecDesc {
     if elements < RAW_BELOW {
@@ -68,22 +74,10 @@ pub struct UpdateEncoder {
 }
 
 impl UpdateEncoder {
-    /// An encoder of `layout`'s tensors with `desc`.
+    /// An encoder of `layout`'s tensors with `desc`, with no state yet.
     pub fn new(layout: Layout, desc: CodecDesc) -> Result<Self, UpdateError> {
-        let encoders = layout
-            .specs()
-            .iter()
-            .enumerate()
-            .map(|(tensor, spec)| {
-                Encoder::new(tensor_codec(desc, spec.elements()))
-                    .map_err(|error| UpdateError::Codec { tensor, error })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            layout,
-            desc,
-            encoders,
-        })
+        let fresh = vec![EncoderMemory::default(); layout.specs().len()];
+        Self::restore(layout, desc, fresh)
     }
 
     /// The round codec.

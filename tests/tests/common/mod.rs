@@ -87,3 +87,33 @@ pub fn device_endpoint(cloud: &Cloud, node: &str) -> quinn::Endpoint {
 pub fn node(name: &str) -> NodeName {
     NodeName::try_from(name).unwrap()
 }
+
+/// `clients` IID slices of 500 Fashion-MNIST training images each (partition seed
+/// `seed`) and the first 1,000 test images; None (with a note) where the set-up has not
+/// installed the data set, a failure where `CI` is set.
+#[cfg(feature = "model")]
+pub fn fashion_mnist_clients(
+    clients: usize,
+    seed: u64,
+) -> Option<(
+    Vec<tandem_runtime::data::fashion_mnist::Images>,
+    tandem_runtime::data::fashion_mnist::Images,
+)> {
+    use tandem_runtime::data::fashion_mnist::{CLASSES, FashionMnist, IdxError};
+    use tandem_runtime::data::partition::Partition;
+    let set = match FashionMnist::load(&FashionMnist::default_dir()) {
+        Ok(set) => set,
+        Err(err @ IdxError::Missing { .. }) => {
+            tandem_runtime::paths::skip_missing_cache(err);
+            return None;
+        }
+        Err(err) => panic!("{err}"),
+    };
+    let first = |n: usize| (0..n).collect::<Vec<_>>();
+    let train = set.train.select(&first(clients * 500));
+    let parts = Partition::Iid
+        .assign(&train.labels, CLASSES, clients, seed)
+        .unwrap();
+    let slices = parts.iter().map(|p| train.select(p)).collect();
+    Some((slices, set.test.select(&first(1000))))
+}

@@ -1,6 +1,6 @@
 //! `tandem fl`: a device in federated rounds with a tandem-cloud peer.
 
-use crate::{ConnectArgs, client_config, resolve};
+use crate::{ConnectArgs, client_config, open_link};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::PathBuf;
@@ -12,8 +12,6 @@ use tandem_runtime::fl::fmnist::Fmnist;
 use tandem_runtime::fl::task::Task;
 use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::session::fl::RoundClient;
-use tandem_runtime::transport::link::{DeviceLink, LinkTarget, ReconnectPolicy};
-use tandem_runtime::transport::{self};
 use tandem_runtime::wire::{Capabilities, Join};
 
 /// The federated tasks.
@@ -95,18 +93,15 @@ pub(crate) fn run(args: FlArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let peer = resolve(&args.connect.cloud).await?;
-        let endpoint = transport::client_endpoint(peer, config)?;
-        let mut target = LinkTarget::new(
-            peer,
-            &args.connect.server_name,
+        let (endpoint, mut link) = open_link(
+            &args.connect,
             node.clone(),
+            config,
             Capabilities::FL,
-        );
-        target.hello.model.name = name.try_into().unwrap_or_default();
-        let mut link = DeviceLink::connect(endpoint.clone(), target, ReconnectPolicy::default())
-            .await
-            .with_context(|| format!("cannot join federated learning at {peer}"))?;
+            |hello| hello.model.name = name.try_into().unwrap_or_default(),
+            "federated learning",
+        )
+        .await?;
         eprintln!(
             "fl: task {name}, {} examples, {} parameters; waiting for rounds",
             client.examples(),

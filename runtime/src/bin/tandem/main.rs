@@ -174,6 +174,29 @@ pub(crate) async fn resolve(cloud: &str) -> Result<std::net::SocketAddr> {
         .with_context(|| format!("cloud address '{cloud}' resolved to nothing"))
 }
 
+/// Resolves the cloud and opens a session link announcing `capabilities`, after
+/// `describe` fills in the rest of the Hello (model, codecs); `job` names the session in
+/// the error ("a split session").
+#[cfg(feature = "model")]
+pub(crate) async fn open_link(
+    connect: &ConnectArgs,
+    node: NodeName,
+    config: quinn::ClientConfig,
+    capabilities: tandem_runtime::wire::Capabilities,
+    describe: impl FnOnce(&mut tandem_runtime::wire::Hello),
+    job: &str,
+) -> Result<(quinn::Endpoint, tandem_runtime::transport::link::DeviceLink)> {
+    use tandem_runtime::transport::link::{DeviceLink, LinkTarget, ReconnectPolicy};
+    let peer = resolve(&connect.cloud).await?;
+    let endpoint = transport::client_endpoint(peer, config)?;
+    let mut target = LinkTarget::new(peer, &connect.server_name, node, capabilities);
+    describe(&mut target.hello);
+    let link = DeviceLink::connect(endpoint.clone(), target, ReconnectPolicy::default())
+        .await
+        .with_context(|| format!("cannot start {job} with {peer}"))?;
+    Ok((endpoint, link))
+}
+
 /// This device's name and TLS client configuration, from the PKI files (defaults in
 /// the cache).
 pub(crate) fn client_config(args: &ConnectArgs) -> Result<(NodeName, quinn::ClientConfig)> {

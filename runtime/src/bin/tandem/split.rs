@@ -1,6 +1,6 @@
 //! `tandem split`: split fine-tuning of all-MiniLM-L6-v2 with a tandem-cloud peer.
 
-use crate::{ConnectArgs, client_config, resolve};
+use crate::{ConnectArgs, client_config, open_link};
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -11,8 +11,6 @@ use tandem_runtime::model::minilm::{self, TextTokenizer};
 use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
 use tandem_runtime::model::split::run::{self, RunConfig, RunEvent, RunReport};
 use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
-use tandem_runtime::transport::link::{DeviceLink, LinkTarget, ReconnectPolicy};
-use tandem_runtime::transport::{self};
 use tandem_runtime::wire::Capabilities;
 
 #[derive(Args)]
@@ -114,19 +112,18 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let report = runtime.block_on(async {
-        let peer = resolve(&args.connect.cloud).await?;
-        let endpoint = transport::client_endpoint(peer, config)?;
-        let mut target = LinkTarget::new(
-            peer,
-            &args.connect.server_name,
+        let (endpoint, mut link) = open_link(
+            &args.connect,
             node.clone(),
+            config,
             Capabilities::SPLIT.union(Capabilities::RESUME),
-        );
-        target.hello.model = trainer.model_desc();
-        target.hello.codecs = trainer.gradient_codecs();
-        let mut link = DeviceLink::connect(endpoint.clone(), target, ReconnectPolicy::default())
-            .await
-            .with_context(|| format!("cannot start a split session with {peer}"))?;
+            |hello| {
+                hello.model = trainer.model_desc();
+                hello.codecs = trainer.gradient_codecs();
+            },
+            "a split session",
+        )
+        .await?;
         eprintln!(
             "split: cut {} ({} layers here), {}, codec {}, {} train / {} dev / {} test reviews",
             args.cut,
