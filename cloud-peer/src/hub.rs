@@ -218,6 +218,9 @@ impl<A: CloudApp> Hub<A> {
         // Results of an ended round are still resent to devices that repeat their
         // update, until the next round replaces it.
         let idle = self.round.as_ref().is_none_or(|r| r.coordinator.is_ended());
+        if !idle || self.rounds_over || self.joined.is_empty() {
+            return;
+        }
         let quorum = self.app.quorum();
         let available: Vec<NodeName> = self
             .joined
@@ -225,7 +228,7 @@ impl<A: CloudApp> Hub<A> {
             .filter(|n| self.connections.contains_key(*n))
             .cloned()
             .collect();
-        if idle && !self.rounds_over && available.len() >= quorum.participants.max(1) {
+        if available.len() >= quorum.participants.max(1) {
             let round = self.next_round;
             let Some((task, model)) = self.app.round_task(round) else {
                 self.rounds_over = true;
