@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Cloud, device_endpoint, node, temp_dir};
+use common::{Cloud, device_endpoint, node};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tandem_cloud::{CloudApp, RoundOutcome, RoundQuorum};
@@ -107,7 +107,7 @@ async fn cloud(test: &str, quorum: RoundQuorum, rounds: u64) -> (Cloud, Arc<Mute
         quorum,
         rounds,
     };
-    let cloud = Cloud::start_with(&temp_dir(test), &TransportLimits::default(), app).await;
+    let cloud = Cloud::start_in_temp_dir(test, &TransportLimits::default(), app).await;
     (cloud, log)
 }
 

@@ -73,7 +73,7 @@ async fn cloud(test: &str) -> Cloud {
         seed: 3,
     };
     let app = SplitApp::new(settings).expect("model cached");
-    Cloud::start_with(&temp_dir(test), &TransportLimits::default(), app).await
+    Cloud::start_in_temp_dir(test, &TransportLimits::default(), app).await
 }
 
 fn target(cloud: &Cloud, trainer: &DeviceTrainer) -> LinkTarget {
@@ -271,8 +271,8 @@ async fn nan_loss_stops_the_run_with_its_step_and_keeps_the_checkpoint() {
     // Session step numbers count evaluation batches too: with one dev batch after each
     // training step, training steps are session steps 0, 2, 4...; NaN from session step
     // 4 hits the third training step (index 2), after two good checkpoints.
-    let cloud = Cloud::start_with(
-        &temp_dir("split-nan"),
+    let cloud = Cloud::start_in_temp_dir(
+        "split-nan",
         &TransportLimits::default(),
         DivergingApp { nan_at: 4 },
     )
@@ -287,7 +287,8 @@ async fn nan_loss_stops_the_run_with_its_step_and_keeps_the_checkpoint() {
         test_limit: 0,
         seed: 1,
     };
-    let checkpoint = temp_dir("split-nan-ckpt").join("bottom.safetensors");
+    let checkpoint_dir = temp_dir("split-nan-ckpt");
+    let checkpoint = checkpoint_dir.join("bottom.safetensors");
     let mut saved = Vec::new();
     let result = run::run(
         &mut link,

@@ -16,11 +16,27 @@ use tandem_runtime::transport::{
 use tandem_runtime::wire::NodeName;
 use tokio::sync::oneshot;
 
-/// A fresh directory for one test's certificates.
-pub fn temp_dir(test: &str) -> PathBuf {
+/// A fresh directory for one test's files, removed (with everything in it) when dropped.
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh directory for one test's certificates and files.
+pub fn temp_dir(test: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("tandem-it-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    dir
+    TempDir(dir)
 }
 
 /// A running cloud on an ephemeral loopback port with its own CA.
@@ -30,12 +46,27 @@ pub struct Cloud {
     pub stats: Arc<ServerStats>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    /// The certificate directory, where the cloud made it itself.
+    _dir: Option<TempDir>,
 }
 
 impl Cloud {
     /// A cloud serving the Hello exchange only.
     pub async fn start(dir: &Path) -> Cloud {
         Self::start_with(dir, &TransportLimits::default(), HelloOnly).await
+    }
+
+    /// A cloud with these limits serving `app`, its certificates in a temporary directory
+    /// named after `test` that lives as long as the cloud.
+    pub async fn start_in_temp_dir(
+        test: &str,
+        limits: &TransportLimits,
+        app: impl CloudApp,
+    ) -> Cloud {
+        let dir = temp_dir(test);
+        let mut cloud = Self::start_with(&dir, limits, app).await;
+        cloud._dir = Some(dir);
+        cloud
     }
 
     /// A cloud with these limits serving `app`.
@@ -56,6 +87,7 @@ impl Cloud {
             stats,
             stop: Some(stop),
             task,
+            _dir: None,
         }
     }
 
