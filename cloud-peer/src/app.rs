@@ -1,8 +1,7 @@
 //! What the cloud computes: the application the session hub calls.
 
-use tandem_runtime::wire::{
-    Activations, Capabilities, CutGradient, Hello, NodeName, RoundTask, Update,
-};
+use tandem_runtime::session::fl::Assignment;
+use tandem_runtime::wire::{Activations, Capabilities, CutGradient, Hello, NodeName, Update};
 
 /// How a federated round ended.
 #[derive(Debug)]
@@ -80,9 +79,11 @@ pub trait CloudApp: Send + 'static {
         available.to_vec()
     }
 
-    /// The task and encoded model of round `round` (numbered from 1), or `None` when
-    /// there are no more rounds.
-    fn round_task(&mut self, round: u64) -> Option<(RoundTask, Vec<u8>)>;
+    /// The tasks of round `round` (numbered from 1) for `participants` (what
+    /// [`CloudApp::participants`] chose), one per participant, all with the same round
+    /// number and deadline; `None` when there are no more rounds.
+    /// [`Assignment::same_for_all`] serves an app that sends everyone the same model.
+    fn round_tasks(&mut self, round: u64, participants: &[NodeName]) -> Option<Vec<Assignment>>;
 
     /// A round ended.
     fn round_ended(&mut self, outcome: RoundOutcome);
@@ -97,7 +98,7 @@ impl CloudApp for HelloOnly {
         Capabilities::NONE
     }
 
-    fn round_task(&mut self, _round: u64) -> Option<(RoundTask, Vec<u8>)> {
+    fn round_tasks(&mut self, _round: u64, _participants: &[NodeName]) -> Option<Vec<Assignment>> {
         None
     }
 

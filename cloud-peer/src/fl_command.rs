@@ -195,6 +195,10 @@ pub struct FlServeArgs {
     /// Update codec (as for simulate).
     #[arg(long = "codec", default_value = "identity")]
     update_codec: String,
+    /// Model codec down to the devices: identity (the full model each round), or f16 or
+    /// int8 (a delta against the model each device acknowledged last).
+    #[arg(long, default_value = "identity")]
+    downlink: String,
     /// Local epochs per round.
     #[arg(long, default_value_t = 1)]
     local_epochs: u16,
@@ -224,6 +228,10 @@ pub fn fl_app(
 ) -> Result<tandem_cloud::fl::app::FlApp<Fmnist>> {
     use tandem_cloud::fl::app::{FlApp, FlSettings};
     let codec = tandem_runtime::fl::update_codec(&args.update_codec).map_err(anyhow::Error::msg)?;
+    let downlink = tandem_runtime::fl::update_codec(&args.downlink)
+        .map_err(anyhow::Error::msg)
+        .and_then(|c| Ok(tandem_runtime::fl::downlink::model_codec(c)?))
+        .with_context(|| format!("--downlink {}", args.downlink))?;
     if args.clients_per_round == 0 || args.clients_per_round > 10_000 {
         bail!(
             "--clients-per-round {}: expected 1..=10000",
@@ -262,6 +270,7 @@ pub fn fl_app(
         deadline: std::time::Duration::from_secs(args.deadline_secs.clamp(1, 86_400)),
         local,
         codec,
+        downlink,
         strategy: args.strategy,
         bound: args.clip,
         seed,

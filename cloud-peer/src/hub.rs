@@ -43,18 +43,13 @@ pub(crate) enum Outbound {
     Refuse,
 }
 
-struct ActiveRound {
-    coordinator: RoundCoordinator,
-    task: Envelope,
-}
-
 struct Hub<A> {
     app: A,
     served: Capabilities,
     connections: HashMap<NodeName, (u64, UnboundedSender<Outbound>)>,
     split: HashMap<NodeName, SplitCloud>,
     joined: BTreeMap<NodeName, u64>,
-    round: Option<ActiveRound>,
+    round: Option<RoundCoordinator>,
     next_round: u64,
     rounds_over: bool,
 }
@@ -76,7 +71,7 @@ pub(crate) fn run<A: CloudApp>(app: A, inputs: Receiver<HubInput>) {
         let timeout = hub
             .round
             .as_ref()
-            .and_then(|r| r.coordinator.poll_timeout())
+            .and_then(|r| r.poll_timeout())
             .map(|at| at.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
         match inputs.recv_timeout(timeout) {
@@ -99,11 +94,8 @@ impl<A: CloudApp> Hub<A> {
         match input {
             HubInput::Connected { node, id, outbox } => {
                 // A participant that reconnects before reporting may have lost its task.
-                if let Some(round) = &self.round
-                    && !round.coordinator.is_ended()
-                    && round.coordinator.awaits(&node)
-                {
-                    let _ = outbox.send(Outbound::Send(round.task.clone()));
+                if let Some(task) = self.round.as_ref().and_then(|r| r.task_for(&node)) {
+                    let _ = outbox.send(Outbound::Send(task.clone()));
                 }
                 self.connections.insert(node, (id, outbox));
             }
@@ -140,7 +132,7 @@ impl<A: CloudApp> Hub<A> {
                 }
                 Envelope::Update(..) if self.served.contains(Capabilities::FL) => {
                     match &mut self.round {
-                        Some(round) => round.coordinator.handle_message(now, &node, envelope),
+                        Some(round) => round.handle_message(now, &node, envelope),
                         None => warn!(%node, "update outside any round ignored"),
                     }
                 }
@@ -184,10 +176,10 @@ impl<A: CloudApp> Hub<A> {
 
     fn poll_round(&mut self, now: Instant) {
         if let Some(round) = &mut self.round {
-            round.coordinator.handle_timeout(now);
+            round.handle_timeout(now);
             // The app commits an ended round before any device hears its result: a
             // device told "committed" can rely on the cloud having it.
-            while let Some(event) = round.coordinator.poll_event() {
+            while let Some(event) = round.poll_event() {
                 let outcome = match event {
                     CoordinatorEvent::Committed { round, mut updates } => {
                         info!(round, updates = updates.len(), "round committed");
@@ -211,13 +203,13 @@ impl<A: CloudApp> Hub<A> {
                 };
                 self.app.round_ended(outcome);
             }
-            while let Some(out) = round.coordinator.poll_transmit() {
+            while let Some(out) = round.poll_transmit() {
                 send(&self.connections, &out.to, out.envelope);
             }
         }
         // Results of an ended round are still resent to devices that repeat their
         // update, until the next round replaces it.
-        let idle = self.round.as_ref().is_none_or(|r| r.coordinator.is_ended());
+        let idle = self.round.as_ref().is_none_or(|r| r.is_ended());
         if !idle || self.rounds_over || self.joined.is_empty() {
             return;
         }
@@ -230,25 +222,30 @@ impl<A: CloudApp> Hub<A> {
             .collect();
         if available.len() >= quorum.participants.max(1) {
             let round = self.next_round;
-            let Some((task, model)) = self.app.round_task(round) else {
+            let participants = self.app.participants(&available);
+            let Some(assignments) = self.app.round_tasks(round, &participants) else {
                 self.rounds_over = true;
                 info!("no more rounds");
                 return;
             };
+            let Some(first) = assignments.first() else {
+                warn!(round, "the application assigned the round to no device");
+                return;
+            };
+            let (number, deadline_ms) = (first.task.round, first.task.deadline_ms);
             self.next_round += 1;
-            let participants = self.app.participants(&available);
             info!(
-                round = task.round,
-                participants = participants.len(),
+                round = number,
+                participants = assignments.len(),
                 "round started"
             );
-            let envelope = Envelope::RoundTask(task.clone(), model.clone());
-            let coordinator =
-                RoundCoordinator::start(now, task, model, participants, quorum.min_updates);
-            self.round = Some(ActiveRound {
-                coordinator,
-                task: envelope,
-            });
+            self.round = Some(RoundCoordinator::start_each(
+                now,
+                number,
+                deadline_ms,
+                assignments,
+                quorum.min_updates,
+            ));
             // Route the new round's tasks now.
             self.poll_round(now);
         }

@@ -9,7 +9,8 @@ use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::model::minilm::{MiniLm, ModelError};
 use tandem_runtime::model::split::LrSchedule;
 use tandem_runtime::model::split::cloud::{Admission, CloudTrainer};
-use tandem_runtime::wire::{Activations, Capabilities, CutGradient, Hello, NodeName, RoundTask};
+use tandem_runtime::session::fl::Assignment;
+use tandem_runtime::wire::{Activations, Capabilities, CutGradient, Hello, NodeName};
 use tracing::info;
 
 /// How the cloud trains the tops.
@@ -115,7 +116,7 @@ impl CloudApp for SplitApp {
         reply
     }
 
-    fn round_task(&mut self, _round: u64) -> Option<(RoundTask, Vec<u8>)> {
+    fn round_tasks(&mut self, _round: u64, _participants: &[NodeName]) -> Option<Vec<Assignment>> {
         None
     }
 

@@ -25,6 +25,7 @@ fn update(len: usize) -> Update {
         round: 1,
         node: NodeName::try_from("bench-device").expect("short name"),
         num_examples: 1,
+        train_loss: 0.0,
         codec: CodecDesc::Identity,
         payload_len: len as u64,
     }

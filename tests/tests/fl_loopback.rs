@@ -2,7 +2,8 @@
 //! on their slices of Fashion-MNIST for three rounds against `FlApp`; the global model's
 //! test accuracy rises, and a cloud restarted on the state directory continues after the
 //! last committed round. A device restarted from its checkpoint resends the round it had
-//! trained and continues exactly as one that was never killed.
+//! trained and continues exactly as one that was never killed, its model view included
+//! (the base of the next int8 downlink delta).
 #![cfg(feature = "model")]
 
 mod common;
@@ -12,10 +13,10 @@ use std::time::Duration;
 use tandem_cloud::fl::app::{FlApp, FlSettings};
 use tandem_cloud::fl::strategy::StrategyKind;
 use tandem_runtime::data::fashion_mnist::Images;
-use tandem_runtime::fl::client::FlClient;
+use tandem_runtime::fl::client::{ClientError, FlClient};
+use tandem_runtime::fl::downlink::{self, DownlinkError, ModelView};
 use tandem_runtime::fl::fmnist::Fmnist;
 use tandem_runtime::fl::task::{LocalConfig, Task};
-use tandem_runtime::fl::update::UpdateEncoder;
 use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::session::fl::RoundClient;
 use tandem_runtime::transport::link::{DeviceLink, LinkTarget, ReconnectPolicy};
@@ -39,6 +40,7 @@ fn settings(state_dir: &std::path::Path, rounds: u64) -> FlSettings {
             proximal_mu: 0.0,
         },
         codec: CodecDesc::Int8 { block: 64 },
+        downlink: CodecDesc::Int8 { block: 0 },
         strategy: StrategyKind::FedAvg,
         bound: None,
         seed: 11,
@@ -148,16 +150,16 @@ async fn three_devices_three_rounds_accuracy_rises_and_a_restart_resumes() {
     assert_eq!(again.round(), ROUNDS);
 }
 
-/// Round `round`'s task carrying `global` as a full identity-coded model, top-1% updates.
+/// Round `round`'s task carrying `global` to a device holding `base` (int8: the full
+/// model, or a delta against `base`), top-1% updates; and the view the device will have.
 fn round_task(
     round: u64,
     global: &[f32],
+    base: Option<&ModelView>,
     layout: &tandem_runtime::fl::Layout,
-) -> (RoundTask, Vec<u8>) {
-    let model = UpdateEncoder::new(layout.clone(), CodecDesc::Identity)
-        .unwrap()
-        .encode(global)
-        .unwrap();
+    model_codec: CodecDesc,
+) -> (RoundTask, Vec<u8>, ModelView) {
+    let sent = downlink::send(layout, model_codec, global, base, round).unwrap();
     let task = RoundTask {
         round,
         deadline_ms: 60_000,
@@ -167,11 +169,12 @@ fn round_task(
             lr: 0.05,
             proximal_mu: 0.0,
         },
-        model: ModelPayload::Full,
-        codec: CodecDesc::TopK { ratio_ppm: 10_000 },
-        payload_len: model.len() as u64,
+        model: sent.payload,
+        model_codec,
+        update_codec: CodecDesc::TopK { ratio_ppm: 10_000 },
+        payload_len: sent.bytes.len() as u64,
     };
-    (task, model)
+    (task, sent.bytes, sent.view)
 }
 
 #[test]
@@ -182,9 +185,16 @@ fn a_restarted_device_resends_its_round_and_continues_as_if_never_killed() {
     let dir = temp_dir("fl-device-restart");
     let task = || Fmnist::new(ComputeBackend::Flex);
     let layout = task().layout().clone();
-    let global = task().initial_weights(3);
-    let (r1, m1) = round_task(1, &global, &layout);
-    let (r2, m2) = round_task(2, &global, &layout);
+    let int8 = CodecDesc::Int8 { block: 0 };
+    let global_1 = task().initial_weights(3);
+    let (r1, m1, view_1) = round_task(1, &global_1, None, &layout, int8);
+    // Round 2's model moved on, and travels as a delta against round 1's.
+    let global_2: Vec<f32> = global_1.iter().map(|w| w * 0.99 + 1e-3).collect();
+    let (r2, m2, view_2) = round_task(2, &global_2, Some(&view_1), &layout, int8);
+    assert!(matches!(
+        r2.model,
+        ModelPayload::Delta { base_round: 1, .. }
+    ));
     let client = |name: &str, checkpoint: &str| {
         FlClient::new(task(), slices[0].clone(), node(name), 1)
             .with_checkpoint(dir.join(checkpoint))
@@ -210,9 +220,28 @@ fn a_restarted_device_resends_its_round_and_continues_as_if_never_killed() {
     // trained from a fresh codec state (here the same model, so the same update).
     assert_eq!(second_life.train(&r1, &m1).unwrap(), steady_1);
 
-    // Without the residuals, round 2's update would differ: the check above can fail.
+    // Without the checkpointed model, round 2's delta cannot be used.
     let mut amnesiac = FlClient::new(task(), slices[0].clone(), node("dev-a"), 1);
-    assert_ne!(amnesiac.train(&r2, &m2).unwrap().payload, steady_2.payload);
+    let err = amnesiac
+        .train(&r2, &m2)
+        .expect_err("a delta without its base");
+    assert!(
+        matches!(
+            err,
+            ClientError::Model(DownlinkError::MissingBase {
+                base_round: 1,
+                held: None
+            })
+        ),
+        "{err}"
+    );
+    // Given round 2's model in full, its update still differs without the top-k
+    // residuals: the bit-for-bit check above can fail.
+    let (r2_full, m2_full, _) = round_task(2, &view_2.weights, None, &layout, CodecDesc::Identity);
+    assert_ne!(
+        amnesiac.train(&r2_full, &m2_full).unwrap().payload,
+        steady_2.payload
+    );
 
     // Another device's checkpoint is refused with its reason.
     let err = FlClient::new(task(), slices[0].clone(), node("dev-b"), 1)

@@ -33,7 +33,6 @@ async fn hello_round_trip_over_loopback() {
     }
     endpoint.wait_idle().await;
     cloud.shutdown().await;
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[tokio::test]
@@ -49,7 +48,6 @@ async fn foreign_cloud_certificate_is_refused_by_the_device() {
         .expect_err("a cloud certificate from another CA must be refused");
     assert!(matches!(err, TransportError::Connection(_)), "{err:?}");
     cloud.shutdown().await;
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Asserts the cloud refuses `endpoint`'s device: in the TLS handshake (bad or missing
@@ -113,7 +111,6 @@ async fn devices_without_a_valid_allowlisted_certificate_are_refused() {
         .await
         .expect("served");
     cloud.shutdown().await;
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[tokio::test]
@@ -140,7 +137,6 @@ async fn device_without_a_client_certificate_is_refused() {
     .unwrap();
     assert_refused(&cloud, &endpoint, "pi", false).await;
     cloud.shutdown().await;
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[tokio::test]
@@ -153,7 +149,6 @@ async fn wrong_server_name_is_refused() {
         .expect_err("the certificate is not for evil.example");
     assert!(matches!(err, TransportError::Connection(_)), "{err:?}");
     cloud.shutdown().await;
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Opens a connection and sends raw bytes as the first stream; returns what reading the
@@ -194,7 +189,6 @@ async fn no_common_version_is_a_typed_close() {
         "{err:?}"
     );
     cloud.shutdown().await;
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[tokio::test]
@@ -226,7 +220,6 @@ async fn garbage_first_frame_is_a_protocol_violation_and_others_keep_working() {
         .await
         .expect("a well-behaved device is still served");
     cloud.shutdown().await;
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[tokio::test]
@@ -253,5 +246,4 @@ async fn silent_device_is_closed_after_the_hello_timeout() {
         "{err:?}"
     );
     cloud.shutdown().await;
-    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tandem_cloud::{CloudApp, RoundOutcome, RoundQuorum};
 use tandem_runtime::session::Envelope;
 use tandem_runtime::session::check::probe_activations;
-use tandem_runtime::session::fl::RoundClient;
+use tandem_runtime::session::fl::{Assignment, RoundClient};
 use tandem_runtime::session::split::{SplitConfig, SplitDevice};
 use tandem_runtime::transport::link::{DeviceLink, LinkTarget, ReconnectPolicy};
 use tandem_runtime::transport::{self, TransportLimits};
@@ -66,7 +66,7 @@ impl CloudApp for TestApp {
         self.quorum
     }
 
-    fn round_task(&mut self, round: u64) -> Option<(RoundTask, Vec<u8>)> {
+    fn round_tasks(&mut self, round: u64, participants: &[NodeName]) -> Option<Vec<Assignment>> {
         (round <= self.rounds).then(|| {
             let model = vec![round as u8; 1000];
             let task = RoundTask {
@@ -79,10 +79,11 @@ impl CloudApp for TestApp {
                     proximal_mu: 0.0,
                 },
                 model: ModelPayload::Full,
-                codec: CodecDesc::Identity,
+                model_codec: CodecDesc::Identity,
+                update_codec: CodecDesc::Identity,
                 payload_len: model.len() as u64,
             };
-            (task, model)
+            Assignment::same_for_all(&task, &model, participants)
         })
     }
 
@@ -266,6 +267,7 @@ fn update(round: u64, name: &str) -> (Update, Vec<u8>) {
         round,
         node: node(name),
         num_examples: 10,
+        train_loss: 0.0,
         codec: CodecDesc::Identity,
         payload_len: tensor.len() as u64,
     };

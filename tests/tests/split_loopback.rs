@@ -18,7 +18,7 @@ use tandem_runtime::model::split::run::{self, RunConfig};
 use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
 use tandem_runtime::transport::link::{DeviceLink, LinkError, LinkTarget, ReconnectPolicy};
 use tandem_runtime::transport::{TransportError, TransportLimits};
-use tandem_runtime::wire::Capabilities;
+use tandem_runtime::wire::{Capabilities, NodeName};
 
 const STEPS: u64 = 12;
 
@@ -256,7 +256,11 @@ impl tandem_cloud::CloudApp for DivergingApp {
         Ok((gradient, tensor))
     }
 
-    fn round_task(&mut self, _round: u64) -> Option<(tandem_runtime::wire::RoundTask, Vec<u8>)> {
+    fn round_tasks(
+        &mut self,
+        _round: u64,
+        _participants: &[NodeName],
+    ) -> Option<Vec<tandem_runtime::session::fl::Assignment>> {
         None
     }
 

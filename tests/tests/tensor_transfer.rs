@@ -37,6 +37,7 @@ fn update(len: u64) -> Update {
         round: 4,
         node: NodeName::try_from("pi").unwrap(),
         num_examples: 10,
+        train_loss: 0.0,
         codec: CodecDesc::Identity,
         payload_len: len,
     }

@@ -19,6 +19,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("lowrank-mca") => return crate::mca::lowrank_mca(),
         Some("split") => return crate::split::bench(&args[1..]),
         Some("fl") => return crate::fl::bench(&args[1..]),
+        Some("fl-quic") => return crate::fl::quic_bench(&args[1..]),
         _ => {}
     }
     let mut names: Vec<&str> = BENCHES.iter().map(|b| b.0).collect();
@@ -29,6 +30,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "lowrank-mca",
         "split",
         "fl",
+        "fl-quic",
     ]);
     let Some(name) = args.first() else {
         bail!(

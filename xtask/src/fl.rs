@@ -15,102 +15,218 @@ const DEVICES: usize = 4;
 /// The demo's settings, also printed for the user.
 const DEMO_ROUNDS: &str = "20";
 const DEMO_CODEC: &str = "topk:ratio=0.01";
+/// The demo's model codec down: int8 deltas against what each device acknowledged.
+const DEMO_DOWNLINK: &str = "int8";
 
 /// `cargo xtask demo fl [tandem-cloud serve flags]`, e.g. `--rounds 5`. Every device takes
 /// part in every round, so `--clients-per-round` stays 4.
 pub fn demo(extra: &[String]) -> Result<()> {
     let bin = build_and_issue("release")?;
-    for i in 0..DEVICES {
-        let node = device_name(i);
-        let cert = util::cache_dir()
-            .join("pki/devices")
-            .join(format!("{node}-cert.pem"));
-        if !cert.exists() {
-            util::run(
-                Command::new(bin.join("tandem-cloud")).args(["ca", "issue", "--node", &node]),
-            )?;
-        }
-    }
-    let state = std::env::current_dir()?.join("tandem-fl-state");
-    // A demo starts afresh (the devices' checkpoints live in the same directory); a real
-    // run resumes from its --state.
-    if state.exists() {
-        std::fs::remove_dir_all(&state)
-            .with_context(|| format!("cannot clear {}", state.display()))?;
-    }
-    let state_arg = state.to_string_lossy().into_owned();
     // `--rounds` in `extra` replaces the demo's; the devices stop after that many.
     let rounds = util::flag(extra, "--rounds").unwrap_or(DEMO_ROUNDS);
-    let mut args = vec![
-        "--app",
-        "fl",
-        "--task",
-        "fmnist",
-        "--rounds",
-        rounds,
-        "--clients-per-round",
-        "4",
+    let mut serve = vec![
         "--strategy",
         "fedavg",
         "--codec",
         DEMO_CODEC,
+        "--downlink",
+        DEMO_DOWNLINK,
         "--local-lr",
         "0.05",
-        "--state",
-        &state_arg,
     ];
-    args.extend(util::without_flag(extra, "--rounds"));
+    serve.extend(util::without_flag(extra, "--rounds"));
     eprintln!(
-        "fl demo: {DEVICES} devices (Fashion-MNIST, shards:2 of 4 clients), {rounds} rounds, fedavg, {DEMO_CODEC}"
+        "fl demo: {DEVICES} devices (Fashion-MNIST, shards:2 of 4 clients), {rounds} rounds, fedavg, {DEMO_CODEC} up, {DEMO_DOWNLINK} deltas down"
     );
-    let mut cloud = CloudProcess::start(&bin, &args)?;
-    let mut devices: Vec<Child> = Vec::new();
-    std::fs::create_dir_all(&state)?;
-    for i in 0..DEVICES {
-        // Each device's own lines go to its log: the cloud reports the rounds.
-        let log = std::fs::File::create(state.join(format!("{}.log", device_name(i))))?;
-        let spawned = Command::new(bin.join("tandem"))
-            .args(["fl", "--cloud", &cloud.addr, "--node", &device_name(i)])
-            .args([
-                "--client",
-                &format!("{i}/{DEVICES}"),
-                "--partition",
-                "shards:2",
-            ])
-            .args(["--rounds", rounds])
-            .arg("--checkpoint")
-            .arg(state.join(format!("{}.checkpoint", device_name(i))))
-            .stderr(log)
-            .spawn()
-            .context("cannot start tandem fl");
-        match spawned {
-            Ok(child) => devices.push(child),
-            Err(err) => {
-                stop_all(&mut devices);
-                cloud.stop();
-                return Err(err);
-            }
-        }
-    }
-    let mut failed = 0;
-    for device in &mut devices {
-        if !device.wait().is_ok_and(|s| s.success()) {
-            failed += 1;
-        }
-    }
-    cloud.stop();
-    if failed > 0 {
-        bail!(
-            "{failed} of {DEVICES} devices failed; their logs: {}/fl-device-*.log",
-            state.display()
-        );
-    }
+    let state = std::env::current_dir()?.join("tandem-fl-state");
+    let run = Loopback {
+        devices: DEVICES,
+        clients: DEVICES,
+        partition: "shards:2",
+        rounds,
+        serve: &serve,
+        state: &state,
+    };
+    run.run(&bin)?;
     println!(
         "metrics: {}, plot: {}",
         state.join("metrics.json").display(),
         state.join("accuracy.png").display()
     );
     Ok(())
+}
+
+/// A federated run on loopback: tandem-cloud and `devices` `tandem fl` processes with
+/// mutual TLS, every device in every round.
+struct Loopback<'a> {
+    devices: usize,
+    /// Device `i` holds client slice `i/clients` of the cached Fashion-MNIST.
+    clients: usize,
+    partition: &'a str,
+    rounds: &'a str,
+    /// Flags for `tandem-cloud serve --app fl` beyond the task, rounds, round size and state.
+    serve: &'a [&'a str],
+    /// Cleared first (a run starts afresh); the cloud's state and the device logs and
+    /// checkpoints go there.
+    state: &'a Path,
+}
+
+impl Loopback<'_> {
+    fn run(&self, bin: &Path) -> Result<()> {
+        for i in 0..self.devices {
+            let node = device_name(i);
+            let cert = util::cache_dir()
+                .join("pki/devices")
+                .join(format!("{node}-cert.pem"));
+            if !cert.exists() {
+                util::run(
+                    Command::new(bin.join("tandem-cloud")).args(["ca", "issue", "--node", &node]),
+                )?;
+            }
+        }
+        let state = self.state;
+        if state.exists() {
+            std::fs::remove_dir_all(state)
+                .with_context(|| format!("cannot clear {}", state.display()))?;
+        }
+        let state_arg = state.to_string_lossy().into_owned();
+        let per_round = self.devices.to_string();
+        let mut args = vec![
+            "--app",
+            "fl",
+            "--task",
+            "fmnist",
+            "--rounds",
+            self.rounds,
+            "--clients-per-round",
+            &per_round,
+            "--state",
+            &state_arg,
+        ];
+        args.extend(self.serve);
+        let mut cloud = CloudProcess::start(bin, &args)?;
+        let mut devices: Vec<Child> = Vec::new();
+        std::fs::create_dir_all(state)?;
+        for i in 0..self.devices {
+            // Each device's own lines go to its log: the cloud reports the rounds.
+            let log = std::fs::File::create(state.join(format!("{}.log", device_name(i))))?;
+            let spawned = Command::new(bin.join("tandem"))
+                .args(["fl", "--cloud", &cloud.addr, "--node", &device_name(i)])
+                .args([
+                    "--client",
+                    &format!("{i}/{}", self.clients),
+                    "--partition",
+                    self.partition,
+                ])
+                .args(["--rounds", self.rounds])
+                .arg("--checkpoint")
+                .arg(state.join(format!("{}.checkpoint", device_name(i))))
+                .stderr(log)
+                .spawn()
+                .context("cannot start tandem fl");
+            match spawned {
+                Ok(child) => devices.push(child),
+                Err(err) => {
+                    stop_all(&mut devices);
+                    cloud.stop();
+                    return Err(err);
+                }
+            }
+        }
+        let mut failed = 0;
+        for device in &mut devices {
+            if !device.wait().is_ok_and(|s| s.success()) {
+                failed += 1;
+            }
+        }
+        cloud.stop();
+        if failed > 0 {
+            bail!(
+                "{failed} of {} devices failed; their logs: {}/fl-device-*.log",
+                self.devices,
+                state.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `cargo xtask bench fl-quic [--devices N] [--rounds R]`: N (default 8) `tandem fl`
+/// processes and tandem-cloud on loopback QUIC with mutual TLS, R rounds (default 20) of
+/// FedAvg over 600 images each, identity codec both ways. A round's overhead is its wall
+/// time on the cloud (from encoding the tasks to the commit, before validation,
+/// aggregation and evaluation) minus the slowest device's `train` call (decoding the
+/// model, local training, encoding the update) in it: the wire both ways, the session
+/// machines, and the wait for the slowest device's update to arrive. Last line:
+/// `fl_quic_round_overhead_ms: p50 X p99 Y`.
+pub fn quic_bench(args: &[String]) -> Result<()> {
+    let devices: usize = util::flag(args, "--devices")
+        .unwrap_or("8")
+        .parse()
+        .context("--devices")?;
+    let rounds = util::flag(args, "--rounds").unwrap_or("20");
+    if !(1..=64).contains(&devices) {
+        bail!("--devices {devices}: expected 1..=64");
+    }
+    let bin = build_and_issue("release")?;
+    let state = util::target_dir().join("bench-fl-quic");
+    let serve = ["--strategy", "fedavg", "--local-lr", "0.05"];
+    Loopback {
+        devices,
+        clients: 100,
+        partition: "iid",
+        rounds,
+        serve: &serve,
+        state: &state,
+    }
+    .run(&bin)?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("metrics.json"))?)?;
+    let walls: Vec<(u64, f64)> = json["rounds"]
+        .as_array()
+        .context("metrics without rounds")?
+        .iter()
+        .filter_map(|r| Some((r["round"].as_u64()?, r["seconds"].as_f64()?)))
+        .collect();
+    let mut slowest = std::collections::HashMap::<u64, f64>::new();
+    for i in 0..devices {
+        let log = std::fs::read_to_string(state.join(format!("{}.log", device_name(i))))?;
+        for (round, seconds) in log.lines().filter_map(training_seconds) {
+            let entry = slowest.entry(round).or_default();
+            *entry = entry.max(seconds);
+        }
+    }
+    println!("| round | wall (s) | slowest device's training (s) | overhead (ms) |");
+    println!("|---|---|---|---|");
+    let mut overheads = Vec::new();
+    for (round, wall) in walls {
+        let Some(&train) = slowest.get(&round) else {
+            continue;
+        };
+        let overhead = (wall - train) * 1e3;
+        println!("| {round} | {wall:.3} | {train:.3} | {overhead:.1} |");
+        overheads.push(overhead);
+    }
+    if overheads.is_empty() {
+        bail!("no round with both a wall time and device training times");
+    }
+    overheads.sort_by(f64::total_cmp);
+    let at = |q: f64| overheads[((overheads.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "fl_quic_round_overhead_ms: p50 {:.1} p99 {:.1} ({devices} devices, {} rounds)",
+        at(0.5),
+        at(0.99),
+        overheads.len()
+    );
+    Ok(())
+}
+
+/// (round, seconds) of a device log's "round R: trained S steps in T s, ..." line.
+fn training_seconds(line: &str) -> Option<(u64, f64)> {
+    let rest = line.strip_prefix("round ")?;
+    let (round, rest) = rest.split_once(": trained ")?;
+    let seconds = rest.split_once(" steps in ")?.1.split_once(" s")?.0;
+    Some((round.parse().ok()?, seconds.parse().ok()?))
 }
 
 fn device_name(i: usize) -> String {
@@ -304,4 +420,17 @@ fn simulate(bin: &Path, config: &Config, rounds: u64, metrics: &Path) -> Result<
         seconds: records.iter().filter_map(|r| r["seconds"].as_f64()).sum(),
         peak_rss_mib: peak_rss_kib / 1024.0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_training_seconds_of_a_device_line() {
+        let line = "round 12: trained 19 steps in 0.842 s, loss 0.512, sending 1234 bytes";
+        assert_eq!(super::training_seconds(line), Some((12, 0.842)));
+        assert_eq!(
+            super::training_seconds("round 3: committed (4 accepted, 0 refused)"),
+            None
+        );
+    }
 }

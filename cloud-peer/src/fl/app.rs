@@ -1,26 +1,32 @@
 //! `tandem-cloud serve --app fl`: federated rounds for devices over QUIC.
 //!
-//! Each round samples `per_round` of the joined, connected devices (seeded by the round),
-//! sends them the global model with the round's settings, and when the round commits
+//! Each round samples `per_round` of the joined, connected devices (seeded by the round;
+//! a device that missed its last round's deadline sits out 1, 2, 4.. up to 16 rounds
+//! unless it is needed to fill the round), sends each the global model with the round's
+//! settings (whole, or with a lossy `--downlink` codec as a delta from the model the
+//! device acknowledged last, see [`tandem_runtime::fl::downlink`]), and when the round
+//! commits
 //! validates every update (decode against the model's layout, finite values, plausible
 //! example count, norm bound), aggregates the valid ones with the strategy, evaluates the
 //! new global on the test set (which never leaves the cloud), and commits the state to
 //! `--state DIR` before the next round starts. A cloud restarted on that directory
 //! continues with the next round.
 
-use super::record::{RoundRecord, identity_update_bytes, plot_png, summary};
+use super::record::{
+    RoundRecord, downlink_summary, identity_task_bytes, identity_update_bytes, plot_png, summary,
+};
 use super::state::{RunState, StateError};
 use super::strategy::{ClientUpdate, Strategy, StrategyKind};
 use super::validate::{NormBound, validate};
 use crate::app::{CloudApp, RoundOutcome, RoundQuorum};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use tandem_runtime::fl::downlink::{self, ModelView};
 use tandem_runtime::fl::task::{LocalConfig, Task};
-use tandem_runtime::fl::update::UpdateEncoder;
 use tandem_runtime::rng::SplitMix64;
-use tandem_runtime::wire::{
-    Capabilities, CodecDesc, Hello, ModelPayload, NodeName, RoundTask, wire_bytes,
-};
+use tandem_runtime::session::fl::Assignment;
+use tandem_runtime::wire::{Capabilities, CodecDesc, Hello, NodeName, RoundTask, wire_bytes};
 use tracing::{info, warn};
 
 /// The settings of a federated run.
@@ -38,6 +44,9 @@ pub struct FlSettings {
     pub local: LocalConfig,
     /// Update codec.
     pub codec: CodecDesc,
+    /// Model codec (identity, f16 or int8); a lossy one sends deltas against the model
+    /// each device last acknowledged.
+    pub downlink: CodecDesc,
     /// Aggregation.
     pub strategy: StrategyKind,
     /// Update norm bound.
@@ -56,7 +65,27 @@ pub struct FlApp<T: Task> {
     state: RunState,
     strategy: Strategy,
     records: Vec<RoundRecord>,
-    started: Option<(u64, Instant, usize)>,
+    /// The round in flight.
+    started: Option<Started>,
+    /// The view each device acknowledged last (a lossy downlink codec only).
+    views: HashMap<NodeName, ModelView>,
+    /// Devices that missed a deadline: (rounds missed in a row, the round they sit out to).
+    misses: HashMap<NodeName, (u32, u64)>,
+}
+
+/// The round in flight.
+struct Started {
+    round: u64,
+    at: Instant,
+    downlink_bytes: u64,
+    participants: Vec<NodeName>,
+    /// Each participant's view once it has decoded its task (lossy downlink only).
+    sent: HashMap<NodeName, ModelView>,
+}
+
+/// Rounds a device sits out after its `misses`-th missed deadline in a row.
+fn backoff(misses: u32) -> u64 {
+    1 << misses.saturating_sub(1).min(4)
 }
 
 impl<T: Task + 'static> FlApp<T>
@@ -97,6 +126,8 @@ where
             strategy,
             records,
             started: None,
+            views: HashMap::new(),
+            misses: HashMap::new(),
         })
     }
 
@@ -116,11 +147,15 @@ where
         if let Some(record) = record {
             println!("{}", record.line(self.settings.rounds));
             self.records.push(record);
-            if self.state.round == self.settings.rounds
-                && let Some(line) =
-                    summary(&self.records, identity_update_bytes(self.task.layout()))
-            {
-                println!("{line}");
+            if self.state.round == self.settings.rounds {
+                let layout = self.task.layout();
+                let lines = [
+                    summary(&self.records, identity_update_bytes(layout)),
+                    downlink_summary(&self.records, identity_task_bytes(layout)),
+                ];
+                for line in lines.into_iter().flatten() {
+                    println!("{line}");
+                }
             }
             let json = serde_json::json!({ "task": self.task.name(), "rounds": self.records });
             let files = [
@@ -135,6 +170,32 @@ where
                 if let Err(err) = tandem_runtime::paths::write_atomic(&path, &bytes, 0o644) {
                     warn!("{}: {err}", path.display());
                 }
+            }
+        }
+    }
+
+    /// Views and misses after `started`'s round, in which the updates of `delivered`
+    /// arrived (`None`: the round aborted, who delivered is unknown). A device whose
+    /// update arrived holds the view sent to it; any other participant gets the full
+    /// model next time, and one that missed a committed round's deadline sits out.
+    fn settle(&mut self, started: Started, delivered: Option<&[&NodeName]>) {
+        let arrived = |node: &NodeName| delivered.is_some_and(|d| d.contains(&node));
+        for (node, view) in started.sent {
+            self.views.remove(&node);
+            if arrived(&node) {
+                self.views.insert(node, view);
+            }
+        }
+        if delivered.is_none() {
+            return;
+        }
+        for node in started.participants {
+            if arrived(&node) {
+                self.misses.remove(&node);
+            } else {
+                let entry = self.misses.entry(node).or_insert((0, 0));
+                entry.0 += 1;
+                entry.1 = started.round + backoff(entry.0);
             }
         }
     }
@@ -195,39 +256,75 @@ where
     }
 
     fn participants(&mut self, available: &[NodeName]) -> Vec<NodeName> {
-        let mut pool = available.to_vec();
-        let mut rng = SplitMix64::derive(self.settings.seed, self.state.round + 1);
-        rng.shuffle(&mut pool);
+        let next = self.state.round + 1;
+        let (mut live, mut resting): (Vec<NodeName>, Vec<NodeName>) = available
+            .iter()
+            .cloned()
+            .partition(|node| self.misses.get(node).is_none_or(|&(_, until)| until < next));
+        let mut rng = SplitMix64::derive(self.settings.seed, next);
+        rng.shuffle(&mut live);
+        rng.shuffle(&mut resting);
+        // Devices sitting out fill the round only where the live ones are too few.
+        let mut pool = live;
+        pool.extend(resting);
         pool.truncate(self.settings.per_round);
         pool.sort();
         pool
     }
 
-    fn round_task(&mut self, _hub_round: u64) -> Option<(RoundTask, Vec<u8>)> {
+    fn round_tasks(
+        &mut self,
+        _hub_round: u64,
+        participants: &[NodeName],
+    ) -> Option<Vec<Assignment>> {
         if self.state.round >= self.settings.rounds {
             return None;
         }
         let round = self.state.round + 1;
-        let model = UpdateEncoder::new(self.task.layout().clone(), CodecDesc::Identity)
-            .and_then(|mut e| e.encode(&self.state.global));
-        let model = match model {
-            Ok(model) => model,
-            Err(err) => {
-                warn!("cannot encode the global model: {err}");
-                return None;
-            }
-        };
-        let task = RoundTask {
+        let mut started = Started {
             round,
-            deadline_ms: self.settings.deadline.as_millis() as u64,
-            config: self.settings.local.round_config(),
-            model: ModelPayload::Full,
-            codec: self.settings.codec,
-            payload_len: model.len() as u64,
+            at: Instant::now(),
+            downlink_bytes: 0,
+            participants: participants.to_vec(),
+            sent: HashMap::new(),
         };
-        let task_bytes = wire_bytes(&task, model.len()).unwrap_or(model.len());
-        self.started = Some((round, Instant::now(), task_bytes));
-        Some((task, model))
+        let mut assignments = Vec::with_capacity(participants.len());
+        for node in participants {
+            let sent = match downlink::send(
+                self.task.layout(),
+                self.settings.downlink,
+                &self.state.global,
+                self.views.get(node),
+                round,
+            ) {
+                Ok(sent) => sent,
+                Err(err) => {
+                    warn!("cannot encode the global model: {err}");
+                    return None;
+                }
+            };
+            let task = RoundTask {
+                round,
+                deadline_ms: self.settings.deadline.as_millis() as u64,
+                config: self.settings.local.round_config(),
+                model: sent.payload,
+                model_codec: self.settings.downlink,
+                update_codec: self.settings.codec,
+                payload_len: sent.bytes.len() as u64,
+            };
+            started.downlink_bytes +=
+                wire_bytes(&task, sent.bytes.len()).unwrap_or(sent.bytes.len()) as u64;
+            if self.settings.downlink != CodecDesc::Identity {
+                started.sent.insert(node.clone(), sent.view);
+            }
+            assignments.push(Assignment {
+                to: node.clone(),
+                task,
+                model: sent.bytes,
+            });
+        }
+        self.started = Some(started);
+        Some(assignments)
     }
 
     fn round_ended(&mut self, outcome: RoundOutcome) {
@@ -235,16 +332,29 @@ where
             RoundOutcome::Committed { round, updates } => (round, updates),
             RoundOutcome::Aborted { round, received } => {
                 warn!(round, received, "round aborted: the global model stays");
+                if let Some(started) = self.started.take().filter(|s| s.round == round) {
+                    self.settle(started, None);
+                }
                 self.state.round = round;
                 self.commit(None);
                 return;
             }
         };
-        let seconds = self
-            .started
-            .filter(|s| s.0 == round)
-            .map_or(0.0, |s| s.1.elapsed().as_secs_f64());
+        let (seconds, downlink_bytes, sampled) = match self.started.take() {
+            Some(started) if started.round == round => {
+                let figures = (
+                    started.at.elapsed().as_secs_f64(),
+                    started.downlink_bytes,
+                    started.participants.len(),
+                );
+                let delivered: Vec<&NodeName> = updates.iter().map(|(node, ..)| node).collect();
+                self.settle(started, Some(&delivered));
+                figures
+            }
+            _ => (0.0, 0, self.settings.per_round),
+        };
         let mut valid: Vec<ClientUpdate> = Vec::new();
+        let mut train_losses = Vec::new();
         let (mut refused, mut clipped, mut uplink) = (0, 0, 0u64);
         for (node, update, bytes) in &updates {
             uplink += wire_bytes(update, bytes.len()).unwrap_or(0) as u64;
@@ -263,6 +373,10 @@ where
                 Ok(v) => {
                     clipped += usize::from(v.clipped);
                     valid.push(v.update);
+                    // Informational, from the device: a non-finite one is left out.
+                    if update.train_loss.is_finite() {
+                        train_losses.push(f64::from(update.train_loss));
+                    }
                 }
                 Err(reason) => {
                     warn!(%node, round, "update refused: {reason}");
@@ -284,19 +398,20 @@ where
         self.state.round = round;
         let eval = self.task.evaluate(&self.state.global, &self.test);
         let (accuracy, loss) = eval.map_or((f64::NAN, f64::NAN), |e| (e.accuracy, e.loss));
-        let task_bytes = self.started.map_or(0, |s| s.2);
+        let train_loss = (!train_losses.is_empty())
+            .then(|| train_losses.iter().sum::<f64>() / train_losses.len() as f64);
         self.commit(Some(RoundRecord {
             round,
             accuracy,
             loss,
-            train_loss: None,
-            sampled: self.settings.per_round,
+            train_loss,
+            sampled,
             aggregated,
             refused,
-            dropped: self.settings.per_round.saturating_sub(updates.len()),
+            dropped: sampled.saturating_sub(updates.len()),
             clipped,
             uplink_bytes: uplink,
-            downlink_bytes: (task_bytes * self.settings.per_round) as u64,
+            downlink_bytes,
             seconds,
         }));
     }
@@ -307,7 +422,9 @@ mod tests {
     use super::*;
     use tandem_runtime::data::fashion_mnist::Images;
     use tandem_runtime::fl::fmnist::Fmnist;
+    use tandem_runtime::fl::update::{self, UpdateEncoder};
     use tandem_runtime::model::ComputeBackend;
+    use tandem_runtime::wire::{ModelPayload, Update};
 
     fn app(dir: &str, per_round: usize) -> FlApp<Fmnist> {
         let state_dir =
@@ -326,6 +443,7 @@ mod tests {
                 proximal_mu: 0.0,
             },
             codec: CodecDesc::Identity,
+            downlink: CodecDesc::Identity,
             strategy: StrategyKind::FedAvg,
             bound: None,
             seed: 7,
@@ -374,16 +492,115 @@ mod tests {
     #[test]
     fn round_tasks_carry_the_settings_and_stop_after_the_last_round() {
         let mut app = app("tasks", 2);
-        let (task, model) = app.round_task(1).unwrap();
+        let devices = nodes(2);
+        let tasks = app.round_tasks(1, &devices).unwrap();
+        assert_eq!(tasks.len(), 2);
+        let Assignment { to, task, model } = &tasks[0];
+        assert_eq!(to, &devices[0]);
         assert_eq!(task.round, 1);
         assert_eq!(task.payload_len as usize, model.len());
+        assert_eq!(task.model, ModelPayload::Full);
         assert_eq!((task.config.local_epochs, task.config.batch_size), (1, 32));
         // The model is the app's global, identity-coded in the task's layout.
         let decoded =
-            tandem_runtime::fl::update::decode(CodecDesc::Identity, app.task.layout(), &model)
+            tandem_runtime::fl::update::decode(CodecDesc::Identity, app.task.layout(), model)
                 .unwrap();
         assert_eq!(decoded, app.state.global);
         app.state.round = 5;
-        assert!(app.round_task(6).is_none());
+        assert!(app.round_tasks(6, &devices).is_none());
+    }
+
+    /// Round `round` commits with a zero update from each of `delivered`.
+    fn commit(app: &mut FlApp<Fmnist>, round: u64, delivered: &[NodeName]) {
+        let zeros = vec![0.0; app.task.layout().len()];
+        let bytes = UpdateEncoder::new(app.task.layout().clone(), CodecDesc::Identity)
+            .unwrap()
+            .encode(&zeros)
+            .unwrap();
+        let updates = delivered
+            .iter()
+            .map(|node| {
+                let update = Update {
+                    round,
+                    node: node.clone(),
+                    num_examples: 10,
+                    train_loss: 0.5,
+                    codec: CodecDesc::Identity,
+                    payload_len: bytes.len() as u64,
+                };
+                (node.clone(), update, bytes.clone())
+            })
+            .collect();
+        app.round_ended(RoundOutcome::Committed { round, updates });
+    }
+
+    #[test]
+    fn a_lossy_downlink_sends_deltas_to_devices_that_acknowledged_and_full_models_to_others() {
+        let mut app = app("downlink", 2);
+        app.settings.downlink = CodecDesc::Int8 { block: 0 };
+        let devices = nodes(3);
+        let first = app.round_tasks(1, &devices[..2]).unwrap();
+        assert!(first.iter().all(|a| a.task.model == ModelPayload::Full));
+        // dev-00 delivered, dev-01 did not.
+        commit(&mut app, 1, &devices[..1]);
+        assert_eq!(app.records.last().unwrap().train_loss, Some(0.5));
+        let second = app.round_tasks(2, &devices).unwrap();
+        let payloads: Vec<_> = second.iter().map(|a| a.task.model).collect();
+        assert!(matches!(
+            payloads[0],
+            ModelPayload::Delta { base_round: 1, .. }
+        ));
+        assert_eq!(payloads[1..], [ModelPayload::Full, ModelPayload::Full]);
+        // The device's own decode of its delta is the global to int8 precision.
+        let held = downlink::receive(
+            app.task.layout(),
+            app.settings.downlink,
+            first[0].task.model,
+            &first[0].model,
+            None,
+            1,
+        )
+        .unwrap();
+        let view = downlink::receive(
+            app.task.layout(),
+            app.settings.downlink,
+            second[0].task.model,
+            &second[0].model,
+            Some(&held),
+            2,
+        )
+        .unwrap();
+        let error = view
+            .weights
+            .iter()
+            .zip(&app.state.global)
+            .map(|(v, g)| (v - g).abs())
+            .fold(0.0, f32::max);
+        assert!(error < 1e-3, "{error}");
+        assert!(second[0].model.len() < update::identity_len(app.task.layout()) / 3);
+    }
+
+    #[test]
+    fn a_device_that_missed_a_deadline_sits_out_unless_it_is_needed() {
+        let mut app = app("misses", 2);
+        let devices = nodes(4);
+        let missed = devices[1].clone();
+        app.round_tasks(1, &[devices[0].clone(), missed.clone()])
+            .unwrap();
+        commit(&mut app, 1, &devices[..1]);
+        // Round 2: the three others are enough; round 3 too (it missed once: 1 round out,
+        // so it is back from round 3 on).
+        for _ in 0..10 {
+            assert!(!app.participants(&devices).contains(&missed));
+            app.settings.seed += 1;
+        }
+        // Only two devices available: it fills the round.
+        assert!(app.participants(&devices[..2]).contains(&missed));
+        app.state.round = 2;
+        let back = (0..20).any(|seed| {
+            app.settings.seed = seed;
+            app.participants(&devices).contains(&missed)
+        });
+        assert!(back, "back in the pool after sitting out");
     }
 }

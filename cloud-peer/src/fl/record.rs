@@ -4,7 +4,9 @@
 use tandem_runtime::fl::Layout;
 use tandem_runtime::fl::update::identity_len;
 use tandem_runtime::plot::{self, Chart};
-use tandem_runtime::wire::{CodecDesc, NodeName, Update, wire_bytes};
+use tandem_runtime::wire::{
+    CodecDesc, ModelPayload, NodeName, RoundConfig, RoundTask, Update, wire_bytes,
+};
 
 /// One round's figures.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -15,7 +17,7 @@ pub struct RoundRecord {
     pub accuracy: f64,
     /// Test loss of the new global model.
     pub loss: f64,
-    /// Mean training loss of the participants (simulation; updates on the wire carry none).
+    /// Mean training loss the participants reported in their updates.
     pub train_loss: Option<f64>,
     /// Clients sampled.
     pub sampled: usize,
@@ -30,7 +32,8 @@ pub struct RoundRecord {
     pub clipped: usize,
     /// Bytes of all Update messages on the wire.
     pub uplink_bytes: u64,
-    /// Bytes of all RoundTask messages on the wire (the full model to each client).
+    /// Bytes of all RoundTask messages on the wire (the model, whole or as a delta, to
+    /// each participant).
     pub downlink_bytes: u64,
     /// Wall time of the round, evaluation included.
     pub seconds: f64,
@@ -63,10 +66,47 @@ pub fn identity_update_bytes(layout: &Layout) -> u64 {
         round: 1,
         node: NodeName::new(),
         num_examples: 1,
+        train_loss: 0.0,
         codec: CodecDesc::Identity,
         payload_len: payload as u64,
     };
     wire_bytes(&update, payload).unwrap_or(payload) as u64
+}
+
+/// Wire bytes of one RoundTask carrying `layout`'s full identity (f32) model, headers
+/// included: the baseline of every downlink reduction.
+pub fn identity_task_bytes(layout: &Layout) -> u64 {
+    let payload = identity_len(layout);
+    let task = RoundTask {
+        round: 1,
+        deadline_ms: 60_000,
+        config: RoundConfig {
+            local_epochs: 1,
+            batch_size: 1,
+            lr: 0.0,
+            proximal_mu: 0.0,
+        },
+        model: ModelPayload::Full,
+        model_codec: CodecDesc::Identity,
+        update_codec: CodecDesc::Identity,
+        payload_len: payload as u64,
+    };
+    wire_bytes(&task, payload).unwrap_or(payload) as u64
+}
+
+/// The downlink of a run against full f32 models to every participant; `None` before
+/// any round.
+pub fn downlink_summary(records: &[RoundRecord], identity_task: u64) -> Option<String> {
+    records.last()?;
+    let downlink: u64 = records.iter().map(|r| r.downlink_bytes).sum();
+    let sent: u64 = records.iter().map(|r| r.sampled as u64).sum();
+    let identity = identity_task * sent;
+    Some(format!(
+        "fl: downlink {:.2} MB, {:.1}x less than full f32 models ({:.2} MB)",
+        downlink as f64 / 1e6,
+        identity as f64 / downlink.max(1) as f64,
+        identity as f64 / 1e6
+    ))
 }
 
 /// A run's last line: accuracy, rounds, and the uplink against identity updates of the

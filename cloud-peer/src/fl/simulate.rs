@@ -276,6 +276,7 @@ impl<'a, T: Task> Simulation<'a, T> {
                 round,
                 node: node_name(trained.client),
                 num_examples: trained.examples,
+                train_loss: trained.loss,
                 codec: self.config.codec,
                 payload_len: trained.bytes.len() as u64,
             };
@@ -324,14 +325,15 @@ impl<'a, T: Task> Simulation<'a, T> {
     }
 
     /// The RoundTask a networked cloud would send for `round` with a full model of
-    /// `payload_len` bytes.
+    /// `payload_len` bytes (the simulation models the identity downlink only).
     fn round_task(&self, round: u64, payload_len: usize) -> RoundTask {
         RoundTask {
             round,
             deadline_ms: 60_000,
             config: self.config.local.round_config(),
             model: ModelPayload::Full,
-            codec: self.config.codec,
+            model_codec: CodecDesc::Identity,
+            update_codec: self.config.codec,
             payload_len: payload_len as u64,
         }
     }

@@ -6,15 +6,16 @@
 //! the codec state after it) before the update is handed over for sending. A device
 //! killed and restarted therefore resends the same bytes if the cloud asks for that
 //! round again (the cloud counts a node once per round), and continues with the next
-//! round from the same error-feedback residuals and PowerSGD `Q`: nothing trained twice,
-//! nothing lost.
+//! round from the same error-feedback residuals, PowerSGD `Q` and model view (the base
+//! of the next downlink delta): nothing trained twice, nothing lost.
 
+use super::downlink::{self, DownlinkError, ModelView};
 use super::task::{LocalConfig, Task, TaskError};
-use super::update::{self, UpdateEncoder, UpdateError};
+use super::update::{UpdateEncoder, UpdateError};
 use crate::codec::EncoderMemory;
 use crate::fnv::fnv1a64;
 use crate::sealed::{self, SealedError};
-use crate::wire::{CodecDesc, ModelPayload, NodeName, RoundTask, Update};
+use crate::wire::{CodecDesc, NodeName, RoundTask, Update};
 use std::path::PathBuf;
 
 /// Local SGD momentum (the round's settings carry no momentum; Flower's baselines use 0.9).
@@ -24,12 +25,10 @@ pub const MOMENTUM: f32 = 0.9;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The model in the task is not this task's model.
+    /// The model in the task is not this task's model, or a delta against a model this
+    /// device does not hold (the cloud then sends the full model next time).
     #[error("the round's model: {0}")]
-    Model(UpdateError),
-    /// Only full models are understood so far.
-    #[error("the round sent a model delta; this device needs full models")]
-    DeltaModel,
+    Model(#[from] DownlinkError),
     /// Local training failed.
     #[error(transparent)]
     Train(#[from] TaskError),
@@ -54,7 +53,7 @@ pub enum ClientError {
 }
 
 /// The checkpoint file's tag.
-const MAGIC: &[u8; 8] = b"TNDMFLC1";
+const MAGIC: &[u8; 8] = b"TNDMFLC2";
 
 /// What a device commits after each round.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -68,6 +67,8 @@ struct Checkpoint {
     model: u64,
     codec: CodecDesc,
     memory: Vec<EncoderMemory>,
+    /// The model trained on: the base of the next downlink delta.
+    view: ModelView,
 }
 
 /// A device taking part in federated rounds: its task, its data and its codec state
@@ -79,8 +80,10 @@ pub struct FlClient<T: Task> {
     encoder: Option<UpdateEncoder>,
     seed: u64,
     checkpoint: Option<PathBuf>,
-    /// The last round trained and the hash of its model.
+    /// The last round trained and the hash of its model payload.
     last: Option<(Trained, u64)>,
+    /// The model the last round trained on, as decoded here.
+    view: Option<ModelView>,
 }
 
 /// What one round's local training gave.
@@ -107,12 +110,13 @@ impl<T: Task> FlClient<T> {
             seed,
             checkpoint: None,
             last: None,
+            view: None,
         }
     }
 
     /// Commits every trained round to `path`, continuing from what is there.
     pub fn with_checkpoint(mut self, path: PathBuf) -> Result<Self, ClientError> {
-        // An update and the codec state are a few times the model at most.
+        // An update, the codec state and the view are a few times the model at most.
         let max_bytes = 16 * 4 * self.task.layout().len() as u64 + (1 << 20);
         if let Some(saved) = sealed::load::<Checkpoint>(&path, MAGIC, max_bytes)? {
             let expected = format!("{}/{}", self.task.name(), self.node);
@@ -129,6 +133,7 @@ impl<T: Task> FlClient<T> {
                     .map_err(ClientError::Encode)?;
             self.encoder = Some(encoder);
             self.last = Some((saved.trained, saved.model));
+            self.view = Some(saved.view);
         }
         self.checkpoint = Some(path);
         Ok(self)
@@ -165,28 +170,32 @@ impl<T: Task> FlClient<T> {
                 self.last = None;
             }
         }
-        if round.model != ModelPayload::Full {
-            return Err(ClientError::DeltaModel);
-        }
         let layout = self.task.layout().clone();
-        let global =
-            update::decode(CodecDesc::Identity, &layout, model).map_err(ClientError::Model)?;
+        let view = downlink::receive(
+            &layout,
+            round.model_codec,
+            round.model,
+            model,
+            self.view.as_ref(),
+            round.round,
+        )?;
+        let global = &view.weights;
         let local = LocalConfig::from_round(&round.config, MOMENTUM);
         let seed = self
             .seed
             .wrapping_mul(0x9e37_79b9)
             .wrapping_add(round.round);
-        let result = self.task.train(&global, &self.data, &local, seed)?;
+        let result = self.task.train(global, &self.data, &local, seed)?;
         let delta: Vec<f32> = result
             .weights
             .iter()
-            .zip(&global)
+            .zip(global)
             .map(|(w, g)| w - g)
             .collect();
         // Encoded on a copy: the codec state moves on only once the round is committed.
         let mut encoder = match &self.encoder {
-            Some(e) if e.desc() == round.codec => e.clone(),
-            _ => UpdateEncoder::new(layout, round.codec).map_err(ClientError::Encode)?,
+            Some(e) if e.desc() == round.update_codec => e.clone(),
+            _ => UpdateEncoder::new(layout, round.update_codec).map_err(ClientError::Encode)?,
         };
         let payload = encoder.encode(&delta).map_err(ClientError::Encode)?;
         let trained = Trained {
@@ -194,7 +203,8 @@ impl<T: Task> FlClient<T> {
                 round: round.round,
                 node: self.node.clone(),
                 num_examples: result.examples,
-                codec: round.codec,
+                train_loss: result.loss,
+                codec: round.update_codec,
                 payload_len: payload.len() as u64,
             },
             payload,
@@ -208,13 +218,15 @@ impl<T: Task> FlClient<T> {
                 node: self.node.to_string(),
                 trained: trained.clone(),
                 model: model_hash,
-                codec: round.codec,
+                codec: round.update_codec,
                 memory: encoder.memory(),
+                view: view.clone(),
             };
             sealed::save(path, MAGIC, &checkpoint)?;
         }
         self.encoder = Some(encoder);
         self.last = Some((trained.clone(), model_hash));
+        self.view = Some(view);
         Ok(trained)
     }
 }

@@ -5,9 +5,12 @@
 //!   per-tensor codec state (error feedback, warm-started PowerSGD) kept across rounds.
 //! - [`task`]: what a federated task provides (a model, local training, evaluation), and
 //!   `fmnist` (feature `model`), LeNet-5 on Fashion-MNIST.
+//! - [`downlink`]: the global model to a device, whole or as a delta from the model it
+//!   holds, both sides tracking what the device decoded.
 //! - [`client`]: a device's side of a round, from the task and model to the update.
 
 pub mod client;
+pub mod downlink;
 mod layout;
 pub mod task;
 pub mod update;

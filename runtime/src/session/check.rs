@@ -229,7 +229,8 @@ pub fn check_round(updates: &[UpdateOp]) -> Result<(), String> {
             proximal_mu: 0.0,
         },
         model: ModelPayload::Full,
-        codec: CodecDesc::Identity,
+        model_codec: CodecDesc::Identity,
+        update_codec: CodecDesc::Identity,
         payload_len: 0,
     };
     let mut coordinator = RoundCoordinator::start(start, task, vec![], participants, 2);
@@ -242,6 +243,7 @@ pub fn check_round(updates: &[UpdateOp]) -> Result<(), String> {
             round: op.round,
             node: node(op.claims),
             num_examples: 1,
+            train_loss: 0.0,
             codec: CodecDesc::Identity,
             payload_len: 0,
         };

@@ -70,10 +70,11 @@ pub enum CoordinatorEvent {
 
 /// The cloud side of one round.
 pub struct RoundCoordinator {
-    task: RoundTask,
+    round: u64,
     deadline: Instant,
     min_updates: usize,
-    participants: Vec<NodeName>,
+    /// Each participant's task (the model payload may differ per device).
+    tasks: BTreeMap<NodeName, Envelope>,
     accepted: BTreeMap<NodeName, (Update, Vec<u8>)>,
     accepted_count: u32,
     rejected: u32,
@@ -81,6 +82,31 @@ pub struct RoundCoordinator {
     outcome: Option<bool>,
     outbox: VecDeque<Outgoing>,
     events: VecDeque<CoordinatorEvent>,
+}
+
+/// One participant's task and its encoded model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assignment {
+    /// The device.
+    pub to: NodeName,
+    /// Its task.
+    pub task: RoundTask,
+    /// The encoded model (or delta) that follows it.
+    pub model: Vec<u8>,
+}
+
+impl Assignment {
+    /// The same task and model for every one of `participants`.
+    pub fn same_for_all(task: &RoundTask, model: &[u8], participants: &[NodeName]) -> Vec<Self> {
+        participants
+            .iter()
+            .map(|to| Assignment {
+                to: to.clone(),
+                task: task.clone(),
+                model: model.to_vec(),
+            })
+            .collect()
+    }
 }
 
 impl RoundCoordinator {
@@ -93,19 +119,43 @@ impl RoundCoordinator {
         participants: Vec<NodeName>,
         min_updates: usize,
     ) -> Self {
-        let deadline = now + Duration::from_millis(task.deadline_ms);
-        let outbox = participants
-            .iter()
-            .map(|to| Outgoing {
+        let (round, deadline_ms) = (task.round, task.deadline_ms);
+        let assignments = Assignment::same_for_all(&task, &model, &participants);
+        Self::start_each(now, round, deadline_ms, assignments, min_updates)
+    }
+
+    /// Starts round `round`, closing `deadline_ms` from `now`, with a task of its own for
+    /// each participant (the tasks' `round` and `deadline_ms` are set to the round's).
+    pub fn start_each(
+        now: Instant,
+        round: u64,
+        deadline_ms: u64,
+        assignments: Vec<Assignment>,
+        min_updates: usize,
+    ) -> Self {
+        let deadline = now + Duration::from_millis(deadline_ms);
+        let mut tasks = BTreeMap::new();
+        let mut outbox = VecDeque::new();
+        for Assignment {
+            to,
+            mut task,
+            model,
+        } in assignments
+        {
+            task.round = round;
+            task.deadline_ms = deadline_ms;
+            let envelope = Envelope::RoundTask(task, model);
+            outbox.push_back(Outgoing {
                 to: to.clone(),
-                envelope: Envelope::RoundTask(task.clone(), model.clone()),
-            })
-            .collect();
+                envelope: envelope.clone(),
+            });
+            tasks.insert(to, envelope);
+        }
         Self {
-            task,
+            round,
             deadline,
             min_updates,
-            participants,
+            tasks,
             accepted: BTreeMap::new(),
             accepted_count: 0,
             rejected: 0,
@@ -115,6 +165,17 @@ impl RoundCoordinator {
         }
     }
 
+    /// The round's participants, in name order.
+    pub fn participants(&self) -> impl Iterator<Item = &NodeName> {
+        self.tasks.keys()
+    }
+
+    /// `node`'s task, while the round waits for its update (a participant that
+    /// reconnects may have lost it).
+    pub fn task_for(&self, node: &NodeName) -> Option<&Envelope> {
+        self.awaits(node).then(|| self.tasks.get(node)).flatten()
+    }
+
     /// A message from the device whose certificate names `from`.
     pub fn handle_message(&mut self, now: Instant, from: &NodeName, envelope: Envelope) {
         let Envelope::Update(update, tensor) = envelope else {
@@ -122,11 +183,11 @@ impl RoundCoordinator {
         };
         let refusal = if self.outcome.is_some() {
             Some(Refusal::Late)
-        } else if update.round != self.task.round {
+        } else if update.round != self.round {
             Some(Refusal::StaleRound)
         } else if &update.node != from {
             Some(Refusal::Spoofed)
-        } else if !self.participants.contains(from) {
+        } else if !self.tasks.contains_key(from) {
             Some(Refusal::NotParticipant)
         } else if self.accepted.contains_key(from) {
             Some(Refusal::Duplicate)
@@ -144,7 +205,7 @@ impl RoundCoordinator {
                     reason,
                 });
                 if let Some(committed) = self.outcome
-                    && self.participants.contains(from)
+                    && self.tasks.contains_key(from)
                 {
                     // The device missed the result: tell it again.
                     self.outbox.push_back(Outgoing {
@@ -156,7 +217,7 @@ impl RoundCoordinator {
             None => {
                 self.accepted.insert(from.clone(), (update, tensor));
                 self.accepted_count += 1;
-                if self.accepted.len() == self.participants.len() {
+                if self.accepted.len() == self.tasks.len() {
                     self.end(now);
                 }
             }
@@ -172,7 +233,7 @@ impl RoundCoordinator {
 
     fn result(&self, committed: bool) -> RoundResult {
         RoundResult {
-            round: self.task.round,
+            round: self.round,
             committed,
             accepted: self.accepted_count,
             rejected: self.rejected,
@@ -183,13 +244,13 @@ impl RoundCoordinator {
         let committed = self.accepted.len() >= self.min_updates;
         self.outcome = Some(committed);
         let result = self.result(committed);
-        for to in &self.participants {
+        for to in self.tasks.keys() {
             self.outbox.push_back(Outgoing {
                 to: to.clone(),
                 envelope: Envelope::RoundResult(result.clone()),
             });
         }
-        let round = self.task.round;
+        let round = self.round;
         let updates: Vec<_> = std::mem::take(&mut self.accepted)
             .into_iter()
             .map(|(node, (update, tensor))| (node, update, tensor))
@@ -206,7 +267,7 @@ impl RoundCoordinator {
 
     /// Whether `node` is a participant whose update has not arrived.
     pub fn awaits(&self, node: &NodeName) -> bool {
-        self.participants.contains(node) && !self.accepted.contains_key(node)
+        self.outcome.is_none() && self.tasks.contains_key(node) && !self.accepted.contains_key(node)
     }
 
     /// Whether the round has committed or aborted.

@@ -30,13 +30,20 @@ pub struct RoundConfig {
     pub proximal_mu: f32,
 }
 
-/// Whether a round ships the whole model or a delta from the previous round's.
+/// Whether a round ships the whole model or a delta from a model the device holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ModelPayload {
     /// All parameters.
     Full,
-    /// Parameters minus the previous round's.
-    Delta,
+    /// Parameters minus the model the device received for round `base_round` (its
+    /// "view", as the device decoded it); the device checks it holds that view by its
+    /// FNV-1a 64 hash (of the view's little-endian f32 bytes) before adding the delta.
+    Delta {
+        /// The round whose model the delta is against.
+        base_round: u64,
+        /// FNV-1a 64 of that model's little-endian f32 bytes.
+        base_fnv: u64,
+    },
 }
 
 /// The cloud's task for one round, cloud -> device.
@@ -50,14 +57,16 @@ pub struct RoundTask {
     pub config: RoundConfig,
     /// What the payload holds.
     pub model: ModelPayload,
-    /// How the payload is encoded.
-    pub codec: CodecDesc,
+    /// How the payload (the model or its delta) is encoded: a stateless codec.
+    pub model_codec: CodecDesc,
+    /// How the device encodes its update for this round.
+    pub update_codec: CodecDesc,
     /// Length of the encoded model that follows in chunks.
     pub payload_len: u64,
 }
 
 /// A device's update for a round, device -> cloud. Counted once per (round, node).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Update {
     /// The round it answers.
     pub round: u64,
@@ -65,6 +74,9 @@ pub struct Update {
     pub node: NodeName,
     /// Examples it was trained on (the aggregation weight).
     pub num_examples: u64,
+    /// Mean training loss over the round's local steps (informational: never used to
+    /// weigh the update).
+    pub train_loss: f32,
     /// How the payload is encoded.
     pub codec: CodecDesc,
     /// Length of the encoded update that follows in chunks.

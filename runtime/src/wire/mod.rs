@@ -55,10 +55,11 @@ const SCHEMA: &str = "tandem-wire/1 \
     Metrics{step:u64,loss:f32,correct:u32,total:u32} \
     Join{node:str<64>,num_examples:u64,capabilities:Capabilities} \
     RoundConfig{local_epochs:u16,batch_size:u16,lr:f32,proximal_mu:f32} \
-    ModelPayload=enum{Full,Delta} \
-    RoundTask{round:u64,deadline_ms:u64,config:RoundConfig,model:ModelPayload,codec:CodecDesc,\
+    ModelPayload=enum{Full,Delta{base_round:u64,base_fnv:u64}} \
+    RoundTask{round:u64,deadline_ms:u64,config:RoundConfig,model:ModelPayload,\
+    model_codec:CodecDesc,update_codec:CodecDesc,payload_len:u64} \
+    Update{round:u64,node:str<64>,num_examples:u64,train_loss:f32,codec:CodecDesc,\
     payload_len:u64} \
-    Update{round:u64,node:str<64>,num_examples:u64,codec:CodecDesc,payload_len:u64} \
     RoundResult{round:u64,committed:bool,accepted:u32,rejected:u32} \
     Chunk=raw";
 

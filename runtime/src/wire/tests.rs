@@ -48,7 +48,7 @@ fn decode_whole<M: Message>(frame: &[u8]) -> Result<M, WireError> {
 #[test]
 fn schema_hash_is_pinned() {
     assert_eq!(
-        SCHEMA_HASH, 0xa6a5_77d9,
+        SCHEMA_HASH, 0x43d8_0e9f,
         "SCHEMA changed: update WIRE.md and this test"
     );
 }
@@ -206,8 +206,12 @@ fn fl_messages_golden_bytes() {
             lr: 0.01,
             proximal_mu: 0.0,
         },
-        model: ModelPayload::Delta,
-        codec: CodecDesc::TopK { ratio_ppm: 10_000 },
+        model: ModelPayload::Delta {
+            base_round: 2,
+            base_fnv: 258,
+        },
+        model_codec: CodecDesc::F16,
+        update_codec: CodecDesc::TopK { ratio_ppm: 10_000 },
         payload_len: 1000,
     };
     golden(
@@ -215,19 +219,22 @@ fn fl_messages_golden_bytes() {
         &[
             3, 0xe0, 0xd4, 0x03, // round, deadline 60000 ms
             1, 32, 0x0a, 0xd7, 0x23, 0x3c, 0, 0, 0, 0, // config
-            1, // Delta
-            4, 0x90, 0x4e, // TopK 10000 ppm
+            1, 2, 0x82, 0x02, // Delta against round 2, base FNV 258
+            1,    // model codec F16
+            4, 0x90, 0x4e, // update codec TopK 10000 ppm
             0xe8, 0x07, // payload_len
         ],
     );
 
     let mut payload = vec![3, 5];
     payload.extend_from_slice(b"pi-01");
-    payload.extend_from_slice(&[0xe8, 0x07, 2, 0, 5]); // 1000, Int8{0}, 5 bytes
+    // 1000 examples, train loss 0.5 (f32 LE), Int8{0}, 5 bytes
+    payload.extend_from_slice(&[0xe8, 0x07, 0, 0, 0, 0x3f, 2, 0, 5]);
     let update = Update {
         round: 3,
         node: name("pi-01"),
         num_examples: 1000,
+        train_loss: 0.5,
         codec: CodecDesc::Int8 { block: 0 },
         payload_len: 5,
     };
@@ -282,6 +289,7 @@ fn update_announcing(payload_len: u64) -> Update {
         round: 1,
         node: name("pi"),
         num_examples: 1,
+        train_loss: 0.0,
         codec: CodecDesc::Identity,
         payload_len,
     }

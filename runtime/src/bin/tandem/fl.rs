@@ -118,12 +118,15 @@ pub(crate) fn run(args: FlArgs) -> Result<()> {
         while args.rounds.is_none_or(|r| taken < r) {
             let result = link
                 .run_round(&mut machine, |round, model| {
+                    let started = std::time::Instant::now();
                     match client.train(round, model) {
                         Ok(trained) => {
+                            // `bench fl-quic` reads the seconds: keep "in S s".
                             eprintln!(
-                                "round {}: trained {} steps, loss {:.3}, sending {} bytes",
+                                "round {}: trained {} steps in {:.3} s, loss {:.3}, sending {} bytes",
                                 round.round,
                                 trained.steps,
+                                started.elapsed().as_secs_f64(),
                                 trained.loss,
                                 trained.payload.len()
                             );

@@ -18,7 +18,8 @@ fn task(round: u64) -> RoundTask {
             proximal_mu: 0.0,
         },
         model: ModelPayload::Full,
-        codec: CodecDesc::Identity,
+        model_codec: CodecDesc::Identity,
+        update_codec: CodecDesc::Identity,
         payload_len: 3,
     }
 }
@@ -28,6 +29,7 @@ fn update(round: u64, from: &str) -> Update {
         round,
         node: node(from),
         num_examples: 5,
+        train_loss: 0.0,
         codec: CodecDesc::Identity,
         payload_len: 1,
     }
@@ -39,6 +41,50 @@ fn send(c: &mut RoundCoordinator, now: Instant, from: &str, u: Update) {
 
 fn events(c: &mut RoundCoordinator) -> Vec<CoordinatorEvent> {
     std::iter::from_fn(|| c.poll_event()).collect()
+}
+
+#[test]
+fn each_participant_gets_its_own_model_and_it_again_until_it_reports() {
+    let now = Instant::now();
+    let assignment = |to: &str, model: Vec<u8>| {
+        let mut own = task(99);
+        own.payload_len = model.len() as u64;
+        Assignment {
+            to: node(to),
+            task: own,
+            model,
+        }
+    };
+    let mut c = RoundCoordinator::start_each(
+        now,
+        4,
+        2_000,
+        vec![assignment("a", vec![1]), assignment("b", vec![2, 2])],
+        1,
+    );
+    let sent: Vec<Outgoing> = std::iter::from_fn(|| c.poll_transmit()).collect();
+    let models: Vec<(&str, u64, u64, &[u8])> = sent
+        .iter()
+        .map(|o| match &o.envelope {
+            Envelope::RoundTask(t, m) => (o.to.as_str(), t.round, t.deadline_ms, m.as_slice()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // The round's number and deadline replace the tasks' own.
+    assert_eq!(
+        models,
+        [("a", 4, 2_000, &[1][..]), ("b", 4, 2_000, &[2, 2][..])]
+    );
+    assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(2)));
+    assert_eq!(c.participants().count(), 2);
+    assert_eq!(c.task_for(&node("b")), Some(&sent[1].envelope));
+    assert_eq!(c.task_for(&node("z")), None);
+    send(&mut c, now, "b", update(4, "b"));
+    assert_eq!(c.task_for(&node("b")), None, "reported: nothing to resend");
+    assert_eq!(c.task_for(&node("a")), Some(&sent[0].envelope));
+    c.handle_timeout(now + Duration::from_secs(2));
+    assert!(c.is_ended());
+    assert_eq!(c.task_for(&node("a")), None, "the round is over");
 }
 
 #[test]
