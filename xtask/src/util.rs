@@ -1,7 +1,7 @@
 //! Running commands and locating the workspace.
 
 use anyhow::{Context, Result, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The workspace root (the parent of `xtask/`).
@@ -29,6 +29,36 @@ pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Fails with one line unless the file system holding `dir` (or its nearest existing
+/// parent) has `gib` GiB free; prints what it has.
+pub fn require_free_disk(dir: &Path, gib: u64) -> Result<()> {
+    let existing = dir
+        .ancestors()
+        .find(|d| d.exists())
+        .unwrap_or(Path::new("/"));
+    let out = Command::new("df")
+        .args(["-Pk"])
+        .arg(existing)
+        .output()
+        .context("cannot run df")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let free_kib: u64 = text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("cannot read df's answer for {}: {text}", existing.display()))?;
+    let free_gib = free_kib as f64 / (1024.0 * 1024.0);
+    eprintln!("{}: {free_gib:.1} GiB free", existing.display());
+    if free_kib < gib * 1024 * 1024 {
+        bail!(
+            "{} has {free_gib:.1} GiB free; the builds need about {gib} GiB: free some, or set CARGO_TARGET_DIR to a roomier disk",
+            existing.display()
+        );
+    }
+    Ok(())
 }
 
 /// Prints `$ cmd`, runs it with inherited stdio, fails unless it exits 0.
