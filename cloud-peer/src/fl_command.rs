@@ -43,7 +43,8 @@ pub struct SimulateArgs {
     /// trimmed-mean[:beta=B], krum[:f=F], multi-krum[:f=F,m=M].
     #[arg(long, default_value = "fedavg")]
     strategy: StrategyKind,
-    /// Update codec: identity, f16, int8, topk:ratio=F, lowrank:r=R[,bits=B], dct:keep=F.
+    /// Update codec: identity, f16, int8, topk:ratio=F, lowrank:r=R[,bits=B], dct:keep=F,
+    /// acp:r=R[,bits=B].
     #[arg(long, default_value = "identity")]
     codec: String,
     /// Local epochs per round.

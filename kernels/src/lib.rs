@@ -58,9 +58,9 @@ pub enum Backend {
 /// The backend that the reductions of this build use on this CPU (see
 /// [`sort::sort_backend`] for the sort).
 pub fn active_backend() -> Backend {
-    if cfg!(all(target_arch = "aarch64", target_feature = "neon")) {
+    if cfg!(tandem_neon) {
         Backend::Neon
-    } else if cfg!(all(target_arch = "x86_64", target_feature = "sse2")) {
+    } else if cfg!(tandem_sse2) {
         Backend::Sse2
     } else {
         Backend::Scalar

@@ -100,9 +100,9 @@ pub fn dequantize_i8(
 
 /// Codes of `x * inv`, nearest, clamped to `-127..=127`, on this target's backend.
 fn quantize_nearest(x: &[f32], inv: f32, codes: &mut [i8]) {
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    #[cfg(tandem_neon)]
     return crate::arch::aarch64::quant::quantize_nearest(x, inv, codes);
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[cfg(tandem_sse2)]
     return crate::arch::x86_64::quant::quantize_nearest(x, inv, codes);
     #[allow(unreachable_code)]
     crate::scalar::quantize_nearest(x, inv, codes)
@@ -110,9 +110,9 @@ fn quantize_nearest(x: &[f32], inv: f32, codes: &mut [i8]) {
 
 /// `out[i] = codes[i] * scales[i / block]` on this target's backend (`block >= 1`).
 fn dequantize(codes: &[i8], scales: &[f32], block: usize, out: &mut [f32]) {
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    #[cfg(tandem_neon)]
     return crate::arch::aarch64::quant::dequantize(codes, scales, block, out);
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[cfg(tandem_sse2)]
     return crate::arch::x86_64::quant::dequantize(codes, scales, block, out);
     #[allow(unreachable_code)]
     for ((cb, ob), &scale) in codes.chunks(block).zip(out.chunks_mut(block)).zip(scales) {

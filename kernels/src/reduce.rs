@@ -6,9 +6,9 @@
 ///
 /// Exact: the result is one of the `|x_i|`, identical on every backend.
 pub fn absmax(x: &[f32]) -> f32 {
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    #[cfg(tandem_neon)]
     return crate::arch::aarch64::reduce::absmax(x);
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[cfg(tandem_sse2)]
     return crate::arch::x86_64::reduce::absmax(x);
     #[allow(unreachable_code)]
     crate::scalar::absmax(x)
@@ -21,9 +21,9 @@ pub fn absmax(x: &[f32]) -> f32 {
 /// at most `2^-149` per element whose square underflows; infinities and NaN propagate.
 /// The last bits differ between backends (summation order, FMA or not).
 pub fn sum_squares(x: &[f32]) -> f32 {
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    #[cfg(tandem_neon)]
     return crate::arch::aarch64::reduce::sum_squares(x);
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[cfg(tandem_sse2)]
     return crate::arch::x86_64::reduce::sum_squares(x);
     #[allow(unreachable_code)]
     crate::scalar::sum_squares(x)

@@ -13,10 +13,12 @@ use std::time::Duration;
 use tandem_cloud::fl::app::{FlApp, FlSettings};
 use tandem_cloud::fl::strategy::StrategyKind;
 use tandem_runtime::data::fashion_mnist::Images;
+use tandem_runtime::fl::acp::SharedFactors;
 use tandem_runtime::fl::client::{ClientError, FlClient};
 use tandem_runtime::fl::downlink::{self, DownlinkError, ModelView};
 use tandem_runtime::fl::fmnist::Fmnist;
 use tandem_runtime::fl::task::{LocalConfig, Task};
+use tandem_runtime::fl::update::decode_shared;
 use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::session::fl::RoundClient;
 use tandem_runtime::transport::link::{DeviceLink, LinkTarget, ReconnectPolicy};
@@ -173,6 +175,7 @@ fn round_task(
         model_codec,
         update_codec: CodecDesc::TopK { ratio_ppm: 10_000 },
         payload_len: sent.bytes.len() as u64,
+        factors_len: 0,
     };
     (task, sent.bytes, sent.view)
 }
@@ -249,4 +252,48 @@ fn a_restarted_device_resends_its_round_and_continues_as_if_never_killed() {
         .err()
         .expect("a foreign checkpoint");
     assert!(err.to_string().contains("fmnist/dev-a"), "{err}");
+}
+
+#[test]
+fn an_acp_round_carries_its_shared_factors_to_the_device() {
+    let Some((slices, _)) = common::fashion_mnist_clients(1, 5) else {
+        return;
+    };
+    let task = Fmnist::new(ComputeBackend::Flex);
+    let layout = task.layout().clone();
+    let acp = CodecDesc::Acp {
+        rank: 4,
+        factor_bits: 8,
+    };
+    let (mut round, model, _) = round_task(
+        1,
+        &task.initial_weights(3),
+        None,
+        &layout,
+        CodecDesc::Identity,
+    );
+    round.update_codec = acp;
+    let factors = SharedFactors::initial(&layout, acp, 9).unwrap();
+    let mut payload = model.clone();
+    payload.extend_from_slice(&factors.to_bytes());
+    let with_factors = RoundTask {
+        payload_len: payload.len() as u64,
+        factors_len: factors.to_bytes().len() as u64,
+        ..round.clone()
+    };
+    let mut client = FlClient::new(task, slices[0].clone(), node("dev-a"), 1);
+    // Without its factors the round cannot be answered: a typed error, nothing sent.
+    let err = client.train(&round, &model).expect_err("no factors");
+    assert!(matches!(err, ClientError::Factors(_)), "{err}");
+    let trained = client.train(&with_factors, &payload).unwrap();
+    assert_eq!(trained.update.codec, acp);
+    let delta = decode_shared(acp, &layout, &trained.payload, Some(&factors)).unwrap();
+    assert_eq!(delta.len(), layout.len());
+    assert!(delta.iter().any(|d| *d != 0.0));
+    // One rank-4 factor per large tensor: far below the 247 KB of an f32 update.
+    assert!(
+        trained.payload.len() < 12_000,
+        "{} B",
+        trained.payload.len()
+    );
 }

@@ -81,3 +81,32 @@ fn fedavg_learns_reproducibly_and_top_k_sends_less() {
         "identity {identity_up} B, top-1% {topk_up} B"
     );
 }
+
+#[test]
+fn acp_rounds_learn_with_one_factor_up_per_tensor() {
+    let Some((clients, test)) = common::fashion_mnist_clients(4, 7) else {
+        return;
+    };
+    let acp = CodecDesc::Acp {
+        rank: 4,
+        factor_bits: 8,
+    };
+    let (before, records, _) = run(&clients, &test, acp, 3);
+    let last = records.last().unwrap();
+    assert!(
+        last.accuracy > before + 0.2,
+        "accuracy {before} -> {}",
+        last.accuracy
+    );
+    assert!(records.iter().all(|r| r.aggregated == 4 && r.refused == 0));
+    // Per update: the small tensors raw (1,226 f32), one rank-4 int8 factor of each large
+    // one (at most 400 x 4 codes for fc1), each tensor behind its 4-byte length; against
+    // 61,706 f32 for identity.
+    let per_update = records[0].uplink_bytes / 4;
+    assert!(
+        per_update < 1_226 * 4 + 3 * (400 * 4 + 400 * 4 / 64 * 4 + 4) + 10 * 4 + 200,
+        "{per_update} B per update"
+    );
+    // The shared factors go down with the model: more than the model alone.
+    assert!(records[0].downlink_bytes > 4 * 61_706 * 4);
+}

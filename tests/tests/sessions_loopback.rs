@@ -82,6 +82,7 @@ impl CloudApp for TestApp {
                 model_codec: CodecDesc::Identity,
                 update_codec: CodecDesc::Identity,
                 payload_len: model.len() as u64,
+                factors_len: 0,
             };
             Assignment::same_for_all(&task, &model, participants)
         })

@@ -266,6 +266,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         ("iid", "fedavg", "topk:ratio=0.01", None),
         ("iid", "fedavg", "topk:ratio=0.001", None),
         ("iid", "fedavg", "lowrank:r=4,bits=8", None),
+        ("iid", "fedavg", "acp:r=4,bits=8", None),
         ("iid", "fedavg", "int8", None),
         ("shards:2", "fedavg", "identity", None),
         ("shards:2", "fedavgm", "identity", None),

@@ -93,37 +93,58 @@ enum Build {
     /// The release profile with LLVM's loop and SLP vectorisers off: a scalar build of
     /// the same source, in its own target directory.
     Scalar,
+    /// The release profile with tandem-kernels' `portable` feature (its scalar kernels,
+    /// no NEON), in its own target directory.
+    Portable,
 }
 
-/// Cross-builds the tandem-kernels example `name` (release) and returns its path.
-fn build_example(name: &str, build: Build) -> Result<PathBuf> {
+/// An example to count: its package, the flags that select its features, its name.
+struct Example {
+    package: &'static str,
+    flags: &'static [&'static str],
+    name: &'static str,
+}
+
+impl Example {
+    const fn kernels(name: &'static str) -> Self {
+        Self {
+            package: "tandem-kernels",
+            flags: &[],
+            name,
+        }
+    }
+}
+
+/// Cross-builds `example` (release) and returns its path.
+fn build_example(example: &Example, build: Build) -> Result<PathBuf> {
     let mut target = util::target_dir();
     let mut env = Vec::new();
-    if build == Build::Scalar {
-        target = target.join("scalar-build");
-        env.push((
-            "RUSTFLAGS",
-            "-C llvm-args=-vectorize-loops=false -C llvm-args=-vectorize-slp=false",
-        ));
+    let mut features: Vec<&str> = example.flags.to_vec();
+    match build {
+        Build::Release => {}
+        Build::Scalar => {
+            target = target.join("scalar-build");
+            env.push((
+                "RUSTFLAGS",
+                "-C llvm-args=-vectorize-loops=false -C llvm-args=-vectorize-slp=false",
+            ));
+        }
+        Build::Portable => {
+            target = target.join("portable-build");
+            features.extend(["--features", "tandem-kernels/portable"]);
+        }
     }
-    let mut args: Vec<String> = [
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "tandem-kernels",
-        "--example",
-        name,
-        "--target-dir",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args: Vec<String> = ["build", "--quiet", "--release", "-p", example.package]
+        .map(String::from)
+        .to_vec();
+    args.extend(features.iter().map(|f| f.to_string()));
+    args.extend(["--example", example.name, "--target-dir"].map(String::from));
     args.push(target.display().to_string());
     cross::cargo_with_env(&args, &env)?;
     Ok(target
         .join(cross::TARGET)
         .join("release/examples")
-        .join(name))
+        .join(example.name))
 }
 
 /// Counts of `program method args..` minus those of `program none args..` (the set-up,
@@ -135,7 +156,7 @@ struct Counter {
 }
 
 impl Counter {
-    fn new(example: &str, build: Build) -> Result<Self> {
+    fn new(example: &Example, build: Build) -> Result<Self> {
         Ok(Self {
             program: build_example(example, build)?,
             plugin: build_plugin()?,
@@ -171,7 +192,7 @@ impl Counter {
 /// `cargo xtask bench sort-insns`: instructions per key of `sort_f32` (NEON) and of
 /// `sort_unstable_by(f32::total_cmp)`, both built for aarch64, at 1M keys.
 pub fn sort_insns() -> Result<()> {
-    let counter = Counter::new("sort_work", Build::Release)?;
+    let counter = Counter::new(&Example::kernels("sort_work"), Build::Release)?;
     let n: usize = 1 << 20;
     println!(
         "{:<28} {:>14} {:>10} {:>14}",
@@ -206,8 +227,8 @@ pub fn sort_insns() -> Result<()> {
 /// against a plain loop in the scalar build. The headline is scalar build over NEON
 /// for the two products at rank 8.
 pub fn lowrank_insns() -> Result<()> {
-    let release = Counter::new("gemm_work", Build::Release)?;
-    let scalar = Counter::new("gemm_work", Build::Scalar)?;
+    let release = Counter::new(&Example::kernels("gemm_work"), Build::Release)?;
+    let scalar = Counter::new(&Example::kernels("gemm_work"), Build::Scalar)?;
     let (n, d) = (2048usize, 384usize);
     let per_el = |c: Counts| c.total as f64 / (n * d) as f64;
     let share = |c: Counts| 100.0 * c.simd as f64 / c.total as f64;
@@ -255,6 +276,58 @@ pub fn lowrank_insns() -> Result<()> {
     println!(
         "lowrank_r8_insns_scalar_build_over_neon: {:.2}",
         headline.1 as f64 / headline.0 as f64
+    );
+    Ok(())
+}
+
+/// `cargo xtask bench fl-codec-insns`: instructions per parameter to encode one
+/// federated update of LeNet-5 (61,706 parameters, a fresh encoder) with each update
+/// codec, on aarch64 in release mode: tandem's NEON kernels against the same source with
+/// tandem-kernels' `portable` feature (its scalar kernels; LLVM still vectorises what it
+/// can). Last line: the sum over the codecs, portable over NEON.
+pub fn fl_codec_insns() -> Result<()> {
+    let example = Example {
+        package: "tandem-runtime",
+        flags: &["--no-default-features"],
+        name: "update_encode",
+    };
+    let neon = Counter::new(&example, Build::Release)?;
+    let portable = Counter::new(&example, Build::Portable)?;
+    let params = 61_706.0;
+    println!(
+        "instructions per parameter to encode a LeNet-5 update, aarch64 release; SIMD share in brackets"
+    );
+    println!(
+        "{:<22} {:>16} {:>16} {:>18}",
+        "codec", "NEON kernels", "portable", "portable / NEON"
+    );
+    let (mut neon_sum, mut portable_sum) = (0u64, 0u64);
+    for (codec, label) in [
+        ("identity", "identity"),
+        ("f16", "f16"),
+        ("int8", "int8 (blocks of 64)"),
+        ("topk", "topk:ratio=0.01"),
+        ("lowrank", "lowrank:r=4,bits=8"),
+        ("dct", "dct:keep=0.1"),
+        ("acp", "acp:r=4,bits=8"),
+    ] {
+        let n = neon.work(codec, &[])?;
+        let p = portable.work(codec, &[])?;
+        neon_sum += n.total;
+        portable_sum += p.total;
+        let share = |c: Counts| 100.0 * c.simd as f64 / c.total.max(1) as f64;
+        println!(
+            "{label:<22} {:>9.1} ({:>2.0}%) {:>9.1} ({:>2.0}%) {:>18.2}",
+            n.total as f64 / params,
+            share(n),
+            p.total as f64 / params,
+            share(p),
+            p.total as f64 / n.total.max(1) as f64
+        );
+    }
+    println!(
+        "fl_codec_insns_portable_over_neon: {:.2}",
+        portable_sum as f64 / neon_sum.max(1) as f64
     );
     Ok(())
 }

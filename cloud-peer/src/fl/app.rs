@@ -22,6 +22,7 @@ use crate::app::{CloudApp, RoundOutcome, RoundQuorum};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use tandem_runtime::fl::acp::SharedFactors;
 use tandem_runtime::fl::downlink::{self, ModelView};
 use tandem_runtime::fl::task::{LocalConfig, Task};
 use tandem_runtime::rng::SplitMix64;
@@ -115,8 +116,11 @@ where
                 first: Vec::new(),
                 second: Vec::new(),
                 steps: 0,
+                factors: None,
             },
         };
+        let mut state = state;
+        state.factors = shared_factors(state.factors.take(), &task, &settings);
         let records = load_records(&settings.state_dir, state.round);
         Ok(Self {
             task,
@@ -198,6 +202,27 @@ where
                 entry.1 = started.round + backoff(entry.0);
             }
         }
+    }
+}
+
+/// The factors the next round shares under `settings.codec`: the saved ones where they
+/// fit the codec and model, fresh ones (seeded) for an ACP run without them, none for
+/// other codecs.
+fn shared_factors<T: Task>(
+    saved: Option<SharedFactors>,
+    task: &T,
+    settings: &FlSettings,
+) -> Option<SharedFactors> {
+    let CodecDesc::Acp { .. } = settings.codec else {
+        return None;
+    };
+    let layout = task.layout();
+    let fits = |f: &SharedFactors| {
+        SharedFactors::from_bytes(layout, settings.codec, &f.to_bytes()).is_ok()
+    };
+    match saved.filter(fits) {
+        Some(saved) => Some(saved),
+        None => SharedFactors::initial(layout, settings.codec, settings.seed).ok(),
     }
 }
 
@@ -288,6 +313,8 @@ where
             participants: participants.to_vec(),
             sent: HashMap::new(),
         };
+        let factors = self.state.factors.as_ref().map(SharedFactors::to_bytes);
+        let factors = factors.unwrap_or_default();
         let mut assignments = Vec::with_capacity(participants.len());
         for node in participants {
             let sent = match downlink::send(
@@ -310,17 +337,20 @@ where
                 model: sent.payload,
                 model_codec: self.settings.downlink,
                 update_codec: self.settings.codec,
-                payload_len: sent.bytes.len() as u64,
+                payload_len: (sent.bytes.len() + factors.len()) as u64,
+                factors_len: factors.len() as u64,
             };
+            let mut payload = sent.bytes;
+            payload.extend_from_slice(&factors);
             started.downlink_bytes +=
-                wire_bytes(&task, sent.bytes.len()).unwrap_or(sent.bytes.len()) as u64;
+                wire_bytes(&task, payload.len()).unwrap_or(payload.len()) as u64;
             if self.settings.downlink != CodecDesc::Identity {
                 started.sent.insert(node.clone(), sent.view);
             }
             assignments.push(Assignment {
                 to: node.clone(),
                 task,
-                model: sent.bytes,
+                model: payload,
             });
         }
         self.started = Some(started);
@@ -365,6 +395,7 @@ where
             }
             match validate(
                 update.codec,
+                self.state.factors.as_ref(),
                 self.task.layout(),
                 bytes,
                 update.num_examples,
@@ -384,6 +415,11 @@ where
                 }
             }
         }
+        let before = self
+            .state
+            .factors
+            .is_some()
+            .then(|| self.state.global.clone());
         let aggregated = if valid.is_empty() {
             0
         } else {
@@ -395,6 +431,11 @@ where
                 }
             }
         };
+        if let (Some(factors), Some(before)) = (&self.state.factors, before) {
+            let seed = self.settings.seed ^ round;
+            let next = factors.after_round(self.task.layout(), &before, &self.state.global, seed);
+            self.state.factors = Some(next);
+        }
         self.state.round = round;
         let eval = self.task.evaluate(&self.state.global, &self.test);
         let (accuracy, loss) = eval.map_or((f64::NAN, f64::NAN), |e| (e.accuracy, e.loss));

@@ -90,6 +90,7 @@ pub fn identity_task_bytes(layout: &Layout) -> u64 {
         model_codec: CodecDesc::Identity,
         update_codec: CodecDesc::Identity,
         payload_len: payload as u64,
+        factors_len: 0,
     };
     wire_bytes(&task, payload).unwrap_or(payload) as u64
 }

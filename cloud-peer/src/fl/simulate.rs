@@ -11,6 +11,7 @@ use super::strategy::{ClientUpdate, Strategy, StrategyKind};
 use super::validate::{NormBound, Refusal, validate};
 use std::collections::HashMap;
 use std::time::Instant;
+use tandem_runtime::fl::acp::SharedFactors;
 use tandem_runtime::fl::task::{Evaluation, LocalConfig, Task, TaskError};
 use tandem_runtime::fl::update::{UpdateEncoder, UpdateError, identity_len};
 use tandem_runtime::rng::SplitMix64;
@@ -77,6 +78,8 @@ pub struct Simulation<'a, T: Task> {
     global: Vec<f32>,
     strategy: Strategy,
     encoders: HashMap<usize, UpdateEncoder>,
+    /// The round's shared factors (ACP codec only).
+    factors: Option<SharedFactors>,
     hostile: Vec<bool>,
     round: u64,
 }
@@ -126,6 +129,13 @@ impl<'a, T: Task> Simulation<'a, T> {
             Some(b) => b.choose(clients.len(), config.seed),
             None => vec![false; clients.len()],
         };
+        let factors = match config.codec {
+            CodecDesc::Acp { .. } => Some(
+                SharedFactors::initial(task.layout(), config.codec, config.seed)
+                    .map_err(|e| SimulationError::Config(e.to_string()))?,
+            ),
+            _ => None,
+        };
         Ok(Self {
             task,
             clients,
@@ -133,6 +143,7 @@ impl<'a, T: Task> Simulation<'a, T> {
             global: task.initial_weights(config.seed),
             strategy: Strategy::new(config.strategy),
             encoders: HashMap::new(),
+            factors,
             hostile,
             round: 0,
             config,
@@ -194,7 +205,7 @@ impl<'a, T: Task> Simulation<'a, T> {
             b.corrupt(&mut delta, seed);
         }
         let bytes = encoder
-            .encode(&delta)
+            .encode_shared(&delta, self.factors.as_ref())
             .map_err(|error| SimulationError::Encode { client, error })?;
         Ok(Trained {
             client,
@@ -242,8 +253,10 @@ impl<'a, T: Task> Simulation<'a, T> {
         });
         // Codec state is kept whatever happened to the update.
         self.encoders.extend(jobs);
-        let model_len = identity_len(self.task.layout());
-        let model_bytes = wire::wire_bytes(&self.round_task(round, model_len), model_len)?;
+        let factors_len = self.factors.as_ref().map_or(0, |f| f.to_bytes().len());
+        let payload_len = identity_len(self.task.layout()) + factors_len;
+        let task = self.round_task(round, payload_len, factors_len);
+        let model_bytes = wire::wire_bytes(&task, payload_len)?;
         let mut record = RoundRecord {
             round,
             accuracy: 0.0,
@@ -284,6 +297,7 @@ impl<'a, T: Task> Simulation<'a, T> {
             loss_sum += f64::from(trained.loss);
             match validate(
                 self.config.codec,
+                self.factors.as_ref(),
                 self.task.layout(),
                 &trained.bytes,
                 trained.examples,
@@ -315,18 +329,26 @@ impl<'a, T: Task> Simulation<'a, T> {
             tracing::warn!(round, "no valid update: the global model stays as it was");
             return 0;
         }
-        match self.strategy.aggregate(&mut self.global, updates) {
+        let before = self.factors.is_some().then(|| self.global.clone());
+        let used = match self.strategy.aggregate(&mut self.global, updates) {
             Ok(used) => used.selected.len(),
             Err(err) => {
                 tracing::warn!(round, "not aggregated: {err}");
                 0
             }
+        };
+        if let (Some(factors), Some(before)) = (&self.factors, before) {
+            let seed = self.config.seed ^ round;
+            self.factors =
+                Some(factors.after_round(self.task.layout(), &before, &self.global, seed));
         }
+        used
     }
 
-    /// The RoundTask a networked cloud would send for `round` with a full model of
-    /// `payload_len` bytes (the simulation models the identity downlink only).
-    fn round_task(&self, round: u64, payload_len: usize) -> RoundTask {
+    /// The RoundTask a networked cloud would send for `round` with a payload of
+    /// `payload_len` bytes, `factors_len` of them shared factors (the simulation models
+    /// the identity downlink only).
+    fn round_task(&self, round: u64, payload_len: usize, factors_len: usize) -> RoundTask {
         RoundTask {
             round,
             deadline_ms: 60_000,
@@ -335,6 +357,7 @@ impl<'a, T: Task> Simulation<'a, T> {
             model_codec: CodecDesc::Identity,
             update_codec: self.config.codec,
             payload_len: payload_len as u64,
+            factors_len: factors_len as u64,
         }
     }
 }

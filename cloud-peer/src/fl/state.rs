@@ -4,11 +4,12 @@
 //! fingerprint so a cloud restarted on another run's state refuses it.
 
 use std::path::{Path, PathBuf};
+use tandem_runtime::fl::acp::SharedFactors;
 use tandem_runtime::sealed::{self, SealedError};
 
 /// The state file in a `--state` directory.
 pub const FILE_NAME: &str = "fl-state.bin";
-const MAGIC: &[u8; 8] = b"TNDMFLS1";
+const MAGIC: &[u8; 8] = b"TNDMFLS2";
 
 /// The most parameters a state file may hold (as the codecs' `MAX_ELEMENTS`).
 const MAX_VALUES: usize = tandem_runtime::codec::MAX_ELEMENTS;
@@ -32,6 +33,8 @@ pub struct RunState {
     pub second: Vec<f32>,
     /// Aggregations the strategy has done.
     pub steps: u64,
+    /// The next round's shared factors (ACP codec only).
+    pub factors: Option<SharedFactors>,
 }
 
 /// Why a state could not be read or written.
@@ -141,6 +144,7 @@ mod tests {
             first: vec![0.1, 0.2, 0.3],
             second: Vec::new(),
             steps: 7,
+            factors: None,
         }
     }
 

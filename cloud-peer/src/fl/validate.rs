@@ -7,6 +7,7 @@ use super::strategy::ClientUpdate;
 use std::fmt;
 use std::str::FromStr;
 use tandem_runtime::fl::Layout;
+use tandem_runtime::fl::acp::SharedFactors;
 use tandem_runtime::fl::update::{self, UpdateError};
 use tandem_runtime::wire::CodecDesc;
 
@@ -89,9 +90,11 @@ pub struct Validated {
     pub clipped: bool,
 }
 
-/// Decodes `bytes` (an update of `layout` under `desc`) and checks it.
+/// Decodes `bytes` (an update of `layout` under `desc`, against the round's `shared`
+/// factors if ACP) and checks it.
 pub fn validate(
     desc: CodecDesc,
+    shared: Option<&SharedFactors>,
     layout: &Layout,
     bytes: &[u8],
     examples: u64,
@@ -100,7 +103,7 @@ pub fn validate(
     if !(1..=MAX_EXAMPLES).contains(&examples) {
         return Err(Refusal::Examples(examples));
     }
-    let mut delta = update::decode(desc, layout, bytes)?;
+    let mut delta = update::decode_shared(desc, layout, bytes, shared)?;
     let norm = tandem_kernels::reduce::l2_norm(&delta);
     let mut clipped = false;
     if let Some(limit) = bound
@@ -151,15 +154,15 @@ mod tests {
     #[test]
     fn a_good_update_passes_and_an_oversized_one_is_clipped_or_refused() {
         let good = bytes(&[3.0, 0.0, 0.0, 4.0, 0.0, 0.0]);
-        let v = validate(CodecDesc::Identity, &layout(), &good, 10, None).unwrap();
+        let v = validate(CodecDesc::Identity, None, &layout(), &good, 10, None).unwrap();
         assert_eq!((v.norm, v.clipped), (5.0, false));
         let clip = Some("2.5".parse().unwrap());
-        let v = validate(CodecDesc::Identity, &layout(), &good, 10, clip).unwrap();
+        let v = validate(CodecDesc::Identity, None, &layout(), &good, 10, clip).unwrap();
         assert!(v.clipped);
         assert_eq!(v.update.delta, [1.5, 0.0, 0.0, 2.0, 0.0, 0.0]);
         let refuse = Some("2.5:refuse".parse().unwrap());
         assert_eq!(
-            validate(CodecDesc::Identity, &layout(), &good, 10, refuse),
+            validate(CodecDesc::Identity, None, &layout(), &good, 10, refuse),
             Err(Refusal::NormExceeded {
                 norm: 5.0,
                 bound: 2.5
@@ -173,23 +176,23 @@ mod tests {
         let layout = layout();
         for examples in [0, MAX_EXAMPLES + 1] {
             assert_eq!(
-                validate(CodecDesc::Identity, &layout, &good, examples, None),
+                validate(CodecDesc::Identity, None, &layout, &good, examples, None),
                 Err(Refusal::Examples(examples))
             );
         }
         // Another model's update: one value short in the last tensor.
         let short = &good[..good.len() - 4];
         assert!(matches!(
-            validate(CodecDesc::Identity, &layout, short, 1, None),
+            validate(CodecDesc::Identity, None, &layout, short, 1, None),
             Err(Refusal::Decode(_))
         ));
         let mut long = good.clone();
         long.push(0);
-        assert!(validate(CodecDesc::Identity, &layout, &long, 1, None).is_err());
+        assert!(validate(CodecDesc::Identity, None, &layout, &long, 1, None).is_err());
         // A NaN smuggled into the raw bytes of the first tensor.
         let mut nan = good.clone();
         nan[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
-        assert!(validate(CodecDesc::Identity, &layout, &nan, 1, None).is_err());
+        assert!(validate(CodecDesc::Identity, None, &layout, &nan, 1, None).is_err());
         // A large tensor's identity bytes decoded under the round's f16 codec.
         let big = Layout::new(vec![TensorSpec {
             name: "big".into(),
@@ -199,7 +202,7 @@ mod tests {
             .unwrap()
             .encode(&[0.5; 1024])
             .unwrap();
-        assert!(validate(CodecDesc::F16, &big, &raw, 1, None).is_err());
+        assert!(validate(CodecDesc::F16, None, &big, &raw, 1, None).is_err());
         for bad in ["0", "-1", "x", "inf", "3:maybe"] {
             assert!(bad.parse::<NormBound>().is_err(), "{bad}");
         }

@@ -45,9 +45,9 @@ pub(crate) trait LanesJob {
 /// Runs `job` on the lanes this CPU has: NEON on aarch64, AVX + FMA on x86_64 when
 /// detected (std caches the detection), scalar otherwise.
 pub(crate) fn run<J: LanesJob>(job: J) -> J::Output {
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    #[cfg(tandem_neon)]
     return job.run(crate::arch::aarch64::gemm::Neon);
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[cfg(tandem_sse2)]
     if let Some(fma) = crate::arch::x86_64::gemm::Fma256::new() {
         return fma.run(job);
     }

@@ -10,13 +10,13 @@ type Kernel = fn(&[f32]) -> f32;
 fn backends() -> Vec<(Backend, Kernel, Kernel)> {
     let mut all: Vec<(Backend, Kernel, Kernel)> =
         vec![(Backend::Scalar, scalar::absmax, scalar::sum_squares)];
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    #[cfg(tandem_neon)]
     all.push((
         Backend::Neon,
         crate::arch::aarch64::reduce::absmax,
         crate::arch::aarch64::reduce::sum_squares,
     ));
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[cfg(tandem_sse2)]
     all.push((
         Backend::Sse2,
         crate::arch::x86_64::reduce::absmax,
@@ -119,8 +119,8 @@ fn public_api_runs_the_simd_backend() {
     assert_eq!(trace::take(), Some(crate::active_backend()));
     super::sum_squares(&x);
     assert_eq!(trace::take(), Some(crate::active_backend()));
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    #[cfg(tandem_neon)]
     assert_eq!(crate::active_backend(), Backend::Neon);
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[cfg(tandem_sse2)]
     assert_eq!(crate::active_backend(), Backend::Sse2);
 }

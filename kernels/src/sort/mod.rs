@@ -98,7 +98,7 @@ fn sort_pairs_with(
 /// network on 16 vectors, a transpose and bitonic merges). No allocation, no branches
 /// on the data.
 pub fn sort64_i32(block: &mut [i32; 64]) {
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    #[cfg(tandem_neon)]
     return crate::arch::aarch64::sort::sort64_i32(block);
     #[cfg(target_arch = "x86_64")]
     if let Some(sse41) = crate::arch::x86_64::sort::Sse41::new() {
@@ -110,7 +110,7 @@ pub fn sort64_i32(block: &mut [i32; 64]) {
 
 /// The backend [`sort_i32`] and friends use for inputs longer than 64 keys on this CPU.
 pub fn sort_backend() -> Backend {
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    #[cfg(tandem_neon)]
     return <crate::arch::aarch64::sort::Neon as vector::Lanes>::BACKEND;
     #[cfg(target_arch = "x86_64")]
     if crate::arch::x86_64::sort::Sse41::new().is_some() {
@@ -121,7 +121,7 @@ pub fn sort_backend() -> Backend {
 }
 
 fn sort_i32_dispatch(data: &mut [i32]) {
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    #[cfg(tandem_neon)]
     return crate::arch::aarch64::sort::sort_i32(data);
     #[cfg(target_arch = "x86_64")]
     if let Some(sse41) = crate::arch::x86_64::sort::Sse41::new() {
@@ -132,7 +132,7 @@ fn sort_i32_dispatch(data: &mut [i32]) {
 }
 
 fn sort_pairs_dispatch(data: &mut [Pair]) {
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    #[cfg(tandem_neon)]
     return crate::arch::aarch64::sort::sort_pairs(data);
     #[cfg(target_arch = "x86_64")]
     if let Some(sse41) = crate::arch::x86_64::sort::Sse41::new() {

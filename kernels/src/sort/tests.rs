@@ -46,7 +46,7 @@ impl<S: vector::SortVector> vector::SortVector for Hybrid<S> {
 /// directly so a dispatch bug cannot hide one.
 fn backends() -> Vec<(Backend, SortFn)> {
     let mut all: Vec<(Backend, SortFn)> = vec![(Backend::Scalar, scalar_sort_i32)];
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    #[cfg(tandem_neon)]
     {
         use crate::arch::aarch64::sort::Neon;
         all.push((Backend::Neon, crate::arch::aarch64::sort::sort_i32));
@@ -214,7 +214,7 @@ fn public_api_runs_the_vector_backend() {
     crate::trace::take();
     sort_i32(&mut data);
     assert_eq!(crate::trace::take(), Some(sort_backend()));
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    #[cfg(tandem_neon)]
     assert_eq!(sort_backend(), Backend::Neon);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("sse4.1") {
@@ -281,7 +281,7 @@ fn pairs_with_equal_keys_and_the_hybrid_merge() {
     let mut got = pairs.clone();
     sort_pairs_dispatch(&mut got);
     assert_eq!(got, want);
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    #[cfg(tandem_neon)]
     {
         let mut got = pairs.clone();
         driver_sort(

@@ -47,6 +47,9 @@ pub enum CodecError {
     /// scale, a non-finite value).
     #[error("encoded tensor inconsistent: {0}")]
     Inconsistent(&'static str),
+    /// ACP encodes and decodes against the round's shared factor, which was not given.
+    #[error("ACP needs the round's shared factor")]
+    NeedsSharedFactor,
     /// No candidate met the target (chooser).
     #[error("no codec meets the target; best relative error {best_error:.3} at {best_bytes} bytes")]
     TargetUnreachable {

@@ -23,6 +23,10 @@ pub(super) fn check_desc(desc: CodecDesc) -> Result<(), CodecError> {
         }
         CodecDesc::TopK { ratio_ppm } => ratio_ppm <= 1_000_000,
         CodecDesc::Dct { keep_ppm } => keep_ppm <= 1_000_000,
+        CodecDesc::Acp { rank, factor_bits } => {
+            (1..=tandem_kernels::linalg::MAX_RANK as u16).contains(&rank)
+                && matches!(factor_bits, 8 | 16 | 32)
+        }
     };
     if ok {
         Ok(())
@@ -54,7 +58,8 @@ pub(super) fn factor_len(len: usize, bits: u8) -> usize {
 }
 
 /// Exact encoded size of a `shape` tensor, for every codec but `TopK` (whose
-/// delta-coded indices vary; `None`) and unsupported ones (`None`).
+/// delta-coded indices vary; `None`), `Acp` (which depends on the round's shared side;
+/// `None`) and unsupported ones (`None`).
 pub fn encoded_len(desc: CodecDesc, shape: Shape) -> Option<usize> {
     check_desc(desc).ok()?;
     let len = shape.elements().ok()?;
@@ -69,7 +74,7 @@ pub fn encoded_len(desc: CodecDesc, shape: Shape) -> Option<usize> {
             factor_len(shape.rows * r, factor_bits) + factor_len(shape.cols * r, factor_bits)
         }
         CodecDesc::Dct { keep_ppm } => len.div_ceil(DCT_BLOCK) * super::dct_keep(keep_ppm) * 4,
-        CodecDesc::TopK { .. } => return None,
+        CodecDesc::TopK { .. } | CodecDesc::Acp { .. } => return None,
     })
 }
 

@@ -1,8 +1,9 @@
 //! Tensor codecs for activations, cut gradients and model updates.
 //!
 //! Every codec has an [`Encoder`] (which may keep state across steps: the previous
-//! step's `Q` for `LowRank`, the error-feedback residual for `TopK`) and a stateless
-//! [`decode`]. An encode returns the bytes and a [`Report`]: bytes, ratio against f32,
+//! step's `Q` for `LowRank`, the error-feedback residual for `TopK` and `Acp`) and a
+//! stateless [`decode`] (`Acp`, whose factor is against one both sides share, encodes
+//! with [`Encoder::encode_shared`] and decodes with [`decode_shared`]). An encode returns the bytes and a [`Report`]: bytes, ratio against f32,
 //! and the relative error `||H - H'|| / ||H||` measured by decoding what was sent, so the
 //! figure is honest whatever the codec does inside.
 //!
@@ -11,12 +12,14 @@
 //! truncated, oversized or inconsistent buffers and non-finite values with a typed
 //! [`CodecError`]; shapes above [`MAX_ELEMENTS`] are refused outright.
 
+mod acp;
 mod choose;
 mod error;
 mod format;
 mod lowrank;
 mod topk;
 
+pub use acp::{SharedFactor, Side};
 pub use choose::{Target, choose, lowrank_ladder};
 pub use error::CodecError;
 pub use format::encoded_len;
@@ -86,11 +89,11 @@ impl Report {
     }
 }
 
-/// An encoder's state between encodes: top-k's residual, PowerSGD's warm-started `Q`
+/// An encoder's state between encodes: top-k's and ACP's residual, PowerSGD's warm-started `Q`
 /// as `(rows, cols, rank, Q)` and the encodes done. Serialisable for checkpoints.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EncoderMemory {
-    /// Top-k's error-feedback residual (empty for other codecs).
+    /// Top-k's or ACP's error-feedback residual (empty for other codecs).
     pub residual: Vec<f32>,
     /// The last orthonormalised `Q` of a low-rank encoder.
     pub warm: Option<(usize, usize, usize, Vec<f32>)>,
@@ -177,6 +180,27 @@ impl Encoder {
         Ok(bytes)
     }
 
+    /// Encodes `h` (`shape`) against the round's `shared` factor (ACP, with error
+    /// feedback); other codecs ignore `shared` and encode as [`Encoder::encode_bytes`].
+    pub fn encode_shared(
+        &mut self,
+        h: &[f32],
+        shape: Shape,
+        shared: Option<&SharedFactor>,
+    ) -> Result<Vec<u8>, CodecError> {
+        let CodecDesc::Acp { rank, factor_bits } = self.desc else {
+            return self.encode_bytes(h, shape);
+        };
+        let shared = shared.ok_or(CodecError::NeedsSharedFactor)?;
+        check_input(h, shape)?;
+        let rank = usize::from(rank);
+        let m = self.topk.with_residual_added(h);
+        let bytes = acp::encode(m, shape, shared, rank, factor_bits)?;
+        let sent = acp::decode(&mut Reader::new(&bytes), shape, shared, rank, factor_bits)?;
+        self.topk.sent(&sent);
+        Ok(bytes)
+    }
+
     /// Tells the stateful codecs what the receiver decodes.
     fn sent(&mut self, decoded: &[f32]) {
         if let CodecDesc::TopK { .. } = self.desc {
@@ -186,16 +210,7 @@ impl Encoder {
 
     /// The encoded bytes of `h`, input checked.
     fn encode_raw(&mut self, h: &[f32], shape: Shape) -> Result<Vec<u8>, CodecError> {
-        let len = shape.elements()?;
-        if h.len() != len {
-            return Err(CodecError::ShapeMismatch {
-                shape,
-                found: h.len(),
-            });
-        }
-        if let Some(at) = h.iter().position(|v| !v.is_finite()) {
-            return Err(CodecError::NonFinite { at });
-        }
+        check_input(h, shape)?;
         // The element-wise codecs write straight into a buffer of their exact size.
         let writer = || Writer::with_capacity(encoded_len(self.desc, shape).unwrap_or(0));
         let bytes = match self.desc {
@@ -223,9 +238,50 @@ impl Encoder {
                 .encode(h, shape, usize::from(rank), power_iters, factor_bits)?,
             CodecDesc::TopK { ratio_ppm } => self.topk.encode(h, ratio_ppm)?,
             CodecDesc::Dct { keep_ppm } => encode_dct(h, keep_ppm)?,
+            CodecDesc::Acp { .. } => return Err(CodecError::NeedsSharedFactor),
         };
         Ok(bytes)
     }
+}
+
+/// `h` has `shape`'s length and finite values.
+fn check_input(h: &[f32], shape: Shape) -> Result<(), CodecError> {
+    let len = shape.elements()?;
+    if h.len() != len {
+        return Err(CodecError::ShapeMismatch {
+            shape,
+            found: h.len(),
+        });
+    }
+    if let Some(at) = h.iter().position(|v| !v.is_finite()) {
+        return Err(CodecError::NonFinite { at });
+    }
+    Ok(())
+}
+
+/// Decodes `bytes` made by [`Encoder::encode_shared`] for `desc`, `shape` and the round's
+/// `shared` factor (needed by ACP, ignored by the others).
+pub fn decode_shared(
+    desc: CodecDesc,
+    shape: Shape,
+    bytes: &[u8],
+    shared: Option<&SharedFactor>,
+) -> Result<Vec<f32>, CodecError> {
+    let CodecDesc::Acp { rank, factor_bits } = desc else {
+        return decode(desc, shape, bytes);
+    };
+    format::check_desc(desc)?;
+    shape.elements()?;
+    let shared = shared.ok_or(CodecError::NeedsSharedFactor)?;
+    let rank = usize::from(rank);
+    let expected = acp::encoded_len(shape, rank, factor_bits, shared.side);
+    if bytes.len() != expected {
+        return Err(CodecError::Inconsistent("ACP factor of the wrong length"));
+    }
+    let mut r = Reader::new(bytes);
+    let out = acp::decode(&mut r, shape, shared, rank, factor_bits)?;
+    r.end()?;
+    Ok(out)
 }
 
 /// Decodes `bytes` made by an [`Encoder`] for `desc` and `shape`.
@@ -258,6 +314,7 @@ pub fn decode(desc: CodecDesc, shape: Shape, bytes: &[u8]) -> Result<Vec<f32>, C
         } => lowrank::decode(&mut r, shape, usize::from(rank), factor_bits)?,
         CodecDesc::TopK { ratio_ppm } => topk::decode(&mut r, len, ratio_ppm)?,
         CodecDesc::Dct { keep_ppm } => decode_dct(&mut r, len, keep_ppm)?,
+        CodecDesc::Acp { .. } => return Err(CodecError::NeedsSharedFactor),
     };
     r.end()?;
     Ok(out)

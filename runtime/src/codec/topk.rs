@@ -24,10 +24,7 @@ pub(super) fn count(len: usize, ratio_ppm: u32) -> usize {
 
 impl State {
     pub(super) fn encode(&mut self, h: &[f32], ratio_ppm: u32) -> Result<Vec<u8>, CodecError> {
-        if self.residual.len() != h.len() {
-            self.residual = vec![0.0; h.len()];
-        }
-        self.pending = h.iter().zip(&self.residual).map(|(a, b)| a + b).collect();
+        self.with_residual_added(h);
         let k = count(h.len(), ratio_ppm);
         let (mut idx, _) = top_k_abs(&self.pending, k)?;
         idx.sort_unstable();
@@ -40,6 +37,17 @@ impl State {
         let values: Vec<f32> = idx.iter().map(|&i| self.pending[i as usize]).collect();
         w.f32s(&values);
         Ok(w.finish())
+    }
+
+    /// `h` plus the residual, as the encode in progress (a residual of another length,
+    /// from another tensor shape, is dropped); [`State::sent`] then keeps what of it
+    /// was not sent. Also the error feedback of [`super::acp`].
+    pub(super) fn with_residual_added(&mut self, h: &[f32]) -> &[f32] {
+        if self.residual.len() != h.len() {
+            self.residual = vec![0.0; h.len()];
+        }
+        self.pending = h.iter().zip(&self.residual).map(|(a, b)| a + b).collect();
+        &self.pending
     }
 
     /// The error-feedback residual (what has not been sent yet).

@@ -9,6 +9,7 @@
 //! round from the same error-feedback residuals, PowerSGD `Q` and model view (the base
 //! of the next downlink delta): nothing trained twice, nothing lost.
 
+use super::acp::{AcpError, SharedFactors};
 use super::downlink::{self, DownlinkError, ModelView};
 use super::task::{LocalConfig, Task, TaskError};
 use super::update::{UpdateEncoder, UpdateError};
@@ -29,6 +30,9 @@ pub enum ClientError {
     /// device does not hold (the cloud then sends the full model next time).
     #[error("the round's model: {0}")]
     Model(#[from] DownlinkError),
+    /// The round's shared factors (ACP) do not fit this task's model.
+    #[error("the round's shared factors: {0}")]
+    Factors(#[from] AcpError),
     /// Local training failed.
     #[error(transparent)]
     Train(#[from] TaskError),
@@ -171,6 +175,19 @@ impl<T: Task> FlClient<T> {
             }
         }
         let layout = self.task.layout().clone();
+        let Some(split) = model.len().checked_sub(round.factors_len as usize) else {
+            return Err(AcpError::Bytes("longer than the round's payload").into());
+        };
+        let (model, factors) = model.split_at(split);
+        let shared = match round.update_codec {
+            CodecDesc::Acp { .. } => Some(SharedFactors::from_bytes(
+                &layout,
+                round.update_codec,
+                factors,
+            )?),
+            _ if factors.is_empty() => None,
+            other => return Err(AcpError::NotAcp(other).into()),
+        };
         let view = downlink::receive(
             &layout,
             round.model_codec,
@@ -197,7 +214,9 @@ impl<T: Task> FlClient<T> {
             Some(e) if e.desc() == round.update_codec => e.clone(),
             _ => UpdateEncoder::new(layout, round.update_codec).map_err(ClientError::Encode)?,
         };
-        let payload = encoder.encode(&delta).map_err(ClientError::Encode)?;
+        let payload = encoder
+            .encode_shared(&delta, shared.as_ref())
+            .map_err(ClientError::Encode)?;
         let trained = Trained {
             update: Update {
                 round: round.round,

@@ -179,3 +179,14 @@ impl Task for Fmnist {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_models_layout_is_the_one_known_without_burn() {
+        let task = Fmnist::new(ComputeBackend::Flex);
+        assert_eq!(task.layout(), &Layout::lenet5());
+    }
+}

@@ -59,6 +59,34 @@ impl Layout {
         }
     }
 
+    /// The layout of task `fmnist`'s LeNet-5 (61,706 parameters; burn's `Linear` keeps
+    /// its weight as `[in, out]`), known without building the model: for benchmarks of
+    /// the update codecs in builds without burn. `fmnist`'s tests check it against the
+    /// model.
+    pub fn lenet5() -> Self {
+        let specs = [
+            ("conv1.weight", &[6, 1, 5, 5][..]),
+            ("conv1.bias", &[6]),
+            ("conv2.weight", &[16, 6, 5, 5]),
+            ("conv2.bias", &[16]),
+            ("fc1.weight", &[400, 120]),
+            ("fc1.bias", &[120]),
+            ("fc2.weight", &[120, 84]),
+            ("fc2.bias", &[84]),
+            ("fc3.weight", &[84, 10]),
+            ("fc3.bias", &[10]),
+        ];
+        Self::new(
+            specs
+                .iter()
+                .map(|(name, shape)| TensorSpec {
+                    name: (*name).to_string(),
+                    shape: shape.to_vec(),
+                })
+                .collect(),
+        )
+    }
+
     /// The tensors.
     pub fn specs(&self) -> &[TensorSpec] {
         &self.specs

@@ -7,8 +7,10 @@
 //!   `fmnist` (feature `model`), LeNet-5 on Fashion-MNIST.
 //! - [`downlink`]: the global model to a device, whole or as a delta from the model it
 //!   holds, both sides tracking what the device decoded.
+//! - [`acp`]: the factors ACP rounds share (`acp:r=R`: one low-rank factor up per tensor).
 //! - [`client`]: a device's side of a round, from the task and model to the update.
 
+pub mod acp;
 pub mod client;
 pub mod downlink;
 mod layout;
@@ -20,11 +22,30 @@ pub mod fmnist;
 
 pub use layout::{Layout, TensorSpec};
 
-/// The update codec named by `text` (`identity`, `f16`, `int8`, `topk:ratio=F`,
-/// `lowrank:r=R[,bits=B,iters=N]`, `dct:keep=F`); the split-only `sft` is refused.
 #[cfg(feature = "model")]
-pub fn update_codec(text: &str) -> Result<crate::wire::CodecDesc, String> {
+use crate::wire::CodecDesc;
+
+/// The update codec named by `text` (`identity`, `f16`, `int8`, `topk:ratio=F`,
+/// `lowrank:r=R[,bits=B,iters=N]`, `dct:keep=F`, `acp:r=R[,bits=B]`); the split-only
+/// `sft` is refused.
+#[cfg(feature = "model")]
+pub fn update_codec(text: &str) -> Result<CodecDesc, String> {
     use crate::model::split::{CutForm, LinkCodec};
+    if let Some(args) = text.strip_prefix("acp:") {
+        if args.split(',').any(|p| p.starts_with("iters")) {
+            return Err("codec `acp` has no parameter `iters`".into());
+        }
+        // Parsed as the low-rank codec it shares its parameters with.
+        let CodecDesc::LowRank {
+            rank, factor_bits, ..
+        } = LinkCodec::parse(&format!("lowrank:{args}"))
+            .map_err(|e| e.replace("lowrank", "acp"))?
+            .tensor
+        else {
+            return Err(format!("codec `{text}`"));
+        };
+        return Ok(CodecDesc::Acp { rank, factor_bits });
+    }
     let codec = LinkCodec::parse(text)?;
     if codec.form != CutForm::Hidden {
         return Err(format!(

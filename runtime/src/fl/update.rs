@@ -7,6 +7,7 @@
 //! residual and PowerSGD's warm-started `Q` belong to the tensor they were made for.
 
 use super::Layout;
+use super::acp::SharedFactors;
 use crate::codec::{self, CodecError, Encoder, EncoderMemory};
 use crate::wire::CodecDesc;
 
@@ -121,6 +122,16 @@ impl UpdateEncoder {
 
     /// The bytes of `values`; a non-finite value is refused before any state changes.
     pub fn encode(&mut self, values: &[f32]) -> Result<Vec<u8>, UpdateError> {
+        self.encode_shared(values, None)
+    }
+
+    /// [`UpdateEncoder::encode`] against the round's `shared` factors (ACP needs them,
+    /// the other codecs ignore them).
+    pub fn encode_shared(
+        &mut self,
+        values: &[f32],
+        shared: Option<&SharedFactors>,
+    ) -> Result<Vec<u8>, UpdateError> {
         if values.len() != self.layout.len() {
             return Err(UpdateError::Length {
                 expected: self.layout.len(),
@@ -138,8 +149,9 @@ impl UpdateEncoder {
             .zip(&mut self.encoders)
             .enumerate()
         {
+            let factor = shared.and_then(|s| s.tensor(tensor));
             let bytes = encoder
-                .encode_bytes(&values[self.layout.range(tensor)], spec.matrix())
+                .encode_shared(&values[self.layout.range(tensor)], spec.matrix(), factor)
                 .map_err(|error| UpdateError::Codec { tensor, error })?;
             let len = u32::try_from(bytes.len()).map_err(|_| UpdateError::Codec {
                 tensor,
@@ -159,6 +171,16 @@ impl UpdateEncoder {
 /// against what is left before anything is decoded, and every tensor's codec checks its
 /// own bytes against the tensor's shape (see [`codec::decode`]).
 pub fn decode(desc: CodecDesc, layout: &Layout, bytes: &[u8]) -> Result<Vec<f32>, UpdateError> {
+    decode_shared(desc, layout, bytes, None)
+}
+
+/// [`decode`] of an update made against the round's `shared` factors (ACP).
+pub fn decode_shared(
+    desc: CodecDesc,
+    layout: &Layout,
+    bytes: &[u8],
+    shared: Option<&SharedFactors>,
+) -> Result<Vec<f32>, UpdateError> {
     let mut out = Vec::with_capacity(layout.len());
     let mut rest = bytes;
     for (tensor, spec) in layout.specs().iter().enumerate() {
@@ -171,7 +193,9 @@ pub fn decode(desc: CodecDesc, layout: &Layout, bytes: &[u8]) -> Result<Vec<f32>
             return Err(truncated);
         }
         let (mine, tail) = tail.split_at(len);
-        let values = codec::decode(tensor_codec(desc, spec.elements()), spec.matrix(), mine)
+        let factor = shared.and_then(|s| s.tensor(tensor));
+        let codec = tensor_codec(desc, spec.elements());
+        let values = codec::decode_shared(codec, spec.matrix(), mine, factor)
             .map_err(|error| UpdateError::Codec { tensor, error })?;
         out.extend_from_slice(&values);
         rest = tail;

@@ -232,6 +232,7 @@ pub fn check_round(updates: &[UpdateOp]) -> Result<(), String> {
         model_codec: CodecDesc::Identity,
         update_codec: CodecDesc::Identity,
         payload_len: 0,
+        factors_len: 0,
     };
     let mut coordinator = RoundCoordinator::start(start, task, vec![], participants, 2);
     let mut commits = 0;

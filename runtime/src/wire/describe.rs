@@ -69,6 +69,15 @@ pub enum CodecDesc {
         /// Fraction kept, in parts per million.
         keep_ppm: u32,
     },
+    /// One rank-`rank` factor against a factor the round shares (federated updates
+    /// only; the shared factors follow the model in the round's payload), each entry at
+    /// `factor_bits` (32, 16 or 8) bits.
+    Acp {
+        /// Rank of the factorisation.
+        rank: u16,
+        /// Bits per factor entry.
+        factor_bits: u8,
+    },
 }
 
 /// The model a device runs, so the cloud can refuse a mismatched top half.

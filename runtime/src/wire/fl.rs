@@ -61,8 +61,12 @@ pub struct RoundTask {
     pub model_codec: CodecDesc,
     /// How the device encodes its update for this round.
     pub update_codec: CodecDesc,
-    /// Length of the encoded model that follows in chunks.
+    /// Length of the payload that follows in chunks: the encoded model, then the
+    /// update codec's shared factors.
     pub payload_len: u64,
+    /// Bytes at the end of the payload that are the update codec's shared factors (ACP;
+    /// 0 for other codecs).
+    pub factors_len: u64,
 }
 
 /// A device's update for a round, device -> cloud. Counted once per (round, node).

@@ -42,7 +42,7 @@ pub const MIN_PROTOCOL_VERSION: u16 = 1;
 const SCHEMA: &str = "tandem-wire/1 \
     Capabilities=u32 \
     CodecDesc=enum{Identity,F16,Int8{block:u16},LowRank{rank:u16,power_iters:u8,factor_bits:u8},\
-    TopK{ratio_ppm:u32},Dct{keep_ppm:u32}} \
+    TopK{ratio_ppm:u32},Dct{keep_ppm:u32},Acp{rank:u16,factor_bits:u8}} \
     ModelDesc{name:str<32>,cut:u8,hidden:u16} \
     Hello{min_version:u16,max_version:u16,node:str<64>,software:str<32>,capabilities:Capabilities,\
     model:ModelDesc,codecs:vec<CodecDesc,8>} \
@@ -57,7 +57,7 @@ const SCHEMA: &str = "tandem-wire/1 \
     RoundConfig{local_epochs:u16,batch_size:u16,lr:f32,proximal_mu:f32} \
     ModelPayload=enum{Full,Delta{base_round:u64,base_fnv:u64}} \
     RoundTask{round:u64,deadline_ms:u64,config:RoundConfig,model:ModelPayload,\
-    model_codec:CodecDesc,update_codec:CodecDesc,payload_len:u64} \
+    model_codec:CodecDesc,update_codec:CodecDesc,payload_len:u64,factors_len:u64} \
     Update{round:u64,node:str<64>,num_examples:u64,train_loss:f32,codec:CodecDesc,\
     payload_len:u64} \
     RoundResult{round:u64,committed:bool,accepted:u32,rejected:u32} \

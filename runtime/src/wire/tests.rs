@@ -48,7 +48,7 @@ fn decode_whole<M: Message>(frame: &[u8]) -> Result<M, WireError> {
 #[test]
 fn schema_hash_is_pinned() {
     assert_eq!(
-        SCHEMA_HASH, 0x43d8_0e9f,
+        SCHEMA_HASH, 0x3989_4109,
         "SCHEMA changed: update WIRE.md and this test"
     );
 }
@@ -213,6 +213,7 @@ fn fl_messages_golden_bytes() {
         model_codec: CodecDesc::F16,
         update_codec: CodecDesc::TopK { ratio_ppm: 10_000 },
         payload_len: 1000,
+        factors_len: 0,
     };
     golden(
         task,
@@ -223,6 +224,7 @@ fn fl_messages_golden_bytes() {
             1,    // model codec F16
             4, 0x90, 0x4e, // update codec TopK 10000 ppm
             0xe8, 0x07, // payload_len
+            0,    // factors_len
         ],
     );
 

@@ -67,6 +67,9 @@ impl Admission {
         };
         let gradient = match hello.codecs.first() {
             None => None,
+            Some(CodecDesc::Acp { .. }) => {
+                return Err("gradient codec: ACP is for federated updates only".into());
+            }
             Some(&desc) => {
                 Encoder::new(desc).map_err(|e| format!("gradient codec: {e}"))?;
                 Some(desc)

@@ -21,6 +21,7 @@ fn task(round: u64) -> RoundTask {
         model_codec: CodecDesc::Identity,
         update_codec: CodecDesc::Identity,
         payload_len: 3,
+        factors_len: 0,
     }
 }
 
