@@ -24,19 +24,23 @@ pub fn demo(extra: &[String]) -> Result<()> {
     let bin = build_and_issue("release")?;
     // `--rounds` in `extra` replaces the demo's; the devices stop after that many.
     let rounds = util::flag(extra, "--rounds").unwrap_or(DEMO_ROUNDS);
-    let mut serve = vec![
-        "--strategy",
-        "fedavg",
-        "--codec",
-        DEMO_CODEC,
-        "--downlink",
-        DEMO_DOWNLINK,
-        "--local-lr",
-        "0.05",
-    ];
-    serve.extend(util::without_flag(extra, "--rounds"));
+    // So do the flags below; the rest of `extra` goes to `tandem-cloud serve` as it is.
+    let settings = [
+        ("--strategy", "fedavg"),
+        ("--codec", DEMO_CODEC),
+        ("--downlink", DEMO_DOWNLINK),
+        ("--local-lr", "0.05"),
+    ]
+    .map(|(flag, value)| (flag, util::flag(extra, flag).unwrap_or(value)));
+    let mut serve: Vec<&str> = settings.iter().flat_map(|&(f, v)| [f, v]).collect();
+    let own: Vec<&str> = settings.iter().map(|s| s.0).chain(["--rounds"]).collect();
+    serve.extend(util::without_flags(extra, &own));
+    let setting = |flag: &str| settings.iter().find(|s| s.0 == flag).map_or("", |s| s.1);
     eprintln!(
-        "fl demo: {DEVICES} devices (Fashion-MNIST, shards:2 of 4 clients), {rounds} rounds, fedavg, {DEMO_CODEC} up, {DEMO_DOWNLINK} deltas down"
+        "fl demo: {DEVICES} devices (Fashion-MNIST, shards:2 of 4 clients), {rounds} rounds, {}, {} up, {} down",
+        setting("--strategy"),
+        setting("--codec"),
+        setting("--downlink"),
     );
     let state = std::env::current_dir()?.join("tandem-fl-state");
     let run = Loopback {

@@ -118,13 +118,18 @@ pub fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 
 /// `args` without any `name VALUE` pair.
 pub fn without_flag<'a>(args: &'a [String], name: &str) -> Vec<&'a str> {
+    without_flags(args, &[name])
+}
+
+/// `args` without any `NAME VALUE` pair of `names`.
+pub fn without_flags<'a>(args: &'a [String], names: &[&str]) -> Vec<&'a str> {
     let mut out = Vec::new();
     let mut skip = false;
     for arg in args {
         if std::mem::take(&mut skip) {
             continue;
         }
-        if arg == name {
+        if names.contains(&arg.as_str()) {
             skip = true;
             continue;
         }

@@ -182,12 +182,14 @@ where
     /// arrived (`None`: the round aborted, who delivered is unknown). A device whose
     /// update arrived holds the view sent to it; any other participant gets the full
     /// model next time, and one that missed a committed round's deadline sits out.
-    fn settle(&mut self, started: Started, delivered: Option<&[&NodeName]>) {
+    fn settle(&mut self, mut started: Started, delivered: Option<&[&NodeName]>) {
         let arrived = |node: &NodeName| delivered.is_some_and(|d| d.contains(&node));
-        for (node, view) in started.sent {
-            self.views.remove(&node);
-            if arrived(&node) {
-                self.views.insert(node, view);
+        for node in &started.participants {
+            self.views.remove(node);
+            if arrived(node)
+                && let Some(view) = started.sent.remove(node)
+            {
+                self.views.insert(node.clone(), view);
             }
         }
         if delivered.is_none() {
@@ -316,17 +318,22 @@ where
         let factors = self.state.factors.as_ref().map(SharedFactors::to_bytes);
         let factors = factors.unwrap_or_default();
         let mut assignments = Vec::with_capacity(participants.len());
+        let layout = self.task.layout();
         for node in participants {
-            let sent = match downlink::send(
-                self.task.layout(),
-                self.settings.downlink,
-                &self.state.global,
-                self.views.get(node),
-                round,
-            ) {
+            let mut model_codec = self.settings.downlink;
+            let global = &self.state.global;
+            let sent = downlink::send(layout, model_codec, global, self.views.get(node), round)
+                .or_else(|err| {
+                    // The settings were checked at start-up: this is a bug, not a reason
+                    // to stop the run. The full f32 model always fits.
+                    warn!(%node, "cannot encode the global model ({err}); sending it whole in f32");
+                    model_codec = CodecDesc::Identity;
+                    downlink::send(layout, model_codec, global, None, round)
+                });
+            let sent = match sent {
                 Ok(sent) => sent,
                 Err(err) => {
-                    warn!("cannot encode the global model: {err}");
+                    warn!("cannot encode the global model: {err}; the run stops");
                     return None;
                 }
             };
@@ -335,7 +342,7 @@ where
                 deadline_ms: self.settings.deadline.as_millis() as u64,
                 config: self.settings.local.round_config(),
                 model: sent.payload,
-                model_codec: self.settings.downlink,
+                model_codec,
                 update_codec: self.settings.codec,
                 payload_len: (sent.bytes.len() + factors.len()) as u64,
                 factors_len: factors.len() as u64,
@@ -344,7 +351,7 @@ where
             payload.extend_from_slice(&factors);
             started.downlink_bytes +=
                 wire_bytes(&task, payload.len()).unwrap_or(payload.len()) as u64;
-            if self.settings.downlink != CodecDesc::Identity {
+            if model_codec != CodecDesc::Identity {
                 started.sent.insert(node.clone(), sent.view);
             }
             assignments.push(Assignment {
