@@ -107,6 +107,8 @@ pub struct Encoder {
     desc: CodecDesc,
     lowrank: lowrank::State,
     topk: topk::State,
+    /// Whether TopK carries what it did not send into the next encode.
+    feedback: bool,
 }
 
 impl Encoder {
@@ -118,7 +120,18 @@ impl Encoder {
             desc,
             lowrank: lowrank::State::default(),
             topk: topk::State::default(),
+            feedback: true,
         })
+    }
+
+    /// An encoder for tensors that do not accumulate from one encode to the next (a
+    /// batch's activations, its cut gradient): TopK sends each tensor's own largest
+    /// entries and carries no residual into the next, unrelated, tensor. Error feedback
+    /// belongs to sums (model updates), where what is held back is sent later.
+    pub fn per_step(desc: CodecDesc) -> Result<Self, CodecError> {
+        let mut encoder = Self::new(desc)?;
+        encoder.feedback = false;
+        Ok(encoder)
     }
 
     /// The codec.
@@ -174,7 +187,9 @@ impl Encoder {
     /// decode, except for TopK, whose error feedback needs what was sent.
     pub fn encode_bytes(&mut self, h: &[f32], shape: Shape) -> Result<Vec<u8>, CodecError> {
         let bytes = self.encode_raw(h, shape)?;
-        if let CodecDesc::TopK { .. } = self.desc {
+        if let CodecDesc::TopK { .. } = self.desc
+            && self.feedback
+        {
             self.sent(&decode(self.desc, shape, &bytes)?);
         }
         Ok(bytes)
@@ -203,7 +218,9 @@ impl Encoder {
 
     /// Tells the stateful codecs what the receiver decodes.
     fn sent(&mut self, decoded: &[f32]) {
-        if let CodecDesc::TopK { .. } = self.desc {
+        if let CodecDesc::TopK { .. } = self.desc
+            && self.feedback
+        {
             self.topk.sent(decoded);
         }
     }

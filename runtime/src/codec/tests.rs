@@ -183,6 +183,26 @@ fn topk_error_feedback_sends_everything_eventually() {
 }
 
 #[test]
+fn a_per_step_topk_encoder_carries_nothing_into_the_next_tensor() {
+    let shape = Shape::new(1, 100);
+    let desc = CodecDesc::TopK { ratio_ppm: 100_000 };
+    let (first, second) = (data(shape, 5), data(shape, 6));
+    // What a fresh encoder sends for the second tensor alone.
+    let alone = Encoder::new(desc)
+        .unwrap()
+        .encode_bytes(&second, shape)
+        .unwrap();
+    let mut per_step = Encoder::per_step(desc).unwrap();
+    per_step.encode_bytes(&first, shape).unwrap();
+    assert_eq!(per_step.encode_bytes(&second, shape).unwrap(), alone);
+    assert!(per_step.memory().residual.iter().all(|r| *r == 0.0));
+    // With error feedback the first tensor's leftovers change what the second sends.
+    let mut feedback = Encoder::new(desc).unwrap();
+    feedback.encode_bytes(&first, shape).unwrap();
+    assert_ne!(feedback.encode_bytes(&second, shape).unwrap(), alone);
+}
+
+#[test]
 fn non_finite_input_is_refused() {
     let shape = Shape::new(2, 2);
     for desc in all_codecs() {

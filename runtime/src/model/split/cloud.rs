@@ -114,7 +114,7 @@ impl CloudTrainer {
         let (_, top) = split(model, admission.cut, admission.form, CLASSES, device)?;
         let gradient = admission
             .gradient
-            .map(Encoder::new)
+            .map(Encoder::per_step)
             .transpose()
             .map_err(|e| format!("gradient codec: {e}"))?;
         Ok(Self {

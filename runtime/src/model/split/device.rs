@@ -133,7 +133,7 @@ impl DeviceTrainer {
             bottom,
             optimizer,
             device,
-            encoder: Encoder::new(setup.codec.tensor)?,
+            encoder: Encoder::per_step(setup.codec.tensor)?,
             hidden,
             width: setup.codec.form.width(hidden),
             setup,
