@@ -86,7 +86,7 @@ struct SplitArgs {
     #[arg(long, value_enum, default_value_t)]
     backend: tandem_runtime::model::ComputeBackend,
     /// Peak learning rate of the top halves (AdamW).
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 3e-4)]
     lr: f64,
     /// Warm-up steps of each top's learning rate.
     #[arg(long, default_value_t = 30)]

@@ -24,9 +24,10 @@ pub(crate) struct SplitArgs {
     #[arg(long, value_enum, default_value_t)]
     mode: Mode,
     /// What crosses the cut and how it is encoded: identity, f16, int8,
-    /// lowrank:r=8,bits=8, topk:ratio=0.01, dct:keep=0.1, or sft:r=16,bits=8 (the
-    /// SFT code of the cut layer's decomposed output projection).
-    #[arg(long, default_value = "sft:r=16,bits=8", value_parser = LinkCodec::parse)]
+    /// lowrank:r=32,bits=8 (PowerSGD factors of each batch's hidden states), topk:ratio=0.01,
+    /// dct:keep=0.1, or sft:r=16,bits=8 (the SFT code of the cut layer's decomposed
+    /// output projection).
+    #[arg(long, default_value = "lowrank:r=32,bits=8", value_parser = LinkCodec::parse)]
     codec: LinkCodec,
     /// Training steps.
     #[arg(long, default_value_t = 300)]
@@ -41,7 +42,7 @@ pub(crate) struct SplitArgs {
     #[arg(long, value_enum, default_value_t)]
     backend: ComputeBackend,
     /// Peak learning rate of the device layers (AdamW; train-bottom and lora-bottom).
-    #[arg(long, default_value_t = 5e-5)]
+    #[arg(long, default_value_t = 1e-4)]
     lr: f64,
     /// Warm-up steps of the learning rate.
     #[arg(long, default_value_t = 30)]

@@ -9,9 +9,10 @@ use tandem_kernels::linalg::MAX_RANK;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Mode {
     /// Device layers frozen: activations go up, no gradient comes back.
-    #[default]
     FrozenBottom,
-    /// Device layers trained with the returned cut gradient.
+    /// Device layers trained with the returned cut gradient (the default: the split
+    /// fine-tuning that learns; see README "Split fine-tuning").
+    #[default]
     TrainBottom,
     /// LoRA adapters (rank <= 16) on the device's query and value projections are
     /// trained; the pretrained weights stay frozen.
