@@ -175,7 +175,8 @@ impl<T: Task> FlClient<T> {
             }
         }
         let layout = self.task.layout().clone();
-        let Some(split) = model.len().checked_sub(round.factors_len as usize) else {
+        let factors_len = usize::try_from(round.factors_len).ok();
+        let Some(split) = factors_len.and_then(|f| model.len().checked_sub(f)) else {
             return Err(AcpError::Bytes("longer than the round's payload").into());
         };
         let (model, factors) = model.split_at(split);
