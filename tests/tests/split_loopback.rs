@@ -83,8 +83,7 @@ fn target(cloud: &Cloud, trainer: &DeviceTrainer) -> LinkTarget {
         node("board-1"),
         Capabilities::SPLIT,
     );
-    target.hello.model = trainer.model_desc();
-    target.hello.codecs = trainer.gradient_codecs();
+    trainer.describe(&mut target.hello);
     target
 }
 

@@ -127,35 +127,18 @@ impl CloudProcess {
     }
 }
 
-/// Cloud flags matching a device run of `steps` steps with 10% warm-up, and the
-/// cloud's peak learning rate when `--cloud-lr` is among `args`.
-fn cloud_schedule(steps: u64, args: &[String]) -> Vec<String> {
-    let warmup = (steps / 10).max(1);
-    let mut flags = vec![
-        "--warmup".into(),
-        warmup.to_string(),
-        "--decay-steps".into(),
-        (steps - warmup.min(steps)).max(1).to_string(),
-    ];
-    if let Some(lr) = util::flag(args, "--cloud-lr") {
-        flags.extend(["--lr".into(), lr.to_string()]);
-    }
-    flags
+/// Cloud flags for `args`: the cloud's peak learning rate when `--cloud-lr` is among
+/// them (the top's warm-up and length come from the device's Hello).
+fn cloud_flags(args: &[String]) -> Vec<String> {
+    util::flag(args, "--cloud-lr").map_or_else(Vec::new, |lr| vec!["--lr".into(), lr.into()])
 }
 
-/// `--steps` of `args`, 300 when absent (the default of `tandem split`).
-fn steps(args: &[String]) -> Result<u64> {
-    util::flag(args, "--steps")
-        .map_or(Ok(300), str::parse)
-        .context("--steps")
-}
-
-/// Starts the cloud scheduled for `args`' steps, runs `tandem split` against it with
+/// Starts the cloud (with `--cloud-lr` from `args`), runs `tandem split` against it with
 /// `own` flags then `args`' device flags, stops the cloud and returns its output lines.
 fn run_split(bin: &Path, args: &[String], own: &[&OsStr]) -> Result<Vec<String>> {
-    let schedule = cloud_schedule(steps(args)?, args);
-    let schedule: Vec<&str> = schedule.iter().map(String::as_str).collect();
-    let mut cloud = CloudProcess::start(bin, &schedule)?;
+    let flags = cloud_flags(args);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut cloud = CloudProcess::start(bin, &flags)?;
     let result = util::run(
         Command::new(bin.join("tandem"))
             .args(["split", "--cloud", &cloud.addr, "--node", DEMO_NODE])

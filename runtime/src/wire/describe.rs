@@ -80,6 +80,16 @@ pub enum CodecDesc {
     },
 }
 
+/// The run a split device plans, so the cloud schedules its top's learning rate over
+/// the same steps and warm-up as the device's own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RunPlan {
+    /// Training steps of the run (0: not said; the cloud uses its own schedule).
+    pub steps: u64,
+    /// Warm-up steps of the learning rate.
+    pub warmup: u64,
+}
+
 /// The model a device runs, so the cloud can refuse a mismatched top half.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelDesc {

@@ -1,6 +1,6 @@
 //! Frame kinds, the [`Message`] trait and the connection-level messages.
 
-use super::describe::{Capabilities, CodecDesc, ModelDesc};
+use super::describe::{Capabilities, CodecDesc, ModelDesc, RunPlan};
 use serde::{Deserialize, Serialize};
 
 /// A node's name: at most 64 bytes of UTF-8 (heapless, so control messages work no_std).
@@ -108,6 +108,8 @@ pub struct Hello {
     pub model: ModelDesc,
     /// The codecs it can decode, most preferred first.
     pub codecs: heapless::Vec<CodecDesc, 8>,
+    /// The training run it plans (split; default for other jobs).
+    pub plan: RunPlan,
 }
 
 /// The cloud's answer to [`Hello`]: the device may send application frames after it.
@@ -162,6 +164,7 @@ impl Hello {
                 hidden: 0,
             },
             codecs: heapless::Vec::new(),
+            plan: RunPlan::default(),
         }
     }
 

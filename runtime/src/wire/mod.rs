@@ -17,7 +17,7 @@ mod split;
 mod tensor;
 
 pub use close::{CloseCode, MAX_CLOSE_REASON};
-pub use describe::{Capabilities, CodecDesc, ModelDesc};
+pub use describe::{Capabilities, CodecDesc, ModelDesc, RunPlan};
 pub use error::WireError;
 pub use fl::{Join, ModelPayload, RoundConfig, RoundResult, RoundTask, Update};
 pub use frame::{FrameHeader, HEADER_LEN, decode_payload, encode_frame};
@@ -45,7 +45,8 @@ const SCHEMA: &str = "tandem-wire/1 \
     TopK{ratio_ppm:u32},Dct{keep_ppm:u32},Acp{rank:u16,factor_bits:u8}} \
     ModelDesc{name:str<32>,cut:u8,hidden:u16} \
     Hello{min_version:u16,max_version:u16,node:str<64>,software:str<32>,capabilities:Capabilities,\
-    model:ModelDesc,codecs:vec<CodecDesc,8>} \
+    model:ModelDesc,codecs:vec<CodecDesc,8>,plan:RunPlan} \
+    RunPlan{steps:u64,warmup:u64} \
     HelloAck{version:u16,peer:str<64>,software:str<32>,capabilities:Capabilities,session:u64} \
     Close{code:u32,reason:str<128>} \
     Activations{step:u64,train:bool,batch:u16,seq:u16,hidden:u16,seq_lens:vec<u16,256>,\

@@ -20,6 +20,7 @@ fn hello() -> Hello {
             hidden: 0,
         },
         codecs: heapless::Vec::new(),
+        plan: RunPlan::default(),
     }
 }
 
@@ -48,7 +49,7 @@ fn decode_whole<M: Message>(frame: &[u8]) -> Result<M, WireError> {
 #[test]
 fn schema_hash_is_pinned() {
     assert_eq!(
-        SCHEMA_HASH, 0x3989_4109,
+        SCHEMA_HASH, 0x9c66_b9e7,
         "SCHEMA changed: update WIRE.md and this test"
     );
 }
@@ -77,7 +78,7 @@ fn hello_golden_bytes() {
     let mut want = b"TNDM".to_vec();
     want.extend_from_slice(&[1, 0, 1, 0]); // version 1, kind Hello
     want.extend_from_slice(&SCHEMA_HASH.to_le_bytes());
-    want.extend_from_slice(&[26, 0, 0, 0]); // payload length
+    want.extend_from_slice(&[28, 0, 0, 0]); // payload length
     want.extend_from_slice(&[1, 1, 5]); // min, max, node length
     want.extend_from_slice(b"pi-01");
     want.push(12);
@@ -85,6 +86,7 @@ fn hello_golden_bytes() {
     want.extend_from_slice(&[0]); // capabilities
     want.extend_from_slice(&[0, 0, 0]); // model: "", cut 0, hidden 0
     want.extend_from_slice(&[0]); // no codecs
+    want.extend_from_slice(&[0, 0]); // no run plan
     assert_eq!(frame, want);
     assert_eq!(decode_whole::<Hello>(&frame).unwrap(), hello());
 }
@@ -106,6 +108,10 @@ fn hello_with_model_and_codecs_golden_bytes() {
             },
             CodecDesc::Int8 { block: 64 },
         ]),
+        plan: RunPlan {
+            steps: 300,
+            warmup: 30,
+        },
         ..hello()
     };
     let mut payload = vec![1, 1, 5];
@@ -117,6 +123,7 @@ fn hello_with_model_and_codecs_golden_bytes() {
     payload.extend_from_slice(b"all-MiniLM-L6-v2");
     payload.extend_from_slice(&[2, 0x80, 0x03]); // cut (u8), hidden 384 (varint)
     payload.extend_from_slice(&[2, 3, 8, 2, 8, 2, 64]); // [LowRank{8,2,8}, Int8{64}]
+    payload.extend_from_slice(&[0xac, 0x02, 30]); // plan: 300 steps, 30 warm-up
     golden(msg, &payload);
 }
 

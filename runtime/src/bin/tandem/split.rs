@@ -118,10 +118,7 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
             node.clone(),
             config,
             Capabilities::SPLIT.union(Capabilities::RESUME),
-            |hello| {
-                hello.model = trainer.model_desc();
-                hello.codecs = trainer.gradient_codecs();
-            },
+            |hello| trainer.describe(hello),
             "a split session",
         )
         .await?;

@@ -8,7 +8,7 @@ use super::spec::CutForm;
 use super::tokens;
 use crate::codec::{self, Encoder, Shape};
 use crate::model::minilm::{BertShape, MODEL_NAME, MiniLm};
-use crate::wire::{Activations, CodecDesc, CutGradient, Hello};
+use crate::wire::{Activations, CodecDesc, CutGradient, Hello, RunPlan};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
@@ -27,7 +27,14 @@ pub struct Admission {
     pub form: CutForm,
     /// How to encode the gradient; `None`: the device wants none (frozen bottom).
     pub gradient: Option<CodecDesc>,
+    /// The run the device plans: its steps and warm-up schedule the top's learning rate
+    /// (none said: the cloud's own schedule).
+    pub plan: RunPlan,
 }
+
+/// The longest run a device may plan: a bound on what a Hello can ask, far above any
+/// fine-tuning run (a billion steps).
+pub const MAX_PLANNED_STEPS: u64 = 1_000_000_000;
 
 impl Admission {
     /// Checks a device's Hello against what this cloud serves: all-MiniLM-L6-v2 (or its
@@ -75,11 +82,32 @@ impl Admission {
                 Some(desc)
             }
         };
+        let plan = hello.plan;
+        if plan.steps > MAX_PLANNED_STEPS || plan.warmup > plan.steps {
+            return Err(format!(
+                "a run of {} steps with {} warm-up steps: expected at most {MAX_PLANNED_STEPS} steps and no more warm-up than steps",
+                plan.steps, plan.warmup
+            ));
+        }
         Ok(Self {
             cut,
             form,
             gradient,
+            plan,
         })
+    }
+
+    /// The top's learning-rate schedule: `peak` over the device's planned steps and
+    /// warm-up, or `fallback` (the cloud's own) when the device planned none.
+    pub fn schedule(&self, peak: f64, fallback: LrSchedule) -> LrSchedule {
+        if self.plan.steps == 0 {
+            return fallback;
+        }
+        LrSchedule {
+            peak,
+            warmup: self.plan.warmup,
+            total: self.plan.steps,
+        }
     }
 
     /// Values per token that cross the cut.
@@ -99,7 +127,9 @@ pub struct CloudTrainer {
 
 impl CloudTrainer {
     /// Keeps the top of `model` (the whole encoder, loaded on `device`) for
-    /// `admission`'s cut. Pass a clone of one loaded model per device: burn tensors are
+    /// `admission`'s cut, its learning rate scheduled over the device's planned run
+    /// (`schedule` gives the peak, and the whole schedule when the device planned none).
+    /// Pass a clone of one loaded model per device: burn tensors are
     /// reference-counted, so the clones share the base weights until trained. The
     /// classifier head is initialised from `seed`. The error is one line for the
     /// device's operator.
@@ -117,6 +147,7 @@ impl CloudTrainer {
             .map(Encoder::per_step)
             .transpose()
             .map_err(|e| format!("gradient codec: {e}"))?;
+        let schedule = admission.schedule(schedule.peak, schedule);
         Ok(Self {
             top,
             optimizer: ScheduledAdamW::new(schedule),

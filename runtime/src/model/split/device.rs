@@ -8,7 +8,7 @@ use super::tokens;
 use crate::codec::{self, Encoder, Report, Shape};
 use crate::model::ComputeBackend;
 use crate::model::minilm::{Batch, MODEL_NAME, MiniLm, ModelError};
-use crate::wire::{Activations, CodecDesc, CutGradient, ModelDesc};
+use crate::wire::{Activations, CodecDesc, CutGradient, Hello, ModelDesc, RunPlan};
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -153,6 +153,18 @@ impl DeviceTrainer {
             cut: self.setup.cut as u8,
             hidden: self.width as u16,
         }
+    }
+
+    /// Fills the split request of `hello`: [`Self::model_desc`],
+    /// [`Self::gradient_codecs`] and the run's plan (steps and warm-up, so the cloud
+    /// schedules its top's learning rate alike).
+    pub fn describe(&self, hello: &mut Hello) {
+        hello.model = self.model_desc();
+        hello.codecs = self.gradient_codecs();
+        hello.plan = RunPlan {
+            steps: self.setup.schedule.total,
+            warmup: self.setup.schedule.warmup,
+        };
     }
 
     /// The codecs this device decodes gradients in: its own tensor codec, or none in

@@ -44,8 +44,7 @@ fn run(mode: Mode, codec: &str, steps: u64) -> Option<(f32, f32)> {
     let mut device = DeviceTrainer::new(&dir, ComputeBackend::Flex, setup).unwrap();
     let mut hello = Hello::probe(NodeName::try_from("d1").unwrap(), Default::default());
     hello.capabilities = Capabilities::SPLIT;
-    hello.model = device.model_desc();
-    hello.codecs = device.gradient_codecs();
+    device.describe(&mut hello);
     let admission = Admission::check(&hello).unwrap();
     assert_eq!(admission.gradient.is_some(), mode.wants_gradient());
     let training = ComputeBackend::Flex.training_device();
@@ -138,5 +137,51 @@ fn a_gradient_codec_the_cloud_cannot_encode_is_refused_at_hello() {
                 assert!(reason.starts_with("gradient codec"), "{reason}");
             }
         }
+    }
+}
+
+#[test]
+fn the_cloud_schedules_its_top_over_the_run_the_device_planned() {
+    use super::cloud::MAX_PLANNED_STEPS;
+    use crate::model::minilm::MODEL_NAME;
+    use crate::wire::{ModelDesc, RunPlan};
+    let mut hello = Hello::probe(NodeName::try_from("d1").unwrap(), Default::default());
+    hello.capabilities = Capabilities::SPLIT;
+    hello.model = ModelDesc {
+        name: heapless::String::try_from(MODEL_NAME).unwrap(),
+        cut: 2,
+        hidden: 384,
+    };
+    let cloud_own = LrSchedule {
+        peak: 3e-4,
+        warmup: 30,
+        total: 330,
+    };
+    hello.plan = RunPlan {
+        steps: 500,
+        warmup: 50,
+    };
+    let top = Admission::check(&hello).unwrap().schedule(3e-4, cloud_own);
+    // The device's own schedule, at its own peak: the same shape, step for step.
+    let device = LrSchedule {
+        peak: 1e-4,
+        warmup: 50,
+        total: 500,
+    };
+    for step in [0, 1, 25, 49, 50, 51, 250, 498, 499, 600] {
+        let (a, b) = (top.at(step) / 3e-4, device.at(step) / 1e-4);
+        assert!((a - b).abs() < 1e-12, "step {step}: {a} vs {b}");
+    }
+    // A device that plans nothing gets the cloud's own schedule.
+    hello.plan = RunPlan::default();
+    assert_eq!(
+        Admission::check(&hello).unwrap().schedule(3e-4, cloud_own),
+        cloud_own
+    );
+    // Plans it cannot keep are refused with one line.
+    for (steps, warmup) in [(10, 20), (MAX_PLANNED_STEPS + 1, 0)] {
+        hello.plan = RunPlan { steps, warmup };
+        let err = Admission::check(&hello).unwrap_err();
+        assert!(err.contains("warm-up"), "{err}");
     }
 }
