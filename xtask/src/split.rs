@@ -171,20 +171,32 @@ struct Measured {
     peak_rss_mib: f64,
 }
 
-fn bench_run(bin: &Path, codec: &str, args: &[String]) -> Result<Measured> {
-    let metrics = util::target_dir().join(format!(
+/// The metrics file of the bench's run with `codec`.
+fn bench_metrics(codec: &str) -> PathBuf {
+    util::target_dir().join(format!(
         "bench-split-{}.json",
         codec.replace([':', ',', '='], "_")
-    ));
+    ))
+}
+
+/// One run of the bench with `codec`, its plot drawn beside the runs of `compare_with`.
+fn bench_run(bin: &Path, codec: &str, args: &[String], compare_with: &[&str]) -> Result<Measured> {
+    let metrics = bench_metrics(codec);
     let plot = metrics.with_extension("png");
-    let own: [&OsStr; 6] = [
+    let earlier: Vec<PathBuf> = compare_with.iter().map(|c| bench_metrics(c)).collect();
+    let mut own: Vec<&OsStr> = vec![
         "--codec".as_ref(),
+        codec.as_ref(),
+        "--label".as_ref(),
         codec.as_ref(),
         "--metrics".as_ref(),
         metrics.as_os_str(),
         "--plot".as_ref(),
         plot.as_os_str(),
     ];
+    for path in &earlier {
+        own.extend(["--plot-with".as_ref(), path.as_os_str()]);
+    }
     let lines = run_split(bin, args, &own)?;
     let cloud_ms = lines.iter().find_map(|l| {
         l.strip_prefix("cloud compute: ")?
@@ -227,8 +239,9 @@ pub fn bench(args: &[String]) -> Result<()> {
         _ => ("sft:r=16,bits=8", args),
     };
     let bin = build_and_issue("release")?;
-    let baseline = bench_run(&bin, "identity", rest)?;
-    let compressed = bench_run(&bin, codec, rest)?;
+    let baseline = bench_run(&bin, "identity", rest, &[])?;
+    // Its plot draws both runs.
+    let compressed = bench_run(&bin, codec, rest, &["identity"])?;
     println!();
     println!(
         "| codec | test acc | up B/step | down B/step | tensor ratio | device ms | encode ms | network+cloud ms | cloud ms | backward ms | device peak RSS MiB |"

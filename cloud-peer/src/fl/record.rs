@@ -3,7 +3,7 @@
 
 use tandem_runtime::fl::Layout;
 use tandem_runtime::fl::update::identity_len;
-use tandem_runtime::plot::{self, Chart};
+use tandem_runtime::plot::{self, Chart, Series};
 use tandem_runtime::wire::{
     CodecDesc, ModelPayload, NodeName, RoundConfig, RoundTask, Update, wire_bytes,
 };
@@ -149,13 +149,19 @@ pub fn plot_png(records: &[RoundRecord]) -> Vec<u8> {
             title: "GLOBAL MODEL: TEST ACCURACY BY ROUND",
             x_label: "ROUND",
             y_label: "ACCURACY (%)",
-            points: &by_round,
+            series: &[Series {
+                label: "GLOBAL MODEL",
+                points: &by_round,
+            }],
         },
         Chart {
             title: "TEST ACCURACY BY BYTES SENT UP",
             x_label: "CUMULATIVE UPLINK (MB, ALL DEVICES)",
             y_label: "ACCURACY (%)",
-            points: &by_bytes,
+            series: &[Series {
+                label: "GLOBAL MODEL",
+                points: &by_bytes,
+            }],
         },
     ])
 }

@@ -1,10 +1,20 @@
 //! Line charts as PNG, readable by a person without the JSON beside them: a title,
-//! labelled axes with tick values, grid lines, the line and its points. No font files
-//! or plotting dependencies: a 5x7 bitmap font and the `png` encoder.
+//! labelled axes with tick values, grid lines, one line (with its points) per series in
+//! its own colour, and a legend when there are several. No font files or plotting
+//! dependencies: a 5x7 bitmap font and the `png` encoder.
 
 mod font;
 
-/// One chart: a line through `points` (x, y).
+/// One line of a chart.
+#[derive(Clone, Copy, Debug)]
+pub struct Series<'a> {
+    /// Its name in the legend (shown when a chart has several).
+    pub label: &'a str,
+    /// The data, in drawing order.
+    pub points: &'a [(f64, f64)],
+}
+
+/// One chart: a line per series, all on the same axes.
 #[derive(Clone, Copy, Debug)]
 pub struct Chart<'a> {
     /// Above the chart.
@@ -13,9 +23,12 @@ pub struct Chart<'a> {
     pub x_label: &'a str,
     /// Above the y axis.
     pub y_label: &'a str,
-    /// The data, in drawing order.
-    pub points: &'a [(f64, f64)],
+    /// The lines, drawn in order in [`PALETTE`]'s colours.
+    pub series: &'a [Series<'a>],
 }
+
+/// Line colours, in series order (then again from the first).
+pub const PALETTE: [[u8; 3]; 4] = [BLUE, [255, 127, 14], [44, 160, 44], [214, 39, 40]];
 
 const WIDTH: usize = 800;
 const CHART_HEIGHT: usize = 440;
@@ -60,6 +73,15 @@ impl Canvas {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// A filled square of half-width `half` centred on (x, y).
+    fn square(&mut self, x: i64, y: i64, half: i64, rgb: [u8; 3]) {
+        for dy in -half..=half {
+            for dx in -half..=half {
+                self.set(x + dx, y + dy, rgb);
             }
         }
     }
@@ -141,8 +163,9 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
 fn draw(canvas: &mut Canvas, top: usize, chart: &Chart<'_>) {
     let (x0, x1) = (LEFT as f64, (WIDTH - RIGHT) as f64);
     let (y_bottom, y_top) = ((top + CHART_HEIGHT - BOTTOM) as f64, (top + TOP) as f64);
-    let (xlo, xhi, xt) = axis(range(chart.points.iter().map(|p| p.0)));
-    let (ylo, yhi, yt) = axis(range(chart.points.iter().map(|p| p.1)));
+    let all = || chart.series.iter().flat_map(|s| s.points.iter());
+    let (xlo, xhi, xt) = axis(range(all().map(|p| p.0)));
+    let (ylo, yhi, yt) = axis(range(all().map(|p| p.1)));
     let px = |x: f64| x0 + (x - xlo) / (xhi - xlo).max(f64::EPSILON) * (x1 - x0);
     let py = |y: f64| y_bottom - (y - ylo) / (yhi - ylo).max(f64::EPSILON) * (y_bottom - y_top);
     let glyph_h = (font::HEIGHT * SCALE) as i64;
@@ -182,22 +205,30 @@ fn draw(canvas: &mut Canvas, top: usize, chart: &Chart<'_>) {
         y_bottom as i64 + 12 + glyph_h + 10,
         chart.x_label,
     );
-    let points: Vec<(f64, f64)> = chart
-        .points
-        .iter()
-        .filter(|p| p.0.is_finite() && p.1.is_finite())
-        .map(|&(x, y)| (px(x), py(y)))
-        .collect();
-    for pair in points.windows(2) {
-        canvas.line(pair[0], pair[1], BLUE);
-    }
-    if points.len() <= 60 {
-        for &(x, y) in &points {
-            for dy in -2..=2 {
-                for dx in -2..=2 {
-                    canvas.set(x.round() as i64 + dx, y.round() as i64 + dy, BLUE);
-                }
+    for (i, series) in chart.series.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        let points: Vec<(f64, f64)> = series
+            .points
+            .iter()
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .map(|&(x, y)| (px(x), py(y)))
+            .collect();
+        for pair in points.windows(2) {
+            canvas.line(pair[0], pair[1], colour);
+        }
+        if points.len() <= 60 {
+            for &(x, y) in &points {
+                canvas.square(x.round() as i64, y.round() as i64, 2, colour);
             }
+        }
+    }
+    if chart.series.len() > 1 {
+        // The legend, top left inside the plot area: a colour square and the label.
+        for (i, series) in chart.series.iter().enumerate() {
+            let y = y_top as i64 + 10 + i as i64 * (glyph_h + 8);
+            let x = x0 as i64 + 14;
+            canvas.square(x + 5, y + glyph_h / 2, 5, PALETTE[i % PALETTE.len()]);
+            canvas.text(x + 16, y, series.label);
         }
     }
 }
@@ -245,11 +276,15 @@ mod tests {
         let points: Vec<(f64, f64)> = (1..=50)
             .map(|r| (r as f64, 50.0 + r as f64 * 0.7))
             .collect();
+        let series = [Series {
+            label: "RUN",
+            points: &points,
+        }];
         let chart = Chart {
             title: "TEST ACCURACY",
             x_label: "ROUND",
             y_label: "ACCURACY (%)",
-            points: &points,
+            series: &series,
         };
         let bytes = png(&[chart, chart]);
         let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
@@ -266,9 +301,50 @@ mod tests {
         assert!(count(BLUE) > 1000, "{} blue pixels", count(BLUE));
         // Nothing drawn for an empty chart but its frame and labels: no panic.
         let empty = Chart {
-            points: &[],
+            series: &[],
             ..chart
         };
         assert!(!png(&[empty]).is_empty());
+    }
+
+    #[test]
+    fn each_series_has_its_colour_and_a_legend_entry() {
+        let rising: Vec<(f64, f64)> = (0..30).map(|i| (i as f64, i as f64)).collect();
+        let flat: Vec<(f64, f64)> = (0..30).map(|i| (i as f64, 10.0)).collect();
+        let pixels = |series: &[Series<'_>]| {
+            let bytes = png(&[Chart {
+                title: "T",
+                x_label: "X",
+                y_label: "Y",
+                series,
+            }]);
+            let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+            let mut reader = decoder.read_info().unwrap();
+            let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+            reader.next_frame(&mut buf).unwrap();
+            buf
+        };
+        let count = |buf: &[u8], rgb: [u8; 3]| buf.chunks_exact(3).filter(|p| *p == rgb).count();
+        let one = pixels(&[Series {
+            label: "A",
+            points: &rising,
+        }]);
+        let two = pixels(&[
+            Series {
+                label: "A",
+                points: &rising,
+            },
+            Series {
+                label: "B",
+                points: &flat,
+            },
+        ]);
+        assert_eq!(count(&one, PALETTE[1]), 0, "one series, one colour");
+        assert!(
+            count(&two, PALETTE[1]) > 300,
+            "the second line in the second colour"
+        );
+        // The legend adds its two labels in black: more black than the single chart.
+        assert!(count(&two, BLACK) > count(&one, BLACK));
     }
 }

@@ -94,6 +94,7 @@ struct SmokeArgs {
 mod fl;
 #[cfg(feature = "model")]
 mod split;
+mod split_plot;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

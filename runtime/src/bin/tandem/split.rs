@@ -1,5 +1,6 @@
 //! `tandem split`: split fine-tuning of all-MiniLM-L6-v2 with a tandem-cloud peer.
 
+use crate::split_plot::{self, Curve};
 use crate::{ConnectArgs, client_config, open_link};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -68,6 +69,12 @@ pub(crate) struct SplitArgs {
     /// Plot of dev accuracy against cumulative bytes sent, as PNG.
     #[arg(long, default_value = "tandem-split.png", value_name = "FILE")]
     plot: PathBuf,
+    /// This run's name in the metrics and in the legend of plots that compare it.
+    #[arg(long, default_value = "this run")]
+    label: String,
+    /// The metrics file of an earlier run to draw beside this one in the plot (at most 3).
+    #[arg(long = "plot-with", value_name = "FILE")]
+    plot_with: Vec<PathBuf>,
     /// Where the device layers are checkpointed after each dev evaluation (train-bottom
     /// and lora-bottom) [default: $TANDEM_CACHE/checkpoints/split-NODE.safetensors].
     #[arg(long, value_name = "FILE")]
@@ -81,6 +88,19 @@ pub(crate) struct SplitArgs {
 }
 
 pub(crate) fn run(args: SplitArgs) -> Result<()> {
+    // The runs to compare with are read first: a bad file costs a line, not a run.
+    if args.plot_with.len() > split_plot::MAX_COMPARED {
+        anyhow::bail!(
+            "--plot-with {} times: a plot compares at most {} earlier runs",
+            args.plot_with.len(),
+            split_plot::MAX_COMPARED
+        );
+    }
+    let compared = args
+        .plot_with
+        .iter()
+        .map(|path| Curve::read(path))
+        .collect::<Result<Vec<_>>>()?;
     let model_dir = args.model_dir.clone().unwrap_or_else(minilm::model_dir);
     let data = RottenTomatoes::load(
         &args
@@ -190,27 +210,20 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
         endpoint.wait_idle().await;
         Ok::<_, anyhow::Error>(report?)
     })?;
-    finish(&args, &report, trainer.hidden())
+    finish(&args, &report, trainer.hidden(), compared)
 }
 
-fn finish(args: &SplitArgs, report: &RunReport, hidden: usize) -> Result<()> {
+fn finish(args: &SplitArgs, report: &RunReport, hidden: usize, compared: Vec<Curve>) -> Result<()> {
     let peak_rss_kib = peak_rss_kib();
     let mut json = serde_json::to_value(report).context("cannot serialise the metrics")?;
     json["peak_rss_kib"] = peak_rss_kib.into();
+    json["label"] = split_plot::label(&args.label).into();
     let json = serde_json::to_vec_pretty(&json).context("cannot serialise the metrics")?;
     tandem_runtime::paths::write_atomic(&args.metrics, &json, 0o644)
         .with_context(|| format!("cannot write {}", args.metrics.display()))?;
-    let points: Vec<(f64, f64)> = report
-        .dev
-        .iter()
-        .map(|e| (e.up_bytes as f64 / 1e6, e.accuracy * 100.0))
-        .collect();
-    let png = tandem_runtime::plot::png(&[tandem_runtime::plot::Chart {
-        title: "SPLIT FINE-TUNING: DEV ACCURACY BY BYTES SENT",
-        x_label: "CUMULATIVE UPLINK (MB)",
-        y_label: "DEV ACCURACY (%)",
-        points: &points,
-    }]);
+    let mut curves = vec![Curve::of(&args.label, &report.dev)];
+    curves.extend(compared);
+    let png = split_plot::png(&curves);
     tandem_runtime::paths::write_atomic(&args.plot, &png, 0o644)
         .with_context(|| format!("cannot write {}", args.plot.display()))?;
     let steps = report.steps.len().max(1) as f64;
