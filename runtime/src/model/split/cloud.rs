@@ -83,9 +83,9 @@ impl Admission {
             }
         };
         let plan = hello.plan;
-        if plan.steps > MAX_PLANNED_STEPS || plan.warmup > plan.steps {
+        if plan.steps.max(plan.warmup) > MAX_PLANNED_STEPS {
             return Err(format!(
-                "a run of {} steps with {} warm-up steps: expected at most {MAX_PLANNED_STEPS} steps and no more warm-up than steps",
+                "a run of {} steps with {} warm-up steps: expected at most {MAX_PLANNED_STEPS} of each",
                 plan.steps, plan.warmup
             ));
         }

@@ -178,8 +178,15 @@ fn the_cloud_schedules_its_top_over_the_run_the_device_planned() {
         Admission::check(&hello).unwrap().schedule(3e-4, cloud_own),
         cloud_own
     );
-    // Plans it cannot keep are refused with one line.
-    for (steps, warmup) in [(10, 20), (MAX_PLANNED_STEPS + 1, 0)] {
+    // A short run whose warm-up outlasts it (`--steps 20`, warm-up 30) is scheduled as
+    // the device schedules it; plans past the bound are refused with one line.
+    hello.plan = RunPlan {
+        steps: 20,
+        warmup: 30,
+    };
+    let short = Admission::check(&hello).unwrap().schedule(3e-4, cloud_own);
+    assert_eq!((short.total, short.warmup), (20, 30));
+    for (steps, warmup) in [(MAX_PLANNED_STEPS + 1, 0), (10, MAX_PLANNED_STEPS + 1)] {
         hello.plan = RunPlan { steps, warmup };
         let err = Admission::check(&hello).unwrap_err();
         assert!(err.contains("warm-up"), "{err}");
