@@ -17,7 +17,7 @@ use tandem_runtime::fl::acp::SharedFactors;
 use tandem_runtime::fl::client::{ClientError, FlClient};
 use tandem_runtime::fl::downlink::{self, DownlinkError, ModelView};
 use tandem_runtime::fl::fmnist::Fmnist;
-use tandem_runtime::fl::task::{LocalConfig, Task};
+use tandem_runtime::fl::task::Task;
 use tandem_runtime::fl::update::decode_shared;
 use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::session::fl::RoundClient;
@@ -34,13 +34,7 @@ fn settings(state_dir: &std::path::Path, rounds: u64) -> FlSettings {
         per_round: DEVICES,
         min_updates: DEVICES,
         deadline: Duration::from_secs(120),
-        local: LocalConfig {
-            epochs: 2,
-            batch: 32,
-            lr: 0.05,
-            momentum: 0.9,
-            proximal_mu: 0.0,
-        },
+        local: common::local_sgd(),
         codec: CodecDesc::Int8 { block: 64 },
         downlink: CodecDesc::Int8 { block: 0 },
         strategy: StrategyKind::FedAvg,

@@ -10,20 +10,13 @@ use tandem_cloud::fl::simulate::{Simulation, SimulationConfig};
 use tandem_cloud::fl::strategy::StrategyKind;
 use tandem_runtime::data::fashion_mnist::Images;
 use tandem_runtime::fl::fmnist::Fmnist;
-use tandem_runtime::fl::task::LocalConfig;
 use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::wire::CodecDesc;
 
 fn config(codec: CodecDesc) -> SimulationConfig {
     SimulationConfig {
         per_round: 4,
-        local: LocalConfig {
-            epochs: 2,
-            batch: 32,
-            lr: 0.05,
-            momentum: 0.9,
-            proximal_mu: 0.0,
-        },
+        local: common::local_sgd(),
         codec,
         strategy: StrategyKind::FedAvg,
         bound: None,

@@ -128,20 +128,10 @@ pub fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tandem_runtime::fl::TensorSpec;
     use tandem_runtime::fl::update::UpdateEncoder;
 
     fn layout() -> Layout {
-        Layout::new(vec![
-            TensorSpec {
-                name: "w".into(),
-                shape: vec![2, 2],
-            },
-            TensorSpec {
-                name: "b".into(),
-                shape: vec![2],
-            },
-        ])
+        Layout::from_shapes(&[("w", &[2, 2]), ("b", &[2])])
     }
 
     fn bytes(values: &[f32]) -> Vec<u8> {
@@ -194,10 +184,7 @@ mod tests {
         nan[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
         assert!(validate(CodecDesc::Identity, None, &layout, &nan, 1, None).is_err());
         // A large tensor's identity bytes decoded under the round's f16 codec.
-        let big = Layout::new(vec![TensorSpec {
-            name: "big".into(),
-            shape: vec![32, 32],
-        }]);
+        let big = Layout::from_shapes(&[("big", &[32, 32])]);
         let raw = UpdateEncoder::new(big.clone(), CodecDesc::Identity)
             .unwrap()
             .encode(&[0.5; 1024])

@@ -150,19 +150,9 @@ pub fn receive(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fl::TensorSpec;
 
     fn layout() -> Layout {
-        Layout::new(vec![
-            TensorSpec {
-                name: "w".into(),
-                shape: vec![40, 50],
-            },
-            TensorSpec {
-                name: "b".into(),
-                shape: vec![40],
-            },
-        ])
+        Layout::from_shapes(&[("w", &[40, 50]), ("b", &[40])])
     }
 
     fn model(seed: u32, scale: f32) -> Vec<f32> {

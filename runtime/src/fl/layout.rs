@@ -76,6 +76,11 @@ impl Layout {
             ("fc3.weight", &[84, 10]),
             ("fc3.bias", &[10]),
         ];
+        Self::from_shapes(&specs)
+    }
+
+    /// The layout of `(name, shape)` pairs, in that order (panics as [`Layout::new`]).
+    pub fn from_shapes(specs: &[(&str, &[usize])]) -> Self {
         Self::new(
             specs
                 .iter()

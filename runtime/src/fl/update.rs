@@ -212,18 +212,13 @@ pub fn decode_shared(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fl::TensorSpec;
 
     /// LeNet's conv2 kernel, fc1 weight (burn's [in, out]) and a bias.
     fn layout() -> Layout {
-        let spec = |name: &str, shape: &[usize]| TensorSpec {
-            name: name.into(),
-            shape: shape.to_vec(),
-        };
-        Layout::new(vec![
-            spec("conv2.weight", &[16, 6, 5, 5]),
-            spec("fc1.weight", &[256, 120]),
-            spec("fc1.bias", &[120]),
+        Layout::from_shapes(&[
+            ("conv2.weight", &[16, 6, 5, 5]),
+            ("fc1.weight", &[256, 120]),
+            ("fc1.bias", &[120]),
         ])
     }
 

@@ -120,6 +120,18 @@ pub fn node(name: &str) -> NodeName {
     NodeName::try_from(name).unwrap()
 }
 
+/// The tests' local training: 2 epochs of SGD, batch 32, lr 0.05, momentum 0.9.
+#[cfg(feature = "model")]
+pub fn local_sgd() -> tandem_runtime::fl::task::LocalConfig {
+    tandem_runtime::fl::task::LocalConfig {
+        epochs: 2,
+        batch: 32,
+        lr: 0.05,
+        momentum: 0.9,
+        proximal_mu: 0.0,
+    }
+}
+
 /// `clients` IID slices of 500 Fashion-MNIST training images each (partition seed
 /// `seed`) and the first 1,000 test images; None (with a note) where the set-up has not
 /// installed the data set, a failure where `CI` is set.
