@@ -12,8 +12,10 @@
 //! `--state DIR` before the next round starts. A cloud restarted on that directory
 //! continues with the next round.
 
+use super::apply::apply_round;
 use super::record::{
-    RoundRecord, downlink_summary, identity_task_bytes, identity_update_bytes, plot_png, summary,
+    RoundRecord, downlink_summary, identity_task_bytes, identity_update_bytes, mean_train_loss,
+    plot_png, summary,
 };
 use super::state::{RunState, StateError};
 use super::strategy::{ClientUpdate, Strategy, StrategyKind};
@@ -219,10 +221,7 @@ fn shared_factors<T: Task>(
         return None;
     };
     let layout = task.layout();
-    let fits = |f: &SharedFactors| {
-        SharedFactors::from_bytes(layout, settings.codec, &f.to_bytes()).is_ok()
-    };
-    match saved.filter(fits) {
+    match saved.filter(|f| f.fits(layout, settings.codec)) {
         Some(saved) => Some(saved),
         None => SharedFactors::initial(layout, settings.codec, settings.seed).ok(),
     }
@@ -411,10 +410,7 @@ where
                 Ok(v) => {
                     clipped += usize::from(v.clipped);
                     valid.push(v.update);
-                    // Informational, from the device: a non-finite one is left out.
-                    if update.train_loss.is_finite() {
-                        train_losses.push(f64::from(update.train_loss));
-                    }
+                    train_losses.push(update.train_loss);
                 }
                 Err(reason) => {
                     warn!(%node, round, "update refused: {reason}");
@@ -422,32 +418,19 @@ where
                 }
             }
         }
-        let before = self
-            .state
-            .factors
-            .is_some()
-            .then(|| self.state.global.clone());
-        let aggregated = if valid.is_empty() {
-            0
-        } else {
-            match self.strategy.aggregate(&mut self.state.global, &valid) {
-                Ok(used) => used.selected.len(),
-                Err(err) => {
-                    warn!(round, "not aggregated: {err}");
-                    0
-                }
-            }
-        };
-        if let (Some(factors), Some(before)) = (&self.state.factors, before) {
-            let seed = self.settings.seed ^ round;
-            let next = factors.after_round(self.task.layout(), &before, &self.state.global, seed);
-            self.state.factors = Some(next);
-        }
+        let aggregated = apply_round(
+            &mut self.strategy,
+            &mut self.state.global,
+            &mut self.state.factors,
+            self.task.layout(),
+            &valid,
+            round,
+            self.settings.seed,
+        );
         self.state.round = round;
         let eval = self.task.evaluate(&self.state.global, &self.test);
         let (accuracy, loss) = eval.map_or((f64::NAN, f64::NAN), |e| (e.accuracy, e.loss));
-        let train_loss = (!train_losses.is_empty())
-            .then(|| train_losses.iter().sum::<f64>() / train_losses.len() as f64);
+        let train_loss = mean_train_loss(&train_losses);
         self.commit(Some(RoundRecord {
             round,
             accuracy,

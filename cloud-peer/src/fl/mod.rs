@@ -1,10 +1,12 @@
-//! Federated learning in the cloud: aggregation [`strategy`], update [`validate`]ion,
+//! Federated learning in the cloud: aggregation [`strategy`] (a round [`apply`]), update
+//! [`validate`]ion,
 //! hostile clients for experiments ([`byzantine`]), the run's [`state`] on disk, and with
 //! feature `model` the networked `app` (`serve --app fl`) and `simulate`: many clients
 //! in one process through the same code as a networked round.
 
 #[cfg(feature = "model")]
 pub mod app;
+pub mod apply;
 pub mod byzantine;
 #[cfg(feature = "model")]
 pub mod record;

@@ -17,7 +17,7 @@ pub struct RoundRecord {
     pub accuracy: f64,
     /// Test loss of the new global model.
     pub loss: f64,
-    /// Mean training loss the participants reported in their updates.
+    /// Mean training loss the valid updates reported ([`mean_train_loss`]).
     pub train_loss: Option<f64>,
     /// Clients sampled.
     pub sampled: usize,
@@ -56,6 +56,17 @@ impl RoundRecord {
             self.seconds
         )
     }
+}
+
+/// The mean of the training losses the round's valid updates reported; non-finite ones
+/// (informational, from the devices) are left out. `None` when none is left.
+pub fn mean_train_loss(losses: &[f32]) -> Option<f64> {
+    let finite: Vec<f64> = losses
+        .iter()
+        .filter(|l| l.is_finite())
+        .map(|&l| f64::from(l))
+        .collect();
+    (!finite.is_empty()).then(|| finite.iter().sum::<f64>() / finite.len() as f64)
 }
 
 /// Wire bytes of one identity (f32) update of `layout`, headers included: the baseline

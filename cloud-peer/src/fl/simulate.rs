@@ -5,9 +5,10 @@
 //! bytes are counted exactly as they would cross the wire (frame headers and chunk
 //! headers included). Memory grows only with per-client codec state.
 
+use super::apply::apply_round;
 use super::byzantine::Byzantine;
-use super::record::RoundRecord;
-use super::strategy::{ClientUpdate, Strategy, StrategyKind};
+use super::record::{RoundRecord, mean_train_loss};
+use super::strategy::{Strategy, StrategyKind};
 use super::validate::{NormBound, Refusal, validate};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -272,7 +273,7 @@ impl<'a, T: Task> Simulation<'a, T> {
             seconds: 0.0,
         };
         let mut updates = Vec::new();
-        let (mut loss_sum, mut reported) = (0.0, 0usize);
+        let mut train_losses = Vec::new();
         for trained in trained {
             // A client that cannot train or encode (no examples, divergence, a non-finite
             // update it refuses to send) drops out of the round, as on a network.
@@ -284,7 +285,6 @@ impl<'a, T: Task> Simulation<'a, T> {
                     continue;
                 }
             };
-            reported += 1;
             let update = Update {
                 round,
                 node: node_name(trained.client),
@@ -294,7 +294,6 @@ impl<'a, T: Task> Simulation<'a, T> {
                 payload_len: trained.bytes.len() as u64,
             };
             record.uplink_bytes += wire::wire_bytes(&update, trained.bytes.len())? as u64;
-            loss_sum += f64::from(trained.loss);
             match validate(
                 self.config.codec,
                 self.factors.as_ref(),
@@ -306,6 +305,7 @@ impl<'a, T: Task> Simulation<'a, T> {
                 Ok(valid) => {
                     record.clipped += usize::from(valid.clipped);
                     updates.push(valid.update);
+                    train_losses.push(update.train_loss);
                 }
                 Err(refusal) => {
                     record.refused += 1;
@@ -313,36 +313,21 @@ impl<'a, T: Task> Simulation<'a, T> {
                 }
             }
         }
-        record.train_loss = (reported > 0).then(|| loss_sum / reported as f64);
-        record.aggregated = self.aggregate(round, &updates);
+        record.train_loss = mean_train_loss(&train_losses);
+        record.aggregated = apply_round(
+            &mut self.strategy,
+            &mut self.global,
+            &mut self.factors,
+            self.task.layout(),
+            &updates,
+            round,
+            self.config.seed,
+        );
         let eval = self.evaluate()?;
         record.accuracy = eval.accuracy;
         record.loss = eval.loss;
         record.seconds = started.elapsed().as_secs_f64();
         Ok(record)
-    }
-
-    /// Applies the round's valid updates; a round the strategy refuses (too few for
-    /// Krum, a non-finite aggregate) leaves the model as it was, as a networked round does.
-    fn aggregate(&mut self, round: u64, updates: &[ClientUpdate]) -> usize {
-        if updates.is_empty() {
-            tracing::warn!(round, "no valid update: the global model stays as it was");
-            return 0;
-        }
-        let before = self.factors.is_some().then(|| self.global.clone());
-        let used = match self.strategy.aggregate(&mut self.global, updates) {
-            Ok(used) => used.selected.len(),
-            Err(err) => {
-                tracing::warn!(round, "not aggregated: {err}");
-                0
-            }
-        };
-        if let (Some(factors), Some(before)) = (&self.factors, before) {
-            let seed = self.config.seed ^ round;
-            self.factors =
-                Some(factors.after_round(self.task.layout(), &before, &self.global, seed));
-        }
-        used
     }
 
     /// The RoundTask a networked cloud would send for `round` with a payload of

@@ -104,6 +104,23 @@ impl SharedFactors {
         Ok(Self { tensors })
     }
 
+    /// Whether these factors fit `layout` under `desc` (factors saved for another rank
+    /// or model do not).
+    pub fn fits(&self, layout: &Layout, desc: CodecDesc) -> bool {
+        let Ok(expected) = compressed(layout, desc) else {
+            return false;
+        };
+        expected.len() == self.tensors.len()
+            && expected
+                .iter()
+                .zip(&self.tensors)
+                .all(|(want, factor)| match (want, factor) {
+                    (None, None) => true,
+                    (Some((shape, r)), Some(factor)) => factor.check(*shape, *r).is_ok(),
+                    _ => false,
+                })
+    }
+
     /// Tensor `i`'s factor, if ACP compresses it.
     pub fn tensor(&self, i: usize) -> Option<&SharedFactor> {
         self.tensors.get(i).and_then(Option::as_ref)
@@ -215,23 +232,13 @@ impl SharedFactors {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fl::TensorSpec;
     use crate::fl::update::{UpdateEncoder, decode_shared};
 
     fn layout() -> Layout {
-        Layout::new(vec![
-            TensorSpec {
-                name: "fc.weight".into(),
-                shape: vec![48, 64],
-            },
-            TensorSpec {
-                name: "fc.bias".into(),
-                shape: vec![48],
-            },
-            TensorSpec {
-                name: "conv.weight".into(),
-                shape: vec![16, 4, 5, 5],
-            },
+        Layout::from_shapes(&[
+            ("fc.weight", &[48, 64]),
+            ("fc.bias", &[48]),
+            ("conv.weight", &[16, 4, 5, 5]),
         ])
     }
 
@@ -283,6 +290,12 @@ mod tests {
             SharedFactors::from_bytes(&layout, ACP, &bytes).unwrap(),
             shared
         );
+        assert!(shared.fits(&layout, ACP));
+        let rank_2 = CodecDesc::Acp {
+            rank: 2,
+            factor_bits: 32,
+        };
+        assert!(!shared.fits(&layout, rank_2), "saved for rank 4");
         let short = &bytes[..bytes.len() - 1];
         assert_eq!(
             SharedFactors::from_bytes(&layout, ACP, short),

@@ -97,14 +97,14 @@ impl Admission {
         })
     }
 
-    /// The top's learning-rate schedule: `peak` over the device's planned steps and
-    /// warm-up, or `fallback` (the cloud's own) when the device planned none.
-    pub fn schedule(&self, peak: f64, fallback: LrSchedule) -> LrSchedule {
+    /// The top's learning-rate schedule: the cloud's own (`cloud`) peak over the
+    /// device's planned steps and warm-up, or `cloud` whole when the device planned none.
+    pub fn schedule(&self, cloud: LrSchedule) -> LrSchedule {
         if self.plan.steps == 0 {
-            return fallback;
+            return cloud;
         }
         LrSchedule {
-            peak,
+            peak: cloud.peak,
             warmup: self.plan.warmup,
             total: self.plan.steps,
         }
@@ -147,7 +147,7 @@ impl CloudTrainer {
             .map(Encoder::per_step)
             .transpose()
             .map_err(|e| format!("gradient codec: {e}"))?;
-        let schedule = admission.schedule(schedule.peak, schedule);
+        let schedule = admission.schedule(schedule);
         Ok(Self {
             top,
             optimizer: ScheduledAdamW::new(schedule),

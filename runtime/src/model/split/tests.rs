@@ -161,7 +161,7 @@ fn the_cloud_schedules_its_top_over_the_run_the_device_planned() {
         steps: 500,
         warmup: 50,
     };
-    let top = Admission::check(&hello).unwrap().schedule(3e-4, cloud_own);
+    let top = Admission::check(&hello).unwrap().schedule(cloud_own);
     // The device's own schedule, at its own peak: the same shape, step for step.
     let device = LrSchedule {
         peak: 1e-4,
@@ -175,7 +175,7 @@ fn the_cloud_schedules_its_top_over_the_run_the_device_planned() {
     // A device that plans nothing gets the cloud's own schedule.
     hello.plan = RunPlan::default();
     assert_eq!(
-        Admission::check(&hello).unwrap().schedule(3e-4, cloud_own),
+        Admission::check(&hello).unwrap().schedule(cloud_own),
         cloud_own
     );
     // A short run whose warm-up outlasts it (`--steps 20`, warm-up 30) is scheduled as
@@ -184,7 +184,7 @@ fn the_cloud_schedules_its_top_over_the_run_the_device_planned() {
         steps: 20,
         warmup: 30,
     };
-    let short = Admission::check(&hello).unwrap().schedule(3e-4, cloud_own);
+    let short = Admission::check(&hello).unwrap().schedule(cloud_own);
     assert_eq!((short.total, short.warmup), (20, 30));
     for (steps, warmup) in [(MAX_PLANNED_STEPS + 1, 0), (10, MAX_PLANNED_STEPS + 1)] {
         hello.plan = RunPlan { steps, warmup };
