@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tandem_runtime::fl::acp::SharedFactors;
-use tandem_runtime::fl::downlink::{self, ModelView};
+use tandem_runtime::fl::downlink::{self, ModelView, Sent};
 use tandem_runtime::fl::task::{LocalConfig, Task};
 use tandem_runtime::rng::SplitMix64;
 use tandem_runtime::session::fl::Assignment;
@@ -180,6 +180,34 @@ where
         }
     }
 
+    /// Round `round`'s model for `node`, whole or against `base` (the view it
+    /// acknowledged), in the downlink codec and that codec. An encode error (a bug: the
+    /// settings were checked at start-up) falls back to the whole model in f32 rather
+    /// than stop the run; `None` only if even that fails.
+    fn encode_model(
+        &self,
+        node: &NodeName,
+        base: Option<&ModelView>,
+        round: u64,
+    ) -> Option<(CodecDesc, Sent)> {
+        let (layout, global) = (self.task.layout(), &self.state.global);
+        let codec = self.settings.downlink;
+        match downlink::send(layout, codec, global, base, round) {
+            Ok(sent) => Some((codec, sent)),
+            Err(err) => {
+                warn!(%node, "cannot encode the global model ({err}); sending it whole in f32");
+                let identity = CodecDesc::Identity;
+                match downlink::send(layout, identity, global, None, round) {
+                    Ok(sent) => Some((identity, sent)),
+                    Err(err) => {
+                        warn!("cannot encode the global model: {err}; the run stops");
+                        None
+                    }
+                }
+            }
+        }
+    }
+
     /// Views and misses after `started`'s round, in which the updates of `delivered`
     /// arrived (`None`: the round aborted, who delivered is unknown). A device whose
     /// update arrived holds the view sent to it; any other participant gets the full
@@ -317,24 +345,13 @@ where
         let factors = self.state.factors.as_ref().map(SharedFactors::to_bytes);
         let factors = factors.unwrap_or_default();
         let mut assignments = Vec::with_capacity(participants.len());
-        let layout = self.task.layout();
+        // The whole model is the same for every device that gets it: encoded once.
+        let mut whole: Option<(CodecDesc, Sent)> = None;
         for node in participants {
-            let mut model_codec = self.settings.downlink;
-            let global = &self.state.global;
-            let sent = downlink::send(layout, model_codec, global, self.views.get(node), round)
-                .or_else(|err| {
-                    // The settings were checked at start-up: this is a bug, not a reason
-                    // to stop the run. The full f32 model always fits.
-                    warn!(%node, "cannot encode the global model ({err}); sending it whole in f32");
-                    model_codec = CodecDesc::Identity;
-                    downlink::send(layout, model_codec, global, None, round)
-                });
-            let sent = match sent {
-                Ok(sent) => sent,
-                Err(err) => {
-                    warn!("cannot encode the global model: {err}; the run stops");
-                    return None;
-                }
+            let (model_codec, sent) = match (self.views.get(node), &whole) {
+                (Some(base), _) => self.encode_model(node, Some(base), round)?,
+                (None, Some(whole)) => whole.clone(),
+                (None, None) => whole.insert(self.encode_model(node, None, round)?).clone(),
             };
             let task = RoundTask {
                 round,
