@@ -26,8 +26,9 @@ pub(crate) struct SplitArgs {
     mode: Mode,
     /// What crosses the cut and how it is encoded: identity, f16, int8,
     /// lowrank:r=32,bits=8 (PowerSGD factors of each batch's hidden states), topk:ratio=0.01,
-    /// dct:keep=0.1, or sft:r=16,bits=8 (the SFT code of the cut layer's decomposed
-    /// output projection).
+    /// dct:keep=0.1, sft:r=16,bits=8 (the SFT code: the cut layer's feed-forward
+    /// expansion W1 factored, as the SFT authors do) or sft-w2:r=16,bits=8 (its output
+    /// projection W2 factored).
     #[arg(long, default_value = "lowrank:r=32,bits=8", value_parser = LinkCodec::parse)]
     codec: LinkCodec,
     /// Training steps.

@@ -200,23 +200,30 @@ impl Layer {
         }
     }
 
-    /// The layer up to its feed-forward expansion: returns the attention block's output
-    /// (the residual) and the GELU activations (`[batch, seq, ff]`).
-    pub fn forward_to_intermediate(
-        &self,
-        x: Tensor<3>,
-        mask_bias: Tensor<4>,
-    ) -> (Tensor<3>, Tensor<3>) {
+    /// The layer's attention block: self-attention, output projection, residual and
+    /// layer norm (`[batch, seq, d]`, the feed-forward block's input and residual).
+    pub fn forward_attention(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
         let context = self.attention.self_attn.forward(x.clone(), mask_bias);
         let out = &self.attention.output;
-        let attended = out.layer_norm.forward(out.dense.forward(context) + x);
-        let expanded = gelu(self.intermediate.dense.forward(attended.clone()));
-        (attended, expanded)
+        out.layer_norm.forward(out.dense.forward(context) + x)
+    }
+
+    /// The feed-forward expansion of the attention block's output: GELU activations
+    /// `[batch, seq, ff]`.
+    pub fn expand(&self, attended: Tensor<3>) -> Tensor<3> {
+        gelu(self.intermediate.dense.forward(attended))
+    }
+
+    /// The feed-forward expansion `d -> ff` (the weight the faithful SFT cut
+    /// decomposes).
+    pub fn expansion(&self) -> &Linear {
+        &self.intermediate.dense
     }
 
     /// The whole layer: `[batch, seq, d]` -> `[batch, seq, d]`.
     pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
-        let (attended, expanded) = self.forward_to_intermediate(x, mask_bias);
+        let attended = self.forward_attention(x, mask_bias);
+        let expanded = self.expand(attended.clone());
         self.output
             .layer_norm
             .forward(self.output.dense.forward(expanded) + attended)

@@ -1,10 +1,10 @@
 //! The cloud's side of split fine-tuning: admission at Hello, the top's training step
 //! and the cut gradient it returns, evaluation batches.
 
-use super::device::{CLASSES, SFT_SUFFIX};
+use super::device::{CLASSES, sft_suffix};
 use super::halves::{Top, split};
 use super::schedule::{LrSchedule, ScheduledAdamW};
-use super::spec::CutForm;
+use super::spec::{CutForm, SftWeight};
 use super::tokens;
 use crate::codec::{self, Encoder, Shape};
 use crate::model::minilm::{BertShape, MODEL_NAME, MiniLm};
@@ -38,14 +38,15 @@ pub const MAX_PLANNED_STEPS: u64 = 1_000_000_000;
 
 impl Admission {
     /// Checks a device's Hello against what this cloud serves: all-MiniLM-L6-v2 (or its
-    /// `+sft` form), a cut in 1..=5, a width of 384 (or the SFT rank, 1..=64), and a
+    /// SFT forms), a cut in 1..=5, a width of 384 (or the SFT rank, 1..=64), and a
     /// gradient codec it can encode. The error is one line for the device's operator.
     pub fn check(hello: &Hello) -> Result<Self, String> {
         let model = &hello.model;
         let shape = BertShape::MINILM_L6;
         let sft = match model.name.as_str().strip_prefix(MODEL_NAME) {
-            Some("") => false,
-            Some(SFT_SUFFIX) => true,
+            Some("") => None,
+            Some(suffix) if suffix == sft_suffix(SftWeight::W1) => Some(SftWeight::W1),
+            Some(suffix) if suffix == sft_suffix(SftWeight::W2) => Some(SftWeight::W2),
             _ => {
                 return Err(format!(
                     "this cloud serves {MODEL_NAME}, not `{}`",
@@ -58,11 +59,14 @@ impl Admission {
             return Err(format!("cut {cut} is not in 1..={}", shape.layers - 1));
         }
         let width = usize::from(model.hidden);
-        let form = if sft {
+        let form = if let Some(weight) = sft {
             if !(1..=MAX_RANK).contains(&width) {
                 return Err(format!("SFT rank {width} is not in 1..={MAX_RANK}"));
             }
-            CutForm::Sft { rank: width }
+            CutForm::Sft {
+                rank: width,
+                weight,
+            }
         } else {
             if width != shape.hidden {
                 return Err(format!(

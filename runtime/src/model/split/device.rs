@@ -3,7 +3,7 @@
 
 use super::halves::{Bottom, split};
 use super::schedule::{LrSchedule, ScheduledAdamW};
-use super::spec::{CutForm, LinkCodec, Mode};
+use super::spec::{CutForm, LinkCodec, Mode, SftWeight};
 use super::tokens;
 use crate::codec::{self, Encoder, Report, Shape};
 use crate::model::ComputeBackend;
@@ -17,8 +17,13 @@ use std::path::Path;
 /// Classes of the sentiment task.
 pub const CLASSES: usize = 2;
 
-/// Suffix of the model name when the SFT code crosses the cut.
-pub const SFT_SUFFIX: &str = "+sft";
+/// Suffix of the model name when the SFT code crosses the cut, by factored weight.
+pub fn sft_suffix(weight: SftWeight) -> &'static str {
+    match weight {
+        SftWeight::W1 => "+sft-w1",
+        SftWeight::W2 => "+sft-w2",
+    }
+}
 
 /// A device run's settings.
 #[derive(Clone, Debug)]
@@ -141,12 +146,13 @@ impl DeviceTrainer {
         })
     }
 
-    /// The model description for Hello: name (`+sft` for the SFT code), cut, width.
+    /// The model description for Hello: name (with [`sft_suffix`] for the SFT code),
+    /// cut, width.
     pub fn model_desc(&self) -> ModelDesc {
         let mut name = heapless::String::new();
         let _ = name.push_str(MODEL_NAME);
-        if matches!(self.setup.codec.form, CutForm::Sft { .. }) {
-            let _ = name.push_str(SFT_SUFFIX);
+        if let CutForm::Sft { weight, .. } = self.setup.codec.form {
+            let _ = name.push_str(sft_suffix(weight));
         }
         ModelDesc {
             name,

@@ -9,7 +9,7 @@ pub mod tokens;
 
 pub use halves::{Bottom, Top, split};
 pub use schedule::LrSchedule;
-pub use spec::{CutForm, LinkCodec, Mode};
+pub use spec::{CutForm, LinkCodec, Mode, SftWeight};
 pub mod cloud;
 pub mod device;
 pub mod run;

@@ -36,18 +36,35 @@ impl fmt::Display for Mode {
     }
 }
 
+/// Which feed-forward weight of the cut layer the SFT code factors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SftWeight {
+    /// The expansion `W1` (`d -> ff`), as the SFT authors' code does: the device runs
+    /// the cut layer's attention block and sends `a V_r S_r` (its truncated SVD's right
+    /// factor and singular values); the cloud applies `U_r^T` and `W1`'s bias, GELU, the
+    /// contraction `W2` and the layer norm, without the residual around the
+    /// feed-forward block (the eliminated link).
+    W1,
+    /// The contraction `W2` (`ff -> d`): the device also runs `W1` and GELU and sends
+    /// `g U_r sqrt(S_r)`; the cloud applies `sqrt(S_r) V_r^T`, `W2`'s bias and the layer
+    /// norm, again without the residual (tandem's first form, kept for comparison).
+    W2,
+}
+
 /// What crosses the cut.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CutForm {
     /// The cut layer's hidden states (`d` = 384 per token).
     Hidden,
-    /// The SFT code: the cut layer's feed-forward output projection `W` is replaced by
-    /// its rank-`rank` truncated SVD `W ~ D U`; the device sends `x D` (`rank` values
-    /// per token) and the cloud applies `U`, the bias and the layer norm. The residual
-    /// around that projection is dropped, so nothing else crosses the cut.
+    /// The SFT code: one feed-forward weight of the cut layer (the device's last) is
+    /// replaced by its rank-`rank` truncated SVD, and only the `rank` values per token
+    /// between the two factors cross the cut. Both factors train (the device's with
+    /// the returned gradient).
     Sft {
         /// Width of the code.
         rank: usize,
+        /// The weight factored.
+        weight: SftWeight,
     },
 }
 
@@ -56,7 +73,7 @@ impl CutForm {
     pub fn width(self, hidden: usize) -> usize {
         match self {
             CutForm::Hidden => hidden,
-            CutForm::Sft { rank } => rank,
+            CutForm::Sft { rank, .. } => rank,
         }
     }
 }
@@ -75,7 +92,8 @@ const SFT_INT8_BLOCK: u16 = 4096;
 
 impl LinkCodec {
     /// Parses `identity`, `f16`, `int8`, `lowrank:r=8,bits=8[,iters=2]`,
-    /// `topk:ratio=0.01`, `dct:keep=0.1` or `sft:r=16,bits=8`.
+    /// `topk:ratio=0.01`, `dct:keep=0.1`, `sft:r=16,bits=8` (W1 factored) or
+    /// `sft-w2:r=16,bits=8`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let (name, args) = text.split_once(':').unwrap_or((text, ""));
         let mut params = Vec::new();
@@ -100,7 +118,7 @@ impl LinkCodec {
             !matches!(
                 (name, *k),
                 ("lowrank", "r" | "bits" | "iters")
-                    | ("sft", "r" | "bits")
+                    | ("sft" | "sft-w2", "r" | "bits")
                     | ("topk", "ratio")
                     | ("dct", "keep")
             )
@@ -141,9 +159,14 @@ impl LinkCodec {
             "dct" => hidden(CodecDesc::Dct {
                 keep_ppm: ppm(get("keep", None)?)?,
             }),
-            "sft" => Self {
+            "sft" | "sft-w2" => Self {
                 form: CutForm::Sft {
                     rank: rank(get("r", Some(16.0))?)?,
+                    weight: if name == "sft" {
+                        SftWeight::W1
+                    } else {
+                        SftWeight::W2
+                    },
                 },
                 tensor: match bits(get("bits", Some(8.0))?)? {
                     8 => CodecDesc::Int8 {
@@ -155,7 +178,7 @@ impl LinkCodec {
             },
             other => {
                 return Err(format!(
-                    "unknown codec `{other}` (identity, f16, int8, lowrank, topk, dct, sft)"
+                    "unknown codec `{other}` (identity, f16, int8, lowrank, topk, dct, sft, sft-w2)"
                 ));
             }
         })
@@ -178,7 +201,20 @@ mod tests {
             }
         );
         let sft = LinkCodec::parse("sft:r=16,bits=8").unwrap();
-        assert_eq!(sft.form, CutForm::Sft { rank: 16 });
+        assert_eq!(
+            sft.form,
+            CutForm::Sft {
+                rank: 16,
+                weight: SftWeight::W1
+            }
+        );
+        assert_eq!(
+            LinkCodec::parse("sft-w2:r=8").unwrap().form,
+            CutForm::Sft {
+                rank: 8,
+                weight: SftWeight::W2
+            }
+        );
         assert_eq!(sft.form.width(384), 16);
         assert_eq!(LinkCodec::parse("identity").unwrap().form.width(384), 384);
         assert_eq!(
@@ -192,6 +228,7 @@ mod tests {
             "lowrank:rank=8",
             "topk:ratio=2",
             "sft:r=x",
+            "sft-w2:ratio=0.1",
             "zip",
             "lowrank:r",
         ] {
