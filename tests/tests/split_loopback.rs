@@ -14,7 +14,7 @@ use tandem_runtime::data::rotten_tomatoes::{Review, RottenTomatoes};
 use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::model::minilm::{self, ModelError, TextTokenizer};
 use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
-use tandem_runtime::model::split::run::{self, RunConfig};
+use tandem_runtime::model::split::run::{self, HeldOut, RunConfig};
 use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
 use tandem_runtime::transport::link::{DeviceLink, LinkError, LinkTarget, ReconnectPolicy};
 use tandem_runtime::transport::{TransportError, TransportLimits};
@@ -125,6 +125,7 @@ async fn train(test: &str, mode: Mode, codec: &str) -> (f32, f32) {
         eval_every: STEPS,
         dev_limit: 0,
         test_limit: 0,
+        held_out: HeldOut::Test,
         seed: 1,
     };
     let data = tiny_data();
@@ -290,6 +291,7 @@ async fn nan_loss_stops_the_run_with_its_step_and_keeps_the_checkpoint() {
         eval_every: 1,
         dev_limit: 0,
         test_limit: 0,
+        held_out: HeldOut::Test,
         seed: 1,
     };
     let checkpoint_dir = temp_dir("split-nan-ckpt");

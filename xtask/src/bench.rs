@@ -18,7 +18,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("lowrank-insns") => return crate::insn::lowrank_insns(),
         Some("fl-codec-insns") => return crate::insn::fl_codec_insns(),
         Some("lowrank-mca") => return crate::mca::lowrank_mca(),
-        Some("split") => return crate::split::bench(&args[1..]),
+        Some("split") => return crate::split_bench::bench(&args[1..]),
         Some("fl") => return crate::fl::bench(&args[1..]),
         Some("fl-quic") => return crate::fl::quic_bench(&args[1..]),
         _ => {}

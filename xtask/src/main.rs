@@ -22,6 +22,7 @@ mod insn;
 mod mca;
 mod setup;
 mod split;
+mod split_bench;
 mod util;
 
 use anyhow::{Result, bail};

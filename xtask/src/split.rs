@@ -1,5 +1,5 @@
-//! Split fine-tuning on loopback: `cargo xtask demo` (the README's main command) and
-//! `cargo xtask bench split` (the Identity vs compressed comparison of BENCHMARKS.md).
+//! Split fine-tuning on loopback: `cargo xtask demo` (the README's main command), and
+//! the processes `cargo xtask bench split` (`split_bench`) runs.
 //! Device and cloud run as separate release processes, so the device's peak RSS is its
 //! own.
 
@@ -135,7 +135,7 @@ fn cloud_flags(args: &[String]) -> Vec<String> {
 
 /// Starts the cloud (with `--cloud-lr` from `args`), runs `tandem split` against it with
 /// `own` flags then `args`' device flags, stops the cloud and returns its output lines.
-fn run_split(bin: &Path, args: &[String], own: &[&OsStr]) -> Result<Vec<String>> {
+pub fn run_split(bin: &Path, args: &[String], own: &[&OsStr]) -> Result<Vec<String>> {
     let flags = cloud_flags(args);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut cloud = CloudProcess::start(bin, &flags)?;
@@ -155,117 +155,4 @@ fn run_split(bin: &Path, args: &[String], own: &[&OsStr]) -> Result<Vec<String>>
 pub fn demo(extra: &[String]) -> Result<()> {
     let bin = build_and_issue("release")?;
     run_split(&bin, extra, &[]).map(drop)
-}
-
-/// One benchmark run's numbers, read from its metrics file.
-struct Measured {
-    accuracy: f64,
-    up_per_step: f64,
-    down_per_step: f64,
-    tensor_ratio: f64,
-    compute_ms: f64,
-    encode_ms: f64,
-    round_trip_ms: f64,
-    backward_ms: f64,
-    cloud_ms: Option<f64>,
-    peak_rss_mib: f64,
-}
-
-/// The metrics file of the bench's run with `codec`.
-fn bench_metrics(codec: &str) -> PathBuf {
-    util::target_dir().join(format!(
-        "bench-split-{}.json",
-        codec.replace([':', ',', '='], "_")
-    ))
-}
-
-/// One run of the bench with `codec`, its plot drawn beside the runs of `compare_with`.
-fn bench_run(bin: &Path, codec: &str, args: &[String], compare_with: &[&str]) -> Result<Measured> {
-    let metrics = bench_metrics(codec);
-    let plot = metrics.with_extension("png");
-    let earlier: Vec<PathBuf> = compare_with.iter().map(|c| bench_metrics(c)).collect();
-    let mut own: Vec<&OsStr> = vec![
-        "--codec".as_ref(),
-        codec.as_ref(),
-        "--label".as_ref(),
-        codec.as_ref(),
-        "--metrics".as_ref(),
-        metrics.as_os_str(),
-        "--plot".as_ref(),
-        plot.as_os_str(),
-    ];
-    for path in &earlier {
-        own.extend(["--plot-with".as_ref(), path.as_os_str()]);
-    }
-    let lines = run_split(bin, args, &own)?;
-    let cloud_ms = lines.iter().find_map(|l| {
-        l.strip_prefix("cloud compute: ")?
-            .split(", ")
-            .nth(1)?
-            .strip_suffix(" ms/step")?
-            .parse()
-            .ok()
-    });
-    let text =
-        std::fs::read_to_string(&metrics).with_context(|| format!("{}", metrics.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)?;
-    let steps = json["steps"].as_array().context("metrics without steps")?;
-    let mean = |key: &str| {
-        steps.iter().filter_map(|s| s[key].as_f64()).sum::<f64>() / steps.len().max(1) as f64
-    };
-    Ok(Measured {
-        accuracy: json["test"]["accuracy"]
-            .as_f64()
-            .context("no test accuracy")?,
-        up_per_step: mean("up_bytes"),
-        down_per_step: mean("down_bytes"),
-        tensor_ratio: mean("ratio"),
-        compute_ms: mean("compute_ms"),
-        encode_ms: mean("encode_ms"),
-        round_trip_ms: mean("round_trip_ms"),
-        backward_ms: mean("backward_ms"),
-        cloud_ms,
-        peak_rss_mib: json["peak_rss_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0,
-    })
-}
-
-/// `cargo xtask bench split [CODEC] [--cloud-lr LR] [tandem split flags]`: the same run
-/// with Identity and
-/// with CODEC (default `sft:r=16,bits=8`); last line
-/// `split_uplink_reduction: X accuracy_delta: Y`.
-pub fn bench(args: &[String]) -> Result<()> {
-    let (codec, rest) = match args.first() {
-        Some(c) if !c.starts_with("--") => (c.as_str(), &args[1..]),
-        _ => ("sft:r=16,bits=8", args),
-    };
-    let bin = build_and_issue("release")?;
-    let baseline = bench_run(&bin, "identity", rest, &[])?;
-    // Its plot draws both runs.
-    let compressed = bench_run(&bin, codec, rest, &["identity"])?;
-    println!();
-    println!(
-        "| codec | test acc | up B/step | down B/step | tensor ratio | device ms | encode ms | network+cloud ms | cloud ms | backward ms | device peak RSS MiB |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for (name, m) in [("identity", &baseline), (codec, &compressed)] {
-        println!(
-            "| {name} | {:.2}% | {:.0} | {:.0} | {:.1}x | {:.1} | {:.2} | {:.1} | {} | {:.1} | {:.0} |",
-            m.accuracy * 100.0,
-            m.up_per_step,
-            m.down_per_step,
-            m.tensor_ratio,
-            m.compute_ms,
-            m.encode_ms,
-            m.round_trip_ms,
-            m.cloud_ms.map_or("-".into(), |c| format!("{c:.1}")),
-            m.backward_ms,
-            m.peak_rss_mib,
-        );
-    }
-    println!(
-        "split_uplink_reduction: {:.1} accuracy_delta: {:+.2}",
-        baseline.up_per_step / compressed.up_per_step,
-        (compressed.accuracy - baseline.accuracy) * 100.0
-    );
-    Ok(())
 }

@@ -10,7 +10,7 @@ use tandem_runtime::data::rotten_tomatoes::{self, RottenTomatoes};
 use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::model::minilm::{self, TextTokenizer};
 use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
-use tandem_runtime::model::split::run::{self, RunConfig, RunEvent, RunReport};
+use tandem_runtime::model::split::run::{self, HeldOut, RunConfig, RunEvent, RunReport};
 use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
 use tandem_runtime::wire::Capabilities;
 
@@ -34,9 +34,13 @@ pub(crate) struct SplitArgs {
     /// Training steps.
     #[arg(long, default_value_t = 300)]
     steps: u64,
-    /// Reviews per step.
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
+    /// Train for this many passes over the training reviews instead (each in a fresh
+    /// order); overrides --steps.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100))]
+    epochs: Option<u64>,
+    /// Reviews per step (1..=256, the cloud's bound).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    batch_size: u16,
     /// Tokens per review at most ([CLS] and [SEP] included).
     #[arg(long, default_value_t = 64)]
     max_len: usize,
@@ -58,9 +62,13 @@ pub(crate) struct SplitArgs {
     /// Dev reviews per evaluation (0: all 1,300 or so).
     #[arg(long, default_value_t = 400)]
     dev_limit: usize,
-    /// Test reviews for the final accuracy (0: all).
+    /// Held-out reviews for the final accuracy (0: all).
     #[arg(long, default_value_t = 0)]
     test_limit: usize,
+    /// The final accuracy's reviews: test, or dev-and-test (2,531 reviews, for comparing
+    /// runs).
+    #[arg(long, value_enum, default_value_t)]
+    held_out: HeldOut,
     /// Seeds the training order and the LoRA adapters.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -110,6 +118,11 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
             .unwrap_or_else(rotten_tomatoes::default_path),
     )?;
     let tokenizer = TextTokenizer::load(&model_dir, args.max_len)?;
+    let batch_size = usize::from(args.batch_size);
+    let steps = match args.epochs {
+        Some(epochs) => epochs * data.train.len().div_ceil(batch_size) as u64,
+        None => args.steps,
+    };
     let setup = DeviceSetup {
         cut: args.cut,
         mode: args.mode,
@@ -118,7 +131,7 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
         schedule: LrSchedule {
             peak: args.lr,
             warmup: args.warmup,
-            total: args.steps,
+            total: steps,
         },
         seed: args.seed,
     };
@@ -153,13 +166,14 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
             data.dev.len(),
             data.test.len()
         );
-        let bar = progress_bar(args.steps);
+        let bar = progress_bar(steps);
         let config = RunConfig {
-            steps: args.steps,
-            batch_size: args.batch_size,
+            steps,
+            batch_size,
             eval_every: args.eval_every,
             dev_limit: args.dev_limit,
             test_limit: args.test_limit,
+            held_out: args.held_out,
             seed: args.seed,
         };
         let (mut up, mut down) = (0u64, 0u64);
@@ -248,7 +262,11 @@ fn finish(args: &SplitArgs, report: &RunReport, hidden: usize, compared: Vec<Cur
         peak_rss_kib as f64 / 1024.0
     );
     println!(
-        "test accuracy {:.2}% on {} reviews; uplink {:.1}x smaller than f32 hidden states ({:.0} B/step vs {:.0} B/step)",
+        "{} accuracy {:.2}% on {} reviews; uplink {:.1}x smaller than f32 hidden states ({:.0} B/step vs {:.0} B/step)",
+        match args.held_out {
+            HeldOut::Test => "test",
+            HeldOut::DevAndTest => "dev+test",
+        },
         report.test.accuracy * 100.0,
         report.test.examples,
         identity / up.max(1.0),
