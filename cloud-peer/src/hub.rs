@@ -48,6 +48,8 @@ struct Hub<A> {
     served: Capabilities,
     connections: HashMap<NodeName, (u64, UnboundedSender<Outbound>)>,
     split: HashMap<NodeName, SplitCloud>,
+    /// The device process each node's split machine serves (see `RunPlan::process`).
+    processes: HashMap<NodeName, u64>,
     joined: BTreeMap<NodeName, u64>,
     round: Option<RoundCoordinator>,
     next_round: u64,
@@ -62,6 +64,7 @@ pub(crate) fn run<A: CloudApp>(app: A, inputs: Receiver<HubInput>) {
         served,
         connections: HashMap::new(),
         split: HashMap::new(),
+        processes: HashMap::new(),
         joined: BTreeMap::new(),
         round: None,
         next_round: 1,
@@ -100,7 +103,17 @@ impl<A: CloudApp> Hub<A> {
                 self.connections.insert(node, (id, outbox));
             }
             HubInput::Admit { hello, reply } => {
-                let _ = reply.send(self.app.admit(&hello));
+                let admitted = self.app.admit(&hello);
+                let process = hello.plan.process;
+                if admitted.is_ok()
+                    && process != 0
+                    && self.processes.insert(hello.node.clone(), process) != Some(process)
+                {
+                    // A restarted device numbers its steps afresh: an old step cache
+                    // would take them for stale resends.
+                    self.split.remove(&hello.node);
+                }
+                let _ = reply.send(admitted);
             }
             HubInput::Disconnected { node, id } => {
                 if self

@@ -101,6 +101,10 @@ struct SplitArgs {
     /// Model directory [default: $TANDEM_CACHE/minilm].
     #[arg(long, value_name = "DIR")]
     model_dir: Option<PathBuf>,
+    /// Where each device's top is snapshotted at its checkpoints, so restarted devices
+    /// (and a restarted cloud) resume them [default: $TANDEM_CACHE/split-tops].
+    #[arg(long, value_name = "DIR")]
+    split_state: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -242,6 +246,10 @@ async fn serve_split(
             total: args.warmup + args.decay_steps,
         },
         seed: args.seed,
+        state_dir: Some(
+            args.split_state
+                .unwrap_or_else(|| tandem_runtime::paths::cache_dir().join("split-tops")),
+        ),
     };
     let app = SplitApp::new(settings)?;
     let totals = app.totals();

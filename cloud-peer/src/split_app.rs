@@ -9,9 +9,10 @@ use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::model::minilm::{MiniLm, ModelError};
 use tandem_runtime::model::split::LrSchedule;
 use tandem_runtime::model::split::cloud::{Admission, CloudTrainer};
+use tandem_runtime::model::split::snapshot::{self, TrainerSnapshot};
 use tandem_runtime::session::fl::Assignment;
 use tandem_runtime::wire::{Activations, Capabilities, CutGradient, Hello, NodeName};
-use tracing::info;
+use tracing::{info, warn};
 
 /// How the cloud trains the tops.
 #[derive(Clone, Debug)]
@@ -24,7 +25,15 @@ pub struct SplitSettings {
     pub schedule: LrSchedule,
     /// Seeds each top's classifier head.
     pub seed: u64,
+    /// Where each device's top is snapshotted at its checkpoints, so a device (or this
+    /// cloud) that restarts resumes it; `None`: no snapshots, a restarted device
+    /// resumes only a top still held in memory at its step.
+    pub state_dir: Option<PathBuf>,
 }
+
+/// Snapshots kept per device: its checkpoint can lag the top's newest by one interval
+/// (it writes its own after the cloud has answered the step that triggered the top's).
+const SNAPSHOTS_KEPT: usize = 2;
 
 /// Time the cloud spent computing, for the step-time split.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -41,8 +50,9 @@ pub struct SplitApp {
     /// The whole encoder, loaded once on the training device; each device's top is
     /// cut from a clone.
     model: MiniLm,
-    /// One top per admitted device, made at its Hello.
-    trainers: HashMap<NodeName, CloudTrainer>,
+    /// One top per admitted device, made at its Hello, and the device process it
+    /// trains for.
+    trainers: HashMap<NodeName, (CloudTrainer, u64)>,
     totals: std::sync::Arc<std::sync::Mutex<ComputeTotals>>,
 }
 
@@ -64,6 +74,75 @@ impl SplitApp {
     }
 }
 
+impl SplitApp {
+    /// The directory of `node`'s snapshots.
+    fn snapshot_dir(&self, node: &NodeName) -> Option<PathBuf> {
+        Some(self.settings.state_dir.as_ref()?.join(node.as_str()))
+    }
+
+    /// Writes `node`'s top to its snapshot directory and keeps the newest
+    /// [`SNAPSHOTS_KEPT`] of its run (older runs' go).
+    fn snapshot_top(&self, node: &NodeName) -> Result<(), String> {
+        let (Some(dir), Some((trainer, _))) = (self.snapshot_dir(node), self.trainers.get(node))
+        else {
+            return Ok(());
+        };
+        let saved = trainer.snapshot()?;
+        let path = dir.join(snapshot_name(saved.run, saved.next_step));
+        saved
+            .save(&path, snapshot::TOP_MAGIC)
+            .map_err(|e| e.to_string())?;
+        let mut ours = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match parse_snapshot_name(&name) {
+                Some((run, step)) if run == saved.run => ours.push((step, entry.path())),
+                Some(_) => {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+                None => {}
+            }
+        }
+        ours.sort_unstable();
+        for (_, old) in ours.iter().rev().skip(SNAPSHOTS_KEPT) {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(())
+    }
+
+    /// `node`'s top of run `run` as it was after `step` steps, from its snapshot. The
+    /// error is one line for the device's operator.
+    fn saved_top(&self, node: &NodeName, run: u64, step: u64) -> Result<TrainerSnapshot, String> {
+        let missing = || {
+            format!(
+                "cannot resume run {run:016x} at step {step}: this cloud holds no top of it at that step (start a new run without --resume)"
+            )
+        };
+        let path = self
+            .snapshot_dir(node)
+            .ok_or_else(missing)?
+            .join(snapshot_name(run, step));
+        TrainerSnapshot::load(&path, snapshot::TOP_MAGIC)
+            .map_err(|e| format!("cannot resume: {e}"))?
+            .ok_or_else(missing)
+    }
+}
+
+/// A top snapshot's file name: its run and step.
+fn snapshot_name(run: u64, step: u64) -> String {
+    format!("top-{run:016x}-{step}.snap")
+}
+
+/// The run and step of a [`snapshot_name`].
+fn parse_snapshot_name(name: &str) -> Option<(u64, u64)> {
+    let (run, step) = name
+        .strip_prefix("top-")?
+        .strip_suffix(".snap")?
+        .split_once('-')?;
+    Some((u64::from_str_radix(run, 16).ok()?, step.parse().ok()?))
+}
+
 impl CloudApp for SplitApp {
     fn capabilities(&self) -> Capabilities {
         Capabilities::SPLIT.union(Capabilities::RESUME)
@@ -75,23 +154,42 @@ impl CloudApp for SplitApp {
             return Ok(());
         }
         let admission = Admission::check(hello)?;
-        info!(node = %hello.node, cut = admission.cut, form = ?admission.form, width = admission.width(), gradient = ?admission.gradient, "admitted split session");
-        // A device that comes back with the same request keeps its top; with another
-        // cut or codec it gets a fresh one.
-        if self
+        info!(node = %hello.node, cut = admission.cut, form = ?admission.form, width = admission.width(), gradient = ?admission.gradient, run = admission.plan.run, start_step = admission.plan.start_step, "admitted split session");
+        let plan = admission.plan;
+        // The same process reconnecting keeps its top, and so does a restarted one
+        // resuming the run exactly where the top is; a new run or request gets a fresh
+        // top, and a restart at an earlier step the top snapshotted there.
+        let keep = self
             .trainers
             .get(&hello.node)
-            .is_none_or(|t| t.admission() != admission)
-        {
-            let trainer = CloudTrainer::new(
-                self.model.clone(),
-                &self.settings.backend.training_device(),
-                admission,
-                self.settings.schedule,
-                self.settings.seed,
-            )?;
-            self.trainers.insert(hello.node.clone(), trainer);
+            .is_some_and(|(top, process)| {
+                top.admission().run_settings() == admission.run_settings()
+                    && (*process == plan.process || top.updates() == plan.start_step)
+            });
+        if keep {
+            if let Some((_, process)) = self.trainers.get_mut(&hello.node) {
+                *process = plan.process;
+            }
+            return Ok(());
         }
+        let device = self.settings.backend.training_device();
+        let (schedule, seed) = (self.settings.schedule, self.settings.seed);
+        let trainer = if plan.start_step == 0 {
+            CloudTrainer::new(self.model.clone(), &device, admission, schedule, seed)?
+        } else {
+            let saved = self.saved_top(&hello.node, plan.run, plan.start_step)?;
+            info!(node = %hello.node, step = plan.start_step, "resumed the top from its snapshot");
+            CloudTrainer::resume(
+                self.model.clone(),
+                &device,
+                admission,
+                schedule,
+                seed,
+                saved,
+            )?
+        };
+        self.trainers
+            .insert(hello.node.clone(), (trainer, plan.process));
         Ok(())
     }
 
@@ -101,17 +199,26 @@ impl CloudApp for SplitApp {
         activations: &Activations,
         tensor: &[u8],
     ) -> Result<(CutGradient, Vec<u8>), String> {
-        let trainer = self
+        let (trainer, _) = self
             .trainers
             .get_mut(node)
             .ok_or_else(|| format!("'{node}' sent activations without a split Hello"))?;
         let started = Instant::now();
+        let before = trainer.updates();
         let reply = trainer.step(activations, tensor);
         if activations.train
             && let Ok(mut totals) = self.totals.lock()
         {
             totals.steps += 1;
             totals.train += started.elapsed();
+        }
+        let (done, plan) = (trainer.updates(), trainer.admission().plan);
+        let checkpoint = plan.checkpoint_every > 0
+            && done != before
+            && (done % plan.checkpoint_every == 0 || done == plan.steps);
+        if checkpoint && let Err(e) = self.snapshot_top(node) {
+            // The device goes on; only a resume at this step will be refused.
+            warn!(%node, step = done, "cannot snapshot the top: {e}");
         }
         reply
     }

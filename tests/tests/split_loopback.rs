@@ -8,13 +8,13 @@
 
 mod common;
 
+use common::split::{model_cached, tiny_data};
 use common::{Cloud, device_endpoint, node, temp_dir};
 use tandem_cloud::split_app::{SplitApp, SplitSettings};
-use tandem_runtime::data::rotten_tomatoes::{Review, RottenTomatoes};
 use tandem_runtime::model::ComputeBackend;
-use tandem_runtime::model::minilm::{self, ModelError, TextTokenizer};
+use tandem_runtime::model::minilm::{self, TextTokenizer};
 use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
-use tandem_runtime::model::split::run::{self, HeldOut, RunConfig};
+use tandem_runtime::model::split::run::{self, HeldOut, RunConfig, RunPosition};
 use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
 use tandem_runtime::transport::link::{DeviceLink, LinkError, LinkTarget, ReconnectPolicy};
 use tandem_runtime::transport::{TransportError, TransportLimits};
@@ -30,47 +30,13 @@ fn schedule() -> LrSchedule {
     }
 }
 
-/// Eight short reviews, half fresh: the whole training set is one batch, so the loss
-/// of that batch must fall as the halves train.
-fn tiny_data() -> RottenTomatoes {
-    let review = |text: &str, label| Review {
-        text: text.into(),
-        label,
-        movie: "m".into(),
-    };
-    let train = vec![
-        review("a gorgeous, witty, seductive movie.", 1),
-        review("the acting is dreadful and the plot is dull.", 0),
-        review("one of the best films of the year.", 1),
-        review("a tedious, lifeless mess.", 0),
-        review("charming and funny from start to finish.", 1),
-        review("it never rises above its silly premise.", 0),
-        review("a moving, beautifully made story.", 1),
-        review("boring, predictable and far too long.", 0),
-    ];
-    RottenTomatoes {
-        dev: train[..4].to_vec(),
-        test: train[4..].to_vec(),
-        train,
-    }
-}
-
-fn model_cached() -> bool {
-    match TextTokenizer::load(&minilm::model_dir(), 32) {
-        Err(ModelError::Missing { path }) => {
-            tandem_runtime::paths::skip_missing_cache(path.display());
-            false
-        }
-        other => other.map(|_| true).unwrap(),
-    }
-}
-
 async fn cloud(test: &str) -> Cloud {
     let settings = SplitSettings {
         model_dir: minilm::model_dir(),
         backend: ComputeBackend::Flex,
         schedule: schedule(),
         seed: 3,
+        state_dir: None,
     };
     let app = SplitApp::new(settings).expect("model cached");
     Cloud::start_in_temp_dir(test, &TransportLimits::default(), app).await
@@ -83,7 +49,7 @@ fn target(cloud: &Cloud, trainer: &DeviceTrainer) -> LinkTarget {
         node("board-1"),
         Capabilities::SPLIT,
     );
-    trainer.describe(&mut target.hello);
+    trainer.describe(&mut target.hello, RunPosition::fresh(0));
     target
 }
 
@@ -127,6 +93,8 @@ async fn train(test: &str, mode: Mode, codec: &str) -> (f32, f32) {
         test_limit: 0,
         held_out: HeldOut::Test,
         seed: 1,
+        start_step: 0,
+        checkpoint_every: 0,
     };
     let data = tiny_data();
     let report = run::run(
@@ -293,9 +261,11 @@ async fn nan_loss_stops_the_run_with_its_step_and_keeps_the_checkpoint() {
         test_limit: 0,
         held_out: HeldOut::Test,
         seed: 1,
+        start_step: 0,
+        checkpoint_every: 1,
     };
     let checkpoint_dir = temp_dir("split-nan-ckpt");
-    let checkpoint = checkpoint_dir.join("bottom.safetensors");
+    let checkpoint = checkpoint_dir.join("split.ckpt");
     let mut saved = Vec::new();
     let result = run::run(
         &mut link,
@@ -304,9 +274,9 @@ async fn nan_loss_stops_the_run_with_its_step_and_keeps_the_checkpoint() {
         &tiny_data(),
         config,
         |_| {},
-        |trainer, eval| {
-            trainer.save_checkpoint(&checkpoint)?;
-            saved.push(eval.step);
+        |trainer, done| {
+            trainer.save_checkpoint(&checkpoint, 7, done)?;
+            saved.push(done);
             Ok(())
         },
     )
@@ -324,4 +294,6 @@ async fn nan_loss_stops_the_run_with_its_step_and_keeps_the_checkpoint() {
         "checkpoint of {} bytes",
         bytes.len()
     );
+    // The last good checkpoint is the run's, after its second step.
+    assert_eq!(trainer.resume(&checkpoint).unwrap(), Some((7, 2)));
 }

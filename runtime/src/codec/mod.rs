@@ -129,9 +129,14 @@ impl Encoder {
     /// entries and carries no residual into the next, unrelated, tensor. Error feedback
     /// belongs to sums (model updates), where what is held back is sent later.
     pub fn per_step(desc: CodecDesc) -> Result<Self, CodecError> {
-        let mut encoder = Self::new(desc)?;
-        encoder.feedback = false;
-        Ok(encoder)
+        Ok(Self::new(desc)?.without_feedback())
+    }
+
+    /// This encoder with TopK's error feedback off (see [`Self::per_step`]): for a
+    /// per-step encoder restored from its memory.
+    pub fn without_feedback(mut self) -> Self {
+        self.feedback = false;
+        self
     }
 
     /// The codec.

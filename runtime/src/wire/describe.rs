@@ -81,13 +81,25 @@ pub enum CodecDesc {
 }
 
 /// The run a split device plans, so the cloud schedules its top's learning rate over
-/// the same steps and warm-up as the device's own.
+/// the same steps and warm-up as the device's own, checkpoints its top where the device
+/// checkpoints, and tells a reconnect from a restart.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RunPlan {
     /// Training steps of the run (0: not said; the cloud uses its own schedule).
     pub steps: u64,
     /// Warm-up steps of the learning rate.
     pub warmup: u64,
+    /// Names the training run: random when it starts, kept in the device's checkpoint
+    /// (0: none; the cloud keeps a device's top for as long as its request is the same).
+    pub run: u64,
+    /// Names the device process: random at every start, so the cloud tells a reconnect
+    /// (same process) from a restart (another one).
+    pub process: u64,
+    /// The first step this process trains: 0, or the step its checkpoint resumes at.
+    pub start_step: u64,
+    /// The device checkpoints when this many steps are done (and at the end); the cloud
+    /// snapshots its top at the same steps (0: never).
+    pub checkpoint_every: u64,
 }
 
 /// The model a device runs, so the cloud can refuse a mismatched top half.

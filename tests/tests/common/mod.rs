@@ -3,6 +3,9 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+#[cfg(feature = "model")]
+pub mod split;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,8 +74,14 @@ impl Cloud {
 
     /// A cloud with these limits serving `app`.
     pub async fn start_with(dir: &Path, limits: &TransportLimits, app: impl CloudApp) -> Cloud {
+        Pki::new(dir).init().expect("CA");
+        Self::restart_with(dir, limits, app).await
+    }
+
+    /// A cloud serving `app` with the CA already in `dir` (a redeployed cloud: its
+    /// devices' certificates stay valid).
+    pub async fn restart_with(dir: &Path, limits: &TransportLimits, app: impl CloudApp) -> Cloud {
         let pki = Pki::new(dir);
-        pki.init().expect("CA");
         let server = Server::bind("127.0.0.1:0".parse().unwrap(), &pki, "test-cloud", limits)
             .expect("bind loopback");
         let addr = server.local_addr().unwrap();

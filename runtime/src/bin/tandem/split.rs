@@ -10,7 +10,9 @@ use tandem_runtime::data::rotten_tomatoes::{self, RottenTomatoes};
 use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::model::minilm::{self, TextTokenizer};
 use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
-use tandem_runtime::model::split::run::{self, HeldOut, RunConfig, RunEvent, RunReport};
+use tandem_runtime::model::split::run::{
+    self, HeldOut, RunConfig, RunEvent, RunPosition, RunReport,
+};
 use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
 use tandem_runtime::wire::Capabilities;
 
@@ -84,10 +86,19 @@ pub(crate) struct SplitArgs {
     /// The metrics file of an earlier run to draw beside this one in the plot (at most 3).
     #[arg(long = "plot-with", value_name = "FILE")]
     plot_with: Vec<PathBuf>,
-    /// Where the device layers are checkpointed after each dev evaluation (train-bottom
-    /// and lora-bottom) [default: $TANDEM_CACHE/checkpoints/split-NODE.safetensors].
+    /// The run's checkpoint (device layers, optimizer and codec state, step), written
+    /// every --checkpoint-every steps and at the end
+    /// [default: $TANDEM_CACHE/checkpoints/split-NODE.ckpt].
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<PathBuf>,
+    /// Steps between checkpoints (the cloud snapshots this device's top at the same
+    /// steps).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_every: u64,
+    /// Continue the run in --checkpoint where it stopped (same flags), with the cloud's
+    /// top of that run at that step; without a checkpoint, start a new run.
+    #[arg(long)]
+    resume: bool,
     /// Model directory [default: $TANDEM_CACHE/minilm].
     #[arg(long, value_name = "DIR")]
     model_dir: Option<PathBuf>,
@@ -140,8 +151,31 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
     let checkpoint = args.checkpoint.clone().unwrap_or_else(|| {
         tandem_runtime::paths::cache_dir()
             .join("checkpoints")
-            .join(format!("split-{node}.safetensors"))
+            .join(format!("split-{node}.ckpt"))
     });
+    let resumed = if args.resume {
+        trainer.resume(&checkpoint)?
+    } else {
+        None
+    };
+    let position = match resumed {
+        Some((run, step)) => {
+            eprintln!(
+                "resuming run {run:016x} at step {step} of {steps} from {}",
+                checkpoint.display()
+            );
+            RunPosition::resumed(run, step, args.checkpoint_every)
+        }
+        None => {
+            if args.resume {
+                eprintln!(
+                    "no checkpoint at {}: starting a new run",
+                    checkpoint.display()
+                );
+            }
+            RunPosition::fresh(args.checkpoint_every)
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -152,7 +186,7 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
             node.clone(),
             config,
             Capabilities::SPLIT.union(Capabilities::RESUME),
-            |hello| trainer.describe(hello),
+            |hello| trainer.describe(hello, position),
             "a split session",
         )
         .await?;
@@ -167,6 +201,7 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
             data.test.len()
         );
         let bar = progress_bar(steps);
+        bar.set_position(position.start_step);
         let config = RunConfig {
             steps,
             batch_size,
@@ -175,6 +210,8 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
             test_limit: args.test_limit,
             held_out: args.held_out,
             seed: args.seed,
+            start_step: position.start_step,
+            checkpoint_every: position.checkpoint_every,
         };
         let (mut up, mut down) = (0u64, 0u64);
         let report = run::run(
@@ -213,12 +250,7 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
                 }
                 _ => {}
             },
-            |trainer, _eval| {
-                if args.mode.wants_gradient() {
-                    trainer.save_checkpoint(&checkpoint)?;
-                }
-                Ok(())
-            },
+            |trainer, done| Ok(trainer.save_checkpoint(&checkpoint, position.run, done)?),
         )
         .await;
         link.close();

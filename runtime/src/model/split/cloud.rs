@@ -4,6 +4,7 @@
 use super::device::{CLASSES, sft_suffix};
 use super::halves::{Top, split};
 use super::schedule::{LrSchedule, ScheduledAdamW};
+use super::snapshot::{self, TrainerSnapshot};
 use super::spec::{CutForm, SftWeight};
 use super::tokens;
 use crate::codec::{self, Encoder, Shape};
@@ -118,6 +119,22 @@ impl Admission {
     pub fn width(&self) -> usize {
         self.form.width(BertShape::MINILM_L6.hidden)
     }
+
+    /// What a top trained for this admission is, whichever device process asks: the
+    /// request and the run, not the process or its start (recorded in snapshots).
+    pub fn run_settings(&self) -> String {
+        let plan = self.plan;
+        format!(
+            "cut {} {:?} gradient {:?} run {:016x} of {} steps, {} warm-up, checkpoints every {}",
+            self.cut,
+            self.form,
+            self.gradient,
+            plan.run,
+            plan.steps,
+            plan.warmup,
+            plan.checkpoint_every
+        )
+    }
 }
 
 /// The top half of one device's model, being trained.
@@ -164,6 +181,61 @@ impl CloudTrainer {
     /// What this top was built for.
     pub fn admission(&self) -> Admission {
         self.admission
+    }
+
+    /// Training steps this top has taken.
+    pub fn updates(&self) -> u64 {
+        self.optimizer.updates()
+    }
+
+    /// This top's state now, for [`Self::resume`].
+    pub fn snapshot(&self) -> Result<TrainerSnapshot, String> {
+        Ok(TrainerSnapshot {
+            run: self.admission.plan.run,
+            next_step: self.updates(),
+            settings: self.admission.run_settings(),
+            module: snapshot::module_bytes(&self.top)?,
+            optimizer: self.optimizer.state_bytes()?,
+            encoder: self
+                .gradient
+                .as_ref()
+                .map(Encoder::memory)
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Continues the top in `saved` ([`Self::snapshot`] of a top with the same
+    /// [`Admission::run_settings`]); the other arguments as for [`Self::new`].
+    pub fn resume(
+        model: MiniLm,
+        device: &Device,
+        admission: Admission,
+        schedule: LrSchedule,
+        seed: u64,
+        saved: TrainerSnapshot,
+    ) -> Result<Self, String> {
+        if saved.settings != admission.run_settings() {
+            return Err(format!(
+                "the saved top is of another request ({}); this one is {}",
+                saved.settings,
+                admission.run_settings()
+            ));
+        }
+        let mut trainer = Self::new(model, device, admission, schedule, seed)?;
+        trainer.top = snapshot::load_module(trainer.top, saved.module)?;
+        trainer.optimizer = ScheduledAdamW::restore(
+            admission.schedule(schedule),
+            saved.next_step,
+            saved.optimizer,
+        )?;
+        if let Some(gradient) = admission.gradient {
+            trainer.gradient = Some(
+                Encoder::restore(gradient, saved.encoder)
+                    .map_err(|e| format!("gradient codec: {e}"))?
+                    .without_feedback(),
+            );
+        }
+        Ok(trainer)
     }
 
     /// One split step. A training batch trains the top and answers with the encoded cut

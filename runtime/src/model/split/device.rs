@@ -2,7 +2,9 @@
 //! tensor, and the backward pass from the gradient the cloud returns.
 
 use super::halves::{Bottom, split};
+use super::run::RunPosition;
 use super::schedule::{LrSchedule, ScheduledAdamW};
+use super::snapshot::{self, TrainerSnapshot};
 use super::spec::{CutForm, LinkCodec, Mode, SftWeight};
 use super::tokens;
 use crate::codec::{self, Encoder, Report, Shape};
@@ -55,13 +57,25 @@ pub enum DeviceError {
     /// Encoding or decoding a tensor failed.
     #[error(transparent)]
     Codec(#[from] codec::CodecError),
-    /// A checkpoint could not be written.
-    #[error("cannot write checkpoint {path}: {reason}")]
+    /// A checkpoint could not be written or read back.
+    #[error("checkpoint {path}: {reason}")]
     Checkpoint {
         /// The file.
         path: std::path::PathBuf,
         /// Why.
         reason: String,
+    },
+    /// The checkpoint is of a run with other settings.
+    #[error(
+        "checkpoint {path} is of another run ({found}); this one is {expected}: pass that run's flags, or start afresh without --resume"
+    )]
+    ForeignCheckpoint {
+        /// The file.
+        path: std::path::PathBuf,
+        /// This trainer's settings.
+        expected: String,
+        /// The checkpoint's.
+        found: String,
     },
     /// The cloud answered with something this device did not ask for.
     #[error("cloud reply: {0}")]
@@ -162,14 +176,19 @@ impl DeviceTrainer {
     }
 
     /// Fills the split request of `hello`: [`Self::model_desc`],
-    /// [`Self::gradient_codecs`] and the run's plan (steps and warm-up, so the cloud
-    /// schedules its top's learning rate alike).
-    pub fn describe(&self, hello: &mut Hello) {
+    /// [`Self::gradient_codecs`] and the run's plan: steps and warm-up, so the cloud
+    /// schedules its top's learning rate alike, and `position`, so it snapshots the top
+    /// where this device checkpoints and tells a reconnect from a restart.
+    pub fn describe(&self, hello: &mut Hello, position: RunPosition) {
         hello.model = self.model_desc();
         hello.codecs = self.gradient_codecs();
         hello.plan = RunPlan {
             steps: self.setup.schedule.total,
             warmup: self.setup.schedule.warmup,
+            run: position.run,
+            process: position.process,
+            start_step: position.start_step,
+            checkpoint_every: position.checkpoint_every,
         };
     }
 
@@ -276,19 +295,74 @@ impl DeviceTrainer {
         Ok(())
     }
 
-    /// Writes the bottom's parameters to `path` as safetensors, crash-safely (the old
-    /// file stays until the new one is complete).
-    pub fn save_checkpoint(&self, path: &Path) -> Result<(), DeviceError> {
-        use burn::store::{ModuleSnapshot, SafetensorsStore};
+    /// What this trainer was set up for, as a checkpoint records it: a resume must ask
+    /// for the same.
+    pub fn settings(&self) -> String {
+        format!("{:?}", self.setup)
+    }
+
+    /// Writes this trainer's state after `next_step` training steps of run `run` to
+    /// `path`, crash-safely (the old file stays until the new one is complete): the
+    /// bottom's parameters and optimizer state (none when frozen) and the codec's memory.
+    pub fn save_checkpoint(
+        &self,
+        path: &Path,
+        run: u64,
+        next_step: u64,
+    ) -> Result<(), DeviceError> {
         let failed = |reason: String| DeviceError::Checkpoint {
             path: path.into(),
             reason,
         };
-        let mut store = SafetensorsStore::from_bytes(None);
-        self.bottom
-            .save_into(&mut store)
-            .map_err(|e| failed(e.to_string()))?;
-        let bytes = store.get_bytes().map_err(|e| failed(e.to_string()))?;
-        crate::paths::write_atomic(path, &bytes, 0o644).map_err(|e| failed(e.to_string()))
+        let (module, optimizer) = match &self.optimizer {
+            Some(optimizer) => (
+                snapshot::module_bytes(&self.bottom).map_err(failed)?,
+                optimizer.state_bytes().map_err(failed)?,
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        TrainerSnapshot {
+            run,
+            next_step,
+            settings: self.settings(),
+            module,
+            optimizer,
+            encoder: self.encoder.memory(),
+        }
+        .save(path, snapshot::DEVICE_MAGIC)
+        .map_err(|e| failed(e.to_string()))
+    }
+
+    /// Continues from the checkpoint at `path` (made by [`Self::save_checkpoint`] with
+    /// the same settings); returns its run and next step, or `None` when there is no
+    /// file.
+    pub fn resume(&mut self, path: &Path) -> Result<Option<(u64, u64)>, DeviceError> {
+        let failed = |reason: String| DeviceError::Checkpoint {
+            path: path.into(),
+            reason,
+        };
+        let Some(saved) = TrainerSnapshot::load(path, snapshot::DEVICE_MAGIC)
+            .map_err(|e| failed(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        if saved.settings != self.settings() {
+            return Err(DeviceError::ForeignCheckpoint {
+                path: path.into(),
+                expected: self.settings(),
+                found: saved.settings,
+            });
+        }
+        if self.optimizer.is_some() {
+            self.bottom =
+                snapshot::load_module(self.bottom.clone(), saved.module).map_err(failed)?;
+            self.optimizer = Some(
+                ScheduledAdamW::restore(self.setup.schedule, saved.next_step, saved.optimizer)
+                    .map_err(failed)?,
+            );
+        }
+        self.encoder = Encoder::restore(self.setup.codec.tensor, saved.encoder)?.without_feedback();
+        self.pending = None;
+        Ok(Some((saved.run, saved.next_step)))
     }
 }

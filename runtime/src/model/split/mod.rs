@@ -4,6 +4,7 @@
 
 mod halves;
 mod schedule;
+pub mod snapshot;
 mod spec;
 pub mod tokens;
 

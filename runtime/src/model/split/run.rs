@@ -28,6 +28,56 @@ pub struct RunConfig {
     pub held_out: HeldOut,
     /// Shuffles the training order (each epoch anew).
     pub seed: u64,
+    /// The first step to train (a resumed run's checkpoint step; 0 for a new run).
+    pub start_step: u64,
+    /// Checkpoint whenever this many steps are done, and after the last (0: only
+    /// after the last).
+    pub checkpoint_every: u64,
+}
+
+/// Where a device process stands in its run, as its Hello tells the cloud (see
+/// [`wire::RunPlan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunPosition {
+    /// The run's name, kept in checkpoints.
+    pub run: u64,
+    /// This process's name.
+    pub process: u64,
+    /// The first step this process trains.
+    pub start_step: u64,
+    /// Steps between checkpoints.
+    pub checkpoint_every: u64,
+}
+
+impl RunPosition {
+    /// A new run, named at random.
+    pub fn fresh(checkpoint_every: u64) -> Self {
+        Self::resumed(random_name(), 0, checkpoint_every)
+    }
+
+    /// Run `run` resumed at `start_step` by a new process.
+    pub fn resumed(run: u64, start_step: u64, checkpoint_every: u64) -> Self {
+        Self {
+            run,
+            process: random_name(),
+            start_step,
+            checkpoint_every,
+        }
+    }
+}
+
+/// A random non-zero name (0 means "none" on the wire).
+fn random_name() -> u64 {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut bytes = [0u8; 8];
+    // A failing system RNG leaves the clock: names only need to differ between starts.
+    if SystemRandom::new().fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = (nanos ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    u64::from_le_bytes(bytes).max(1)
 }
 
 /// The reviews of a run's final evaluation.
@@ -141,9 +191,10 @@ impl From<ModelError> for RunError {
     }
 }
 
-/// Runs `config.steps` training steps of `trainer` with the cloud behind `link`.
-/// `on_event` sees every step and evaluation; `on_dev` runs after each dev evaluation
-/// (checkpoints are written there, so a later failure keeps them).
+/// Runs training steps `config.start_step..config.steps` of `trainer` with the cloud
+/// behind `link`. `on_event` sees every step and evaluation; `on_checkpoint(trainer,
+/// steps_done)` runs every `config.checkpoint_every` steps and after the last (where the
+/// caller writes its checkpoint, so a later failure keeps it).
 pub async fn run(
     link: &mut DeviceLink,
     trainer: &mut DeviceTrainer,
@@ -151,7 +202,7 @@ pub async fn run(
     data: &RottenTomatoes,
     config: RunConfig,
     mut on_event: impl FnMut(RunEvent<'_>),
-    mut on_dev: impl FnMut(&DeviceTrainer, &EvalRecord) -> Result<(), RunError>,
+    mut on_checkpoint: impl FnMut(&DeviceTrainer, u64) -> Result<(), RunError>,
 ) -> Result<RunReport, RunError> {
     if data.train.is_empty() || data.test.is_empty() || config.batch_size == 0 {
         return Err(RunError::Data(
@@ -160,10 +211,10 @@ pub async fn run(
     }
     let mut machine = SplitDevice::new(Default::default(), 0);
     let mut order = TrainingOrder::new(data.train.len(), config.seed);
-    let mut steps = Vec::with_capacity(config.steps as usize);
+    let mut steps = Vec::new();
     let mut dev = Vec::new();
     let mut up_total = 0u64;
-    for step in 0..config.steps {
+    for step in config.start_step..config.steps {
         let picks: Vec<&Review> = (0..config.batch_size)
             .map(|i| &data.train[order.at(step * config.batch_size as u64 + i as u64)])
             .collect();
@@ -186,8 +237,12 @@ pub async fn run(
             )
             .await?;
             on_event(RunEvent::Dev(&eval));
-            on_dev(trainer, &eval)?;
             dev.push(eval);
+        }
+        if done == config.steps
+            || (config.checkpoint_every > 0 && done % config.checkpoint_every == 0)
+        {
+            on_checkpoint(trainer, done)?;
         }
     }
     let held_out: Vec<Review> = match config.held_out {

@@ -45,6 +45,37 @@ impl ScheduledAdamW {
         }
     }
 
+    /// Updates taken so far: the schedule's position.
+    pub(super) fn updates(&self) -> u64 {
+        self.updates
+    }
+
+    /// The optimizer's state (AdamW's moments, keyed by parameter id) as burnpack
+    /// bytes.
+    pub(super) fn state_bytes(&self) -> Result<Vec<u8>, String> {
+        self.optimizer
+            .into_bytes()
+            .map(|bytes| bytes.to_vec())
+            .map_err(|e| format!("optimizer state: {e}"))
+    }
+
+    /// An optimizer at `schedule` that continues after `updates` updates with the state
+    /// `bytes` ([`Self::state_bytes`]); the module it steps must carry the parameter
+    /// ids the state was saved with (burnpack keeps them).
+    pub(super) fn restore(
+        schedule: LrSchedule,
+        updates: u64,
+        bytes: Vec<u8>,
+    ) -> Result<Self, String> {
+        let mut restored = Self::new(schedule);
+        restored.optimizer = restored
+            .optimizer
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+            .map_err(|e| format!("optimizer state: {e}"))?;
+        restored.updates = updates;
+        Ok(restored)
+    }
+
     /// One update of `module` by `grads` at the current step's rate. burn's step takes
     /// the module by value: pass a clone (it shares the parameter tensors).
     pub(super) fn step<M: Module>(&mut self, module: M, grads: GradientsParams) -> M {

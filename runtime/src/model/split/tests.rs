@@ -44,7 +44,7 @@ fn run(mode: Mode, codec: &str, steps: u64) -> Option<(f32, f32)> {
     let mut device = DeviceTrainer::new(&dir, ComputeBackend::Flex, setup).unwrap();
     let mut hello = Hello::probe(NodeName::try_from("d1").unwrap(), Default::default());
     hello.capabilities = Capabilities::SPLIT;
-    device.describe(&mut hello);
+    device.describe(&mut hello, super::run::RunPosition::fresh(0));
     let admission = Admission::check(&hello).unwrap();
     assert_eq!(admission.gradient.is_some(), mode.wants_gradient());
     let training = ComputeBackend::Flex.training_device();
@@ -196,6 +196,7 @@ fn the_cloud_schedules_its_top_over_the_run_the_device_planned() {
     hello.plan = RunPlan {
         steps: 500,
         warmup: 50,
+        ..RunPlan::default()
     };
     let top = Admission::check(&hello).unwrap().schedule(cloud_own);
     // The device's own schedule, at its own peak: the same shape, step for step.
@@ -219,11 +220,16 @@ fn the_cloud_schedules_its_top_over_the_run_the_device_planned() {
     hello.plan = RunPlan {
         steps: 20,
         warmup: 30,
+        ..RunPlan::default()
     };
     let short = Admission::check(&hello).unwrap().schedule(cloud_own);
     assert_eq!((short.total, short.warmup), (20, 30));
     for (steps, warmup) in [(MAX_PLANNED_STEPS + 1, 0), (10, MAX_PLANNED_STEPS + 1)] {
-        hello.plan = RunPlan { steps, warmup };
+        hello.plan = RunPlan {
+            steps,
+            warmup,
+            ..RunPlan::default()
+        };
         let err = Admission::check(&hello).unwrap_err();
         assert!(err.contains("warm-up"), "{err}");
     }

@@ -1,0 +1,207 @@
+//! Resuming split fine-tuning over loopback QUIC: a device killed mid-run and restarted
+//! from its checkpoint, against a cloud that was restarted meanwhile, trains the same
+//! steps with the same losses as a run that was never interrupted (nothing trained twice
+//! on either side, nothing skipped); a resume the cloud cannot match is refused with
+//! its reason.
+#![cfg(feature = "model")]
+
+mod common;
+
+use common::split::{model_cached, tiny_data};
+use common::{Cloud, device_endpoint, node, temp_dir};
+use std::path::Path;
+use tandem_cloud::split_app::{SplitApp, SplitSettings};
+use tandem_runtime::model::ComputeBackend;
+use tandem_runtime::model::minilm::{self, TextTokenizer};
+use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
+use tandem_runtime::model::split::run::{self, HeldOut, RunConfig, RunPosition};
+use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
+use tandem_runtime::transport::link::{DeviceLink, LinkError, LinkTarget, ReconnectPolicy};
+use tandem_runtime::transport::{TransportError, TransportLimits};
+use tandem_runtime::wire::Capabilities;
+
+/// The run's length and checkpoint interval.
+const STEPS: u64 = 6;
+const EVERY: u64 = 2;
+
+fn schedule() -> LrSchedule {
+    LrSchedule {
+        peak: 1e-3,
+        warmup: 2,
+        total: STEPS,
+    }
+}
+
+/// A fresh device process: train-bottom at cut 1 with the low-rank codec, whose
+/// warm-started `Q` is codec state a resume must carry too.
+fn trainer() -> DeviceTrainer {
+    let setup = DeviceSetup {
+        cut: 1,
+        mode: Mode::TrainBottom,
+        codec: LinkCodec::parse("lowrank:r=4,bits=8").unwrap(),
+        lora_rank: 4,
+        schedule: schedule(),
+        seed: 5,
+    };
+    DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, setup).unwrap()
+}
+
+/// A cloud whose certificates are in `pki` (made there unless `restart`) and whose top
+/// snapshots are in `state`.
+async fn cloud(pki: &Path, state: &Path, restart: bool) -> Cloud {
+    let settings = SplitSettings {
+        model_dir: minilm::model_dir(),
+        backend: ComputeBackend::Flex,
+        schedule: schedule(),
+        seed: 3,
+        state_dir: Some(state.to_path_buf()),
+    };
+    let app = SplitApp::new(settings).expect("model cached");
+    if restart {
+        Cloud::restart_with(pki, &TransportLimits::default(), app).await
+    } else {
+        Cloud::start_with(pki, &TransportLimits::default(), app).await
+    }
+}
+
+async fn connect(
+    cloud: &Cloud,
+    trainer: &DeviceTrainer,
+    position: RunPosition,
+) -> Result<DeviceLink, LinkError> {
+    let mut target = LinkTarget::new(
+        cloud.addr,
+        tandem_runtime::transport::DEFAULT_SERVER_NAME,
+        node("board-1"),
+        Capabilities::SPLIT,
+    );
+    trainer.describe(&mut target.hello, position);
+    let endpoint = device_endpoint(cloud, "board-1");
+    DeviceLink::connect(endpoint, target, ReconnectPolicy::default()).await
+}
+
+/// Trains steps `position.start_step..until` of the run (two batches of four reviews
+/// per epoch, so the data order matters), checkpointing to `checkpoint` every `EVERY`
+/// steps and at the run's end; returns each step's loss and where it checkpointed. A
+/// process stopped before the run's end (`until < STEPS`) dies there: no checkpoint at
+/// `until`, and the link dropped without a goodbye.
+async fn train(
+    cloud: &Cloud,
+    trainer: &mut DeviceTrainer,
+    position: RunPosition,
+    until: u64,
+    checkpoint: &Path,
+) -> (Vec<(u64, f32)>, Vec<u64>) {
+    let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
+    let mut link = connect(cloud, trainer, position).await.unwrap();
+    let config = RunConfig {
+        steps: until,
+        batch_size: 4,
+        eval_every: 100,
+        dev_limit: 0,
+        test_limit: 0,
+        held_out: HeldOut::Test,
+        seed: 1,
+        start_step: position.start_step,
+        checkpoint_every: EVERY,
+    };
+    let mut saved = Vec::new();
+    let report = run::run(
+        &mut link,
+        trainer,
+        &tokenizer,
+        &tiny_data(),
+        config,
+        |_| {},
+        |trainer, done| {
+            if done % EVERY == 0 || done == STEPS {
+                trainer.save_checkpoint(checkpoint, position.run, done)?;
+                saved.push(done);
+            }
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    drop(link);
+    let losses = report.steps.iter().map(|s| (s.step, s.loss)).collect();
+    (losses, saved)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_device_resumes_its_run_on_a_restarted_cloud_without_training_twice() {
+    if !model_cached() {
+        return;
+    }
+    let dir = temp_dir("split-resume");
+    let checkpoint = dir.join("device.ckpt");
+
+    // The reference: the whole run, never interrupted.
+    let reference_cloud = cloud(&dir.join("pki-ref"), &dir.join("tops-ref"), false).await;
+    let mut reference = trainer();
+    let position = RunPosition::fresh(EVERY);
+    let (expected, _) = train(
+        &reference_cloud,
+        &mut reference,
+        position,
+        STEPS,
+        &dir.join("ref.ckpt"),
+    )
+    .await;
+    reference_cloud.shutdown().await;
+    assert_eq!(expected.len(), STEPS as usize);
+
+    // The device dies after training step 4 (the fifth) and before its next checkpoint:
+    // the cloud's top has trained one step past the device's last checkpoint (4).
+    let pki = dir.join("pki");
+    let first_cloud = cloud(&pki, &dir.join("tops"), false).await;
+    let position = RunPosition::fresh(EVERY);
+    let (before, saved) = train(&first_cloud, &mut trainer(), position, 5, &checkpoint).await;
+    assert_eq!(saved, [2, 4]);
+    assert_eq!(before.len(), 5);
+    // ... and the cloud is redeployed meanwhile: only its snapshots survive.
+    first_cloud.shutdown().await;
+    let cloud = cloud(&pki, &dir.join("tops"), true).await;
+
+    // A resume the cloud has no top for is refused with its reason, before any step.
+    let mut device = trainer();
+    let refused = connect(
+        &cloud,
+        &device,
+        RunPosition::resumed(position.run, 3, EVERY),
+    )
+    .await;
+    match refused.err() {
+        Some(LinkError::Refused(TransportError::Unserved(reason))) => {
+            assert!(reason.contains("at step 3"), "{reason}")
+        }
+        other => panic!("expected an Unserved refusal, got {other:?}"),
+    }
+
+    // The restarted device continues from its checkpoint at step 4.
+    let (run, start) = device.resume(&checkpoint).unwrap().expect("a checkpoint");
+    assert_eq!((run, start), (position.run, 4));
+    let resumed = RunPosition::resumed(run, start, EVERY);
+    assert_ne!(resumed.process, position.process);
+    let (after, saved) = train(&cloud, &mut device, resumed, STEPS, &checkpoint).await;
+    cloud.shutdown().await;
+    assert_eq!(saved, [6]);
+
+    // Steps 0-3 of the first process and 4-5 of the resumed one are the uninterrupted
+    // run, loss for loss: had either side trained step 4 twice, kept its state past the
+    // checkpoint or lost its optimizer or codec state, steps 4 and 5 would differ.
+    let mut combined: Vec<(u64, f32)> = before[..4].to_vec();
+    combined.extend(&after);
+    assert_eq!(
+        combined.iter().map(|s| s.0).collect::<Vec<_>>(),
+        (0..STEPS).collect::<Vec<_>>()
+    );
+    for ((step, got), (_, want)) in combined.iter().zip(&expected) {
+        assert!(
+            (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+            "step {step}: loss {got}, uninterrupted {want}"
+        );
+    }
+    // The interrupted step itself was trained: its loss then equals the resumed one's.
+    assert!((before[4].1 - after[0].1).abs() <= 1e-4 * after[0].1.max(1.0));
+}
