@@ -38,6 +38,8 @@ struct Plan {
     codecs: Vec<String>,
     seeds: Vec<String>,
     cuts: Vec<String>,
+    /// Take runs whose metrics file exists from it instead of running them again.
+    reuse: bool,
     /// Flags for every `tandem split` (the bench's own removed).
     device: Vec<String>,
 }
@@ -61,8 +63,10 @@ impl Plan {
             }
             Ok(items)
         };
+        let reuse = rest.iter().any(|a| a == "--reuse");
         let mut device: Vec<String> = util::without_flags(rest, &["--seeds", "--cuts"])
             .into_iter()
+            .filter(|a| *a != "--reuse")
             .map(str::to_string)
             .collect();
         for flag in ["--seed", "--cut", "--codec"] {
@@ -85,17 +89,20 @@ impl Plan {
             },
             seeds: list("--seeds", "1,2")?,
             cuts: list("--cuts", "2")?,
+            reuse,
             device,
         })
     }
 }
 
-/// `cargo xtask bench split [CODEC..] [--seeds 1,2] [--cuts 2] [--cloud-lr LR] [tandem
-/// split flags]`: for each cut and seed, identity and then each CODEC (default
+/// `cargo xtask bench split [CODEC..] [--seeds 1,2] [--cuts 2] [--reuse] [--cloud-lr LR]
+/// [tandem split flags]`: for each cut and seed, identity and then each CODEC (default
 /// `sft:r=15,bits=8`), 2 epochs and the final accuracy on dev and test unless the flags
-/// say otherwise. Each run prints its row as it ends (a long bench interrupted keeps
-/// what it measured); the table averages over seeds. Last line, for the first codec at
-/// the first cut: `split_uplink_reduction: X accuracy_delta: Y`.
+/// say otherwise. Each run prints its row as it ends and keeps its metrics file; with
+/// `--reuse` a run whose file exists is read from it, not run again (so an interrupted
+/// bench continues; the files do not record the flags: reuse only with the same ones).
+/// The table averages over seeds. Last line, for the first codec at the first cut:
+/// `split_uplink_reduction: X accuracy_delta: Y`.
 pub fn bench(args: &[String]) -> Result<()> {
     let plan = Plan::parse(args)?;
     let bin = build_and_issue("release")?;
@@ -198,6 +205,10 @@ fn bench_run(
     if let Some(path) = compare_with {
         own.extend(["--plot-with".as_ref(), path.as_os_str()]);
     }
+    if plan.reuse && metrics.exists() {
+        println!("bench split: reusing {}", metrics.display());
+        return read_metrics(&metrics, None);
+    }
     let lines = run_split(bin, &plan.device, &own)?;
     let cloud_ms = lines.iter().find_map(|l| {
         l.strip_prefix("cloud compute: ")?
@@ -207,8 +218,14 @@ fn bench_run(
             .parse()
             .ok()
     });
+    read_metrics(&metrics, cloud_ms)
+}
+
+/// A run's numbers from its metrics file; `cloud_ms` as the cloud printed it (not in the
+/// file).
+fn read_metrics(metrics: &Path, cloud_ms: Option<f64>) -> Result<Measured> {
     let text =
-        std::fs::read_to_string(&metrics).with_context(|| format!("{}", metrics.display()))?;
+        std::fs::read_to_string(metrics).with_context(|| format!("{}", metrics.display()))?;
     let json: serde_json::Value = serde_json::from_str(&text)?;
     let steps = json["steps"].as_array().context("metrics without steps")?;
     let sum = |key: &str| steps.iter().filter_map(|s| s[key].as_f64()).sum::<f64>();
