@@ -105,6 +105,10 @@ struct SplitArgs {
     /// (and a restarted cloud) resume them [default: $TANDEM_CACHE/split-tops].
     #[arg(long, value_name = "DIR")]
     split_state: Option<PathBuf>,
+    /// MiB of a frozen bottom's codes kept per device, so later epochs send review ids
+    /// only (`tandem split --cache-codes`; 0: none).
+    #[arg(long, default_value_t = 1024)]
+    code_cache_mib: usize,
 }
 
 #[derive(Subcommand)]
@@ -250,6 +254,7 @@ async fn serve_split(
             args.split_state
                 .unwrap_or_else(|| tandem_runtime::paths::cache_dir().join("split-tops")),
         ),
+        code_cache_bytes: args.code_cache_mib.saturating_mul(1 << 20),
     };
     let app = SplitApp::new(settings)?;
     let totals = app.totals();

@@ -29,6 +29,9 @@ pub struct SplitSettings {
     /// cloud) that restarts resumes it; `None`: no snapshots, a restarted device
     /// resumes only a top still held in memory at its step.
     pub state_dir: Option<PathBuf>,
+    /// Bytes of a frozen bottom's codes each device's top may keep for it (EcoFed; 0:
+    /// none).
+    pub code_cache_bytes: usize,
 }
 
 /// Snapshots kept per device: its checkpoint can lag the top's newest by one interval
@@ -188,6 +191,7 @@ impl CloudApp for SplitApp {
                 saved,
             )?
         };
+        let trainer = trainer.with_code_cache(self.settings.code_cache_bytes);
         self.trainers
             .insert(hello.node.clone(), (trainer, plan.process));
         Ok(())

@@ -56,6 +56,7 @@ impl CloudApp for TestApp {
         let gradient = CutGradient {
             step: activations.step,
             loss: tensor.len() as f32,
+            kept: false,
             codec: CodecDesc::Identity,
             payload_len: reply.len() as u64,
         };

@@ -37,6 +37,7 @@ async fn cloud(test: &str) -> Cloud {
         schedule: schedule(),
         seed: 3,
         state_dir: None,
+        code_cache_bytes: 0,
     };
     let app = SplitApp::new(settings).expect("model cached");
     Cloud::start_in_temp_dir(test, &TransportLimits::default(), app).await
@@ -95,6 +96,7 @@ async fn train(test: &str, mode: Mode, codec: &str) -> (f32, f32) {
         seed: 1,
         start_step: 0,
         checkpoint_every: 0,
+        cache_codes: false,
     };
     let data = tiny_data();
     let report = run::run(
@@ -220,6 +222,7 @@ impl tandem_cloud::CloudApp for DivergingApp {
         let gradient = tandem_runtime::wire::CutGradient {
             step: activations.step,
             loss,
+            kept: false,
             codec: tandem_runtime::wire::CodecDesc::Identity,
             payload_len: tensor.len() as u64,
         };
@@ -263,6 +266,7 @@ async fn nan_loss_stops_the_run_with_its_step_and_keeps_the_checkpoint() {
         seed: 1,
         start_step: 0,
         checkpoint_every: 1,
+        cache_codes: false,
     };
     let checkpoint_dir = temp_dir("split-nan-ckpt");
     let checkpoint = checkpoint_dir.join("split.ckpt");

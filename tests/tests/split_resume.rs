@@ -55,6 +55,7 @@ async fn cloud(pki: &Path, state: &Path, restart: bool) -> Cloud {
         schedule: schedule(),
         seed: 3,
         state_dir: Some(state.to_path_buf()),
+        code_cache_bytes: 0,
     };
     let app = SplitApp::new(settings).expect("model cached");
     if restart {
@@ -104,6 +105,7 @@ async fn train(
         seed: 1,
         start_step: position.start_step,
         checkpoint_every: EVERY,
+        cache_codes: false,
     };
     let mut saved = Vec::new();
     let report = run::run(

@@ -85,6 +85,8 @@ pub fn probe_activations() -> Activations {
         hidden: 4,
         seq_lens: heapless::Vec::new(),
         labels: heapless::Vec::new(),
+        reviews: heapless::Vec::new(),
+        cached: false,
         codec: CodecDesc::Identity,
         payload_len: 0,
     }
@@ -94,6 +96,7 @@ fn gradient(step: u64) -> CutGradient {
     CutGradient {
         step,
         loss: 0.0,
+        kept: false,
         codec: CodecDesc::Identity,
         payload_len: 1,
     }

@@ -110,6 +110,7 @@ impl Pair {
             let gradient = CutGradient {
                 step: activations.step,
                 loss: 1.0 / (activations.step + 1) as f32,
+                kept: false,
                 codec: CodecDesc::Identity,
                 payload_len: tensor.len() as u64,
             };
@@ -289,6 +290,7 @@ mod tests {
         let stale = CutGradient {
             step: 4,
             loss: 0.0,
+            kept: false,
             codec: CodecDesc::Identity,
             payload_len: 0,
         };
@@ -314,6 +316,7 @@ mod tests {
         let g = CutGradient {
             step: 3,
             loss: 0.5,
+            kept: false,
             codec: CodecDesc::Identity,
             payload_len: 1,
         };

@@ -50,8 +50,8 @@ const SCHEMA: &str = "tandem-wire/1 \
     HelloAck{version:u16,peer:str<64>,software:str<32>,capabilities:Capabilities,session:u64} \
     Close{code:u32,reason:str<128>} \
     Activations{step:u64,train:bool,batch:u16,seq:u16,hidden:u16,seq_lens:vec<u16,256>,\
-    labels:vec<u32,256>,codec:CodecDesc,payload_len:u64} \
-    CutGradient{step:u64,loss:f32,codec:CodecDesc,payload_len:u64} \
+    labels:vec<u32,256>,reviews:vec<u32,256>,cached:bool,codec:CodecDesc,payload_len:u64} \
+    CutGradient{step:u64,loss:f32,kept:bool,codec:CodecDesc,payload_len:u64} \
     Eval{step:u64,batches:u32} \
     Metrics{step:u64,loss:f32,correct:u32,total:u32} \
     Join{node:str<64>,num_examples:u64,capabilities:Capabilities} \

@@ -27,6 +27,13 @@ pub struct Activations {
     pub seq_lens: heapless::Vec<u16, MAX_BATCH>,
     /// Class label of each sequence (`batch` entries; empty for inference).
     pub labels: heapless::Vec<u32, MAX_BATCH>,
+    /// The training-set id of each sequence's review (`batch` entries), asking the cloud
+    /// to keep its rows (a frozen bottom's code of a review is the same every epoch);
+    /// empty: no caching.
+    pub reviews: heapless::Vec<u32, MAX_BATCH>,
+    /// No tensor follows (`payload_len` 0): each sequence's rows are the ones the cloud
+    /// kept under its review id.
+    pub cached: bool,
     /// How the tensor bytes are encoded.
     pub codec: CodecDesc,
     /// Length of the encoded tensor that follows in chunks.
@@ -40,6 +47,9 @@ pub struct CutGradient {
     pub step: u64,
     /// The batch loss the cloud computed.
     pub loss: f32,
+    /// The cloud keeps the batch's rows under their review ids: later batches of only
+    /// these reviews may be sent `cached`.
+    pub kept: bool,
     /// How the tensor bytes are encoded.
     pub codec: CodecDesc,
     /// Length of the encoded tensor that follows in chunks.

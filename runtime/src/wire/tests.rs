@@ -49,7 +49,7 @@ fn decode_whole<M: Message>(frame: &[u8]) -> Result<M, WireError> {
 #[test]
 fn schema_hash_is_pinned() {
     assert_eq!(
-        SCHEMA_HASH, 0xfded_90aa,
+        SCHEMA_HASH, 0xdbee_4dc8,
         "SCHEMA changed: update WIRE.md and this test"
     );
 }
@@ -163,20 +163,25 @@ fn split_messages_golden_bytes() {
         hidden: 384,
         seq_lens: vec_of(&[4, 3]),
         labels: vec_of(&[1, 0]),
+        reviews: vec_of(&[300, 5]),
+        cached: false,
         codec: CodecDesc::Identity,
         payload_len: 12288,
     };
     golden(
         activations,
-        &[7, 1, 2, 4, 0x80, 0x03, 2, 4, 3, 2, 1, 0, 0, 0x80, 0x60],
+        &[
+            7, 1, 2, 4, 0x80, 0x03, 2, 4, 3, 2, 1, 0, 2, 0xac, 0x02, 5, 0, 0, 0x80, 0x60,
+        ],
     );
     let gradient = CutGradient {
         step: 7,
         loss: 0.5,
+        kept: true,
         codec: CodecDesc::F16,
         payload_len: 6144,
     };
-    golden(gradient, &[7, 0, 0, 0, 0x3f, 1, 0x80, 0x30]);
+    golden(gradient, &[7, 0, 0, 0, 0x3f, 1, 1, 0x80, 0x30]);
     golden(
         Eval {
             step: 9,

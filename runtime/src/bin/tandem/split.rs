@@ -95,6 +95,10 @@ pub(crate) struct SplitArgs {
     /// steps).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_every: u64,
+    /// Frozen bottom: send each training review's code once and its id afterwards (the
+    /// cloud keeps the codes, within its --code-cache-mib; EcoFed).
+    #[arg(long)]
+    cache_codes: bool,
     /// Continue the run in --checkpoint where it stopped (same flags), with the cloud's
     /// top of that run at that step; without a checkpoint, start a new run.
     #[arg(long)]
@@ -212,6 +216,7 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
             seed: args.seed,
             start_step: position.start_step,
             checkpoint_every: position.checkpoint_every,
+            cache_codes: args.cache_codes,
         };
         let (mut up, mut down) = (0u64, 0u64);
         let report = run::run(

@@ -1,6 +1,7 @@
 //! The cloud's side of split fine-tuning: admission at Hello, the top's training step
 //! and the cut gradient it returns, evaluation batches.
 
+use super::code_cache::CodeCache;
 use super::device::{CLASSES, sft_suffix};
 use super::halves::{Top, split};
 use super::schedule::{LrSchedule, ScheduledAdamW};
@@ -144,6 +145,8 @@ pub struct CloudTrainer {
     device: Device,
     admission: Admission,
     gradient: Option<Encoder>,
+    /// A frozen bottom's codes, kept by review.
+    codes: CodeCache,
 }
 
 impl CloudTrainer {
@@ -175,7 +178,15 @@ impl CloudTrainer {
             device: device.clone(),
             gradient,
             admission,
+            codes: CodeCache::default(),
         })
+    }
+
+    /// This trainer keeping up to `budget_bytes` of a frozen bottom's codes for the
+    /// device to send by review id (none by default).
+    pub fn with_code_cache(mut self, budget_bytes: usize) -> Self {
+        self.codes = CodeCache::new(budget_bytes);
+        self
     }
 
     /// What this top was built for.
@@ -254,11 +265,24 @@ impl CloudTrainer {
             self.admission.width(),
         );
         let tokens: usize = seq_lens.iter().sum();
-        let packed = codec::decode(activations.codec, Shape::new(tokens, width), tensor)
-            .map_err(|e| format!("step {}: {e}", activations.step))?;
+        let packed = if activations.cached {
+            self.codes
+                .rows(&activations.reviews, &seq_lens, width)
+                .map_err(|e| format!("step {}: {e}", activations.step))?
+        } else {
+            codec::decode(activations.codec, Shape::new(tokens, width), tensor)
+                .map_err(|e| format!("step {}: {e}", activations.step))?
+        };
         if packed.iter().any(|v| !v.is_finite()) {
             return Err(format!("step {}: non-finite activations", activations.step));
         }
+        // A frozen bottom's training batch: its codes are the same every epoch.
+        let kept = activations.train
+            && self.gradient.is_none()
+            && !activations.reviews.is_empty()
+            && self
+                .codes
+                .keep(&activations.reviews, &seq_lens, &packed, width);
         let padded = tokens::unpack(&packed, &seq_lens, seq, width);
         // Evaluation runs without autodiff: a graph recorded with no backward to free it
         // would only grow.
@@ -284,6 +308,7 @@ impl CloudTrainer {
         let reply = |codec, payload: &Vec<u8>| CutGradient {
             step: activations.step,
             loss: loss_value,
+            kept,
             codec,
             payload_len: payload.len() as u64,
         };
@@ -346,6 +371,14 @@ impl CloudTrainer {
         }
         if let Some(label) = a.labels.iter().find(|&&l| l as usize >= CLASSES) {
             return bad(format!("label {label} of {CLASSES} classes"));
+        }
+        if !a.reviews.is_empty() && a.reviews.len() != batch {
+            return bad(format!("{} review ids for batch {batch}", a.reviews.len()));
+        }
+        if a.cached && (!a.train || self.gradient.is_some() || a.payload_len != 0) {
+            return bad(
+                "cached codes are for training batches of a frozen bottom, with no tensor".into(),
+            );
         }
         Ok((
             a.seq_lens.iter().map(|&l| usize::from(l)).collect(),

@@ -210,11 +210,13 @@ impl DeviceTrainer {
 
     /// Runs the bottom on `batch` and encodes the cut tensor (real tokens only). For a
     /// training batch of a training mode, the tensor is kept for
-    /// [`DeviceTrainer::apply_gradient`].
+    /// [`DeviceTrainer::apply_gradient`]. `reviews` (the batch's training-set ids, or
+    /// empty) asks the cloud to keep the codes (frozen bottom only).
     pub fn forward(
         &mut self,
         batch: &Batch,
         labels: &[u32],
+        reviews: &[u32],
         train: bool,
     ) -> Result<Forward, DeviceError> {
         let started = std::time::Instant::now();
@@ -241,17 +243,8 @@ impl DeviceTrainer {
         if keep {
             self.pending = Some((cut, batch.seq_lens.clone(), batch.seq));
         }
-        let activations = Activations {
-            step: 0,
-            train,
-            batch: batch.len() as u16,
-            seq: batch.seq as u16,
-            hidden: self.width as u16,
-            seq_lens: batch.seq_lens.iter().map(|&l| l as u16).collect(),
-            labels: labels.iter().copied().collect(),
-            codec: self.encoder.desc(),
-            payload_len: tensor.len() as u64,
-        };
+        let mut activations = self.message(batch, labels, reviews, train);
+        activations.payload_len = tensor.len() as u64;
         Ok(Forward {
             activations,
             tensor,
@@ -259,6 +252,46 @@ impl DeviceTrainer {
             compute,
             encode,
         })
+    }
+
+    /// A training batch of reviews whose codes the cloud kept (frozen bottom): the
+    /// message with their ids and no tensor; the bottom does not run.
+    pub fn cached(&self, batch: &Batch, labels: &[u32], reviews: &[u32]) -> Forward {
+        let mut activations = self.message(batch, labels, reviews, true);
+        activations.cached = true;
+        Forward {
+            activations,
+            tensor: Vec::new(),
+            report: Report {
+                bytes: 0,
+                ratio: f64::INFINITY,
+                rel_error: 0.0,
+            },
+            compute: std::time::Duration::ZERO,
+            encode: std::time::Duration::ZERO,
+        }
+    }
+
+    /// The message of `batch` (its `step` and `payload_len` set by the caller).
+    fn message(&self, batch: &Batch, labels: &[u32], reviews: &[u32], train: bool) -> Activations {
+        Activations {
+            step: 0,
+            train,
+            batch: batch.len() as u16,
+            seq: batch.seq as u16,
+            hidden: self.width as u16,
+            seq_lens: batch.seq_lens.iter().map(|&l| l as u16).collect(),
+            labels: labels.iter().copied().collect(),
+            reviews: reviews.iter().copied().collect(),
+            cached: false,
+            codec: self.encoder.desc(),
+            payload_len: 0,
+        }
+    }
+
+    /// Whether the bottom is frozen: its code of a review is the same every epoch.
+    pub fn frozen(&self) -> bool {
+        !self.setup.mode.wants_gradient()
     }
 
     /// Back-propagates the cloud's cut gradient through the bottom and takes one

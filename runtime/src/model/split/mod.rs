@@ -2,6 +2,7 @@
 //! cloud trains the top and a classifier, and only the cut tensor and its gradient
 //! cross the link, encoded by a [`LinkCodec`].
 
+mod code_cache;
 mod halves;
 mod schedule;
 pub mod snapshot;

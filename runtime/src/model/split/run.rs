@@ -9,6 +9,7 @@ use crate::session::split::SplitDevice;
 use crate::transport::link::{DeviceLink, LinkError};
 use crate::wire::{self, CodecDesc};
 use serde::Serialize;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 /// How long a run is and how often it evaluates.
@@ -33,6 +34,9 @@ pub struct RunConfig {
     /// Checkpoint whenever this many steps are done, and after the last (0: only
     /// after the last).
     pub checkpoint_every: u64,
+    /// Frozen bottom: send a review's code once and its id afterwards (the cloud keeps
+    /// the codes it says it kept).
+    pub cache_codes: bool,
 }
 
 /// Where a device process stands in its run, as its Hello tells the cloud (see
@@ -109,6 +113,8 @@ pub struct StepRecord {
     pub ratio: f64,
     /// Relative error of the encoded cut tensor.
     pub rel_error: f64,
+    /// Sent as review ids only: the cloud had the codes.
+    pub cached: bool,
     /// Bottom forward, ms.
     pub compute_ms: f64,
     /// Encoding, ms.
@@ -209,16 +215,33 @@ pub async fn run(
             "no training or test reviews, or a batch size of 0".into(),
         ));
     }
+    if config.cache_codes && !trainer.frozen() {
+        return Err(RunError::Data(
+            "caching codes needs a frozen bottom: a trained bottom's code of a review changes every step".into(),
+        ));
+    }
+    // Reviews whose codes the cloud kept (`None`: no caching).
+    let mut kept: Option<HashSet<u32>> = config.cache_codes.then(HashSet::new);
     let mut machine = SplitDevice::new(Default::default(), 0);
     let mut order = TrainingOrder::new(data.train.len(), config.seed);
     let mut steps = Vec::new();
     let mut dev = Vec::new();
     let mut up_total = 0u64;
     for step in config.start_step..config.steps {
-        let picks: Vec<&Review> = (0..config.batch_size)
-            .map(|i| &data.train[order.at(step * config.batch_size as u64 + i as u64)])
+        let ids: Vec<u32> = (0..config.batch_size)
+            .map(|i| order.at(step * config.batch_size as u64 + i as u64) as u32)
             .collect();
-        let record = train_step(link, &mut machine, trainer, tokenizer, &picks, step).await?;
+        let picks: Vec<&Review> = ids.iter().map(|&i| &data.train[i as usize]).collect();
+        let record = train_step(
+            link,
+            &mut machine,
+            trainer,
+            tokenizer,
+            (&picks, &ids),
+            &mut kept,
+            step,
+        )
+        .await?;
         up_total += record.up_bytes as u64;
         on_event(RunEvent::Step(&record));
         steps.push(record);
@@ -272,18 +295,29 @@ pub async fn run(
     })
 }
 
+/// One training step of `reviews` (with their training-set ids); `kept` holds the ids
+/// whose codes the cloud kept (`None`: no caching).
 async fn train_step(
     link: &mut DeviceLink,
     machine: &mut SplitDevice,
     trainer: &mut DeviceTrainer,
     tokenizer: &TextTokenizer,
-    reviews: &[&Review],
+    (reviews, ids): (&[&Review], &[u32]),
+    kept: &mut Option<HashSet<u32>>,
     step: u64,
 ) -> Result<StepRecord, RunError> {
     let texts: Vec<&str> = reviews.iter().map(|r| r.text.as_str()).collect();
     let labels: Vec<u32> = reviews.iter().map(|r| r.label).collect();
     let batch = tokenizer.batch(&texts)?;
-    let forward = trainer.forward(&batch, &labels, true)?;
+    let cached = kept
+        .as_ref()
+        .is_some_and(|k| ids.iter().all(|id| k.contains(id)));
+    let forward = if cached {
+        trainer.cached(&batch, &labels, ids)
+    } else {
+        let ask = if kept.is_some() { ids } else { &[] };
+        trainer.forward(&batch, &labels, ask, true)?
+    };
     let up_bytes = wire_bytes(&forward.activations, forward.tensor.len())?;
     let sent = Instant::now();
     let (gradient, tensor) = link
@@ -297,6 +331,11 @@ async fn train_step(
             loss: gradient.loss,
         });
     }
+    if gradient.kept
+        && let Some(kept) = kept
+    {
+        kept.extend(ids);
+    }
     let started = Instant::now();
     trainer.apply_gradient(&gradient, &tensor)?;
     let tokens = batch.tokens();
@@ -308,6 +347,7 @@ async fn train_step(
         down_bytes,
         ratio: (tokens * trainer.hidden() * 4) as f64 / forward.report.bytes.max(1) as f64,
         rel_error: forward.report.rel_error,
+        cached,
         compute_ms: ms(forward.compute),
         encode_ms: ms(forward.encode),
         round_trip_ms: ms(round_trip),
@@ -333,7 +373,7 @@ async fn evaluate(
         let texts: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
         let labels: Vec<u32> = chunk.iter().map(|r| r.label).collect();
         let batch = tokenizer.batch(&texts)?;
-        let forward = trainer.forward(&batch, &labels, false)?;
+        let forward = trainer.forward(&batch, &labels, &[], false)?;
         let (reply, tensor) = link
             .split_step(machine, forward.activations, forward.tensor)
             .await?;

@@ -55,7 +55,7 @@ fn run(mode: Mode, codec: &str, steps: u64) -> Option<(f32, f32)> {
     let batch = tokenizer.batch(&texts).unwrap();
     let mut losses = Vec::new();
     for step in 0..steps {
-        let mut forward = device.forward(&batch, &labels, true).unwrap();
+        let mut forward = device.forward(&batch, &labels, &[], true).unwrap();
         forward.activations.step = step;
         let (gradient, gtensor) = cloud.step(&forward.activations, &forward.tensor).unwrap();
         assert_eq!(gradient.payload_len == 0, !mode.wants_gradient());
