@@ -2,7 +2,7 @@
 //! tensor, and the backward pass from the gradient the cloud returns.
 
 use super::halves::{Bottom, split};
-use super::run::RunPosition;
+use super::position::RunPosition;
 use super::schedule::{LrSchedule, ScheduledAdamW};
 use super::snapshot::{self, TrainerSnapshot};
 use super::spec::{CutForm, LinkCodec, Mode, SftWeight};

@@ -4,6 +4,8 @@
 
 mod code_cache;
 mod halves;
+mod order;
+pub mod position;
 mod schedule;
 pub mod snapshot;
 mod spec;

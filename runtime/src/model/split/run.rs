@@ -2,6 +2,8 @@
 //! evaluation, the final test accuracy, and a record of every step's bytes and times.
 
 use super::device::{CLASSES, DeviceError, DeviceTrainer};
+use super::order::TrainingOrder;
+pub use super::position::RunPosition;
 use crate::codec::{self, Shape};
 use crate::data::rotten_tomatoes::{Review, RottenTomatoes};
 use crate::model::minilm::{ModelError, TextTokenizer};
@@ -39,51 +41,6 @@ pub struct RunConfig {
     pub cache_codes: bool,
 }
 
-/// Where a device process stands in its run, as its Hello tells the cloud (see
-/// [`wire::RunPlan`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RunPosition {
-    /// The run's name, kept in checkpoints.
-    pub run: u64,
-    /// This process's name.
-    pub process: u64,
-    /// The first step this process trains.
-    pub start_step: u64,
-    /// Steps between checkpoints.
-    pub checkpoint_every: u64,
-}
-
-impl RunPosition {
-    /// A new run, named at random.
-    pub fn fresh(checkpoint_every: u64) -> Self {
-        Self::resumed(random_name(), 0, checkpoint_every)
-    }
-
-    /// Run `run` resumed at `start_step` by a new process.
-    pub fn resumed(run: u64, start_step: u64, checkpoint_every: u64) -> Self {
-        Self {
-            run,
-            process: random_name(),
-            start_step,
-            checkpoint_every,
-        }
-    }
-}
-
-/// A random non-zero name (0 means "none" on the wire).
-fn random_name() -> u64 {
-    use ring::rand::{SecureRandom, SystemRandom};
-    let mut bytes = [0u8; 8];
-    // A failing system RNG leaves the clock: names only need to differ between starts.
-    if SystemRandom::new().fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        bytes = (nanos ^ u64::from(std::process::id())).to_le_bytes();
-    }
-    u64::from_le_bytes(bytes).max(1)
-}
-
 /// The reviews of a run's final evaluation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -92,7 +49,8 @@ pub enum HeldOut {
     #[default]
     Test,
     /// Dev and test together (2,531 reviews): about half the sampling noise of test
-    /// alone, for comparing runs (dev only ever selects nothing: no early stopping).
+    /// alone, for comparing runs (no run selects anything on dev, so it is held out as
+    /// test is).
     DevAndTest,
 }
 
@@ -414,76 +372,4 @@ fn limit(reviews: &[Review], n: usize) -> &[Review] {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-/// Which training review the `i`-th pick of a run is: epoch `e` visits every review
-/// once, in its own seeded order (epoch 0's is `shuffled(n, seed)`, as before
-/// multi-epoch runs).
-struct TrainingOrder {
-    seed: u64,
-    epoch: u64,
-    order: Vec<usize>,
-}
-
-impl TrainingOrder {
-    fn new(n: usize, seed: u64) -> Self {
-        Self {
-            seed,
-            epoch: 0,
-            order: shuffled(n, seed),
-        }
-    }
-
-    fn at(&mut self, pick: u64) -> usize {
-        let n = self.order.len() as u64;
-        let epoch = pick / n;
-        if epoch != self.epoch {
-            self.epoch = epoch;
-            // Mixed, not added: seed 1's second epoch must not be seed 2's first.
-            let seed = self.seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            self.order = shuffled(n as usize, seed);
-        }
-        self.order[(pick % n) as usize]
-    }
-}
-
-/// `0..n` in a seeded random order (Fisher-Yates over xorshift64*).
-fn shuffled(n: usize, seed: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut state = seed | 1;
-    for i in (1..n).rev() {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        order.swap(i, (r % (i as u64 + 1)) as usize);
-    }
-    order
-}
-
-#[cfg(test)]
-mod tests {
-    use super::TrainingOrder;
-
-    #[test]
-    fn every_epoch_visits_every_review_once_in_an_order_of_its_own() {
-        let n = 50;
-        let mut order = TrainingOrder::new(n, 1);
-        let epochs: Vec<Vec<usize>> = (0..3)
-            .map(|e| (0..n as u64).map(|i| order.at(e * n as u64 + i)).collect())
-            .collect();
-        for epoch in &epochs {
-            let mut sorted = epoch.clone();
-            sorted.sort_unstable();
-            assert_eq!(sorted, (0..n).collect::<Vec<_>>());
-        }
-        assert_ne!(epochs[0], epochs[1]);
-        assert_ne!(epochs[1], epochs[2]);
-        // Seed 2's first epoch is not seed 1's second.
-        let mut other = TrainingOrder::new(n, 2);
-        let first: Vec<usize> = (0..n as u64).map(|i| other.at(i)).collect();
-        assert_ne!(first, epochs[1]);
-        // Going back to an earlier pick gives the same review.
-        assert_eq!(order.at(3), epochs[0][3]);
-    }
 }
