@@ -5,74 +5,33 @@
 
 mod common;
 
-use common::split::{model_cached, tiny_data};
-use common::{Cloud, device_endpoint, node};
+use common::Cloud;
+use common::split::{cloud_settings, connect, model_cached, run_config, tiny_data, trainer};
 use tandem_cloud::split_app::{SplitApp, SplitSettings};
-use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::model::minilm::{self, TextTokenizer};
-use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
-use tandem_runtime::model::split::run::{self, HeldOut, RunConfig, RunPosition, StepRecord};
-use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
+use tandem_runtime::model::split::Mode;
+use tandem_runtime::model::split::run::{self, RunConfig, RunPosition, StepRecord};
 use tandem_runtime::transport::TransportLimits;
-use tandem_runtime::transport::link::{DeviceLink, LinkTarget, ReconnectPolicy};
-use tandem_runtime::wire::Capabilities;
 
 /// Three epochs of the eight reviews in batches of four.
 const STEPS: u64 = 6;
-
-fn schedule() -> LrSchedule {
-    LrSchedule {
-        peak: 1e-3,
-        warmup: 2,
-        total: STEPS,
-    }
-}
 
 /// A frozen-bottom run against a cloud keeping `budget` bytes of codes, the device
 /// caching codes or not; returns its steps.
 async fn train(test: &str, budget: usize, cache_codes: bool) -> Vec<StepRecord> {
     let settings = SplitSettings {
-        model_dir: minilm::model_dir(),
-        backend: ComputeBackend::Flex,
-        schedule: schedule(),
-        seed: 3,
-        state_dir: None,
         code_cache_bytes: budget,
+        ..cloud_settings(STEPS)
     };
     let app = SplitApp::new(settings).expect("model cached");
     let cloud = Cloud::start_in_temp_dir(test, &TransportLimits::default(), app).await;
-    let setup = DeviceSetup {
-        cut: 1,
-        mode: Mode::FrozenBottom,
-        codec: LinkCodec::parse("identity").unwrap(),
-        lora_rank: 4,
-        schedule: schedule(),
-        seed: 5,
-    };
-    let mut trainer =
-        DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, setup).unwrap();
-    let mut target = LinkTarget::new(
-        cloud.addr,
-        tandem_runtime::transport::DEFAULT_SERVER_NAME,
-        node("board-1"),
-        Capabilities::SPLIT,
-    );
-    trainer.describe(&mut target.hello, RunPosition::fresh(0));
-    let endpoint = device_endpoint(&cloud, "board-1");
-    let mut link = DeviceLink::connect(endpoint, target, ReconnectPolicy::default())
+    let mut trainer = trainer(Mode::FrozenBottom, "identity", STEPS);
+    let mut link = connect(&cloud, &trainer, RunPosition::fresh(0))
         .await
         .unwrap();
     let config = RunConfig {
-        steps: STEPS,
-        batch_size: 4,
-        eval_every: STEPS,
-        dev_limit: 0,
-        test_limit: 0,
-        held_out: HeldOut::Test,
-        seed: 1,
-        start_step: 0,
-        checkpoint_every: 0,
         cache_codes,
+        ..run_config(STEPS, 4)
     };
     let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
     let report = run::run(

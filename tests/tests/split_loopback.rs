@@ -8,103 +8,40 @@
 
 mod common;
 
-use common::split::{model_cached, tiny_data};
-use common::{Cloud, device_endpoint, node, temp_dir};
-use tandem_cloud::split_app::{SplitApp, SplitSettings};
-use tandem_runtime::model::ComputeBackend;
+use common::split::{
+    cloud_settings, connect, model_cached, run_config, target, tiny_data, trainer,
+};
+use common::{Cloud, device_endpoint, temp_dir};
+use tandem_cloud::split_app::SplitApp;
 use tandem_runtime::model::minilm::{self, TextTokenizer};
-use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
-use tandem_runtime::model::split::run::{self, HeldOut, RunConfig, RunPosition};
-use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
-use tandem_runtime::transport::link::{DeviceLink, LinkError, LinkTarget, ReconnectPolicy};
+use tandem_runtime::model::split::Mode;
+use tandem_runtime::model::split::run::{self, RunConfig, RunPosition};
+use tandem_runtime::transport::link::{DeviceLink, LinkError, ReconnectPolicy};
 use tandem_runtime::transport::{TransportError, TransportLimits};
 use tandem_runtime::wire::{Capabilities, NodeName};
 
 const STEPS: u64 = 12;
 
-fn schedule() -> LrSchedule {
-    LrSchedule {
-        peak: 1e-3,
-        warmup: 2,
-        total: STEPS,
-    }
-}
-
 async fn cloud(test: &str) -> Cloud {
-    let settings = SplitSettings {
-        model_dir: minilm::model_dir(),
-        backend: ComputeBackend::Flex,
-        schedule: schedule(),
-        seed: 3,
-        state_dir: None,
-        code_cache_bytes: 0,
-    };
-    let app = SplitApp::new(settings).expect("model cached");
+    let app = SplitApp::new(cloud_settings(STEPS)).expect("model cached");
     Cloud::start_in_temp_dir(test, &TransportLimits::default(), app).await
-}
-
-fn target(cloud: &Cloud, trainer: &DeviceTrainer) -> LinkTarget {
-    let mut target = LinkTarget::new(
-        cloud.addr,
-        tandem_runtime::transport::DEFAULT_SERVER_NAME,
-        node("board-1"),
-        Capabilities::SPLIT,
-    );
-    trainer.describe(&mut target.hello, RunPosition::fresh(0));
-    target
-}
-
-/// A device at cut 1 in `mode` with `codec`, its tokenizer, and its link to `cloud`.
-async fn device(
-    cloud: &Cloud,
-    mode: Mode,
-    codec: &str,
-) -> (DeviceTrainer, TextTokenizer, Result<DeviceLink, LinkError>) {
-    let setup = DeviceSetup {
-        cut: 1,
-        mode,
-        codec: LinkCodec::parse(codec).unwrap(),
-        lora_rank: 4,
-        schedule: schedule(),
-        seed: 5,
-    };
-    let trainer = DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, setup).unwrap();
-    let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
-    let endpoint = device_endpoint(cloud, "board-1");
-    let link = DeviceLink::connect(
-        endpoint,
-        target(cloud, &trainer),
-        ReconnectPolicy::default(),
-    )
-    .await;
-    (trainer, tokenizer, link)
 }
 
 /// Trains `STEPS` steps at cut 1 over loopback; returns the first loss and the mean of
 /// the last three (the low-rank codec's random projection makes single steps noisy).
 async fn train(test: &str, mode: Mode, codec: &str) -> (f32, f32) {
     let cloud = cloud(test).await;
-    let (mut trainer, tokenizer, link) = device(&cloud, mode, codec).await;
-    let mut link = link.unwrap();
-    let config = RunConfig {
-        steps: STEPS,
-        batch_size: 8,
-        eval_every: STEPS,
-        dev_limit: 0,
-        test_limit: 0,
-        held_out: HeldOut::Test,
-        seed: 1,
-        start_step: 0,
-        checkpoint_every: 0,
-        cache_codes: false,
-    };
-    let data = tiny_data();
+    let mut trainer = trainer(mode, codec, STEPS);
+    let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
+    let mut link = connect(&cloud, &trainer, RunPosition::fresh(0))
+        .await
+        .unwrap();
     let report = run::run(
         &mut link,
         &mut trainer,
         &tokenizer,
-        &data,
-        config,
+        &tiny_data(),
+        run_config(STEPS, 8),
         |_| {},
         |_, _| Ok(()),
     )
@@ -161,20 +98,8 @@ async fn unservable_cut_is_refused_at_hello_with_its_reason() {
         return;
     }
     let cloud = cloud("split-refuse").await;
-    let trainer = DeviceTrainer::new(
-        &minilm::model_dir(),
-        ComputeBackend::Flex,
-        DeviceSetup {
-            cut: 1,
-            mode: Mode::FrozenBottom,
-            codec: LinkCodec::parse("identity").unwrap(),
-            lora_rank: 4,
-            schedule: schedule(),
-            seed: 5,
-        },
-    )
-    .unwrap();
-    let mut target = target(&cloud, &trainer);
+    let trainer = trainer(Mode::FrozenBottom, "identity", STEPS);
+    let mut target = target(&cloud, &trainer, RunPosition::fresh(0));
     target.hello.model.cut = 9;
     let endpoint = device_endpoint(&cloud, "board-1");
     let err = DeviceLink::connect(endpoint, target, ReconnectPolicy::default())
@@ -254,19 +179,15 @@ async fn nan_loss_stops_the_run_with_its_step_and_keeps_the_checkpoint() {
         DivergingApp { nan_at: 4 },
     )
     .await;
-    let (mut trainer, tokenizer, link) = device(&cloud, Mode::TrainBottom, "identity").await;
-    let mut link = link.unwrap();
+    let mut trainer = trainer(Mode::TrainBottom, "identity", STEPS);
+    let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
+    let mut link = connect(&cloud, &trainer, RunPosition::fresh(0))
+        .await
+        .unwrap();
     let config = RunConfig {
-        steps: 5,
-        batch_size: 8,
         eval_every: 1,
-        dev_limit: 0,
-        test_limit: 0,
-        held_out: HeldOut::Test,
-        seed: 1,
-        start_step: 0,
         checkpoint_every: 1,
-        cache_codes: false,
+        ..run_config(5, 8)
     };
     let checkpoint_dir = temp_dir("split-nan-ckpt");
     let checkpoint = checkpoint_dir.join("split.ckpt");

@@ -7,55 +7,33 @@
 
 mod common;
 
-use common::split::{model_cached, tiny_data};
-use common::{Cloud, device_endpoint, node, temp_dir};
+use common::split::{cloud_settings, connect, model_cached, run_config, tiny_data, trainer};
+use common::{Cloud, temp_dir};
 use std::path::Path;
 use tandem_cloud::split_app::{SplitApp, SplitSettings};
-use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::model::minilm::{self, TextTokenizer};
-use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
-use tandem_runtime::model::split::run::{self, HeldOut, RunConfig, RunPosition};
-use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
-use tandem_runtime::transport::link::{DeviceLink, LinkError, LinkTarget, ReconnectPolicy};
+use tandem_runtime::model::split::Mode;
+use tandem_runtime::model::split::device::DeviceTrainer;
+use tandem_runtime::model::split::run::{self, RunConfig, RunPosition};
+use tandem_runtime::transport::link::LinkError;
 use tandem_runtime::transport::{TransportError, TransportLimits};
-use tandem_runtime::wire::Capabilities;
 
 /// The run's length and checkpoint interval.
 const STEPS: u64 = 6;
 const EVERY: u64 = 2;
 
-fn schedule() -> LrSchedule {
-    LrSchedule {
-        peak: 1e-3,
-        warmup: 2,
-        total: STEPS,
-    }
-}
-
 /// A fresh device process: train-bottom at cut 1 with the low-rank codec, whose
 /// warm-started `Q` is codec state a resume must carry too.
-fn trainer() -> DeviceTrainer {
-    let setup = DeviceSetup {
-        cut: 1,
-        mode: Mode::TrainBottom,
-        codec: LinkCodec::parse("lowrank:r=4,bits=8").unwrap(),
-        lora_rank: 4,
-        schedule: schedule(),
-        seed: 5,
-    };
-    DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, setup).unwrap()
+fn device() -> DeviceTrainer {
+    trainer(Mode::TrainBottom, "lowrank:r=4,bits=8", STEPS)
 }
 
 /// A cloud whose certificates are in `pki` (made there unless `restart`) and whose top
 /// snapshots are in `state`.
 async fn cloud(pki: &Path, state: &Path, restart: bool) -> Cloud {
     let settings = SplitSettings {
-        model_dir: minilm::model_dir(),
-        backend: ComputeBackend::Flex,
-        schedule: schedule(),
-        seed: 3,
         state_dir: Some(state.to_path_buf()),
-        code_cache_bytes: 0,
+        ..cloud_settings(STEPS)
     };
     let app = SplitApp::new(settings).expect("model cached");
     if restart {
@@ -63,22 +41,6 @@ async fn cloud(pki: &Path, state: &Path, restart: bool) -> Cloud {
     } else {
         Cloud::start_with(pki, &TransportLimits::default(), app).await
     }
-}
-
-async fn connect(
-    cloud: &Cloud,
-    trainer: &DeviceTrainer,
-    position: RunPosition,
-) -> Result<DeviceLink, LinkError> {
-    let mut target = LinkTarget::new(
-        cloud.addr,
-        tandem_runtime::transport::DEFAULT_SERVER_NAME,
-        node("board-1"),
-        Capabilities::SPLIT,
-    );
-    trainer.describe(&mut target.hello, position);
-    let endpoint = device_endpoint(cloud, "board-1");
-    DeviceLink::connect(endpoint, target, ReconnectPolicy::default()).await
 }
 
 /// Trains steps `position.start_step..until` of the run (two batches of four reviews
@@ -96,16 +58,9 @@ async fn train(
     let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
     let mut link = connect(cloud, trainer, position).await.unwrap();
     let config = RunConfig {
-        steps: until,
-        batch_size: 4,
-        eval_every: 100,
-        dev_limit: 0,
-        test_limit: 0,
-        held_out: HeldOut::Test,
-        seed: 1,
         start_step: position.start_step,
         checkpoint_every: EVERY,
-        cache_codes: false,
+        ..run_config(until, 4)
     };
     let mut saved = Vec::new();
     let report = run::run(
@@ -140,7 +95,7 @@ async fn a_killed_device_resumes_its_run_on_a_restarted_cloud_without_training_t
 
     // The reference: the whole run, never interrupted.
     let reference_cloud = cloud(&dir.join("pki-ref"), &dir.join("tops-ref"), false).await;
-    let mut reference = trainer();
+    let mut reference = device();
     let position = RunPosition::fresh(EVERY);
     let (expected, _) = train(
         &reference_cloud,
@@ -158,7 +113,7 @@ async fn a_killed_device_resumes_its_run_on_a_restarted_cloud_without_training_t
     let pki = dir.join("pki");
     let first_cloud = cloud(&pki, &dir.join("tops"), false).await;
     let position = RunPosition::fresh(EVERY);
-    let (before, saved) = train(&first_cloud, &mut trainer(), position, 5, &checkpoint).await;
+    let (before, saved) = train(&first_cloud, &mut device(), position, 5, &checkpoint).await;
     assert_eq!(saved, [2, 4]);
     assert_eq!(before.len(), 5);
     // ... and the cloud is redeployed meanwhile: only its snapshots survive.
@@ -166,10 +121,10 @@ async fn a_killed_device_resumes_its_run_on_a_restarted_cloud_without_training_t
     let cloud = cloud(&pki, &dir.join("tops"), true).await;
 
     // A resume the cloud has no top for is refused with its reason, before any step.
-    let mut device = trainer();
+    let mut resumed_device = device();
     let refused = connect(
         &cloud,
-        &device,
+        &resumed_device,
         RunPosition::resumed(position.run, 3, EVERY),
     )
     .await;
@@ -181,11 +136,14 @@ async fn a_killed_device_resumes_its_run_on_a_restarted_cloud_without_training_t
     }
 
     // The restarted device continues from its checkpoint at step 4.
-    let (run, start) = device.resume(&checkpoint).unwrap().expect("a checkpoint");
+    let (run, start) = resumed_device
+        .resume(&checkpoint)
+        .unwrap()
+        .expect("a checkpoint");
     assert_eq!((run, start), (position.run, 4));
     let resumed = RunPosition::resumed(run, start, EVERY);
     assert_ne!(resumed.process, position.process);
-    let (after, saved) = train(&cloud, &mut device, resumed, STEPS, &checkpoint).await;
+    let (after, saved) = train(&cloud, &mut resumed_device, resumed, STEPS, &checkpoint).await;
     cloud.shutdown().await;
     assert_eq!(saved, [6]);
 

@@ -1,7 +1,16 @@
-//! Split fine-tuning fixtures: a tiny review set and the model-cache check.
+//! Split fine-tuning fixtures: a tiny review set, the model-cache check, a device at cut
+//! 1 and its link to a loopback cloud.
 
+use super::{Cloud, device_endpoint, node};
+use tandem_cloud::split_app::SplitSettings;
 use tandem_runtime::data::rotten_tomatoes::{Review, RottenTomatoes};
+use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::model::minilm::{self, ModelError, TextTokenizer};
+use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
+use tandem_runtime::model::split::run::{HeldOut, RunConfig, RunPosition};
+use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
+use tandem_runtime::transport::link::{DeviceLink, LinkError, LinkTarget, ReconnectPolicy};
+use tandem_runtime::wire::Capabilities;
 
 /// Eight short reviews, half fresh: the whole training set is one batch, so the loss
 /// of that batch must fall as the halves train.
@@ -36,5 +45,83 @@ pub fn model_cached() -> bool {
             false
         }
         other => other.map(|_| true).unwrap(),
+    }
+}
+
+/// Peak 1e-3 after 2 warm-up steps, over `steps`.
+pub fn schedule(steps: u64) -> LrSchedule {
+    LrSchedule {
+        peak: 1e-3,
+        warmup: 2,
+        total: steps,
+    }
+}
+
+/// The cloud's settings for runs of `steps`: CPU, seed 3, no snapshots, no code cache.
+pub fn cloud_settings(steps: u64) -> SplitSettings {
+    SplitSettings {
+        model_dir: minilm::model_dir(),
+        backend: ComputeBackend::Flex,
+        schedule: schedule(steps),
+        seed: 3,
+        state_dir: None,
+        code_cache_bytes: 0,
+    }
+}
+
+/// A device at cut 1 in `mode` with `codec` for runs of `steps` (seed 5).
+pub fn trainer(mode: Mode, codec: &str, steps: u64) -> DeviceTrainer {
+    let setup = DeviceSetup {
+        cut: 1,
+        mode,
+        codec: LinkCodec::parse(codec).unwrap(),
+        lora_rank: 4,
+        schedule: schedule(steps),
+        seed: 5,
+    };
+    DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, setup).unwrap()
+}
+
+/// What device "board-1" asks `cloud` for: `trainer`'s request at `position`.
+pub fn target(cloud: &Cloud, trainer: &DeviceTrainer, position: RunPosition) -> LinkTarget {
+    let mut target = LinkTarget::new(
+        cloud.addr,
+        tandem_runtime::transport::DEFAULT_SERVER_NAME,
+        node("board-1"),
+        Capabilities::SPLIT,
+    );
+    trainer.describe(&mut target.hello, position);
+    target
+}
+
+/// "board-1"'s link to `cloud` for `trainer` at `position`.
+pub async fn connect(
+    cloud: &Cloud,
+    trainer: &DeviceTrainer,
+    position: RunPosition,
+) -> Result<DeviceLink, LinkError> {
+    let endpoint = device_endpoint(cloud, "board-1");
+    DeviceLink::connect(
+        endpoint,
+        target(cloud, trainer, position),
+        ReconnectPolicy::default(),
+    )
+    .await
+}
+
+/// A run of `steps` in batches of `batch_size` from step 0, one evaluation at the end,
+/// no checkpoints, no code caching (seed 1).
+pub fn run_config(steps: u64, batch_size: usize) -> RunConfig {
+    RunConfig {
+        steps,
+        batch_size,
+        eval_every: steps,
+        dev_limit: 0,
+        test_limit: 0,
+        held_out: HeldOut::Test,
+        seed: 1,
+        start_step: 0,
+        checkpoint_every: 0,
+        cache_codes: false,
     }
 }
