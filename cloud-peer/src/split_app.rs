@@ -90,17 +90,14 @@ impl SplitApp {
         else {
             return Ok(());
         };
-        let saved = trainer.snapshot()?;
-        let path = dir.join(snapshot_name(saved.run, saved.next_step));
-        saved
-            .save(&path, snapshot::TOP_MAGIC)
-            .map_err(|e| e.to_string())?;
+        let run = trainer.admission().plan.run;
+        trainer.save_snapshot(&dir.join(snapshot_name(run, trainer.updates())))?;
         let mut ours = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
             let Ok(entry) = entry else { continue };
             let name = entry.file_name().to_string_lossy().into_owned();
             match parse_snapshot_name(&name) {
-                Some((run, step)) if run == saved.run => ours.push((step, entry.path())),
+                Some((other, step)) if other == run => ours.push((step, entry.path())),
                 Some(_) => {
                     let _ = std::fs::remove_file(entry.path());
                 }

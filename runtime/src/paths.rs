@@ -23,6 +23,16 @@ pub fn cache_dir() -> PathBuf {
 /// never a torn one: temp file in the same directory -> fsync -> rename -> fsync dir.
 /// Creates missing parent directories. `mode` is the Unix permission of the new file.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    write_atomic_with(path, mode, |file| file.write_all(bytes))
+}
+
+/// [`write_atomic`] of what `write` writes into the new file (for contents too large
+/// to hold in memory at once).
+pub fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path
         .parent()
@@ -45,7 +55,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
             .create_new(true)
             .mode(mode)
             .open(&tmp)?;
-        file.write_all(bytes)?;
+        write(&mut file)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
         std::fs::File::open(dir)?.sync_all()

@@ -36,11 +36,30 @@ pub fn save<T: Serialize>(path: &Path, magic: &[u8; 8], value: &T) -> Result<(),
         path: path.to_path_buf(),
         what: "cannot serialise",
     })?;
-    let mut bytes = Vec::with_capacity(body.len() + 16);
-    bytes.extend_from_slice(magic);
-    bytes.extend_from_slice(&body);
-    bytes.extend_from_slice(&fnv1a64(&body).to_le_bytes());
-    crate::paths::write_atomic(path, &bytes, 0o600).map_err(|error| SealedError::Io {
+    save_streamed(path, magic, |out| out(&body))
+}
+
+/// Writes under `magic`, crash-safely, the body `write` hands to its argument piece by
+/// piece: for values too large to hold twice. The pieces must add up to the postcard
+/// encoding of the value [`load`] will read.
+pub fn save_streamed(
+    path: &Path,
+    magic: &[u8; 8],
+    write: impl FnOnce(&mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()>,
+) -> Result<(), SealedError> {
+    use std::io::Write;
+    crate::paths::write_atomic_with(path, 0o600, |file| {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        out.write_all(magic)?;
+        let mut sum = fnv1a64(b"");
+        write(&mut |piece: &[u8]| {
+            sum = crate::fnv::extend(sum, piece);
+            out.write_all(piece)
+        })?;
+        out.write_all(&sum.to_le_bytes())?;
+        out.flush()
+    })
+    .map_err(|error| SealedError::Io {
         path: path.to_path_buf(),
         error,
     })

@@ -5,7 +5,7 @@ use super::code_cache::CodeCache;
 use super::device::{CLASSES, sft_suffix};
 use super::halves::{Top, split};
 use super::schedule::{LrSchedule, ScheduledAdamW};
-use super::snapshot::{self, TrainerSnapshot};
+use super::snapshot::{self, SnapshotHead, TrainerSnapshot};
 use super::spec::{CutForm, SftWeight};
 use super::tokens;
 use crate::codec::{self, Encoder, Shape};
@@ -15,6 +15,7 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use std::path::Path;
 use tandem_kernels::linalg::MAX_RANK;
 
 /// The longest sequence the cloud accepts (the model's position table).
@@ -199,23 +200,29 @@ impl CloudTrainer {
         self.optimizer.updates()
     }
 
-    /// This top's state now, for [`Self::resume`].
-    pub fn snapshot(&self) -> Result<TrainerSnapshot, String> {
-        Ok(TrainerSnapshot {
+    /// Writes this top's state now to `path` (for [`Self::resume`]), crash-safely.
+    pub fn save_snapshot(&self, path: &Path) -> Result<(), String> {
+        let encoder = self
+            .gradient
+            .as_ref()
+            .map(Encoder::memory)
+            .unwrap_or_default();
+        let head = SnapshotHead {
             run: self.admission.plan.run,
             next_step: self.updates(),
-            settings: self.admission.run_settings(),
-            module: snapshot::module_bytes(&self.top)?,
-            optimizer: self.optimizer.state_bytes()?,
-            encoder: self
-                .gradient
-                .as_ref()
-                .map(Encoder::memory)
-                .unwrap_or_default(),
-        })
+            settings: &self.admission.run_settings(),
+            encoder: &encoder,
+        };
+        snapshot::save(
+            path,
+            snapshot::TOP_MAGIC,
+            head,
+            || snapshot::module_bytes(&self.top),
+            || self.optimizer.state_bytes(),
+        )
     }
 
-    /// Continues the top in `saved` ([`Self::snapshot`] of a top with the same
+    /// Continues the top in `saved` (what [`Self::save_snapshot`] wrote of a top with the same
     /// [`Admission::run_settings`]); the other arguments as for [`Self::new`].
     pub fn resume(
         model: MiniLm,

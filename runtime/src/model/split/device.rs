@@ -4,7 +4,7 @@
 use super::halves::{Bottom, split};
 use super::position::RunPosition;
 use super::schedule::{LrSchedule, ScheduledAdamW};
-use super::snapshot::{self, TrainerSnapshot};
+use super::snapshot::{self, SnapshotHead, TrainerSnapshot};
 use super::spec::{CutForm, LinkCodec, Mode, SftWeight};
 use super::tokens;
 use crate::codec::{self, Encoder, Report, Shape};
@@ -347,23 +347,26 @@ impl DeviceTrainer {
             path: path.into(),
             reason,
         };
-        let (module, optimizer) = match &self.optimizer {
-            Some(optimizer) => (
-                snapshot::module_bytes(&self.bottom).map_err(failed)?,
-                optimizer.state_bytes().map_err(failed)?,
-            ),
-            None => (Vec::new(), Vec::new()),
-        };
-        TrainerSnapshot {
+        let encoder = self.encoder.memory();
+        let head = SnapshotHead {
             run,
             next_step,
-            settings: self.settings(),
-            module,
-            optimizer,
-            encoder: self.encoder.memory(),
-        }
-        .save(path, snapshot::DEVICE_MAGIC)
-        .map_err(|e| failed(e.to_string()))
+            settings: &self.settings(),
+            encoder: &encoder,
+        };
+        // A frozen bottom has nothing of its own to keep.
+        let (module, optimizer) = match &self.optimizer {
+            Some(optimizer) => (Some(&self.bottom), Some(optimizer)),
+            None => (None, None),
+        };
+        snapshot::save(
+            path,
+            snapshot::DEVICE_MAGIC,
+            head,
+            || module.map_or_else(snapshot::nothing, snapshot::module_bytes),
+            || optimizer.map_or_else(snapshot::nothing, ScheduledAdamW::state_bytes),
+        )
+        .map_err(failed)
     }
 
     /// Continues from the checkpoint at `path` (made by [`Self::save_checkpoint`] with

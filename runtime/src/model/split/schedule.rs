@@ -52,10 +52,9 @@ impl ScheduledAdamW {
 
     /// The optimizer's state (AdamW's moments, keyed by parameter id) as burnpack
     /// bytes.
-    pub(super) fn state_bytes(&self) -> Result<Vec<u8>, String> {
+    pub(super) fn state_bytes(&self) -> Result<burn::tensor::Bytes, String> {
         self.optimizer
             .into_bytes()
-            .map(|bytes| bytes.to_vec())
             .map_err(|e| format!("optimizer state: {e}"))
     }
 

@@ -8,7 +8,9 @@ use crate::codec::EncoderMemory;
 use crate::sealed::{self, SealedError};
 use burn::module::Module;
 use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
+use std::ops::Deref;
 use std::path::Path;
 
 /// The device's checkpoint file's tag.
@@ -20,7 +22,7 @@ pub const TOP_MAGIC: &[u8; 8] = b"TNDMSPT1";
 /// about 0.5 GB.
 const MAX_SNAPSHOT_BYTES: u64 = 2 << 30;
 
-/// One trainer's state at a step boundary of its run.
+/// One trainer's state at a step boundary of its run, as [`save`] writes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainerSnapshot {
     /// The run ([`crate::wire::RunPlan::run`]).
@@ -39,27 +41,64 @@ pub struct TrainerSnapshot {
 }
 
 impl TrainerSnapshot {
-    /// Writes the snapshot to `path` under `magic`, crash-safely.
-    pub fn save(&self, path: &Path, magic: &[u8; 8]) -> Result<(), SealedError> {
-        sealed::save(path, magic, self)
-    }
-
     /// The snapshot in `path` (`None`: no file).
     pub fn load(path: &Path, magic: &[u8; 8]) -> Result<Option<Self>, SealedError> {
         sealed::load(path, magic, MAX_SNAPSHOT_BYTES)
     }
 }
 
+/// What a snapshot says besides its module's and optimizer's bytes.
+pub(super) struct SnapshotHead<'a> {
+    pub run: u64,
+    pub next_step: u64,
+    pub settings: &'a str,
+    pub encoder: &'a EncoderMemory,
+}
+
+/// Writes a trainer's snapshot to `path` under `magic`, crash-safely, making the
+/// module's and then the optimizer's bytes only as they are written, so that at most
+/// one of them is held at a time (a bottom's are about 60 and 125 MB).
+/// [`TrainerSnapshot::load`] reads it back.
+pub(super) fn save<M: Deref<Target = [u8]>, O: Deref<Target = [u8]>>(
+    path: &Path,
+    magic: &[u8; 8],
+    head: SnapshotHead<'_>,
+    module: impl FnOnce() -> Result<M, String>,
+    optimizer: impl FnOnce() -> Result<O, String>,
+) -> Result<(), String> {
+    // The pieces in `TrainerSnapshot`'s field order, as postcard encodes it: a byte
+    // vector is its length (a varint, as postcard encodes a `usize`) and its bytes.
+    sealed::save_streamed(path, magic, |out| {
+        out(&encoded(&(head.run, head.next_step, head.settings))?)?;
+        let module = module().map_err(std::io::Error::other)?;
+        out(&encoded(&module.len())?)?;
+        out(&module)?;
+        drop(module);
+        let optimizer = optimizer().map_err(std::io::Error::other)?;
+        out(&encoded(&optimizer.len())?)?;
+        out(&optimizer)?;
+        drop(optimizer);
+        out(&encoded(head.encoder)?)
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn encoded<T: Serialize + ?Sized>(value: &T) -> std::io::Result<Vec<u8>> {
+    postcard::to_allocvec(value).map_err(std::io::Error::other)
+}
+
 /// `module`'s parameters, with their ids, as burnpack bytes.
-pub(super) fn module_bytes<M: Module>(module: &M) -> Result<Vec<u8>, String> {
+pub(super) fn module_bytes<M: Module>(module: &M) -> Result<Bytes, String> {
     let mut store = BurnpackStore::from_bytes(None);
     module
         .save_into(&mut store)
         .map_err(|e| format!("parameters: {e}"))?;
-    store
-        .get_bytes()
-        .map(|bytes| bytes.to_vec())
-        .map_err(|e| format!("parameters: {e}"))
+    store.get_bytes().map_err(|e| format!("parameters: {e}"))
+}
+
+/// No bytes: what a frozen bottom keeps of its parameters and optimizer.
+pub(super) fn nothing() -> Result<Bytes, String> {
+    Ok(Bytes::from_bytes_vec(Vec::new()))
 }
 
 /// `module` with the parameters (and their ids) of `bytes` ([`module_bytes`] of a module
@@ -77,4 +116,70 @@ pub(super) fn load_module<M: Module>(mut module: M, bytes: Vec<u8>) -> Result<M,
         ));
     }
     Ok(module)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_written_piece_by_piece_reads_back_whole() {
+        let dir = std::env::temp_dir().join(format!("tandem-snapshot-{}", std::process::id()));
+        let path = dir.join("s.snap");
+        let encoder = EncoderMemory {
+            residual: vec![0.5; 3],
+            warm: Some((2, 3, 1, vec![1.0, 2.0, 3.0])),
+            steps: 9,
+        };
+        let head = SnapshotHead {
+            run: 0xfeed,
+            next_step: 300,
+            settings: "cut 2",
+            encoder: &encoder,
+        };
+        let module: Vec<u8> = (0..=255).collect();
+        save(
+            &path,
+            TOP_MAGIC,
+            head,
+            || Ok(module.clone()),
+            || Ok(vec![7; 200]),
+        )
+        .unwrap();
+        let read = TrainerSnapshot::load(&path, TOP_MAGIC).unwrap().unwrap();
+        assert_eq!(
+            read,
+            TrainerSnapshot {
+                run: 0xfeed,
+                next_step: 300,
+                settings: "cut 2".into(),
+                module,
+                optimizer: vec![7; 200],
+                encoder,
+            }
+        );
+        // Another tag is refused; a failing part leaves the old file in place.
+        assert!(TrainerSnapshot::load(&path, DEVICE_MAGIC).is_err());
+        let failed = save(
+            &path,
+            TOP_MAGIC,
+            SnapshotHead {
+                run: 1,
+                next_step: 1,
+                settings: "",
+                encoder: &EncoderMemory::default(),
+            },
+            || Err::<Vec<u8>, _>("no parameters".into()),
+            || Ok(Vec::<u8>::new()),
+        );
+        assert!(failed.unwrap_err().contains("no parameters"));
+        assert_eq!(
+            TrainerSnapshot::load(&path, TOP_MAGIC)
+                .unwrap()
+                .unwrap()
+                .run,
+            0xfeed
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
