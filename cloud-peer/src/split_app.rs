@@ -75,9 +75,7 @@ impl SplitApp {
     pub fn totals(&self) -> std::sync::Arc<std::sync::Mutex<ComputeTotals>> {
         self.totals.clone()
     }
-}
 
-impl SplitApp {
     /// The directory of `node`'s snapshots.
     fn snapshot_dir(&self, node: &NodeName) -> Option<PathBuf> {
         Some(self.settings.state_dir.as_ref()?.join(node.as_str()))
