@@ -112,6 +112,11 @@ pub(crate) struct SplitArgs {
 }
 
 pub(crate) fn run(args: SplitArgs) -> Result<()> {
+    if args.cache_codes && args.mode.wants_gradient() {
+        anyhow::bail!(
+            "--cache-codes needs --mode frozen-bottom: a trained bottom's code of a review changes every step"
+        );
+    }
     // The runs to compare with are read first: a bad file costs a line, not a run.
     if args.plot_with.len() > split_plot::MAX_COMPARED {
         anyhow::bail!(
