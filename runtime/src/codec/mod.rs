@@ -132,9 +132,12 @@ impl Encoder {
         Ok(Self::new(desc)?.without_feedback())
     }
 
-    /// This encoder with TopK's error feedback off (see [`Self::per_step`]): for a
-    /// per-step encoder restored from its memory.
-    pub fn without_feedback(mut self) -> Self {
+    /// A [`Self::per_step`] encoder that continues from `memory` (see [`Self::restore`]).
+    pub fn restore_per_step(desc: CodecDesc, memory: EncoderMemory) -> Result<Self, CodecError> {
+        Ok(Self::restore(desc, memory)?.without_feedback())
+    }
+
+    fn without_feedback(mut self) -> Self {
         self.feedback = false;
         self
     }

@@ -217,8 +217,7 @@ impl CloudTrainer {
             path,
             snapshot::TOP_MAGIC,
             head,
-            || snapshot::module_bytes(&self.top),
-            || self.optimizer.state_bytes(),
+            Some((&self.top, &self.optimizer)),
         )
     }
 
@@ -240,17 +239,17 @@ impl CloudTrainer {
             ));
         }
         let mut trainer = Self::new(model, device, admission, schedule, seed)?;
-        trainer.top = snapshot::load_module(trainer.top, saved.module)?;
-        trainer.optimizer = ScheduledAdamW::restore(
+        (trainer.top, trainer.optimizer) = snapshot::restore(
+            trainer.top,
             admission.schedule(schedule),
             saved.next_step,
+            saved.module,
             saved.optimizer,
         )?;
         if let Some(gradient) = admission.gradient {
             trainer.gradient = Some(
-                Encoder::restore(gradient, saved.encoder)
-                    .map_err(|e| format!("gradient codec: {e}"))?
-                    .without_feedback(),
+                Encoder::restore_per_step(gradient, saved.encoder)
+                    .map_err(|e| format!("gradient codec: {e}"))?,
             );
         }
         Ok(trainer)

@@ -354,19 +354,8 @@ impl DeviceTrainer {
             settings: &self.settings(),
             encoder: &encoder,
         };
-        // A frozen bottom has nothing of its own to keep.
-        let (module, optimizer) = match &self.optimizer {
-            Some(optimizer) => (Some(&self.bottom), Some(optimizer)),
-            None => (None, None),
-        };
-        snapshot::save(
-            path,
-            snapshot::DEVICE_MAGIC,
-            head,
-            || module.map_or_else(snapshot::nothing, snapshot::module_bytes),
-            || optimizer.map_or_else(snapshot::nothing, ScheduledAdamW::state_bytes),
-        )
-        .map_err(failed)
+        let trained = self.optimizer.as_ref().map(|o| (&self.bottom, o));
+        snapshot::save(path, snapshot::DEVICE_MAGIC, head, trained).map_err(failed)
     }
 
     /// Continues from the checkpoint at `path` (made by [`Self::save_checkpoint`] with
@@ -390,14 +379,18 @@ impl DeviceTrainer {
             });
         }
         if self.optimizer.is_some() {
-            self.bottom =
-                snapshot::load_module(self.bottom.clone(), saved.module).map_err(failed)?;
-            self.optimizer = Some(
-                ScheduledAdamW::restore(self.setup.schedule, saved.next_step, saved.optimizer)
-                    .map_err(failed)?,
-            );
+            let (bottom, optimizer) = snapshot::restore(
+                self.bottom.clone(),
+                self.setup.schedule,
+                saved.next_step,
+                saved.module,
+                saved.optimizer,
+            )
+            .map_err(failed)?;
+            self.bottom = bottom;
+            self.optimizer = Some(optimizer);
         }
-        self.encoder = Encoder::restore(self.setup.codec.tensor, saved.encoder)?.without_feedback();
+        self.encoder = Encoder::restore_per_step(self.setup.codec.tensor, saved.encoder)?;
         self.pending = None;
         Ok(Some((saved.run, saved.next_step)))
     }

@@ -4,6 +4,7 @@
 //! device writes one as its checkpoint; the cloud one per checkpoint of each device's
 //! top. Both are sealed files (magic, postcard, checksum; written crash-safely).
 
+use super::schedule::{LrSchedule, ScheduledAdamW};
 use crate::codec::EncoderMemory;
 use crate::sealed::{self, SealedError};
 use burn::module::Module;
@@ -55,11 +56,43 @@ pub(super) struct SnapshotHead<'a> {
     pub encoder: &'a EncoderMemory,
 }
 
-/// Writes a trainer's snapshot to `path` under `magic`, crash-safely, making the
-/// module's and then the optimizer's bytes only as they are written, so that at most
+/// Writes a trainer's snapshot to `path` under `magic`, crash-safely: `trained` is its
+/// module and optimizer (`None`: a frozen bottom, with nothing of its own to keep). The
+/// module's and then the optimizer's bytes are made only as they are written, so at most
 /// one of them is held at a time (a bottom's are about 60 and 125 MB).
 /// [`TrainerSnapshot::load`] reads it back.
-pub(super) fn save<M: Deref<Target = [u8]>, O: Deref<Target = [u8]>>(
+pub(super) fn save<M: Module>(
+    path: &Path,
+    magic: &[u8; 8],
+    head: SnapshotHead<'_>,
+    trained: Option<(&M, &ScheduledAdamW)>,
+) -> Result<(), String> {
+    save_parts(
+        path,
+        magic,
+        head,
+        || trained.map_or_else(nothing, |(module, _)| module_bytes(module)),
+        || trained.map_or_else(nothing, |(_, optimizer)| optimizer.state_bytes()),
+    )
+}
+
+/// `module` with the parameters of a snapshot's `module_bytes`, and an optimizer at
+/// `schedule` continuing its `optimizer_bytes` after `next_step` updates.
+pub(super) fn restore<M: Module>(
+    module: M,
+    schedule: LrSchedule,
+    next_step: u64,
+    module_bytes: Vec<u8>,
+    optimizer_bytes: Vec<u8>,
+) -> Result<(M, ScheduledAdamW), String> {
+    Ok((
+        load_module(module, module_bytes)?,
+        ScheduledAdamW::restore(schedule, next_step, optimizer_bytes)?,
+    ))
+}
+
+/// [`save`] with the two large parts made by `module` and `optimizer`.
+fn save_parts<M: Deref<Target = [u8]>, O: Deref<Target = [u8]>>(
     path: &Path,
     magic: &[u8; 8],
     head: SnapshotHead<'_>,
@@ -88,7 +121,7 @@ fn encoded<T: Serialize + ?Sized>(value: &T) -> std::io::Result<Vec<u8>> {
 }
 
 /// `module`'s parameters, with their ids, as burnpack bytes.
-pub(super) fn module_bytes<M: Module>(module: &M) -> Result<Bytes, String> {
+fn module_bytes<M: Module>(module: &M) -> Result<Bytes, String> {
     let mut store = BurnpackStore::from_bytes(None);
     module
         .save_into(&mut store)
@@ -97,14 +130,14 @@ pub(super) fn module_bytes<M: Module>(module: &M) -> Result<Bytes, String> {
 }
 
 /// No bytes: what a frozen bottom keeps of its parameters and optimizer.
-pub(super) fn nothing() -> Result<Bytes, String> {
+fn nothing() -> Result<Bytes, String> {
     Ok(Bytes::from_bytes_vec(Vec::new()))
 }
 
 /// `module` with the parameters (and their ids) of `bytes` ([`module_bytes`] of a module
 /// of the same structure).
-pub(super) fn load_module<M: Module>(mut module: M, bytes: Vec<u8>) -> Result<M, String> {
-    let mut store = BurnpackStore::from_bytes(Some(burn::tensor::Bytes::from_bytes_vec(bytes)));
+fn load_module<M: Module>(mut module: M, bytes: Vec<u8>) -> Result<M, String> {
+    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes)));
     let applied = module
         .load_from(&mut store)
         .map_err(|e| format!("parameters: {e}"))?;
@@ -138,7 +171,7 @@ mod tests {
             encoder: &encoder,
         };
         let module: Vec<u8> = (0..=255).collect();
-        save(
+        save_parts(
             &path,
             TOP_MAGIC,
             head,
@@ -160,7 +193,7 @@ mod tests {
         );
         // Another tag is refused; a failing part leaves the old file in place.
         assert!(TrainerSnapshot::load(&path, DEVICE_MAGIC).is_err());
-        let failed = save(
+        let failed = save_parts(
             &path,
             TOP_MAGIC,
             SnapshotHead {
