@@ -6,11 +6,10 @@
 mod common;
 
 use common::Cloud;
-use common::split::{cloud_settings, connect, model_cached, run_config, tiny_data, trainer};
+use common::split::{cloud_settings, connect, model_cached, run_config, run_tiny, trainer};
 use tandem_cloud::split_app::{SplitApp, SplitSettings};
-use tandem_runtime::model::minilm::{self, TextTokenizer};
 use tandem_runtime::model::split::Mode;
-use tandem_runtime::model::split::run::{self, RunConfig, RunPosition, StepRecord};
+use tandem_runtime::model::split::run::{RunConfig, RunPosition, StepRecord};
 use tandem_runtime::transport::TransportLimits;
 
 /// Three epochs of the eight reviews in batches of four.
@@ -33,18 +32,7 @@ async fn train(test: &str, budget: usize, cache_codes: bool) -> Vec<StepRecord> 
         cache_codes,
         ..run_config(STEPS, 4)
     };
-    let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
-    let report = run::run(
-        &mut link,
-        &mut trainer,
-        &tokenizer,
-        &tiny_data(),
-        config,
-        |_| {},
-        |_, _| Ok(()),
-    )
-    .await
-    .unwrap();
+    let report = run_tiny(&mut link, &mut trainer, config).await;
     link.close();
     cloud.shutdown().await;
     report.steps

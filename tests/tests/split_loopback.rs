@@ -9,7 +9,7 @@
 mod common;
 
 use common::split::{
-    cloud_settings, connect, model_cached, run_config, target, tiny_data, trainer,
+    cloud_settings, connect, model_cached, run_config, run_tiny, target, tiny_data, trainer,
 };
 use common::{Cloud, device_endpoint, temp_dir};
 use tandem_cloud::split_app::SplitApp;
@@ -32,21 +32,10 @@ async fn cloud(test: &str) -> Cloud {
 async fn train(test: &str, mode: Mode, codec: &str) -> (f32, f32) {
     let cloud = cloud(test).await;
     let mut trainer = trainer(mode, codec, STEPS);
-    let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
     let mut link = connect(&cloud, &trainer, RunPosition::fresh(0))
         .await
         .unwrap();
-    let report = run::run(
-        &mut link,
-        &mut trainer,
-        &tokenizer,
-        &tiny_data(),
-        run_config(STEPS, 8),
-        |_| {},
-        |_, _| Ok(()),
-    )
-    .await
-    .unwrap();
+    let report = run_tiny(&mut link, &mut trainer, run_config(STEPS, 8)).await;
     link.close();
     cloud.shutdown().await;
     assert_eq!(report.steps.len(), STEPS as usize);

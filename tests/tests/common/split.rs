@@ -7,7 +7,7 @@ use tandem_runtime::data::rotten_tomatoes::{Review, RottenTomatoes};
 use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::model::minilm::{self, ModelError, TextTokenizer};
 use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
-use tandem_runtime::model::split::run::{HeldOut, RunConfig, RunPosition};
+use tandem_runtime::model::split::run::{self, HeldOut, RunConfig, RunPosition, RunReport};
 use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
 use tandem_runtime::transport::link::{DeviceLink, LinkError, LinkTarget, ReconnectPolicy};
 use tandem_runtime::wire::Capabilities;
@@ -124,4 +124,25 @@ pub fn run_config(steps: u64, batch_size: usize) -> RunConfig {
         checkpoint_every: 0,
         cache_codes: false,
     }
+}
+
+/// `trainer` runs `config` on [`tiny_data`] over `link`, with no event or checkpoint
+/// handlers.
+pub async fn run_tiny(
+    link: &mut DeviceLink,
+    trainer: &mut DeviceTrainer,
+    config: RunConfig,
+) -> RunReport {
+    let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
+    run::run(
+        link,
+        trainer,
+        &tokenizer,
+        &tiny_data(),
+        config,
+        |_| {},
+        |_, _| Ok(()),
+    )
+    .await
+    .unwrap()
 }
