@@ -9,6 +9,7 @@ use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::model::minilm::{MiniLm, ModelError};
 use tandem_runtime::model::split::LrSchedule;
 use tandem_runtime::model::split::cloud::{Admission, CloudTrainer};
+use tandem_runtime::model::split::position::checkpoint_due;
 use tandem_runtime::model::split::snapshot::{self, TrainerSnapshot};
 use tandem_runtime::session::fl::Assignment;
 use tandem_runtime::wire::{Activations, Capabilities, CutGradient, Hello, NodeName};
@@ -212,9 +213,10 @@ impl CloudApp for SplitApp {
             totals.train += started.elapsed();
         }
         let (done, plan) = (trainer.updates(), trainer.admission().plan);
+        // The device's rule, so its resume finds the top where its checkpoint is.
         let checkpoint = plan.checkpoint_every > 0
             && done != before
-            && (done % plan.checkpoint_every == 0 || done == plan.steps);
+            && checkpoint_due(done, plan.checkpoint_every, plan.steps);
         if checkpoint && let Err(e) = self.snapshot_top(node) {
             // The device goes on; only a resume at this step will be refused.
             warn!(%node, step = done, "cannot snapshot the top: {e}");

@@ -33,6 +33,13 @@ impl RunPosition {
     }
 }
 
+/// Whether a run of `steps` steps checkpoints once `done` steps are done: every
+/// `every` steps (0: never) and at its end. The device's checkpoints and the cloud's
+/// snapshots of its top follow the same rule, so a resume finds both.
+pub fn checkpoint_due(done: u64, every: u64, steps: u64) -> bool {
+    done == steps || (every > 0 && done.is_multiple_of(every))
+}
+
 /// A random non-zero name (0 means "none" on the wire).
 fn random_name() -> u64 {
     use ring::rand::{SecureRandom, SystemRandom};

@@ -4,6 +4,7 @@
 use super::device::{CLASSES, DeviceError, DeviceTrainer};
 use super::order::TrainingOrder;
 pub use super::position::RunPosition;
+use super::position::checkpoint_due;
 use crate::codec::{self, Shape};
 use crate::data::rotten_tomatoes::{Review, RottenTomatoes};
 use crate::model::minilm::{ModelError, TextTokenizer};
@@ -220,9 +221,7 @@ pub async fn run(
             on_event(RunEvent::Dev(&eval));
             dev.push(eval);
         }
-        if done == config.steps
-            || (config.checkpoint_every > 0 && done % config.checkpoint_every == 0)
-        {
+        if checkpoint_due(done, config.checkpoint_every, config.steps) {
             on_checkpoint(trainer, done)?;
         }
     }
