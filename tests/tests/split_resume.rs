@@ -7,13 +7,14 @@
 
 mod common;
 
-use common::split::{cloud_settings, connect, model_cached, run_config, tiny_data, trainer};
+use common::split::{cloud_settings, connect, model_cached, run_config, setup, tiny_data, trainer};
 use common::{Cloud, temp_dir};
 use std::path::Path;
 use tandem_cloud::split_app::{SplitApp, SplitSettings};
+use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::model::minilm::{self, TextTokenizer};
 use tandem_runtime::model::split::Mode;
-use tandem_runtime::model::split::device::DeviceTrainer;
+use tandem_runtime::model::split::device::{DeviceError, DeviceTrainer};
 use tandem_runtime::model::split::run::{self, RunConfig, RunPosition};
 use tandem_runtime::transport::link::LinkError;
 use tandem_runtime::transport::{TransportError, TransportLimits};
@@ -133,6 +134,15 @@ async fn a_killed_device_resumes_its_run_on_a_restarted_cloud_without_training_t
             assert!(reason.contains("at step 3"), "{reason}")
         }
         other => panic!("expected an Unserved refusal, got {other:?}"),
+    }
+
+    // A device whose steps would take other reviews cannot continue the run.
+    let mut other_batches = setup(Mode::TrainBottom, "lowrank:r=4,bits=8", STEPS);
+    other_batches.batch_size = 8;
+    let other = DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, other_batches);
+    match other.unwrap().resume(&checkpoint) {
+        Err(DeviceError::ForeignCheckpoint { .. }) => {}
+        other => panic!("a resume with other batches must be refused, got {other:?}"),
     }
 
     // The restarted device continues from its checkpoint at step 4.

@@ -55,6 +55,7 @@ tasks:
 
 environment:
   TANDEM_CACHE          where the model, data and dev certificates live (~/.cache/tandem)
+  TANDEM_BIN_DIR        demo and bench split: run these binaries, build nothing
   CARGO_TARGET_DIR      build directory (ci uses it when set; .ci/run sets a warm one)";
 
 fn main() -> ExitCode {

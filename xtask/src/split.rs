@@ -17,7 +17,19 @@ pub const DEMO_NODE: &str = "demo-device";
 
 /// Builds `tandem` and `tandem-cloud` (`profile`: "debug" or "release") and makes sure
 /// the CA and the demo device's certificate exist; returns the binaries' directory.
+/// With `TANDEM_BIN_DIR` set, its binaries are used as they are and nothing is built (a
+/// long bench keeps the binaries it started with while the tree changes).
 pub fn build_and_issue(profile: &str) -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("TANDEM_BIN_DIR").filter(|d| !d.is_empty()) {
+        let bin = PathBuf::from(dir);
+        for name in ["tandem", "tandem-cloud"] {
+            if !bin.join(name).is_file() {
+                bail!("TANDEM_BIN_DIR={} has no `{name}` binary", bin.display());
+            }
+        }
+        issue_demo_certificate(&bin)?;
+        return Ok(bin);
+    }
     let mut build = vec![
         "build",
         "--quiet",

@@ -25,10 +25,11 @@ struct Measured {
     peak_rss_mib: f64,
 }
 
-/// Where the run of `codec` at `cut` with `seed` writes its metrics.
-fn metrics_path(codec: &str, cut: &str, seed: &str) -> PathBuf {
+/// Where the run of `codec` at `cut` with `seed` writes its metrics; `variant` names the
+/// flags that change what a run measures (empty for the default train-bottom run).
+fn metrics_path(variant: &str, codec: &str, cut: &str, seed: &str) -> PathBuf {
     util::target_dir().join(format!(
-        "bench-split-{}-cut{cut}-seed{seed}.json",
+        "bench-split-{}{variant}-cut{cut}-seed{seed}.json",
         codec.replace([':', ',', '='], "_")
     ))
 }
@@ -42,6 +43,9 @@ struct Plan {
     reuse: bool,
     /// Flags for every `tandem split` (the bench's own removed).
     device: Vec<String>,
+    /// `-frozen-bottom`, `-cached`, both or nothing: keeps metrics files of different
+    /// protocols apart (and `--reuse` from mixing them).
+    variant: String,
 }
 
 impl Plan {
@@ -81,7 +85,16 @@ impl Plan {
         if util::flag(rest, "--held-out").is_none() {
             device.extend(["--held-out".into(), "dev-and-test".into()]);
         }
+        let mut variant = String::new();
+        if let Some(mode) = util::flag(rest, "--mode").filter(|m| *m != "train-bottom") {
+            variant.push('-');
+            variant.push_str(mode);
+        }
+        if rest.iter().any(|a| a == "--cache-codes") {
+            variant.push_str("-cached");
+        }
         Ok(Self {
+            variant,
             codecs: if codecs.is_empty() {
                 vec![DEFAULT_CODEC.into()]
             } else {
@@ -115,7 +128,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         let mut by_arm: Vec<Vec<Measured>> = arms.iter().map(|_| Vec::new()).collect();
         for seed in &plan.seeds {
             for (arm, codec) in arms.iter().enumerate() {
-                let compare = (arm > 0).then(|| metrics_path("identity", cut, seed));
+                let compare = (arm > 0).then(|| metrics_path(&plan.variant, "identity", cut, seed));
                 let m = bench_run(&bin, &plan, codec, cut, seed, compare.as_deref())?;
                 println!(
                     "bench split: cut {cut} seed {seed} {codec}: {:.2}% on {} reviews, {:.1} B/token up, {:.1} down",
@@ -185,7 +198,7 @@ fn bench_run(
     seed: &str,
     compare_with: Option<&Path>,
 ) -> Result<Measured> {
-    let metrics = metrics_path(codec, cut, seed);
+    let metrics = metrics_path(&plan.variant, codec, cut, seed);
     let plot = metrics.with_extension("png");
     let label = format!("{codec} (seed {seed})");
     let mut own: Vec<&OsStr> = vec![

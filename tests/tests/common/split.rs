@@ -71,15 +71,26 @@ pub fn cloud_settings(steps: u64) -> SplitSettings {
 
 /// A device at cut 1 in `mode` with `codec` for runs of `steps` (seed 5).
 pub fn trainer(mode: Mode, codec: &str, steps: u64) -> DeviceTrainer {
-    let setup = DeviceSetup {
+    DeviceTrainer::new(
+        &minilm::model_dir(),
+        ComputeBackend::Flex,
+        setup(mode, codec, steps),
+    )
+    .unwrap()
+}
+
+/// [`trainer`]'s settings: batches of 4 reviews of at most 32 tokens.
+pub fn setup(mode: Mode, codec: &str, steps: u64) -> DeviceSetup {
+    DeviceSetup {
         cut: 1,
         mode,
         codec: LinkCodec::parse(codec).unwrap(),
         lora_rank: 4,
         schedule: schedule(steps),
         seed: 5,
-    };
-    DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, setup).unwrap()
+        batch_size: 4,
+        max_len: 32,
+    }
 }
 
 /// What device "board-1" asks `cloud` for: `trainer`'s request at `position`.

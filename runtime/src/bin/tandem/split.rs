@@ -154,6 +154,8 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
             total: steps,
         },
         seed: args.seed,
+        batch_size,
+        max_len: args.max_len,
     };
     let mut trainer = DeviceTrainer::new(&model_dir, args.backend, setup)?;
     let (node, config) = client_config(&args.connect)?;

@@ -40,8 +40,12 @@ pub struct DeviceSetup {
     pub lora_rank: usize,
     /// Learning rate of the device's optimizer.
     pub schedule: LrSchedule,
-    /// Seeds burn's random state (LoRA initialisation).
+    /// Seeds burn's random state (LoRA initialisation) and the run's data order.
     pub seed: u64,
+    /// Reviews per step: with `seed`, it fixes which reviews each step trains on.
+    pub batch_size: usize,
+    /// Tokens kept per review.
+    pub max_len: usize,
 }
 
 /// Why a device step failed.

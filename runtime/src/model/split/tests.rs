@@ -40,6 +40,8 @@ fn run(mode: Mode, codec: &str, steps: u64) -> Option<(f32, f32)> {
         lora_rank: 4,
         schedule,
         seed: 7,
+        batch_size: 4,
+        max_len: 32,
     };
     let mut device = DeviceTrainer::new(&dir, ComputeBackend::Flex, setup).unwrap();
     let mut hello = Hello::probe(NodeName::try_from("d1").unwrap(), Default::default());
