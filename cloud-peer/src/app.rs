@@ -1,6 +1,7 @@
 //! What the cloud computes: the application the session hub calls.
 
 use tandem_runtime::session::fl::Assignment;
+use tandem_runtime::session::step_limits::StepLimits;
 use tandem_runtime::wire::{Activations, Capabilities, CutGradient, Hello, NodeName, Update};
 
 /// How a federated round ended.
@@ -23,6 +24,15 @@ pub enum RoundOutcome {
     },
 }
 
+/// What an application agreed to serve a device it admitted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Admitted {
+    /// The largest split step the device may send: every `Activations` is checked
+    /// against it from its header, before its tensor is read (`None`: the application
+    /// takes split tensors as opaque bytes of up to the wire's cap).
+    pub steps: Option<StepLimits>,
+}
+
 /// When rounds start and commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RoundQuorum {
@@ -41,12 +51,12 @@ pub trait CloudApp: Send + 'static {
     fn capabilities(&self) -> Capabilities;
 
     /// Decides, before HelloAck, whether this device's request (its model, cut and
-    /// codecs) can be served. `Err` is one line for the device's operator; the
-    /// connection is then closed with `Unserved` and that line. Called again on every
-    /// reconnect. The default admits everyone.
-    fn admit(&mut self, hello: &Hello) -> Result<(), String> {
+    /// codecs) can be served, and within which limits. `Err` is one line for the
+    /// device's operator; the connection is then closed with `Unserved` and that line.
+    /// Called again on every reconnect. The default admits everyone, with no step limits.
+    fn admit(&mut self, hello: &Hello) -> Result<Admitted, String> {
         let _ = hello;
-        Ok(())
+        Ok(Admitted::default())
     }
 
     /// Trains the top on one split step of `node` and returns the cut gradient (its
@@ -62,6 +72,13 @@ pub trait CloudApp: Send + 'static {
     ) -> Result<(CutGradient, Vec<u8>), String> {
         let _ = (node, activations, tensor);
         Err("this cloud serves no split sessions".into())
+    }
+
+    /// Drops whatever the application holds for `node` (its top, its caches): the hub
+    /// calls it when the application failed on `node`'s work, so a device that comes
+    /// back starts from a clean state. The default holds nothing per device.
+    fn forget(&mut self, node: &NodeName) {
+        let _ = node;
     }
 
     /// Round quorum.

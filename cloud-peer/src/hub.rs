@@ -5,16 +5,17 @@
 //! device that reconnects resumes where it was: a resent step is answered from the
 //! cache, an update already counted is refused as a duplicate.
 
-use crate::app::{CloudApp, RoundOutcome};
+use crate::app::{Admitted, CloudApp, RoundOutcome};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use tandem_runtime::session::Envelope;
 use tandem_runtime::session::fl::{CoordinatorEvent, RoundCoordinator};
 use tandem_runtime::session::split::{CloudEvent, SplitCloud};
+use tandem_runtime::transport::InFlight;
 use tandem_runtime::wire::{Capabilities, NodeName};
 use tokio::sync::mpsc::UnboundedSender;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// What the connection tasks tell the hub.
 pub(crate) enum HubInput {
@@ -27,10 +28,15 @@ pub(crate) enum HubInput {
     /// A device's Hello, for the application to admit or refuse before HelloAck.
     Admit {
         hello: Box<tandem_runtime::wire::Hello>,
-        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+        reply: tokio::sync::oneshot::Sender<Result<Admitted, String>>,
     },
-    /// A session message from a device.
-    Message { node: NodeName, envelope: Envelope },
+    /// A session message from a device, with its share of the device's budget of held
+    /// tensor bytes (released once the hub has processed it).
+    Message {
+        node: NodeName,
+        envelope: Envelope,
+        held: InFlight,
+    },
     /// Connection `id` of `node` ended.
     Disconnected { node: NodeName, id: u64 },
 }
@@ -39,8 +45,9 @@ pub(crate) enum HubInput {
 pub(crate) enum Outbound {
     /// Send this message on a new stream.
     Send(Envelope),
-    /// Close the connection with `Unserved` (the application refused the device).
-    Refuse,
+    /// Close the connection with `Unserved` and this reason (the application refused
+    /// the device, or failed on its work).
+    Refuse(String),
 }
 
 struct Hub<A> {
@@ -78,11 +85,7 @@ pub(crate) fn run<A: CloudApp>(app: A, inputs: Receiver<HubInput>) {
             .map(|at| at.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
         match inputs.recv_timeout(timeout) {
-            Ok(input) => {
-                if let Some(node) = hub.handle(input) {
-                    hub.poll_split(&node);
-                }
-            }
+            Ok(input) => hub.handle(input),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -91,8 +94,8 @@ pub(crate) fn run<A: CloudApp>(app: A, inputs: Receiver<HubInput>) {
 }
 
 impl<A: CloudApp> Hub<A> {
-    /// Feeds one input to the machines; returns the node whose split machine it reached.
-    fn handle(&mut self, input: HubInput) -> Option<NodeName> {
+    /// Feeds one input to the machines and runs what it made ready.
+    fn handle(&mut self, input: HubInput) {
         let now = Instant::now();
         match input {
             HubInput::Connected { node, id, outbox } => {
@@ -103,7 +106,8 @@ impl<A: CloudApp> Hub<A> {
                 self.connections.insert(node, (id, outbox));
             }
             HubInput::Admit { hello, reply } => {
-                let admitted = self.app.admit(&hello);
+                let admitted = isolated(&hello.node, "admitting", || self.app.admit(&hello))
+                    .and_then(|verdict| verdict);
                 let process = hello.plan.process;
                 if admitted.is_ok()
                     && process != 0
@@ -124,13 +128,18 @@ impl<A: CloudApp> Hub<A> {
                     self.connections.remove(&node);
                 }
             }
-            HubInput::Message { node, envelope } => match envelope {
+            // `held` is released when the message has been processed.
+            HubInput::Message {
+                node,
+                envelope,
+                held: _held,
+            } => match envelope {
                 Envelope::Activations(..) if self.served.contains(Capabilities::SPLIT) => {
                     self.split
                         .entry(node.clone())
                         .or_default()
                         .handle_message(now, envelope);
-                    return Some(node);
+                    self.poll_split(&node);
                 }
                 Envelope::Join(join) if self.served.contains(Capabilities::FL) => {
                     if join.node != node {
@@ -154,7 +163,6 @@ impl<A: CloudApp> Hub<A> {
                 }
             },
         }
-        None
     }
 
     /// Runs the application on what `node`'s split machine produced and routes its output.
@@ -168,17 +176,29 @@ impl<A: CloudApp> Hub<A> {
             tensor,
         }) = machine.poll_event()
         {
-            match self.app.split_step(node, &activations, &tensor) {
-                Ok((gradient, tensor)) => {
+            let app = &mut self.app;
+            let step = isolated(node, "training a step of", || {
+                app.split_step(node, &activations, &tensor)
+            });
+            match step {
+                Ok(Ok((gradient, tensor))) => {
                     if let Err(err) = machine.send_gradient(now, gradient, tensor) {
                         warn!(%node, "application answered the wrong step: {err}");
                     }
                 }
-                Err(reason) => {
+                Ok(Err(reason)) => {
                     warn!(%node, step = activations.step, "refused: {reason}");
-                    if let Some((_, outbox)) = self.connections.get(node) {
-                        let _ = outbox.send(Outbound::Refuse);
-                    }
+                    refuse(&self.connections, node, reason);
+                }
+                Err(failure) => {
+                    // Whatever the application held for this device may be half
+                    // updated: it starts afresh if the device comes back.
+                    self.split.remove(node);
+                    self.processes.remove(node);
+                    let app = &mut self.app;
+                    let _ = isolated(node, "forgetting", || app.forget(node));
+                    refuse(&self.connections, node, failure);
+                    return;
                 }
             }
         }
@@ -214,7 +234,14 @@ impl<A: CloudApp> Hub<A> {
                     }
                     _ => continue,
                 };
-                self.app.round_ended(outcome);
+                let app = &mut self.app;
+                if isolated("the federated rounds", "ending a round of", || {
+                    app.round_ended(outcome)
+                })
+                .is_err()
+                {
+                    self.rounds_over = true;
+                }
             }
             while let Some(out) = round.poll_transmit() {
                 send(&self.connections, &out.to, out.envelope);
@@ -227,6 +254,7 @@ impl<A: CloudApp> Hub<A> {
             return;
         }
         let quorum = self.app.quorum();
+        let app = &mut self.app;
         let available: Vec<NodeName> = self
             .joined
             .keys()
@@ -235,8 +263,11 @@ impl<A: CloudApp> Hub<A> {
             .collect();
         if available.len() >= quorum.participants.max(1) {
             let round = self.next_round;
-            let participants = self.app.participants(&available);
-            let Some(assignments) = self.app.round_tasks(round, &participants) else {
+            let tasks = isolated("the federated rounds", "starting a round of", || {
+                let participants = app.participants(&available);
+                app.round_tasks(round, &participants)
+            });
+            let Ok(Some(assignments)) = tasks else {
                 self.rounds_over = true;
                 info!("no more rounds");
                 return;
@@ -263,6 +294,35 @@ impl<A: CloudApp> Hub<A> {
             self.poll_round(now);
         }
     }
+}
+
+/// Closes `node`'s connection, if any, with `Unserved` and `reason`.
+fn refuse(
+    connections: &HashMap<NodeName, (u64, UnboundedSender<Outbound>)>,
+    node: &NodeName,
+    reason: String,
+) {
+    if let Some((_, outbox)) = connections.get(node) {
+        let _ = outbox.send(Outbound::Refuse(reason));
+    }
+}
+
+/// Runs the application's `work` for `subject` (a device), catching a panic: the other
+/// devices go on, the panic is logged, and `Err` is one line for the device's operator.
+fn isolated<T>(
+    subject: impl std::fmt::Display,
+    doing: &str,
+    work: impl FnOnce() -> T,
+) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        error!("the application failed {doing} {subject}: {what}");
+        format!("the cloud failed {doing} this device ({what}); its operator has the log")
+    })
 }
 
 fn send(

@@ -17,5 +17,5 @@ mod server;
 #[cfg(feature = "model")]
 pub mod split_app;
 
-pub use app::{CloudApp, HelloOnly, RoundOutcome, RoundQuorum};
+pub use app::{Admitted, CloudApp, HelloOnly, RoundOutcome, RoundQuorum};
 pub use server::{ServeError, Server, ServerStats};

@@ -109,6 +109,13 @@ struct SplitArgs {
     /// only (`tandem split --cache-codes`; 0: none).
     #[arg(long, default_value_t = 1024)]
     code_cache_mib: usize,
+    /// Tokens per split step at most (batch x padded length, as each device declares
+    /// in its Hello); larger requests are refused at Hello.
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
+    max_step_tokens: u64,
+    /// Attention scores per split step and layer at most (batch x length^2).
+    #[arg(long, default_value_t = 1 << 22, value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
+    max_step_attention: u64,
 }
 
 #[derive(Subcommand)]
@@ -255,6 +262,10 @@ async fn serve_split(
                 .unwrap_or_else(|| tandem_runtime::paths::cache_dir().join("split-tops")),
         ),
         code_cache_bytes: args.code_cache_mib.saturating_mul(1 << 20),
+        step_caps: tandem_runtime::session::step_limits::StepCaps {
+            tokens: args.max_step_tokens,
+            attention: args.max_step_attention,
+        },
     };
     let app = SplitApp::new(settings)?;
     let totals = app.totals();

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tandem_runtime::transport::{self, Received, TransportError, TransportLimits, pki::Pki};
+use tandem_runtime::transport::{
+    self, Inbound, Received, TransportError, TransportLimits, pki::Pki,
+};
 use tandem_runtime::wire::{Capabilities, CloseCode, Hello, HelloAck, NodeName, software_name};
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -54,6 +56,7 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     name: NodeName,
     hello_timeout: Duration,
+    held_tensor_bytes: u64,
     pki: Pki,
     stats: Arc<ServerStats>,
 }
@@ -84,6 +87,7 @@ impl Server {
             endpoint,
             name: short,
             hello_timeout: limits.hello_timeout,
+            held_tensor_bytes: limits.held_tensor_bytes,
             pki: pki.clone(),
             stats: Arc::default(),
         })
@@ -134,6 +138,7 @@ impl Server {
             let context = Context {
                 hub: hub_tx.clone(),
                 served,
+                held_tensor_bytes: self.held_tensor_bytes,
                 stats: self.stats.clone(),
             };
             tokio::spawn(
@@ -161,6 +166,8 @@ impl Server {
 struct Context {
     hub: std::sync::mpsc::Sender<HubInput>,
     served: Capabilities,
+    /// Each connection's budget of tensor bytes held at once.
+    held_tensor_bytes: u64,
     stats: Arc<ServerStats>,
 }
 
@@ -231,33 +238,45 @@ async fn handle_connection(
             .unwrap_or_else(|_| Err("the cloud is shutting down".into())),
         Err(_) => Err("the cloud is shutting down".into()),
     };
-    if let Err(reason) = verdict {
-        CloseCode::Unserved.close_because(&connection, &reason);
-        return Err(TransportError::Protocol(format!(
-            "refused '{}': {reason}",
-            hello.node
-        )));
-    }
+    let admitted = match verdict {
+        Ok(admitted) => admitted,
+        Err(reason) => {
+            CloseCode::Unserved.close_because(&connection, &reason);
+            return Err(TransportError::Protocol(format!(
+                "refused '{}': {reason}",
+                hello.node
+            )));
+        }
+    };
     info!(node = %hello.node, software = %hello.software, version, "hello");
     let session = next_session_id();
+    let granted = hello.capabilities.intersection(context.served);
     let ack = HelloAck {
         version,
         peer: name,
         software: software_name("tandem-cloud"),
-        capabilities: hello.capabilities.intersection(context.served),
+        capabilities: granted,
         session,
     };
     transport::write_frame(&mut send, &ack).await?;
     // A finished stream after a delivered HelloAck: the device has everything it needs.
     let _ = send.finish();
-    run_session(connection, hello.node, session, context).await;
+    // Split steps are read only within the shape the application admitted.
+    let inbound = Inbound::cloud(granted, admitted.steps, context.held_tensor_bytes);
+    run_session(connection, hello.node, session, inbound, context).await;
     Ok(())
 }
 
 /// After HelloAck: a writer task sends what the hub routes to this node; every incoming
 /// stream is read (caps checked first) and handed to the hub. A bad stream is stopped
 /// alone; the connection keeps working.
-async fn run_session(connection: quinn::Connection, node: NodeName, id: u64, context: Context) {
+async fn run_session(
+    connection: quinn::Connection,
+    node: NodeName,
+    id: u64,
+    inbound: Inbound,
+    context: Context,
+) {
     let (outbox, mut outgoing) = tokio::sync::mpsc::unbounded_channel();
     let connected = HubInput::Connected {
         node: node.clone(),
@@ -278,8 +297,8 @@ async fn run_session(connection: quinn::Connection, node: NodeName, id: u64, con
                         break;
                     }
                 }
-                Outbound::Refuse => {
-                    CloseCode::Unserved.close(&writer_connection);
+                Outbound::Refuse(reason) => {
+                    CloseCode::Unserved.close_because(&writer_connection, &reason);
                     break;
                 }
             }
@@ -296,11 +315,16 @@ async fn run_session(connection: quinn::Connection, node: NodeName, id: u64, con
         let hub = context.hub.clone();
         let stats = context.stats.clone();
         let node = node.clone();
+        let inbound = inbound.clone();
         tokio::spawn(async move {
-            match transport::receive_envelope(recv).await {
-                Received::Message(envelope) => {
+            match transport::receive_envelope(recv, &inbound).await {
+                Received::Message(envelope, held) => {
                     stats.messages.fetch_add(1, Ordering::Relaxed);
-                    let _ = hub.send(HubInput::Message { node, envelope });
+                    let _ = hub.send(HubInput::Message {
+                        node,
+                        envelope,
+                        held,
+                    });
                 }
                 Received::Refused(err) => {
                     stats.refused_streams.fetch_add(1, Ordering::Relaxed);

@@ -1,7 +1,7 @@
 //! The split fine-tuning application: one MiniLM top half per device, trained on the
 //! cut tensors it sends.
 
-use crate::app::{CloudApp, RoundOutcome};
+use crate::app::{Admitted, CloudApp, RoundOutcome};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use tandem_runtime::model::split::cloud::{Admission, CloudTrainer};
 use tandem_runtime::model::split::position::checkpoint_due;
 use tandem_runtime::model::split::snapshot::{self, TrainerSnapshot};
 use tandem_runtime::session::fl::Assignment;
+use tandem_runtime::session::step_limits::StepCaps;
 use tandem_runtime::wire::{Activations, Capabilities, CutGradient, Hello, NodeName};
 use tracing::{info, warn};
 
@@ -33,6 +34,8 @@ pub struct SplitSettings {
     /// Bytes of a frozen bottom's codes each device's top may keep for it (EcoFed; 0:
     /// none).
     pub code_cache_bytes: usize,
+    /// The largest step any device may declare at Hello.
+    pub step_caps: StepCaps,
 }
 
 /// Snapshots kept per device: its checkpoint can lag the top's newest by one interval
@@ -147,14 +150,17 @@ impl CloudApp for SplitApp {
         Capabilities::SPLIT.union(Capabilities::RESUME)
     }
 
-    fn admit(&mut self, hello: &Hello) -> Result<(), String> {
+    fn admit(&mut self, hello: &Hello) -> Result<Admitted, String> {
         if !hello.capabilities.contains(Capabilities::SPLIT) {
             // A probe or an FL client: nothing to check.
-            return Ok(());
+            return Ok(Admitted::default());
         }
-        let admission = Admission::check(hello)?;
+        let admission = Admission::check(hello, self.settings.step_caps)?;
         info!(node = %hello.node, cut = admission.cut, form = ?admission.form, width = admission.width(), gradient = ?admission.gradient, run = admission.plan.run, start_step = admission.plan.start_step, "admitted split session");
         let plan = admission.plan;
+        let admitted = Admitted {
+            steps: Some(admission.step_limits()),
+        };
         // The same process reconnecting keeps its top, and so does a restarted one
         // resuming the run exactly where the top is; a new run or request gets a fresh
         // top, and a restart at an earlier step the top snapshotted there.
@@ -169,7 +175,7 @@ impl CloudApp for SplitApp {
             if let Some((_, process)) = self.trainers.get_mut(&hello.node) {
                 *process = plan.process;
             }
-            return Ok(());
+            return Ok(admitted);
         }
         let device = self.settings.backend.training_device();
         let (schedule, seed) = (self.settings.schedule, self.settings.seed);
@@ -190,7 +196,7 @@ impl CloudApp for SplitApp {
         let trainer = trainer.with_code_cache(self.settings.code_cache_bytes);
         self.trainers
             .insert(hello.node.clone(), (trainer, plan.process));
-        Ok(())
+        Ok(admitted)
     }
 
     fn split_step(
@@ -222,6 +228,10 @@ impl CloudApp for SplitApp {
             warn!(%node, step = done, "cannot snapshot the top: {e}");
         }
         reply
+    }
+
+    fn forget(&mut self, node: &NodeName) {
+        self.trainers.remove(node);
     }
 
     fn round_tasks(&mut self, _round: u64, _participants: &[NodeName]) -> Option<Vec<Assignment>> {

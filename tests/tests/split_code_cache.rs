@@ -30,7 +30,7 @@ async fn train(test: &str, budget: usize, cache_codes: bool) -> Vec<StepRecord> 
         .unwrap();
     let config = RunConfig {
         cache_codes,
-        ..run_config(STEPS, 4)
+        ..run_config(STEPS)
     };
     let report = run_tiny(&mut link, &mut trainer, config).await;
     link.close();

@@ -9,12 +9,14 @@
 mod common;
 
 use common::split::{
-    cloud_settings, connect, model_cached, run_config, run_tiny, target, tiny_data, trainer,
+    cloud_settings, connect, model_cached, run_config, run_tiny, setup, target, tiny_data, trainer,
+    trainer_of,
 };
 use common::{Cloud, device_endpoint, temp_dir};
 use tandem_cloud::split_app::SplitApp;
 use tandem_runtime::model::minilm::{self, TextTokenizer};
 use tandem_runtime::model::split::Mode;
+use tandem_runtime::model::split::device::DeviceSetup;
 use tandem_runtime::model::split::run::{self, RunConfig, RunPosition};
 use tandem_runtime::transport::link::{DeviceLink, LinkError, ReconnectPolicy};
 use tandem_runtime::transport::{TransportError, TransportLimits};
@@ -31,11 +33,14 @@ async fn cloud(test: &str) -> Cloud {
 /// the last three (the low-rank codec's random projection makes single steps noisy).
 async fn train(test: &str, mode: Mode, codec: &str) -> (f32, f32) {
     let cloud = cloud(test).await;
-    let mut trainer = trainer(mode, codec, STEPS);
+    let mut trainer = trainer_of(DeviceSetup {
+        batch_size: 8,
+        ..setup(mode, codec, STEPS)
+    });
     let mut link = connect(&cloud, &trainer, RunPosition::fresh(0))
         .await
         .unwrap();
-    let report = run_tiny(&mut link, &mut trainer, run_config(STEPS, 8)).await;
+    let report = run_tiny(&mut link, &mut trainer, run_config(STEPS)).await;
     link.close();
     cloud.shutdown().await;
     assert_eq!(report.steps.len(), STEPS as usize);
@@ -168,7 +173,10 @@ async fn nan_loss_stops_the_run_with_its_step_and_keeps_the_checkpoint() {
         DivergingApp { nan_at: 4 },
     )
     .await;
-    let mut trainer = trainer(Mode::TrainBottom, "identity", STEPS);
+    let mut trainer = trainer_of(DeviceSetup {
+        batch_size: 8,
+        ..setup(Mode::TrainBottom, "identity", STEPS)
+    });
     let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
     let mut link = connect(&cloud, &trainer, RunPosition::fresh(0))
         .await
@@ -176,7 +184,7 @@ async fn nan_loss_stops_the_run_with_its_step_and_keeps_the_checkpoint() {
     let config = RunConfig {
         eval_every: 1,
         checkpoint_every: 1,
-        ..run_config(5, 8)
+        ..run_config(5)
     };
     let checkpoint_dir = temp_dir("split-nan-ckpt");
     let checkpoint = checkpoint_dir.join("split.ckpt");

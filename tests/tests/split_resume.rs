@@ -7,14 +7,15 @@
 
 mod common;
 
-use common::split::{cloud_settings, connect, model_cached, run_config, setup, tiny_data, trainer};
+use common::split::{
+    cloud_settings, connect, model_cached, run_config, setup, tiny_data, trainer, trainer_of,
+};
 use common::{Cloud, temp_dir};
 use std::path::Path;
 use tandem_cloud::split_app::{SplitApp, SplitSettings};
-use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::model::minilm::{self, TextTokenizer};
 use tandem_runtime::model::split::Mode;
-use tandem_runtime::model::split::device::{DeviceError, DeviceTrainer};
+use tandem_runtime::model::split::device::{DeviceError, DeviceSetup, DeviceTrainer};
 use tandem_runtime::model::split::run::{self, RunConfig, RunPosition};
 use tandem_runtime::transport::link::LinkError;
 use tandem_runtime::transport::{TransportError, TransportLimits};
@@ -61,7 +62,7 @@ async fn train(
     let config = RunConfig {
         start_step: position.start_step,
         checkpoint_every: EVERY,
-        ..run_config(until, 4)
+        ..run_config(until)
     };
     let mut saved = Vec::new();
     let report = run::run(
@@ -137,10 +138,11 @@ async fn a_killed_device_resumes_its_run_on_a_restarted_cloud_without_training_t
     }
 
     // A device whose steps would take other reviews cannot continue the run.
-    let mut other_batches = setup(Mode::TrainBottom, "lowrank:r=4,bits=8", STEPS);
-    other_batches.batch_size = 8;
-    let other = DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, other_batches);
-    match other.unwrap().resume(&checkpoint) {
+    let mut other = trainer_of(DeviceSetup {
+        batch_size: 8,
+        ..setup(Mode::TrainBottom, "lowrank:r=4,bits=8", STEPS)
+    });
+    match other.resume(&checkpoint) {
         Err(DeviceError::ForeignCheckpoint { .. }) => {}
         other => panic!("a resume with other batches must be refused, got {other:?}"),
     }

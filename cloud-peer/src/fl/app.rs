@@ -20,7 +20,7 @@ use super::record::{
 use super::state::{RunState, StateError};
 use super::strategy::{ClientUpdate, Strategy, StrategyKind};
 use super::validate::{NormBound, validate};
-use crate::app::{CloudApp, RoundOutcome, RoundQuorum};
+use crate::app::{Admitted, CloudApp, RoundOutcome, RoundQuorum};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -288,7 +288,7 @@ where
         Capabilities::FL
     }
 
-    fn admit(&mut self, hello: &Hello) -> Result<(), String> {
+    fn admit(&mut self, hello: &Hello) -> Result<Admitted, String> {
         if !hello.capabilities.contains(Capabilities::FL) {
             return Err("this cloud serves federated learning only".into());
         }
@@ -299,7 +299,7 @@ where
                 hello.model.name
             ));
         }
-        Ok(())
+        Ok(Admitted::default())
     }
 
     fn quorum(&self) -> RoundQuorum {

@@ -78,6 +78,21 @@ pub fn encoded_len(desc: CodecDesc, shape: Shape) -> Option<usize> {
     })
 }
 
+/// The most bytes an encoded `shape` tensor can take: [`encoded_len`], or for `TopK`
+/// its `k` entries at the longest index gap (5 varint bytes) and 4 bytes each; `None`
+/// for `Acp` (its size depends on the round's shared side) and unsupported codecs. A
+/// receiver refuses a larger payload before reading it.
+pub fn max_encoded_len(desc: CodecDesc, shape: Shape) -> Option<usize> {
+    match desc {
+        CodecDesc::TopK { ratio_ppm } => {
+            check_desc(desc).ok()?;
+            let k = super::topk::count(shape.elements().ok()?, ratio_ppm);
+            Some(k * super::topk::MAX_ENTRY_BYTES)
+        }
+        _ => encoded_len(desc, shape),
+    }
+}
+
 /// Appends sections to an encoded tensor.
 pub(super) struct Writer(Vec<u8>);
 
@@ -146,6 +161,11 @@ pub(super) struct Reader<'a> {
 impl<'a> Reader<'a> {
     pub(super) fn new(bytes: &'a [u8]) -> Self {
         Self { bytes, at: 0 }
+    }
+
+    /// Bytes not read yet.
+    pub(super) fn remaining(&self) -> usize {
+        self.bytes.len() - self.at
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {

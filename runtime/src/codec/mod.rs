@@ -22,7 +22,7 @@ mod topk;
 pub use acp::{SharedFactor, Side};
 pub use choose::{Target, choose, lowrank_ladder};
 pub use error::CodecError;
-pub use format::encoded_len;
+pub use format::{encoded_len, max_encoded_len};
 
 use crate::wire::CodecDesc;
 use format::{Reader, Writer};

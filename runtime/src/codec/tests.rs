@@ -57,6 +57,9 @@ fn every_codec_round_trips_awkward_shapes_with_exact_sizes() {
             if let Some(len) = encoded_len(desc, shape) {
                 assert_eq!(bytes.len(), len, "{desc:?} {shape:?}");
             }
+            // The bound a receiver checks before reading holds for every codec.
+            let bound = max_encoded_len(desc, shape).expect("every codec here has a bound");
+            assert!(bytes.len() <= bound, "{desc:?} {shape:?}");
             assert_eq!(report.bytes, bytes.len());
             let back = decode(desc, shape, &bytes).unwrap();
             assert_eq!(back.len(), h.len(), "{desc:?} {shape:?}");
@@ -271,6 +274,16 @@ fn damaged_buffers_are_typed_errors() {
     assert!(matches!(
         decode(topk, shape, &far),
         Err(CodecError::Inconsistent(_))
+    ));
+    // Nine bytes cannot hold the 16M entries a 100% TopK of a 16M-value shape announces:
+    // refused by their size before anything is reserved for the entries.
+    let wide = Shape::new(1 << 14, 1 << 10);
+    let all = CodecDesc::TopK {
+        ratio_ppm: 1_000_000,
+    };
+    assert!(matches!(
+        decode(all, wide, &[0; 9]),
+        Err(CodecError::Truncated { .. })
     ));
     // Shapes past the element cap and unsupported parameters.
     let huge = Shape::new(1 << 20, 1 << 20);

@@ -14,6 +14,11 @@ pub(super) struct State {
     pending: Vec<f32>,
 }
 
+/// Bytes of one entry at most: a 5-byte varint gap and its f32.
+pub(super) const MAX_ENTRY_BYTES: usize = 9;
+/// Bytes of one entry at least: a 1-byte gap and its f32.
+const MIN_ENTRY_BYTES: usize = 5;
+
 /// Entries kept for `len` values at `ratio_ppm`: at least one if any are kept.
 pub(super) fn count(len: usize, ratio_ppm: u32) -> usize {
     if ratio_ppm == 0 || len == 0 {
@@ -76,6 +81,20 @@ impl State {
 
 pub(super) fn decode(r: &mut Reader, len: usize, ratio_ppm: u32) -> Result<Vec<f32>, CodecError> {
     let k = count(len, ratio_ppm);
+    // The payload's size bounds `k` before anything is reserved for it.
+    let found = r.remaining();
+    if found < k * MIN_ENTRY_BYTES {
+        return Err(CodecError::Truncated {
+            expected: k * MIN_ENTRY_BYTES,
+            found,
+        });
+    }
+    if found > k * MAX_ENTRY_BYTES {
+        return Err(CodecError::Oversized {
+            expected: k * MAX_ENTRY_BYTES,
+            found,
+        });
+    }
     let mut idx = Vec::with_capacity(k);
     let mut next: u64 = 0;
     for _ in 0..k {

@@ -12,6 +12,7 @@ pub mod check;
 mod envelope;
 pub mod fl;
 pub mod split;
+pub mod step_limits;
 
 #[cfg(test)]
 mod harness;

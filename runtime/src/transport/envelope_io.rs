@@ -5,9 +5,15 @@
 //! stream keep working, and a resent message never queues behind a stuck one.
 
 use super::TransportError;
-use super::framed::{read_body, read_header, read_tensor_body, write_frame, write_tensor_message};
+use super::framed::{read_body, read_header, read_tensor, write_frame, write_tensor_message};
 use crate::session::Envelope;
-use crate::wire::{Activations, CutGradient, Join, Kind, RoundResult, RoundTask, Update};
+use crate::session::step_limits::StepLimits;
+use crate::wire::{
+    Activations, Capabilities, CutGradient, FrameHeader, Join, Kind, RoundResult, RoundTask,
+    TensorMessage, Update,
+};
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The application error code a receiver stops a refused stream with.
 pub const STREAM_REFUSED: u32 = 0x10;
@@ -37,11 +43,85 @@ pub async fn send_envelope(
     Ok(())
 }
 
+/// What one end accepts on its session streams, checked from each message's header
+/// before its body or tensor is read: the kinds it serves in the direction they travel
+/// to it, the split steps agreed at Hello, and a budget of tensor bytes held at once.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    kinds: &'static [Kind],
+    steps: Option<StepLimits>,
+    budget: Option<(Arc<Semaphore>, u64)>,
+}
+
+impl Inbound {
+    /// A device: what the cloud sends (cut gradients, round tasks and results).
+    pub fn device() -> Self {
+        Self {
+            kinds: &[Kind::CutGradient, Kind::RoundTask, Kind::RoundResult],
+            steps: None,
+            budget: None,
+        }
+    }
+
+    /// A cloud serving `granted` (the jobs of its HelloAck) to one device: split steps
+    /// (within `steps` when given), federated joins and updates; at most `budget_bytes` of this device's tensors held at once (a stream
+    /// waits, unread, for its tensor's bytes, so the device's QUIC flow control stalls
+    /// it; a tensor larger than the whole budget is refused).
+    pub fn cloud(granted: Capabilities, steps: Option<StepLimits>, budget_bytes: u64) -> Self {
+        let (split, fl) = (
+            granted.contains(Capabilities::SPLIT),
+            granted.contains(Capabilities::FL),
+        );
+        let kinds: &'static [Kind] = match (split, fl) {
+            (true, true) => &[Kind::Activations, Kind::Join, Kind::Update],
+            (true, false) => &[Kind::Activations],
+            (false, true) => &[Kind::Join, Kind::Update],
+            (false, false) => &[],
+        };
+        let permits = budget_bytes.min(Semaphore::MAX_PERMITS as u64);
+        Self {
+            kinds,
+            steps,
+            budget: Some((Arc::new(Semaphore::new(permits as usize)), permits)),
+        }
+    }
+
+    /// Whether a message of `kind` is read at all.
+    pub fn accepts(&self, kind: Kind) -> bool {
+        self.kinds.contains(&kind)
+    }
+
+    /// Holds `bytes` of the budget for a tensor about to be read (waiting while the
+    /// budget is spent); refuses one larger than the whole budget.
+    async fn hold(&self, bytes: u64) -> Result<InFlight, TransportError> {
+        let Some((semaphore, total)) = &self.budget else {
+            return Ok(InFlight(None));
+        };
+        if bytes > *total {
+            return Err(TransportError::Protocol(format!(
+                "a tensor of {bytes} bytes is over this connection's budget of {total}"
+            )));
+        }
+        // `bytes <= total <= MAX_PERMITS < u32::MAX` here.
+        let permit = semaphore
+            .clone()
+            .acquire_many_owned(bytes as u32)
+            .await
+            .map_err(|_| TransportError::Protocol("the connection's budget is closed".into()))?;
+        Ok(InFlight(Some(permit)))
+    }
+}
+
+/// A message's share of its connection's byte budget ([`Inbound::cloud`]): hold it while
+/// the message is being processed; dropping it lets the connection read on.
+#[derive(Debug)]
+pub struct InFlight(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
 /// What became of one incoming session stream ([`receive_envelope`]).
 #[derive(Debug)]
 pub enum Received {
-    /// A whole, valid message.
-    Message(Envelope),
+    /// A whole, valid message, with its share of the connection's budget.
+    Message(Envelope, InFlight),
     /// A bad message (over a cap, malformed, out of place): the stream was stopped with
     /// [`STREAM_REFUSED`]; the connection and every other stream stay up.
     Refused(TransportError),
@@ -52,9 +132,9 @@ pub enum Received {
 
 /// Reads the one message of an accepted session stream and, if it is bad, refuses
 /// the stream. Both ends read their incoming streams with this.
-pub async fn receive_envelope(mut recv: quinn::RecvStream) -> Received {
-    match read_envelope(&mut recv).await {
-        Ok(envelope) => Received::Message(envelope),
+pub async fn receive_envelope(mut recv: quinn::RecvStream, inbound: &Inbound) -> Received {
+    match read_envelope(&mut recv, inbound).await {
+        Ok((envelope, held)) => Received::Message(envelope, held),
         Err(TransportError::Closed(_) | TransportError::Connection(_)) => Received::ConnectionGone,
         Err(err) => {
             let _ = recv.stop(STREAM_REFUSED.into());
@@ -64,33 +144,71 @@ pub async fn receive_envelope(mut recv: quinn::RecvStream) -> Received {
 }
 
 /// Reads the one message of a session stream. Every cap is checked before the bytes it
-/// guards are read; a message kind that has no place in a session (Hello after the
-/// handshake, a bare Chunk) is a protocol error.
-pub async fn read_envelope(recv: &mut quinn::RecvStream) -> Result<Envelope, TransportError> {
+/// guards are read: a kind `inbound` does not accept (one it does not serve, one that
+/// travels the other way, Hello after the handshake, a bare Chunk) is refused from its
+/// header, a split step past the agreed shape from its message, before its tensor.
+pub async fn read_envelope(
+    recv: &mut quinn::RecvStream,
+    inbound: &Inbound,
+) -> Result<(Envelope, InFlight), TransportError> {
     let header = read_header(recv).await?;
-    Ok(match header.kind() {
+    let kind = header.kind();
+    if !inbound.accepts(kind) {
+        return Err(TransportError::Protocol(format!(
+            "a {kind:?} message is not served on this end of the session"
+        )));
+    }
+    Ok(match kind {
         Kind::Activations => {
-            let (msg, tensor) = read_tensor_body::<Activations>(recv, &header).await?;
-            Envelope::Activations(Box::new(msg), tensor)
+            let msg: Activations = read_body(recv, &header).await?;
+            if let Some(limits) = &inbound.steps {
+                limits
+                    .check(&msg)
+                    .map_err(|e| TransportError::Protocol(e.to_string()))?;
+            }
+            msg.check_payload_len()?;
+            let held = inbound.hold(msg.payload_len).await?;
+            let tensor = read_tensor(recv, &msg).await?;
+            (Envelope::Activations(Box::new(msg), tensor), held)
         }
         Kind::CutGradient => {
-            let (msg, tensor) = read_tensor_body::<CutGradient>(recv, &header).await?;
-            Envelope::CutGradient(msg, tensor)
+            let (msg, tensor, held) = read_held::<CutGradient>(recv, &header, inbound).await?;
+            (Envelope::CutGradient(msg, tensor), held)
         }
         Kind::RoundTask => {
-            let (msg, tensor) = read_tensor_body::<RoundTask>(recv, &header).await?;
-            Envelope::RoundTask(msg, tensor)
+            let (msg, tensor, held) = read_held::<RoundTask>(recv, &header, inbound).await?;
+            (Envelope::RoundTask(msg, tensor), held)
         }
         Kind::Update => {
-            let (msg, tensor) = read_tensor_body::<Update>(recv, &header).await?;
-            Envelope::Update(msg, tensor)
+            let (msg, tensor, held) = read_held::<Update>(recv, &header, inbound).await?;
+            (Envelope::Update(msg, tensor), held)
         }
-        Kind::Join => Envelope::Join(read_body::<Join>(recv, &header).await?),
-        Kind::RoundResult => Envelope::RoundResult(read_body::<RoundResult>(recv, &header).await?),
+        Kind::Join => (
+            Envelope::Join(read_body::<Join>(recv, &header).await?),
+            InFlight(None),
+        ),
+        Kind::RoundResult => (
+            Envelope::RoundResult(read_body::<RoundResult>(recv, &header).await?),
+            InFlight(None),
+        ),
         other => {
             return Err(TransportError::Protocol(format!(
                 "a {other:?} frame has no place in a session stream"
             )));
         }
     })
+}
+
+/// Reads a tensor message's body, holds its tensor's bytes of the budget, then reads
+/// the tensor.
+async fn read_held<M: TensorMessage>(
+    recv: &mut quinn::RecvStream,
+    header: &FrameHeader,
+    inbound: &Inbound,
+) -> Result<(M, Vec<u8>, InFlight), TransportError> {
+    let msg: M = read_body(recv, header).await?;
+    msg.check_payload_len()?;
+    let held = inbound.hold(msg.payload_len()).await?;
+    let tensor = read_tensor(recv, &msg).await?;
+    Ok((msg, tensor, held))
 }

@@ -90,13 +90,22 @@ pub(super) async fn read_tensor_body<M: TensorMessage>(
     header: &FrameHeader,
 ) -> Result<(M, Vec<u8>), TransportError> {
     let msg: M = read_body(recv, header).await?;
-    let mut assembler = TensorAssembler::new(&msg)?;
+    let tensor = read_tensor(recv, &msg).await?;
+    Ok((msg, tensor))
+}
+
+/// Reads the tensor chunks that follow `msg`.
+pub(super) async fn read_tensor<M: TensorMessage>(
+    recv: &mut quinn::RecvStream,
+    msg: &M,
+) -> Result<Vec<u8>, TransportError> {
+    let mut assembler = TensorAssembler::new(msg)?;
     while !assembler.is_complete() {
         let header = read_header(recv).await?;
         let buffer = assembler.begin_chunk(&header)?;
         recv.read_exact(buffer).await.map_err(read_error)?;
     }
-    Ok((msg, assembler.finish()?))
+    Ok(assembler.finish()?)
 }
 /// Surfaces the peer's close code when the connection, not just the stream, went away.
 fn read_error(err: quinn::ReadExactError) -> TransportError {

@@ -26,6 +26,10 @@ pub struct TransportLimits {
     /// A device must complete its Hello within this time after the QUIC handshake, or
     /// the cloud closes the connection (keep-alives alone never hold a slot open).
     pub hello_timeout: Duration,
+    /// Bytes of one device's tensors the cloud holds at once, read and not yet
+    /// processed: further streams wait unread (QUIC flow control then stalls the
+    /// device), and a single larger tensor is refused.
+    pub held_tensor_bytes: u64,
 }
 
 impl Default for TransportLimits {
@@ -39,6 +43,7 @@ impl Default for TransportLimits {
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(5),
             hello_timeout: Duration::from_secs(10),
+            held_tensor_bytes: 128 << 20,
         }
     }
 }

@@ -10,7 +10,9 @@
 //! - A refusal that retrying cannot fix (not on the allowlist, no common version, a
 //!   certificate problem) ends the link at once with that error.
 
-use super::{OpenSession, Received, TransportError, open_session, receive_envelope, send_envelope};
+use super::{
+    Inbound, OpenSession, Received, TransportError, open_session, receive_envelope, send_envelope,
+};
 use crate::session::Envelope;
 use crate::session::fl::{ClientEvent, RoundClient};
 use crate::session::split::{DeviceEvent, SplitDevice};
@@ -260,13 +262,31 @@ impl DeviceLink {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
+            let gone = tokio::select! {
                 message = live.incoming.recv() => match message {
-                    Some(envelope) => machine.handle_message(Instant::now(), envelope),
+                    Some(envelope) => {
+                        machine.handle_message(Instant::now(), envelope);
+                        None
+                    }
                     // The reader ended: the connection is gone.
-                    None => self.lost("connection lost"),
+                    None => Some(live.connection.close_reason()),
                 },
-                () = sleep => machine.handle_timeout(Instant::now()),
+                () = sleep => {
+                    machine.handle_timeout(Instant::now());
+                    None
+                }
+            };
+            if let Some(reason) = gone {
+                // A cloud that refused this device mid-session (`Unserved`) would refuse
+                // it again: no reconnect.
+                if let Some(err) = reason
+                    .map(TransportError::from_connection)
+                    .filter(is_permanent)
+                {
+                    self.live = None;
+                    return Err(err.into());
+                }
+                self.lost("connection lost");
             }
         }
     }
@@ -369,8 +389,8 @@ fn start_reader(session: OpenSession) -> Live {
         while let Ok(recv) = connection.accept_uni().await {
             let tx = tx.clone();
             tokio::spawn(async move {
-                match receive_envelope(recv).await {
-                    Received::Message(envelope) => {
+                match receive_envelope(recv, &Inbound::device()).await {
+                    Received::Message(envelope, _) => {
                         let _ = tx.send(envelope).await;
                     }
                     Received::Refused(err) => {

@@ -19,7 +19,9 @@ pub mod pki;
 pub mod tls;
 
 pub use client::{HelloReport, OpenSession, client_endpoint, hello, open_session};
-pub use envelope_io::{Received, STREAM_REFUSED, read_envelope, receive_envelope, send_envelope};
+pub use envelope_io::{
+    InFlight, Inbound, Received, STREAM_REFUSED, read_envelope, receive_envelope, send_envelope,
+};
 pub use error::TransportError;
 pub use framed::{read_frame, read_tensor_message, write_frame, write_tensor_message};
 pub use limits::TransportLimits;

@@ -100,6 +100,11 @@ pub struct RunPlan {
     /// The device checkpoints when this many steps are done (and at the end); the cloud
     /// snapshots its top at the same steps (0: never).
     pub checkpoint_every: u64,
+    /// The most sequences a step (or evaluation batch) carries: with `max_seq`, the
+    /// largest step the cloud agrees to compute, and refuses past before reading it.
+    pub max_batch: u16,
+    /// The longest padded sequence of a step, in tokens.
+    pub max_seq: u16,
 }
 
 /// The model a device runs, so the cloud can refuse a mismatched top half.

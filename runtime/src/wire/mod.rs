@@ -46,7 +46,8 @@ const SCHEMA: &str = "tandem-wire/1 \
     ModelDesc{name:str<32>,cut:u8,hidden:u16} \
     Hello{min_version:u16,max_version:u16,node:str<64>,software:str<32>,capabilities:Capabilities,\
     model:ModelDesc,codecs:vec<CodecDesc,8>,plan:RunPlan} \
-    RunPlan{steps:u64,warmup:u64,run:u64,process:u64,start_step:u64,checkpoint_every:u64} \
+    RunPlan{steps:u64,warmup:u64,run:u64,process:u64,start_step:u64,checkpoint_every:u64,\
+    max_batch:u16,max_seq:u16} \
     HelloAck{version:u16,peer:str<64>,software:str<32>,capabilities:Capabilities,session:u64} \
     Close{code:u32,reason:str<128>} \
     Activations{step:u64,train:bool,batch:u16,seq:u16,hidden:u16,seq_lens:vec<u16,256>,\

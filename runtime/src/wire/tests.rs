@@ -49,7 +49,7 @@ fn decode_whole<M: Message>(frame: &[u8]) -> Result<M, WireError> {
 #[test]
 fn schema_hash_is_pinned() {
     assert_eq!(
-        SCHEMA_HASH, 0xdbee_4dc8,
+        SCHEMA_HASH, 0x5cad_134d,
         "SCHEMA changed: update WIRE.md and this test"
     );
 }
@@ -78,7 +78,7 @@ fn hello_golden_bytes() {
     let mut want = b"TNDM".to_vec();
     want.extend_from_slice(&[1, 0, 1, 0]); // version 1, kind Hello
     want.extend_from_slice(&SCHEMA_HASH.to_le_bytes());
-    want.extend_from_slice(&[32, 0, 0, 0]); // payload length
+    want.extend_from_slice(&[34, 0, 0, 0]); // payload length
     want.extend_from_slice(&[1, 1, 5]); // min, max, node length
     want.extend_from_slice(b"pi-01");
     want.push(12);
@@ -86,7 +86,7 @@ fn hello_golden_bytes() {
     want.extend_from_slice(&[0]); // capabilities
     want.extend_from_slice(&[0, 0, 0]); // model: "", cut 0, hidden 0
     want.extend_from_slice(&[0]); // no codecs
-    want.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // no run plan
+    want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]); // no run plan
     assert_eq!(frame, want);
     assert_eq!(decode_whole::<Hello>(&frame).unwrap(), hello());
 }
@@ -115,6 +115,8 @@ fn hello_with_model_and_codecs_golden_bytes() {
             process: 300,
             start_step: 100,
             checkpoint_every: 100,
+            max_batch: 16,
+            max_seq: 300,
         },
         ..hello()
     };
@@ -127,8 +129,9 @@ fn hello_with_model_and_codecs_golden_bytes() {
     payload.extend_from_slice(b"all-MiniLM-L6-v2");
     payload.extend_from_slice(&[2, 0x80, 0x03]); // cut (u8), hidden 384 (varint)
     payload.extend_from_slice(&[2, 3, 8, 2, 8, 2, 64]); // [LowRank{8,2,8}, Int8{64}]
-    // plan: 300 steps, 30 warm-up, run 5, process 300, from step 100, checkpoints every 100
-    payload.extend_from_slice(&[0xac, 0x02, 30, 5, 0xac, 0x02, 100, 100]);
+    // plan: 300 steps, 30 warm-up, run 5, process 300, from step 100, checkpoints every
+    // 100, steps of at most 16 sequences of 300 tokens
+    payload.extend_from_slice(&[0xac, 0x02, 30, 5, 0xac, 0x02, 100, 100, 16, 0xac, 0x02]);
     golden(msg, &payload);
 }
 

@@ -9,6 +9,7 @@ use tandem_runtime::model::minilm::{self, ModelError, TextTokenizer};
 use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
 use tandem_runtime::model::split::run::{self, HeldOut, RunConfig, RunPosition, RunReport};
 use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
+use tandem_runtime::session::step_limits::StepCaps;
 use tandem_runtime::transport::link::{DeviceLink, LinkError, LinkTarget, ReconnectPolicy};
 use tandem_runtime::wire::Capabilities;
 
@@ -66,17 +67,19 @@ pub fn cloud_settings(steps: u64) -> SplitSettings {
         seed: 3,
         state_dir: None,
         code_cache_bytes: 0,
+        step_caps: StepCaps::default(),
     }
 }
 
-/// A device at cut 1 in `mode` with `codec` for runs of `steps` (seed 5).
+/// A device at cut 1 in `mode` with `codec` for runs of `steps` in batches of 4
+/// (seed 5).
 pub fn trainer(mode: Mode, codec: &str, steps: u64) -> DeviceTrainer {
-    DeviceTrainer::new(
-        &minilm::model_dir(),
-        ComputeBackend::Flex,
-        setup(mode, codec, steps),
-    )
-    .unwrap()
+    trainer_of(setup(mode, codec, steps))
+}
+
+/// A device set up as `setup` says.
+pub fn trainer_of(setup: DeviceSetup) -> DeviceTrainer {
+    DeviceTrainer::new(&minilm::model_dir(), ComputeBackend::Flex, setup).unwrap()
 }
 
 /// [`trainer`]'s settings: batches of 4 reviews of at most 32 tokens.
@@ -120,12 +123,11 @@ pub async fn connect(
     .await
 }
 
-/// A run of `steps` in batches of `batch_size` from step 0, one evaluation at the end,
-/// no checkpoints, no code caching (seed 1).
-pub fn run_config(steps: u64, batch_size: usize) -> RunConfig {
+/// A run of `steps` from step 0, one evaluation at the end, no checkpoints, no code
+/// caching (seed 1).
+pub fn run_config(steps: u64) -> RunConfig {
     RunConfig {
         steps,
-        batch_size,
         eval_every: steps,
         dev_limit: 0,
         test_limit: 0,

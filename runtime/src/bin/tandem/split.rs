@@ -43,9 +43,10 @@ pub(crate) struct SplitArgs {
     /// Reviews per step (1..=256, the cloud's bound).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     batch_size: u16,
-    /// Tokens per review at most ([CLS] and [SEP] included).
-    #[arg(long, default_value_t = 64)]
-    max_len: usize,
+    /// Tokens per review at most ([CLS] and [SEP] included; 2..=512, the model's
+    /// positions).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(2..=512))]
+    max_len: u16,
     /// CPU backend for the device layers.
     #[arg(long, value_enum, default_value_t)]
     backend: ComputeBackend,
@@ -137,7 +138,7 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(rotten_tomatoes::default_path),
     )?;
-    let tokenizer = TextTokenizer::load(&model_dir, args.max_len)?;
+    let tokenizer = TextTokenizer::load(&model_dir, usize::from(args.max_len))?;
     let batch_size = usize::from(args.batch_size);
     let steps = match args.epochs {
         Some(epochs) => epochs * data.train.len().div_ceil(batch_size) as u64,
@@ -155,7 +156,7 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
         },
         seed: args.seed,
         batch_size,
-        max_len: args.max_len,
+        max_len: usize::from(args.max_len),
     };
     let mut trainer = DeviceTrainer::new(&model_dir, args.backend, setup)?;
     let (node, config) = client_config(&args.connect)?;
@@ -215,7 +216,6 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
         bar.set_position(position.start_step);
         let config = RunConfig {
             steps,
-            batch_size,
             eval_every: args.eval_every,
             dev_limit: args.dev_limit,
             test_limit: args.test_limit,

@@ -10,6 +10,7 @@ use super::spec::{CutForm, SftWeight};
 use super::tokens;
 use crate::codec::{self, Encoder, Shape};
 use crate::model::minilm::{BertShape, MODEL_NAME, MiniLm};
+use crate::session::step_limits::{StepCaps, StepLimits};
 use crate::wire::{Activations, CodecDesc, CutGradient, Hello, RunPlan};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -17,9 +18,6 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use std::path::Path;
 use tandem_kernels::linalg::MAX_RANK;
-
-/// The longest sequence the cloud accepts (the model's position table).
-const MAX_SEQ: usize = BertShape::MINILM_L6.max_positions;
 
 /// What a device asked for at Hello, once checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,8 +40,9 @@ pub const MAX_PLANNED_STEPS: u64 = 1_000_000_000;
 impl Admission {
     /// Checks a device's Hello against what this cloud serves: all-MiniLM-L6-v2 (or its
     /// SFT forms), a cut in 1..=5, a width of 384 (or the SFT rank, 1..=64), and a
-    /// gradient codec it can encode. The error is one line for the device's operator.
-    pub fn check(hello: &Hello) -> Result<Self, String> {
+    /// gradient codec it can encode, and steps no larger than `caps`. The error is one
+    /// line for the device's operator.
+    pub fn check(hello: &Hello, caps: StepCaps) -> Result<Self, String> {
         let model = &hello.model;
         let shape = BertShape::MINILM_L6;
         let sft = match model.name.as_str().strip_prefix(MODEL_NAME) {
@@ -90,6 +89,9 @@ impl Admission {
             }
         };
         let plan = hello.plan;
+        StepLimits::of(hello)
+            .admit(caps)
+            .map_err(|e| e.to_string())?;
         if plan.steps.max(plan.warmup) > MAX_PLANNED_STEPS {
             return Err(format!(
                 "a run of {} steps with {} warm-up steps: expected at most {MAX_PLANNED_STEPS} of each",
@@ -120,6 +122,11 @@ impl Admission {
     /// Values per token that cross the cut.
     pub fn width(&self) -> usize {
         self.form.width(BertShape::MINILM_L6.hidden)
+    }
+
+    /// The largest step the device agreed to send.
+    pub fn step_limits(&self) -> StepLimits {
+        StepLimits::declared(&self.plan, self.width() as u16)
     }
 
     /// What a top trained for this admission is, whichever device process asks: the
@@ -353,33 +360,17 @@ impl CloudTrainer {
     /// Checks the message against the admission: width, batch layout, labels.
     fn check(&self, a: &Activations) -> Result<(Vec<usize>, Vec<u32>), String> {
         let bad = |what: String| Err(format!("step {}: {what}", a.step));
-        if usize::from(a.hidden) != self.admission.width() {
-            return bad(format!(
-                "width {} at the cut, admitted {}",
-                a.hidden,
-                self.admission.width()
-            ));
-        }
-        let batch = usize::from(a.batch);
-        if batch == 0 || a.seq_lens.len() != batch || a.labels.len() != batch {
-            return bad(format!(
-                "batch {batch} with {} lengths and {} labels",
-                a.seq_lens.len(),
-                a.labels.len()
-            ));
-        }
-        let seq = usize::from(a.seq);
-        if seq > MAX_SEQ || a.seq_lens.iter().any(|&l| l == 0 || l > a.seq) {
-            return bad(format!(
-                "sequence lengths {:?} do not fit seq {seq} <= {MAX_SEQ}",
-                a.seq_lens
-            ));
+        // The transport checked the header against the same limits before reading the
+        // tensor; a step that reaches the top any other way is checked here again.
+        self.admission
+            .step_limits()
+            .check(a)
+            .map_err(|e| e.to_string())?;
+        if a.labels.len() != usize::from(a.batch) {
+            return bad(format!("{} labels for batch {}", a.labels.len(), a.batch));
         }
         if let Some(label) = a.labels.iter().find(|&&l| l as usize >= CLASSES) {
             return bad(format!("label {label} of {CLASSES} classes"));
-        }
-        if !a.reviews.is_empty() && a.reviews.len() != batch {
-            return bad(format!("{} review ids for batch {batch}", a.reviews.len()));
         }
         if a.cached && (!a.train || self.gradient.is_some() || a.payload_len != 0) {
             return bad(

@@ -42,9 +42,11 @@ pub struct DeviceSetup {
     pub schedule: LrSchedule,
     /// Seeds burn's random state (LoRA initialisation) and the run's data order.
     pub seed: u64,
-    /// Reviews per step: with `seed`, it fixes which reviews each step trains on.
+    /// Reviews per step (and per evaluation batch): with `seed`, it fixes which reviews
+    /// each step trains on. Hello tells the cloud, which refuses larger steps.
     pub batch_size: usize,
-    /// Tokens kept per review.
+    /// Tokens kept per review (the tokenizer's): the longest padded sequence a step
+    /// carries, as Hello tells the cloud.
     pub max_len: usize,
 }
 
@@ -193,6 +195,8 @@ impl DeviceTrainer {
             process: position.process,
             start_step: position.start_step,
             checkpoint_every: position.checkpoint_every,
+            max_batch: u16::try_from(self.setup.batch_size).unwrap_or(u16::MAX),
+            max_seq: u16::try_from(self.setup.max_len).unwrap_or(u16::MAX),
         };
     }
 
@@ -291,6 +295,11 @@ impl DeviceTrainer {
             codec: self.encoder.desc(),
             payload_len: 0,
         }
+    }
+
+    /// Reviews per training step (and per evaluation batch).
+    pub fn batch_size(&self) -> usize {
+        self.setup.batch_size
     }
 
     /// Whether the bottom is frozen: its code of a review is the same every epoch.

@@ -18,10 +18,8 @@ use std::time::{Duration, Instant};
 /// How long a run is and how often it evaluates.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunConfig {
-    /// Training steps.
+    /// Training steps (of the trainer's batch size, [`DeviceTrainer::batch_size`]).
     pub steps: u64,
-    /// Reviews per step.
-    pub batch_size: usize,
     /// Evaluate on dev every this many steps (and after the last).
     pub eval_every: u64,
     /// Dev reviews per evaluation (the first ones; 0: all).
@@ -169,7 +167,7 @@ pub async fn run(
     mut on_event: impl FnMut(RunEvent<'_>),
     mut on_checkpoint: impl FnMut(&DeviceTrainer, u64) -> Result<(), RunError>,
 ) -> Result<RunReport, RunError> {
-    if data.train.is_empty() || data.test.is_empty() || config.batch_size == 0 {
+    if data.train.is_empty() || data.test.is_empty() || trainer.batch_size() == 0 {
         return Err(RunError::Data(
             "no training or test reviews, or a batch size of 0".into(),
         ));
@@ -183,12 +181,13 @@ pub async fn run(
     let mut kept: Option<HashSet<u32>> = config.cache_codes.then(HashSet::new);
     let mut machine = SplitDevice::new(Default::default(), 0);
     let mut order = TrainingOrder::new(data.train.len(), config.seed);
+    let batch_size = trainer.batch_size();
     let mut steps = Vec::new();
     let mut dev = Vec::new();
     let mut up_total = 0u64;
     for step in config.start_step..config.steps {
-        let ids: Vec<u32> = (0..config.batch_size)
-            .map(|i| order.at(step * config.batch_size as u64 + i as u64) as u32)
+        let ids: Vec<u32> = (0..batch_size)
+            .map(|i| order.at(step * batch_size as u64 + i as u64) as u32)
             .collect();
         let picks: Vec<&Review> = ids.iter().map(|&i| &data.train[i as usize]).collect();
         let record = train_step(
@@ -213,7 +212,6 @@ pub async fn run(
                 trainer,
                 tokenizer,
                 reviews,
-                &config,
                 done,
                 up_total,
             )
@@ -239,7 +237,6 @@ pub async fn run(
         trainer,
         tokenizer,
         reviews,
-        &config,
         config.steps,
         up_total,
     )
@@ -321,12 +318,11 @@ async fn evaluate(
     trainer: &mut DeviceTrainer,
     tokenizer: &TextTokenizer,
     reviews: &[Review],
-    config: &RunConfig,
     step: u64,
     up_bytes: u64,
 ) -> Result<EvalRecord, RunError> {
     let (mut correct, mut loss_sum) = (0usize, 0.0f64);
-    for chunk in reviews.chunks(config.batch_size) {
+    for chunk in reviews.chunks(trainer.batch_size()) {
         let texts: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
         let labels: Vec<u32> = chunk.iter().map(|r| r.label).collect();
         let batch = tokenizer.batch(&texts)?;

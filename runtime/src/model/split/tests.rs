@@ -5,7 +5,8 @@ use super::device::{DeviceSetup, DeviceTrainer};
 use super::{LinkCodec, LrSchedule, Mode};
 use crate::model::ComputeBackend;
 use crate::model::minilm::{MiniLm, ModelError, TextTokenizer, model_dir};
-use crate::wire::{Capabilities, CodecDesc, Hello, NodeName};
+use crate::session::step_limits::StepCaps;
+use crate::wire::{Capabilities, CodecDesc, Hello, NodeName, RunPlan};
 
 const TEXTS: [(&str, u32); 8] = [
     ("a gorgeous, witty, seductive movie.", 1),
@@ -40,14 +41,14 @@ fn run(mode: Mode, codec: &str, steps: u64) -> Option<(f32, f32)> {
         lora_rank: 4,
         schedule,
         seed: 7,
-        batch_size: 4,
+        batch_size: TEXTS.len(),
         max_len: 32,
     };
     let mut device = DeviceTrainer::new(&dir, ComputeBackend::Flex, setup).unwrap();
     let mut hello = Hello::probe(NodeName::try_from("d1").unwrap(), Default::default());
     hello.capabilities = Capabilities::SPLIT;
     device.describe(&mut hello, super::run::RunPosition::fresh(0));
-    let admission = Admission::check(&hello).unwrap();
+    let admission = Admission::check(&hello, StepCaps::default()).unwrap();
     assert_eq!(admission.gradient.is_some(), mode.wants_gradient());
     let training = ComputeBackend::Flex.training_device();
     let model = MiniLm::load(&dir, &training).unwrap();
@@ -74,6 +75,15 @@ fn check(mode: Mode, codec: &str) {
 fn check_over(mode: Mode, codec: &str, steps: u64) {
     if let Some((first, last)) = run(mode, codec, steps) {
         assert!(last < first * 0.9, "{mode} {codec}: loss {first} -> {last}");
+    }
+}
+
+/// `plan` with the step shape of batches of 4 reviews of 32 tokens.
+fn shaped(plan: RunPlan) -> RunPlan {
+    RunPlan {
+        max_batch: 4,
+        max_seq: 32,
+        ..plan
     }
 }
 
@@ -107,6 +117,7 @@ fn the_cloud_admits_each_sft_form_by_name_and_refuses_others() {
     hello.capabilities = Capabilities::SPLIT;
     hello.model.cut = 2;
     hello.model.hidden = 16;
+    hello.plan = shaped(RunPlan::default());
     for (suffix, weight) in [
         ("+sft-w1", Some(SftWeight::W1)),
         ("+sft-w2", Some(SftWeight::W2)),
@@ -114,7 +125,7 @@ fn the_cloud_admits_each_sft_form_by_name_and_refuses_others() {
     ] {
         hello.model.name =
             heapless::String::try_from(format!("{MODEL_NAME}{suffix}").as_str()).unwrap();
-        match (Admission::check(&hello), weight) {
+        match (Admission::check(&hello, StepCaps::default()), weight) {
             (Ok(admission), Some(weight)) => {
                 assert_eq!(admission.form, CutForm::Sft { rank: 16, weight });
             }
@@ -131,6 +142,7 @@ fn a_gradient_codec_the_cloud_cannot_encode_is_refused_at_hello() {
     hello.model.name = heapless::String::try_from(crate::model::minilm::MODEL_NAME).unwrap();
     hello.model.cut = 2;
     hello.model.hidden = 384;
+    hello.plan = shaped(RunPlan::default());
     for (desc, accepted) in [
         (
             CodecDesc::LowRank {
@@ -165,7 +177,7 @@ fn a_gradient_codec_the_cloud_cannot_encode_is_refused_at_hello() {
     ] {
         hello.codecs.clear();
         hello.codecs.push(desc).unwrap();
-        match Admission::check(&hello) {
+        match Admission::check(&hello, StepCaps::default()) {
             Ok(admission) => {
                 assert!(accepted, "{desc:?} accepted");
                 assert_eq!(admission.gradient, Some(desc));
@@ -182,7 +194,7 @@ fn a_gradient_codec_the_cloud_cannot_encode_is_refused_at_hello() {
 fn the_cloud_schedules_its_top_over_the_run_the_device_planned() {
     use super::cloud::MAX_PLANNED_STEPS;
     use crate::model::minilm::MODEL_NAME;
-    use crate::wire::{ModelDesc, RunPlan};
+    use crate::wire::ModelDesc;
     let mut hello = Hello::probe(NodeName::try_from("d1").unwrap(), Default::default());
     hello.capabilities = Capabilities::SPLIT;
     hello.model = ModelDesc {
@@ -195,12 +207,14 @@ fn the_cloud_schedules_its_top_over_the_run_the_device_planned() {
         warmup: 30,
         total: 330,
     };
-    hello.plan = RunPlan {
+    hello.plan = shaped(RunPlan {
         steps: 500,
         warmup: 50,
         ..RunPlan::default()
-    };
-    let top = Admission::check(&hello).unwrap().schedule(cloud_own);
+    });
+    let top = Admission::check(&hello, StepCaps::default())
+        .unwrap()
+        .schedule(cloud_own);
     // The device's own schedule, at its own peak: the same shape, step for step.
     let device = LrSchedule {
         peak: 1e-4,
@@ -212,27 +226,31 @@ fn the_cloud_schedules_its_top_over_the_run_the_device_planned() {
         assert!((a - b).abs() < 1e-12, "step {step}: {a} vs {b}");
     }
     // A device that plans nothing gets the cloud's own schedule.
-    hello.plan = RunPlan::default();
+    hello.plan = shaped(RunPlan::default());
     assert_eq!(
-        Admission::check(&hello).unwrap().schedule(cloud_own),
+        Admission::check(&hello, StepCaps::default())
+            .unwrap()
+            .schedule(cloud_own),
         cloud_own
     );
     // A short run whose warm-up outlasts it (`--steps 20`, warm-up 30) is scheduled as
     // the device schedules it; plans past the bound are refused with one line.
-    hello.plan = RunPlan {
+    hello.plan = shaped(RunPlan {
         steps: 20,
         warmup: 30,
         ..RunPlan::default()
-    };
-    let short = Admission::check(&hello).unwrap().schedule(cloud_own);
+    });
+    let short = Admission::check(&hello, StepCaps::default())
+        .unwrap()
+        .schedule(cloud_own);
     assert_eq!((short.total, short.warmup), (20, 30));
     for (steps, warmup) in [(MAX_PLANNED_STEPS + 1, 0), (10, MAX_PLANNED_STEPS + 1)] {
-        hello.plan = RunPlan {
+        hello.plan = shaped(RunPlan {
             steps,
             warmup,
             ..RunPlan::default()
-        };
-        let err = Admission::check(&hello).unwrap_err();
+        });
+        let err = Admission::check(&hello, StepCaps::default()).unwrap_err();
         assert!(err.contains("warm-up"), "{err}");
     }
 }
