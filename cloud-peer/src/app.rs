@@ -33,6 +33,10 @@ pub struct Admitted {
     pub steps: Option<StepLimits>,
 }
 
+/// One device's split step as work for a worker thread: trains and returns the cut
+/// gradient (or one line for the device's operator).
+pub type SplitJob = Box<dyn FnOnce() -> Result<(CutGradient, Vec<u8>), String> + Send>;
+
 /// When rounds start and commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RoundQuorum {
@@ -44,7 +48,9 @@ pub struct RoundQuorum {
 }
 
 /// The cloud's computation. The hub calls it from one dedicated thread, one call at a
-/// time, so an implementation may block (a training step) without stalling the network.
+/// time; split steps run as [`SplitJob`]s on worker threads, so an application that
+/// makes its steps jobs ([`CloudApp::split_job`]) never holds up admissions, rounds or
+/// other devices with a training step.
 pub trait CloudApp: Send + 'static {
     /// The jobs served; devices asking for others learn it in HelloAck, and their
     /// messages for jobs not served are refused.
@@ -79,6 +85,20 @@ pub trait CloudApp: Send + 'static {
     /// back starts from a clean state. The default holds nothing per device.
     fn forget(&mut self, node: &NodeName) {
         let _ = node;
+    }
+
+    /// `node`'s step as work for a worker thread; called on the hub, once per step, and
+    /// never again for `node` before that job has run. The default computes
+    /// [`CloudApp::split_step`] here, on the hub, and hands the worker its result: fine for
+    /// an application whose steps are quick, not for one that trains.
+    fn split_job(
+        &mut self,
+        node: &NodeName,
+        activations: Box<Activations>,
+        tensor: Vec<u8>,
+    ) -> SplitJob {
+        let reply = self.split_step(node, &activations, &tensor);
+        Box::new(move || reply)
     }
 
     /// Round quorum.

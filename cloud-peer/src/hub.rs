@@ -1,19 +1,22 @@
 //! The session hub: one thread that owns every device's session machines and the
-//! application, fed by the connection tasks.
+//! application, fed by the connection tasks; split steps run on worker threads
+//! ([`crate::workers`]), so the hub answers admissions, rounds and other devices while
+//! a device trains.
 //!
 //! Per-node state (the split step cache, FL membership) outlives connections, so a
 //! device that reconnects resumes where it was: a resent step is answered from the
 //! cache, an update already counted is refused as a duplicate.
 
 use crate::app::{Admitted, CloudApp, RoundOutcome};
+use crate::workers::{Fairness, Workers};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 use tandem_runtime::session::Envelope;
 use tandem_runtime::session::fl::{CoordinatorEvent, RoundCoordinator};
 use tandem_runtime::session::split::{CloudEvent, SplitCloud};
 use tandem_runtime::transport::InFlight;
-use tandem_runtime::wire::{Capabilities, NodeName};
+use tandem_runtime::wire::{Capabilities, CutGradient, NodeName};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{error, info, warn};
 
@@ -39,6 +42,35 @@ pub(crate) enum HubInput {
     },
     /// Connection `id` of `node` ended.
     Disconnected { node: NodeName, id: u64 },
+    /// The server is done: stop.
+    Shutdown,
+    /// A worker ran `node`'s step: its gradient or refusal, or `Err` when the
+    /// application panicked on it.
+    StepDone {
+        node: NodeName,
+        result: Result<Result<(CutGradient, Vec<u8>), String>, String>,
+    },
+}
+
+/// How the hub serves devices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HubSettings {
+    /// Threads that run split steps (at least 1).
+    pub workers: usize,
+    /// A device gone this long is forgotten: the application frees what it held for it
+    /// ([`CloudApp::forget`]) and its step cache goes.
+    pub idle_release: Duration,
+}
+
+impl Default for HubSettings {
+    /// One worker; devices released after 15 minutes away (longer than a device's link
+    /// keeps reconnecting, 5 minutes by default).
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            idle_release: Duration::from_secs(15 * 60),
+        }
+    }
 }
 
 /// What the hub asks a connection's writer to do.
@@ -61,10 +93,28 @@ struct Hub<A> {
     round: Option<RoundCoordinator>,
     next_round: u64,
     rounds_over: bool,
+    workers: Workers,
+    fairness: Fairness,
+    /// Devices with no connection, since when.
+    away: HashMap<NodeName, Instant>,
+    idle_release: Duration,
 }
 
-/// Runs the hub until every sender of `inputs` is gone.
-pub(crate) fn run<A: CloudApp>(app: A, inputs: Receiver<HubInput>) {
+/// Runs the hub until [`HubInput::Shutdown`] (`to_self` is a sender of `inputs`, for
+/// the workers' results, so the channel alone never closes).
+pub(crate) fn run<A: CloudApp>(
+    app: A,
+    settings: HubSettings,
+    inputs: Receiver<HubInput>,
+    to_self: Sender<HubInput>,
+) {
+    let workers = match Workers::start(settings.workers, to_self) {
+        Ok(workers) => workers,
+        Err(err) => {
+            error!("cannot start the worker threads: {err}");
+            return;
+        }
+    };
     let served = app.capabilities();
     let mut hub = Hub {
         app,
@@ -76,20 +126,30 @@ pub(crate) fn run<A: CloudApp>(app: A, inputs: Receiver<HubInput>) {
         round: None,
         next_round: 1,
         rounds_over: false,
+        workers,
+        fairness: Fairness::default(),
+        away: HashMap::new(),
+        idle_release: settings.idle_release,
     };
     loop {
+        let next_release = hub.away.values().min().map(|&left| left + hub.idle_release);
         let timeout = hub
             .round
             .as_ref()
             .and_then(|r| r.poll_timeout())
+            .into_iter()
+            .chain(next_release)
+            .min()
             .map(|at| at.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
         match inputs.recv_timeout(timeout) {
+            Ok(HubInput::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
             Ok(input) => hub.handle(input),
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
         }
-        hub.poll_round(Instant::now());
+        let now = Instant::now();
+        hub.release_idle(now);
+        hub.poll_round(now);
     }
 }
 
@@ -103,7 +163,17 @@ impl<A: CloudApp> Hub<A> {
                 if let Some(task) = self.round.as_ref().and_then(|r| r.task_for(&node)) {
                     let _ = outbox.send(Outbound::Send(task.clone()));
                 }
+                self.away.remove(&node);
                 self.connections.insert(node, (id, outbox));
+            }
+            HubInput::Shutdown => {}
+            HubInput::StepDone { node, result } => {
+                self.workers.finished();
+                self.fairness.done(&node);
+                self.answer(&node, result);
+                // A newer step may have arrived meanwhile.
+                self.fairness.ready(&node);
+                self.dispatch();
             }
             HubInput::Admit { hello, reply } => {
                 let admitted = isolated(&hello.node, "admitting", || self.app.admit(&hello))
@@ -126,20 +196,25 @@ impl<A: CloudApp> Hub<A> {
                     .is_some_and(|(live, _)| *live == id)
                 {
                     self.connections.remove(&node);
+                    self.away.insert(node, now);
                 }
             }
-            // `held` is released when the message has been processed.
+            // `held` is released once the message is in its machine, which keeps at
+            // most one waiting step per device.
             HubInput::Message {
                 node,
                 envelope,
                 held: _held,
             } => match envelope {
                 Envelope::Activations(..) if self.served.contains(Capabilities::SPLIT) => {
-                    self.split
-                        .entry(node.clone())
-                        .or_default()
-                        .handle_message(now, envelope);
-                    self.poll_split(&node);
+                    let machine = self.split.entry(node.clone()).or_default();
+                    machine.handle_message(now, envelope);
+                    // A resent step is answered from the cache.
+                    while let Some(envelope) = machine.poll_transmit() {
+                        send(&self.connections, &node, envelope);
+                    }
+                    self.fairness.ready(&node);
+                    self.dispatch();
                 }
                 Envelope::Join(join) if self.served.contains(Capabilities::FL) => {
                     if join.node != node {
@@ -165,45 +240,91 @@ impl<A: CloudApp> Hub<A> {
         }
     }
 
-    /// Runs the application on what `node`'s split machine produced and routes its output.
-    fn poll_split(&mut self, node: &NodeName) {
-        let now = Instant::now();
-        let Some(machine) = self.split.get_mut(node) else {
-            return;
-        };
-        while let Some(CloudEvent::Activations {
-            activations,
-            tensor,
-        }) = machine.poll_event()
-        {
+    /// Hands ready devices' steps to free workers, in turn.
+    fn dispatch(&mut self) {
+        while self.workers.has_idle() {
+            let Some(node) = self.fairness.next() else {
+                return;
+            };
+            let event = self.split.get_mut(&node).and_then(SplitCloud::poll_event);
+            let Some(CloudEvent::Activations {
+                activations,
+                tensor,
+            }) = event
+            else {
+                self.fairness.done(&node);
+                continue;
+            };
             let app = &mut self.app;
-            let step = isolated(node, "training a step of", || {
-                app.split_step(node, &activations, &tensor)
-            });
-            match step {
-                Ok(Ok((gradient, tensor))) => {
-                    if let Err(err) = machine.send_gradient(now, gradient, tensor) {
-                        warn!(%node, "application answered the wrong step: {err}");
-                    }
-                }
-                Ok(Err(reason)) => {
-                    warn!(%node, step = activations.step, "refused: {reason}");
-                    refuse(&self.connections, node, reason);
-                }
+            match isolated(&node, "preparing a step of", || {
+                app.split_job(&node, activations, tensor)
+            }) {
+                Ok(job) => self.workers.run(node, job),
                 Err(failure) => {
-                    // Whatever the application held for this device may be half
-                    // updated: it starts afresh if the device comes back.
-                    self.split.remove(node);
-                    self.processes.remove(node);
-                    let app = &mut self.app;
-                    let _ = isolated(node, "forgetting", || app.forget(node));
-                    refuse(&self.connections, node, failure);
-                    return;
+                    self.fairness.done(&node);
+                    self.fail(&node, failure);
                 }
             }
         }
-        while let Some(envelope) = machine.poll_transmit() {
-            send(&self.connections, node, envelope);
+    }
+
+    /// Routes a worker's `result` for `node`'s step.
+    fn answer(
+        &mut self,
+        node: &NodeName,
+        result: Result<Result<(CutGradient, Vec<u8>), String>, String>,
+    ) {
+        match result {
+            Ok(Ok((gradient, tensor))) => {
+                // A device restarted meanwhile has a new machine that asked nothing.
+                let Some(machine) = self.split.get_mut(node) else {
+                    return;
+                };
+                if let Err(err) = machine.send_gradient(Instant::now(), gradient, tensor) {
+                    warn!(%node, "a step answered after the device moved on: {err}");
+                }
+                while let Some(envelope) = machine.poll_transmit() {
+                    send(&self.connections, node, envelope);
+                }
+            }
+            Ok(Err(reason)) => {
+                warn!(%node, "refused: {reason}");
+                refuse(&self.connections, node, reason);
+            }
+            Err(failure) => self.fail(node, failure),
+        }
+    }
+
+    /// The application failed on `node`'s work: whatever it held for the device may be
+    /// half updated, so it is dropped (a device that comes back starts afresh), and the
+    /// device is refused with `reason`.
+    fn fail(&mut self, node: &NodeName, reason: String) {
+        self.forget(node);
+        refuse(&self.connections, node, reason);
+    }
+
+    /// Drops `node`'s split machine and whatever the application holds for it.
+    fn forget(&mut self, node: &NodeName) {
+        self.split.remove(node);
+        self.processes.remove(node);
+        let app = &mut self.app;
+        let _ = isolated(node, "forgetting", || app.forget(node));
+    }
+
+    /// Forgets devices away for the idle release time (not while a step of theirs runs).
+    fn release_idle(&mut self, now: Instant) {
+        let due: Vec<NodeName> = self
+            .away
+            .iter()
+            .filter(|(node, left)| {
+                now.duration_since(**left) >= self.idle_release && !self.fairness.is_running(node)
+            })
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in due {
+            self.away.remove(&node);
+            info!(%node, "released after {} s away", self.idle_release.as_secs());
+            self.forget(&node);
         }
     }
 
@@ -309,7 +430,7 @@ fn refuse(
 
 /// Runs the application's `work` for `subject` (a device), catching a panic: the other
 /// devices go on, the panic is logged, and `Err` is one line for the device's operator.
-fn isolated<T>(
+pub(crate) fn isolated<T>(
     subject: impl std::fmt::Display,
     doing: &str,
     work: impl FnOnce() -> T,

@@ -16,6 +16,8 @@ mod hub;
 mod server;
 #[cfg(feature = "model")]
 pub mod split_app;
+mod workers;
 
-pub use app::{Admitted, CloudApp, HelloOnly, RoundOutcome, RoundQuorum};
+pub use app::{Admitted, CloudApp, HelloOnly, RoundOutcome, RoundQuorum, SplitJob};
+pub use hub::HubSettings;
 pub use server::{ServeError, Server, ServerStats};

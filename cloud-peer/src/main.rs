@@ -9,7 +9,8 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tandem_cloud::Server;
+use std::time::Duration;
+use tandem_cloud::{HubSettings, Server};
 use tandem_runtime::transport::TransportLimits;
 use tandem_runtime::transport::pki::Pki;
 
@@ -58,6 +59,14 @@ struct ServeArgs {
     /// Name sent to devices in HelloAck.
     #[arg(long, default_value = "tandem-cloud")]
     name: String,
+    /// Threads that run devices' split steps (devices take turns on them; admissions
+    /// and rounds never wait for a step).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: u16,
+    /// Seconds a device may be away before the cloud frees what it holds for it (its top;
+    /// a restarted device resumes from the top's snapshot).
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=7 * 24 * 3600))]
+    idle_release_s: u64,
     /// What to serve: `split` (MiniLM split fine-tuning), `fl` (federated rounds) or
     /// `hello` (connectivity only).
     #[arg(long, value_enum, default_value_t = App::Split)]
@@ -211,7 +220,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         // Register the signal handlers before announcing the address, so a script that
         // stops us right after reading the line still gets a graceful close.
         let shutdown = shutdown_signal()?;
-        let server = Server::bind(args.listen, &pki, &args.name, &TransportLimits::default())?;
+        let server = Server::bind(args.listen, &pki, &args.name, &TransportLimits::default())?
+            .with_hub(HubSettings {
+                workers: usize::from(args.workers),
+                idle_release: Duration::from_secs(args.idle_release_s),
+            });
         let addr = server
             .local_addr()
             .context("cannot read the bound address")?;

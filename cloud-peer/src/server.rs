@@ -1,7 +1,7 @@
 //! The QUIC server loop: accept connections, run the Hello exchange on each.
 
 use crate::app::{CloudApp, HelloOnly};
-use crate::hub::{self, HubInput, Outbound};
+use crate::hub::{self, HubInput, HubSettings, Outbound};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +57,7 @@ pub struct Server {
     name: NodeName,
     hello_timeout: Duration,
     held_tensor_bytes: u64,
+    hub: HubSettings,
     pki: Pki,
     stats: Arc<ServerStats>,
 }
@@ -88,9 +89,17 @@ impl Server {
             name: short,
             hello_timeout: limits.hello_timeout,
             held_tensor_bytes: limits.held_tensor_bytes,
+            hub: HubSettings::default(),
             pki: pki.clone(),
             stats: Arc::default(),
         })
+    }
+
+    /// Serves devices with `settings` (worker threads, idle release) instead of the
+    /// defaults.
+    pub fn with_hub(mut self, settings: HubSettings) -> Self {
+        self.hub = settings;
+        self
     }
 
     /// The address actually bound (resolves port 0).
@@ -113,9 +122,10 @@ impl Server {
     pub async fn serve_app(self, app: impl CloudApp, shutdown: impl Future<Output = ()>) {
         let served = app.capabilities();
         let (hub_tx, hub_rx) = std::sync::mpsc::channel();
+        let (to_hub, settings) = (hub_tx.clone(), self.hub);
         let hub = std::thread::Builder::new()
             .name("tandem-hub".into())
-            .spawn(move || hub::run(app, hub_rx));
+            .spawn(move || hub::run(app, settings, hub_rx, to_hub));
         let hub = match hub {
             Ok(hub) => hub,
             Err(err) => {
@@ -156,7 +166,8 @@ impl Server {
         self.endpoint
             .close(code.to_varint(), code.reason().as_bytes());
         self.endpoint.wait_idle().await;
-        // The hub ends when the last connection task drops its sender.
+        // Every connection task has ended: nothing more reaches the hub.
+        let _ = hub_tx.send(HubInput::Shutdown);
         drop(hub_tx);
         let _ = tokio::task::spawn_blocking(move || hub.join()).await;
     }

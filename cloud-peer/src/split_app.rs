@@ -1,9 +1,11 @@
 //! The split fine-tuning application: one MiniLM top half per device, trained on the
 //! cut tensors it sends.
 
-use crate::app::{Admitted, CloudApp, RoundOutcome};
+use crate::app::{Admitted, CloudApp, RoundOutcome, SplitJob};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::model::minilm::{MiniLm, ModelError};
@@ -57,10 +59,23 @@ pub struct SplitApp {
     /// The whole encoder, loaded once on the training device; each device's top is
     /// cut from a clone.
     model: MiniLm,
-    /// One top per admitted device, made at its Hello, and the device process it
-    /// trains for.
-    trainers: HashMap<NodeName, (CloudTrainer, u64)>,
-    totals: std::sync::Arc<std::sync::Mutex<ComputeTotals>>,
+    /// One top per admitted device, made at its Hello.
+    tops: HashMap<NodeName, Slot>,
+    /// Devices whose tops were freed (idle, or failed), and the process they served: that
+    /// process is refused (its top is gone); a restart resumes from a snapshot.
+    freed: HashMap<NodeName, u64>,
+    totals: Arc<Mutex<ComputeTotals>>,
+}
+
+/// An admitted device's top: trained on a worker thread, step by step, under its lock.
+struct Slot {
+    /// What the top was made for ([`Admission::run_settings`]).
+    run_settings: String,
+    /// The device process it trains for.
+    process: u64,
+    /// Steps it has trained, as its worker last left it (read without the lock).
+    updates: Arc<AtomicU64>,
+    trainer: Arc<Mutex<CloudTrainer>>,
 }
 
 impl SplitApp {
@@ -70,47 +85,35 @@ impl SplitApp {
         Ok(Self {
             settings,
             model,
-            trainers: HashMap::new(),
+            tops: HashMap::new(),
+            freed: HashMap::new(),
             totals: Default::default(),
         })
     }
 
     /// A handle on the compute totals, readable while the server runs.
-    pub fn totals(&self) -> std::sync::Arc<std::sync::Mutex<ComputeTotals>> {
+    pub fn totals(&self) -> Arc<Mutex<ComputeTotals>> {
         self.totals.clone()
+    }
+
+    /// What a worker needs to train `node`'s top.
+    fn top_step(&self, node: &NodeName) -> Result<TopStep, String> {
+        let slot = self
+            .tops
+            .get(node)
+            .ok_or_else(|| format!("'{node}' sent activations without a split Hello"))?;
+        Ok(TopStep {
+            node: node.clone(),
+            trainer: slot.trainer.clone(),
+            updates: slot.updates.clone(),
+            totals: self.totals.clone(),
+            snapshots: self.snapshot_dir(node),
+        })
     }
 
     /// The directory of `node`'s snapshots.
     fn snapshot_dir(&self, node: &NodeName) -> Option<PathBuf> {
         Some(self.settings.state_dir.as_ref()?.join(node.as_str()))
-    }
-
-    /// Writes `node`'s top to its snapshot directory and keeps the newest
-    /// [`SNAPSHOTS_KEPT`] of its run (older runs' go).
-    fn snapshot_top(&self, node: &NodeName) -> Result<(), String> {
-        let (Some(dir), Some((trainer, _))) = (self.snapshot_dir(node), self.trainers.get(node))
-        else {
-            return Ok(());
-        };
-        let run = trainer.admission().plan.run;
-        trainer.save_snapshot(&dir.join(snapshot_name(run, trainer.updates())))?;
-        let mut ours = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
-            let Ok(entry) = entry else { continue };
-            let name = entry.file_name().to_string_lossy().into_owned();
-            match parse_snapshot_name(&name) {
-                Some((other, step)) if other == run => ours.push((step, entry.path())),
-                Some(_) => {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-                None => {}
-            }
-        }
-        ours.sort_unstable();
-        for (_, old) in ours.iter().rev().skip(SNAPSHOTS_KEPT) {
-            let _ = std::fs::remove_file(old);
-        }
-        Ok(())
     }
 
     /// `node`'s top of run `run` as it was after `step` steps, from its snapshot. The
@@ -128,6 +131,78 @@ impl SplitApp {
         TrainerSnapshot::load(&path, snapshot::TOP_MAGIC)
             .map_err(|e| format!("cannot resume: {e}"))?
             .ok_or_else(missing)
+    }
+}
+
+/// Writes `trainer` to the snapshot directory `dir` and keeps the newest
+/// [`SNAPSHOTS_KEPT`] of its run (older runs' go).
+fn snapshot_top(dir: &Path, trainer: &CloudTrainer) -> Result<(), String> {
+    let run = trainer.admission().plan.run;
+    trainer.save_snapshot(&dir.join(snapshot_name(run, trainer.updates())))?;
+    let mut ours = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        match parse_snapshot_name(&name) {
+            Some((other, step)) if other == run => ours.push((step, entry.path())),
+            Some(_) => {
+                let _ = std::fs::remove_file(entry.path());
+            }
+            None => {}
+        }
+    }
+    ours.sort_unstable();
+    for (_, old) in ours.iter().rev().skip(SNAPSHOTS_KEPT) {
+        let _ = std::fs::remove_file(old);
+    }
+    Ok(())
+}
+
+/// What a worker needs to train one device's top.
+struct TopStep {
+    node: NodeName,
+    trainer: Arc<Mutex<CloudTrainer>>,
+    updates: Arc<AtomicU64>,
+    totals: Arc<Mutex<ComputeTotals>>,
+    /// Where its snapshots go (`None`: none).
+    snapshots: Option<PathBuf>,
+}
+
+impl TopStep {
+    /// Trains the top on one step and snapshots it where the device checkpoints.
+    fn run(
+        &self,
+        activations: &Activations,
+        tensor: &[u8],
+    ) -> Result<(CutGradient, Vec<u8>), String> {
+        let node = &self.node;
+        let mut trainer = self
+            .trainer
+            .lock()
+            .map_err(|_| format!("the top of '{node}' failed in an earlier step"))?;
+        let started = Instant::now();
+        let before = trainer.updates();
+        let reply = trainer.step(activations, tensor);
+        if activations.train
+            && let Ok(mut totals) = self.totals.lock()
+        {
+            totals.steps += 1;
+            totals.train += started.elapsed();
+        }
+        let (done, plan) = (trainer.updates(), trainer.admission().plan);
+        self.updates.store(done, Ordering::Release);
+        // The device's rule, so its resume finds the top where its checkpoint is.
+        let checkpoint = plan.checkpoint_every > 0
+            && done != before
+            && checkpoint_due(done, plan.checkpoint_every, plan.steps);
+        if checkpoint
+            && let Some(dir) = &self.snapshots
+            && let Err(e) = snapshot_top(dir, &trainer)
+        {
+            // The device goes on; only a resume at this step will be refused.
+            warn!(%node, step = done, "cannot snapshot the top: {e}");
+        }
+        reply
     }
 }
 
@@ -164,17 +239,16 @@ impl CloudApp for SplitApp {
         // The same process reconnecting keeps its top, and so does a restarted one
         // resuming the run exactly where the top is; a new run or request gets a fresh
         // top, and a restart at an earlier step the top snapshotted there.
-        let keep = self
-            .trainers
-            .get(&hello.node)
-            .is_some_and(|(top, process)| {
-                top.admission().run_settings() == admission.run_settings()
-                    && (*process == plan.process || top.updates() == plan.start_step)
-            });
-        if keep {
-            if let Some((_, process)) = self.trainers.get_mut(&hello.node) {
-                *process = plan.process;
-            }
+        let run_settings = admission.run_settings();
+        if self.freed.get(&hello.node) == Some(&plan.process) {
+            return Err("this cloud freed the top of this device process (it was away too long, or its step failed): restart the device with --resume to continue from its checkpoint".into());
+        }
+        if let Some(slot) = self.tops.get_mut(&hello.node)
+            && slot.run_settings == run_settings
+            && (slot.process == plan.process
+                || slot.updates.load(Ordering::Acquire) == plan.start_step)
+        {
+            slot.process = plan.process;
             return Ok(admitted);
         }
         let device = self.settings.backend.training_device();
@@ -194,8 +268,14 @@ impl CloudApp for SplitApp {
             )?
         };
         let trainer = trainer.with_code_cache(self.settings.code_cache_bytes);
-        self.trainers
-            .insert(hello.node.clone(), (trainer, plan.process));
+        let slot = Slot {
+            run_settings,
+            process: plan.process,
+            updates: Arc::new(AtomicU64::new(trainer.updates())),
+            trainer: Arc::new(Mutex::new(trainer)),
+        };
+        self.freed.remove(&hello.node);
+        self.tops.insert(hello.node.clone(), slot);
         Ok(admitted)
     }
 
@@ -205,33 +285,24 @@ impl CloudApp for SplitApp {
         activations: &Activations,
         tensor: &[u8],
     ) -> Result<(CutGradient, Vec<u8>), String> {
-        let (trainer, _) = self
-            .trainers
-            .get_mut(node)
-            .ok_or_else(|| format!("'{node}' sent activations without a split Hello"))?;
-        let started = Instant::now();
-        let before = trainer.updates();
-        let reply = trainer.step(activations, tensor);
-        if activations.train
-            && let Ok(mut totals) = self.totals.lock()
-        {
-            totals.steps += 1;
-            totals.train += started.elapsed();
-        }
-        let (done, plan) = (trainer.updates(), trainer.admission().plan);
-        // The device's rule, so its resume finds the top where its checkpoint is.
-        let checkpoint = plan.checkpoint_every > 0
-            && done != before
-            && checkpoint_due(done, plan.checkpoint_every, plan.steps);
-        if checkpoint && let Err(e) = self.snapshot_top(node) {
-            // The device goes on; only a resume at this step will be refused.
-            warn!(%node, step = done, "cannot snapshot the top: {e}");
-        }
-        reply
+        self.top_step(node)?.run(activations, tensor)
+    }
+
+    fn split_job(
+        &mut self,
+        node: &NodeName,
+        activations: Box<Activations>,
+        tensor: Vec<u8>,
+    ) -> SplitJob {
+        let step = self.top_step(node);
+        Box::new(move || step?.run(&activations, &tensor))
     }
 
     fn forget(&mut self, node: &NodeName) {
-        self.trainers.remove(node);
+        if let Some(slot) = self.tops.remove(node) {
+            info!(%node, "freed its top");
+            self.freed.insert(node.clone(), slot.process);
+        }
     }
 
     fn round_tasks(&mut self, _round: u64, _participants: &[NodeName]) -> Option<Vec<Assignment>> {

@@ -342,4 +342,21 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn newer_steps_replace_one_not_yet_handed_out() {
+        let mut cloud = SplitCloud::new();
+        let now = Instant::now();
+        for step in 0..100 {
+            let mut a = Pair::activations(1);
+            a.step = step;
+            cloud.handle_message(now, Envelope::Activations(Box::new(a), vec![step as u8]));
+        }
+        // A device that floods steps holds one waiting step, the newest.
+        match cloud.poll_event() {
+            Some(CloudEvent::Activations { activations, .. }) => assert_eq!(activations.step, 99),
+            other => panic!("expected step 99, got {other:?}"),
+        }
+        assert_eq!(cloud.poll_event(), None);
+    }
 }

@@ -282,8 +282,11 @@ impl SplitCloud {
             return;
         }
         // A newer step supersedes a pending one: the device gave that one up, and
-        // answering it now returns `NotPending`.
+        // answering it now returns `NotPending`. One not yet handed to the application
+        // is dropped, so a device holds at most one waiting step here, however fast it
+        // sends.
         self.pending = Some(step);
+        self.events.clear();
         self.events.push_back(CloudEvent::Activations {
             activations,
             tensor,

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tandem_cloud::{CloudApp, HelloOnly, Server, ServerStats};
+use tandem_cloud::{CloudApp, HelloOnly, HubSettings, Server, ServerStats};
 use tandem_runtime::transport::{
     self, TransportLimits,
     pki::Pki,
@@ -81,9 +81,29 @@ impl Cloud {
     /// A cloud serving `app` with the CA already in `dir` (a redeployed cloud: its
     /// devices' certificates stay valid).
     pub async fn restart_with(dir: &Path, limits: &TransportLimits, app: impl CloudApp) -> Cloud {
+        Self::launch(dir, limits, HubSettings::default(), app).await
+    }
+
+    /// A cloud serving `app` with `hub`'s workers and idle release, its certificates in
+    /// a temporary directory named after `test`.
+    pub async fn start_with_hub(test: &str, hub: HubSettings, app: impl CloudApp) -> Cloud {
+        let dir = temp_dir(test);
+        Pki::new(&*dir).init().expect("CA");
+        let mut cloud = Self::launch(&dir, &TransportLimits::default(), hub, app).await;
+        cloud._dir = Some(dir);
+        cloud
+    }
+
+    async fn launch(
+        dir: &Path,
+        limits: &TransportLimits,
+        hub: HubSettings,
+        app: impl CloudApp,
+    ) -> Cloud {
         let pki = Pki::new(dir);
         let server = Server::bind("127.0.0.1:0".parse().unwrap(), &pki, "test-cloud", limits)
-            .expect("bind loopback");
+            .expect("bind loopback")
+            .with_hub(hub);
         let addr = server.local_addr().unwrap();
         let stats = server.stats();
         let (stop, stopped) = oneshot::channel();

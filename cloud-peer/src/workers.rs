@@ -1,0 +1,143 @@
+//! The threads that run devices' split steps off the session hub, so admissions, round
+//! deadlines and every other device's messages never wait behind a training step.
+//!
+//! The hub hands a worker one device's step at a time and keeps at most one step per
+//! device queued or running ([`Fairness`]): devices take turns in the order their
+//! steps became ready, whatever their batch sizes. A panic in a step is caught on its
+//! worker and reported as that device's failure.
+
+use crate::app::SplitJob;
+use crate::hub::{HubInput, isolated};
+use std::collections::{HashSet, VecDeque};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use tandem_runtime::wire::NodeName;
+
+/// A device's step to run.
+struct Task {
+    node: NodeName,
+    job: SplitJob,
+}
+
+/// The pool: `size` threads taking tasks from one queue and reporting each result to the
+/// hub as [`HubInput::StepDone`].
+pub(crate) struct Workers {
+    tasks: Sender<Task>,
+    idle: usize,
+}
+
+impl Workers {
+    /// Starts `size` (at least 1) worker threads reporting to `hub`.
+    pub(crate) fn start(size: usize, hub: Sender<HubInput>) -> std::io::Result<Self> {
+        let (tasks, queue) = std::sync::mpsc::channel::<Task>();
+        let queue = Arc::new(Mutex::new(queue));
+        let size = size.max(1);
+        for i in 0..size {
+            let (queue, hub) = (queue.clone(), hub.clone());
+            std::thread::Builder::new()
+                .name(format!("tandem-worker-{i}"))
+                .spawn(move || work(&queue, &hub))?;
+        }
+        Ok(Self { tasks, idle: size })
+    }
+
+    /// Whether a worker is free for another step.
+    pub(crate) fn has_idle(&self) -> bool {
+        self.idle > 0
+    }
+
+    /// Hands `node`'s `job` to a free worker.
+    pub(crate) fn run(&mut self, node: NodeName, job: SplitJob) {
+        self.idle = self.idle.saturating_sub(1);
+        // The workers live as long as the pool's sender; a send cannot fail before.
+        let _ = self.tasks.send(Task { node, job });
+    }
+
+    /// A worker finished a step.
+    pub(crate) fn finished(&mut self) {
+        self.idle += 1;
+    }
+}
+
+/// One worker: runs tasks until the pool is dropped.
+fn work(queue: &Mutex<Receiver<Task>>, hub: &Sender<HubInput>) {
+    loop {
+        // The lock is held only while waiting for the next task.
+        let task = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        let Ok(Task { node, job }) = task else { return };
+        let result = isolated(&node, "training a step of", job);
+        if hub.send(HubInput::StepDone { node, result }).is_err() {
+            return;
+        }
+    }
+}
+
+/// Which device runs next: devices with a step ready, in the order they became ready,
+/// each at most once (a device's next step is queued only after its previous one ran).
+#[derive(Default)]
+pub(crate) struct Fairness {
+    ready: VecDeque<NodeName>,
+    queued: HashSet<NodeName>,
+    running: HashSet<NodeName>,
+}
+
+impl Fairness {
+    /// `node` may have a step ready: queue it unless it is queued or running.
+    pub(crate) fn ready(&mut self, node: &NodeName) {
+        if !self.running.contains(node) && self.queued.insert(node.clone()) {
+            self.ready.push_back(node.clone());
+        }
+    }
+
+    /// The next device to run, now marked running.
+    pub(crate) fn next(&mut self) -> Option<NodeName> {
+        let node = self.ready.pop_front()?;
+        self.queued.remove(&node);
+        self.running.insert(node.clone());
+        Some(node)
+    }
+
+    /// `node`'s step ended (or it had none to run after all).
+    pub(crate) fn done(&mut self, node: &NodeName) {
+        self.running.remove(node);
+    }
+
+    /// Whether `node` has a step running.
+    pub(crate) fn is_running(&self, node: &NodeName) -> bool {
+        self.running.contains(node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> NodeName {
+        NodeName::try_from(name).unwrap()
+    }
+
+    #[test]
+    fn devices_take_turns_and_never_run_twice_at_once() {
+        let mut fair = Fairness::default();
+        let (a, b) = (node("a"), node("b"));
+        fair.ready(&a);
+        fair.ready(&a);
+        fair.ready(&b);
+        assert_eq!(fair.next(), Some(a.clone()));
+        // `a` is running: more of its steps wait until it is done.
+        fair.ready(&a);
+        assert_eq!(fair.next(), Some(b.clone()));
+        assert_eq!(fair.next(), None);
+        fair.done(&a);
+        fair.ready(&a);
+        fair.ready(&b);
+        assert_eq!(fair.next(), Some(a.clone()));
+        assert!(fair.is_running(&a));
+        fair.done(&b);
+        fair.ready(&b);
+        assert_eq!(fair.next(), Some(b));
+    }
+}

@@ -1,0 +1,183 @@
+//! The cloud serves everyone while one device trains: split steps run on worker threads,
+//! so another device's Hello is admitted and its steps answered while a step is stuck
+//! in the application; a device away longer than the idle release is forgotten (what
+//! the application held for it freed).
+
+mod common;
+
+use common::{Cloud, device_endpoint, node};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tandem_cloud::{CloudApp, HubSettings, RoundOutcome, SplitJob};
+use tandem_runtime::session::check::probe_activations;
+use tandem_runtime::session::fl::Assignment;
+use tandem_runtime::session::split::{SplitConfig, SplitDevice};
+use tandem_runtime::transport;
+use tandem_runtime::transport::link::{DeviceLink, LinkTarget, ReconnectPolicy};
+use tandem_runtime::wire::{Activations, Capabilities, CodecDesc, CutGradient, NodeName};
+
+/// Answers each step with its bytes reversed, on a worker; a step of "stuck" waits until
+/// the test sends on `release`. Logs steps answered and nodes forgotten.
+struct WorkerApp {
+    release: Arc<Mutex<Receiver<()>>>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl CloudApp for WorkerApp {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::SPLIT
+    }
+
+    fn split_job(
+        &mut self,
+        node: &NodeName,
+        activations: Box<Activations>,
+        tensor: Vec<u8>,
+    ) -> SplitJob {
+        let (release, log, node) = (self.release.clone(), self.log.clone(), node.to_string());
+        Box::new(move || {
+            if node == "stuck" {
+                let _ = release.lock().unwrap().recv();
+            }
+            log.lock()
+                .unwrap()
+                .push(format!("{node} {}", activations.step));
+            let reply: Vec<u8> = tensor.iter().rev().copied().collect();
+            let gradient = CutGradient {
+                step: activations.step,
+                loss: 0.0,
+                kept: false,
+                codec: CodecDesc::Identity,
+                payload_len: reply.len() as u64,
+            };
+            Ok((gradient, reply))
+        })
+    }
+
+    fn forget(&mut self, node: &NodeName) {
+        self.log.lock().unwrap().push(format!("{node} forgotten"));
+    }
+
+    fn round_tasks(&mut self, _round: u64, _participants: &[NodeName]) -> Option<Vec<Assignment>> {
+        None
+    }
+
+    fn round_ended(&mut self, _outcome: RoundOutcome) {}
+}
+
+async fn cloud(test: &str, hub: HubSettings) -> (Cloud, Sender<()>, Arc<Mutex<Vec<String>>>) {
+    let (release, released) = std::sync::mpsc::channel();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let app = WorkerApp {
+        release: Arc::new(Mutex::new(released)),
+        log: log.clone(),
+    };
+    (Cloud::start_with_hub(test, hub, app).await, release, log)
+}
+
+async fn link(cloud: &Cloud, name: &str) -> DeviceLink {
+    let target = LinkTarget::new(
+        cloud.addr,
+        transport::DEFAULT_SERVER_NAME,
+        node(name),
+        Capabilities::SPLIT,
+    );
+    let policy = ReconnectPolicy {
+        first_wait: Duration::from_millis(20),
+        give_up_after: Duration::from_secs(5),
+        ..ReconnectPolicy::default()
+    };
+    DeviceLink::connect(device_endpoint(cloud, name), target, policy)
+        .await
+        .expect("link up")
+}
+
+/// A device whose steps wait up to 30 s for their gradient (no resends in these tests).
+fn split_device() -> SplitDevice {
+    let config = SplitConfig {
+        step_timeout: Duration::from_secs(30),
+        ..SplitConfig::default()
+    };
+    SplitDevice::new(config, 0)
+}
+
+async fn step(link: &mut DeviceLink, machine: &mut SplitDevice) -> u64 {
+    let tensor = vec![1, 2, 3];
+    let activations = Activations {
+        payload_len: tensor.len() as u64,
+        ..probe_activations()
+    };
+    let (gradient, reply) = link
+        .split_step(machine, activations, tensor)
+        .await
+        .expect("step completes");
+    assert_eq!(reply, [3, 2, 1]);
+    gradient.step
+}
+
+#[tokio::test]
+async fn others_are_admitted_and_served_while_a_step_is_stuck() {
+    let hub = HubSettings {
+        workers: 2,
+        ..HubSettings::default()
+    };
+    let (cloud, release, log) = cloud("workers-stuck", hub).await;
+    let mut stuck = link(&cloud, "stuck").await;
+    let stuck_step = tokio::spawn(async move {
+        let mut machine = split_device();
+        let step = step(&mut stuck, &mut machine).await;
+        (stuck, step)
+    });
+    // While "stuck"'s step holds a worker: a new device is admitted and trains.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut other = tokio::time::timeout(Duration::from_secs(5), link(&cloud, "other"))
+        .await
+        .expect("admitted while a step is stuck");
+    let mut machine = split_device();
+    for want in 0..3 {
+        let done = tokio::time::timeout(Duration::from_secs(5), step(&mut other, &mut machine));
+        assert_eq!(done.await.expect("answered while a step is stuck"), want);
+    }
+    assert!(!stuck_step.is_finished());
+    release.send(()).unwrap();
+    let (mut stuck, step) = stuck_step.await.unwrap();
+    assert_eq!(step, 0);
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["other 0", "other 1", "other 2", "stuck 0"]
+    );
+    stuck.close();
+    other.close();
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_device_away_past_the_idle_release_is_forgotten() {
+    let hub = HubSettings {
+        workers: 1,
+        idle_release: Duration::from_millis(200),
+    };
+    let (cloud, _release, log) = cloud("workers-idle", hub).await;
+    let mut device = link(&cloud, "pi").await;
+    let mut machine = split_device();
+    step(&mut device, &mut machine).await;
+    // Connected and quiet: kept.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(*log.lock().unwrap(), ["pi 0"]);
+    device.close();
+    let mut forgotten = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if log.lock().unwrap().iter().any(|l| l == "pi forgotten") {
+            forgotten = true;
+            break;
+        }
+    }
+    assert!(
+        forgotten,
+        "the cloud kept the device: {:?}",
+        log.lock().unwrap()
+    );
+    cloud.shutdown().await;
+}
