@@ -16,6 +16,8 @@ mod hub;
 mod server;
 #[cfg(feature = "model")]
 pub mod split_app;
+#[cfg(feature = "model")]
+pub mod tops_memory;
 mod workers;
 
 pub use app::{Admitted, CloudApp, HelloOnly, RoundOutcome, RoundQuorum, SplitJob};

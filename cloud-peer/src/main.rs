@@ -43,6 +43,10 @@ enum Command {
     /// validation and strategy code as `serve --app fl`).
     #[cfg(feature = "model")]
     Simulate(Box<fl_command::SimulateArgs>),
+    /// Measures the cloud's memory per admitted split device for a `--top` choice (in
+    /// this process, no network): `cargo xtask bench cloud` runs it.
+    #[cfg(feature = "model")]
+    MeasureTops(tandem_cloud::tops_memory::MeasureTopsArgs),
     /// Manage the certificate authority that devices are admitted by.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -122,6 +126,11 @@ struct SplitArgs {
     /// in its Hello); larger requests are refused at Hello.
     #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
     max_step_tokens: u64,
+    /// How each device's top trains: `per-device` (a whole top each, about 85 MB at cut
+    /// 2) or `lora:R` (LoRA adapters of rank R on one shared frozen copy of the upper
+    /// layers, and a head, per device).
+    #[arg(long, default_value = "per-device")]
+    top: tandem_runtime::model::split::TopTraining,
     /// Attention scores per split step and layer at most (batch x length^2).
     #[arg(long, default_value_t = 1 << 22, value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
     max_step_attention: u64,
@@ -164,6 +173,8 @@ fn run(command: Command) -> Result<()> {
         Command::Serve(args) => serve(*args),
         #[cfg(feature = "model")]
         Command::Simulate(args) => fl_command::run(*args),
+        #[cfg(feature = "model")]
+        Command::MeasureTops(args) => tandem_cloud::tops_memory::run(args),
         Command::Ca(CaCommand::Init { pki }) => {
             let pki = pki_at(pki);
             pki.init()?;
@@ -275,6 +286,7 @@ async fn serve_split(
                 .unwrap_or_else(|| tandem_runtime::paths::cache_dir().join("split-tops")),
         ),
         code_cache_bytes: args.code_cache_mib.saturating_mul(1 << 20),
+        top: args.top,
         step_caps: tandem_runtime::session::step_limits::StepCaps {
             tokens: args.max_step_tokens,
             attention: args.max_step_attention,

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::model::minilm::{MiniLm, ModelError};
-use tandem_runtime::model::split::LrSchedule;
 use tandem_runtime::model::split::cloud::{Admission, CloudTrainer};
 use tandem_runtime::model::split::position::checkpoint_due;
 use tandem_runtime::model::split::snapshot::{self, TrainerSnapshot};
+use tandem_runtime::model::split::{LrSchedule, TopTraining};
 use tandem_runtime::session::fl::Assignment;
 use tandem_runtime::session::step_limits::StepCaps;
 use tandem_runtime::wire::{Activations, Capabilities, CutGradient, Hello, NodeName};
@@ -38,6 +38,9 @@ pub struct SplitSettings {
     pub code_cache_bytes: usize,
     /// The largest step any device may declare at Hello.
     pub step_caps: StepCaps,
+    /// How each device's top trains: a whole top each, or LoRA adapters on one shared
+    /// frozen copy.
+    pub top: TopTraining,
 }
 
 /// Snapshots kept per device: its checkpoint can lag the top's newest by one interval
@@ -253,8 +256,16 @@ impl CloudApp for SplitApp {
         }
         let device = self.settings.backend.training_device();
         let (schedule, seed) = (self.settings.schedule, self.settings.seed);
+        let training = self.settings.top;
         let trainer = if plan.start_step == 0 {
-            CloudTrainer::new(self.model.clone(), &device, admission, schedule, seed)?
+            CloudTrainer::new(
+                self.model.clone(),
+                &device,
+                admission,
+                training,
+                schedule,
+                seed,
+            )?
         } else {
             let saved = self.saved_top(&hello.node, plan.run, plan.start_step)?;
             info!(node = %hello.node, step = plan.start_step, "resumed the top from its snapshot");
@@ -262,6 +273,7 @@ impl CloudApp for SplitApp {
                 self.model.clone(),
                 &device,
                 admission,
+                training,
                 schedule,
                 seed,
                 saved,

@@ -24,6 +24,7 @@ pub mod data;
 pub mod fl;
 pub mod fnv;
 pub mod logging;
+pub mod memory;
 #[cfg(feature = "model")]
 pub mod model;
 pub mod paths;

@@ -19,6 +19,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("fl-codec-insns") => return crate::insn::fl_codec_insns(),
         Some("lowrank-mca") => return crate::mca::lowrank_mca(),
         Some("split") => return crate::split_bench::bench(&args[1..]),
+        Some("cloud") => return crate::cloud_bench::bench(&args[1..]),
         Some("fl") => return crate::fl::bench(&args[1..]),
         Some("fl-quic") => return crate::fl::quic_bench(&args[1..]),
         _ => {}
@@ -31,6 +32,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "lowrank-mca",
         "fl-codec-insns",
         "split",
+        "cloud",
         "fl",
         "fl-quic",
     ]);

@@ -14,6 +14,7 @@
 
 mod bench;
 mod ci;
+mod cloud_bench;
 mod cross;
 mod demo;
 mod fl;
@@ -44,7 +45,8 @@ tasks:
                         (identity vs sft on loopback, release processes), fl [--rounds N]
                         (simulated federated runs: strategies x partitions x codecs), sort-insns
                         (aarch64 instructions per key under qemu), sort-mca (llvm-mca),
-                        lowrank-insns (qemu counts), lowrank-mca (llvm-mca)
+                        lowrank-insns (qemu counts), lowrank-mca (llvm-mca), cloud
+                        (the cloud's memory per split device for each --top)
   fuzz <target> [seconds] [-- libfuzzer args]
                         coverage-guided fuzzing on stable (frame_roundtrip, split_ops,
                         round_ops); corpus in fuzz/corpus, crashes in fuzz/artifacts

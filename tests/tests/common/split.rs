@@ -8,7 +8,7 @@ use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::model::minilm::{self, ModelError, TextTokenizer};
 use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
 use tandem_runtime::model::split::run::{self, HeldOut, RunConfig, RunPosition, RunReport};
-use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
+use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode, TopTraining};
 use tandem_runtime::session::step_limits::StepCaps;
 use tandem_runtime::transport::link::{DeviceLink, LinkError, LinkTarget, ReconnectPolicy};
 use tandem_runtime::wire::Capabilities;
@@ -68,6 +68,7 @@ pub fn cloud_settings(steps: u64) -> SplitSettings {
         state_dir: None,
         code_cache_bytes: 0,
         step_caps: StepCaps::default(),
+        top: TopTraining::PerDevice,
     }
 }
 

@@ -273,7 +273,7 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
 }
 
 fn finish(args: &SplitArgs, report: &RunReport, hidden: usize, compared: Vec<Curve>) -> Result<()> {
-    let peak_rss_kib = peak_rss_kib();
+    let peak_rss_kib = tandem_runtime::memory::peak_rss_kib();
     let mut json = serde_json::to_value(report).context("cannot serialise the metrics")?;
     json["peak_rss_kib"] = peak_rss_kib.into();
     json["label"] = split_plot::label(&args.label).into();
@@ -338,17 +338,4 @@ fn bytes(n: u64) -> String {
         0..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
         _ => format!("{:.2} MB", n as f64 / 1e6),
     }
-}
-
-/// This process's peak resident set (Linux `VmHWM`), in KiB; 0 where unknown.
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -6,7 +6,7 @@ use super::device::{CLASSES, sft_suffix};
 use super::halves::{Top, split};
 use super::schedule::{LrSchedule, ScheduledAdamW};
 use super::snapshot::{self, SnapshotHead, TrainerSnapshot};
-use super::spec::{CutForm, SftWeight};
+use super::spec::{CutForm, SftWeight, TopTraining};
 use super::tokens;
 use crate::codec::{self, Encoder, Shape};
 use crate::model::minilm::{BertShape, MODEL_NAME, MiniLm};
@@ -146,12 +146,19 @@ impl Admission {
     }
 }
 
+/// What a top's snapshot records it was made for: the request and run, and how the
+/// cloud trains it (a resume must match both).
+fn snapshot_settings(admission: &Admission, training: TopTraining) -> String {
+    format!("{}, top {training}", admission.run_settings())
+}
+
 /// The top half of one device's model, being trained.
 pub struct CloudTrainer {
     top: Top,
     optimizer: ScheduledAdamW,
     device: Device,
     admission: Admission,
+    training: TopTraining,
     gradient: Option<Encoder>,
     /// A frozen bottom's codes, kept by review.
     codes: CodeCache,
@@ -169,11 +176,17 @@ impl CloudTrainer {
         model: MiniLm,
         device: &Device,
         admission: Admission,
+        training: TopTraining,
         schedule: LrSchedule,
         seed: u64,
     ) -> Result<Self, String> {
         device.seed(seed);
         let (_, top) = split(model, admission.cut, admission.form, CLASSES, device)?;
+        let top = match training {
+            TopTraining::PerDevice => top,
+            // alpha = 2r: the usual LoRA scaling of 2, as on the device.
+            TopTraining::Lora { rank } => top.with_lora(rank, 2.0 * rank as f64, device),
+        };
         let gradient = admission
             .gradient
             .map(Encoder::per_step)
@@ -186,6 +199,7 @@ impl CloudTrainer {
             device: device.clone(),
             gradient,
             admission,
+            training,
             codes: CodeCache::default(),
         })
     }
@@ -217,7 +231,7 @@ impl CloudTrainer {
         let head = SnapshotHead {
             run: self.admission.plan.run,
             next_step: self.updates(),
-            settings: &self.admission.run_settings(),
+            settings: &snapshot_settings(&self.admission, self.training),
             encoder: &encoder,
         };
         snapshot::save(
@@ -234,18 +248,19 @@ impl CloudTrainer {
         model: MiniLm,
         device: &Device,
         admission: Admission,
+        training: TopTraining,
         schedule: LrSchedule,
         seed: u64,
         saved: TrainerSnapshot,
     ) -> Result<Self, String> {
-        if saved.settings != admission.run_settings() {
+        let expected = snapshot_settings(&admission, training);
+        if saved.settings != expected {
             return Err(format!(
-                "the saved top is of another request ({}); this one is {}",
+                "the saved top is of another request or top ({}); this one is {expected}",
                 saved.settings,
-                admission.run_settings()
             ));
         }
-        let mut trainer = Self::new(model, device, admission, schedule, seed)?;
+        let mut trainer = Self::new(model, device, admission, training, schedule, seed)?;
         (trainer.top, trainer.optimizer) = snapshot::restore(
             trainer.top,
             admission.schedule(schedule),

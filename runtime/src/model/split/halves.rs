@@ -114,6 +114,19 @@ impl Top {
         }
         self.head.forward(mean_pool(x, seq_lens))
     }
+
+    /// The top with its layers frozen and LoRA adapters on their attention; the SFT
+    /// up-projection (if any) and the head still train.
+    pub fn with_lora(self, rank: usize, alpha: f64, device: &Device) -> Self {
+        Self {
+            layers: self
+                .layers
+                .into_iter()
+                .map(|layer| layer.no_grad().attach_lora(rank, alpha, device))
+                .collect(),
+            ..self
+        }
+    }
 }
 
 /// Cuts `model` after `cut` layers (1..layers-1). The classifier head (`d -> classes`)

@@ -13,7 +13,7 @@ pub mod tokens;
 
 pub use halves::{Bottom, Top, split};
 pub use schedule::LrSchedule;
-pub use spec::{CutForm, LinkCodec, Mode, SftWeight};
+pub use spec::{CutForm, LinkCodec, Mode, SftWeight, TopTraining};
 pub mod cloud;
 pub mod device;
 pub mod run;

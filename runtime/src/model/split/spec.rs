@@ -36,6 +36,50 @@ impl fmt::Display for Mode {
     }
 }
 
+/// How the cloud trains each device's top half.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TopTraining {
+    /// Every top layer and the head train: a whole top per device (about 85 MB at cut
+    /// 2 with AdamW's two moments).
+    #[default]
+    PerDevice,
+    /// The upper layers stay the pretrained ones, one copy shared by every device (burn
+    /// tensors are reference-counted); each device trains LoRA adapters of this rank
+    /// (1..=16) on their query and value projections, and its own head: about a
+    /// megabyte per device.
+    Lora {
+        /// The adapters' rank.
+        rank: usize,
+    },
+}
+
+impl std::str::FromStr for TopTraining {
+    type Err = String;
+
+    /// `per-device` or `lora:R` (R in 1..=16).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let max = crate::model::minilm::lora::MAX_LORA_RANK;
+        if s == "per-device" {
+            return Ok(Self::PerDevice);
+        }
+        match s.strip_prefix("lora:").map(str::parse::<usize>) {
+            Some(Ok(rank)) if (1..=max).contains(&rank) => Ok(Self::Lora { rank }),
+            _ => Err(format!(
+                "`{s}`: expected per-device or lora:R with R in 1..={max}"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for TopTraining {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PerDevice => f.write_str("per-device"),
+            Self::Lora { rank } => write!(f, "lora:{rank}"),
+        }
+    }
+}
+
 /// Which feed-forward weight of the cut layer the SFT code factors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SftWeight {

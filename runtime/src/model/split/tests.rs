@@ -2,7 +2,7 @@
 
 use super::cloud::{Admission, CloudTrainer};
 use super::device::{DeviceSetup, DeviceTrainer};
-use super::{LinkCodec, LrSchedule, Mode};
+use super::{LinkCodec, LrSchedule, Mode, TopTraining};
 use crate::model::ComputeBackend;
 use crate::model::minilm::{MiniLm, ModelError, TextTokenizer, model_dir};
 use crate::session::step_limits::StepCaps;
@@ -19,8 +19,9 @@ const TEXTS: [(&str, u32); 8] = [
     ("boring, predictable and far too long.", 0),
 ];
 
-/// Trains `steps` steps on the 8 snippets; returns the first and last losses.
-fn run(mode: Mode, codec: &str, steps: u64) -> Option<(f32, f32)> {
+/// Trains `steps` steps on the 8 snippets, the top trained as `top` says; returns the
+/// first and last losses.
+fn run(mode: Mode, codec: &str, top: TopTraining, steps: u64) -> Option<(f32, f32)> {
     let dir = model_dir();
     let tokenizer = match TextTokenizer::load(&dir, 32) {
         Err(ModelError::Missing { path }) => {
@@ -52,7 +53,7 @@ fn run(mode: Mode, codec: &str, steps: u64) -> Option<(f32, f32)> {
     assert_eq!(admission.gradient.is_some(), mode.wants_gradient());
     let training = ComputeBackend::Flex.training_device();
     let model = MiniLm::load(&dir, &training).unwrap();
-    let mut cloud = CloudTrainer::new(model, &training, admission, schedule, 7).unwrap();
+    let mut cloud = CloudTrainer::new(model, &training, admission, top, schedule, 7).unwrap();
     let texts: Vec<&str> = TEXTS.iter().map(|t| t.0).collect();
     let labels: Vec<u32> = TEXTS.iter().map(|t| t.1).collect();
     let batch = tokenizer.batch(&texts).unwrap();
@@ -73,8 +74,25 @@ fn check(mode: Mode, codec: &str) {
 }
 
 fn check_over(mode: Mode, codec: &str, steps: u64) {
-    if let Some((first, last)) = run(mode, codec, steps) {
+    if let Some((first, last)) = run(mode, codec, TopTraining::PerDevice, steps) {
         assert!(last < first * 0.9, "{mode} {codec}: loss {first} -> {last}");
+    }
+}
+
+#[test]
+fn a_lora_top_on_frozen_upper_layers_learns() {
+    let lora = TopTraining::Lora { rank: 8 };
+    if let Some((first, last)) = run(Mode::FrozenBottom, "identity", lora, 8) {
+        assert!(last < first * 0.9, "loss {first} -> {last}");
+    }
+}
+
+#[test]
+fn top_training_parses_per_device_and_lora_ranks_only() {
+    assert_eq!("per-device".parse(), Ok(TopTraining::PerDevice));
+    assert_eq!("lora:16".parse(), Ok(TopTraining::Lora { rank: 16 }));
+    for bad in ["lora:0", "lora:17", "lora:", "shared", ""] {
+        assert!(bad.parse::<TopTraining>().is_err(), "{bad}");
     }
 }
 
