@@ -113,6 +113,20 @@ impl CloudProcess {
         }
     }
 
+    /// Its peak resident set so far (Linux `VmHWM`), in MiB; `None` where unknown.
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib / 1024.0)
+    }
+
     /// SIGTERM (graceful close), then SIGKILL after 5 s; returns every line printed
     /// after the address.
     pub fn stop(&mut self) -> Vec<String> {

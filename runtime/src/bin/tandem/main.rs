@@ -43,6 +43,11 @@ enum Command {
     /// device's data each round and send a compressed update.
     #[cfg(feature = "model")]
     Fl(Box<fl::FlArgs>),
+    /// Many split devices in this process against one cloud, each sending the same real
+    /// batch as its steps: the cloud's throughput, latency and fairness (`cargo xtask
+    /// bench cloud`).
+    #[cfg(feature = "model")]
+    Load(Box<load::LoadArgs>),
 }
 
 #[derive(Args)]
@@ -55,7 +60,7 @@ struct HelloArgs {
 }
 
 /// Where the cloud is and who this device is.
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub(crate) struct ConnectArgs {
     /// The cloud peer, HOST:PORT (e.g. 127.0.0.1:4433 or cloud.example.org:4433).
     #[arg(long, value_name = "HOST:PORT")]
@@ -93,6 +98,8 @@ struct SmokeArgs {
 #[cfg(feature = "model")]
 mod fl;
 #[cfg(feature = "model")]
+mod load;
+#[cfg(feature = "model")]
 mod split;
 mod split_plot;
 
@@ -117,6 +124,8 @@ fn run(command: Command) -> Result<()> {
         Command::Split(args) => split::run(*args),
         #[cfg(feature = "model")]
         Command::Fl(args) => fl::run(*args),
+        #[cfg(feature = "model")]
+        Command::Load(args) => load::run(*args),
     }
 }
 
