@@ -173,6 +173,9 @@ impl Server {
     }
 }
 
+/// Refused streams of one connection that are each logged; after them, every 1000th.
+const LOGGED_REFUSALS: u64 = 10;
+
 /// What a connection task shares with the rest of the server.
 struct Context {
     hub: std::sync::mpsc::Sender<HubInput>,
@@ -315,6 +318,9 @@ async fn run_session(
             }
         }
     });
+    // Refusals of this connection, so a device that sends nothing else cannot flood the
+    // log: the first few are logged, then one line per thousand.
+    let refusals = Arc::new(AtomicU64::new(0));
     loop {
         let recv = match connection.accept_uni().await {
             Ok(recv) => recv,
@@ -327,6 +333,7 @@ async fn run_session(
         let stats = context.stats.clone();
         let node = node.clone();
         let inbound = inbound.clone();
+        let refusals = refusals.clone();
         tokio::spawn(async move {
             match transport::receive_envelope(recv, &inbound).await {
                 Received::Message(envelope, held) => {
@@ -339,7 +346,10 @@ async fn run_session(
                 }
                 Received::Refused(err) => {
                     stats.refused_streams.fetch_add(1, Ordering::Relaxed);
-                    warn!(%node, "refused a stream: {err}");
+                    let refused = refusals.fetch_add(1, Ordering::Relaxed) + 1;
+                    if refused <= LOGGED_REFUSALS || refused.is_multiple_of(1000) {
+                        warn!(%node, refused, "refused a stream: {err}");
+                    }
                 }
                 Received::ConnectionGone => {}
             }

@@ -6,8 +6,10 @@
 //! - the cloud's resident memory per admitted device (`tandem-cloud measure-tops`, in
 //!   one process, no network).
 //!
-//! Not built yet (BENCHMARKS.md says so): the shared top with batching, and a hostile
-//! device beside honest ones.
+//! - one hostile device (`tandem load --hostile`) beside 8 honest ones: the change of
+//!   their p50 and the cloud's peak RSS.
+//!
+//! Not built yet (BENCHMARKS.md says so): the shared top with batching.
 
 use crate::split::{CloudProcess, build_and_issue};
 use crate::util;
@@ -22,15 +24,19 @@ const ROWS: &[(&str, u16)] = &[("per-device", 8), ("lora:8", 32)];
 const LOAD_TOPS: &[&str] = &["per-device", "lora:8"];
 const LOAD_DEVICES: &[(u16, u16)] = &[(1, 8), (8, 4), (32, 2)];
 
-/// The device names `tandem load` uses: `load-0`, `load-1`, ...
+/// The device names `tandem load` uses: `load-0`, `load-1`, ..., `load-hostile-0`.
 const LOAD_PREFIX: &str = "load";
+
+/// The hostile run: one hostile device beside this many honest ones, on this top.
+const HOSTILE_BESIDE: u16 = 8;
+const HOSTILE_TOP: &str = "lora:8";
 
 pub fn bench(args: &[String]) -> Result<()> {
     if !args.is_empty() {
         bail!("bench cloud takes no arguments");
     }
     let bin = build_and_issue("release")?;
-    load_runs(&bin)?;
+    let (hostile_change, _) = load_runs(&bin)?;
     let mut per_device = Vec::new();
     for &(top, devices) in ROWS {
         let out = Command::new(bin.join("tandem-cloud"))
@@ -75,84 +81,142 @@ pub fn bench(args: &[String]) -> Result<()> {
         .iter()
         .find(|r| r.0.starts_with("lora"))
         .map_or(f64::NAN, |r| r.2);
-    println!("cloud_lora_rss_per_device_mib: {lora:.2}");
+    println!(
+        "cloud_lora_rss_per_device_mib: {lora:.2} hostile_honest_p50_change: {hostile_change:+.3}"
+    );
     Ok(())
 }
 
-/// Runs every load configuration and prints its table.
-fn load_runs(bin: &Path) -> Result<()> {
+/// One load run's summary line (`tandem load`'s `load: ...` without its prefix), what
+/// its hostile devices reported, and the cloud's peak RSS.
+struct LoadRun {
+    line: String,
+    hostile: Vec<String>,
+    rss_mib: Option<f64>,
+}
+
+impl LoadRun {
+    /// The number after `name` in the summary line.
+    fn field(&self, name: &str) -> Option<f64> {
+        let mut words = self.line.split_whitespace();
+        while let Some(word) = words.next() {
+            if word == name {
+                return words.next()?.parse().ok();
+            }
+        }
+        None
+    }
+}
+
+/// `devices` honest devices of `steps` steps each, and `hostile` hostile ones, against
+/// a fresh cloud training `--top top`.
+fn load_run(bin: &Path, top: &str, devices: u16, steps: u16, hostile: u16) -> Result<LoadRun> {
+    let state = util::target_dir().join("bench-cloud-tops");
+    let _ = std::fs::remove_dir_all(&state);
+    let state = state.to_string_lossy().into_owned();
+    let mut cloud = CloudProcess::start(bin, &["--top", top, "--split-state", &state])?;
+    let out = Command::new(bin.join("tandem"))
+        .args(["load", "--cloud", &cloud.addr, "--node", LOAD_PREFIX])
+        .args([
+            "--devices",
+            &devices.to_string(),
+            "--steps",
+            &steps.to_string(),
+        ])
+        .args(["--hostile", &hostile.to_string()])
+        .output()
+        .context("cannot run tandem load");
+    let rss_mib = cloud.peak_rss_mib();
+    cloud.stop();
+    let out = out?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "tandem load --devices {devices} --hostile {hostile} against --top {top} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("load: "))
+        .context("tandem load printed no summary")?
+        .to_string();
+    let hostile = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("hostile: "))
+        .map(str::to_string)
+        .collect();
+    let shown = rss_mib.map_or("?".into(), |r| format!("{r:.0}"));
+    println!(
+        "top {top}, {devices} devices, {hostile:?} hostile: {line}, cloud peak RSS {shown} MiB"
+    );
+    Ok(LoadRun {
+        line,
+        hostile,
+        rss_mib,
+    })
+}
+
+/// Runs every load configuration and prints its table; returns the change of the
+/// honest devices' p50 with a hostile device beside 8 of them (`lora:8`), and the
+/// cloud's peak RSS then.
+fn load_runs(bin: &Path) -> Result<(f64, Option<f64>)> {
     let most = LOAD_DEVICES.iter().map(|d| d.0).max().unwrap_or(1);
     issue_load_certificates(bin, most)?;
     let mut rows = Vec::new();
     for &top in LOAD_TOPS {
         for &(devices, steps) in LOAD_DEVICES {
-            let state = util::target_dir().join("bench-cloud-tops");
-            let _ = std::fs::remove_dir_all(&state);
-            let state = state.to_string_lossy().into_owned();
-            let mut cloud = CloudProcess::start(bin, &["--top", top, "--split-state", &state])?;
-            let out = Command::new(bin.join("tandem"))
-                .args(["load", "--cloud", &cloud.addr, "--node", LOAD_PREFIX])
-                .args([
-                    "--devices",
-                    &devices.to_string(),
-                    "--steps",
-                    &steps.to_string(),
-                ])
-                .output()
-                .context("cannot run tandem load");
-            let rss = cloud.peak_rss_mib();
-            cloud.stop();
-            let out = out?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            if !out.status.success() {
-                bail!(
-                    "tandem load --devices {devices} against --top {top} failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            let line = text
-                .lines()
-                .find_map(|l| l.strip_prefix("load: "))
-                .context("tandem load printed no summary")?
-                .to_string();
-            println!("top {top}, {devices} devices: {line}, cloud peak RSS {rss:.0?} MiB");
-            rows.push((top, devices, line, rss));
+            rows.push((top, devices, load_run(bin, top, devices, steps, 0)?));
         }
     }
+    let alone = rows
+        .iter()
+        .find(|(top, devices, _)| *top == HOSTILE_TOP && *devices == HOSTILE_BESIDE)
+        .and_then(|r| r.2.field("p50_ms"))
+        .context("no run of the honest devices alone")?;
+    let steps = LOAD_DEVICES
+        .iter()
+        .find(|d| d.0 == HOSTILE_BESIDE)
+        .map_or(4, |d| d.1);
+    let attacked = load_run(bin, HOSTILE_TOP, HOSTILE_BESIDE, steps, 1)?;
+    let change = attacked.field("p50_ms").unwrap_or(f64::NAN) / alone - 1.0;
     println!();
     println!(
         "| --top | devices | steps | aggregate steps/s | p50 ms | p99 ms | fairness (worst p99 / median p50) | cloud peak RSS MiB |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for (top, devices, line, rss) in &rows {
-        let field = |name: &str| -> String {
-            let mut words = line.split_whitespace();
-            while let Some(word) = words.next() {
-                if word == name {
-                    return words.next().unwrap_or("?").to_string();
-                }
-            }
-            "?".into()
+    let shown = |v: Option<f64>, digits: usize| v.map_or("?".into(), |v| format!("{v:.digits$}"));
+    let attacked_row = (HOSTILE_TOP, HOSTILE_BESIDE, attacked);
+    for (top, devices, run) in rows.iter().chain(std::iter::once(&attacked_row)) {
+        let label = if run.hostile.is_empty() {
+            format!("{devices}")
+        } else {
+            format!("{devices} + 1 hostile ({})", run.hostile.join("; "))
         };
         println!(
-            "| {top} | {devices} | {} | {} | {} | {} | {} | {} |",
-            field("steps"),
-            field("steps_per_s"),
-            field("p50_ms"),
-            field("p99_ms"),
-            field("fairness"),
-            rss.map_or("?".into(), |r| format!("{r:.0}")),
+            "| {top} | {label} | {} | {} | {} | {} | {} | {} |",
+            shown(run.field("steps"), 0),
+            shown(run.field("steps_per_s"), 3),
+            shown(run.field("p50_ms"), 1),
+            shown(run.field("p99_ms"), 1),
+            shown(run.field("fairness"), 2),
+            shown(run.rss_mib, 0),
         );
     }
     println!();
-    Ok(())
+    println!(
+        "honest p50 beside a hostile device: {:+.1}%",
+        change * 100.0
+    );
+    Ok((change, attacked_row.2.rss_mib))
 }
 
-/// Issues the certificates of devices `load-0` .. `load-{count - 1}` that are missing.
+/// Issues the certificates of devices `load-0` .. `load-{count - 1}` and `load-hostile-0`
+/// that are missing.
 fn issue_load_certificates(bin: &Path, count: u16) -> Result<()> {
     let devices = util::cache_dir().join("pki").join("devices");
-    for i in 0..count {
-        let node = format!("{LOAD_PREFIX}-{i}");
+    let honest = (0..count).map(|i| format!("{LOAD_PREFIX}-{i}"));
+    for node in honest.chain(std::iter::once(format!("{LOAD_PREFIX}-hostile-0"))) {
         if !devices.join(format!("{node}-cert.pem")).exists() {
             util::run(
                 Command::new(bin.join("tandem-cloud")).args(["ca", "issue", "--node", &node]),

@@ -7,6 +7,8 @@
 use super::{ConnectArgs, client_config, open_link};
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tandem_runtime::data::rotten_tomatoes::{self, RottenTomatoes};
 use tandem_runtime::model::ComputeBackend;
@@ -35,6 +37,12 @@ pub(crate) struct LoadArgs {
     /// Reviews per step.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     batch_size: u16,
+    /// Hostile devices beside the honest ones (`<node>-hostile-0`, ...): each sends,
+    /// on stream after stream until the honest devices are done, steps past its declared
+    /// shape, a low-rank payload announcing more than its codec makes, kinds the cloud
+    /// does not serve or that travel the other way, and garbage.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
+    hostile: u16,
 }
 
 /// One device's step latencies, in ms.
@@ -97,9 +105,39 @@ pub(crate) fn run(args: LoadArgs) -> Result<()> {
                 times
             }));
         }
+        let honest_done = Arc::new(AtomicBool::new(false));
+        let mut attackers = Vec::new();
+        for i in 0..args.hostile {
+            let mut connect = args.connect.clone();
+            connect.node = Some(format!("{prefix}-hostile-{i}"));
+            let (node, config) = client_config(&connect)?;
+            let (endpoint, link) = open_link(
+                &connect,
+                node,
+                config,
+                Capabilities::SPLIT,
+                |hello| trainer.describe(hello, RunPosition::fresh(0)),
+                "a split session",
+            )
+            .await?;
+            let (done, activations) = (honest_done.clone(), activations.clone());
+            attackers.push(tokio::spawn(async move {
+                let tally = super::hostile::attack(&link, &activations, &done).await;
+                endpoint.close(0u32.into(), b"done");
+                tally
+            }));
+        }
         let mut times = Vec::new();
         for device in devices {
             times.push(device.await.context("a device task failed")??);
+        }
+        honest_done.store(true, Ordering::Relaxed);
+        for attacker in attackers {
+            let tally = attacker.await.context("a hostile task failed")?;
+            println!(
+                "hostile: {} attacks, {} refused by the cloud",
+                tally.sent, tally.refused
+            );
         }
         Ok::<_, anyhow::Error>(times)
     })?;

@@ -98,6 +98,8 @@ struct SmokeArgs {
 #[cfg(feature = "model")]
 mod fl;
 #[cfg(feature = "model")]
+mod hostile;
+#[cfg(feature = "model")]
 mod load;
 #[cfg(feature = "model")]
 mod split;
