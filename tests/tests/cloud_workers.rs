@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Cloud, device_endpoint, node};
+use common::{Cloud, device_endpoint, node, reversed_reply};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use tandem_runtime::session::fl::Assignment;
 use tandem_runtime::session::split::{SplitConfig, SplitDevice};
 use tandem_runtime::transport;
 use tandem_runtime::transport::link::{DeviceLink, LinkTarget, ReconnectPolicy};
-use tandem_runtime::wire::{Activations, Capabilities, CodecDesc, CutGradient, NodeName};
+use tandem_runtime::wire::{Activations, Capabilities, NodeName};
 
 /// Answers each step with its bytes reversed, on a worker; a step of "stuck" waits until
 /// the test sends on `release`. Logs steps answered and nodes forgotten.
@@ -43,15 +43,7 @@ impl CloudApp for WorkerApp {
             log.lock()
                 .unwrap()
                 .push(format!("{node} {}", activations.step));
-            let reply: Vec<u8> = tensor.iter().rev().copied().collect();
-            let gradient = CutGradient {
-                step: activations.step,
-                loss: 0.0,
-                kept: false,
-                codec: CodecDesc::Identity,
-                payload_len: reply.len() as u64,
-            };
-            Ok((gradient, reply))
+            Ok(reversed_reply(activations.step, &tensor))
         })
     }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Cloud, device_endpoint, node};
+use common::{Cloud, device_endpoint, node, reversed_reply};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tandem_cloud::{CloudApp, RoundOutcome, RoundQuorum};
@@ -52,15 +52,7 @@ impl CloudApp for TestApp {
             .unwrap()
             .steps
             .push((node.to_string(), activations.step));
-        let reply: Vec<u8> = tensor.iter().rev().copied().collect();
-        let gradient = CutGradient {
-            step: activations.step,
-            loss: tensor.len() as f32,
-            kept: false,
-            codec: CodecDesc::Identity,
-            payload_len: reply.len() as u64,
-        };
-        Ok((gradient, reply))
+        Ok(reversed_reply(activations.step, tensor))
     }
 
     fn quorum(&self) -> RoundQuorum {

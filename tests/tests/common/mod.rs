@@ -16,7 +16,7 @@ use tandem_runtime::transport::{
     pki::Pki,
     tls::{self, Identity},
 };
-use tandem_runtime::wire::NodeName;
+use tandem_runtime::wire::{CodecDesc, CutGradient, NodeName};
 use tokio::sync::oneshot;
 
 /// A fresh directory for one test's files, removed (with everything in it) when dropped.
@@ -189,4 +189,18 @@ pub fn fashion_mnist_clients(
         .unwrap();
     let slices = parts.iter().map(|p| train.select(p)).collect();
     Some((slices, set.test.select(&first(1000))))
+}
+
+/// A test application's answer to a split step: its tensor's bytes reversed as the
+/// "gradient", and the tensor's length as the loss.
+pub fn reversed_reply(step: u64, tensor: &[u8]) -> (CutGradient, Vec<u8>) {
+    let reply: Vec<u8> = tensor.iter().rev().copied().collect();
+    let gradient = CutGradient {
+        step,
+        loss: tensor.len() as f32,
+        kept: false,
+        codec: CodecDesc::Identity,
+        payload_len: reply.len() as u64,
+    };
+    (gradient, reply)
 }

@@ -17,6 +17,7 @@ use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
 use tandem_runtime::model::split::run::RunPosition;
 use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode};
 use tandem_runtime::session::split::{SplitConfig, SplitDevice};
+use tandem_runtime::transport::link::DeviceLink;
 use tandem_runtime::wire::{Activations, Capabilities};
 
 /// `tandem load`'s command line.
@@ -86,18 +87,8 @@ pub(crate) fn run(args: LoadArgs) -> Result<()> {
     let times: Vec<DeviceTimes> = runtime.block_on(async {
         let mut devices = Vec::new();
         for i in 0..args.devices {
-            let mut connect = args.connect.clone();
-            connect.node = Some(format!("{prefix}-{i}"));
-            let (node, config) = client_config(&connect)?;
-            let (endpoint, link) = open_link(
-                &connect,
-                node,
-                config,
-                Capabilities::SPLIT,
-                |hello| trainer.describe(hello, RunPosition::fresh(0)),
-                "a split session",
-            )
-            .await?;
+            let name = format!("{prefix}-{i}");
+            let (endpoint, link) = connect(&args.connect, name, &trainer).await?;
             let (activations, tensor) = (activations.clone(), tensor.clone());
             devices.push(tokio::spawn(async move {
                 let times = send_steps(link, activations, tensor, args.steps).await;
@@ -108,18 +99,8 @@ pub(crate) fn run(args: LoadArgs) -> Result<()> {
         let honest_done = Arc::new(AtomicBool::new(false));
         let mut attackers = Vec::new();
         for i in 0..args.hostile {
-            let mut connect = args.connect.clone();
-            connect.node = Some(format!("{prefix}-hostile-{i}"));
-            let (node, config) = client_config(&connect)?;
-            let (endpoint, link) = open_link(
-                &connect,
-                node,
-                config,
-                Capabilities::SPLIT,
-                |hello| trainer.describe(hello, RunPosition::fresh(0)),
-                "a split session",
-            )
-            .await?;
+            let name = format!("{prefix}-hostile-{i}");
+            let (endpoint, link) = connect(&args.connect, name, &trainer).await?;
             let (done, activations) = (honest_done.clone(), activations.clone());
             attackers.push(tokio::spawn(async move {
                 let tally = super::hostile::attack(&link, &activations, &done).await;
@@ -145,9 +126,29 @@ pub(crate) fn run(args: LoadArgs) -> Result<()> {
     Ok(())
 }
 
+/// Device `name`'s split link to the cloud of `args`, asking what `trainer` would.
+async fn connect(
+    args: &ConnectArgs,
+    name: String,
+    trainer: &DeviceTrainer,
+) -> Result<(quinn::Endpoint, DeviceLink)> {
+    let mut connect = args.clone();
+    connect.node = Some(name);
+    let (node, config) = client_config(&connect)?;
+    open_link(
+        &connect,
+        node,
+        config,
+        Capabilities::SPLIT,
+        |hello| trainer.describe(hello, RunPosition::fresh(0)),
+        "a split session",
+    )
+    .await
+}
+
 /// Sends `steps` steps of the same batch on `link`, one at a time; their latencies.
 async fn send_steps(
-    mut link: tandem_runtime::transport::link::DeviceLink,
+    mut link: DeviceLink,
     activations: Activations,
     tensor: Vec<u8>,
     steps: u64,
