@@ -60,6 +60,20 @@ fn steps(clock: &mut StepClock) -> Result<()> {
     })?;
 
     clock.step(
+        "GPU path compiles: tandem-cloud with the vulkan feature (cargo check, no GPU)",
+        || {
+            util::run(linted.cargo().args([
+                "check",
+                "-p",
+                "tandem-cloud",
+                "--features",
+                "vulkan",
+                "--bins",
+            ]))
+        },
+    )?;
+
+    clock.step(
         "demo: tandem-cloud + tandem hello on loopback (the test build's binaries)",
         || demo::hello_on_loopback(&util::target_dir().join("debug")),
     )?;

@@ -16,6 +16,10 @@ pub enum ComputeBackend {
     /// burn's CUDA backend on GPU 0 (feature `cuda`; for the cloud's top halves).
     #[cfg(feature = "cuda")]
     Cuda,
+    /// burn's wgpu backend on Vulkan, the best GPU it finds (feature `vulkan`; for the
+    /// cloud's top halves; shaders compile at the first step, several seconds).
+    #[cfg(feature = "vulkan")]
+    Vulkan,
 }
 
 impl ComputeBackend {
@@ -28,6 +32,8 @@ impl ComputeBackend {
             Self::Ndarray => Device::ndarray(),
             #[cfg(feature = "cuda")]
             Self::Cuda => Device::cuda(0),
+            #[cfg(feature = "vulkan")]
+            Self::Vulkan => Device::vulkan(burn::tensor::DeviceKind::DefaultDevice),
         }
     }
 
@@ -44,6 +50,8 @@ impl std::fmt::Display for ComputeBackend {
             Self::Ndarray => "ndarray",
             #[cfg(feature = "cuda")]
             Self::Cuda => "cuda",
+            #[cfg(feature = "vulkan")]
+            Self::Vulkan => "vulkan",
         })
     }
 }
