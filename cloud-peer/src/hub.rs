@@ -356,7 +356,7 @@ impl<A: CloudApp> Hub<A> {
                     _ => continue,
                 };
                 let app = &mut self.app;
-                if isolated("the federated rounds", "ending a round of", || {
+                if isolated("federated learning", "ending a round of", || {
                     app.round_ended(outcome)
                 })
                 .is_err()
@@ -384,7 +384,7 @@ impl<A: CloudApp> Hub<A> {
             .collect();
         if available.len() >= quorum.participants.max(1) {
             let round = self.next_round;
-            let tasks = isolated("the federated rounds", "starting a round of", || {
+            let tasks = isolated("federated learning", "starting a round of", || {
                 let participants = app.participants(&available);
                 app.round_tasks(round, &participants)
             });

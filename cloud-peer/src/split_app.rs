@@ -234,7 +234,6 @@ impl CloudApp for SplitApp {
             return Ok(Admitted::default());
         }
         let admission = Admission::check(hello, self.settings.step_caps)?;
-        info!(node = %hello.node, cut = admission.cut, form = ?admission.form, width = admission.width(), gradient = ?admission.gradient, run = admission.plan.run, start_step = admission.plan.start_step, "admitted split session");
         let plan = admission.plan;
         let admitted = Admitted {
             steps: Some(admission.step_limits()),
@@ -246,6 +245,7 @@ impl CloudApp for SplitApp {
         if self.freed.get(&hello.node) == Some(&plan.process) {
             return Err("this cloud freed the top of this device process (it was away too long, or its step failed): restart the device with --resume to continue from its checkpoint".into());
         }
+        info!(node = %hello.node, cut = admission.cut, form = ?admission.form, width = admission.width(), gradient = ?admission.gradient, run = admission.plan.run, start_step = admission.plan.start_step, "admitted split session");
         if let Some(slot) = self.tops.get_mut(&hello.node)
             && slot.run_settings == run_settings
             && (slot.process == plan.process
