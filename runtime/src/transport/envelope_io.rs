@@ -64,9 +64,10 @@ impl Inbound {
     }
 
     /// A cloud serving `granted` (the jobs of its HelloAck) to one device: split steps
-    /// (within `steps` when given), federated joins and updates; at most `budget_bytes` of this device's tensors held at once (a stream
-    /// waits, unread, for its tensor's bytes, so the device's QUIC flow control stalls
-    /// it; a tensor larger than the whole budget is refused).
+    /// (within `steps` when given), federated joins and updates; at most `budget_bytes`
+    /// (up to 4 GiB) of this device's tensors held at once (a stream waits, unread, for
+    /// its tensor's bytes, so the device's QUIC flow control stalls it; a tensor larger
+    /// than the whole budget is refused).
     pub fn cloud(granted: Capabilities, steps: Option<StepLimits>, budget_bytes: u64) -> Self {
         let (split, fl) = (
             granted.contains(Capabilities::SPLIT),
@@ -78,7 +79,9 @@ impl Inbound {
             (false, true) => &[Kind::Join, Kind::Update],
             (false, false) => &[],
         };
-        let permits = budget_bytes.min(Semaphore::MAX_PERMITS as u64);
+        let permits = budget_bytes
+            .min(Semaphore::MAX_PERMITS as u64)
+            .min(u64::from(u32::MAX));
         Self {
             kinds,
             steps,
@@ -102,7 +105,7 @@ impl Inbound {
                 "a tensor of {bytes} bytes is over this connection's budget of {total}"
             )));
         }
-        // `bytes <= total <= MAX_PERMITS < u32::MAX` here.
+        // `bytes <= total <= u32::MAX` here.
         let permit = semaphore
             .clone()
             .acquire_many_owned(bytes as u32)
