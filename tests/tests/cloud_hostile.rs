@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Cloud, device_endpoint, node, reversed_reply};
+use common::{Cloud, link_target, quick_link, reversed_reply};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +14,7 @@ use tandem_cloud::{Admitted, CloudApp, RoundOutcome};
 use tandem_runtime::session::fl::Assignment;
 use tandem_runtime::session::split::{SplitConfig, SplitDevice};
 use tandem_runtime::session::step_limits::StepLimits;
-use tandem_runtime::transport::link::{DeviceLink, LinkError, LinkTarget, ReconnectPolicy};
+use tandem_runtime::transport::link::{DeviceLink, LinkError};
 use tandem_runtime::transport::{self, TransportError, TransportLimits};
 use tandem_runtime::wire::{
     Activations, Capabilities, CodecDesc, CutGradient, FrameHeader, Hello, Kind, NodeName,
@@ -95,23 +95,11 @@ async fn cloud(
 /// A split link for `name` declaring steps of at most 2 sequences of 4 tokens of 16
 /// values; it gives up reconnecting after 2 s.
 async fn link(cloud: &Cloud, name: &str) -> DeviceLink {
-    let mut target = LinkTarget::new(
-        cloud.addr,
-        transport::DEFAULT_SERVER_NAME,
-        node(name),
-        Capabilities::SPLIT,
-    );
+    let mut target = link_target(cloud, name, Capabilities::SPLIT);
     target.hello.model.hidden = WIDTH;
     target.hello.plan.max_batch = MAX_BATCH;
     target.hello.plan.max_seq = MAX_SEQ;
-    let policy = ReconnectPolicy {
-        first_wait: Duration::from_millis(20),
-        give_up_after: Duration::from_secs(2),
-        ..ReconnectPolicy::default()
-    };
-    DeviceLink::connect(device_endpoint(cloud, name), target, policy)
-        .await
-        .expect("link up")
+    quick_link(cloud, target, Duration::from_secs(2)).await
 }
 
 /// A step of sequences of `lens` tokens (padded to the longest) with an f32 tensor.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Cloud, device_endpoint, node, reversed_reply};
+use common::{Cloud, link_target, quick_link, reversed_reply};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,8 +13,7 @@ use tandem_cloud::{CloudApp, HubSettings, RoundOutcome, SplitJob};
 use tandem_runtime::session::check::probe_activations;
 use tandem_runtime::session::fl::Assignment;
 use tandem_runtime::session::split::{SplitConfig, SplitDevice};
-use tandem_runtime::transport;
-use tandem_runtime::transport::link::{DeviceLink, LinkTarget, ReconnectPolicy};
+use tandem_runtime::transport::link::DeviceLink;
 use tandem_runtime::wire::{Activations, Capabilities, NodeName};
 
 /// Answers each step with its bytes reversed, on a worker; a step of "stuck" waits until
@@ -69,20 +68,8 @@ async fn cloud(test: &str, hub: HubSettings) -> (Cloud, Sender<()>, Arc<Mutex<Ve
 }
 
 async fn link(cloud: &Cloud, name: &str) -> DeviceLink {
-    let target = LinkTarget::new(
-        cloud.addr,
-        transport::DEFAULT_SERVER_NAME,
-        node(name),
-        Capabilities::SPLIT,
-    );
-    let policy = ReconnectPolicy {
-        first_wait: Duration::from_millis(20),
-        give_up_after: Duration::from_secs(5),
-        ..ReconnectPolicy::default()
-    };
-    DeviceLink::connect(device_endpoint(cloud, name), target, policy)
-        .await
-        .expect("link up")
+    let target = link_target(cloud, name, Capabilities::SPLIT);
+    quick_link(cloud, target, Duration::from_secs(5)).await
 }
 
 /// A device whose steps wait up to 30 s for their gradient (no resends in these tests).

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Cloud, device_endpoint, node, reversed_reply};
+use common::{Cloud, link_target, node, quick_link, reversed_reply};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tandem_cloud::{CloudApp, RoundOutcome, RoundQuorum};
@@ -12,7 +12,7 @@ use tandem_runtime::session::Envelope;
 use tandem_runtime::session::check::probe_activations;
 use tandem_runtime::session::fl::{Assignment, RoundClient};
 use tandem_runtime::session::split::{SplitConfig, SplitDevice};
-use tandem_runtime::transport::link::{DeviceLink, LinkTarget, ReconnectPolicy};
+use tandem_runtime::transport::link::DeviceLink;
 use tandem_runtime::transport::{self, TransportLimits};
 use tandem_runtime::wire::{
     Activations, Capabilities, CodecDesc, CutGradient, FrameHeader, Join, Kind, ModelPayload,
@@ -108,20 +108,12 @@ async fn cloud(test: &str, quorum: RoundQuorum, rounds: u64) -> (Cloud, Arc<Mute
 
 async fn link(cloud: &Cloud, name: &str) -> DeviceLink {
     let wants = Capabilities::SPLIT.union(Capabilities::FL);
-    let target = LinkTarget::new(
-        cloud.addr,
-        transport::DEFAULT_SERVER_NAME,
-        node(name),
-        wants,
-    );
-    let policy = ReconnectPolicy {
-        first_wait: Duration::from_millis(20),
-        give_up_after: Duration::from_secs(10),
-        ..ReconnectPolicy::default()
-    };
-    DeviceLink::connect(device_endpoint(cloud, name), target, policy)
-        .await
-        .expect("link up")
+    quick_link(
+        cloud,
+        link_target(cloud, name, wants),
+        Duration::from_secs(10),
+    )
+    .await
 }
 
 fn activations(tensor: &[u8]) -> Activations {

@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tandem_cloud::{CloudApp, HelloOnly, HubSettings, Server, ServerStats};
+use tandem_runtime::transport::link::{DeviceLink, LinkTarget, ReconnectPolicy};
 use tandem_runtime::transport::{
     self, TransportLimits,
     pki::Pki,
     tls::{self, Identity},
 };
-use tandem_runtime::wire::{CodecDesc, CutGradient, NodeName};
+use tandem_runtime::wire::{Capabilities, CodecDesc, CutGradient, NodeName};
 use tokio::sync::oneshot;
 
 /// A fresh directory for one test's files, removed (with everything in it) when dropped.
@@ -203,4 +204,28 @@ pub fn reversed_reply(step: u64, tensor: &[u8]) -> (CutGradient, Vec<u8>) {
         payload_len: reply.len() as u64,
     };
     (gradient, reply)
+}
+
+/// What device `name` asks `cloud` for: `wants`, nothing else said in its Hello.
+pub fn link_target(cloud: &Cloud, name: &str, wants: Capabilities) -> LinkTarget {
+    LinkTarget::new(
+        cloud.addr,
+        transport::DEFAULT_SERVER_NAME,
+        node(name),
+        wants,
+    )
+}
+
+/// `target`'s link to `cloud`, reconnecting quickly (first retry after 20 ms) and giving
+/// up after `give_up_after`.
+pub async fn quick_link(cloud: &Cloud, target: LinkTarget, give_up_after: Duration) -> DeviceLink {
+    let policy = ReconnectPolicy {
+        first_wait: Duration::from_millis(20),
+        give_up_after,
+        ..ReconnectPolicy::default()
+    };
+    let name = target.hello.node.clone();
+    DeviceLink::connect(device_endpoint(cloud, name.as_str()), target, policy)
+        .await
+        .expect("link up")
 }
