@@ -16,8 +16,8 @@ use tandem_runtime::session::split::{SplitConfig, SplitDevice};
 use tandem_runtime::transport::link::DeviceLink;
 use tandem_runtime::wire::{Activations, Capabilities, NodeName};
 
-/// Answers each step with its bytes reversed, on a worker; a step of "stuck" waits until
-/// the test sends on `release`. Logs steps answered and nodes forgotten.
+/// Answers each step with its bytes reversed, on a worker, after a millisecond per
+/// tensor byte; a step of "stuck" waits until the test sends on `release`. Logs steps answered and nodes forgotten.
 struct WorkerApp {
     release: Arc<Mutex<Receiver<()>>>,
     log: Arc<Mutex<Vec<String>>>,
@@ -39,6 +39,8 @@ impl CloudApp for WorkerApp {
             if node == "stuck" {
                 let _ = release.lock().unwrap().recv();
             }
+            // A step takes a millisecond per tensor byte: a larger batch, a longer step.
+            std::thread::sleep(Duration::from_millis(tensor.len() as u64));
             log.lock()
                 .unwrap()
                 .push(format!("{node} {}", activations.step));
@@ -82,7 +84,20 @@ fn split_device() -> SplitDevice {
 }
 
 async fn step(link: &mut DeviceLink, machine: &mut SplitDevice) -> u64 {
-    let tensor = vec![1, 2, 3];
+    steps_of(link, machine, 1, 3).await
+}
+
+/// Sends `steps` steps of `len` bytes on `link`, one at a time; returns the last step.
+async fn steps_of(link: &mut DeviceLink, machine: &mut SplitDevice, steps: u64, len: u8) -> u64 {
+    let mut last = 0;
+    for _ in 0..steps {
+        last = one_step(link, machine, len).await;
+    }
+    last
+}
+
+async fn one_step(link: &mut DeviceLink, machine: &mut SplitDevice, len: u8) -> u64 {
+    let tensor: Vec<u8> = (1..=len).collect();
     let activations = Activations {
         payload_len: tensor.len() as u64,
         ..probe_activations()
@@ -91,7 +106,7 @@ async fn step(link: &mut DeviceLink, machine: &mut SplitDevice) -> u64 {
         .split_step(machine, activations, tensor)
         .await
         .expect("step completes");
-    assert_eq!(reply, [3, 2, 1]);
+    assert_eq!(reply, (1..=len).rev().collect::<Vec<u8>>());
     gradient.step
 }
 
@@ -128,6 +143,34 @@ async fn others_are_admitted_and_served_while_a_step_is_stuck() {
     );
     stuck.close();
     other.close();
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn devices_with_steps_of_different_sizes_take_turns() {
+    let (cloud, _release, log) = cloud("workers-turns", HubSettings::default()).await;
+    let (mut big, mut small) = (link(&cloud, "big").await, link(&cloud, "small").await);
+    let (mut m_big, mut m_small) = (split_device(), split_device());
+    // One worker; "big"'s steps take 90 ms, "small"'s 30 ms, six each, sent at once.
+    tokio::join!(
+        steps_of(&mut big, &mut m_big, 6, 90),
+        steps_of(&mut small, &mut m_small, 6, 30)
+    );
+    let order: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.split(' ').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(order.len(), 12, "{order:?}");
+    // While both have steps left, neither runs twice in a row: the small device is not
+    // starved by the big one, nor the big one by the small one's quicker turns.
+    let both_left = order.len() - 1;
+    for pair in order[..both_left].windows(2) {
+        assert_ne!(pair[0], pair[1], "a device ran twice in a row: {order:?}");
+    }
+    big.close();
+    small.close();
     cloud.shutdown().await;
 }
 
