@@ -122,15 +122,15 @@ struct SplitArgs {
     /// only (`tandem split --cache-codes`; 0: none).
     #[arg(long, default_value_t = 1024)]
     code_cache_mib: usize,
-    /// Tokens per split step at most (batch x padded length, as each device declares
-    /// in its Hello); larger requests are refused at Hello.
-    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
-    max_step_tokens: u64,
     /// How each device's top trains: `per-device` (a whole top each, about 85 MB at cut
     /// 2) or `lora:R` (LoRA adapters of rank R on one shared frozen copy of the upper
     /// layers, and a head, per device).
     #[arg(long, default_value = "per-device")]
     top: tandem_runtime::model::split::TopTraining,
+    /// Tokens per split step at most (batch x padded length, as each device declares
+    /// in its Hello); larger requests are refused at Hello.
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
+    max_step_tokens: u64,
     /// Attention scores per split step and layer at most (batch x length^2).
     #[arg(long, default_value_t = 1 << 22, value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
     max_step_attention: u64,

@@ -40,10 +40,11 @@ pub struct DeviceSetup {
     pub lora_rank: usize,
     /// Learning rate of the device's optimizer.
     pub schedule: LrSchedule,
-    /// Seeds burn's random state (LoRA initialisation) and the run's data order.
+    /// Seeds burn's random state (LoRA initialisation).
     pub seed: u64,
-    /// Reviews per step (and per evaluation batch): with `seed`, it fixes which reviews
-    /// each step trains on. Hello tells the cloud, which refuses larger steps.
+    /// Reviews per step (and per evaluation batch): with the run's seed
+    /// ([`super::run::RunConfig::seed`]), it fixes which reviews each step trains on, so
+    /// a checkpoint records it. Hello tells the cloud, which refuses larger steps.
     pub batch_size: usize,
     /// Tokens kept per review (the tokenizer's): the longest padded sequence a step
     /// carries, as Hello tells the cloud.
