@@ -166,6 +166,7 @@ impl<A: CloudApp> Hub<A> {
                 self.away.remove(&node);
                 self.connections.insert(node, (id, outbox));
             }
+            // `run` stops on it before it gets here.
             HubInput::Shutdown => {}
             HubInput::StepDone { node, result } => {
                 self.workers.finished();

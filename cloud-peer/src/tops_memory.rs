@@ -1,7 +1,7 @@
 //! `tandem-cloud measure-tops`: the cloud's resident memory per admitted split device,
 //! for each way of training the tops (`--top`). Devices are admitted in this process
-//! with the Hello `tandem split` sends (train-bottom, identity codec both ways, batches
-//! of 16 reviews of up to 64 tokens) and each trains a few steps on synthetic hidden
+//! with the Hello `tandem split` makes (`DeviceTrainer::describe`: train-bottom, identity
+//! codec both ways, batches of 16 reviews of up to 64 tokens) and each trains a few steps on synthetic hidden
 //! states, so its optimizer's moments exist; no network is involved.
 
 use crate::CloudApp;
@@ -9,12 +9,13 @@ use crate::split_app::{SplitApp, SplitSettings};
 use anyhow::{Result, anyhow};
 use std::path::PathBuf;
 use tandem_runtime::memory::rss_kib;
-use tandem_runtime::model::minilm::{self, MODEL_NAME};
-use tandem_runtime::model::split::{LrSchedule, TopTraining};
+use tandem_runtime::model::ComputeBackend;
+use tandem_runtime::model::minilm;
+use tandem_runtime::model::split::device::{DeviceSetup, DeviceTrainer};
+use tandem_runtime::model::split::run::RunPosition;
+use tandem_runtime::model::split::{LinkCodec, LrSchedule, Mode, TopTraining};
 use tandem_runtime::session::step_limits::StepCaps;
-use tandem_runtime::wire::{
-    Activations, Capabilities, CodecDesc, Hello, ModelDesc, NodeName, RunPlan, software_name,
-};
+use tandem_runtime::wire::{Activations, Capabilities, CodecDesc, Hello, NodeName, software_name};
 
 /// Reviews per synthetic step, and their tokens each (about the demo's mean).
 const BATCH: u16 = 16;
@@ -58,7 +59,28 @@ pub fn run(args: MeasureTopsArgs) -> Result<()> {
         step_caps: StepCaps::default(),
         top: args.top,
     };
+    let model_dir = settings.model_dir.clone();
     let mut app = SplitApp::new(settings)?;
+    // The device whose request every simulated device makes (its bottom is loaded once,
+    // before the first measurement).
+    let device = DeviceTrainer::new(
+        &model_dir,
+        ComputeBackend::default(),
+        DeviceSetup {
+            cut: usize::from(args.cut),
+            mode: Mode::TrainBottom,
+            codec: LinkCodec::parse("identity").map_err(anyhow::Error::msg)?,
+            lora_rank: 8,
+            schedule: LrSchedule {
+                peak: 1e-4,
+                warmup: 30,
+                total: 1000,
+            },
+            seed: 1,
+            batch_size: usize::from(BATCH),
+            max_len: 64,
+        },
+    )?;
     println!(
         "top {}: model loaded, rss {:.1} MiB",
         args.top,
@@ -69,7 +91,7 @@ pub fn run(args: MeasureTopsArgs) -> Result<()> {
     for i in 0..args.devices {
         let node = NodeName::try_from(format!("device-{i}").as_str())
             .map_err(|_| anyhow!("device name"))?;
-        app.admit(&hello(node.clone(), args.cut, u64::from(i) + 1))
+        app.admit(&hello(node.clone(), &device))
             .map_err(|e| anyhow!("admitting {node}: {e}"))?;
         for step in 0..u64::from(args.steps) {
             let (activations, tensor) = synthetic_step(step);
@@ -91,26 +113,12 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-/// What device `node` (run and process `id`) sends to train at `cut` in this
-/// measurement.
-fn hello(node: NodeName, cut: u8, id: u64) -> Hello {
+/// What device `node` sends to train: the Hello `tandem split` makes for `device`, a
+/// new run.
+fn hello(node: NodeName, device: &DeviceTrainer) -> Hello {
     let mut hello = Hello::probe(node, software_name("tandem"));
     hello.capabilities = Capabilities::SPLIT;
-    hello.model = ModelDesc {
-        name: MODEL_NAME.try_into().unwrap_or_default(),
-        cut,
-        hidden: HIDDEN,
-    };
-    let _ = hello.codecs.push(CodecDesc::Identity);
-    hello.plan = RunPlan {
-        steps: 1000,
-        warmup: 30,
-        run: id,
-        process: id,
-        max_batch: BATCH,
-        max_seq: 64,
-        ..RunPlan::default()
-    };
+    device.describe(&mut hello, RunPosition::fresh(0));
     hello
 }
 
