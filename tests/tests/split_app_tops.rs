@@ -17,6 +17,11 @@ use tandem_runtime::model::split::{Mode, TopTraining};
 use tandem_runtime::session::check::probe_activations;
 use tandem_runtime::wire::{Capabilities, Hello, software_name};
 
+/// burn's random state (which initialises each top's head and adapters) is global to
+/// the process: the tests here take turns, so a top's initial weights depend only on
+/// the seed the cloud sets before making it.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// What device `name` running `trainer`'s request at `position` says at Hello.
 fn hello(name: &str, position: RunPosition) -> Hello {
     let mut hello = Hello::probe(node(name), software_name("tandem"));
@@ -42,6 +47,7 @@ fn step(app: &mut SplitApp, name: &str, step: u64) -> f32 {
 
 #[test]
 fn a_freed_top_refuses_its_old_process_and_admits_a_new_run() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !model_cached() {
         return;
     }
@@ -64,6 +70,7 @@ fn a_freed_top_refuses_its_old_process_and_admits_a_new_run() {
 
 #[test]
 fn lora_tops_train_each_devices_own_adapters() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !model_cached() {
         return;
     }
