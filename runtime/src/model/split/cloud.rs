@@ -1,21 +1,18 @@
 //! The cloud's side of split fine-tuning: admission at Hello, the top's training step
 //! and the cut gradient it returns, evaluation batches.
 
-use super::code_cache::CodeCache;
 use super::device::{CLASSES, sft_suffix};
 use super::halves::{Top, split};
 use super::schedule::{LrSchedule, ScheduledAdamW};
 use super::snapshot::{self, SnapshotHead, TrainerSnapshot};
 use super::spec::{CutForm, SftWeight, TopTraining};
-use super::tokens;
-use crate::codec::{self, Encoder, Shape};
+use super::step_link::StepLink;
+use super::top_trainer::TopTrainer;
+use crate::codec::Encoder;
 use crate::model::minilm::{BertShape, MODEL_NAME, MiniLm};
 use crate::session::step_limits::{StepCaps, StepLimits};
 use crate::wire::{Activations, CodecDesc, CutGradient, Hello, RunPlan};
-use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::GradientsParams;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::Device;
 use std::path::Path;
 use tandem_kernels::linalg::MAX_RANK;
 
@@ -154,14 +151,9 @@ fn snapshot_settings(admission: &Admission, training: TopTraining) -> String {
 
 /// The top half of one device's model, being trained.
 pub struct CloudTrainer {
-    top: Top,
-    optimizer: ScheduledAdamW,
-    device: Device,
-    admission: Admission,
+    trainer: TopTrainer,
+    link: StepLink,
     training: TopTraining,
-    gradient: Option<Encoder>,
-    /// A frozen bottom's codes, kept by review.
-    codes: CodeCache,
 }
 
 impl CloudTrainer {
@@ -180,65 +172,49 @@ impl CloudTrainer {
         schedule: LrSchedule,
         seed: u64,
     ) -> Result<Self, String> {
-        device.seed(seed);
-        let (_, top) = split(model, admission.cut, admission.form, CLASSES, device)?;
-        let top = match training {
-            TopTraining::PerDevice => top,
-            // alpha = 2r: the usual LoRA scaling of 2, as on the device.
-            TopTraining::Lora { rank } => top.with_lora(rank, 2.0 * rank as f64, device),
-        };
-        let gradient = admission
-            .gradient
-            .map(Encoder::per_step)
-            .transpose()
-            .map_err(|e| format!("gradient codec: {e}"))?;
-        let schedule = admission.schedule(schedule);
+        let top = top_of(model, device, admission.cut, admission.form, training, seed)?;
         Ok(Self {
-            top,
-            optimizer: ScheduledAdamW::new(schedule),
-            device: device.clone(),
-            gradient,
-            admission,
+            trainer: TopTrainer {
+                top,
+                optimizer: ScheduledAdamW::new(admission.schedule(schedule)),
+                device: device.clone(),
+            },
+            link: StepLink::new(admission)?,
             training,
-            codes: CodeCache::default(),
         })
     }
 
     /// This trainer keeping up to `budget_bytes` of a frozen bottom's codes for the
     /// device to send by review id (none by default).
     pub fn with_code_cache(mut self, budget_bytes: usize) -> Self {
-        self.codes = CodeCache::new(budget_bytes);
+        self.link = self.link.with_code_cache(budget_bytes);
         self
     }
 
     /// What this top was built for.
     pub fn admission(&self) -> Admission {
-        self.admission
+        self.link.admission()
     }
 
     /// Training steps this top has taken.
     pub fn updates(&self) -> u64 {
-        self.optimizer.updates()
+        self.trainer.optimizer.updates()
     }
 
     /// Writes this top's state now to `path` (for [`Self::resume`]), crash-safely.
     pub fn save_snapshot(&self, path: &Path) -> Result<(), String> {
-        let encoder = self
-            .gradient
-            .as_ref()
-            .map(Encoder::memory)
-            .unwrap_or_default();
+        let admission = self.admission();
         let head = SnapshotHead {
-            run: self.admission.plan.run,
+            run: admission.plan.run,
             next_step: self.updates(),
-            settings: &snapshot_settings(&self.admission, self.training),
-            encoder: &encoder,
+            settings: &snapshot_settings(&admission, self.training),
+            encoder: &self.link.encoder_memory(),
         };
         snapshot::save(
             path,
             snapshot::TOP_MAGIC,
             head,
-            Some((&self.top, &self.optimizer)),
+            Some((&self.trainer.top, &self.trainer.optimizer)),
         )
     }
 
@@ -261,19 +237,15 @@ impl CloudTrainer {
             ));
         }
         let mut trainer = Self::new(model, device, admission, training, schedule, seed)?;
-        (trainer.top, trainer.optimizer) = snapshot::restore(
-            trainer.top,
+        let top = trainer.trainer.top.clone();
+        (trainer.trainer.top, trainer.trainer.optimizer) = snapshot::restore(
+            top,
             admission.schedule(schedule),
             saved.next_step,
             saved.module,
             saved.optimizer,
         )?;
-        if let Some(gradient) = admission.gradient {
-            trainer.gradient = Some(
-                Encoder::restore_per_step(gradient, saved.encoder)
-                    .map_err(|e| format!("gradient codec: {e}"))?,
-            );
-        }
+        trainer.link.restore_encoder(saved.encoder)?;
         Ok(trainer)
     }
 
@@ -286,115 +258,35 @@ impl CloudTrainer {
         activations: &Activations,
         tensor: &[u8],
     ) -> Result<(CutGradient, Vec<u8>), String> {
-        let (seq_lens, labels) = self.check(activations)?;
-        let (batch, seq, width) = (
-            seq_lens.len(),
-            usize::from(activations.seq),
-            self.admission.width(),
-        );
-        let tokens: usize = seq_lens.iter().sum();
-        let packed = if activations.cached {
-            self.codes
-                .rows(&activations.reviews, &seq_lens, width)
-                .map_err(|e| format!("step {}: {e}", activations.step))?
+        let prepared = self.link.prepare(activations, tensor)?;
+        let outcome = if prepared.train {
+            self.trainer
+                .train(&[&prepared])?
+                .pop()
+                .ok_or("the top made nothing of the step")?
         } else {
-            codec::decode(activations.codec, Shape::new(tokens, width), tensor)
-                .map_err(|e| format!("step {}: {e}", activations.step))?
+            self.trainer.evaluate(&prepared)?
         };
-        if packed.iter().any(|v| !v.is_finite()) {
-            return Err(format!("step {}: non-finite activations", activations.step));
-        }
-        // A frozen bottom's training batch: its codes are the same every epoch.
-        let kept = activations.train
-            && self.gradient.is_none()
-            && !activations.reviews.is_empty()
-            && self
-                .codes
-                .keep(&activations.reviews, &seq_lens, &packed, width);
-        let padded = tokens::unpack(&packed, &seq_lens, seq, width);
-        // Evaluation runs without autodiff: a graph recorded with no backward to free it
-        // would only grow.
-        let (top, device) = if activations.train {
-            (self.top.clone(), self.device.clone())
-        } else {
-            (self.top.valid(), self.device.clone().without_autodiff())
-        };
-        let mut cut = Tensor::<3>::from_data(TensorData::new(padded, [batch, seq, width]), &device);
-        // The cut's gradient is only computed for a device that wants it back.
-        if activations.train && self.gradient.is_some() {
-            cut = cut.require_grad();
-        }
-        let logits = top.forward(cut.clone(), &seq_lens);
-        let targets = Tensor::<1, Int>::from_data(
-            TensorData::new(labels.iter().map(|&l| i64::from(l)).collect(), [batch]),
-            &device,
-        );
-        let loss = CrossEntropyLossConfig::new()
-            .init(&device)
-            .forward(logits.clone(), targets);
-        let loss_value: f32 = loss.clone().into_scalar();
-        let reply = |codec, payload: &Vec<u8>| CutGradient {
-            step: activations.step,
-            loss: loss_value,
-            kept,
-            codec,
-            payload_len: payload.len() as u64,
-        };
-        if !activations.train {
-            let values: Vec<f32> = logits
-                .into_data()
-                .try_to_vec()
-                .map_err(|e| format!("{e:?}"))?;
-            let mut identity = Encoder::new(CodecDesc::Identity).map_err(|e| e.to_string())?;
-            let bytes = identity
-                .encode_bytes(&values, Shape::new(batch, CLASSES))
-                .map_err(|e| e.to_string())?;
-            return Ok((reply(CodecDesc::Identity, &bytes), bytes));
-        }
-        if !loss_value.is_finite() {
-            return Ok((reply(CodecDesc::Identity, &Vec::new()), Vec::new()));
-        }
-        let mut grads = loss.backward();
-        let cut_grad = cut.grad_remove(&mut grads);
-        let params = GradientsParams::from_grads(grads, &self.top);
-        self.top = self.optimizer.step(self.top.clone(), params);
-        let (Some(encoder), Some(cut_grad)) = (&mut self.gradient, cut_grad) else {
-            return Ok((reply(CodecDesc::Identity, &Vec::new()), Vec::new()));
-        };
-        let values: Vec<f32> = cut_grad
-            .into_data()
-            .try_to_vec()
-            .map_err(|e| format!("{e:?}"))?;
-        let packed = tokens::pack(&values, &seq_lens, seq, width);
-        let bytes = encoder
-            .encode_bytes(&packed, Shape::new(tokens, width))
-            .map_err(|e| format!("step {}: gradient: {e}", activations.step))?;
-        Ok((reply(encoder.desc(), &bytes), bytes))
+        self.link.answer(&prepared, outcome)
     }
+}
 
-    /// Checks the message against the admission: width, batch layout, labels.
-    fn check(&self, a: &Activations) -> Result<(Vec<usize>, Vec<u32>), String> {
-        let bad = |what: String| Err(format!("step {}: {what}", a.step));
-        // The transport checked the header against the same limits before reading the
-        // tensor; a step that reaches the top any other way is checked here again.
-        self.admission
-            .step_limits()
-            .check(a)
-            .map_err(|e| e.to_string())?;
-        if a.labels.len() != usize::from(a.batch) {
-            return bad(format!("{} labels for batch {}", a.labels.len(), a.batch));
-        }
-        if let Some(label) = a.labels.iter().find(|&&l| l as usize >= CLASSES) {
-            return bad(format!("label {label} of {CLASSES} classes"));
-        }
-        if a.cached && (!a.train || self.gradient.is_some() || a.payload_len != 0) {
-            return bad(
-                "cached codes are for training batches of a frozen bottom, with no tensor".into(),
-            );
-        }
-        Ok((
-            a.seq_lens.iter().map(|&l| usize::from(l)).collect(),
-            a.labels.to_vec(),
-        ))
-    }
+/// The top of `model` below `cut` in `form`, trained as `training` says, its head
+/// initialised from `seed`. The error is one line for the device's operator.
+pub(super) fn top_of(
+    model: MiniLm,
+    device: &Device,
+    cut: usize,
+    form: CutForm,
+    training: TopTraining,
+    seed: u64,
+) -> Result<Top, String> {
+    device.seed(seed);
+    let (_, top) = split(model, cut, form, CLASSES, device)?;
+    Ok(match training {
+        // One top trained whole, for a device or shared by all.
+        TopTraining::PerDevice | TopTraining::Shared => top,
+        // alpha = 2r: the usual LoRA scaling of 2, as on the device.
+        TopTraining::Lora { rank } => top.with_lora(rank, 2.0 * rank as f64, device),
+    })
 }

@@ -51,21 +51,27 @@ pub enum TopTraining {
         /// The adapters' rank.
         rank: usize,
     },
+    /// One top, trained whole by every device (SplitFed): one copy in memory whatever
+    /// the number of devices, and steps of devices that arrive together train it as one
+    /// batch. Every device must ask for the same cut and form.
+    Shared,
 }
 
 impl std::str::FromStr for TopTraining {
     type Err = String;
 
-    /// `per-device` or `lora:R` (R in 1..=16).
+    /// `per-device`, `lora:R` (R in 1..=16) or `shared`.
     fn from_str(s: &str) -> Result<Self, String> {
         let max = crate::model::minilm::lora::MAX_LORA_RANK;
-        if s == "per-device" {
-            return Ok(Self::PerDevice);
+        match s {
+            "per-device" => return Ok(Self::PerDevice),
+            "shared" => return Ok(Self::Shared),
+            _ => {}
         }
         match s.strip_prefix("lora:").map(str::parse::<usize>) {
             Some(Ok(rank)) if (1..=max).contains(&rank) => Ok(Self::Lora { rank }),
             _ => Err(format!(
-                "`{s}`: expected per-device or lora:R with R in 1..={max}"
+                "`{s}`: expected per-device, shared, or lora:R with R in 1..={max}"
             )),
         }
     }
@@ -76,6 +82,7 @@ impl fmt::Display for TopTraining {
         match self {
             Self::PerDevice => f.write_str("per-device"),
             Self::Lora { rank } => write!(f, "lora:{rank}"),
+            Self::Shared => f.write_str("shared"),
         }
     }
 }

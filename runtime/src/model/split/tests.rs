@@ -88,10 +88,11 @@ fn a_lora_top_on_frozen_upper_layers_learns() {
 }
 
 #[test]
-fn top_training_parses_per_device_and_lora_ranks_only() {
+fn top_training_parses_per_device_shared_and_lora_ranks_only() {
     assert_eq!("per-device".parse(), Ok(TopTraining::PerDevice));
+    assert_eq!("shared".parse(), Ok(TopTraining::Shared));
     assert_eq!("lora:16".parse(), Ok(TopTraining::Lora { rank: 16 }));
-    for bad in ["lora:0", "lora:17", "lora:", "shared", ""] {
+    for bad in ["lora:0", "lora:17", "lora:", "share", ""] {
         assert!(bad.parse::<TopTraining>().is_err(), "{bad}");
     }
 }

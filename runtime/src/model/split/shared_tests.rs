@@ -1,0 +1,188 @@
+//! A shared top trains several devices' steps as one batch: each device gets the loss
+//! and cut gradient it would get from a step of its own on the same weights, and a step
+//! that fails its checks is refused without the others.
+
+use super::cloud::{Admission, top_of};
+use super::device::{DeviceSetup, DeviceTrainer, Forward};
+use super::shared_top::{SharedTop, StepReply};
+use super::{LinkCodec, LrSchedule, Mode, StepLink, TopTraining};
+use crate::model::ComputeBackend;
+use crate::model::minilm::{MiniLm, ModelError, TextTokenizer, model_dir};
+use crate::session::step_limits::StepCaps;
+use crate::wire::{Capabilities, Hello, NodeName};
+
+/// Two reviews a batch, of different lengths, so the stacked batch pads one of them.
+const BATCHES: [[(&str, u32); 2]; 2] = [
+    [
+        ("a gorgeous, witty, seductive movie.", 1),
+        ("the acting is dreadful.", 0),
+    ],
+    [
+        (
+            "it never rises above its silly premise, and the ending drags on and on.",
+            0,
+        ),
+        (
+            "charming and funny from start to finish, a moving, beautifully made story.",
+            1,
+        ),
+    ],
+];
+
+const SCHEDULE: LrSchedule = LrSchedule {
+    peak: 1e-3,
+    warmup: 2,
+    total: 10,
+};
+
+/// Each batch's forward through a trained bottom at cut 1 (identity both ways), and
+/// the admission of such a device; `None` when the model is not cached.
+fn forwards() -> Option<(Vec<Forward>, Admission)> {
+    let dir = model_dir();
+    let tokenizer = match TextTokenizer::load(&dir, 32) {
+        Err(ModelError::Missing { path }) => {
+            crate::paths::skip_missing_cache(path.display());
+            return None;
+        }
+        other => other.unwrap(),
+    };
+    let setup = DeviceSetup {
+        cut: 1,
+        mode: Mode::TrainBottom,
+        codec: LinkCodec::parse("identity").unwrap(),
+        lora_rank: 4,
+        schedule: SCHEDULE,
+        seed: 7,
+        batch_size: 2,
+        max_len: 32,
+    };
+    let mut hello = Hello::probe(NodeName::try_from("d1").unwrap(), Default::default());
+    hello.capabilities = Capabilities::SPLIT;
+    let mut forwards = Vec::new();
+    for (i, batch) in BATCHES.iter().enumerate() {
+        // A device per batch: a device's forward waits for its gradient.
+        let mut device = DeviceTrainer::new(&dir, ComputeBackend::Flex, setup.clone()).unwrap();
+        device.describe(&mut hello, super::run::RunPosition::fresh(0));
+        let texts: Vec<&str> = batch.iter().map(|t| t.0).collect();
+        let labels: Vec<u32> = batch.iter().map(|t| t.1).collect();
+        let tokens = tokenizer.batch(&texts).unwrap();
+        let mut forward = device.forward(&tokens, &labels, &[], true).unwrap();
+        forward.activations.step = i as u64;
+        forwards.push(forward);
+    }
+    assert_ne!(
+        forwards[0].activations.seq, forwards[1].activations.seq,
+        "the batches should pad to different lengths"
+    );
+    let admission = Admission::check(&hello, StepCaps::default()).unwrap();
+    Some((forwards, admission))
+}
+
+/// Replies of one shared top (each a fresh copy of `top`) to `steps`, trained together.
+fn replies(top: &super::Top, admission: Admission, steps: &[&Forward]) -> Vec<StepReply> {
+    let device = ComputeBackend::Flex.training_device();
+    let mut shared = SharedTop::with_top(
+        top.clone(),
+        &device,
+        admission.cut,
+        admission.form,
+        SCHEDULE,
+    );
+    let mut links: Vec<StepLink> = steps
+        .iter()
+        .map(|_| StepLink::new(admission).unwrap())
+        .collect();
+    let batch = links
+        .iter_mut()
+        .zip(steps)
+        .map(|(link, f)| (link, &f.activations, f.tensor.as_slice()))
+        .collect();
+    shared.step_batch(batch)
+}
+
+fn floats(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn devices_batched_on_a_shared_top_get_the_gradients_of_separate_steps() {
+    let Some((forwards, admission)) = forwards() else {
+        return;
+    };
+    let device = ComputeBackend::Flex.training_device();
+    let model = MiniLm::load(&model_dir(), &device).unwrap();
+    // One top, copied for each run, so every run starts from the same weights.
+    let top = top_of(
+        model,
+        &device,
+        admission.cut,
+        admission.form,
+        TopTraining::Shared,
+        7,
+    )
+    .unwrap();
+    let together = replies(&top, admission, &[&forwards[0], &forwards[1]]);
+    assert_eq!(together.len(), 2);
+    for (forward, batched) in forwards.iter().zip(together) {
+        let alone = replies(&top, admission, &[forward]).remove(0).unwrap();
+        let batched = batched.unwrap();
+        assert_eq!(batched.0.step, forward.activations.step);
+        let (loss_alone, loss_batched) = (alone.0.loss, batched.0.loss);
+        assert!(
+            (loss_alone - loss_batched).abs() <= 1e-5 * loss_alone.abs().max(1.0),
+            "loss {loss_alone} alone, {loss_batched} batched"
+        );
+        let (g_alone, g_batched) = (floats(&alone.1), floats(&batched.1));
+        let tokens: usize = forward
+            .activations
+            .seq_lens
+            .iter()
+            .map(|&l| usize::from(l))
+            .sum();
+        assert_eq!(g_alone.len(), tokens * 384);
+        assert_eq!(g_batched.len(), g_alone.len());
+        let scale = g_alone.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "an all-zero cut gradient");
+        let worst = g_alone
+            .iter()
+            .zip(&g_batched)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst <= 1e-4 * scale,
+            "cut gradients differ by {worst} (largest {scale})"
+        );
+    }
+}
+
+#[test]
+fn a_bad_step_in_a_batch_is_refused_alone() {
+    let Some((mut forwards, admission)) = forwards() else {
+        return;
+    };
+    let device = ComputeBackend::Flex.training_device();
+    let model = MiniLm::load(&model_dir(), &device).unwrap();
+    let top = top_of(
+        model,
+        &device,
+        admission.cut,
+        admission.form,
+        TopTraining::Shared,
+        7,
+    )
+    .unwrap();
+    forwards[1].activations.labels[0] = 7;
+    let replies = replies(&top, admission, &[&forwards[0], &forwards[1]]);
+    let (good, bad) = (&replies[0], &replies[1]);
+    assert!(
+        good.as_ref()
+            .is_ok_and(|(g, t)| g.step == 0 && !t.is_empty()),
+        "{good:?}"
+    );
+    assert!(
+        bad.as_ref().is_err_and(|e| e.contains("label 7")),
+        "{bad:?}"
+    );
+}

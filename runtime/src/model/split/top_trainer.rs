@@ -1,0 +1,138 @@
+//! The top's forward and backward over one batch of prepared steps: one device's, or
+//! several devices' stacked into one batch (a shared top), each device's loss its own
+//! batch's mean, so each device's cut gradient is the one it would get alone.
+
+use super::device::CLASSES;
+use super::halves::Top;
+use super::schedule::ScheduledAdamW;
+use super::step_link::{PreparedStep, TopOutcome, TopOutput, stack_padded};
+use super::tokens;
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+/// A top and its optimizer on its device.
+pub(super) struct TopTrainer {
+    pub top: Top,
+    pub optimizer: ScheduledAdamW,
+    pub device: Device,
+}
+
+/// The cut tensor of `steps` padded to their longest and stacked, on `device`.
+fn cut_tensor(steps: &[&PreparedStep], device: &Device) -> (Tensor<3>, Vec<usize>) {
+    let seq = steps.iter().map(|s| s.seq).max().unwrap_or(0);
+    let (padded, seq_lens) = stack_padded(steps, seq);
+    let width = steps.first().map_or(0, |s| s.width);
+    let shape = [seq_lens.len(), seq, width];
+    (
+        Tensor::from_data(TensorData::new(padded, shape), device),
+        seq_lens,
+    )
+}
+
+/// The mean cross-entropy of `logits` (`batch x CLASSES`) against `labels`.
+fn loss(logits: Tensor<2>, labels: &[u32], device: &Device) -> Tensor<1> {
+    let targets = Tensor::<1, Int>::from_data(
+        TensorData::new(
+            labels.iter().map(|&l| i64::from(l)).collect(),
+            [labels.len()],
+        ),
+        device,
+    );
+    CrossEntropyLossConfig::new()
+        .init(device)
+        .forward(logits, targets)
+}
+
+fn values<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, String> {
+    tensor
+        .into_data()
+        .try_to_vec()
+        .map_err(|e| format!("{e:?}"))
+}
+
+impl TopTrainer {
+    /// The logits and loss of an evaluation batch, without autodiff (a graph recorded
+    /// with no backward to free it would only grow).
+    pub fn evaluate(&self, step: &PreparedStep) -> Result<TopOutcome, String> {
+        let device = self.device.clone().without_autodiff();
+        let (cut, seq_lens) = cut_tensor(&[step], &device);
+        let logits = self.top.valid().forward(cut, &seq_lens);
+        let loss: f32 = loss(logits.clone(), &step.labels, &device).into_scalar();
+        Ok(TopOutcome {
+            loss,
+            output: TopOutput::Logits(values(logits)?),
+        })
+    }
+
+    /// One update of the top from training batches `steps` (one device's, or several
+    /// devices' stacked): the loss is the sum of each batch's mean, so the parameters'
+    /// gradient is the sum of what each batch would give alone and each batch's cut
+    /// gradient is its own. A batch whose loss is not finite is left out of the update
+    /// (nothing is updated when all are).
+    pub fn train(&mut self, steps: &[&PreparedStep]) -> Result<Vec<TopOutcome>, String> {
+        let device = self.device.clone();
+        let (mut cut, seq_lens) = cut_tensor(steps, &device);
+        // The cut's gradient is only computed for devices that want it back.
+        let wanted = steps.iter().any(|s| s.wants_gradient);
+        if wanted {
+            cut = cut.require_grad();
+        }
+        let logits = self.top.forward(cut.clone(), &seq_lens);
+        let mut total: Option<Tensor<1>> = None;
+        let mut losses = Vec::with_capacity(steps.len());
+        let mut row = 0;
+        for step in steps {
+            let rows = row..row + step.batch();
+            row = rows.end;
+            let mine = loss(
+                logits.clone().slice([rows, 0..CLASSES]),
+                &step.labels,
+                &device,
+            );
+            let value: f32 = mine.clone().into_scalar();
+            losses.push(value);
+            if value.is_finite() {
+                total = Some(match total {
+                    Some(sum) => sum + mine,
+                    None => mine,
+                });
+            }
+        }
+        let nothing = |losses: Vec<f32>| {
+            losses
+                .into_iter()
+                .map(|loss| TopOutcome {
+                    loss,
+                    output: TopOutput::Nothing,
+                })
+                .collect()
+        };
+        let Some(total) = total else {
+            return Ok(nothing(losses));
+        };
+        let mut grads = total.backward();
+        let cut_grad = cut.grad_remove(&mut grads);
+        let params = GradientsParams::from_grads(grads, &self.top);
+        self.top = self.optimizer.step(self.top.clone(), params);
+        let (true, Some(cut_grad)) = (wanted, cut_grad) else {
+            return Ok(nothing(losses));
+        };
+        let [_, seq, width] = cut_grad.dims();
+        let padded = values(cut_grad)?;
+        let mut outcomes = Vec::with_capacity(steps.len());
+        let mut at = 0;
+        for (step, loss) in steps.iter().zip(losses) {
+            let mine = &padded[at..at + step.batch() * seq * width];
+            at += mine.len();
+            let output = if step.wants_gradient && loss.is_finite() {
+                TopOutput::CutGradient(tokens::pack(mine, &step.seq_lens, seq, width))
+            } else {
+                TopOutput::Nothing
+            };
+            outcomes.push(TopOutcome { loss, output });
+        }
+        Ok(outcomes)
+    }
+}
