@@ -33,9 +33,33 @@ pub struct Admitted {
     pub steps: Option<StepLimits>,
 }
 
+/// A split step's reply: the cut gradient and its tensor, or one line for the device's
+/// operator.
+pub type StepReply = Result<(CutGradient, Vec<u8>), String>;
+
 /// One device's split step as work for a worker thread: trains and returns the cut
 /// gradient (or one line for the device's operator).
-pub type SplitJob = Box<dyn FnOnce() -> Result<(CutGradient, Vec<u8>), String> + Send>;
+pub type SplitJob = Box<dyn FnOnce() -> StepReply + Send>;
+
+/// Several devices' split steps as one job for a worker thread: each device's reply.
+pub type BatchJob = Box<dyn FnOnce() -> Vec<(NodeName, StepReply)> + Send>;
+
+/// A device's split step, ready to run.
+pub struct ReadyStep {
+    /// The device.
+    pub node: NodeName,
+    /// Its message.
+    pub activations: Box<Activations>,
+    /// Its cut tensor.
+    pub tensor: Vec<u8>,
+}
+
+impl ReadyStep {
+    /// The padded tokens of its batch (`batch x seq`).
+    pub fn padded_tokens(&self) -> u64 {
+        u64::from(self.activations.batch) * u64::from(self.activations.seq)
+    }
+}
 
 /// When rounds start and commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +125,22 @@ pub trait CloudApp: Send + 'static {
         Box::new(move || reply)
     }
 
+    /// How large a batch of several devices' steps one job may take, in padded tokens:
+    /// the hub hands [`CloudApp::split_batch`] the ready steps (each device's at most
+    /// once) while their sequences, padded to the longest, stay within this (always at
+    /// least one step). The default, 0, makes every step its own job.
+    fn batch_tokens(&self) -> u64 {
+        0
+    }
+
+    /// Ready steps of several devices as one job for a worker (called on the hub); its
+    /// replies name each device once. The default makes each a [`CloudApp::split_job`]
+    /// and runs them in turn; an application whose devices train one model overrides it
+    /// to train them as one batch. A panic in the job fails every device in it.
+    fn split_batch(&mut self, steps: Vec<ReadyStep>) -> BatchJob {
+        jobs_in_turn(self, steps)
+    }
+
     /// Round quorum.
     fn quorum(&self) -> RoundQuorum {
         RoundQuorum {
@@ -124,6 +164,19 @@ pub trait CloudApp: Send + 'static {
 
     /// A round ended.
     fn round_ended(&mut self, outcome: RoundOutcome);
+}
+
+/// `steps` as one job that runs each device's [`CloudApp::split_job`] in turn (what
+/// [`CloudApp::split_batch`] does unless the application batches).
+pub fn jobs_in_turn<A: CloudApp + ?Sized>(app: &mut A, steps: Vec<ReadyStep>) -> BatchJob {
+    let jobs: Vec<(NodeName, SplitJob)> = steps
+        .into_iter()
+        .map(|step| {
+            let job = app.split_job(&step.node, step.activations, step.tensor);
+            (step.node, job)
+        })
+        .collect();
+    Box::new(move || jobs.into_iter().map(|(node, job)| (node, job())).collect())
 }
 
 /// Serves the Hello exchange only: no jobs.

@@ -7,8 +7,8 @@
 //! device that reconnects resumes where it was: a resent step is answered from the
 //! cache, an update already counted is refused as a duplicate.
 
-use crate::app::{Admitted, CloudApp, RoundOutcome};
-use crate::workers::{Fairness, Workers};
+use crate::app::{Admitted, CloudApp, ReadyStep, RoundOutcome, StepReply};
+use crate::workers::{Fairness, JobResults, Workers};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use tandem_runtime::session::Envelope;
 use tandem_runtime::session::fl::{CoordinatorEvent, RoundCoordinator};
 use tandem_runtime::session::split::{CloudEvent, SplitCloud};
 use tandem_runtime::transport::InFlight;
-use tandem_runtime::wire::{Capabilities, CutGradient, NodeName};
+use tandem_runtime::wire::{Capabilities, NodeName};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{error, info, warn};
 
@@ -44,12 +44,9 @@ pub(crate) enum HubInput {
     Disconnected { node: NodeName, id: u64 },
     /// The server is done: stop.
     Shutdown,
-    /// A worker ran `node`'s step: its gradient or refusal, or `Err` when the
+    /// A worker ran a job: each of its devices' gradient or refusal, or `Err` when the
     /// application panicked on it.
-    StepDone {
-        node: NodeName,
-        result: Result<Result<(CutGradient, Vec<u8>), String>, String>,
-    },
+    StepDone { results: JobResults },
 }
 
 /// How the hub serves devices.
@@ -168,12 +165,14 @@ impl<A: CloudApp> Hub<A> {
             }
             // `run` stops on it before it gets here.
             HubInput::Shutdown => {}
-            HubInput::StepDone { node, result } => {
+            HubInput::StepDone { results } => {
                 self.workers.finished();
-                self.fairness.done(&node);
-                self.answer(&node, result);
-                // A newer step may have arrived meanwhile.
-                self.fairness.ready(&node);
+                for (node, result) in results {
+                    self.fairness.done(&node);
+                    self.answer(&node, result);
+                    // A newer step may have arrived meanwhile.
+                    self.fairness.ready(&node);
+                }
                 self.dispatch();
             }
             HubInput::Admit { hello, reply } => {
@@ -241,40 +240,81 @@ impl<A: CloudApp> Hub<A> {
         }
     }
 
-    /// Hands ready devices' steps to free workers, in turn.
+    /// Hands ready devices' steps to free workers, in turn: one device's step per job,
+    /// or as many as the application batches ([`CloudApp::batch_tokens`]).
     fn dispatch(&mut self) {
+        let budget = self.app.batch_tokens();
         while self.workers.has_idle() {
-            let Some(node) = self.fairness.next() else {
+            let steps = self.next_batch(budget);
+            if steps.is_empty() {
                 return;
-            };
-            let event = self.split.get_mut(&node).and_then(SplitCloud::poll_event);
-            let Some(CloudEvent::Activations {
-                activations,
-                tensor,
-            }) = event
-            else {
-                self.fairness.done(&node);
-                continue;
-            };
+            }
+            let nodes: Vec<NodeName> = steps.iter().map(|s| s.node.clone()).collect();
+            let subject = nodes
+                .iter()
+                .map(NodeName::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
             let app = &mut self.app;
-            match isolated(&node, "preparing a step of", || {
-                app.split_job(&node, activations, tensor)
-            }) {
-                Ok(job) => self.workers.run(node, job),
+            match isolated(&subject, "preparing a step of", || app.split_batch(steps)) {
+                Ok(job) => self.workers.run(nodes, job),
                 Err(failure) => {
-                    self.fairness.done(&node);
-                    self.fail(&node, failure);
+                    for node in &nodes {
+                        self.fairness.done(node);
+                        self.fail(node, failure.clone());
+                    }
                 }
             }
         }
     }
 
+    /// The next ready steps, in turn, while their batches padded to the longest stay
+    /// within `budget` tokens (at least one step; only one when `budget` is 0). A step
+    /// that would pass the budget waits, first in line, for the next job.
+    fn next_batch(&mut self, budget: u64) -> Vec<ReadyStep> {
+        let mut steps: Vec<ReadyStep> = Vec::new();
+        let (mut sequences, mut longest) = (0u64, 0u64);
+        while let Some(node) = self.fairness.peek() {
+            let size = match self.split.get(&node).and_then(SplitCloud::peek_event) {
+                Some(CloudEvent::Activations { activations, .. }) => {
+                    Some((u64::from(activations.batch), u64::from(activations.seq)))
+                }
+                _ => None,
+            };
+            let Some((batch, seq)) = size else {
+                // Nothing to run after all (a resend answered from the cache).
+                self.fairness.next();
+                self.fairness.done(&node);
+                continue;
+            };
+            let (b, s) = (sequences + batch, longest.max(seq));
+            if !steps.is_empty() && b.saturating_mul(s) > budget {
+                break;
+            }
+            self.fairness.next();
+            let Some(CloudEvent::Activations {
+                activations,
+                tensor,
+            }) = self.split.get_mut(&node).and_then(SplitCloud::poll_event)
+            else {
+                self.fairness.done(&node);
+                continue;
+            };
+            (sequences, longest) = (b, s);
+            steps.push(ReadyStep {
+                node,
+                activations,
+                tensor,
+            });
+            if budget == 0 {
+                break;
+            }
+        }
+        steps
+    }
+
     /// Routes a worker's `result` for `node`'s step.
-    fn answer(
-        &mut self,
-        node: &NodeName,
-        result: Result<Result<(CutGradient, Vec<u8>), String>, String>,
-    ) {
+    fn answer(&mut self, node: &NodeName, result: Result<StepReply, String>) {
         match result {
             Ok(Ok((gradient, tensor))) => {
                 // A device restarted meanwhile has a new machine that asked nothing.

@@ -20,6 +20,9 @@ pub mod split_app;
 pub mod tops_memory;
 mod workers;
 
-pub use app::{Admitted, CloudApp, HelloOnly, RoundOutcome, RoundQuorum, SplitJob};
+pub use app::{
+    Admitted, BatchJob, CloudApp, HelloOnly, ReadyStep, RoundOutcome, RoundQuorum, SplitJob,
+    StepReply, jobs_in_turn,
+};
 pub use hub::HubSettings;
 pub use server::{ServeError, Server, ServerStats};

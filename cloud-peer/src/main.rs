@@ -123,10 +123,15 @@ struct SplitArgs {
     #[arg(long, default_value_t = 1024)]
     code_cache_mib: usize,
     /// How each device's top trains: `per-device` (a whole top each, about 85 MB at cut
-    /// 2) or `lora:R` (LoRA adapters of rank R on one shared frozen copy of the upper
-    /// layers, and a head, per device).
+    /// 2), `lora:R` (LoRA adapters of rank R on one shared frozen copy of the upper
+    /// layers, and a head, per device) or `shared` (one top that every device trains,
+    /// SplitFed-style; all devices at the same cut and form).
     #[arg(long, default_value = "per-device")]
     top: tandem_runtime::model::split::TopTraining,
+    /// With `--top shared`: the steps ready together train as one batch of up to this
+    /// many padded tokens (sequences x the longest; at least one step; 0: one at a time).
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(0..=1 << 24))]
+    batch_tokens: u64,
     /// Tokens per split step at most (batch x padded length, as each device declares
     /// in its Hello); larger requests are refused at Hello.
     #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
@@ -287,6 +292,7 @@ async fn serve_split(
         ),
         code_cache_bytes: args.code_cache_mib.saturating_mul(1 << 20),
         top: args.top,
+        batch_tokens: args.batch_tokens,
         step_caps: tandem_runtime::session::step_limits::StepCaps {
             tokens: args.max_step_tokens,
             attention: args.max_step_attention,

@@ -1,7 +1,8 @@
-//! The split fine-tuning application: one MiniLM top half per device, trained on the
-//! cut tensors it sends.
+//! The split fine-tuning application: MiniLM top halves trained on the cut tensors the
+//! devices send: one per device (whole, or LoRA adapters on a shared frozen copy), or
+//! one that every device trains, its steps batched.
 
-use crate::app::{Admitted, CloudApp, RoundOutcome, SplitJob};
+use crate::app::{Admitted, BatchJob, CloudApp, ReadyStep, RoundOutcome, SplitJob, StepReply};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,8 +12,9 @@ use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::model::minilm::{MiniLm, ModelError};
 use tandem_runtime::model::split::cloud::{Admission, CloudTrainer};
 use tandem_runtime::model::split::position::checkpoint_due;
+use tandem_runtime::model::split::shared_top::SharedTop;
 use tandem_runtime::model::split::snapshot::{self, TrainerSnapshot};
-use tandem_runtime::model::split::{LrSchedule, TopTraining};
+use tandem_runtime::model::split::{LrSchedule, StepLink, TopTraining};
 use tandem_runtime::session::fl::Assignment;
 use tandem_runtime::session::step_limits::StepCaps;
 use tandem_runtime::wire::{Activations, Capabilities, CutGradient, Hello, NodeName};
@@ -38,14 +40,24 @@ pub struct SplitSettings {
     pub code_cache_bytes: usize,
     /// The largest step any device may declare at Hello.
     pub step_caps: StepCaps,
-    /// How each device's top trains: a whole top each, or LoRA adapters on one shared
-    /// frozen copy.
+    /// How each device's top trains: a whole top each, LoRA adapters on one shared
+    /// frozen copy, or one top for all.
     pub top: TopTraining,
+    /// A shared top trains the steps that are ready together as one batch of up to this
+    /// many padded tokens (sequences x the longest); 0: one step at a time.
+    pub batch_tokens: u64,
 }
 
 /// Snapshots kept per device: its checkpoint can lag the top's newest by one interval
 /// (it writes its own after the cloud has answered the step that triggered the top's).
 const SNAPSHOTS_KEPT: usize = 2;
+
+/// A shared top is snapshotted every this many updates (and a restarted cloud goes on
+/// from the newest).
+const SHARED_SNAPSHOT_EVERY: u64 = 100;
+
+/// The shared top's snapshot, in the state directory.
+const SHARED_SNAPSHOT: &str = "shared-top.snap";
 
 /// Time the cloud spent computing, for the step-time split.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -62,8 +74,10 @@ pub struct SplitApp {
     /// The whole encoder, loaded once on the training device; each device's top is
     /// cut from a clone.
     model: MiniLm,
-    /// One top per admitted device, made at its Hello.
+    /// One top (or, for a shared top, one link) per admitted device, made at its Hello.
     tops: HashMap<NodeName, Slot>,
+    /// The top every device trains (`--top shared`), made at the first Hello.
+    shared: Option<Arc<Mutex<SharedTop>>>,
     /// Devices whose tops were freed (idle, or failed), and the process they served: that
     /// process is refused (its top is gone); a restart resumes from a snapshot.
     freed: HashMap<NodeName, u64>,
@@ -78,7 +92,15 @@ struct Slot {
     process: u64,
     /// Steps it has trained, as its worker last left it (read without the lock).
     updates: Arc<AtomicU64>,
-    trainer: Arc<Mutex<CloudTrainer>>,
+    top: SlotTop,
+}
+
+/// What a device's steps train.
+enum SlotTop {
+    /// Its own top.
+    Own(Arc<Mutex<CloudTrainer>>),
+    /// The shared top, through its own link.
+    Shared(Arc<Mutex<StepLink>>),
 }
 
 impl SplitApp {
@@ -89,6 +111,7 @@ impl SplitApp {
             settings,
             model,
             tops: HashMap::new(),
+            shared: None,
             freed: HashMap::new(),
             totals: Default::default(),
         })
@@ -99,18 +122,146 @@ impl SplitApp {
         self.totals.clone()
     }
 
-    /// What a worker needs to train `node`'s top.
-    fn top_step(&self, node: &NodeName) -> Result<TopStep, String> {
-        let slot = self
-            .tops
+    /// `node`'s slot. The error is one line for the device's operator.
+    fn slot(&self, node: &NodeName) -> Result<&Slot, String> {
+        self.tops
             .get(node)
-            .ok_or_else(|| format!("'{node}' sent activations without a split Hello"))?;
+            .ok_or_else(|| format!("'{node}' sent activations without a split Hello"))
+    }
+
+    /// What a worker needs to train `node`'s own top.
+    fn top_step(&self, node: &NodeName) -> Result<TopStep, String> {
+        let slot = self.slot(node)?;
+        let SlotTop::Own(trainer) = &slot.top else {
+            return Err(format!("'{node}' trains the shared top"));
+        };
         Ok(TopStep {
             node: node.clone(),
-            trainer: slot.trainer.clone(),
+            trainer: trainer.clone(),
             updates: slot.updates.clone(),
             totals: self.totals.clone(),
             snapshots: self.snapshot_dir(node),
+        })
+    }
+
+    /// The shared top, made now from its snapshot (if the state directory has one of
+    /// the same cut and form) or fresh for `admission`'s cut and form.
+    fn shared_top(&mut self, admission: &Admission) -> Result<Arc<Mutex<SharedTop>>, String> {
+        if let Some(shared) = &self.shared {
+            return Ok(shared.clone());
+        }
+        let device = self.settings.backend.training_device();
+        let (schedule, seed) = (self.settings.schedule, self.settings.seed);
+        let mut top = SharedTop::new(
+            self.model.clone(),
+            &device,
+            admission.cut,
+            admission.form,
+            schedule,
+            seed,
+        )?;
+        let saved = self
+            .settings
+            .state_dir
+            .as_ref()
+            .map(|d| d.join(SHARED_SNAPSHOT));
+        if let Some(path) = saved {
+            match TrainerSnapshot::load(&path, snapshot::TOP_MAGIC) {
+                Ok(Some(saved)) => match top.resume(saved, schedule) {
+                    Ok(resumed) => {
+                        info!(
+                            updates = resumed.updates(),
+                            "resumed the shared top from its snapshot"
+                        );
+                        top = resumed;
+                    }
+                    // The old top stays on disk until this one's first snapshot.
+                    Err(other) => {
+                        warn!("a fresh shared top: {other}");
+                        top = SharedTop::new(
+                            self.model.clone(),
+                            &device,
+                            admission.cut,
+                            admission.form,
+                            schedule,
+                            seed,
+                        )?;
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => warn!("a fresh shared top: cannot read {}: {e}", path.display()),
+            }
+        }
+        let shared = Arc::new(Mutex::new(top));
+        self.shared = Some(shared.clone());
+        Ok(shared)
+    }
+
+    /// Admits a device to the shared top: same cut and form as every other device; its
+    /// link kept across reconnects of the same run. A device that resumes trains the
+    /// shared top as it now is (the top is the cloud's, not its run's).
+    fn admit_shared(
+        &mut self,
+        node: &NodeName,
+        admission: Admission,
+        admitted: Admitted,
+    ) -> Result<Admitted, String> {
+        let shared = self.shared_top(&admission)?;
+        shared
+            .lock()
+            .map_err(|_| "the shared top failed in an earlier step".to_string())?
+            .serves(&admission)?;
+        let (run_settings, process) = (admission.run_settings(), admission.plan.process);
+        if let Some(slot) = self.tops.get_mut(node)
+            && slot.run_settings == run_settings
+            && matches!(slot.top, SlotTop::Shared(_))
+        {
+            slot.process = process;
+            return Ok(admitted);
+        }
+        let link = StepLink::new(admission)?.with_code_cache(self.settings.code_cache_bytes);
+        let slot = Slot {
+            run_settings,
+            process,
+            updates: Arc::new(AtomicU64::new(0)),
+            top: SlotTop::Shared(Arc::new(Mutex::new(link))),
+        };
+        self.freed.remove(node);
+        self.tops.insert(node.clone(), slot);
+        Ok(admitted)
+    }
+
+    /// Steps of devices training the shared top, as one job: one batch.
+    fn shared_batch(&self, steps: Vec<ReadyStep>) -> BatchJob {
+        let mut refused = Vec::new();
+        let mut taken = Vec::new();
+        for step in steps {
+            match self.slot(&step.node) {
+                Ok(Slot {
+                    top: SlotTop::Shared(link),
+                    updates,
+                    ..
+                }) => {
+                    let (link, updates) = (link.clone(), updates.clone());
+                    taken.push((step, link, updates));
+                }
+                Ok(_) => {
+                    let reason = format!("'{}' trains a top of its own", step.node);
+                    refused.push((step.node, Err(reason)));
+                }
+                Err(reason) => refused.push((step.node, Err(reason))),
+            }
+        }
+        let (shared, totals) = (self.shared.clone(), self.totals.clone());
+        let state_dir = self.settings.state_dir.clone();
+        Box::new(move || {
+            let Some(shared) = shared else {
+                let none = "this cloud has no shared top".to_string();
+                refused.extend(taken.into_iter().map(|(s, ..)| (s.node, Err(none.clone()))));
+                return refused;
+            };
+            refused.extend(train_shared(&shared, taken, &totals, state_dir.as_deref()));
+            refused
         })
     }
 
@@ -209,6 +360,78 @@ impl TopStep {
     }
 }
 
+/// Trains `shared` on `steps` as one batch (each with its device's link and count of
+/// trained steps), adds the training steps to `totals`, and snapshots the top into
+/// `state_dir` every [`SHARED_SNAPSHOT_EVERY`] updates.
+fn train_shared(
+    shared: &Mutex<SharedTop>,
+    steps: Vec<(ReadyStep, Arc<Mutex<StepLink>>, Arc<AtomicU64>)>,
+    totals: &Mutex<ComputeTotals>,
+    state_dir: Option<&Path>,
+) -> Vec<(NodeName, StepReply)> {
+    let failed = |steps: Vec<(ReadyStep, _, _)>, reason: &str| {
+        steps
+            .into_iter()
+            .map(|(s, ..)| (s.node, Err(reason.to_string())))
+            .collect()
+    };
+    let Ok(mut top) = shared.lock() else {
+        return failed(steps, "the shared top failed in an earlier step");
+    };
+    let held: Vec<Arc<Mutex<StepLink>>> = steps.iter().map(|(_, link, _)| link.clone()).collect();
+    let mut links = Vec::with_capacity(held.len());
+    for link in &held {
+        match link.lock() {
+            Ok(link) => links.push(link),
+            Err(_) => return failed(steps, "a device's link failed in an earlier step"),
+        }
+    }
+    let started = Instant::now();
+    let before = top.updates();
+    let batch = links
+        .iter_mut()
+        .zip(&steps)
+        .map(|(link, (step, ..))| (&mut **link, &*step.activations, step.tensor.as_slice()))
+        .collect();
+    let replies = top.step_batch(batch);
+    let trained = steps.iter().filter(|(s, ..)| s.activations.train).count() as u64;
+    if trained > 0
+        && let Ok(mut totals) = totals.lock()
+    {
+        totals.steps += trained;
+        totals.train += started.elapsed();
+    }
+    for (link, (_, _, updates)) in links.iter().zip(&steps) {
+        updates.store(link.trained(), Ordering::Release);
+    }
+    drop(links);
+    let done = top.updates();
+    if done != before
+        && done % SHARED_SNAPSHOT_EVERY == 0
+        && let Some(dir) = state_dir
+    {
+        let saved = std::fs::create_dir_all(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))
+            .and_then(|()| top.save_snapshot(&dir.join(SHARED_SNAPSHOT)));
+        if let Err(e) = saved {
+            warn!(step = done, "cannot snapshot the shared top: {e}");
+        }
+    }
+    steps
+        .into_iter()
+        .zip(replies)
+        .map(|((step, ..), reply)| (step.node, reply))
+        .collect()
+}
+
+/// The reply of a batch of one step.
+fn only_reply(mut replies: Vec<(NodeName, StepReply)>) -> StepReply {
+    replies.pop().map_or_else(
+        || Err("the shared top gave no reply".into()),
+        |(_, reply)| reply,
+    )
+}
+
 /// A top snapshot's file name: its run and step.
 fn snapshot_name(run: u64, step: u64) -> String {
     format!("top-{run:016x}-{step}.snap")
@@ -246,7 +469,11 @@ impl CloudApp for SplitApp {
             return Err("this cloud freed the top of this device process (it was away too long, or its step failed): restart the device with --resume to continue from its checkpoint".into());
         }
         info!(node = %hello.node, cut = admission.cut, form = ?admission.form, width = admission.width(), gradient = ?admission.gradient, run = admission.plan.run, start_step = admission.plan.start_step, "admitted split session");
+        if self.settings.top == TopTraining::Shared {
+            return self.admit_shared(&hello.node, admission, admitted);
+        }
         if let Some(slot) = self.tops.get_mut(&hello.node)
+            && matches!(slot.top, SlotTop::Own(_))
             && slot.run_settings == run_settings
             && (slot.process == plan.process
                 || slot.updates.load(Ordering::Acquire) == plan.start_step)
@@ -284,7 +511,7 @@ impl CloudApp for SplitApp {
             run_settings,
             process: plan.process,
             updates: Arc::new(AtomicU64::new(trainer.updates())),
-            trainer: Arc::new(Mutex::new(trainer)),
+            top: SlotTop::Own(Arc::new(Mutex::new(trainer))),
         };
         self.freed.remove(&hello.node);
         self.tops.insert(hello.node.clone(), slot);
@@ -297,6 +524,14 @@ impl CloudApp for SplitApp {
         activations: &Activations,
         tensor: &[u8],
     ) -> Result<(CutGradient, Vec<u8>), String> {
+        if self.settings.top == TopTraining::Shared {
+            let step = ReadyStep {
+                node: node.clone(),
+                activations: Box::new(activations.clone()),
+                tensor: tensor.to_vec(),
+            };
+            return only_reply(self.shared_batch(vec![step])());
+        }
         self.top_step(node)?.run(activations, tensor)
     }
 
@@ -306,8 +541,30 @@ impl CloudApp for SplitApp {
         activations: Box<Activations>,
         tensor: Vec<u8>,
     ) -> SplitJob {
+        if self.settings.top == TopTraining::Shared {
+            let job = self.shared_batch(vec![ReadyStep {
+                node: node.clone(),
+                activations,
+                tensor,
+            }]);
+            return Box::new(move || only_reply(job()));
+        }
         let step = self.top_step(node);
         Box::new(move || step?.run(&activations, &tensor))
+    }
+
+    fn batch_tokens(&self) -> u64 {
+        match self.settings.top {
+            TopTraining::Shared => self.settings.batch_tokens,
+            _ => 0,
+        }
+    }
+
+    fn split_batch(&mut self, steps: Vec<ReadyStep>) -> BatchJob {
+        if self.settings.top == TopTraining::Shared {
+            return self.shared_batch(steps);
+        }
+        crate::app::jobs_in_turn(self, steps)
     }
 
     fn forget(&mut self, node: &NodeName) {

@@ -58,6 +58,7 @@ pub fn run(args: MeasureTopsArgs) -> Result<()> {
         code_cache_bytes: 0,
         step_caps: StepCaps::default(),
         top: args.top,
+        batch_tokens: 0,
     };
     let model_dir = settings.model_dir.clone();
     let mut app = SplitApp::new(settings)?;

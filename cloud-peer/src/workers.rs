@@ -1,23 +1,27 @@
 //! The threads that run devices' split steps off the session hub, so admissions, round
 //! deadlines and every other device's messages never wait behind a training step.
 //!
-//! The hub hands a worker one device's step at a time and keeps at most one step per
+//! The hub hands a worker one job at a time (one device's step, or steps of several
+//! devices that the application trains as one batch) and keeps at most one step per
 //! device queued or running ([`Fairness`]): devices take turns in the order their
-//! steps became ready, whatever their batch sizes. A panic in a step is caught on its
-//! worker and reported as that device's failure.
+//! steps became ready, whatever their batch sizes. A panic in a job is caught on its
+//! worker and reported as the failure of the devices in it.
 
-use crate::app::SplitJob;
+use crate::app::{BatchJob, StepReply};
 use crate::hub::{HubInput, isolated};
 use std::collections::{HashSet, VecDeque};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use tandem_runtime::wire::NodeName;
 
-/// A device's step to run.
+/// Devices' steps to run as one job.
 struct Task {
-    node: NodeName,
-    job: SplitJob,
+    nodes: Vec<NodeName>,
+    job: BatchJob,
 }
+
+/// Each device's outcome of a job: its reply, or `Err` when the application panicked.
+pub(crate) type JobResults = Vec<(NodeName, Result<StepReply, String>)>;
 
 /// The pool: `size` threads taking tasks from one queue and reporting each result to the
 /// hub as [`HubInput::StepDone`].
@@ -46,11 +50,11 @@ impl Workers {
         self.idle > 0
     }
 
-    /// Hands `node`'s `job` to a free worker.
-    pub(crate) fn run(&mut self, node: NodeName, job: SplitJob) {
+    /// Hands `job`, the steps of `nodes`, to a free worker.
+    pub(crate) fn run(&mut self, nodes: Vec<NodeName>, job: BatchJob) {
         self.idle = self.idle.saturating_sub(1);
         // The workers live as long as the pool's sender; a send cannot fail before.
-        let _ = self.tasks.send(Task { node, job });
+        let _ = self.tasks.send(Task { nodes, job });
     }
 
     /// A worker finished a step.
@@ -67,12 +71,46 @@ fn work(queue: &Mutex<Receiver<Task>>, hub: &Sender<HubInput>) {
             Ok(queue) => queue.recv(),
             Err(_) => return,
         };
-        let Ok(Task { node, job }) = task else { return };
-        let result = isolated(&node, "training a step of", job);
-        if hub.send(HubInput::StepDone { node, result }).is_err() {
+        let Ok(Task { nodes, job }) = task else {
+            return;
+        };
+        let subject = nodes
+            .iter()
+            .map(NodeName::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let results = outcomes(nodes, isolated(&subject, "training a step of", job));
+        if hub.send(HubInput::StepDone { results }).is_err() {
             return;
         }
     }
+}
+
+/// Each of `nodes`' outcome of a job that returned `replies` (or panicked): a device the
+/// job gave no reply fails, so every device in it hears back.
+fn outcomes(
+    nodes: Vec<NodeName>,
+    replies: Result<Vec<(NodeName, StepReply)>, String>,
+) -> JobResults {
+    let mut replies = match replies {
+        Ok(replies) => replies,
+        Err(failure) => {
+            return nodes
+                .into_iter()
+                .map(|node| (node, Err(failure.clone())))
+                .collect();
+        }
+    };
+    nodes
+        .into_iter()
+        .map(|node| {
+            let reply = match replies.iter().position(|(n, _)| *n == node) {
+                Some(at) => Ok(replies.swap_remove(at).1),
+                None => Err("the cloud's application gave this device's step no reply".into()),
+            };
+            (node, reply)
+        })
+        .collect()
 }
 
 /// Which device runs next: devices with a step ready, in the order they became ready,
@@ -90,6 +128,11 @@ impl Fairness {
         if !self.running.contains(node) && self.queued.insert(node.clone()) {
             self.ready.push_back(node.clone());
         }
+    }
+
+    /// The next device to run, left first in line.
+    pub(crate) fn peek(&self) -> Option<NodeName> {
+        self.ready.front().cloned()
     }
 
     /// The next device to run, now marked running.

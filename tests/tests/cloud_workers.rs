@@ -1,7 +1,8 @@
 //! The cloud serves everyone while one device trains: split steps run on worker threads,
 //! so another device's Hello is admitted and its steps answered while a step is stuck
 //! in the application; a device away longer than the idle release is forgotten (what
-//! the application held for it freed).
+//! the application held for it freed); an application that batches gets the steps ready
+//! together as one job, within its budget.
 
 mod common;
 
@@ -9,7 +10,7 @@ use common::{Cloud, link_target, quick_link, reversed_reply};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tandem_cloud::{CloudApp, HubSettings, RoundOutcome, SplitJob};
+use tandem_cloud::{BatchJob, CloudApp, HubSettings, ReadyStep, RoundOutcome, SplitJob};
 use tandem_runtime::session::check::probe_activations;
 use tandem_runtime::session::fl::Assignment;
 use tandem_runtime::session::split::{SplitConfig, SplitDevice};
@@ -17,10 +18,12 @@ use tandem_runtime::transport::link::DeviceLink;
 use tandem_runtime::wire::{Activations, Capabilities, NodeName};
 
 /// Answers each step with its bytes reversed, on a worker, after a millisecond per
-/// tensor byte; a step of "stuck" waits until the test sends on `release`. Logs steps answered and nodes forgotten.
+/// tensor byte; a step of "stuck" waits until the test sends on `release`. Logs steps answered and nodes forgotten,
+/// and, when it batches (`batch_tokens` > 0), the devices of each job.
 struct WorkerApp {
     release: Arc<Mutex<Receiver<()>>>,
     log: Arc<Mutex<Vec<String>>>,
+    batch_tokens: u64,
 }
 
 impl CloudApp for WorkerApp {
@@ -52,6 +55,21 @@ impl CloudApp for WorkerApp {
         self.log.lock().unwrap().push(format!("{node} forgotten"));
     }
 
+    fn batch_tokens(&self) -> u64 {
+        self.batch_tokens
+    }
+
+    fn split_batch(&mut self, steps: Vec<ReadyStep>) -> BatchJob {
+        if self.batch_tokens > 0 {
+            let nodes: Vec<&str> = steps.iter().map(|s| s.node.as_str()).collect();
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("batch {}", nodes.join(",")));
+        }
+        tandem_cloud::jobs_in_turn(self, steps)
+    }
+
     fn round_tasks(&mut self, _round: u64, _participants: &[NodeName]) -> Option<Vec<Assignment>> {
         None
     }
@@ -60,11 +78,20 @@ impl CloudApp for WorkerApp {
 }
 
 async fn cloud(test: &str, hub: HubSettings) -> (Cloud, Sender<()>, Arc<Mutex<Vec<String>>>) {
+    batching_cloud(test, hub, 0).await
+}
+
+async fn batching_cloud(
+    test: &str,
+    hub: HubSettings,
+    batch_tokens: u64,
+) -> (Cloud, Sender<()>, Arc<Mutex<Vec<String>>>) {
     let (release, released) = std::sync::mpsc::channel();
     let log = Arc::new(Mutex::new(Vec::new()));
     let app = WorkerApp {
         release: Arc::new(Mutex::new(released)),
         log: log.clone(),
+        batch_tokens,
     };
     (Cloud::start_with_hub(test, hub, app).await, release, log)
 }
@@ -201,5 +228,53 @@ async fn a_device_away_past_the_idle_release_is_forgotten() {
         "the cloud kept the device: {:?}",
         log.lock().unwrap()
     );
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn steps_ready_together_run_as_one_job_within_the_batch_budget() {
+    // One worker; each probe step is one sequence of one token: two fit the budget.
+    let (cloud, release, log) = batching_cloud("workers-batch", HubSettings::default(), 2).await;
+    let mut stuck = link(&cloud, "stuck").await;
+    let stuck_step = tokio::spawn(async move {
+        let mut machine = split_device();
+        step(&mut stuck, &mut machine).await;
+        stuck
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Three devices' steps wait behind the stuck one, then run as two jobs: two
+    // together (the budget), then the third.
+    let mut waiting = Vec::new();
+    for name in ["a", "b", "c"] {
+        let mut device = link(&cloud, name).await;
+        waiting.push(tokio::spawn(async move {
+            let mut machine = split_device();
+            let step = step(&mut device, &mut machine).await;
+            (device, step)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    release.send(()).unwrap();
+    for done in waiting {
+        let (mut device, step) = tokio::time::timeout(Duration::from_secs(10), done)
+            .await
+            .expect("answered")
+            .unwrap();
+        assert_eq!(step, 0);
+        device.close();
+    }
+    stuck_step.await.unwrap().close();
+    let batches: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.strip_prefix("batch ").map(str::to_string))
+        .collect();
+    let sizes: Vec<usize> = batches.iter().map(|b| b.split(',').count()).collect();
+    assert_eq!(sizes, [1, 2, 1], "{batches:?}");
+    assert_eq!(batches[0], "stuck");
+    let mut rest: Vec<&str> = batches[1..].iter().flat_map(|b| b.split(',')).collect();
+    rest.sort_unstable();
+    assert_eq!(rest, ["a", "b", "c"]);
     cloud.shutdown().await;
 }

@@ -2,7 +2,7 @@
 //! after a failure) refuses the process it served, whose step cache and top are gone,
 //! and admits a new run; a device's LoRA top learns while another device's still starts
 //! from the pretrained layers (the memory they share is measured by `cargo xtask bench
-//! cloud`, not here).
+//! cloud`, not here); a shared top is one top every device trains, at one cut.
 #![cfg(feature = "model")]
 
 mod common;
@@ -89,4 +89,34 @@ fn lora_tops_train_each_devices_own_adapters() {
     let b = step(&mut app, "b", 0);
     assert!(a[2] < a[0], "device a's loss falls: {a:?}");
     assert!((b - a[0]).abs() < 1e-4, "b {b} against a's first {}", a[0]);
+}
+
+#[test]
+fn a_shared_top_is_one_top_that_every_device_trains() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !model_cached() {
+        return;
+    }
+    let settings = SplitSettings {
+        top: TopTraining::Shared,
+        batch_tokens: 4096,
+        ..cloud_settings(10)
+    };
+    let mut app = SplitApp::new(settings).expect("model cached");
+    assert_eq!(app.batch_tokens(), 4096);
+    for name in ["a", "b"] {
+        app.admit(&hello(name, RunPosition::fresh(0)))
+            .expect("admitted");
+    }
+    // Device a trains three steps; b's first step sees the top a trained, on the same
+    // batch: its loss is below a's first (with a top of its own it would equal it).
+    let a: Vec<f32> = (0..3).map(|s| step(&mut app, "a", s)).collect();
+    let b = step(&mut app, "b", 0);
+    assert!(a[2] < a[0], "device a's loss falls: {a:?}");
+    assert!(b < a[0] - 1e-3, "b {b} against a's first {}", a[0]);
+    // One top, one cut: a device that asks for another is refused with why.
+    let mut other = hello("c", RunPosition::fresh(0));
+    other.model.cut += 1;
+    let refused = app.admit(&other).unwrap_err();
+    assert!(refused.contains("shared by all devices"), "{refused}");
 }

@@ -325,4 +325,9 @@ impl SplitCloud {
     pub fn poll_event(&mut self) -> Option<CloudEvent> {
         self.events.pop_front()
     }
+
+    /// The next event for the application, left in place.
+    pub fn peek_event(&self) -> Option<&CloudEvent> {
+        self.events.front()
+    }
 }

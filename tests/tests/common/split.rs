@@ -69,6 +69,7 @@ pub fn cloud_settings(steps: u64) -> SplitSettings {
         code_cache_bytes: 0,
         step_caps: StepCaps::default(),
         top: TopTraining::PerDevice,
+        batch_tokens: 0,
     }
 }
 
