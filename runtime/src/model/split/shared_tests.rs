@@ -186,3 +186,71 @@ fn a_bad_step_in_a_batch_is_refused_alone() {
         "{bad:?}"
     );
 }
+
+#[test]
+fn a_shared_top_resumed_from_its_snapshot_goes_on_where_it_was() {
+    let Some((forwards, admission)) = forwards() else {
+        return;
+    };
+    let device = ComputeBackend::Flex.training_device();
+    let model = MiniLm::load(&model_dir(), &device).unwrap();
+    let top = top_of(
+        model,
+        &device,
+        admission.cut,
+        admission.form,
+        TopTraining::Shared,
+        7,
+    )
+    .unwrap();
+    let shared = |top: &super::Top| {
+        SharedTop::with_top(
+            top.clone(),
+            &device,
+            admission.cut,
+            admission.form,
+            SCHEDULE,
+        )
+    };
+    let train = |shared: &mut SharedTop, forward: &Forward| {
+        let mut link = StepLink::new(admission).unwrap();
+        let reply = shared.step_batch(vec![(&mut link, &forward.activations, &forward.tensor)]);
+        reply.into_iter().next().unwrap().unwrap().0.loss
+    };
+    let mut original = shared(&top);
+    train(&mut original, &forwards[0]);
+    let dir = std::env::temp_dir().join(format!("tandem-shared-top-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shared-top.snap");
+    original.save_snapshot(&path).unwrap();
+    let saved = super::snapshot::TrainerSnapshot::load(&path, super::snapshot::TOP_MAGIC)
+        .unwrap()
+        .unwrap();
+    // A fresh top (as a restarted cloud makes) resumed from the file.
+    let mut resumed = shared(&top).resume(saved, SCHEDULE).unwrap();
+    assert_eq!(resumed.updates(), 1);
+    let (a, b) = (
+        train(&mut original, &forwards[1]),
+        train(&mut resumed, &forwards[1]),
+    );
+    let fresh = train(&mut shared(&top), &forwards[1]);
+    assert!((a - b).abs() <= 1e-5, "loss {a} going on, {b} resumed");
+    assert!(
+        (a - fresh).abs() > 1e-4,
+        "the first update changed nothing: {a} vs {fresh}"
+    );
+    // A snapshot of a top at another cut is refused.
+    let saved = super::snapshot::TrainerSnapshot::load(&path, super::snapshot::TOP_MAGIC)
+        .unwrap()
+        .unwrap();
+    let other = SharedTop::with_top(
+        top.clone(),
+        &device,
+        admission.cut + 1,
+        admission.form,
+        SCHEDULE,
+    );
+    let refused = other.resume(saved, SCHEDULE).err().expect("refused");
+    assert!(refused.contains("another cut"), "{refused}");
+    let _ = std::fs::remove_dir_all(dir);
+}
