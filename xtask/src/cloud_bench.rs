@@ -19,8 +19,15 @@ use std::process::Command;
 /// (top, devices admitted) per memory row: a whole top each costs ~85 MB, so fewer.
 const ROWS: &[(&str, u16)] = &[("per-device", 8), ("lora:8", 32), ("shared", 32)];
 
-/// The tops and device counts of the load runs, and each device's steps.
-const LOAD_TOPS: &[&str] = &["per-device", "lora:8", "shared"];
+/// The tops (and the cloud's worker threads) and device counts of the load runs, and
+/// each device's steps. The second LoRA row shows the pool using both cores: burn's CPU
+/// backend runs each step on one thread.
+const LOAD_TOPS: &[(&str, u16)] = &[
+    ("per-device", 1),
+    ("lora:8", 1),
+    ("lora:8", 2),
+    ("shared", 1),
+];
 const LOAD_DEVICES: &[(u16, u16)] = &[(1, 8), (8, 4), (32, 2), (128, 2)];
 
 /// A whole top each at 128 devices would hold ~11 GB: that row is left out.
@@ -116,11 +123,21 @@ impl LoadRun {
 
 /// `devices` honest devices of `steps` steps each, and `hostile` hostile ones, against
 /// a fresh cloud training `--top top`.
-fn load_run(bin: &Path, top: &str, devices: u16, steps: u16, hostile: u16) -> Result<LoadRun> {
+fn load_run(
+    bin: &Path,
+    (top, workers): (&str, u16),
+    devices: u16,
+    steps: u16,
+    hostile: u16,
+) -> Result<LoadRun> {
     let state = util::target_dir().join("bench-cloud-tops");
     let _ = std::fs::remove_dir_all(&state);
     let state = state.to_string_lossy().into_owned();
-    let mut cloud = CloudProcess::start(bin, &["--top", top, "--split-state", &state])?;
+    let workers = workers.to_string();
+    let mut cloud = CloudProcess::start(
+        bin,
+        &["--top", top, "--workers", &workers, "--split-state", &state],
+    )?;
     let out = Command::new(bin.join("tandem"))
         .args(["load", "--cloud", &cloud.addr, "--node", LOAD_PREFIX])
         .args([
@@ -154,7 +171,7 @@ fn load_run(bin: &Path, top: &str, devices: u16, steps: u16, hostile: u16) -> Re
         .collect();
     let shown = rss_mib.map_or("?".into(), |r| format!("{r:.0}"));
     println!(
-        "top {top}, {devices} devices, {hostile:?} hostile: {line}, cloud peak RSS {shown} MiB"
+        "top {top}, {workers} workers, {devices} devices, {hostile:?} hostile: {line}, cloud peak RSS {shown} MiB"
     );
     Ok(LoadRun {
         line,
@@ -172,7 +189,7 @@ fn load_runs(bin: &Path) -> Result<(f64, f64)> {
     let mut rows = Vec::new();
     for &top in LOAD_TOPS {
         for &(devices, steps) in LOAD_DEVICES {
-            if top == "per-device" && devices > PER_DEVICE_MOST {
+            if top.0 == "per-device" && devices > PER_DEVICE_MOST {
                 continue;
             }
             rows.push((top, devices, load_run(bin, top, devices, steps, 0)?));
@@ -180,37 +197,37 @@ fn load_runs(bin: &Path) -> Result<(f64, f64)> {
     }
     let shared_rate = |n: u16| {
         rows.iter()
-            .find(|(top, devices, _)| *top == SHARED_TOP && *devices == n)
+            .find(|(top, devices, _)| *top == (SHARED_TOP, 1) && *devices == n)
             .and_then(|r| r.2.field("steps_per_s"))
             .unwrap_or(f64::NAN)
     };
     let shared_speedup = shared_rate(SHARED_MANY) / shared_rate(1);
     let alone = rows
         .iter()
-        .find(|(top, devices, _)| *top == HOSTILE_TOP && *devices == HOSTILE_BESIDE)
+        .find(|(top, devices, _)| *top == (HOSTILE_TOP, 1) && *devices == HOSTILE_BESIDE)
         .and_then(|r| r.2.field("p50_ms"))
         .context("no run of the honest devices alone")?;
     let steps = LOAD_DEVICES
         .iter()
         .find(|d| d.0 == HOSTILE_BESIDE)
         .map_or(4, |d| d.1);
-    let attacked = load_run(bin, HOSTILE_TOP, HOSTILE_BESIDE, steps, 1)?;
+    let attacked = load_run(bin, (HOSTILE_TOP, 1), HOSTILE_BESIDE, steps, 1)?;
     let change = attacked.field("p50_ms").unwrap_or(f64::NAN) / alone - 1.0;
     println!();
     println!(
-        "| --top | devices | steps | aggregate steps/s | p50 ms | p99 ms | fairness (worst p99 / median p50) | cloud peak RSS MiB |"
+        "| --top | workers | devices | steps | aggregate steps/s | p50 ms | p99 ms | fairness (worst p99 / median p50) | cloud peak RSS MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let shown = |v: Option<f64>, digits: usize| v.map_or("?".into(), |v| format!("{v:.digits$}"));
-    let attacked_row = (HOSTILE_TOP, HOSTILE_BESIDE, attacked);
-    for (top, devices, run) in rows.iter().chain(std::iter::once(&attacked_row)) {
+    let attacked_row = ((HOSTILE_TOP, 1), HOSTILE_BESIDE, attacked);
+    for ((top, workers), devices, run) in rows.iter().chain(std::iter::once(&attacked_row)) {
         let label = if run.hostile.is_empty() {
             format!("{devices}")
         } else {
             format!("{devices} + 1 hostile ({})", run.hostile.join("; "))
         };
         println!(
-            "| {top} | {label} | {} | {} | {} | {} | {} | {} |",
+            "| {top} | {workers} | {label} | {} | {} | {} | {} | {} | {} |",
             shown(run.field("steps"), 0),
             shown(run.field("steps_per_s"), 3),
             shown(run.field("p50_ms"), 1),
