@@ -9,6 +9,7 @@
 //!   each step timed.
 //! - `bench <name>`: a benchmark, e.g. `sort` (native) or `sort-insns` (qemu counts).
 //! - `fuzz <target> [seconds]`: a cargo-fuzz target from `fuzz/`, coverage-guided.
+//! - `gpu-kit`: packs the GPU check for a lent GPU machine.
 //! - `insn-count -- <aarch64 binary> [args]`: executed instructions under qemu.
 //! - `aarch64 <cargo args>`: cargo for aarch64-unknown-linux-gnu with Debian's rustc.
 
@@ -19,6 +20,7 @@ mod cross;
 mod demo;
 mod fl;
 mod fuzz;
+mod gpu_kit;
 mod insn;
 mod mca;
 mod setup;
@@ -46,7 +48,10 @@ tasks:
                         (simulated federated runs: strategies x partitions x codecs), sort-insns
                         (aarch64 instructions per key under qemu), sort-mca (llvm-mca),
                         lowrank-insns (qemu counts), lowrank-mca (llvm-mca), cloud
-                        (the cloud's memory per split device for each --top)
+                        (steps/s, latency, fairness and memory per split device for each
+                        --top, batching, a hostile device)
+  gpu-kit               pack the GPU check (bench/gpu/run.sh: tandem-cloud --features
+                        vulkan, PyTorch beside it) into .gpu/ and .gl/ for a lent GPU
   fuzz <target> [seconds] [-- libfuzzer args]
                         coverage-guided fuzzing on stable (frame_roundtrip, split_ops,
                         round_ops); corpus in fuzz/corpus, crashes in fuzz/artifacts
@@ -87,6 +92,7 @@ fn run(args: &[String]) -> Result<()> {
         "bench" => bench::run(rest),
         "insn-count" => insn::run(rest),
         "fuzz" => fuzz::run(rest),
+        "gpu-kit" => gpu_kit::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
