@@ -227,7 +227,8 @@ fn a_shared_top_resumed_from_its_snapshot_goes_on_where_it_was() {
         .unwrap()
         .unwrap();
     // A fresh top (as a restarted cloud makes) resumed from the file.
-    let mut resumed = shared(&top).resume(saved, SCHEDULE).unwrap();
+    let mut resumed = shared(&top);
+    resumed.resume(saved, SCHEDULE).unwrap();
     assert_eq!(resumed.updates(), 1);
     let (a, b) = (
         train(&mut original, &forwards[1]),
@@ -243,14 +244,14 @@ fn a_shared_top_resumed_from_its_snapshot_goes_on_where_it_was() {
     let saved = super::snapshot::TrainerSnapshot::load(&path, super::snapshot::TOP_MAGIC)
         .unwrap()
         .unwrap();
-    let other = SharedTop::with_top(
+    let mut other = SharedTop::with_top(
         top.clone(),
         &device,
         admission.cut + 1,
         admission.form,
         SCHEDULE,
     );
-    let refused = other.resume(saved, SCHEDULE).err().expect("refused");
+    let refused = other.resume(saved, SCHEDULE).expect_err("refused");
     assert!(refused.contains("another cut"), "{refused}");
     let _ = std::fs::remove_dir_all(dir);
 }

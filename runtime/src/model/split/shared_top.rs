@@ -103,9 +103,9 @@ impl SharedTop {
         )
     }
 
-    /// This top continuing from `saved` (what [`Self::save_snapshot`] wrote of a top at
-    /// the same cut and form) at `schedule`.
-    pub fn resume(mut self, saved: TrainerSnapshot, schedule: LrSchedule) -> Result<Self, String> {
+    /// Continues from `saved` (what [`Self::save_snapshot`] wrote of a top at the same
+    /// cut and form) at `schedule`; on an error this top is left as it was.
+    pub fn resume(&mut self, saved: TrainerSnapshot, schedule: LrSchedule) -> Result<(), String> {
         if saved.settings != self.settings() {
             return Err(format!(
                 "the saved shared top is of another cut or form ({}); this one is {}",
@@ -121,7 +121,7 @@ impl SharedTop {
             saved.module,
             saved.optimizer,
         )?;
-        Ok(self)
+        Ok(())
     }
 
     /// The steps of several devices (each link at most once): evaluation batches are

@@ -1,0 +1,217 @@
+//! The split fine-tuning application: MiniLM top halves trained on the cut tensors the
+//! devices send: one per device (whole, or LoRA adapters on a shared frozen copy), or
+//! one that every device trains, its steps batched.
+
+use crate::app::{Admitted, BatchJob, CloudApp, ReadyStep, RoundOutcome, SplitJob, StepReply};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tandem_runtime::model::ComputeBackend;
+use tandem_runtime::model::minilm::{MiniLm, ModelError};
+use tandem_runtime::model::split::cloud::{Admission, CloudTrainer};
+use tandem_runtime::model::split::shared_top::SharedTop;
+use tandem_runtime::model::split::{LrSchedule, StepLink, TopTraining};
+use tandem_runtime::session::fl::Assignment;
+use tandem_runtime::session::step_limits::StepCaps;
+use tandem_runtime::wire::{Activations, Capabilities, CutGradient, Hello, NodeName};
+use tracing::info;
+
+mod own_top;
+mod shared;
+
+/// How the cloud trains the tops.
+#[derive(Clone, Debug)]
+pub struct SplitSettings {
+    /// Where all-MiniLM-L6-v2 is cached.
+    pub model_dir: PathBuf,
+    /// The CPU backend (a GPU backend arrives with the `cuda` feature).
+    pub backend: ComputeBackend,
+    /// Learning rate of the top's optimizer.
+    pub schedule: LrSchedule,
+    /// Seeds each top's classifier head.
+    pub seed: u64,
+    /// Where each device's top is snapshotted at its checkpoints, so a device (or this
+    /// cloud) that restarts resumes it; `None`: no snapshots, a restarted device
+    /// resumes only a top still held in memory at its step.
+    pub state_dir: Option<PathBuf>,
+    /// Bytes of a frozen bottom's codes each device's top may keep for it (EcoFed; 0:
+    /// none).
+    pub code_cache_bytes: usize,
+    /// The largest step any device may declare at Hello.
+    pub step_caps: StepCaps,
+    /// How each device's top trains: a whole top each, LoRA adapters on one shared
+    /// frozen copy, or one top for all.
+    pub top: TopTraining,
+    /// A shared top trains the steps that are ready together as one batch of up to this
+    /// many padded tokens (sequences x the longest); 0: one step at a time.
+    pub batch_tokens: u64,
+}
+
+/// Time the cloud spent computing, for the step-time split.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ComputeTotals {
+    /// Training steps answered.
+    pub steps: u64,
+    /// Time in those steps (decode, top forward and backward, encode).
+    pub train: Duration,
+}
+
+/// Serves split fine-tuning of all-MiniLM-L6-v2.
+pub struct SplitApp {
+    settings: SplitSettings,
+    /// The whole encoder, loaded once on the training device; each device's top is
+    /// cut from a clone.
+    model: MiniLm,
+    /// One top (or, for a shared top, one link) per admitted device, made at its Hello.
+    tops: HashMap<NodeName, Slot>,
+    /// The top every device trains (`--top shared`), made at the first Hello.
+    shared: Option<Arc<Mutex<SharedTop>>>,
+    /// Devices whose tops were freed (idle, or failed), and the process they served: that
+    /// process is refused (its top is gone); a restart resumes from a snapshot.
+    freed: HashMap<NodeName, u64>,
+    totals: Arc<Mutex<ComputeTotals>>,
+}
+
+/// An admitted device's top: trained on a worker thread, step by step, under its lock.
+struct Slot {
+    /// What the top was made for ([`Admission::run_settings`]).
+    run_settings: String,
+    /// The device process it trains for.
+    process: u64,
+    /// Steps it has trained, as its worker last left it (read without the lock).
+    updates: Arc<AtomicU64>,
+    top: SlotTop,
+}
+
+/// What a device's steps train.
+enum SlotTop {
+    /// Its own top.
+    Own(Arc<Mutex<CloudTrainer>>),
+    /// The shared top, through its own link.
+    Shared(Arc<Mutex<StepLink>>),
+}
+
+impl SplitApp {
+    /// Loads the model now, so a missing cache fails at start-up, not mid-run.
+    pub fn new(settings: SplitSettings) -> Result<Self, ModelError> {
+        let model = MiniLm::load(&settings.model_dir, &settings.backend.training_device())?;
+        Ok(Self {
+            settings,
+            model,
+            tops: HashMap::new(),
+            shared: None,
+            freed: HashMap::new(),
+            totals: Default::default(),
+        })
+    }
+
+    /// A handle on the compute totals, readable while the server runs.
+    pub fn totals(&self) -> Arc<Mutex<ComputeTotals>> {
+        self.totals.clone()
+    }
+
+    /// `node`'s slot. The error is one line for the device's operator.
+    fn slot(&self, node: &NodeName) -> Result<&Slot, String> {
+        self.tops
+            .get(node)
+            .ok_or_else(|| format!("'{node}' sent activations without a split Hello"))
+    }
+}
+
+/// The reply of a batch of one step.
+fn only_reply(mut replies: Vec<(NodeName, StepReply)>) -> StepReply {
+    replies.pop().map_or_else(
+        || Err("the shared top gave no reply".into()),
+        |(_, reply)| reply,
+    )
+}
+
+impl CloudApp for SplitApp {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::SPLIT.union(Capabilities::RESUME)
+    }
+
+    fn admit(&mut self, hello: &Hello) -> Result<Admitted, String> {
+        if !hello.capabilities.contains(Capabilities::SPLIT) {
+            // A probe or an FL client: nothing to check.
+            return Ok(Admitted::default());
+        }
+        let admission = Admission::check(hello, self.settings.step_caps)?;
+        let plan = admission.plan;
+        let admitted = Admitted {
+            steps: Some(admission.step_limits()),
+        };
+        if self.freed.get(&hello.node) == Some(&plan.process) {
+            return Err("this cloud freed the top of this device process (it was away too long, or its step failed): restart the device with --resume to continue from its checkpoint".into());
+        }
+        info!(node = %hello.node, cut = admission.cut, form = ?admission.form, width = admission.width(), gradient = ?admission.gradient, run = admission.plan.run, start_step = admission.plan.start_step, "admitted split session");
+        if self.settings.top == TopTraining::Shared {
+            return self.admit_shared(&hello.node, admission, admitted);
+        }
+        self.admit_own(&hello.node, admission, admitted)
+    }
+
+    fn split_step(
+        &mut self,
+        node: &NodeName,
+        activations: &Activations,
+        tensor: &[u8],
+    ) -> Result<(CutGradient, Vec<u8>), String> {
+        if self.settings.top == TopTraining::Shared {
+            let step = ReadyStep {
+                node: node.clone(),
+                activations: Box::new(activations.clone()),
+                tensor: tensor.to_vec(),
+            };
+            return only_reply(self.shared_batch(vec![step])());
+        }
+        self.top_step(node)?.run(activations, tensor)
+    }
+
+    fn split_job(
+        &mut self,
+        node: &NodeName,
+        activations: Box<Activations>,
+        tensor: Vec<u8>,
+    ) -> SplitJob {
+        if self.settings.top == TopTraining::Shared {
+            let job = self.shared_batch(vec![ReadyStep {
+                node: node.clone(),
+                activations,
+                tensor,
+            }]);
+            return Box::new(move || only_reply(job()));
+        }
+        let step = self.top_step(node);
+        Box::new(move || step?.run(&activations, &tensor))
+    }
+
+    fn batch_tokens(&self) -> u64 {
+        match self.settings.top {
+            TopTraining::Shared => self.settings.batch_tokens,
+            _ => 0,
+        }
+    }
+
+    fn split_batch(&mut self, steps: Vec<ReadyStep>) -> BatchJob {
+        if self.settings.top == TopTraining::Shared {
+            return self.shared_batch(steps);
+        }
+        crate::app::jobs_in_turn(self, steps)
+    }
+
+    fn forget(&mut self, node: &NodeName) {
+        if let Some(slot) = self.tops.remove(node) {
+            info!(%node, "freed its top");
+            self.freed.insert(node.clone(), slot.process);
+        }
+    }
+
+    fn round_tasks(&mut self, _round: u64, _participants: &[NodeName]) -> Option<Vec<Assignment>> {
+        None
+    }
+
+    fn round_ended(&mut self, _outcome: RoundOutcome) {}
+}

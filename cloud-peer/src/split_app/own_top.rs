@@ -1,0 +1,201 @@
+//! Per-device tops (`--top per-device` and `lora:R`): each trained on a worker under its
+//! own lock, snapshotted where its device checkpoints, so a device (or this cloud) that
+//! restarts resumes it.
+
+use super::{ComputeTotals, Slot, SlotTop, SplitApp};
+use crate::app::Admitted;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tandem_runtime::model::split::cloud::{Admission, CloudTrainer};
+use tandem_runtime::model::split::position::checkpoint_due;
+use tandem_runtime::model::split::snapshot::{self, TrainerSnapshot};
+use tandem_runtime::wire::{Activations, CutGradient, NodeName};
+use tracing::{info, warn};
+
+/// Snapshots kept per device: its checkpoint can lag the top's newest by one interval
+/// (it writes its own after the cloud has answered the step that triggered the top's).
+const SNAPSHOTS_KEPT: usize = 2;
+
+impl SplitApp {
+    /// What a worker needs to train `node`'s own top.
+    pub(super) fn top_step(&self, node: &NodeName) -> Result<TopStep, String> {
+        let slot = self.slot(node)?;
+        let SlotTop::Own(trainer) = &slot.top else {
+            return Err(format!("'{node}' trains the shared top"));
+        };
+        Ok(TopStep {
+            node: node.clone(),
+            trainer: trainer.clone(),
+            updates: slot.updates.clone(),
+            totals: self.totals.clone(),
+            snapshots: self.snapshot_dir(node),
+        })
+    }
+
+    /// Admits a device to a top of its own. The same process reconnecting keeps its top,
+    /// and so does a restarted one resuming the run exactly where the top is; a new run
+    /// or request gets a fresh top, and a restart at an earlier step the top snapshotted
+    /// there.
+    pub(super) fn admit_own(
+        &mut self,
+        node: &NodeName,
+        admission: Admission,
+        admitted: Admitted,
+    ) -> Result<Admitted, String> {
+        let (plan, run_settings) = (admission.plan, admission.run_settings());
+        if let Some(slot) = self.tops.get_mut(node)
+            && matches!(slot.top, SlotTop::Own(_))
+            && slot.run_settings == run_settings
+            && (slot.process == plan.process
+                || slot.updates.load(Ordering::Acquire) == plan.start_step)
+        {
+            slot.process = plan.process;
+            return Ok(admitted);
+        }
+        let device = self.settings.backend.training_device();
+        let (schedule, seed) = (self.settings.schedule, self.settings.seed);
+        let training = self.settings.top;
+        let trainer = if plan.start_step == 0 {
+            CloudTrainer::new(
+                self.model.clone(),
+                &device,
+                admission,
+                training,
+                schedule,
+                seed,
+            )?
+        } else {
+            let saved = self.saved_top(node, plan.run, plan.start_step)?;
+            info!(node = %node, step = plan.start_step, "resumed the top from its snapshot");
+            CloudTrainer::resume(
+                self.model.clone(),
+                &device,
+                admission,
+                training,
+                schedule,
+                seed,
+                saved,
+            )?
+        };
+        let trainer = trainer.with_code_cache(self.settings.code_cache_bytes);
+        let slot = Slot {
+            run_settings,
+            process: plan.process,
+            updates: Arc::new(AtomicU64::new(trainer.updates())),
+            top: SlotTop::Own(Arc::new(Mutex::new(trainer))),
+        };
+        self.freed.remove(node);
+        self.tops.insert(node.clone(), slot);
+        Ok(admitted)
+    }
+
+    /// The directory of `node`'s snapshots.
+    fn snapshot_dir(&self, node: &NodeName) -> Option<PathBuf> {
+        Some(self.settings.state_dir.as_ref()?.join(node.as_str()))
+    }
+
+    /// `node`'s top of run `run` as it was after `step` steps, from its snapshot. The
+    /// error is one line for the device's operator.
+    fn saved_top(&self, node: &NodeName, run: u64, step: u64) -> Result<TrainerSnapshot, String> {
+        let missing = || {
+            format!(
+                "cannot resume run {run:016x} at step {step}: this cloud holds no top of it at that step (start a new run without --resume)"
+            )
+        };
+        let path = self
+            .snapshot_dir(node)
+            .ok_or_else(missing)?
+            .join(snapshot_name(run, step));
+        TrainerSnapshot::load(&path, snapshot::TOP_MAGIC)
+            .map_err(|e| format!("cannot resume: {e}"))?
+            .ok_or_else(missing)
+    }
+}
+
+/// Writes `trainer` to the snapshot directory `dir` and keeps the newest
+/// [`SNAPSHOTS_KEPT`] of its run (older runs' go).
+fn snapshot_top(dir: &Path, trainer: &CloudTrainer) -> Result<(), String> {
+    let run = trainer.admission().plan.run;
+    trainer.save_snapshot(&dir.join(snapshot_name(run, trainer.updates())))?;
+    let mut ours = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        match parse_snapshot_name(&name) {
+            Some((other, step)) if other == run => ours.push((step, entry.path())),
+            Some(_) => {
+                let _ = std::fs::remove_file(entry.path());
+            }
+            None => {}
+        }
+    }
+    ours.sort_unstable();
+    for (_, old) in ours.iter().rev().skip(SNAPSHOTS_KEPT) {
+        let _ = std::fs::remove_file(old);
+    }
+    Ok(())
+}
+
+/// What a worker needs to train one device's top.
+pub(super) struct TopStep {
+    node: NodeName,
+    trainer: Arc<Mutex<CloudTrainer>>,
+    updates: Arc<AtomicU64>,
+    totals: Arc<Mutex<ComputeTotals>>,
+    /// Where its snapshots go (`None`: none).
+    snapshots: Option<PathBuf>,
+}
+
+impl TopStep {
+    /// Trains the top on one step and snapshots it where the device checkpoints.
+    pub(super) fn run(
+        &self,
+        activations: &Activations,
+        tensor: &[u8],
+    ) -> Result<(CutGradient, Vec<u8>), String> {
+        let node = &self.node;
+        let mut trainer = self
+            .trainer
+            .lock()
+            .map_err(|_| format!("the top of '{node}' failed in an earlier step"))?;
+        let started = Instant::now();
+        let before = trainer.updates();
+        let reply = trainer.step(activations, tensor);
+        if activations.train
+            && let Ok(mut totals) = self.totals.lock()
+        {
+            totals.steps += 1;
+            totals.train += started.elapsed();
+        }
+        let (done, plan) = (trainer.updates(), trainer.admission().plan);
+        self.updates.store(done, Ordering::Release);
+        // The device's rule, so its resume finds the top where its checkpoint is.
+        let checkpoint = plan.checkpoint_every > 0
+            && done != before
+            && checkpoint_due(done, plan.checkpoint_every, plan.steps);
+        if checkpoint
+            && let Some(dir) = &self.snapshots
+            && let Err(e) = snapshot_top(dir, &trainer)
+        {
+            // The device goes on; only a resume at this step will be refused.
+            warn!(%node, step = done, "cannot snapshot the top: {e}");
+        }
+        reply
+    }
+}
+
+/// A top snapshot's file name: its run and step.
+fn snapshot_name(run: u64, step: u64) -> String {
+    format!("top-{run:016x}-{step}.snap")
+}
+
+/// The run and step of a [`snapshot_name`].
+fn parse_snapshot_name(name: &str) -> Option<(u64, u64)> {
+    let (run, step) = name
+        .strip_prefix("top-")?
+        .strip_suffix(".snap")?
+        .split_once('-')?;
+    Some((u64::from_str_radix(run, 16).ok()?, step.parse().ok()?))
+}

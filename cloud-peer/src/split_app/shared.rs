@@ -1,0 +1,197 @@
+//! The top every device trains (`--top shared`, SplitFed): made at the first Hello (or
+//! from its snapshot, so a restarted cloud goes on where it was), each device holding a
+//! link of its own; the steps the hub hands over together train it as one batch.
+
+use super::{ComputeTotals, Slot, SlotTop, SplitApp};
+use crate::app::{Admitted, BatchJob, ReadyStep, StepReply};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tandem_runtime::model::split::StepLink;
+use tandem_runtime::model::split::cloud::Admission;
+use tandem_runtime::model::split::shared_top::SharedTop;
+use tandem_runtime::model::split::snapshot::{self, TrainerSnapshot};
+use tandem_runtime::wire::NodeName;
+use tracing::{info, warn};
+
+/// A shared top is snapshotted every this many updates (and a restarted cloud goes on
+/// from the newest).
+const SHARED_SNAPSHOT_EVERY: u64 = 100;
+
+/// The shared top's snapshot, in the state directory.
+const SHARED_SNAPSHOT: &str = "shared-top.snap";
+
+impl SplitApp {
+    /// The shared top, made now from its snapshot (if the state directory has one of
+    /// the same cut and form) or fresh for `admission`'s cut and form.
+    fn shared_top(&mut self, admission: &Admission) -> Result<Arc<Mutex<SharedTop>>, String> {
+        if let Some(shared) = &self.shared {
+            return Ok(shared.clone());
+        }
+        let device = self.settings.backend.training_device();
+        let (schedule, seed) = (self.settings.schedule, self.settings.seed);
+        let mut top = SharedTop::new(
+            self.model.clone(),
+            &device,
+            admission.cut,
+            admission.form,
+            schedule,
+            seed,
+        )?;
+        let saved = self
+            .settings
+            .state_dir
+            .as_ref()
+            .map(|d| d.join(SHARED_SNAPSHOT));
+        if let Some(path) = saved {
+            // A snapshot of another cut or form stays on disk until this top's first.
+            let resumed = TrainerSnapshot::load(&path, snapshot::TOP_MAGIC)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|saved| saved.map(|saved| top.resume(saved, schedule)).transpose());
+            match resumed {
+                Ok(Some(())) => info!(
+                    updates = top.updates(),
+                    "resumed the shared top from its snapshot"
+                ),
+                Ok(None) => {}
+                Err(e) => warn!("a fresh shared top: {e}"),
+            }
+        }
+        let shared = Arc::new(Mutex::new(top));
+        self.shared = Some(shared.clone());
+        Ok(shared)
+    }
+
+    /// Admits a device to the shared top: same cut and form as every other device; its
+    /// link kept across reconnects of the same run. A device that resumes trains the
+    /// shared top as it now is (the top is the cloud's, not its run's).
+    pub(super) fn admit_shared(
+        &mut self,
+        node: &NodeName,
+        admission: Admission,
+        admitted: Admitted,
+    ) -> Result<Admitted, String> {
+        let shared = self.shared_top(&admission)?;
+        shared
+            .lock()
+            .map_err(|_| "the shared top failed in an earlier step".to_string())?
+            .serves(&admission)?;
+        let (run_settings, process) = (admission.run_settings(), admission.plan.process);
+        if let Some(slot) = self.tops.get_mut(node)
+            && slot.run_settings == run_settings
+            && matches!(slot.top, SlotTop::Shared(_))
+        {
+            slot.process = process;
+            return Ok(admitted);
+        }
+        let link = StepLink::new(admission)?.with_code_cache(self.settings.code_cache_bytes);
+        let slot = Slot {
+            run_settings,
+            process,
+            updates: Arc::new(AtomicU64::new(0)),
+            top: SlotTop::Shared(Arc::new(Mutex::new(link))),
+        };
+        self.freed.remove(node);
+        self.tops.insert(node.clone(), slot);
+        Ok(admitted)
+    }
+
+    /// Steps of devices training the shared top, as one job: one batch.
+    pub(super) fn shared_batch(&self, steps: Vec<ReadyStep>) -> BatchJob {
+        let mut refused = Vec::new();
+        let mut taken = Vec::new();
+        for step in steps {
+            match self.slot(&step.node) {
+                Ok(Slot {
+                    top: SlotTop::Shared(link),
+                    updates,
+                    ..
+                }) => {
+                    let (link, updates) = (link.clone(), updates.clone());
+                    taken.push((step, link, updates));
+                }
+                Ok(_) => {
+                    let reason = format!("'{}' trains a top of its own", step.node);
+                    refused.push((step.node, Err(reason)));
+                }
+                Err(reason) => refused.push((step.node, Err(reason))),
+            }
+        }
+        let (shared, totals) = (self.shared.clone(), self.totals.clone());
+        let state_dir = self.settings.state_dir.clone();
+        Box::new(move || {
+            let Some(shared) = shared else {
+                let none = "this cloud has no shared top".to_string();
+                refused.extend(taken.into_iter().map(|(s, ..)| (s.node, Err(none.clone()))));
+                return refused;
+            };
+            refused.extend(train_shared(&shared, taken, &totals, state_dir.as_deref()));
+            refused
+        })
+    }
+}
+
+/// Trains `shared` on `steps` as one batch (each with its device's link and count of
+/// trained steps), adds the training steps to `totals`, and snapshots the top into
+/// `state_dir` every [`SHARED_SNAPSHOT_EVERY`] updates.
+fn train_shared(
+    shared: &Mutex<SharedTop>,
+    steps: Vec<(ReadyStep, Arc<Mutex<StepLink>>, Arc<AtomicU64>)>,
+    totals: &Mutex<ComputeTotals>,
+    state_dir: Option<&Path>,
+) -> Vec<(NodeName, StepReply)> {
+    let failed = |steps: Vec<(ReadyStep, _, _)>, reason: &str| {
+        steps
+            .into_iter()
+            .map(|(s, ..)| (s.node, Err(reason.to_string())))
+            .collect()
+    };
+    let Ok(mut top) = shared.lock() else {
+        return failed(steps, "the shared top failed in an earlier step");
+    };
+    let held: Vec<Arc<Mutex<StepLink>>> = steps.iter().map(|(_, link, _)| link.clone()).collect();
+    let mut links = Vec::with_capacity(held.len());
+    for link in &held {
+        match link.lock() {
+            Ok(link) => links.push(link),
+            Err(_) => return failed(steps, "a device's link failed in an earlier step"),
+        }
+    }
+    let started = Instant::now();
+    let before = top.updates();
+    let batch = links
+        .iter_mut()
+        .zip(&steps)
+        .map(|(link, (step, ..))| (&mut **link, &*step.activations, step.tensor.as_slice()))
+        .collect();
+    let replies = top.step_batch(batch);
+    let trained = steps.iter().filter(|(s, ..)| s.activations.train).count() as u64;
+    if trained > 0
+        && let Ok(mut totals) = totals.lock()
+    {
+        totals.steps += trained;
+        totals.train += started.elapsed();
+    }
+    for (link, (_, _, updates)) in links.iter().zip(&steps) {
+        updates.store(link.trained(), Ordering::Release);
+    }
+    drop(links);
+    let done = top.updates();
+    if done != before
+        && done % SHARED_SNAPSHOT_EVERY == 0
+        && let Some(dir) = state_dir
+    {
+        let saved = std::fs::create_dir_all(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))
+            .and_then(|()| top.save_snapshot(&dir.join(SHARED_SNAPSHOT)));
+        if let Err(e) = saved {
+            warn!(step = done, "cannot snapshot the shared top: {e}");
+        }
+    }
+    steps
+        .into_iter()
+        .zip(replies)
+        .map(|((step, ..), reply)| (step.node, reply))
+        .collect()
+}
