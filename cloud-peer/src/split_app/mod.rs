@@ -11,7 +11,7 @@ use std::time::Duration;
 use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::model::minilm::{MiniLm, ModelError};
 use tandem_runtime::model::split::cloud::{Admission, CloudTrainer};
-use tandem_runtime::model::split::shared_top::SharedTop;
+use tandem_runtime::model::split::shared_top::{SharedTop, TopShape};
 use tandem_runtime::model::split::{LrSchedule, StepLink, TopTraining};
 use tandem_runtime::session::fl::Assignment;
 use tandem_runtime::session::step_limits::StepCaps;
@@ -66,8 +66,9 @@ pub struct SplitApp {
     model: MiniLm,
     /// One top (or, for a shared top, one link) per admitted device, made at its Hello.
     tops: HashMap<NodeName, Slot>,
-    /// The top every device trains (`--top shared`), made at the first Hello.
-    shared: Option<Arc<Mutex<SharedTop>>>,
+    /// The top every device trains (`--top shared`), made at the first Hello, and where
+    /// it sits (read at each Hello without waiting for the top's lock).
+    shared: Option<(TopShape, Arc<Mutex<SharedTop>>)>,
     /// Devices whose tops were freed (idle, or failed), and the process they served: that
     /// process is refused (its top is gone); a restart resumes from a snapshot.
     freed: HashMap<NodeName, u64>,

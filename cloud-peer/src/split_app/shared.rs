@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tandem_runtime::model::split::StepLink;
 use tandem_runtime::model::split::cloud::Admission;
-use tandem_runtime::model::split::shared_top::SharedTop;
+use tandem_runtime::model::split::shared_top::{SharedTop, TopShape};
 use tandem_runtime::model::split::snapshot::{self, TrainerSnapshot};
 use tandem_runtime::wire::NodeName;
 use tracing::{info, warn};
@@ -23,11 +23,12 @@ const SHARED_SNAPSHOT_EVERY: u64 = 100;
 const SHARED_SNAPSHOT: &str = "shared-top.snap";
 
 impl SplitApp {
-    /// The shared top, made now from its snapshot (if the state directory has one of
-    /// the same cut and form) or fresh for `admission`'s cut and form.
-    fn shared_top(&mut self, admission: &Admission) -> Result<Arc<Mutex<SharedTop>>, String> {
-        if let Some(shared) = &self.shared {
-            return Ok(shared.clone());
+    /// Where the shared top sits; the top is made now if there is none yet, from its
+    /// snapshot (if the state directory has one of the same cut and form) or fresh for
+    /// `admission`'s cut and form.
+    fn shared_shape(&mut self, admission: &Admission) -> Result<TopShape, String> {
+        if let Some((shape, _)) = &self.shared {
+            return Ok(*shape);
         }
         let device = self.settings.backend.training_device();
         let (schedule, seed) = (self.settings.schedule, self.settings.seed);
@@ -58,9 +59,9 @@ impl SplitApp {
                 Err(e) => warn!("a fresh shared top: {e}"),
             }
         }
-        let shared = Arc::new(Mutex::new(top));
-        self.shared = Some(shared.clone());
-        Ok(shared)
+        let shape = top.shape();
+        self.shared = Some((shape, Arc::new(Mutex::new(top))));
+        Ok(shape)
     }
 
     /// Admits a device to the shared top: same cut and form as every other device; its
@@ -72,11 +73,8 @@ impl SplitApp {
         admission: Admission,
         admitted: Admitted,
     ) -> Result<Admitted, String> {
-        let shared = self.shared_top(&admission)?;
-        shared
-            .lock()
-            .map_err(|_| "the shared top failed in an earlier step".to_string())?
-            .serves(&admission)?;
+        // The shape, not the top: a Hello never waits for a batch to train.
+        self.shared_shape(&admission)?.serves(&admission)?;
         let (run_settings, process) = (admission.run_settings(), admission.plan.process);
         if let Some(slot) = self.tops.get_mut(node)
             && slot.run_settings == run_settings
@@ -118,7 +116,8 @@ impl SplitApp {
                 Err(reason) => refused.push((step.node, Err(reason))),
             }
         }
-        let (shared, totals) = (self.shared.clone(), self.totals.clone());
+        let shared = self.shared.as_ref().map(|(_, top)| top.clone());
+        let totals = self.totals.clone();
         let state_dir = self.settings.state_dir.clone();
         Box::new(move || {
             let Some(shared) = shared else {

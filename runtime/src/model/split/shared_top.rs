@@ -23,11 +23,33 @@ pub type LinkStep<'a> = (&'a mut StepLink, &'a Activations, &'a [u8]);
 /// operator.
 pub type StepReply = Result<(CutGradient, Vec<u8>), String>;
 
+/// Where a shared top sits in the model: every device that trains it asks for this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopShape {
+    /// Layers below it, on the devices.
+    pub cut: usize,
+    /// What crosses the cut.
+    pub form: CutForm,
+}
+
+impl TopShape {
+    /// Whether a device admitted with `admission` can train a top of this shape: the
+    /// same cut and form. The error is one line for the device's operator.
+    pub fn serves(&self, admission: &Admission) -> Result<(), String> {
+        if (admission.cut, admission.form) == (self.cut, self.form) {
+            return Ok(());
+        }
+        Err(format!(
+            "this cloud trains one top shared by all devices, at cut {} with {:?} crossing it; this device asked for cut {} with {:?}",
+            self.cut, self.form, admission.cut, admission.form
+        ))
+    }
+}
+
 /// The top every device trains.
 pub struct SharedTop {
     trainer: TopTrainer,
-    cut: usize,
-    form: CutForm,
+    shape: TopShape,
 }
 
 impl SharedTop {
@@ -60,21 +82,13 @@ impl SharedTop {
                 optimizer: ScheduledAdamW::new(schedule),
                 device: device.clone(),
             },
-            cut,
-            form,
+            shape: TopShape { cut, form },
         }
     }
 
-    /// Whether a device admitted with `admission` can train this top: the same cut and
-    /// form. The error is one line for the device's operator.
-    pub fn serves(&self, admission: &Admission) -> Result<(), String> {
-        if (admission.cut, admission.form) == (self.cut, self.form) {
-            return Ok(());
-        }
-        Err(format!(
-            "this cloud trains one top shared by all devices, at cut {} with {:?} crossing it; this device asked for cut {} with {:?}",
-            self.cut, self.form, admission.cut, admission.form
-        ))
+    /// Where this top sits in the model.
+    pub fn shape(&self) -> TopShape {
+        self.shape
     }
 
     /// Updates this top has taken (one per batch).
@@ -84,7 +98,7 @@ impl SharedTop {
 
     /// What a snapshot of this top records it was made for.
     fn settings(&self) -> String {
-        format!("shared top, cut {} {:?}", self.cut, self.form)
+        format!("shared top, cut {} {:?}", self.shape.cut, self.shape.form)
     }
 
     /// Writes this top's state to `path`, crash-safely.
