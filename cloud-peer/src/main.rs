@@ -129,9 +129,11 @@ struct SplitArgs {
     #[arg(long, default_value = "per-device")]
     top: tandem_runtime::model::split::TopTraining,
     /// With `--top shared`: the steps ready together train as one batch of up to this
-    /// many padded tokens (sequences x the longest; at least one step; 0: one at a time).
-    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(0..=1 << 24))]
-    batch_tokens: u64,
+    /// many padded tokens (sequences x the longest; at least one step; 0: one at a
+    /// time). Default: 65,536 on a GPU backend, 0 on the CPU, where one large batch is
+    /// slower than its steps one by one (BENCHMARKS.md).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1 << 24))]
+    batch_tokens: Option<u64>,
     /// Tokens per split step at most (batch x padded length, as each device declares
     /// in its Hello); larger requests are refused at Hello.
     #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
@@ -292,7 +294,9 @@ async fn serve_split(
         ),
         code_cache_bytes: args.code_cache_mib.saturating_mul(1 << 20),
         top: args.top,
-        batch_tokens: args.batch_tokens,
+        batch_tokens: args
+            .batch_tokens
+            .unwrap_or(if args.backend.is_gpu() { 1 << 16 } else { 0 }),
         step_caps: tandem_runtime::session::step_limits::StepCaps {
             tokens: args.max_step_tokens,
             attention: args.max_step_attention,

@@ -37,6 +37,9 @@ const PER_DEVICE_MOST: u16 = 32;
 const SHARED_TOP: &str = "shared";
 const SHARED_MANY: u16 = 32;
 
+/// The shared rows' batch budget in padded tokens (the GPU default): 64 of these steps.
+const SHARED_BATCH: &str = "65536";
+
 /// The device names `tandem load` uses: `load-0`, `load-1`, ..., `load-hostile-0`.
 const LOAD_PREFIX: &str = "load";
 
@@ -134,9 +137,20 @@ fn load_run(
     let _ = std::fs::remove_dir_all(&state);
     let state = state.to_string_lossy().into_owned();
     let workers = workers.to_string();
+    // Batching is off by default on the CPU; the shared rows measure it.
+    let batch = if top == SHARED_TOP { SHARED_BATCH } else { "0" };
     let mut cloud = CloudProcess::start(
         bin,
-        &["--top", top, "--workers", &workers, "--split-state", &state],
+        &[
+            "--top",
+            top,
+            "--workers",
+            &workers,
+            "--batch-tokens",
+            batch,
+            "--split-state",
+            &state,
+        ],
     )?;
     let out = Command::new(bin.join("tandem"))
         .args(["load", "--cloud", &cloud.addr, "--node", LOAD_PREFIX])

@@ -37,6 +37,17 @@ impl ComputeBackend {
         }
     }
 
+    /// Whether it computes on a GPU.
+    pub fn is_gpu(self) -> bool {
+        match self {
+            Self::Flex | Self::Ndarray => false,
+            #[cfg(feature = "cuda")]
+            Self::Cuda => true,
+            #[cfg(feature = "vulkan")]
+            Self::Vulkan => true,
+        }
+    }
+
     /// The same device with autodiff, for training.
     pub fn training_device(self) -> Device {
         self.device().autodiff()
