@@ -100,6 +100,23 @@ fn replies(top: &super::Top, admission: Admission, steps: &[&Forward]) -> Vec<St
     shared.step_batch(batch)
 }
 
+/// The training device and the pretrained top above `admission`'s cut (head seeded 7),
+/// copied for each run so every run starts from the same weights.
+fn pretrained_top(admission: Admission) -> (burn::tensor::Device, super::Top) {
+    let device = ComputeBackend::Flex.training_device();
+    let model = MiniLm::load(&model_dir(), &device).unwrap();
+    let top = top_of(
+        model,
+        &device,
+        admission.cut,
+        admission.form,
+        TopTraining::Shared,
+        7,
+    )
+    .unwrap();
+    (device, top)
+}
+
 fn floats(bytes: &[u8]) -> Vec<f32> {
     bytes
         .chunks_exact(4)
@@ -112,18 +129,7 @@ fn devices_batched_on_a_shared_top_get_the_gradients_of_separate_steps() {
     let Some((forwards, admission)) = forwards() else {
         return;
     };
-    let device = ComputeBackend::Flex.training_device();
-    let model = MiniLm::load(&model_dir(), &device).unwrap();
-    // One top, copied for each run, so every run starts from the same weights.
-    let top = top_of(
-        model,
-        &device,
-        admission.cut,
-        admission.form,
-        TopTraining::Shared,
-        7,
-    )
-    .unwrap();
+    let (_, top) = pretrained_top(admission);
     let together = replies(&top, admission, &[&forwards[0], &forwards[1]]);
     assert_eq!(together.len(), 2);
     for (forward, batched) in forwards.iter().zip(together) {
@@ -162,17 +168,7 @@ fn a_bad_step_in_a_batch_is_refused_alone() {
     let Some((mut forwards, admission)) = forwards() else {
         return;
     };
-    let device = ComputeBackend::Flex.training_device();
-    let model = MiniLm::load(&model_dir(), &device).unwrap();
-    let top = top_of(
-        model,
-        &device,
-        admission.cut,
-        admission.form,
-        TopTraining::Shared,
-        7,
-    )
-    .unwrap();
+    let (_, top) = pretrained_top(admission);
     forwards[1].activations.labels[0] = 7;
     let replies = replies(&top, admission, &[&forwards[0], &forwards[1]]);
     let (good, bad) = (&replies[0], &replies[1]);
@@ -192,17 +188,7 @@ fn a_shared_top_resumed_from_its_snapshot_goes_on_where_it_was() {
     let Some((forwards, admission)) = forwards() else {
         return;
     };
-    let device = ComputeBackend::Flex.training_device();
-    let model = MiniLm::load(&model_dir(), &device).unwrap();
-    let top = top_of(
-        model,
-        &device,
-        admission.cut,
-        admission.form,
-        TopTraining::Shared,
-        7,
-    )
-    .unwrap();
+    let (device, top) = pretrained_top(admission);
     let shared = |top: &super::Top| {
         SharedTop::with_top(
             top.clone(),
