@@ -8,7 +8,7 @@
 //! cache, an update already counted is refused as a duplicate.
 
 use crate::app::{Admitted, CloudApp, ReadyStep, RoundOutcome, StepReply};
-use crate::workers::{Fairness, JobResults, Workers};
+use crate::workers::{Devices, Fairness, JobResults, Workers};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
@@ -250,13 +250,10 @@ impl<A: CloudApp> Hub<A> {
                 return;
             }
             let nodes: Vec<NodeName> = steps.iter().map(|s| s.node.clone()).collect();
-            let subject = nodes
-                .iter()
-                .map(NodeName::as_str)
-                .collect::<Vec<_>>()
-                .join(", ");
             let app = &mut self.app;
-            match isolated(&subject, "preparing a step of", || app.split_batch(steps)) {
+            match isolated(Devices(&nodes), "preparing a step of", || {
+                app.split_batch(steps)
+            }) {
                 Ok(job) => self.workers.run(nodes, job),
                 Err(failure) => {
                     for node in &nodes {

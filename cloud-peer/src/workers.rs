@@ -74,15 +74,26 @@ fn work(queue: &Mutex<Receiver<Task>>, hub: &Sender<HubInput>) {
         let Ok(Task { nodes, job }) = task else {
             return;
         };
-        let subject = nodes
-            .iter()
-            .map(NodeName::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let results = outcomes(nodes, isolated(&subject, "training a step of", job));
+        let replies = isolated(Devices(&nodes), "training a step of", job);
+        let results = outcomes(nodes, replies);
         if hub.send(HubInput::StepDone { results }).is_err() {
             return;
         }
+    }
+}
+
+/// Devices named in a log line, `a, b, c`: formatted only when logged.
+pub(crate) struct Devices<'a>(pub(crate) &'a [NodeName]);
+
+impl std::fmt::Display for Devices<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, node) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(node.as_str())?;
+        }
+        Ok(())
     }
 }
 

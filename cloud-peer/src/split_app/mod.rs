@@ -81,15 +81,14 @@ struct Slot {
     run_settings: String,
     /// The device process it trains for.
     process: u64,
-    /// Steps it has trained, as its worker last left it (read without the lock).
-    updates: Arc<AtomicU64>,
     top: SlotTop,
 }
 
 /// What a device's steps train.
 enum SlotTop {
-    /// Its own top.
-    Own(Arc<Mutex<CloudTrainer>>),
+    /// Its own top, and the steps it has trained as its worker last left them (read
+    /// without the lock).
+    Own(Arc<Mutex<CloudTrainer>>, Arc<AtomicU64>),
     /// The shared top, through its own link.
     Shared(Arc<Mutex<StepLink>>),
 }
@@ -160,15 +159,8 @@ impl CloudApp for SplitApp {
         activations: &Activations,
         tensor: &[u8],
     ) -> Result<(CutGradient, Vec<u8>), String> {
-        if self.settings.top == TopTraining::Shared {
-            let step = ReadyStep {
-                node: node.clone(),
-                activations: Box::new(activations.clone()),
-                tensor: tensor.to_vec(),
-            };
-            return only_reply(self.shared_batch(vec![step])());
-        }
-        self.top_step(node)?.run(activations, tensor)
+        // Here, on the caller's thread (tests and `measure-tops`; the hub runs jobs).
+        self.split_job(node, Box::new(activations.clone()), tensor.to_vec())()
     }
 
     fn split_job(

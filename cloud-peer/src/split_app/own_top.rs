@@ -22,13 +22,13 @@ impl SplitApp {
     /// What a worker needs to train `node`'s own top.
     pub(super) fn top_step(&self, node: &NodeName) -> Result<TopStep, String> {
         let slot = self.slot(node)?;
-        let SlotTop::Own(trainer) = &slot.top else {
+        let SlotTop::Own(trainer, updates) = &slot.top else {
             return Err(format!("'{node}' trains the shared top"));
         };
         Ok(TopStep {
             node: node.clone(),
             trainer: trainer.clone(),
-            updates: slot.updates.clone(),
+            updates: updates.clone(),
             totals: self.totals.clone(),
             snapshots: self.snapshot_dir(node),
         })
@@ -46,10 +46,9 @@ impl SplitApp {
     ) -> Result<Admitted, String> {
         let (plan, run_settings) = (admission.plan, admission.run_settings());
         if let Some(slot) = self.tops.get_mut(node)
-            && matches!(slot.top, SlotTop::Own(_))
+            && let SlotTop::Own(_, updates) = &slot.top
             && slot.run_settings == run_settings
-            && (slot.process == plan.process
-                || slot.updates.load(Ordering::Acquire) == plan.start_step)
+            && (slot.process == plan.process || updates.load(Ordering::Acquire) == plan.start_step)
         {
             slot.process = plan.process;
             return Ok(admitted);
@@ -80,11 +79,14 @@ impl SplitApp {
             )?
         };
         let trainer = trainer.with_code_cache(self.settings.code_cache_bytes);
+        let trainer_updates = trainer.updates();
         let slot = Slot {
             run_settings,
             process: plan.process,
-            updates: Arc::new(AtomicU64::new(trainer.updates())),
-            top: SlotTop::Own(Arc::new(Mutex::new(trainer))),
+            top: SlotTop::Own(
+                Arc::new(Mutex::new(trainer)),
+                Arc::new(AtomicU64::new(trainer_updates)),
+            ),
         };
         self.freed.remove(node);
         self.tops.insert(node.clone(), slot);

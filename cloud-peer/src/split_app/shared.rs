@@ -5,7 +5,6 @@
 use super::{ComputeTotals, Slot, SlotTop, SplitApp};
 use crate::app::{Admitted, BatchJob, ReadyStep, StepReply};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tandem_runtime::model::split::StepLink;
@@ -87,7 +86,6 @@ impl SplitApp {
         let slot = Slot {
             run_settings,
             process,
-            updates: Arc::new(AtomicU64::new(0)),
             top: SlotTop::Shared(Arc::new(Mutex::new(link))),
         };
         self.freed.remove(node);
@@ -97,50 +95,45 @@ impl SplitApp {
 
     /// Steps of devices training the shared top, as one job: one batch.
     pub(super) fn shared_batch(&self, steps: Vec<ReadyStep>) -> BatchJob {
-        let mut refused = Vec::new();
+        let mut refused: Vec<(NodeName, StepReply)> = Vec::new();
+        // A device is admitted to the shared top only once the top exists.
+        let Some((_, shared)) = &self.shared else {
+            let none = "this cloud has no shared top".to_string();
+            refused.extend(steps.into_iter().map(|s| (s.node, Err(none.clone()))));
+            return Box::new(move || refused);
+        };
         let mut taken = Vec::new();
         for step in steps {
-            match self.slot(&step.node) {
-                Ok(Slot {
-                    top: SlotTop::Shared(link),
-                    updates,
-                    ..
-                }) => {
-                    let (link, updates) = (link.clone(), updates.clone());
-                    taken.push((step, link, updates));
+            match self.slot(&step.node).map(|slot| &slot.top) {
+                Ok(SlotTop::Shared(link)) => {
+                    let link = link.clone();
+                    taken.push((step, link));
                 }
-                Ok(_) => {
+                Ok(SlotTop::Own(..)) => {
                     let reason = format!("'{}' trains a top of its own", step.node);
                     refused.push((step.node, Err(reason)));
                 }
                 Err(reason) => refused.push((step.node, Err(reason))),
             }
         }
-        let shared = self.shared.as_ref().map(|(_, top)| top.clone());
-        let totals = self.totals.clone();
+        let (shared, totals) = (shared.clone(), self.totals.clone());
         let state_dir = self.settings.state_dir.clone();
         Box::new(move || {
-            let Some(shared) = shared else {
-                let none = "this cloud has no shared top".to_string();
-                refused.extend(taken.into_iter().map(|(s, ..)| (s.node, Err(none.clone()))));
-                return refused;
-            };
             refused.extend(train_shared(&shared, taken, &totals, state_dir.as_deref()));
             refused
         })
     }
 }
 
-/// Trains `shared` on `steps` as one batch (each with its device's link and count of
-/// trained steps), adds the training steps to `totals`, and snapshots the top into
+/// Trains `shared` on `steps` as one batch (each with its device's link), adds the training steps to `totals`, and snapshots the top into
 /// `state_dir` every [`SHARED_SNAPSHOT_EVERY`] updates.
 fn train_shared(
     shared: &Mutex<SharedTop>,
-    steps: Vec<(ReadyStep, Arc<Mutex<StepLink>>, Arc<AtomicU64>)>,
+    steps: Vec<(ReadyStep, Arc<Mutex<StepLink>>)>,
     totals: &Mutex<ComputeTotals>,
     state_dir: Option<&Path>,
 ) -> Vec<(NodeName, StepReply)> {
-    let failed = |steps: Vec<(ReadyStep, _, _)>, reason: &str| {
+    let failed = |steps: Vec<(ReadyStep, _)>, reason: &str| {
         steps
             .into_iter()
             .map(|(s, ..)| (s.node, Err(reason.to_string())))
@@ -149,7 +142,7 @@ fn train_shared(
     let Ok(mut top) = shared.lock() else {
         return failed(steps, "the shared top failed in an earlier step");
     };
-    let held: Vec<Arc<Mutex<StepLink>>> = steps.iter().map(|(_, link, _)| link.clone()).collect();
+    let held: Vec<Arc<Mutex<StepLink>>> = steps.iter().map(|(_, link)| link.clone()).collect();
     let mut links = Vec::with_capacity(held.len());
     for link in &held {
         match link.lock() {
@@ -171,9 +164,6 @@ fn train_shared(
     {
         totals.steps += trained;
         totals.train += started.elapsed();
-    }
-    for (link, (_, _, updates)) in links.iter().zip(&steps) {
-        updates.store(link.trained(), Ordering::Release);
     }
     drop(links);
     let done = top.updates();

@@ -7,7 +7,7 @@ use super::device::{DeviceSetup, DeviceTrainer, Forward};
 use super::shared_top::{SharedTop, StepReply};
 use super::{LinkCodec, LrSchedule, Mode, StepLink, TopTraining};
 use crate::model::ComputeBackend;
-use crate::model::minilm::{MiniLm, ModelError, TextTokenizer, model_dir};
+use crate::model::minilm::{MiniLm, model_dir};
 use crate::session::step_limits::StepCaps;
 use crate::wire::{Capabilities, Hello, NodeName};
 
@@ -39,13 +39,7 @@ const SCHEDULE: LrSchedule = LrSchedule {
 /// the admission of such a device; `None` when the model is not cached.
 fn forwards() -> Option<(Vec<Forward>, Admission)> {
     let dir = model_dir();
-    let tokenizer = match TextTokenizer::load(&dir, 32) {
-        Err(ModelError::Missing { path }) => {
-            crate::paths::skip_missing_cache(path.display());
-            return None;
-        }
-        other => other.unwrap(),
-    };
+    let tokenizer = super::tests::cached_tokenizer()?;
     let setup = DeviceSetup {
         cut: 1,
         mode: Mode::TrainBottom,

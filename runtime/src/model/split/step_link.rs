@@ -7,7 +7,6 @@
 use super::cloud::Admission;
 use super::code_cache::CodeCache;
 use super::device::CLASSES;
-use super::tokens;
 use crate::codec::{self, Encoder, EncoderMemory, Shape};
 use crate::wire::{Activations, CodecDesc, CutGradient};
 
@@ -57,8 +56,6 @@ pub struct StepLink {
     admission: Admission,
     gradient: Option<Encoder>,
     codes: CodeCache,
-    /// Training steps answered.
-    trained: u64,
 }
 
 impl StepLink {
@@ -74,7 +71,6 @@ impl StepLink {
             admission,
             gradient,
             codes: CodeCache::default(),
-            trained: 0,
         })
     }
 
@@ -107,11 +103,6 @@ impl StepLink {
     /// What the device was admitted for.
     pub fn admission(&self) -> Admission {
         self.admission
-    }
-
-    /// Training steps this link has answered.
-    pub fn trained(&self) -> u64 {
-        self.trained
     }
 
     /// Checks `activations` against the admission and decodes its cut tensor (or takes
@@ -162,9 +153,6 @@ impl StepLink {
         step: &PreparedStep,
         outcome: TopOutcome,
     ) -> Result<(CutGradient, Vec<u8>), String> {
-        if step.train {
-            self.trained += 1;
-        }
         let reply = |codec, payload: &Vec<u8>| CutGradient {
             step: step.step,
             loss: outcome.loss,
@@ -219,21 +207,4 @@ impl StepLink {
             a.labels.to_vec(),
         ))
     }
-}
-
-/// `steps`' cut values padded to `seq` and stacked, sequence after sequence:
-/// `sum(batch) x seq x width`, with their sequence lengths.
-pub(super) fn stack_padded(steps: &[&PreparedStep], seq: usize) -> (Vec<f32>, Vec<usize>) {
-    let mut padded = Vec::new();
-    let mut seq_lens = Vec::new();
-    for step in steps {
-        padded.extend(tokens::unpack(
-            &step.packed,
-            &step.seq_lens,
-            seq,
-            step.width,
-        ));
-        seq_lens.extend_from_slice(&step.seq_lens);
-    }
-    (padded, seq_lens)
 }

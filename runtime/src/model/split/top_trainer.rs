@@ -5,7 +5,7 @@
 use super::device::CLASSES;
 use super::halves::Top;
 use super::schedule::ScheduledAdamW;
-use super::step_link::{PreparedStep, TopOutcome, TopOutput, stack_padded};
+use super::step_link::{PreparedStep, TopOutcome, TopOutput};
 use super::tokens;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -17,6 +17,23 @@ pub(super) struct TopTrainer {
     pub top: Top,
     pub optimizer: ScheduledAdamW,
     pub device: Device,
+}
+
+/// `steps`' cut values padded to `seq` and stacked, sequence after sequence:
+/// `sum(batch) x seq x width`, with their sequence lengths.
+fn stack_padded(steps: &[&PreparedStep], seq: usize) -> (Vec<f32>, Vec<usize>) {
+    let mut padded = Vec::new();
+    let mut seq_lens = Vec::new();
+    for step in steps {
+        padded.extend(tokens::unpack(
+            &step.packed,
+            &step.seq_lens,
+            seq,
+            step.width,
+        ));
+        seq_lens.extend_from_slice(&step.seq_lens);
+    }
+    (padded, seq_lens)
 }
 
 /// The cut tensor of `steps` padded to their longest and stacked, on `device`.
