@@ -66,14 +66,44 @@ pub fn write_atomic_with(
     result
 }
 
+/// The environment variable naming a file where [`skip_missing_cache`] notes each skip
+/// (one line: test binary, test, what was missing). `cargo xtask ci` sets it and counts
+/// those tests as skipped, not passed, in its closing line.
+pub const SKIP_LOG_ENV: &str = "TANDEM_SKIP_LOG";
+
 /// For tests that need the cached model or data: notes `missing` and returns, so the
 /// test can skip, on a developer's machine; panics where `CI` is set, because CI runs
-/// the set-up and a skip there would hide a test that never ran.
+/// the set-up and a skip there would hide a test that never ran. Where
+/// [`SKIP_LOG_ENV`] names a file, the skip is noted there too (see [`note_skip`]).
 pub fn skip_missing_cache(missing: impl std::fmt::Display) {
     if std::env::var_os("CI").is_some() {
         panic!("CI must have the set-up's files: {missing}");
     }
     eprintln!("skipped: {missing}; run `cargo xtask setup`");
+    if let Some(log) = std::env::var_os(SKIP_LOG_ENV) {
+        let binary = std::env::current_exe().ok();
+        let binary = binary
+            .as_deref()
+            .and_then(Path::file_name)
+            .map_or_else(|| "?".into(), |n| n.to_string_lossy());
+        let thread = std::thread::current();
+        let test = thread.name().unwrap_or("?");
+        if let Err(err) = note_skip(Path::new(&log), &binary, test, &missing.to_string()) {
+            eprintln!("cannot note the skip in {}: {err}", Path::new(&log).display());
+        }
+    }
+}
+
+/// Appends `binary \t test \t missing` (tabs and newlines in them made spaces) to `log`,
+/// in one write, so tests skipping on several threads do not interleave.
+pub fn note_skip(log: &Path, binary: &str, test: &str, missing: &str) -> std::io::Result<()> {
+    let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+    let line = format!("{}\t{}\t{}\n", clean(binary), clean(test), clean(missing));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?
+        .write_all(line.as_bytes())
 }
 
 #[cfg(test)]
@@ -94,5 +124,19 @@ mod tests {
         let entries: Vec<_> = std::fs::read_dir(file.parent().unwrap()).unwrap().collect();
         assert_eq!(entries.len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn skips_are_noted_one_line_each_with_separators_cleaned() {
+        let log = std::env::temp_dir().join(format!("tandem-skips-{}", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        note_skip(&log, "model_tests-1a2b", "split::learns", "no model at /x").unwrap();
+        note_skip(&log, "model_tests-1a2b", "a\tb", "line\nbreak").unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            text,
+            "model_tests-1a2b\tsplit::learns\tno model at /x\nmodel_tests-1a2b\ta b\tline break\n"
+        );
+        std::fs::remove_file(&log).unwrap();
     }
 }

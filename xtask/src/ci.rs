@@ -13,7 +13,23 @@ struct Totals {
     passed: u64,
     failed: u64,
     ignored: u64,
+    /// Tests that returned early for want of the set-up's model or data: libtest
+    /// counted them as passed; the closing line counts them as skipped.
+    missing_cache: u64,
 }
+
+impl Totals {
+    /// Moves `n` tests that noted a skip from passed to skipped.
+    fn skipped_for_cache(&mut self, n: u64) {
+        let n = n.min(self.passed);
+        self.passed -= n;
+        self.missing_cache += n;
+    }
+}
+
+/// The variable naming the file where a test notes that it skipped for want of the
+/// cached model or data (`tandem_runtime::paths::SKIP_LOG_ENV`).
+const SKIP_LOG_ENV: &str = "TANDEM_SKIP_LOG";
 
 /// Disk a cold CI run fills in its target directory, with room to spare: 2.4 GiB of x86_64
 /// builds, about 2 GiB of aarch64 and fuzz builds (measured 2026-11-30). A full disk
@@ -139,10 +155,18 @@ fn steps(clock: &mut StepClock) -> Result<()> {
         },
     )?;
 
+    if totals.missing_cache > 0 {
+        eprintln!(
+            "ci: {} tests skipped without the set-up's model or data: run `cargo xtask setup`",
+            totals.missing_cache
+        );
+    }
     // The plain closing line CI reads.
     println!(
         "ci: {} passed, {} failed, {} skipped",
-        totals.passed, totals.failed, totals.ignored
+        totals.passed,
+        totals.failed,
+        totals.ignored + totals.missing_cache
     );
     Ok(())
 }
@@ -235,8 +259,13 @@ fn cross_cargo(args: &[&str]) -> Command {
 }
 
 /// Runs a `cargo test` command, echoing its stdout and adding its "test result" lines
-/// to `totals`.
+/// to `totals`, with the tests that noted a skip in the skip log counted as skipped.
 fn run_tests(cmd: &mut Command, totals: &mut Totals) -> Result<()> {
+    let log = util::target_dir().join("ci-skipped-tests.log");
+    if log.exists() {
+        std::fs::remove_file(&log).with_context(|| format!("cannot remove {}", log.display()))?;
+    }
+    cmd.env(SKIP_LOG_ENV, &log);
     eprintln!("$ {}", util::describe(cmd));
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -256,7 +285,25 @@ fn run_tests(cmd: &mut Command, totals: &mut Totals) -> Result<()> {
     if !status.success() {
         bail!("`{}` failed ({status})", util::describe(cmd));
     }
+    match std::fs::read_to_string(&log) {
+        Ok(text) => totals.skipped_for_cache(skipped_tests(&text)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => bail!("cannot read {}: {err}", log.display()),
+    }
     Ok(())
+}
+
+/// Tests in a skip log (`binary \t test \t what was missing` per line), each counted
+/// once however many files it found missing.
+fn skipped_tests(log: &str) -> u64 {
+    let tests: std::collections::HashSet<(&str, &str)> = log
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            Some((fields.next()?, fields.next()?))
+        })
+        .collect();
+    tests.len() as u64
 }
 
 /// Parses `ok. 6 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`.
@@ -311,5 +358,20 @@ mod tests {
             &mut totals,
         );
         assert_eq!((totals.passed, totals.failed, totals.ignored), (19, 1, 2));
+    }
+
+    #[test]
+    fn a_test_noting_skips_counts_once_and_not_as_passed() {
+        let log = "model-1\tsplit::learns\tno model\n\
+                   model-1\tsplit::learns\tno data\n\
+                   model-2\tsplit::learns\tno model\n\
+                   fl-3\tfl::rounds\tno fashion-mnist\n";
+        assert_eq!(skipped_tests(log), 3);
+        let mut totals = Totals {
+            passed: 10,
+            ..Totals::default()
+        };
+        totals.skipped_for_cache(skipped_tests(log));
+        assert_eq!((totals.passed, totals.missing_cache), (7, 3));
     }
 }
