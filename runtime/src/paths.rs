@@ -89,7 +89,10 @@ pub fn skip_missing_cache(missing: impl std::fmt::Display) {
         let thread = std::thread::current();
         let test = thread.name().unwrap_or("?");
         if let Err(err) = note_skip(Path::new(&log), &binary, test, &missing.to_string()) {
-            eprintln!("cannot note the skip in {}: {err}", Path::new(&log).display());
+            eprintln!(
+                "cannot note the skip in {}: {err}",
+                Path::new(&log).display()
+            );
         }
     }
 }
