@@ -12,7 +12,13 @@ use anyhow::{Result, bail};
 use std::process::Command;
 
 /// The targets in `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 3] = ["frame_roundtrip", "split_ops", "round_ops"];
+pub const TARGETS: [&str; 5] = [
+    "frame_roundtrip",
+    "split_ops",
+    "round_ops",
+    "codec_decode",
+    "tensor_assembly",
+];
 
 /// The flags cargo-fuzz passes for coverage-guided fuzzing (no sanitizer).
 const COVERAGE_FLAGS: &str = "-Cpasses=sancov-module \
