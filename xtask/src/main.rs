@@ -8,7 +8,7 @@
 //!   under qemu), the aarch64 link check of `tandem` (profile `ci-cross`), and the Hello demo;
 //!   each step timed.
 //! - `bench <name>`: a benchmark, e.g. `sort` (native) or `sort-insns` (qemu counts).
-//! - `fuzz <target> [seconds]`: a cargo-fuzz target from `fuzz/`, coverage-guided.
+//! - `fuzz <target|all> [seconds]`: cargo-fuzz targets from `fuzz/`, coverage-guided.
 //! - `gpu-kit`: packs the GPU check for a lent GPU machine.
 //! - `insn-count -- <aarch64 binary> [args]`: executed instructions under qemu.
 //! - `aarch64 <cargo args>`: cargo for aarch64-unknown-linux-gnu with Debian's rustc.
@@ -52,9 +52,11 @@ tasks:
                         --top, batching, a hostile device)
   gpu-kit               pack the GPU check (bench/gpu/run.sh: tandem-cloud --features
                         vulkan, PyTorch beside it) into .gpu/ and .gl/ for a lent GPU
-  fuzz <target> [seconds] [-- libfuzzer args]
+  fuzz <target|all> [seconds] [-- libfuzzer args]
                         coverage-guided fuzzing on stable (frame_roundtrip, split_ops,
-                        round_ops); corpus in fuzz/corpus, crashes in fuzz/artifacts
+                        round_ops, codec_decode, tensor_assembly; all: each in turn,
+                        `all 600` before a release); corpus in fuzz/corpus, crashes in
+                        fuzz/artifacts
   insn-count -- <aarch64 binary> [args]
                         count the instructions it executes under qemu (TCG plugin)
   aarch64 <cargo args>  run cargo for aarch64-unknown-linux-gnu with Debian's rustc,
