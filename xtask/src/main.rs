@@ -9,6 +9,7 @@
 //!   each step timed.
 //! - `bench <name>`: a benchmark, e.g. `sort` (native) or `sort-insns` (qemu counts).
 //! - `fuzz <target|all> [seconds]`: cargo-fuzz targets from `fuzz/`, coverage-guided.
+//! - `reliability crash`: the split device killed and restarted, nothing lost or doubled.
 //! - `gpu-kit`: packs the GPU check for a lent GPU machine.
 //! - `insn-count -- <aarch64 binary> [args]`: executed instructions under qemu.
 //! - `aarch64 <cargo args>`: cargo for aarch64-unknown-linux-gnu with Debian's rustc.
@@ -23,6 +24,7 @@ mod fuzz;
 mod gpu_kit;
 mod insn;
 mod mca;
+mod reliability;
 mod setup;
 mod split;
 mod split_bench;
@@ -57,6 +59,10 @@ tasks:
                         round_ops, codec_decode, tensor_assembly; all: each in turn,
                         `all 600` before a release); corpus in fuzz/corpus, crashes in
                         fuzz/artifacts
+  reliability crash [--cycles N] [--steps N] [--seed S]
+                        kill -9 the split device at random moments N times (50), resume
+                        it each time, and count steps lost or doubled against a run
+                        never killed
   insn-count -- <aarch64 binary> [args]
                         count the instructions it executes under qemu (TCG plugin)
   aarch64 <cargo args>  run cargo for aarch64-unknown-linux-gnu with Debian's rustc,
@@ -94,6 +100,7 @@ fn run(args: &[String]) -> Result<()> {
         "bench" => bench::run(rest),
         "insn-count" => insn::run(rest),
         "fuzz" => fuzz::run(rest),
+        "reliability" => reliability::run(rest),
         "gpu-kit" => gpu_kit::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");

@@ -104,6 +104,8 @@ mod load;
 #[cfg(feature = "model")]
 mod split;
 mod split_plot;
+#[cfg(feature = "model")]
+mod step_log;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -1,6 +1,7 @@
 //! `tandem split`: split fine-tuning of all-MiniLM-L6-v2 with a tandem-cloud peer.
 
 use crate::split_plot::{self, Curve};
+use crate::step_log::StepLog;
 use crate::{ConnectArgs, client_config, open_link};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -104,6 +105,10 @@ pub(crate) struct SplitArgs {
     /// top of that run at that step; without a checkpoint, start a new run.
     #[arg(long)]
     resume: bool,
+    /// Append each trained step's index and loss to FILE as it completes (and where
+    /// each process started): the history `cargo xtask reliability crash` checks.
+    #[arg(long, value_name = "FILE")]
+    step_log: Option<PathBuf>,
     /// Model directory [default: $TANDEM_CACHE/minilm].
     #[arg(long, value_name = "DIR")]
     model_dir: Option<PathBuf>,
@@ -188,6 +193,11 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
             RunPosition::fresh(args.checkpoint_every)
         }
     };
+    let mut step_log = args
+        .step_log
+        .as_deref()
+        .map(|path| StepLog::open(path, position.start_step))
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -234,6 +244,12 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
             config,
             |event| match event {
                 RunEvent::Step(step) => {
+                    if let Some(log) = &mut step_log
+                        && let Err(err) = log.step(step.step, step.loss)
+                    {
+                        bar.suspend(|| eprintln!("{err:#}; step log stopped"));
+                        step_log = None;
+                    }
                     up += step.up_bytes as u64;
                     down += step.down_bytes as u64;
                     bar.set_message(format!(

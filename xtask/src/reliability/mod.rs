@@ -1,0 +1,22 @@
+//! `cargo xtask reliability <crash>`: the real binaries under real failures, with what
+//! was lost or doubled counted (issue 14). Each figure goes into BENCHMARKS.md
+//! ("Reliability") with its command and machine.
+
+mod crash;
+mod history;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "usage: cargo xtask reliability crash [--cycles N] [--steps N] [--seed S]";
+
+/// Runs `reliability <what> [flags]`.
+pub fn run(args: &[String]) -> Result<()> {
+    match args.split_first() {
+        Some((what, rest)) if what == "crash" => crash::run(&crash::Options::parse(rest)?),
+        Some((what, _)) if what == "netem" || what == "hostile" => bail!(
+            "`reliability {what}` is not built yet (issue 14): `tandem load --hostile` measures \
+             the hostile clients of `cargo xtask bench cloud` meanwhile"
+        ),
+        _ => bail!("{USAGE}"),
+    }
+}
