@@ -16,9 +16,14 @@ use tandem_cloud::split_app::{SplitApp, SplitSettings};
 use tandem_runtime::model::minilm::{self, TextTokenizer};
 use tandem_runtime::model::split::Mode;
 use tandem_runtime::model::split::device::{DeviceError, DeviceSetup, DeviceTrainer};
-use tandem_runtime::model::split::run::{self, RunConfig, RunPosition};
-use tandem_runtime::transport::link::LinkError;
+use tandem_runtime::model::split::run::{self, RunConfig, RunError, RunPosition};
+use tandem_runtime::transport::link::{DeviceLink, LinkError};
 use tandem_runtime::transport::{TransportError, TransportLimits};
+
+/// burn's random state (which initialises the device's and the tops' new weights) is
+/// global to the process: the tests here take turns, or their runs could not match an
+/// uninterrupted one loss for loss.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The run's length and checkpoint interval.
 const STEPS: u64 = 6;
@@ -57,8 +62,21 @@ async fn train(
     until: u64,
     checkpoint: &Path,
 ) -> (Vec<(u64, f32)>, Vec<u64>) {
-    let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
     let mut link = connect(cloud, trainer, position).await.unwrap();
+    let trained = train_on(&mut link, trainer, position, until, checkpoint).await;
+    drop(link);
+    trained.unwrap()
+}
+
+/// [`train`] on a link the caller keeps; the run's error if it failed.
+async fn train_on(
+    link: &mut DeviceLink,
+    trainer: &mut DeviceTrainer,
+    position: RunPosition,
+    until: u64,
+    checkpoint: &Path,
+) -> Result<(Vec<(u64, f32)>, Vec<u64>), RunError> {
+    let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
     let config = RunConfig {
         start_step: position.start_step,
         checkpoint_every: EVERY,
@@ -66,7 +84,7 @@ async fn train(
     };
     let mut saved = Vec::new();
     let report = run::run(
-        &mut link,
+        link,
         trainer,
         &tokenizer,
         &tiny_data(),
@@ -80,11 +98,37 @@ async fn train(
             Ok(())
         },
     )
-    .await
-    .unwrap();
-    drop(link);
+    .await?;
     let losses = report.steps.iter().map(|s| (s.step, s.loss)).collect();
-    (losses, saved)
+    Ok((losses, saved))
+}
+
+/// The whole run on a cloud of its own, never interrupted: each step's loss.
+async fn uninterrupted(dir: &Path) -> Vec<(u64, f32)> {
+    let cloud = cloud(&dir.join("pki-ref"), &dir.join("tops-ref"), false).await;
+    let position = RunPosition::fresh(EVERY);
+    let (losses, _) = train(
+        &cloud,
+        &mut device(),
+        position,
+        STEPS,
+        &dir.join("ref.ckpt"),
+    )
+    .await;
+    cloud.shutdown().await;
+    assert_eq!(losses.len(), STEPS as usize);
+    losses
+}
+
+/// Asserts `got`'s losses are the uninterrupted run's at the same steps.
+fn assert_same_losses(got: &[(u64, f32)], expected: &[(u64, f32)]) {
+    for &(step, loss) in got {
+        let want = expected[step as usize].1;
+        assert!(
+            (loss - want).abs() <= 1e-4 * want.abs().max(1.0),
+            "step {step}: loss {loss}, uninterrupted {want}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,23 +136,11 @@ async fn a_killed_device_resumes_its_run_on_a_restarted_cloud_without_training_t
     if !model_cached() {
         return;
     }
+    let _turn = ONE_AT_A_TIME.lock().await;
     let dir = temp_dir("split-resume");
     let checkpoint = dir.join("device.ckpt");
 
-    // The reference: the whole run, never interrupted.
-    let reference_cloud = cloud(&dir.join("pki-ref"), &dir.join("tops-ref"), false).await;
-    let mut reference = device();
-    let position = RunPosition::fresh(EVERY);
-    let (expected, _) = train(
-        &reference_cloud,
-        &mut reference,
-        position,
-        STEPS,
-        &dir.join("ref.ckpt"),
-    )
-    .await;
-    reference_cloud.shutdown().await;
-    assert_eq!(expected.len(), STEPS as usize);
+    let expected = uninterrupted(&dir).await;
 
     // The device dies after training step 4 (the fifth) and before its next checkpoint:
     // the cloud's top has trained one step past the device's last checkpoint (4).
@@ -168,12 +200,81 @@ async fn a_killed_device_resumes_its_run_on_a_restarted_cloud_without_training_t
         combined.iter().map(|s| s.0).collect::<Vec<_>>(),
         (0..STEPS).collect::<Vec<_>>()
     );
-    for ((step, got), (_, want)) in combined.iter().zip(&expected) {
-        assert!(
-            (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-            "step {step}: loss {got}, uninterrupted {want}"
-        );
-    }
+    assert_same_losses(&combined, &expected);
     // The interrupted step itself was trained: its loss then equals the resumed one's.
     assert!((before[4].1 - after[0].1).abs() <= 1e-4 * after[0].1.max(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_reconnecting_to_a_restarted_cloud_continues_only_where_the_top_was_snapshotted() {
+    if !model_cached() {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = temp_dir("split-cloud-restart");
+    let checkpoint = dir.join("device.ckpt");
+    let expected = uninterrupted(&dir).await;
+    let (pki, tops) = (dir.join("pki"), dir.join("tops"));
+    let restart = |cloud: Cloud| async {
+        let addr = cloud.addr;
+        cloud.shutdown().await;
+        let settings = SplitSettings {
+            state_dir: Some(tops.clone()),
+            ..cloud_settings(STEPS)
+        };
+        let app = SplitApp::new(settings).expect("model cached");
+        Cloud::restart_at(&pki, addr, &TransportLimits::default(), app).await
+    };
+
+    // Steps 0-3 (snapshots and checkpoints at 2 and 4), then the cloud restarts in place
+    // under the running device.
+    let first = cloud(&pki, &tops, false).await;
+    let mut trainer = device();
+    let position = RunPosition::fresh(EVERY);
+    let mut link = connect(&first, &trainer, position).await.unwrap();
+    let (before, _) = train_on(&mut link, &mut trainer, position, 4, &checkpoint)
+        .await
+        .unwrap();
+    let second = restart(first).await;
+
+    // The device reconnects at step 4, where the cloud snapshotted: the restarted cloud
+    // gives it that top, and step 4 is the uninterrupted run's step 4 (a top from the
+    // process's start, step 0, would differ).
+    let at = |step| RunPosition {
+        start_step: step,
+        ..position
+    };
+    let (at_four, _) = train_on(&mut link, &mut trainer, at(4), 5, &checkpoint)
+        .await
+        .unwrap();
+    assert_eq!(at_four.iter().map(|s| s.0).collect::<Vec<_>>(), [4]);
+    assert_same_losses(&before, &expected);
+    assert_same_losses(&at_four, &expected);
+
+    // Restarted again at step 5, past the last snapshot: the reconnect is refused with
+    // its reason rather than served a top that is not at step 5.
+    let third = restart(second).await;
+    match train_on(&mut link, &mut trainer, at(5), STEPS, &checkpoint).await {
+        Err(RunError::Link(LinkError::Refused(TransportError::Unserved(reason)))) => {
+            assert!(reason.contains("at step 5"), "{reason}")
+        }
+        other => panic!(
+            "expected an Unserved refusal at step 5, got {:?}",
+            other.map(|r| r.0)
+        ),
+    }
+    drop(link);
+
+    // The device restarts from its checkpoint at step 4 and finishes the run.
+    let mut resumed_device = device();
+    let (run, start) = resumed_device
+        .resume(&checkpoint)
+        .unwrap()
+        .expect("a checkpoint");
+    assert_eq!((run, start), (position.run, 4));
+    let resumed = RunPosition::resumed(run, start, EVERY);
+    let (after, _) = train(&third, &mut resumed_device, resumed, STEPS, &checkpoint).await;
+    third.shutdown().await;
+    assert_eq!(after.last().map(|s| s.0), Some(STEPS - 1));
+    assert_same_losses(&after, &expected);
 }

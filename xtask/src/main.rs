@@ -9,7 +9,8 @@
 //!   each step timed.
 //! - `bench <name>`: a benchmark, e.g. `sort` (native) or `sort-insns` (qemu counts).
 //! - `fuzz <target|all> [seconds]`: cargo-fuzz targets from `fuzz/`, coverage-guided.
-//! - `reliability crash`: the split device killed and restarted, nothing lost or doubled.
+//! - `reliability crash`: the split device, then the cloud, killed and restarted; steps
+//!   lost or doubled against a run never killed.
 //! - `gpu-kit`: packs the GPU check for a lent GPU machine.
 //! - `insn-count -- <aarch64 binary> [args]`: executed instructions under qemu.
 //! - `aarch64 <cargo args>`: cargo for aarch64-unknown-linux-gnu with Debian's rustc.
@@ -59,10 +60,11 @@ tasks:
                         round_ops, codec_decode, tensor_assembly; all: each in turn,
                         `all 600` before a release); corpus in fuzz/corpus, crashes in
                         fuzz/artifacts
-  reliability crash [--cycles N] [--steps N] [--seed S]
-                        kill -9 the split device at random moments N times (50), resume
-                        it each time, and count steps lost or doubled against a run
-                        never killed
+  reliability crash [--cycles N] [--cloud-cycles N] [--steps N] [--seed S]
+                        kill -9 the split device at random moments (50 times, resumed
+                        each time), then tandem-cloud under a running device (10 times,
+                        restarted in place); steps lost or doubled against a run never
+                        killed
   insn-count -- <aarch64 binary> [args]
                         count the instructions it executes under qemu (TCG plugin)
   aarch64 <cargo args>  run cargo for aarch64-unknown-linux-gnu with Debian's rustc,

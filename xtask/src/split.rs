@@ -75,8 +75,13 @@ impl CloudProcess {
     /// Starts `tandem-cloud serve` on a free loopback port with `args`, echoing its
     /// output, and waits (30 s at most) for its address.
     pub fn start(bin: &Path, args: &[&str]) -> Result<Self> {
+        Self::start_at(bin, "127.0.0.1:0", args)
+    }
+
+    /// [`Self::start`] listening on `listen` (a restarted cloud keeps its address).
+    pub fn start_at(bin: &Path, listen: &str, args: &[&str]) -> Result<Self> {
         let mut child = Command::new(bin.join("tandem-cloud"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(args)
             .stdout(Stdio::piped())
             .spawn()
@@ -125,6 +130,13 @@ impl CloudProcess {
             .parse()
             .ok()?;
         Some(kib / 1024.0)
+    }
+
+    /// SIGKILL at once (a crash), and waits for the process to end.
+    pub fn kill(mut self) -> Result<()> {
+        self.child.kill().context("cannot kill tandem-cloud")?;
+        self.child.wait().context("tandem-cloud did not end")?;
+        Ok(())
     }
 
     /// SIGTERM (graceful close), then SIGKILL after 5 s; returns every line printed

@@ -103,7 +103,7 @@ impl SplitApp {
     fn saved_top(&self, node: &NodeName, run: u64, step: u64) -> Result<TrainerSnapshot, String> {
         let missing = || {
             format!(
-                "cannot resume run {run:016x} at step {step}: this cloud holds no top of it at that step (start a new run without --resume)"
+                "cannot resume run {run:016x} at step {step}: this cloud holds no top of it at that step (it restarted since the last snapshot, or never trained this run): restart the device with --resume to continue from its checkpoint, or start a new run without it"
             )
         };
         let path = self

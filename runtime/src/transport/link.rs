@@ -171,6 +171,14 @@ impl DeviceLink {
         self.live.as_ref().map(|l| &l.connection)
     }
 
+    /// Notes that the device has trained `steps` steps of its split run: a Hello on a
+    /// later reconnect says so (`RunPlan::start_step`), so a cloud restarted meanwhile
+    /// gives it the top after exactly that many steps, or refuses, rather than the top
+    /// of where the process started.
+    pub fn trained(&mut self, steps: u64) {
+        self.target.hello.plan.start_step = steps;
+    }
+
     /// Runs one split step: sends `activations` and `tensor` through `machine`, resends
     /// on timeouts and reconnects, and returns the step's gradient.
     pub async fn split_step(

@@ -95,7 +95,10 @@ pub struct RunPlan {
     /// Names the device process: random at every start, so the cloud tells a reconnect
     /// (same process) from a restart (another one).
     pub process: u64,
-    /// The first step this process trains: 0, or the step its checkpoint resumes at.
+    /// The steps the device has trained when it sends this Hello: when a process
+    /// starts, 0 or the step its checkpoint resumes at; on a reconnect, the step it
+    /// sends next (a cloud restarted meanwhile resumes the top at exactly that step from
+    /// its snapshot, or refuses).
     pub start_step: u64,
     /// The device checkpoints when this many steps are done (and at the end); the cloud
     /// snapshots its top at the same steps (0: never).

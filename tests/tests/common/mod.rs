@@ -82,7 +82,18 @@ impl Cloud {
     /// A cloud serving `app` with the CA already in `dir` (a redeployed cloud: its
     /// devices' certificates stay valid).
     pub async fn restart_with(dir: &Path, limits: &TransportLimits, app: impl CloudApp) -> Cloud {
-        Self::launch(dir, limits, HubSettings::default(), app).await
+        Self::restart_at(dir, "127.0.0.1:0".parse().unwrap(), limits, app).await
+    }
+
+    /// [`Self::restart_with`] on `addr` (a cloud restarted in place: its devices
+    /// reconnect to the address they know).
+    pub async fn restart_at(
+        dir: &Path,
+        addr: SocketAddr,
+        limits: &TransportLimits,
+        app: impl CloudApp,
+    ) -> Cloud {
+        Self::launch(dir, addr, limits, HubSettings::default(), app).await
     }
 
     /// A cloud serving `app` with `hub`'s workers and idle release, its certificates in
@@ -90,19 +101,21 @@ impl Cloud {
     pub async fn start_with_hub(test: &str, hub: HubSettings, app: impl CloudApp) -> Cloud {
         let dir = temp_dir(test);
         Pki::new(&*dir).init().expect("CA");
-        let mut cloud = Self::launch(&dir, &TransportLimits::default(), hub, app).await;
+        let loopback = "127.0.0.1:0".parse().unwrap();
+        let mut cloud = Self::launch(&dir, loopback, &TransportLimits::default(), hub, app).await;
         cloud._dir = Some(dir);
         cloud
     }
 
     async fn launch(
         dir: &Path,
+        addr: SocketAddr,
         limits: &TransportLimits,
         hub: HubSettings,
         app: impl CloudApp,
     ) -> Cloud {
         let pki = Pki::new(dir);
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), &pki, "test-cloud", limits)
+        let server = Server::bind(addr, &pki, "test-cloud", limits)
             .expect("bind loopback")
             .with_hub(hub);
         let addr = server.local_addr().unwrap();

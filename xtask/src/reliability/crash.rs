@@ -1,11 +1,12 @@
 //! `cargo xtask reliability crash`: kill -9 at random moments, restart, repeat; then
 //! count what the run lost or doubled against a run that was never killed.
 //!
-//! Scenario built: the `tandem split` device (`--resume` after each kill), against one
-//! `tandem-cloud serve` that keeps its tops' snapshots. Both runs use the same seed,
-//! data order and settings (small batches, checkpoints every 10 steps), so their losses
-//! must agree bit for bit step by step ([`super::history`]), and so must their final
-//! held-out accuracies.
+//! Scenarios built: the `tandem split` device killed (`--resume` after each kill), and
+//! `tandem-cloud serve` killed under a running device (restarted on the same address and
+//! state). Every run uses the same seed, data order and settings (small batches,
+//! checkpoints every 10 steps) as one that is never killed, so their losses must agree
+//! bit for bit step by step ([`super::history`]), and so must their final held-out
+//! accuracies.
 
 use super::history::{self, Verdict};
 use crate::split::{self, CloudProcess, DEMO_NODE};
@@ -19,6 +20,8 @@ use std::time::{Duration, Instant};
 pub struct Options {
     /// Kills of the device.
     cycles: u32,
+    /// Kills of the cloud.
+    cloud_cycles: u32,
     /// Training steps of the run.
     steps: u64,
     /// Seeds the kill times.
@@ -26,7 +29,8 @@ pub struct Options {
 }
 
 impl Options {
-    /// `--cycles N` (default 50), `--steps N` (default 600), `--seed S` (default 1).
+    /// `--cycles N` (device kills, default 50), `--cloud-cycles N` (default 10), `--steps N`
+    /// (default 600), `--seed S` (default 1).
     pub fn parse(args: &[String]) -> Result<Self> {
         let number = |name: &str, default: u64| -> Result<u64> {
             util::flag(args, name).map_or(Ok(default), |v| {
@@ -36,6 +40,8 @@ impl Options {
         };
         let options = Self {
             cycles: u32::try_from(number("--cycles", 50)?).context("--cycles is too large")?,
+            cloud_cycles: u32::try_from(number("--cloud-cycles", 10)?)
+                .context("--cloud-cycles is too large")?,
             steps: number("--steps", 600)?,
             seed: number("--seed", 1)?,
         };
@@ -49,105 +55,32 @@ impl Options {
 /// Steps between checkpoints: short, so a kill usually loses a few steps of work.
 const CHECKPOINT_EVERY: u64 = 10;
 
-/// A kill lands this long after the device starts, uniformly: from before its model
-/// is loaded to well into training.
-const KILL_AFTER: (Duration, Duration) = (Duration::from_millis(300), Duration::from_secs(12));
+/// A device kill lands this long after the device starts, uniformly: from before its
+/// model is loaded to well into training.
+const DEVICE_KILL_AFTER: (Duration, Duration) =
+    (Duration::from_millis(300), Duration::from_secs(12));
+
+/// A cloud kill lands this long after the cloud (re)starts, uniformly: time for the
+/// device to reconnect and train a few steps, or not.
+const CLOUD_KILL_AFTER: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(15));
 
 pub fn run(options: &Options) -> Result<()> {
     let bin = split::build_and_issue("release")?;
-    let dir = util::target_dir().join("reliability").join("split-device");
+    let dir = util::target_dir().join("reliability").join("crash");
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir)?;
-    let state = dir.join("cloud-state");
-    let state = state.to_string_lossy();
-    let mut cloud = CloudProcess::start(&bin, &["--split-state", &state])?;
-    let result = scenario(&bin, &cloud.addr, &dir, options);
-    cloud.stop();
-    let (verdict, cycles, accuracy) = result?;
-    println!(
-        "split device: {} kills, {} processes; lost {}, doubled {}, retrained {} (work the kills cost); \
-         held-out accuracy {:.2}% killed, {:.2}% never killed",
-        cycles,
-        verdict.processes,
-        verdict.lost,
-        verdict.doubled,
-        verdict.retrained,
-        accuracy.0 * 100.0,
-        accuracy.1 * 100.0
-    );
-    if let Some((step, killed, clean)) = verdict.first_difference {
-        println!(
-            "first difference: step {step}, loss {killed} killed against {clean} never killed"
-        );
-    }
-    println!(
-        "reliability_crash: cycles {cycles} lost {} doubled {}",
-        verdict.lost, verdict.doubled
-    );
-    if verdict.lost + verdict.doubled > 0 || accuracy.0 != accuracy.1 {
-        bail!(
-            "the crash loop lost or doubled steps (logs in {})",
-            dir.display()
-        );
-    }
-    Ok(())
-}
-
-/// The uninterrupted run, then the crash loop; the verdict, the kills made and both
-/// runs' held-out accuracies (killed, never killed).
-fn scenario(
-    bin: &Path,
-    addr: &str,
-    dir: &Path,
-    options: &Options,
-) -> Result<(Verdict, u32, (f64, f64))> {
     let started = Instant::now();
     eprintln!(
         "reliability crash: the run never killed ({} steps)",
         options.steps
     );
-    let clean = Device::new(bin, addr, dir, "clean", options.steps);
-    util::run(&mut clean.command(false))?;
-    let clean_time = started.elapsed();
-    eprintln!("  {:.0} s", clean_time.as_secs_f64());
-
-    let crashed = Device::new(bin, addr, dir, "crashed", options.steps);
-    let mut rng = options.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut cycles = 0;
-    while cycles < options.cycles {
-        let mut child = crashed
-            .command(true)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start tandem split")?;
-        let wait = uniform(&mut rng, KILL_AFTER.0, KILL_AFTER.1);
-        let deadline = Instant::now() + wait;
-        let mut finished = false;
-        while Instant::now() < deadline {
-            if child.try_wait()?.is_some() {
-                finished = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if finished {
-            // The run ended before this kill: every later kill would find nothing.
-            eprintln!("  the run finished after {cycles} kills (raise --steps for more)");
-            break;
-        }
-        child.kill().context("cannot kill tandem split")?;
-        child.wait()?;
-        cycles += 1;
-        if cycles % 10 == 0 {
-            eprintln!("  {cycles} kills, {:.0} s", started.elapsed().as_secs_f64());
-        }
-    }
-    eprintln!("reliability crash: the killed run to its end");
-    util::run(&mut crashed.command(true))?;
-
+    let clean = Device::new(&bin, &dir, "clean", options.steps);
+    with_cloud(&bin, &dir.join("clean-cloud"), |addr| {
+        util::run(&mut clean.command(addr, false))
+    })?;
+    eprintln!("  {:.0} s", started.elapsed().as_secs_f64());
     let clean_log = history::parse(&read(&clean.step_log)?)?;
     let [clean_process] = clean_log.as_slice() else {
         bail!(
@@ -155,16 +88,219 @@ fn scenario(
             clean_log.len()
         );
     };
-    let killed = history::parse(&read(&crashed.step_log)?)?;
-    let verdict = history::check(&killed, clean_process, options.steps);
-    let accuracy = (accuracy(&crashed.metrics)?, accuracy(&clean.metrics)?);
-    Ok((verdict, cycles, accuracy))
+    let reference = Reference {
+        process: clean_process,
+        accuracy: accuracy(&clean.metrics)?,
+        steps: options.steps,
+    };
+    let scenarios = [
+        device_kills(&bin, &dir, options, &reference)?,
+        cloud_kills(&bin, &dir, options, &reference)?,
+    ];
+    for scenario in &scenarios {
+        scenario.print(&reference);
+    }
+    let cycles: u32 = scenarios.iter().map(|s| s.cycles).sum();
+    let lost: u64 = scenarios.iter().map(|s| s.verdict.lost).sum();
+    let doubled: u64 = scenarios.iter().map(|s| s.verdict.doubled).sum();
+    println!("reliability_crash: cycles {cycles} lost {lost} doubled {doubled}");
+    if lost + doubled > 0 || scenarios.iter().any(|s| s.accuracy != reference.accuracy) {
+        bail!("steps were lost or doubled (logs in {})", dir.display());
+    }
+    Ok(())
+}
+
+/// The run that was never killed.
+struct Reference<'a> {
+    process: &'a history::Process,
+    accuracy: f64,
+    steps: u64,
+}
+
+/// What one scenario did and found.
+struct Scenario {
+    name: &'static str,
+    /// Kills made.
+    cycles: u32,
+    /// Device processes started after one ended with an error (not a kill).
+    device_restarts: u32,
+    verdict: Verdict,
+    /// The killed run's held-out accuracy.
+    accuracy: f64,
+}
+
+impl Scenario {
+    fn judged(
+        name: &'static str,
+        (cycles, device_restarts): (u32, u32),
+        device: &Device,
+        reference: &Reference,
+    ) -> Result<Self> {
+        let killed = history::parse(&read(&device.step_log)?)?;
+        Ok(Self {
+            name,
+            cycles,
+            device_restarts,
+            verdict: history::check(&killed, reference.process, reference.steps),
+            accuracy: accuracy(&device.metrics)?,
+        })
+    }
+
+    fn print(&self, reference: &Reference) {
+        let v = &self.verdict;
+        println!(
+            "{}: {} kills, {} device processes ({} restarted after an error); lost {}, doubled {}, \
+             retrained {} (work the kills cost); held-out accuracy {:.2}% killed, {:.2}% never killed",
+            self.name,
+            self.cycles,
+            v.processes,
+            self.device_restarts,
+            v.lost,
+            v.doubled,
+            v.retrained,
+            self.accuracy * 100.0,
+            reference.accuracy * 100.0
+        );
+        if let Some((step, killed, clean)) = v.first_difference {
+            println!(
+                "  first difference: step {step}, loss {killed} killed against {clean} never killed"
+            );
+        }
+    }
+}
+
+/// Runs `body` with a `tandem-cloud serve` keeping its state in `state`, then stops it.
+fn with_cloud<T>(bin: &Path, state: &Path, body: impl FnOnce(&str) -> Result<T>) -> Result<T> {
+    let state = state.to_string_lossy();
+    let mut cloud = CloudProcess::start(bin, &["--split-state", &state])?;
+    let result = body(&cloud.addr);
+    cloud.stop();
+    result
+}
+
+/// The split device killed `options.cycles` times at random moments, resumed each time.
+fn device_kills(
+    bin: &Path,
+    dir: &Path,
+    options: &Options,
+    reference: &Reference,
+) -> Result<Scenario> {
+    eprintln!(
+        "reliability crash: the split device, {} kills",
+        options.cycles
+    );
+    let device = Device::new(bin, dir, "device-killed", options.steps);
+    let cycles = with_cloud(bin, &dir.join("device-killed-cloud"), |addr| {
+        let mut rng = options.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut cycles = 0;
+        while cycles < options.cycles {
+            let mut child = device
+                .command(addr, true)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("cannot start tandem split")?;
+            if ended_within(&mut child, uniform(&mut rng, DEVICE_KILL_AFTER))? {
+                // The run ended before this kill: every later kill would find nothing.
+                eprintln!("  the run finished after {cycles} kills (raise --steps for more)");
+                break;
+            }
+            child.kill().context("cannot kill tandem split")?;
+            child.wait()?;
+            cycles += 1;
+            if cycles % 10 == 0 {
+                eprintln!("  {cycles} kills");
+            }
+        }
+        eprintln!("  the killed run to its end");
+        util::run(&mut device.command(addr, true))?;
+        Ok(cycles)
+    })?;
+    Scenario::judged("split device killed", (cycles, 0), &device, reference)
+}
+
+/// tandem-cloud killed `options.cloud_cycles` times under a running split device and
+/// restarted on the same address with the same state; the device reconnects (and is
+/// restarted with --resume if it gives up with an error).
+fn cloud_kills(
+    bin: &Path,
+    dir: &Path,
+    options: &Options,
+    reference: &Reference,
+) -> Result<Scenario> {
+    eprintln!(
+        "reliability crash: tandem-cloud, {} kills",
+        options.cloud_cycles
+    );
+    let device = Device::new(bin, dir, "cloud-killed", options.steps);
+    let state = dir.join("cloud-killed-cloud");
+    let state = state.to_string_lossy();
+    let mut cloud = CloudProcess::start(bin, &["--split-state", &state])?;
+    let addr = cloud.addr.clone();
+    let spawn = || {
+        device
+            .command(&addr, true)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start tandem split")
+    };
+    let mut child = spawn()?;
+    let mut rng = options.seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1;
+    let (mut cycles, mut restarts) = (0, 0);
+    let mut finished = false;
+    while !finished {
+        let wait = if cycles < options.cloud_cycles {
+            uniform(&mut rng, CLOUD_KILL_AFTER)
+        } else {
+            Duration::from_secs(3600)
+        };
+        if ended_within(&mut child, wait)? {
+            if child.wait()?.success() {
+                finished = true;
+            } else {
+                restarts += 1;
+                if restarts > options.cloud_cycles + 3 {
+                    bail!(
+                        "the device keeps failing under a restarted cloud (logs in {})",
+                        dir.display()
+                    );
+                }
+                child = spawn()?;
+            }
+            continue;
+        }
+        cloud.kill()?;
+        cycles += 1;
+        cloud = CloudProcess::start_at(bin, &addr, &["--split-state", &state])?;
+    }
+    cloud.stop();
+    if cycles < options.cloud_cycles {
+        eprintln!("  the run finished after {cycles} cloud kills (raise --steps for more)");
+    }
+    Scenario::judged(
+        "tandem-cloud killed",
+        (cycles, restarts),
+        &device,
+        reference,
+    )
+}
+
+/// Waits up to `wait` for `child` to end; whether it did.
+fn ended_within(child: &mut std::process::Child, wait: Duration) -> Result<bool> {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(false)
 }
 
 /// One device's files and flags.
 struct Device {
     bin: PathBuf,
-    addr: String,
     steps: u64,
     checkpoint: PathBuf,
     step_log: PathBuf,
@@ -173,10 +309,9 @@ struct Device {
 }
 
 impl Device {
-    fn new(bin: &Path, addr: &str, dir: &Path, name: &str, steps: u64) -> Self {
+    fn new(bin: &Path, dir: &Path, name: &str, steps: u64) -> Self {
         Self {
             bin: bin.to_owned(),
-            addr: addr.to_owned(),
             steps,
             checkpoint: dir.join(format!("{name}.ckpt")),
             step_log: dir.join(format!("{name}.steps")),
@@ -185,10 +320,11 @@ impl Device {
         }
     }
 
-    /// `tandem split` with the run's settings (`resume`: continue from the checkpoint).
-    fn command(&self, resume: bool) -> Command {
+    /// `tandem split` against `addr` with the run's settings (`resume`: continue from
+    /// the checkpoint).
+    fn command(&self, addr: &str, resume: bool) -> Command {
         let mut cmd = Command::new(self.bin.join("tandem"));
-        cmd.args(["split", "--cloud", &self.addr, "--node", DEMO_NODE])
+        cmd.args(["split", "--cloud", addr, "--node", DEMO_NODE])
             .args(["--steps", &self.steps.to_string()])
             .args(["--batch-size", "4", "--max-len", "32", "--seed", "1"])
             .args(["--checkpoint-every", &CHECKPOINT_EVERY.to_string()])
@@ -228,7 +364,7 @@ fn accuracy(metrics: &Path) -> Result<f64> {
 }
 
 /// A duration uniform in `[low, high)` from a xorshift state.
-fn uniform(state: &mut u64, low: Duration, high: Duration) -> Duration {
+fn uniform(state: &mut u64, (low, high): (Duration, Duration)) -> Duration {
     *state ^= *state << 13;
     *state ^= *state >> 7;
     *state ^= *state << 17;

@@ -7,7 +7,8 @@ mod history;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str = "usage: cargo xtask reliability crash [--cycles N] [--steps N] [--seed S]";
+const USAGE: &str =
+    "usage: cargo xtask reliability crash [--cycles N] [--cloud-cycles N] [--steps N] [--seed S]";
 
 /// Runs `reliability <what> [flags]`.
 pub fn run(args: &[String]) -> Result<()> {

@@ -247,7 +247,14 @@ impl DeviceTrainer {
         let started = std::time::Instant::now();
         let packed = tokens::pack(&padded, &batch.seq_lens, batch.seq, self.width);
         let shape = Shape::new(batch.tokens(), self.width);
-        let (tensor, report) = self.encoder.encode(&packed, shape)?;
+        // An evaluation batch is encoded by a copy: the training encoder's state (the
+        // low-rank codec's warm start) follows the training batches only, so training
+        // does not depend on when or how often the run evaluates.
+        let (tensor, report) = if train {
+            self.encoder.encode(&packed, shape)?
+        } else {
+            self.encoder.clone().encode(&packed, shape)?
+        };
         let encode = started.elapsed();
         if keep {
             self.pending = Some((cut, batch.seq_lens.clone(), batch.seq));

@@ -273,6 +273,8 @@ async fn train_step(
         trainer.forward(&batch, &labels, ask, true)?
     };
     let up_bytes = wire_bytes(&forward.activations, forward.tensor.len())?;
+    // `step` steps are trained before this one: what a reconnect's Hello says.
+    link.trained(step);
     let sent = Instant::now();
     let (gradient, tensor) = link
         .split_step(machine, forward.activations, forward.tensor)
@@ -322,6 +324,7 @@ async fn evaluate(
     up_bytes: u64,
 ) -> Result<EvalRecord, RunError> {
     let (mut correct, mut loss_sum) = (0usize, 0.0f64);
+    link.trained(step);
     for chunk in reviews.chunks(trainer.batch_size()) {
         let texts: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
         let labels: Vec<u32> = chunk.iter().map(|r| r.label).collect();
