@@ -9,8 +9,8 @@
 //!   each step timed.
 //! - `bench <name>`: a benchmark, e.g. `sort` (native) or `sort-insns` (qemu counts).
 //! - `fuzz <target|all> [seconds]`: cargo-fuzz targets from `fuzz/`, coverage-guided.
-//! - `reliability crash`: the split device, then the cloud, killed and restarted; steps
-//!   lost or doubled against a run never killed.
+//! - `reliability crash|netem`: the split device, then the cloud, killed and restarted;
+//!   the split run over lossy links; steps lost or doubled against a clean run.
 //! - `gpu-kit`: packs the GPU check for a lent GPU machine.
 //! - `insn-count -- <aarch64 binary> [args]`: executed instructions under qemu.
 //! - `aarch64 <cargo args>`: cargo for aarch64-unknown-linux-gnu with Debian's rustc.
@@ -65,6 +65,10 @@ tasks:
                         each time), then tandem-cloud under a running device (10 times,
                         restarted in place); steps lost or doubled against a run never
                         killed
+  reliability netem [--steps N]
+                        a split run through a UDP relay that drops, delays, corrupts,
+                        reorders or blacks out datagrams, per profile, against the clean
+                        link: wall time, steps lost or doubled
   insn-count -- <aarch64 binary> [args]
                         count the instructions it executes under qemu (TCG plugin)
   aarch64 <cargo args>  run cargo for aarch64-unknown-linux-gnu with Debian's rustc,

@@ -306,7 +306,17 @@ pub fn decode_shared(
     let mut r = Reader::new(bytes);
     let out = acp::decode(&mut r, shape, shared, rank, factor_bits)?;
     r.end()?;
-    Ok(out)
+    all_finite(out)
+}
+
+/// `values`, or the first non-finite one's index: finite factors and scales can still
+/// multiply past f32's range (the codec_decode fuzz target found a low-rank product that
+/// did), and no decoder hands a peer's infinity to the model or to an aggregate.
+fn all_finite(values: Vec<f32>) -> Result<Vec<f32>, CodecError> {
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(at) => Err(CodecError::NonFinite { at }),
+        None => Ok(values),
+    }
 }
 
 /// Decodes `bytes` made by an [`Encoder`] for `desc` and `shape`.
@@ -342,7 +352,7 @@ pub fn decode(desc: CodecDesc, shape: Shape, bytes: &[u8]) -> Result<Vec<f32>, C
         CodecDesc::Acp { .. } => return Err(CodecError::NeedsSharedFactor),
     };
     r.end()?;
-    Ok(out)
+    all_finite(out)
 }
 
 /// DCT blocks of this many values (flattened, the last block zero-padded).

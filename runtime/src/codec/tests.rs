@@ -345,3 +345,29 @@ fn encode_bytes_sends_what_encode_sends_step_after_step() {
         }
     }
 }
+
+#[test]
+fn a_decode_whose_values_overflow_is_refused() {
+    // Finite factors whose product is not: P Q^T = 3e38 x 3e38 (the codec_decode fuzz
+    // target found such a low-rank payload at 8 bits).
+    let desc = CodecDesc::LowRank {
+        rank: 1,
+        power_iters: 0,
+        factor_bits: 32,
+    };
+    let bytes: Vec<u8> = [3e38f32, 3e38]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    assert!(matches!(
+        decode(desc, Shape::new(1, 1), &bytes),
+        Err(CodecError::NonFinite { at: 0 })
+    ));
+    // The same factors at a representable scale decode.
+    let bytes: Vec<u8> = [3e18f32, 3e18]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let decoded = decode(desc, Shape::new(1, 1), &bytes).unwrap();
+    assert!((decoded[0] / 9e36 - 1.0).abs() < 1e-6, "{decoded:?}");
+}

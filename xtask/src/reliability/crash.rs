@@ -9,11 +9,12 @@
 //! accuracies.
 
 use super::history::{self, Verdict};
-use crate::split::{self, CloudProcess, DEMO_NODE};
+use super::split_run::{Device, accuracy, read, with_cloud};
+use crate::split::{self, CloudProcess};
 use crate::util;
 use anyhow::{Context, Result, bail};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// The crash loop's settings.
@@ -51,9 +52,6 @@ impl Options {
         Ok(options)
     }
 }
-
-/// Steps between checkpoints: short, so a kill usually loses a few steps of work.
-const CHECKPOINT_EVERY: u64 = 10;
 
 /// A device kill lands this long after the device starts, uniformly: from before its
 /// model is loaded to well into training.
@@ -167,15 +165,6 @@ impl Scenario {
             );
         }
     }
-}
-
-/// Runs `body` with a `tandem-cloud serve` keeping its state in `state`, then stops it.
-fn with_cloud<T>(bin: &Path, state: &Path, body: impl FnOnce(&str) -> Result<T>) -> Result<T> {
-    let state = state.to_string_lossy();
-    let mut cloud = CloudProcess::start(bin, &["--split-state", &state])?;
-    let result = body(&cloud.addr);
-    cloud.stop();
-    result
 }
 
 /// The split device killed `options.cycles` times at random moments, resumed each time.
@@ -296,71 +285,6 @@ fn ended_within(child: &mut std::process::Child, wait: Duration) -> Result<bool>
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(false)
-}
-
-/// One device's files and flags.
-struct Device {
-    bin: PathBuf,
-    steps: u64,
-    checkpoint: PathBuf,
-    step_log: PathBuf,
-    metrics: PathBuf,
-    plot: PathBuf,
-}
-
-impl Device {
-    fn new(bin: &Path, dir: &Path, name: &str, steps: u64) -> Self {
-        Self {
-            bin: bin.to_owned(),
-            steps,
-            checkpoint: dir.join(format!("{name}.ckpt")),
-            step_log: dir.join(format!("{name}.steps")),
-            metrics: dir.join(format!("{name}.json")),
-            plot: dir.join(format!("{name}.png")),
-        }
-    }
-
-    /// `tandem split` against `addr` with the run's settings (`resume`: continue from
-    /// the checkpoint).
-    fn command(&self, addr: &str, resume: bool) -> Command {
-        let mut cmd = Command::new(self.bin.join("tandem"));
-        cmd.args(["split", "--cloud", addr, "--node", DEMO_NODE])
-            .args(["--steps", &self.steps.to_string()])
-            .args(["--batch-size", "4", "--max-len", "32", "--seed", "1"])
-            .args(["--checkpoint-every", &CHECKPOINT_EVERY.to_string()])
-            .args([
-                "--eval-every",
-                &self.steps.to_string(),
-                "--dev-limit",
-                "100",
-            ])
-            .args(["--test-limit", "300"])
-            .arg("--checkpoint")
-            .arg(&self.checkpoint)
-            .arg("--step-log")
-            .arg(&self.step_log)
-            .arg("--metrics")
-            .arg(&self.metrics)
-            .arg("--plot")
-            .arg(&self.plot);
-        if resume {
-            cmd.arg("--resume");
-        }
-        cmd
-    }
-}
-
-fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
-/// The held-out accuracy in a `tandem split` metrics file.
-fn accuracy(metrics: &Path) -> Result<f64> {
-    let json: serde_json::Value = serde_json::from_str(&read(metrics)?)
-        .with_context(|| format!("{} is not JSON", metrics.display()))?;
-    json["test"]["accuracy"]
-        .as_f64()
-        .with_context(|| format!("{} has no test accuracy", metrics.display()))
 }
 
 /// A duration uniform in `[low, high)` from a xorshift state.

@@ -1,20 +1,25 @@
-//! `cargo xtask reliability <crash>`: the real binaries under real failures, with what
+//! `cargo xtask reliability <crash|netem>`: the real binaries under real failures, with what
 //! was lost or doubled counted (issue 14). Each figure goes into BENCHMARKS.md
 //! ("Reliability") with its command and machine.
 
 mod crash;
 mod history;
+mod netem;
+mod relay;
+mod split_run;
 
 use anyhow::{Result, bail};
 
 const USAGE: &str =
-    "usage: cargo xtask reliability crash [--cycles N] [--cloud-cycles N] [--steps N] [--seed S]";
+    "usage: cargo xtask reliability crash [--cycles N] [--cloud-cycles N] [--steps N] [--seed S]
+       cargo xtask reliability netem [--steps N]";
 
 /// Runs `reliability <what> [flags]`.
 pub fn run(args: &[String]) -> Result<()> {
     match args.split_first() {
         Some((what, rest)) if what == "crash" => crash::run(&crash::Options::parse(rest)?),
-        Some((what, _)) if what == "netem" || what == "hostile" => bail!(
+        Some((what, rest)) if what == "netem" => netem::run(rest),
+        Some((what, _)) if what == "hostile" => bail!(
             "`reliability {what}` is not built yet (issue 14): `tandem load --hostile` measures \
              the hostile clients of `cargo xtask bench cloud` meanwhile"
         ),
