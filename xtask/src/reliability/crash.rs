@@ -14,7 +14,6 @@ use crate::split::{self, CloudProcess};
 use crate::util;
 use anyhow::{Context, Result, bail};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// The crash loop's settings.
@@ -62,6 +61,8 @@ const DEVICE_KILL_AFTER: (Duration, Duration) =
 /// device to reconnect and train a few steps, or not.
 const CLOUD_KILL_AFTER: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(15));
 
+/// The run never killed, then each scenario against it; the table's lines and
+/// `reliability_crash: cycles N lost L doubled D`; an error if anything was lost or doubled.
 pub fn run(options: &Options) -> Result<()> {
     let bin = split::build_and_issue("release")?;
     let dir = util::target_dir().join("reliability").join("crash");
@@ -183,12 +184,7 @@ fn device_kills(
         let mut rng = options.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let mut cycles = 0;
         while cycles < options.cycles {
-            let mut child = device
-                .command(addr, true)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("cannot start tandem split")?;
+            let mut child = device.spawn_resuming(addr)?;
             if ended_within(&mut child, uniform(&mut rng, DEVICE_KILL_AFTER))? {
                 // The run ended before this kill: every later kill would find nothing.
                 eprintln!("  the run finished after {cycles} kills (raise --steps for more)");
@@ -226,14 +222,7 @@ fn cloud_kills(
     let state = state.to_string_lossy();
     let mut cloud = CloudProcess::start(bin, &["--split-state", &state])?;
     let addr = cloud.addr.clone();
-    let spawn = || {
-        device
-            .command(&addr, true)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start tandem split")
-    };
+    let spawn = || device.spawn_resuming(&addr);
     let mut child = spawn()?;
     let mut rng = options.seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1;
     let (mut cycles, mut restarts) = (0, 0);

@@ -6,7 +6,7 @@
 use crate::split::{CloudProcess, DEMO_NODE};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 /// Steps between checkpoints: short, so a kill usually loses a few steps of work.
 pub const CHECKPOINT_EVERY: u64 = 10;
@@ -71,6 +71,16 @@ impl Device {
             cmd.arg("--resume");
         }
         cmd
+    }
+
+    /// [`Self::command`] with `--resume`, started in the background, its output
+    /// discarded (a process the harness kills, or waits for).
+    pub fn spawn_resuming(&self, addr: &str) -> Result<Child> {
+        self.command(addr, true)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start tandem split")
     }
 }
 
