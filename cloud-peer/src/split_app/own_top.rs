@@ -56,28 +56,22 @@ impl SplitApp {
         let device = self.settings.backend.training_device();
         let (schedule, seed) = (self.settings.schedule, self.settings.seed);
         let training = self.settings.top;
-        let trainer = if plan.start_step == 0 {
-            CloudTrainer::new(
-                self.model.clone(),
-                &device,
-                admission,
-                training,
-                schedule,
-                seed,
-            )?
-        } else {
-            let saved = self.saved_top(node, plan.run, plan.start_step)?;
+        // A restart at a later step needs the snapshot there: read it before building.
+        let saved = (plan.start_step > 0)
+            .then(|| self.saved_top(node, plan.run, plan.start_step))
+            .transpose()?;
+        let mut trainer = CloudTrainer::new(
+            self.model.clone(),
+            &device,
+            admission,
+            training,
+            schedule,
+            seed,
+        )?;
+        if let Some(saved) = saved {
+            trainer = trainer.resumed(saved)?;
             info!(node = %node, step = plan.start_step, "resumed the top from its snapshot");
-            CloudTrainer::resume(
-                self.model.clone(),
-                &device,
-                admission,
-                training,
-                schedule,
-                seed,
-                saved,
-            )?
-        };
+        }
         let trainer = trainer.with_code_cache(self.settings.code_cache_bytes);
         let trainer_updates = trainer.updates();
         let slot = Slot {

@@ -218,35 +218,29 @@ impl CloudTrainer {
         )
     }
 
-    /// Continues the top in `saved` (what [`Self::save_snapshot`] wrote of a top with the same
-    /// [`Admission::run_settings`]); the other arguments as for [`Self::new`].
-    pub fn resume(
-        model: MiniLm,
-        device: &Device,
-        admission: Admission,
-        training: TopTraining,
-        schedule: LrSchedule,
-        seed: u64,
-        saved: TrainerSnapshot,
-    ) -> Result<Self, String> {
-        let expected = snapshot_settings(&admission, training);
+    /// This new top continued from `saved` (what [`Self::save_snapshot`] wrote of a top
+    /// with the same [`Admission::run_settings`]): its weights, optimizer state and step,
+    /// and the gradient codec's state.
+    pub fn resumed(mut self, saved: TrainerSnapshot) -> Result<Self, String> {
+        let admission = self.admission();
+        let expected = snapshot_settings(&admission, self.training);
         if saved.settings != expected {
             return Err(format!(
                 "the saved top is of another request or top ({}); this one is {expected}",
                 saved.settings,
             ));
         }
-        let mut trainer = Self::new(model, device, admission, training, schedule, seed)?;
-        let top = trainer.trainer.top.clone();
-        (trainer.trainer.top, trainer.trainer.optimizer) = snapshot::restore(
+        let top = self.trainer.top.clone();
+        let schedule = self.trainer.optimizer.schedule();
+        (self.trainer.top, self.trainer.optimizer) = snapshot::restore(
             top,
-            admission.schedule(schedule),
+            schedule,
             saved.next_step,
             saved.module,
             saved.optimizer,
         )?;
-        trainer.link.restore_encoder(saved.encoder)?;
-        Ok(trainer)
+        self.link.restore_encoder(saved.encoder)?;
+        Ok(self)
     }
 
     /// One split step. A training batch trains the top and answers with the encoded cut

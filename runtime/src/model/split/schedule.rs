@@ -50,6 +50,11 @@ impl ScheduledAdamW {
         self.updates
     }
 
+    /// The learning-rate schedule it follows.
+    pub(super) fn schedule(&self) -> LrSchedule {
+        self.schedule
+    }
+
     /// The optimizer's state (AdamW's moments, keyed by parameter id) as burnpack
     /// bytes.
     pub(super) fn state_bytes(&self) -> Result<burn::tensor::Bytes, String> {
