@@ -48,7 +48,7 @@ impl SplitApp {
             // A snapshot of another cut or form stays on disk until this top's first.
             let resumed = TrainerSnapshot::load(&path, snapshot::TOP_MAGIC)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                .and_then(|saved| saved.map(|saved| top.resume(saved, schedule)).transpose());
+                .and_then(|saved| saved.map(|saved| top.resume(saved)).transpose());
             match resumed {
                 Ok(Some(())) => info!(
                     updates = top.updates(),

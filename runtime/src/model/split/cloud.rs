@@ -230,15 +230,8 @@ impl CloudTrainer {
                 saved.settings,
             ));
         }
-        let top = self.trainer.top.clone();
-        let schedule = self.trainer.optimizer.schedule();
-        (self.trainer.top, self.trainer.optimizer) = snapshot::restore(
-            top,
-            schedule,
-            saved.next_step,
-            saved.module,
-            saved.optimizer,
-        )?;
+        self.trainer
+            .restore(saved.next_step, saved.module, saved.optimizer)?;
         self.link.restore_encoder(saved.encoder)?;
         Ok(self)
     }

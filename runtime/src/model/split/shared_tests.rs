@@ -208,7 +208,7 @@ fn a_shared_top_resumed_from_its_snapshot_goes_on_where_it_was() {
         .unwrap();
     // A fresh top (as a restarted cloud makes) resumed from the file.
     let mut resumed = shared(&top);
-    resumed.resume(saved, SCHEDULE).unwrap();
+    resumed.resume(saved).unwrap();
     assert_eq!(resumed.updates(), 1);
     let (a, b) = (
         train(&mut original, &forwards[1]),
@@ -231,7 +231,7 @@ fn a_shared_top_resumed_from_its_snapshot_goes_on_where_it_was() {
         admission.form,
         SCHEDULE,
     );
-    let refused = other.resume(saved, SCHEDULE).expect_err("refused");
+    let refused = other.resume(saved).expect_err("refused");
     assert!(refused.contains("another cut"), "{refused}");
     let _ = std::fs::remove_dir_all(dir);
 }

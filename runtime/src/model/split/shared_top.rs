@@ -118,8 +118,8 @@ impl SharedTop {
     }
 
     /// Continues from `saved` (what [`Self::save_snapshot`] wrote of a top at the same
-    /// cut and form) at `schedule`; on an error this top is left as it was.
-    pub fn resume(&mut self, saved: TrainerSnapshot, schedule: LrSchedule) -> Result<(), String> {
+    /// cut and form); on an error this top is left as it was.
+    pub fn resume(&mut self, saved: TrainerSnapshot) -> Result<(), String> {
         if saved.settings != self.settings() {
             return Err(format!(
                 "the saved shared top is of another cut or form ({}); this one is {}",
@@ -127,15 +127,8 @@ impl SharedTop {
                 self.settings()
             ));
         }
-        let top = self.trainer.top.clone();
-        (self.trainer.top, self.trainer.optimizer) = snapshot::restore(
-            top,
-            schedule,
-            saved.next_step,
-            saved.module,
-            saved.optimizer,
-        )?;
-        Ok(())
+        self.trainer
+            .restore(saved.next_step, saved.module, saved.optimizer)
     }
 
     /// The steps of several devices (each link at most once): evaluation batches are

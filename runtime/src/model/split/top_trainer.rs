@@ -70,6 +70,24 @@ fn values<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, String> {
 }
 
 impl TopTrainer {
+    /// Replaces the top's weights and optimizer state with a snapshot's (`next_step`
+    /// updates done), on the top's own schedule; on an error nothing changes.
+    pub fn restore(
+        &mut self,
+        next_step: u64,
+        module: Vec<u8>,
+        optimizer: Vec<u8>,
+    ) -> Result<(), String> {
+        (self.top, self.optimizer) = super::snapshot::restore(
+            self.top.clone(),
+            self.optimizer.schedule(),
+            next_step,
+            module,
+            optimizer,
+        )?;
+        Ok(())
+    }
+
     /// The logits and loss of an evaluation batch, without autodiff (a graph recorded
     /// with no backward to free it would only grow).
     pub fn evaluate(&self, step: &PreparedStep) -> Result<TopOutcome, String> {
