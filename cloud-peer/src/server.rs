@@ -72,12 +72,18 @@ impl Server {
         name: &str,
         limits: &TransportLimits,
     ) -> Result<Self, ServeError> {
-        let config = transport::tls::server_config(pki.cloud_identity()?, &pki.ca_cert(), limits)?;
+        let identity = pki.cloud_identity()?;
+        let endpoint_config = transport::tls::server_endpoint_config(&identity);
+        let config = transport::tls::server_config(identity, &pki.ca_cert(), limits)?;
+        let bind = |source| ServeError::Bind {
+            addr: listen,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(listen).map_err(bind)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| bind(std::io::Error::other("no async runtime")))?;
         let endpoint =
-            quinn::Endpoint::server(config, listen).map_err(|source| ServeError::Bind {
-                addr: listen,
-                source,
-            })?;
+            quinn::Endpoint::new(endpoint_config, Some(config), socket, runtime).map_err(bind)?;
         let mut short = NodeName::new();
         for c in name.chars() {
             if short.push(c).is_err() {

@@ -247,3 +247,51 @@ async fn silent_device_is_closed_after_the_hello_timeout() {
     );
     cloud.shutdown().await;
 }
+
+/// A cloud killed outright (no CONNECTION_CLOSE sent) and started again on its address
+/// with the same identity answers its old connections with stateless resets the devices
+/// can verify, so they reconnect at once rather than after the idle timeout.
+#[test]
+fn a_cloud_restarted_in_place_resets_the_connections_of_its_killed_process() {
+    let dir = temp_dir("restart-reset");
+    Pki::new(&*dir).init().unwrap();
+    // Each cloud process is a runtime of its own; dropping it drops every task and the
+    // socket without a word to the peers, as kill -9 does.
+    let serve = |addr: std::net::SocketAddr| {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let bound = runtime.block_on(async {
+            let limits = TransportLimits::default();
+            let server = tandem_cloud::Server::bind(addr, &Pki::new(&*dir), "test-cloud", &limits)
+                .expect("bind");
+            let bound = server.local_addr().unwrap();
+            tokio::spawn(server.serve_app(tandem_cloud::HelloOnly, std::future::pending()));
+            bound
+        });
+        (runtime, bound)
+    };
+    let (killed, addr) = serve("127.0.0.1:0".parse().unwrap());
+    let device = tokio::runtime::Runtime::new().unwrap();
+    let pki = Pki::new(&*dir);
+    let files = pki.issue("pi-reset").unwrap();
+    let connection = device.block_on(async {
+        let identity = Identity::load(&files.cert, &files.key).unwrap();
+        let endpoint = endpoint(&pki.ca_cert(), identity, addr);
+        endpoint
+            .connect(addr, transport::DEFAULT_SERVER_NAME)
+            .unwrap()
+            .await
+            .expect("handshake")
+    });
+    drop(killed);
+    let (_restarted, _) = serve(addr);
+    // Keep-alives go out every 5 s; the idle timeout is far longer.
+    let limits = TransportLimits::default();
+    assert!(limits.idle_timeout > Duration::from_secs(15));
+    let closed = device.block_on(async {
+        tokio::time::timeout(Duration::from_secs(12), connection.closed()).await
+    });
+    assert!(
+        matches!(closed, Ok(quinn::ConnectionError::Reset)),
+        "{closed:?}"
+    );
+}
