@@ -158,22 +158,34 @@ impl<T: Task> FlClient<T> {
         &self.task
     }
 
+    /// Whether this device already trained `round` on this `model`: [`Self::train`]
+    /// then returns the same update again, untrained.
+    pub fn trained_on(&self, round: &RoundTask, model: &[u8]) -> bool {
+        self.last
+            .as_ref()
+            .is_some_and(|(last, hash)| last.update.round == round.round && *hash == fnv1a64(model))
+    }
+
     /// Trains on `round`'s model and encodes `local - global` with the round's codec.
     pub fn train(&mut self, round: &RoundTask, model: &[u8]) -> Result<Trained, ClientError> {
-        let model_hash = fnv1a64(model);
-        if let Some((last, last_model)) = &self.last {
-            let trained = last.update.round;
-            if trained == round.round && *last_model == model_hash {
-                // Asked again (a restart, or a lost update): the same bytes, not a retrain.
-                return Ok(last.clone());
-            }
-            if trained >= round.round {
-                // The same or an earlier round with another model: the cloud started a new
-                // run, and the codec state of the old one does not belong to it.
-                self.encoder = None;
-                self.last = None;
-            }
+        if self.trained_on(round, model)
+            && let Some((last, _)) = &self.last
+        {
+            // Asked again (a restarted cloud, or a lost update): the same bytes, not a
+            // retrain.
+            return Ok(last.clone());
         }
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|(last, _)| last.update.round >= round.round)
+        {
+            // The same or an earlier round with another model: the cloud started a new
+            // run, and the codec state of the old one does not belong to it.
+            self.encoder = None;
+            self.last = None;
+        }
+        let model_hash = fnv1a64(model);
         let layout = self.task.layout().clone();
         let factors_len = usize::try_from(round.factors_len).ok();
         let Some(split) = factors_len.and_then(|f| model.len().checked_sub(f)) else {

@@ -9,7 +9,9 @@
 //!
 //! A device ([`RoundClient`]) trains on the task, then sends its update and resends it
 //! (same round) with backoff until the round's result arrives or the deadline passes,
-//! so a lost update or a reconnect costs a resend, never a double count.
+//! so a lost update or a reconnect costs a resend, never a double count. A task for that
+//! round arriving again (a restarted cloud runs the round anew) is handed to the
+//! application again at once.
 
 use super::Envelope;
 use crate::wire::{NodeName, RoundResult, RoundTask, Update};
@@ -348,11 +350,18 @@ impl RoundClient {
     pub fn handle_message(&mut self, now: Instant, envelope: Envelope) {
         match envelope {
             Envelope::RoundTask(task, model) => {
-                let fresh = self.current.is_none_or(|(round, _)| task.round > round)
-                    && self.last_ended.is_none_or(|ended| task.round > ended);
-                if fresh {
+                let ended = self.last_ended.is_some_and(|ended| task.round <= ended);
+                let fresh = self.current.is_none_or(|(round, _)| task.round > round);
+                // The round whose update awaits its result, asked for again: the cloud
+                // restarted (or lost the update) and runs the round anew. The
+                // application answers again (a device that trained on the same model
+                // sends the same bytes, see `fl::client`) and the resends start over
+                // rather than wait out a backoff grown while the cloud was away.
+                let asked_again = self.pending.as_ref().is_some_and(|p| p.round == task.round);
+                if !ended && (fresh || asked_again) {
                     let deadline = now + Duration::from_millis(task.deadline_ms);
                     self.current = Some((task.round, deadline));
+                    self.pending = None;
                     self.events.push_back(ClientEvent::Train { task, model });
                 }
             }

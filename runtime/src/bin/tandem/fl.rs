@@ -119,7 +119,16 @@ pub(crate) fn run(args: FlArgs) -> Result<()> {
             let result = link
                 .run_round(&mut machine, |round, model| {
                     let started = std::time::Instant::now();
+                    let again = client.trained_on(round, model);
                     match client.train(round, model) {
+                        Ok(trained) if again => {
+                            eprintln!(
+                                "round {}: asked again; sending the update already trained on this model ({} bytes)",
+                                round.round,
+                                trained.payload.len()
+                            );
+                            Some((trained.update, trained.payload))
+                        }
                         Ok(trained) => {
                             // `bench fl-quic` reads the seconds: keep "in S s".
                             eprintln!(

@@ -256,6 +256,51 @@ fn client_trains_once_and_resends_its_update_until_the_result() {
 }
 
 #[test]
+fn a_task_asked_for_again_after_the_update_was_sent_is_answered_at_once() {
+    let now = Instant::now();
+    let mut client = RoundClient::new(Duration::from_secs(2));
+    let long = |round| RoundTask {
+        deadline_ms: 60_000,
+        ..task(round)
+    };
+    client.handle_message(now, Envelope::RoundTask(long(3), vec![1]));
+    let _ = client.poll_event();
+    client.submit_update(now, update(3, "a"), vec![5]);
+    let sent = client.poll_transmit().expect("update sent");
+    // Unanswered for a while (resent at 2, 6 and 14 s): the backoff grows to 16 s.
+    let mut t = now;
+    for _ in 0..3 {
+        t = client.poll_timeout().unwrap();
+        client.handle_timeout(t);
+    }
+    assert_eq!(client.poll_timeout(), Some(now + Duration::from_secs(30)));
+    // A restarted cloud sends round 3's task again: trained (or answered) again now.
+    let later = t + Duration::from_secs(1);
+    client.handle_message(later, Envelope::RoundTask(long(3), vec![1]));
+    assert_eq!(
+        client.poll_event(),
+        Some(ClientEvent::Train {
+            task: long(3),
+            model: vec![1]
+        })
+    );
+    assert_eq!(client.poll_timeout(), None, "the old update is not resent");
+    let _ = std::iter::from_fn(|| client.poll_transmit()).count();
+    client.submit_update(later, update(3, "a"), vec![5]);
+    assert_eq!(client.poll_transmit(), Some(sent));
+    assert_eq!(
+        client.poll_timeout(),
+        Some(later + Duration::from_secs(2)),
+        "resends start over"
+    );
+    // Still once while the application trains: a third copy before it submits is not
+    // another Train.
+    client.handle_message(later, Envelope::RoundTask(task(4), vec![2]));
+    client.handle_message(later, Envelope::RoundTask(task(4), vec![2]));
+    assert_eq!(std::iter::from_fn(|| client.poll_event()).count(), 1);
+}
+
+#[test]
 fn client_gives_up_at_the_deadline() {
     let now = Instant::now();
     let mut client = RoundClient::new(Duration::from_secs(3));
