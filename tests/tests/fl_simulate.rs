@@ -52,6 +52,10 @@ fn fedavg_learns_reproducibly_and_top_k_sends_less() {
         last.accuracy
     );
     assert!(records.iter().all(|r| r.aggregated == 4 && r.refused == 0));
+    // Every round's four clients, named once each, in order.
+    assert!(records.iter().all(|r| r.contributors.len() == 4
+        && r.contributors.windows(2).all(|w| w[0] < w[1])
+        && r.contributors.iter().all(|n| n.starts_with("sim-"))));
     // Same seed, same everything: the global model is bit for bit the same.
     let (_, again, global_again) = run(&clients, &test, CodecDesc::Identity, 3);
     assert_eq!(global, global_again);
@@ -92,6 +96,10 @@ fn acp_rounds_learn_with_one_factor_up_per_tensor() {
         last.accuracy
     );
     assert!(records.iter().all(|r| r.aggregated == 4 && r.refused == 0));
+    // Every round's four clients, named once each, in order.
+    assert!(records.iter().all(|r| r.contributors.len() == 4
+        && r.contributors.windows(2).all(|w| w[0] < w[1])
+        && r.contributors.iter().all(|n| n.starts_with("sim-"))));
     // Per update: the small tensors raw (1,226 f32), one rank-4 int8 factor of each large
     // one (at most 400 x 4 codes for fc1), each tensor behind its 4-byte length; against
     // 61,706 f32 for identity.

@@ -142,7 +142,17 @@ where
         self.state.round
     }
 
+    /// Commits the round: its record (if it ran) to the metrics and plot, then the state.
+    /// In that order: a kill between the two leaves a record of a round the state does
+    /// not hold, which a restart drops ([`load_records`]) and records again when it runs
+    /// the round again; the other order would lose a committed round's record.
     fn commit(&mut self, record: Option<RoundRecord>) {
+        let recorded = record.is_some();
+        if let Some(record) = record {
+            println!("{}", record.line(self.settings.rounds));
+            self.records.push(record);
+            self.write_metrics();
+        }
         self.state.first = self.strategy.first.clone();
         self.state.second = self.strategy.second.clone();
         self.state.steps = self.strategy.steps;
@@ -150,32 +160,32 @@ where
             // The round stays in memory; the next commit tries again.
             warn!("state not saved: {err}");
         }
-        if let Some(record) = record {
-            println!("{}", record.line(self.settings.rounds));
-            self.records.push(record);
-            if self.state.round == self.settings.rounds {
-                let layout = self.task.layout();
-                let lines = [
-                    summary(&self.records, identity_update_bytes(layout)),
-                    downlink_summary(&self.records, identity_task_bytes(layout)),
-                ];
-                for line in lines.into_iter().flatten() {
-                    println!("{line}");
-                }
-            }
-            let json = serde_json::json!({ "task": self.task.name(), "rounds": self.records });
-            let files = [
-                (
-                    "metrics.json",
-                    serde_json::to_vec_pretty(&json).unwrap_or_default(),
-                ),
-                ("accuracy.png", plot_png(&self.records)),
+        if recorded && self.state.round == self.settings.rounds {
+            let layout = self.task.layout();
+            let lines = [
+                summary(&self.records, identity_update_bytes(layout)),
+                downlink_summary(&self.records, identity_task_bytes(layout)),
             ];
-            for (name, bytes) in files {
-                let path = self.settings.state_dir.join(name);
-                if let Err(err) = tandem_runtime::paths::write_atomic(&path, &bytes, 0o644) {
-                    warn!("{}: {err}", path.display());
-                }
+            for line in lines.into_iter().flatten() {
+                println!("{line}");
+            }
+        }
+    }
+
+    /// `metrics.json` and `accuracy.png` in the state directory, from the records.
+    fn write_metrics(&self) {
+        let json = serde_json::json!({ "task": self.task.name(), "rounds": self.records });
+        let files = [
+            (
+                "metrics.json",
+                serde_json::to_vec_pretty(&json).unwrap_or_default(),
+            ),
+            ("accuracy.png", plot_png(&self.records)),
+        ];
+        for (name, bytes) in files {
+            let path = self.settings.state_dir.join(name);
+            if let Err(err) = tandem_runtime::paths::write_atomic(&path, &bytes, 0o644) {
+                warn!("{}: {err}", path.display());
             }
         }
     }
@@ -407,6 +417,7 @@ where
             _ => (0.0, 0, self.settings.per_round),
         };
         let mut valid: Vec<ClientUpdate> = Vec::new();
+        let mut contributors = Vec::new();
         let mut train_losses = Vec::new();
         let (mut refused, mut clipped, mut uplink) = (0, 0, 0u64);
         for (node, update, bytes) in &updates {
@@ -427,6 +438,7 @@ where
                 Ok(v) => {
                     clipped += usize::from(v.clipped);
                     valid.push(v.update);
+                    contributors.push(node.clone());
                     train_losses.push(update.train_loss);
                 }
                 Err(reason) => {
@@ -456,6 +468,7 @@ where
             sampled,
             aggregated,
             refused,
+            contributors,
             dropped: sampled.saturating_sub(updates.len()),
             clipped,
             uplink_bytes: uplink,
@@ -591,7 +604,12 @@ mod tests {
         assert!(first.iter().all(|a| a.task.model == ModelPayload::Full));
         // dev-00 delivered, dev-01 did not.
         commit(&mut app, 1, &devices[..1]);
-        assert_eq!(app.records.last().unwrap().train_loss, Some(0.5));
+        let record = app.records.last().unwrap();
+        assert_eq!(record.train_loss, Some(0.5));
+        assert_eq!(
+            (record.contributors.as_slice(), record.dropped),
+            (&devices[..1], 1)
+        );
         let second = app.round_tasks(2, &devices).unwrap();
         let payloads: Vec<_> = second.iter().map(|a| a.task.model).collect();
         assert!(matches!(

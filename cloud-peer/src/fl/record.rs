@@ -25,6 +25,10 @@ pub struct RoundRecord {
     pub aggregated: usize,
     /// Updates refused by validation.
     pub refused: usize,
+    /// The nodes whose valid update went to the strategy, in node order (each at most
+    /// once: the hub counts a node once per round).
+    #[serde(default)]
+    pub contributors: Vec<NodeName>,
     /// Sampled clients that sent nothing (could not train, or missed the deadline).
     #[serde(default)]
     pub dropped: usize,

@@ -266,6 +266,7 @@ impl<'a, T: Task> Simulation<'a, T> {
             sampled: sampled.len(),
             aggregated: 0,
             refused: 0,
+            contributors: Vec::new(),
             dropped: 0,
             clipped: 0,
             uplink_bytes: 0,
@@ -305,6 +306,7 @@ impl<'a, T: Task> Simulation<'a, T> {
                 Ok(valid) => {
                     record.clipped += usize::from(valid.clipped);
                     updates.push(valid.update);
+                    record.contributors.push(update.node.clone());
                     train_losses.push(update.train_loss);
                 }
                 Err(refusal) => {
