@@ -77,17 +77,7 @@ struct Loopback<'a> {
 
 impl Loopback<'_> {
     fn run(&self, bin: &Path) -> Result<()> {
-        for i in 0..self.devices {
-            let node = device_name(i);
-            let cert = util::cache_dir()
-                .join("pki/devices")
-                .join(format!("{node}-cert.pem"));
-            if !cert.exists() {
-                util::run(
-                    Command::new(bin.join("tandem-cloud")).args(["ca", "issue", "--node", &node]),
-                )?;
-            }
-        }
+        issue_device_certificates(bin, self.devices)?;
         let state = self.state;
         if state.exists() {
             std::fs::remove_dir_all(state)
@@ -233,8 +223,26 @@ fn training_seconds(line: &str) -> Option<(u64, f64)> {
     Some((round.parse().ok()?, seconds.parse().ok()?))
 }
 
-fn device_name(i: usize) -> String {
+/// The node name of loopback device `i`.
+pub(crate) fn device_name(i: usize) -> String {
     format!("fl-device-{i}")
+}
+
+/// Issues the certificates of devices `0..devices` ([`device_name`]) where the cache
+/// lacks them.
+pub(crate) fn issue_device_certificates(bin: &Path, devices: usize) -> Result<()> {
+    for i in 0..devices {
+        let node = device_name(i);
+        let cert = util::cache_dir()
+            .join("pki/devices")
+            .join(format!("{node}-cert.pem"));
+        if !cert.exists() {
+            util::run(
+                Command::new(bin.join("tandem-cloud")).args(["ca", "issue", "--node", &node]),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn stop_all(children: &mut [Child]) {

@@ -9,8 +9,8 @@
 //!   each step timed.
 //! - `bench <name>`: a benchmark, e.g. `sort` (native) or `sort-insns` (qemu counts).
 //! - `fuzz <target|all> [seconds]`: cargo-fuzz targets from `fuzz/`, coverage-guided.
-//! - `reliability crash|netem`: the split device, then the cloud, killed and restarted;
-//!   the split run over lossy links; steps lost or doubled against a clean run.
+//! - `reliability crash|netem`: split and federated devices, then the cloud, killed and
+//!   restarted; runs over lossy links; steps and updates lost or doubled against clean runs.
 //! - `gpu-kit`: packs the GPU check for a lent GPU machine.
 //! - `insn-count -- <aarch64 binary> [args]`: executed instructions under qemu.
 //! - `aarch64 <cargo args>`: cargo for aarch64-unknown-linux-gnu with Debian's rustc.
@@ -60,11 +60,13 @@ tasks:
                         round_ops, codec_decode, tensor_assembly; all: each in turn,
                         `all 600` before a release); corpus in fuzz/corpus, crashes in
                         fuzz/artifacts
-  reliability crash [--cycles N] [--cloud-cycles N] [--steps N] [--seed S]
+  reliability crash [--cycles N] [--cloud-cycles N] [--steps N] [--fl-cycles N]
+                    [--fl-cloud-cycles N] [--rounds N] [--seed S] [--only split|fl]
                         kill -9 the split device at random moments (50 times, resumed
                         each time), then tandem-cloud under a running device (10 times,
-                        restarted in place); steps lost or doubled against a run never
-                        killed
+                        restarted in place); the same for federated rounds (devices 20
+                        times, the cloud 10 times mid-round); steps and updates lost or
+                        doubled against runs never killed
   reliability netem [--steps N]
                         a split run through a UDP relay that drops, delays, corrupts,
                         reorders or blacks out datagrams, per profile, against the clean

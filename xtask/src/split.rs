@@ -118,6 +118,12 @@ impl CloudProcess {
         }
     }
 
+    /// Whether a line it printed since the last call matches `wanted` (reads without
+    /// waiting).
+    pub fn printed(&mut self, wanted: impl Fn(&str) -> bool) -> bool {
+        self.lines.try_iter().any(|line| wanted(&line))
+    }
+
     /// Its peak resident set so far (Linux `VmHWM`), in MiB; `None` where unknown.
     pub fn peak_rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
@@ -133,7 +139,7 @@ impl CloudProcess {
     }
 
     /// SIGKILL at once (a crash), and waits for the process to end.
-    pub fn kill(mut self) -> Result<()> {
+    pub fn kill(&mut self) -> Result<()> {
         self.child.kill().context("cannot kill tandem-cloud")?;
         self.child.wait().context("tandem-cloud did not end")?;
         Ok(())

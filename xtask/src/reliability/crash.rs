@@ -1,13 +1,15 @@
 //! `cargo xtask reliability crash`: kill -9 at random moments, restart, repeat; then
 //! count what the run lost or doubled against a run that was never killed.
 //!
-//! Scenarios built: the `tandem split` device killed (`--resume` after each kill), and
+//! Split scenarios: the `tandem split` device killed (`--resume` after each kill), and
 //! `tandem-cloud serve` killed under a running device (restarted on the same address and
 //! state). Every run uses the same seed, data order and settings (small batches,
 //! checkpoints every 10 steps) as one that is never killed, so their losses must agree
 //! bit for bit step by step ([`super::history`]), and so must their final held-out
-//! accuracies.
+//! accuracies. The federated scenarios (devices killed across rounds, the cloud killed
+//! mid-round) are in [`super::fl_crash`].
 
+use super::fl_crash;
 use super::history::{self, Verdict};
 use super::split_run::{Device, accuracy, read, with_cloud};
 use crate::split::{self, CloudProcess};
@@ -18,19 +20,37 @@ use std::time::{Duration, Instant};
 
 /// The crash loop's settings.
 pub struct Options {
-    /// Kills of the device.
+    /// Kills of the split device.
     cycles: u32,
-    /// Kills of the cloud.
+    /// Kills of the cloud under the split device.
     cloud_cycles: u32,
-    /// Training steps of the run.
+    /// Training steps of the split run.
     steps: u64,
+    /// Kills of federated devices.
+    fl_cycles: u32,
+    /// Kills of the cloud in federated rounds.
+    fl_cloud_cycles: u32,
+    /// Rounds of the federated runs.
+    rounds: u64,
     /// Seeds the kill times.
     seed: u64,
+    /// Which scenarios run.
+    only: Only,
+}
+
+/// `--only split|fl`: one side's scenarios.
+#[derive(Clone, Copy, PartialEq)]
+enum Only {
+    Both,
+    Split,
+    Fl,
 }
 
 impl Options {
-    /// `--cycles N` (device kills, default 50), `--cloud-cycles N` (default 10), `--steps N`
-    /// (default 600), `--seed S` (default 1).
+    /// `--cycles N` (split device kills, default 50), `--cloud-cycles N` (default 10),
+    /// `--steps N` (default 600), `--fl-cycles N` (federated device kills, default 20),
+    /// `--fl-cloud-cycles N` (default 10), `--rounds N` (default 30), `--seed S` (default
+    /// 1), `--only split|fl`.
     pub fn parse(args: &[String]) -> Result<Self> {
         let number = |name: &str, default: u64| -> Result<u64> {
             util::flag(args, name).map_or(Ok(default), |v| {
@@ -38,15 +58,30 @@ impl Options {
                     .with_context(|| format!("{name} takes a number, got '{v}'"))
             })
         };
+        let count = |name: &str, default: u64| -> Result<u32> {
+            u32::try_from(number(name, default)?).with_context(|| format!("{name} is too large"))
+        };
+        let only = match util::flag(args, "--only") {
+            None => Only::Both,
+            Some("split") => Only::Split,
+            Some("fl") => Only::Fl,
+            Some(other) => bail!("--only takes split or fl, not '{other}'"),
+        };
         let options = Self {
-            cycles: u32::try_from(number("--cycles", 50)?).context("--cycles is too large")?,
-            cloud_cycles: u32::try_from(number("--cloud-cycles", 10)?)
-                .context("--cloud-cycles is too large")?,
+            cycles: count("--cycles", 50)?,
+            cloud_cycles: count("--cloud-cycles", 10)?,
             steps: number("--steps", 600)?,
+            fl_cycles: count("--fl-cycles", 20)?,
+            fl_cloud_cycles: count("--fl-cloud-cycles", 10)?,
+            rounds: number("--rounds", 30)?,
             seed: number("--seed", 1)?,
+            only,
         };
         if options.steps < 20 {
             bail!("--steps must be at least 20 (two checkpoints)");
+        }
+        if options.rounds < 3 {
+            bail!("--rounds must be at least 3");
         }
         Ok(options)
     }
@@ -61,8 +96,9 @@ const DEVICE_KILL_AFTER: (Duration, Duration) =
 /// device to reconnect and train a few steps, or not.
 const CLOUD_KILL_AFTER: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(15));
 
-/// The run never killed, then each scenario against it; the table's lines and
-/// `reliability_crash: cycles N lost L doubled D`; an error if anything was lost or doubled.
+/// The runs never killed, then each scenario against its own; the table's lines and
+/// `reliability_crash: cycles N lost L doubled D` (all scenarios summed); an error if
+/// anything was lost or doubled.
 pub fn run(options: &Options) -> Result<()> {
     let bin = split::build_and_issue("release")?;
     let dir = util::target_dir().join("reliability").join("crash");
@@ -70,43 +106,73 @@ pub fn run(options: &Options) -> Result<()> {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir)?;
+    let (mut cycles, mut lost, mut doubled, mut held) = (0, 0, 0, true);
+    if options.only != Only::Fl {
+        let clean = Device::new(&bin, &dir, "clean", options.steps);
+        let reference = split_reference(&bin, &dir, options, &clean)?;
+        let reference = Reference {
+            process: &reference,
+            accuracy: accuracy(&clean.metrics)?,
+            steps: options.steps,
+        };
+        let scenarios = [
+            device_kills(&bin, &dir, options, &reference)?,
+            cloud_kills(&bin, &dir, options, &reference)?,
+        ];
+        for scenario in &scenarios {
+            scenario.print(&reference);
+            cycles += scenario.cycles;
+            lost += scenario.verdict.lost;
+            doubled += scenario.verdict.doubled;
+            held &= scenario.accuracy == reference.accuracy;
+        }
+    }
+    if options.only != Only::Split {
+        let reference = fl_crash::reference(&bin, &dir, options.rounds)?;
+        let settings = |kills| (options.rounds, kills, options.seed);
+        let scenarios = [
+            fl_crash::device_kills(&bin, &dir, settings(options.fl_cycles), &reference)?,
+            fl_crash::cloud_kills(&bin, &dir, settings(options.fl_cloud_cycles), &reference)?,
+        ];
+        for scenario in &scenarios {
+            scenario.print(&reference);
+            cycles += scenario.cycles;
+            lost += scenario.verdict.lost;
+            doubled += scenario.verdict.doubled;
+            held &= scenario.held();
+        }
+    }
+    println!("reliability_crash: cycles {cycles} lost {lost} doubled {doubled}");
+    if lost + doubled > 0 || !held {
+        bail!("work was lost or doubled (logs in {})", dir.display());
+    }
+    Ok(())
+}
+
+/// The split run never killed: its one process's steps.
+fn split_reference(
+    bin: &Path,
+    dir: &Path,
+    options: &Options,
+    clean: &Device,
+) -> Result<history::Process> {
     let started = Instant::now();
     eprintln!(
-        "reliability crash: the run never killed ({} steps)",
+        "reliability crash: the split run never killed ({} steps)",
         options.steps
     );
-    let clean = Device::new(&bin, &dir, "clean", options.steps);
-    with_cloud(&bin, &dir.join("clean-cloud"), |addr| {
+    with_cloud(bin, &dir.join("clean-cloud"), |addr| {
         util::run(&mut clean.command(addr, false))
     })?;
     eprintln!("  {:.0} s", started.elapsed().as_secs_f64());
-    let clean_log = history::parse(&read(&clean.step_log)?)?;
-    let [clean_process] = clean_log.as_slice() else {
+    let mut log = history::parse(&read(&clean.step_log)?)?;
+    if log.len() != 1 {
         bail!(
             "the uninterrupted run's step log holds {} processes",
-            clean_log.len()
+            log.len()
         );
-    };
-    let reference = Reference {
-        process: clean_process,
-        accuracy: accuracy(&clean.metrics)?,
-        steps: options.steps,
-    };
-    let scenarios = [
-        device_kills(&bin, &dir, options, &reference)?,
-        cloud_kills(&bin, &dir, options, &reference)?,
-    ];
-    for scenario in &scenarios {
-        scenario.print(&reference);
     }
-    let cycles: u32 = scenarios.iter().map(|s| s.cycles).sum();
-    let lost: u64 = scenarios.iter().map(|s| s.verdict.lost).sum();
-    let doubled: u64 = scenarios.iter().map(|s| s.verdict.doubled).sum();
-    println!("reliability_crash: cycles {cycles} lost {lost} doubled {doubled}");
-    if lost + doubled > 0 || scenarios.iter().any(|s| s.accuracy != reference.accuracy) {
-        bail!("steps were lost or doubled (logs in {})", dir.display());
-    }
-    Ok(())
+    Ok(log.remove(0))
 }
 
 /// The run that was never killed.
@@ -277,7 +343,7 @@ fn ended_within(child: &mut std::process::Child, wait: Duration) -> Result<bool>
 }
 
 /// A duration uniform in `[low, high)` from a xorshift state.
-fn uniform(state: &mut u64, (low, high): (Duration, Duration)) -> Duration {
+pub(super) fn uniform(state: &mut u64, (low, high): (Duration, Duration)) -> Duration {
     *state ^= *state << 13;
     *state ^= *state >> 7;
     *state ^= *state << 17;

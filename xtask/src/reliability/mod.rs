@@ -3,6 +3,8 @@
 //! ("Reliability") with its command and machine.
 
 mod crash;
+mod fl_crash;
+mod fl_run;
 mod history;
 mod netem;
 mod relay;
@@ -11,7 +13,8 @@ mod split_run;
 use anyhow::{Result, bail};
 
 const USAGE: &str =
-    "usage: cargo xtask reliability crash [--cycles N] [--cloud-cycles N] [--steps N] [--seed S]
+    "usage: cargo xtask reliability crash [--cycles N] [--cloud-cycles N] [--steps N]
+           [--fl-cycles N] [--fl-cloud-cycles N] [--rounds N] [--seed S] [--only split|fl]
        cargo xtask reliability netem [--steps N]";
 
 /// Runs `reliability <what> [flags]`.
