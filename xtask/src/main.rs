@@ -67,10 +67,11 @@ tasks:
                         restarted in place); the same for federated rounds (devices 20
                         times, the cloud 10 times mid-round); steps and updates lost or
                         doubled against runs never killed
-  reliability netem [--steps N]
-                        a split run through a UDP relay that drops, delays, corrupts,
-                        reorders or blacks out datagrams, per profile, against the clean
-                        link: wall time, steps lost or doubled
+  reliability netem [--steps N] [--rounds N] [--only split|fl]
+                        a split run and a federated run (4 devices) through UDP relays
+                        that drop, delay, corrupt, reorder or black out datagrams, per
+                        profile, against the clean link: wall time, steps and updates
+                        lost or doubled
   insn-count -- <aarch64 binary> [args]
                         count the instructions it executes under qemu (TCG plugin)
   aarch64 <cargo args>  run cargo for aarch64-unknown-linux-gnu with Debian's rustc,

@@ -86,7 +86,9 @@ pub fn reference(bin: &Path, dir: &Path, rounds: u64) -> Result<Committed> {
         "reliability crash: the federated run undisturbed ({rounds} rounds, {DEVICES} devices)"
     );
     let run = FlRun::new(bin, dir, "fl-clean", rounds)?;
-    run.drive(run.start_cloud(None)?, |_, _| Ok(None), None)?;
+    let cloud = run.start_cloud(None)?;
+    let targets = fl_run::direct(&cloud);
+    run.drive(cloud, &targets, |_, _| Ok(None), None)?;
     run.committed()
 }
 
@@ -103,8 +105,11 @@ pub fn device_kills(
     let mut rng = seed.wrapping_mul(0xA24B_AED4_963E_E407) | 1;
     let mut kills = 0;
     let first = (cycles > 0).then(|| uniform(&mut rng, DEVICE_KILL_EVERY));
+    let cloud = run.start_cloud(None)?;
+    let targets = fl_run::direct(&cloud);
     let restarts = run.drive(
-        run.start_cloud(None)?,
+        cloud,
+        &targets,
         |cloud, devices| {
             let i = (rng >> 33) as usize % DEVICES;
             devices[i].kill().context("cannot kill tandem fl")?;
@@ -135,8 +140,11 @@ pub fn cloud_kills(
     let mut rng = seed.wrapping_mul(0x9FB2_1C65_1E98_DF25) | 1;
     let mut kills = 0;
     let first = (cycles > 0).then(|| uniform(&mut rng, CLOUD_KILL_AFTER));
+    let cloud = run.start_cloud(None)?;
+    let targets = fl_run::direct(&cloud);
     let restarts = run.drive(
-        run.start_cloud(None)?,
+        cloud,
+        &targets,
         |cloud, _| {
             if run.last_round() + 1 >= rounds {
                 return Ok(None);

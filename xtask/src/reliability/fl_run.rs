@@ -143,19 +143,20 @@ impl FlRun {
         })
     }
 
-    /// Runs the devices against `cloud` until it has committed the last round, calling
-    /// `disturb` (with the cloud and the devices) each time its next moment comes;
-    /// `disturb` returns the wait before the next one, `None` for no more. A device that
-    /// exits meanwhile is started again. Returns the devices restarted that way.
+    /// Runs the devices, device `i` dialling `targets[i]` (the cloud's address, or a
+    /// relay's), until the cloud has committed the last round, calling `disturb` (with
+    /// the cloud and the devices) each time its next moment comes; `disturb` returns the
+    /// wait before the next one, `None` for no more. A device that exits meanwhile is
+    /// started again. Returns the devices restarted that way.
     pub fn drive(
         &self,
         mut cloud: CloudProcess,
+        targets: &[String; DEVICES],
         mut disturb: impl FnMut(&mut CloudProcess, &mut [Child]) -> Result<Option<Duration>>,
         first: Option<Duration>,
     ) -> Result<u32> {
-        let addr = cloud.addr.clone();
         let mut devices = (0..DEVICES)
-            .map(|i| self.spawn_device(i, &addr))
+            .map(|i| self.spawn_device(i, &targets[i]))
             .collect::<Result<Vec<_>>>()?;
         let started = Instant::now();
         let mut next = first.map(|wait| Instant::now() + wait);
@@ -173,7 +174,7 @@ impl FlRun {
             for (i, device) in devices.iter_mut().enumerate() {
                 if device.try_wait()?.is_some() {
                     restarts += 1;
-                    *device = self.spawn_device(i, &addr)?;
+                    *device = self.spawn_device(i, &targets[i])?;
                 }
             }
             if next.is_some_and(|at| Instant::now() >= at) {
@@ -191,6 +192,11 @@ impl FlRun {
         cloud.stop();
         outcome
     }
+}
+
+/// Every device dialling `cloud` itself.
+pub fn direct(cloud: &CloudProcess) -> [String; DEVICES] {
+    std::array::from_fn(|_| cloud.addr.clone())
 }
 
 /// What a run committed.

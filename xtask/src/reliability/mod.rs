@@ -15,7 +15,7 @@ use anyhow::{Result, bail};
 const USAGE: &str =
     "usage: cargo xtask reliability crash [--cycles N] [--cloud-cycles N] [--steps N]
            [--fl-cycles N] [--fl-cloud-cycles N] [--rounds N] [--seed S] [--only split|fl]
-       cargo xtask reliability netem [--steps N]";
+       cargo xtask reliability netem [--steps N] [--rounds N] [--only split|fl]";
 
 /// Runs `reliability <what> [flags]`.
 pub fn run(args: &[String]) -> Result<()> {
