@@ -161,7 +161,17 @@ impl<A: CloudApp> Hub<A> {
                     let _ = outbox.send(Outbound::Send(task.clone()));
                 }
                 self.away.remove(&node);
-                self.connections.insert(node, (id, outbox));
+                // One connection per device: a newer one (the device restarted, or a
+                // copy of its identity floods connections) replaces the older, which is
+                // closed rather than left holding a session nobody routes to.
+                if let Some((old, older)) = self.connections.insert(node.clone(), (id, outbox))
+                    && old != id
+                {
+                    info!(%node, "a newer connection replaces the older");
+                    let _ = older.send(Outbound::Refuse(
+                        "replaced by a newer connection of this device".into(),
+                    ));
+                }
             }
             // `run` stops on it before it gets here.
             HubInput::Shutdown => {}

@@ -284,14 +284,54 @@ fn a_cloud_restarted_in_place_resets_the_connections_of_its_killed_process() {
     });
     drop(killed);
     let (_restarted, _) = serve(addr);
-    // Keep-alives go out every 5 s; the idle timeout is far longer.
+    // The device sends (as a device's link does, and its keep-alives every 5 s); the
+    // idle timeout is far longer than the wait.
     let limits = TransportLimits::default();
     assert!(limits.idle_timeout > Duration::from_secs(15));
     let closed = device.block_on(async {
+        if let Ok(mut send) = connection.open_uni().await {
+            let _ = send.write_all(&[0; 64]).await;
+        }
         tokio::time::timeout(Duration::from_secs(12), connection.closed()).await
     });
     assert!(
         matches!(closed, Ok(quinn::ConnectionError::Reset)),
         "{closed:?}"
     );
+}
+
+/// One connection per device: a second connection of the same device, once its Hello is
+/// answered, replaces the first, which the cloud closes with the reason (a flood of
+/// connections under one identity holds one session, not thousands).
+#[tokio::test]
+async fn a_newer_connection_of_a_device_replaces_its_older_one() {
+    let dir = temp_dir("replaced");
+    let cloud = Cloud::start(&dir).await;
+    let endpoint = device_endpoint(&cloud, "pi-twice");
+    let hello = Hello::probe(
+        node("pi-twice"),
+        SoftwareName::try_from("tandem 0.1.0").unwrap(),
+    );
+    let open = || transport::open_session(&endpoint, cloud.addr, "tandem-cloud", &hello);
+    let first = open().await.expect("first session");
+    let second = open().await.expect("second session");
+    let closed = tokio::time::timeout(Duration::from_secs(5), first.connection.closed())
+        .await
+        .expect("the older connection is closed");
+    let quinn::ConnectionError::ApplicationClosed(close) = closed else {
+        panic!("{closed:?}");
+    };
+    assert_eq!(
+        CloseCode::from_code(close.error_code.into_inner()),
+        Some(CloseCode::Unserved)
+    );
+    assert!(
+        String::from_utf8_lossy(&close.reason).contains("newer connection"),
+        "{close:?}"
+    );
+    assert!(
+        second.connection.close_reason().is_none(),
+        "the newer stays"
+    );
+    cloud.shutdown().await;
 }
