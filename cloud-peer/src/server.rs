@@ -161,7 +161,7 @@ impl Server {
                 async move {
                     match handle_connection(incoming, name, hello_timeout, &pki, context).await {
                         Ok(()) => debug!("connection closed"),
-                        Err(err) => warn!("connection ended: {err}"),
+                        Err(err) => warn!("connection ended: {}", with_causes(&err)),
                     }
                 }
                 .instrument(info_span!("device", %remote)),
@@ -354,7 +354,7 @@ async fn run_session(
                     stats.refused_streams.fetch_add(1, Ordering::Relaxed);
                     let refused = refusals.fetch_add(1, Ordering::Relaxed) + 1;
                     if refused <= LOGGED_REFUSALS || refused.is_multiple_of(1000) {
-                        warn!(%node, refused, "refused a stream: {err}");
+                        warn!(%node, refused, "refused a stream: {}", with_causes(&err));
                     }
                 }
                 Received::ConnectionGone => {}
@@ -363,6 +363,19 @@ async fn run_session(
     }
     writer.abort();
     let _ = context.hub.send(HubInput::Disconnected { node, id });
+}
+
+/// `err` and each error under it, `outer: inner: ...`, so a refusal's log line says
+/// what exactly was wrong ("invalid frame from peer: bad magic ...").
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut said = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        said.push_str(": ");
+        said.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    said
 }
 
 /// The allowlisted name the connection's client certificate is issued for, if any.
