@@ -103,7 +103,7 @@ pub(crate) fn run(args: LoadArgs) -> Result<()> {
             let (endpoint, link) = connect(&args.connect, name, &trainer).await?;
             let (done, activations) = (honest_done.clone(), activations.clone());
             attackers.push(tokio::spawn(async move {
-                let tally = super::hostile::attack(&link, &activations, &done).await;
+                let tally = super::load_hostile::attack(&link, &activations, &done).await;
                 endpoint.close(0u32.into(), b"done");
                 tally
             }));

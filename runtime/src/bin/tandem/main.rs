@@ -48,6 +48,11 @@ enum Command {
     /// bench cloud`).
     #[cfg(feature = "model")]
     Load(Box<load::LoadArgs>),
+    /// Attack a tandem-cloud you run (garbage, oversized and wrong-way frames, version
+    /// and schema mismatches, stream and connection floods, slowloris, replayed updates,
+    /// a revoked certificate) and print what it did about each
+    /// (`cargo xtask reliability hostile`).
+    Hostile(Box<hostile::HostileArgs>),
 }
 
 #[derive(Args)]
@@ -97,10 +102,11 @@ struct SmokeArgs {
 
 #[cfg(feature = "model")]
 mod fl;
-#[cfg(feature = "model")]
 mod hostile;
 #[cfg(feature = "model")]
 mod load;
+#[cfg(feature = "model")]
+mod load_hostile;
 #[cfg(feature = "model")]
 mod split;
 mod split_plot;
@@ -130,6 +136,7 @@ fn run(command: Command) -> Result<()> {
         Command::Fl(args) => fl::run(*args),
         #[cfg(feature = "model")]
         Command::Load(args) => load::run(*args),
+        Command::Hostile(args) => hostile::run(*args),
     }
 }
 

@@ -1,0 +1,106 @@
+//! The federated attacker of `tandem hostile`: a device that joins rounds and, in each,
+//! sends a valid update (a zero change, identity-coded: counted), then the same update
+//! again, the previous round's update, and an update in another device's name. The
+//! round's result says how many updates the cloud refused; the cloud's metrics say whose
+//! it counted.
+
+use super::probe::{Session, Target};
+use anyhow::{Context, Result};
+use tandem_runtime::session::Envelope;
+use tandem_runtime::transport::{self, Inbound, Received};
+use tandem_runtime::wire::{
+    Capabilities, CodecDesc, Join, ModelPayload, NodeName, RoundTask, Update,
+};
+
+/// The node whose name the spoofed update claims.
+const SPOOFED: &str = "fl-device-0";
+
+/// Takes part in `rounds` rounds (or until the connection ends), printing one line per
+/// round.
+pub(super) async fn participate(target: &Target, rounds: u64) -> Result<()> {
+    let session = target.session("replayed-update").await?;
+    let join = Join {
+        node: session.node.clone(),
+        num_examples: 1000,
+        capabilities: Capabilities::FL,
+    };
+    transport::send_envelope(&session.connection, &Envelope::Join(join)).await?;
+    let inbound = Inbound::device();
+    let mut previous: Option<(Update, Vec<u8>)> = None;
+    // Updates sent that the cloud must refuse, this round.
+    let mut bad = 0u32;
+    let mut ended = 0;
+    while ended < rounds {
+        let recv = match session.connection.accept_uni().await {
+            Ok(recv) => recv,
+            Err(err) => {
+                println!("replayed-update: the connection ended: {err}");
+                return Ok(());
+            }
+        };
+        match transport::receive_envelope(recv, &inbound).await {
+            Received::Message(Envelope::RoundTask(task, model), _) => {
+                let Some(ours) = zero_update(&session, &task, &model) else {
+                    println!(
+                        "replayed-update: round {}: not an identity round ({:?} down, {:?} up); nothing sent",
+                        task.round, task.model_codec, task.update_codec
+                    );
+                    continue;
+                };
+                let spoofed = Update {
+                    node: NodeName::try_from(SPOOFED).unwrap_or_default(),
+                    ..ours.0.clone()
+                };
+                let mut sends = vec![ours.clone(), ours.clone(), (spoofed, ours.1.clone())];
+                if let Some(old) = previous.take() {
+                    sends.push(old);
+                }
+                for (update, payload) in sends {
+                    transport::send_envelope(
+                        &session.connection,
+                        &Envelope::Update(update, payload),
+                    )
+                    .await
+                    .context("sending an update")?;
+                }
+                // The replay, the spoofed one and last round's.
+                bad = 2 + u32::from(task.round > 1);
+                previous = Some(ours);
+            }
+            Received::Message(Envelope::RoundResult(result), _) => {
+                ended += 1;
+                println!(
+                    "replayed-update: round {}: sent 1 valid update and {bad} to refuse (a replay, \
+                 one as {SPOOFED}{}); the cloud: {} accepted, {} refused in all",
+                    result.round,
+                    if bad > 2 { ", last round's" } else { "" },
+                    result.accepted,
+                    result.rejected
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A valid update of `task`'s round: no change, identity-coded, as long as the model
+/// (an identity model sent whole); `None` for other rounds.
+fn zero_update(session: &Session, task: &RoundTask, model: &[u8]) -> Option<(Update, Vec<u8>)> {
+    let identity = task.model == ModelPayload::Full
+        && task.model_codec == CodecDesc::Identity
+        && task.update_codec == CodecDesc::Identity
+        && task.factors_len == 0;
+    identity.then(|| {
+        let payload = vec![0u8; model.len()];
+        let update = Update {
+            round: task.round,
+            node: session.node.clone(),
+            num_examples: 1000,
+            train_loss: f32::NAN,
+            codec: CodecDesc::Identity,
+            payload_len: payload.len() as u64,
+        };
+        (update, payload)
+    })
+}
