@@ -9,8 +9,9 @@
 //!   each step timed.
 //! - `bench <name>`: a benchmark, e.g. `sort` (native) or `sort-insns` (qemu counts).
 //! - `fuzz <target|all> [seconds]`: cargo-fuzz targets from `fuzz/`, coverage-guided.
-//! - `reliability crash|netem`: split and federated devices, then the cloud, killed and
-//!   restarted; runs over lossy links; steps and updates lost or doubled against clean runs.
+//! - `reliability crash|netem|hostile`: split and federated devices, then the cloud,
+//!   killed and restarted; runs over lossy links; steps and updates lost or doubled
+//!   against clean runs; a hostile client's attacks and what the cloud did about each.
 //! - `gpu-kit`: packs the GPU check for a lent GPU machine.
 //! - `insn-count -- <aarch64 binary> [args]`: executed instructions under qemu.
 //! - `aarch64 <cargo args>`: cargo for aarch64-unknown-linux-gnu with Debian's rustc.
@@ -72,6 +73,12 @@ tasks:
                         that drop, delay, corrupt, reorder or black out datagrams, per
                         profile, against the clean link: wall time, steps and updates
                         lost or doubled
+  reliability hostile [--rounds N]
+                        `tandem hostile` (garbage, truncated and oversized frames, version
+                        and schema mismatches, wrong-way kinds, 10,000 streams, 1,000
+                        connections, slowloris, replayed updates, a revoked certificate)
+                        against a federated cloud with 4 honest devices, against the
+                        same run unattacked: each attack's refusal, peak RSS, round times
   insn-count -- <aarch64 binary> [args]
                         count the instructions it executes under qemu (TCG plugin)
   aarch64 <cargo args>  run cargo for aarch64-unknown-linux-gnu with Debian's rustc,

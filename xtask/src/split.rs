@@ -80,10 +80,16 @@ impl CloudProcess {
 
     /// [`Self::start`] listening on `listen` (a restarted cloud keeps its address).
     pub fn start_at(bin: &Path, listen: &str, args: &[&str]) -> Result<Self> {
+        Self::start_logging(bin, listen, args, Stdio::inherit())
+    }
+
+    /// [`Self::start_at`] with its log (stderr) going to `log`.
+    pub fn start_logging(bin: &Path, listen: &str, args: &[&str], log: Stdio) -> Result<Self> {
         let mut child = Command::new(bin.join("tandem-cloud"))
             .args(["serve", "--listen", listen])
             .args(args)
             .stdout(Stdio::piped())
+            .stderr(log)
             .spawn()
             .context("cannot start tandem-cloud")?;
         let stdout = child

@@ -35,6 +35,10 @@ pub struct FlRun {
     files: PathBuf,
     name: String,
     rounds: u64,
+    /// The update codec.
+    codec: &'static str,
+    /// Devices per round: [`DEVICES`], or one more for a guest device.
+    per_round: usize,
 }
 
 impl FlRun {
@@ -46,13 +50,31 @@ impl FlRun {
             files: dir.to_owned(),
             name: name.to_owned(),
             rounds,
+            codec: "topk:ratio=0.01",
+            per_round: DEVICES,
         })
+    }
+
+    /// The run with identity updates (which a forger can make valid), and with
+    /// `guest_slot` room in every round for one device beside the run's own (rounds then
+    /// wait for it).
+    pub fn with_identity_updates(self, guest_slot: bool) -> Self {
+        Self {
+            codec: "identity",
+            per_round: DEVICES + usize::from(guest_slot),
+            ..self
+        }
+    }
+
+    /// The cloud's log (its stderr, every process appended).
+    pub fn cloud_log(&self) -> PathBuf {
+        self.files.join(format!("{}-cloud.log", self.name))
     }
 
     /// Starts the cloud, on `listen` (a restart keeps its address) or a free port.
     pub fn start_cloud(&self, listen: Option<&str>) -> Result<CloudProcess> {
         let rounds = self.rounds.to_string();
-        let devices = DEVICES.to_string();
+        let devices = self.per_round.to_string();
         let state = self.state.to_string_lossy();
         let args = [
             "--app",
@@ -66,13 +88,22 @@ impl FlRun {
             "--strategy",
             "fedavgm",
             "--codec",
-            "topk:ratio=0.01",
+            self.codec,
             "--local-lr",
             "0.05",
             "--state",
             &state,
         ];
-        CloudProcess::start_at(&self.bin, listen.unwrap_or("127.0.0.1:0"), &args)
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.cloud_log())?;
+        CloudProcess::start_logging(
+            &self.bin,
+            listen.unwrap_or("127.0.0.1:0"),
+            &args,
+            log.into(),
+        )
     }
 
     /// Device `i` against `addr`, continuing from its checkpoint, its output appended to
@@ -134,10 +165,19 @@ impl FlRun {
             .last()
             .and_then(|r| r["accuracy"].as_f64())
             .context("metrics without an accuracy")?;
+        let seconds = records
+            .iter()
+            .map(|r| {
+                r["seconds"]
+                    .as_f64()
+                    .context("a record without its seconds")
+            })
+            .collect::<Result<_>>()?;
         let state_file = self.state.join("fl-state.bin");
         Ok(Committed {
             rounds,
             accuracy,
+            seconds,
             state: std::fs::read(&state_file)
                 .with_context(|| format!("cannot read {}", state_file.display()))?,
         })
@@ -205,6 +245,8 @@ pub struct Committed {
     pub rounds: Vec<(u64, Vec<String>)>,
     /// The last round's test accuracy.
     pub accuracy: f64,
+    /// Each round's wall time, evaluation included.
+    pub seconds: Vec<f64>,
     /// The cloud's state file: round, global model and server moments.
     pub state: Vec<u8>,
 }
@@ -269,6 +311,7 @@ mod tests {
                 .map(|(r, names)| (*r, names.iter().map(|n| n.to_string()).collect()))
                 .collect(),
             accuracy: 0.5,
+            seconds: Vec::new(),
             state: state.to_vec(),
         }
     }

@@ -1,0 +1,197 @@
+//! What `cargo xtask reliability hostile` found: each attack's verdict (the attacker's
+//! line, or the cloud's log where the attacker cannot see), the replaying participant's
+//! rounds, and the honest devices' rounds with and without the attack.
+
+use super::fl_run::{Committed, FlRun};
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+
+/// One attack and what became of it.
+struct Finding {
+    attack: String,
+    refused: bool,
+    /// "refused", "contained", "NOT REFUSED".
+    verdict: &'static str,
+    detail: String,
+}
+
+/// The run's findings.
+pub struct Report {
+    findings: Vec<Finding>,
+    calm: Committed,
+    attacked: Committed,
+}
+
+/// The device of the replaying participant.
+const REPLAYER: &str = "hostile-replayed-update";
+
+impl Report {
+    /// From `tandem hostile`'s output, the attacked cloud's log and both runs' metrics.
+    pub fn read(output: &str, cloud_log: &str, attacked: &FlRun, calm: &FlRun) -> Result<Self> {
+        let mut findings = Vec::new();
+        for line in output.lines() {
+            let Some(rest) = line.strip_prefix("attack ") else {
+                continue;
+            };
+            let (attack, rest) = rest
+                .split_once(": ")
+                .context("an attack line without a verdict")?;
+            let (said, detail) = rest.split_once(": ").unwrap_or((rest, ""));
+            let (refused, verdict, detail) = match said {
+                "refused" => (true, "refused", detail.to_string()),
+                "contained" => (true, "contained", detail.to_string()),
+                "see the cloud's log" => match stream_refusal(cloud_log, attack) {
+                    Some(reason) => (true, "refused", format!("{detail}; the cloud: {reason}")),
+                    None => (
+                        false,
+                        "NOT REFUSED",
+                        format!("{detail}; nothing in the cloud's log"),
+                    ),
+                },
+                _ => (false, "NOT REFUSED", detail.to_string()),
+            };
+            findings.push(Finding {
+                attack: attack.to_string(),
+                refused,
+                verdict,
+                detail,
+            });
+        }
+        let attacked = attacked.committed()?;
+        findings.push(replay_finding(output, cloud_log, &attacked));
+        Ok(Self {
+            findings,
+            calm: calm.committed()?,
+            attacked,
+        })
+    }
+
+    /// Whether every attack was refused or contained.
+    pub fn all_refused(&self) -> bool {
+        self.findings.iter().all(|f| f.refused)
+    }
+
+    /// The table, the figures and the last line.
+    pub fn print(&self, calm_rss: f64, attacked_rss: f64) {
+        println!("\n| attack | verdict | what the cloud did |\n|---|---|---|");
+        for f in &self.findings {
+            println!(
+                "| {} | {} | {} |",
+                f.attack,
+                f.verdict,
+                f.detail.replace('|', "/")
+            );
+        }
+        let (calm, attacked) = (summary(&self.calm), summary(&self.attacked));
+        println!(
+            "\n| run | rounds | round p50 s | round p90 s | round max s | test accuracy | cloud peak RSS MiB |\n|---|---|---|---|---|---|---|"
+        );
+        for (name, s, rss) in [
+            ("no attack", &calm, calm_rss),
+            ("attacked", &attacked, attacked_rss),
+        ] {
+            println!(
+                "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2}% | {rss:.0} |",
+                s.rounds,
+                s.p50,
+                s.p90,
+                s.max,
+                s.accuracy * 100.0
+            );
+        }
+        let refused = self.findings.iter().filter(|f| f.refused).count();
+        println!(
+            "reliability_hostile: attacks {} refused {refused} cloud_peak_rss_mib {attacked_rss:.0} (calm {calm_rss:.0}) honest_round_p50_change {:+.3}",
+            self.findings.len(),
+            attacked.p50 / calm.p50 - 1.0
+        );
+    }
+}
+
+/// The reason of the cloud's first "refused a stream" line for `attack`'s device.
+fn stream_refusal(cloud_log: &str, attack: &str) -> Option<String> {
+    let node = format!("node=hostile-{attack} ");
+    cloud_log
+        .lines()
+        .filter(|l| l.contains(&node) || l.ends_with(&node[..node.len() - 1]))
+        .find_map(|l| l.split_once("refused a stream: "))
+        .map(|(_, reason)| reason.split(" node=").next().unwrap_or(reason).to_string())
+}
+
+/// The replaying participant: the updates it sent to be refused against those the cloud
+/// refused from it (by reason, from the log), and the rounds that counted it.
+fn replay_finding(output: &str, cloud_log: &str, attacked: &Committed) -> Finding {
+    let (mut rounds, mut to_refuse) = (0u64, 0u64);
+    for line in output
+        .lines()
+        .filter(|l| l.starts_with("replayed-update: round "))
+    {
+        let bad = line
+            .split_once(" and ")
+            .and_then(|(_, rest)| rest.split_once(" to refuse"))
+            .and_then(|(n, _)| n.parse::<u64>().ok());
+        if let Some(bad) = bad {
+            rounds += 1;
+            to_refuse += bad;
+        }
+    }
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let node = format!("node={REPLAYER}");
+    for line in cloud_log
+        .lines()
+        .filter(|l| l.contains("update refused") && l.contains(&node))
+    {
+        let reason = line
+            .split_once("reason=")
+            .map_or("?", |(_, r)| r.split_whitespace().next().unwrap_or("?"));
+        *reasons.entry(reason.to_string()).or_default() += 1;
+    }
+    let refused: u64 = reasons.values().sum();
+    let counted: Vec<usize> = attacked
+        .rounds
+        .iter()
+        .map(|(_, names)| names.iter().filter(|n| *n == REPLAYER).count())
+        .collect();
+    let counted_rounds = counted.iter().filter(|&&c| c > 0).count();
+    let twice = counted.iter().filter(|&&c| c > 1).count();
+    let by_reason: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    let detail = format!(
+        "{rounds} rounds with a valid update, a replay, one in another device's name and last round's: \
+         {to_refuse} to refuse, {refused} refused ({}); counted in {counted_rounds} rounds, twice in {twice}",
+        by_reason.join(", ")
+    );
+    let held = rounds > 0 && refused >= to_refuse && twice == 0;
+    Finding {
+        attack: "replayed-update".into(),
+        refused: held,
+        verdict: if held { "refused" } else { "NOT REFUSED" },
+        detail,
+    }
+}
+
+/// Round-time figures of a run.
+struct Summary {
+    rounds: usize,
+    p50: f64,
+    p90: f64,
+    max: f64,
+    accuracy: f64,
+}
+
+fn summary(run: &Committed) -> Summary {
+    let mut seconds = run.seconds.clone();
+    seconds.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        seconds
+            .get(((seconds.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Summary {
+        rounds: seconds.len(),
+        p50: at(0.5),
+        p90: at(0.9),
+        max: at(1.0),
+        accuracy: run.accuracy,
+    }
+}
