@@ -5,8 +5,10 @@
 
 use super::crash::uniform;
 use super::fl_run::{self, Committed, DEVICES, FlRun, FlVerdict};
+use crate::split::CloudProcess;
 use anyhow::{Context, Result};
 use std::path::Path;
+use std::process::Child;
 use std::time::Duration;
 
 /// A device kill comes this long after the last one, uniformly (a round takes about a
@@ -102,28 +104,16 @@ pub fn device_kills(
 ) -> Result<FlScenario> {
     eprintln!("reliability crash: tandem fl devices, {cycles} kills across {rounds} rounds");
     let run = FlRun::new(bin, dir, "fl-device-killed", rounds)?;
-    let mut rng = seed.wrapping_mul(0xA24B_AED4_963E_E407) | 1;
-    let mut kills = 0;
-    let first = (cycles > 0).then(|| uniform(&mut rng, DEVICE_KILL_EVERY));
-    let cloud = run.start_cloud(None)?;
-    let targets = fl_run::direct(&cloud);
-    let restarts = run.drive(
-        cloud,
-        &targets,
-        |cloud, devices| {
-            let i = (rng >> 33) as usize % DEVICES;
-            devices[i].kill().context("cannot kill tandem fl")?;
-            devices[i].wait()?;
-            devices[i] = run.spawn_device(i, &cloud.addr)?;
-            kills += 1;
-            Ok((kills < cycles).then(|| uniform(&mut rng, DEVICE_KILL_EVERY)))
-        },
-        first,
-    )?;
-    if kills < cycles {
-        eprintln!("  the run finished after {kills} kills (raise --rounds for more)");
-    }
-    FlScenario::judged("fl devices killed", (kills, restarts), &run, reference)
+    let mut pick = seed | 1;
+    let kills = kill_loop(&run, (cycles, seed, DEVICE_KILL_EVERY), |cloud, devices| {
+        pick = pick.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+        let i = (pick >> 33) as usize % DEVICES;
+        devices[i].kill().context("cannot kill tandem fl")?;
+        devices[i].wait()?;
+        devices[i] = run.spawn_device(i, &cloud.addr)?;
+        Ok(true)
+    })?;
+    FlScenario::judged("fl devices killed", kills, &run, reference)
 }
 
 /// `cycles` kills of tandem-cloud mid-round, each restarted on the same address and
@@ -137,33 +127,49 @@ pub fn cloud_kills(
 ) -> Result<FlScenario> {
     eprintln!("reliability crash: tandem-cloud in federated rounds, {cycles} kills");
     let run = FlRun::new(bin, dir, "fl-cloud-killed", rounds)?;
-    let mut rng = seed.wrapping_mul(0x9FB2_1C65_1E98_DF25) | 1;
+    let kills = kill_loop(
+        &run,
+        (cycles, seed ^ 0x5eed, CLOUD_KILL_AFTER),
+        |cloud, _| {
+            if run.last_round() + 1 >= rounds {
+                return Ok(false);
+            }
+            let addr = cloud.addr.clone();
+            cloud.kill()?;
+            *cloud = run.start_cloud(Some(&addr))?;
+            Ok(true)
+        },
+    )?;
+    FlScenario::judged("tandem-cloud killed in FL", kills, &run, reference)
+}
+
+/// Runs `run` to its end from a fresh cloud, calling `kill` at random moments (`window`
+/// apart, seeded) until it has killed `cycles` times or declines (returns false). The
+/// kills made, and the device processes restarted after exiting on their own.
+fn kill_loop(
+    run: &FlRun,
+    (cycles, seed, window): (u32, u64, (Duration, Duration)),
+    mut kill: impl FnMut(&mut CloudProcess, &mut [Child]) -> Result<bool>,
+) -> Result<(u32, u32)> {
+    let mut rng = seed.wrapping_mul(0xA24B_AED4_963E_E407) | 1;
     let mut kills = 0;
-    let first = (cycles > 0).then(|| uniform(&mut rng, CLOUD_KILL_AFTER));
+    let first = (cycles > 0).then(|| uniform(&mut rng, window));
     let cloud = run.start_cloud(None)?;
     let targets = fl_run::direct(&cloud);
     let restarts = run.drive(
         cloud,
         &targets,
-        |cloud, _| {
-            if run.last_round() + 1 >= rounds {
+        |cloud, devices| {
+            if !kill(cloud, devices)? {
                 return Ok(None);
             }
-            let addr = cloud.addr.clone();
-            cloud.kill()?;
-            *cloud = run.start_cloud(Some(&addr))?;
             kills += 1;
-            Ok((kills < cycles).then(|| uniform(&mut rng, CLOUD_KILL_AFTER)))
+            Ok((kills < cycles).then(|| uniform(&mut rng, window)))
         },
         first,
     )?;
     if kills < cycles {
-        eprintln!("  the run finished after {kills} cloud kills (raise --rounds for more)");
+        eprintln!("  the run finished after {kills} kills (raise --rounds for more)");
     }
-    FlScenario::judged(
-        "tandem-cloud killed in FL",
-        (kills, restarts),
-        &run,
-        reference,
-    )
+    Ok((kills, restarts))
 }
