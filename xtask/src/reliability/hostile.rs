@@ -76,8 +76,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let report = super::hostile_report::Report::read(
         &std::fs::read_to_string(&output)?,
         &std::fs::read_to_string(attacked.cloud_log())?,
-        &attacked,
-        &calm,
+        (&attacked, &calm),
+        &ATTACKS,
     )?;
     report.print(calm_rss, attacked_rss);
     if !report.all_refused() {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 struct Finding {
     attack: String,
     refused: bool,
-    /// "refused", "contained", "NOT REFUSED".
+    /// "refused", "contained", "NOT REFUSED", "NOT RUN".
     verdict: &'static str,
     detail: String,
 }
@@ -26,8 +26,14 @@ pub struct Report {
 const REPLAYER: &str = "hostile-replayed-update";
 
 impl Report {
-    /// From `tandem hostile`'s output, the attacked cloud's log and both runs' metrics.
-    pub fn read(output: &str, cloud_log: &str, attacked: &FlRun, calm: &FlRun) -> Result<Self> {
+    /// From `tandem hostile`'s output, the attacked cloud's log and both runs' metrics;
+    /// an attack of `expected` without a verdict counts as not refused.
+    pub fn read(
+        output: &str,
+        cloud_log: &str,
+        (attacked, calm): (&FlRun, &FlRun),
+        expected: &[&str],
+    ) -> Result<Self> {
         let mut findings = Vec::new();
         for line in output.lines() {
             let Some(rest) = line.strip_prefix("attack ") else {
@@ -56,6 +62,17 @@ impl Report {
                 verdict,
                 detail,
             });
+        }
+        for attack in expected {
+            if *attack != "replayed-update" && !findings.iter().any(|f| f.attack == *attack) {
+                findings.push(Finding {
+                    attack: attack.to_string(),
+                    refused: false,
+                    verdict: "NOT RUN",
+                    detail: "no verdict: the run ended before the attack did (raise --rounds)"
+                        .into(),
+                });
+            }
         }
         let attacked = attacked.committed()?;
         findings.push(replay_finding(output, cloud_log, &attacked));
@@ -193,5 +210,50 @@ fn summary(run: &Committed) -> Summary {
         p90: at(0.9),
         max: at(1.0),
         accuracy: run.accuracy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "\
+2026-11-30T18:58:19.807637Z  WARN tandem_cloud::server: refused a stream: receiving failed: stream finished early (13 bytes read) node=hostile-truncated-frame refused=1
+2026-11-30T18:58:20.000000Z  WARN tandem_cloud::hub: update refused node=hostile-replayed-update reason=Duplicate
+2026-11-30T18:58:20.000001Z  WARN tandem_cloud::hub: update refused node=hostile-replayed-update reason=Spoofed
+2026-11-30T18:58:21.000000Z  WARN tandem_cloud::hub: update refused node=fl-device-1 reason=Late
+";
+
+    #[test]
+    fn reads_a_streams_refusal_from_the_cloud_log() {
+        assert_eq!(
+            stream_refusal(LOG, "truncated-frame").as_deref(),
+            Some("receiving failed: stream finished early (13 bytes read)")
+        );
+        assert_eq!(stream_refusal(LOG, "garbage-frame"), None);
+    }
+
+    #[test]
+    fn a_replayer_is_refused_when_the_cloud_refused_each_bad_update_and_counted_it_once() {
+        let output = "replayed-update: round 1: sent 1 valid update and 2 to refuse (a replay, one as fl-device-0); the cloud: 5 accepted, 2 refused in all\n";
+        let committed = |names: &[&str]| Committed {
+            rounds: vec![(1, names.iter().map(|n| n.to_string()).collect())],
+            accuracy: 0.5,
+            seconds: vec![1.0],
+            state: Vec::new(),
+        };
+        let once = committed(&["fl-device-0", REPLAYER]);
+        let finding = replay_finding(output, LOG, &once);
+        assert!(finding.refused, "{}", finding.detail);
+        assert!(
+            finding.detail.contains("1 Duplicate, 1 Spoofed"),
+            "{}",
+            finding.detail
+        );
+        // Counted twice in a round, or fewer refusals than bad updates: not refused.
+        let twice = committed(&[REPLAYER, REPLAYER]);
+        assert!(!replay_finding(output, LOG, &twice).refused);
+        let three = output.replace("and 2 to refuse", "and 3 to refuse");
+        assert!(!replay_finding(&three, LOG, &once).refused);
     }
 }
