@@ -84,23 +84,43 @@ pub(super) async fn participate(target: &Target, rounds: u64) -> Result<()> {
     Ok(())
 }
 
-/// A valid update of `task`'s round: no change, identity-coded, as long as the model
-/// (an identity model sent whole); `None` for other rounds.
+/// A valid update of `task`'s round: no change, identity-coded, in the layout of the
+/// model (an identity model sent whole: each tensor a u32 byte length and its f32s);
+/// `None` for other rounds.
 fn zero_update(session: &Session, task: &RoundTask, model: &[u8]) -> Option<(Update, Vec<u8>)> {
     let identity = task.model == ModelPayload::Full
         && task.model_codec == CodecDesc::Identity
         && task.update_codec == CodecDesc::Identity
         && task.factors_len == 0;
-    identity.then(|| {
-        let payload = vec![0u8; model.len()];
-        let update = Update {
-            round: task.round,
-            node: session.node.clone(),
-            num_examples: 1000,
-            train_loss: f32::NAN,
-            codec: CodecDesc::Identity,
-            payload_len: payload.len() as u64,
-        };
-        (update, payload)
-    })
+    if !identity {
+        return None;
+    }
+    let payload = zeroed(model)?;
+    let update = Update {
+        round: task.round,
+        node: session.node.clone(),
+        num_examples: 1000,
+        train_loss: f32::NAN,
+        codec: CodecDesc::Identity,
+        payload_len: payload.len() as u64,
+    };
+    Some((update, payload))
+}
+
+/// `model` (identity-coded tensors, each a u32 byte length and its bytes) with every
+/// value zero; `None` if it is not laid out so.
+fn zeroed(model: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(model.len());
+    let mut rest = model;
+    while !rest.is_empty() {
+        let (len, body) = rest.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+        if body.len() < len {
+            return None;
+        }
+        out.extend_from_slice(&(len as u32).to_le_bytes());
+        out.resize(out.len() + len, 0);
+        rest = &body[len..];
+    }
+    Some(out)
 }
