@@ -19,7 +19,8 @@ use std::time::Duration;
 /// The attacks' device names are `PREFIX-<attack>`.
 const PREFIX: &str = "hostile";
 
-/// Every attack of `tandem hostile`, by name (each needs its certificate).
+/// Every attack of `tandem hostile`, by its `--attacks` name (each needs its certificate;
+/// the report marks one without a verdict NOT RUN, so a renamed attack shows).
 const ATTACKS: [&str; 13] = [
     "garbage-frame",
     "truncated-frame",
