@@ -22,6 +22,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("cloud") => return crate::cloud_bench::bench(&args[1..]),
         Some("fl") => return crate::fl::bench(&args[1..]),
         Some("fl-quic") => return crate::fl::quic_bench(&args[1..]),
+        Some("peers") => return crate::peers::bench(&args[1..]),
         _ => {}
     }
     let mut names: Vec<&str> = BENCHES.iter().map(|b| b.0).collect();
@@ -35,6 +36,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "cloud",
         "fl",
         "fl-quic",
+        "peers",
     ]);
     let Some(name) = args.first() else {
         bail!(

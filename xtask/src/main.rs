@@ -26,6 +26,7 @@ mod fuzz;
 mod gpu_kit;
 mod insn;
 mod mca;
+mod peers;
 mod reliability;
 mod setup;
 mod split;
@@ -53,7 +54,8 @@ tasks:
                         (aarch64 instructions per key under qemu), sort-mca (llvm-mca),
                         lowrank-insns (qemu counts), lowrank-mca (llvm-mca), cloud
                         (steps/s, latency, fairness and memory per split device for each
-                        --top, batching, a hostile device)
+                        --top, batching, a hostile device), peers (the split step
+                        beside PyTorch eager on the same cores; a venv outside the repo)
   gpu-kit               pack the GPU check (bench/gpu/run.sh: tandem-cloud --features
                         vulkan, PyTorch beside it) into .gpu/ and .gl/ for a lent GPU
   fuzz <target|all> [seconds] [-- libfuzzer args]

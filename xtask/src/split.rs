@@ -124,6 +124,11 @@ impl CloudProcess {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether a line it printed since the last call matches `wanted` (reads without
     /// waiting).
     pub fn printed(&mut self, wanted: impl Fn(&str) -> bool) -> bool {

@@ -1,0 +1,199 @@
+//! `cargo xtask bench peers`: tandem beside PyTorch on the same work, machine and cores
+//! (issue 15). Built so far: the split step. The Python side runs in a virtual
+//! environment outside the repository (`$TANDEM_CACHE/peers-venv`, pinned versions, made
+//! on first use from PyPI); its programs are in `bench/peers/`.
+//!
+//! Split step: MiniLM cut after 2 layers, train-bottom, identity codec, the same 16
+//! training reviews at every step (a corpus of just them, written by the Python peer, so
+//! both sides see the same 420 real tokens in a 16 x 47 batch), both sides on the same
+//! two cores. tandem's device step is its bottom's forward plus its backward and AdamW
+//! (from its metrics), its cloud step the round trip to tandem-cloud (the top's forward,
+//! backward and AdamW, plus loopback); PyTorch eager runs the same layers from the same
+//! safetensors. Medians after 3 warm-up steps.
+
+use crate::split::{self, CloudProcess, DEMO_NODE};
+use crate::util;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The Python packages, pinned.
+const PACKAGES: &[&str] = &[
+    "torch==2.15.0",
+    "numpy==2.3.5",
+    "safetensors==0.7.0",
+    "tokenizers==0.22.1",
+];
+
+/// The cores both sides run on.
+const CORES: &str = "0,1";
+
+/// Steps timed on each side, after [`WARMUP`].
+const STEPS: usize = 20;
+const WARMUP: usize = 3;
+
+/// Runs the comparison and prints its table and last line.
+pub fn bench(args: &[String]) -> Result<()> {
+    if !args.is_empty() {
+        bail!("usage: cargo xtask bench peers");
+    }
+    let python = venv()?;
+    let bin = split::build_and_issue("release")?;
+    let dir = util::target_dir().join("peers");
+    std::fs::create_dir_all(&dir)?;
+    let model = util::cache_dir().join("minilm");
+    let data = util::cache_dir().join("data/rotten_tomatoes_corpus_full.csv.bz2");
+    let script = util::workspace_root().join("bench/peers/split_step.py");
+    let peer = |extra: &[&str]| {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", CORES])
+            .arg(&python)
+            .arg(&script)
+            .arg("--model-dir")
+            .arg(&model)
+            .arg("--data")
+            .arg(&data)
+            .args([
+                "--steps",
+                &STEPS.to_string(),
+                "--warmup",
+                &WARMUP.to_string(),
+            ])
+            .args(extra);
+        cmd
+    };
+    let corpus = dir.join("split-batch.csv.bz2");
+    util::run(&mut peer(&["--write-corpus", &corpus.to_string_lossy()]))?;
+    eprintln!("peers: PyTorch eager split step");
+    let torch = util::output(&mut peer(&[])).context("the PyTorch peer failed")?;
+    let figure = |key: &str| -> Result<f64> {
+        torch
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(": ")?.parse().ok())
+            .with_context(|| format!("the PyTorch peer printed no {key}"))
+    };
+    let (torch_bottom, torch_top) = (
+        figure("torch_bottom_step_ms")?,
+        figure("torch_top_step_ms")?,
+    );
+    eprintln!("peers: tandem split step");
+    let tandem = tandem_split(&bin, &dir, &corpus)?;
+    let (device_ratio, cloud_ratio) = (tandem.device / torch_bottom, tandem.cloud / torch_top);
+    let version = torch
+        .lines()
+        .find(|l| l.starts_with("torch: "))
+        .unwrap_or("torch: ?");
+    println!(
+        "\n| split step, MiniLM cut 2, 16 reviews (420 real tokens), cores {CORES} | tandem ms | PyTorch eager ms ({}) | tandem / PyTorch |\n|---|---|---|---|",
+        version.trim_start_matches("torch: ")
+    );
+    println!(
+        "| device: bottom forward + backward + AdamW | {:.1} (forward {:.1}) | {torch_bottom:.1} | {device_ratio:.2}x |",
+        tandem.device, tandem.forward
+    );
+    println!(
+        "| cloud: top forward + backward + AdamW (tandem: round trip on loopback) | {:.1} | {torch_top:.1} | {cloud_ratio:.2}x |",
+        tandem.cloud
+    );
+    println!(
+        "peers_split_step_ratio: device {device_ratio:.2} cloud {cloud_ratio:.2} (tandem time over PyTorch's; goal at most 1.0)"
+    );
+    Ok(())
+}
+
+/// tandem's medians on the one-batch corpus.
+struct TandemStep {
+    /// Bottom forward + backward + AdamW, ms.
+    device: f64,
+    /// Its forward alone, ms.
+    forward: f64,
+    /// Round trip to the cloud (its top step and loopback), ms.
+    cloud: f64,
+}
+
+/// `tandem split` on `corpus` against a tandem-cloud, both on [`CORES`].
+fn tandem_split(bin: &Path, dir: &Path, corpus: &Path) -> Result<TandemStep> {
+    let mut cloud = CloudProcess::start(bin, &[])?;
+    let pinned =
+        util::run(Command::new("taskset").args(["-a", "-pc", CORES, &cloud.pid().to_string()]));
+    let metrics = dir.join("tandem-split.json");
+    let result = pinned.and_then(|()| {
+        util::run(
+            Command::new("taskset")
+                .args(["-c", CORES])
+                .arg(bin.join("tandem"))
+                .args(["split", "--cloud", &cloud.addr, "--node", DEMO_NODE])
+                .arg("--data")
+                .arg(corpus)
+                .args([
+                    "--cut",
+                    "2",
+                    "--mode",
+                    "train-bottom",
+                    "--codec",
+                    "identity",
+                ])
+                .args(["--batch-size", "16", "--max-len", "64"])
+                .args(["--steps", &(STEPS + WARMUP).to_string()])
+                .args([
+                    "--eval-every",
+                    "100000",
+                    "--dev-limit",
+                    "16",
+                    "--test-limit",
+                    "16",
+                ])
+                .arg("--metrics")
+                .arg(&metrics)
+                .arg("--plot")
+                .arg(dir.join("tandem-split.png"))
+                .arg("--checkpoint")
+                .arg(dir.join("tandem-split.ckpt")),
+        )
+    });
+    cloud.stop();
+    result?;
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metrics)?)?;
+    let steps = json["steps"].as_array().context("metrics without steps")?;
+    let timed = steps
+        .get(WARMUP..)
+        .context("fewer steps than the warm-up")?;
+    let median_of = |pick: &dyn Fn(&serde_json::Value) -> Option<f64>| -> Result<f64> {
+        let mut values = timed
+            .iter()
+            .map(|s| pick(s).context("a step without its times"))
+            .collect::<Result<Vec<f64>>>()?;
+        values.sort_by(f64::total_cmp);
+        Ok(values[values.len() / 2])
+    };
+    Ok(TandemStep {
+        device: median_of(&|s| Some(s["compute_ms"].as_f64()? + s["backward_ms"].as_f64()?))?,
+        forward: median_of(&|s| s["compute_ms"].as_f64())?,
+        cloud: median_of(&|s| s["round_trip_ms"].as_f64())?,
+    })
+}
+
+/// The peers' Python, in a virtual environment made (and its packages installed) on
+/// first use.
+fn venv() -> Result<PathBuf> {
+    let dir = util::cache_dir().join("peers-venv");
+    let python = dir.join("bin/python");
+    let marker = dir.join("tandem-packages.txt");
+    let wanted = PACKAGES.join("\n");
+    if std::fs::read_to_string(&marker).is_ok_and(|have| have == wanted) {
+        return Ok(python);
+    }
+    eprintln!(
+        "peers: Python environment in {} (PyPI: {})",
+        dir.display(),
+        PACKAGES.join(" ")
+    );
+    util::run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
+    util::run(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--progress-bar", "off"])
+            .args(PACKAGES),
+    )?;
+    std::fs::write(&marker, wanted)?;
+    Ok(python)
+}
