@@ -1,7 +1,15 @@
-//! `cargo xtask bench peers`: tandem beside PyTorch on the same work, machine and cores
-//! (issue 15). Built so far: the split step. The Python side runs in a virtual
-//! environment outside the repository (`$TANDEM_CACHE/peers-venv`, pinned versions, made
-//! on first use from PyPI); its programs are in `bench/peers/`.
+//! `cargo xtask bench peers`: tandem beside PyTorch and Flower on the same work, machine
+//! and cores (issue 15). Built so far: the split step and the federated simulation. The
+//! Python side runs in a virtual environment outside the repository
+//! (`$TANDEM_CACHE/peers-venv`, pinned versions, made on first use from PyPI); its
+//! programs are in `bench/peers/`.
+//!
+//! Federated: `tandem-cloud simulate` against Flower's simulation runtime (Ray) with
+//! PyTorch (`flower_fl.py`): LeNet-5, Fashion-MNIST split IID over 100 clients, FedAvg
+//! with 10 per round, one local epoch of SGD (lr 0.05, momentum 0.9, batch 32), identity
+//! updates, the global model tested on the 10,000 test images every round, 50 rounds,
+//! both on the same two cores: seconds per round (median after the first), peak memory
+//! of the whole simulation (PSS of every process of it, sampled), test accuracy, bytes per round.
 //!
 //! Split step: MiniLM cut after 2 layers, train-bottom, identity codec, the same 16
 //! training reviews at every step (a corpus of just them, written by the Python peer, so
@@ -20,13 +28,14 @@ use std::process::Command;
 /// The Python packages, pinned.
 const PACKAGES: &[&str] = &[
     "torch==2.15.0",
+    "flwr[simulation]==1.42.0",
     "numpy==2.3.5",
     "safetensors==0.7.0",
     "tokenizers==0.22.1",
 ];
 
 /// The cores both sides run on.
-const CORES: &str = "0,1";
+pub(crate) const CORES: &str = "0,1";
 
 /// Steps timed on each side, after [`WARMUP`].
 const STEPS: usize = 20;
@@ -78,6 +87,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     );
     eprintln!("peers: tandem split step");
     let tandem = tandem_split(&bin, &dir, &corpus)?;
+    let fl = crate::peers_fl::compare(&python, &bin, &dir)?;
     let (device_ratio, cloud_ratio) = (tandem.device / torch_bottom, tandem.cloud / torch_top);
     let version = torch
         .lines()
@@ -95,8 +105,11 @@ pub fn bench(args: &[String]) -> Result<()> {
         "| cloud: top forward + backward + AdamW (tandem: round trip on loopback) | {:.1} | {torch_top:.1} | {cloud_ratio:.2}x |",
         tandem.cloud
     );
+    fl.print();
     println!(
-        "peers_split_step_ratio: device {device_ratio:.2} cloud {cloud_ratio:.2} (tandem time over PyTorch's; goal at most 1.0)"
+        "peers_fl_round_speedup: {:.2} device_rss_ratio: not-measured split_step_ratio: {:.2} (device {device_ratio:.2}, cloud {cloud_ratio:.2})",
+        fl.speedup(),
+        device_ratio.max(cloud_ratio)
     );
     Ok(())
 }
