@@ -27,6 +27,7 @@ mod gpu_kit;
 mod insn;
 mod mca;
 mod peers;
+mod peers_device;
 mod peers_fl;
 mod reliability;
 mod setup;

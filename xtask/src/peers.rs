@@ -1,6 +1,7 @@
 //! `cargo xtask bench peers`: tandem beside PyTorch and Flower on the same work, machine
-//! and cores (issue 15). Built so far: the split step and the federated simulation. The
-//! Python side runs in a virtual environment outside the repository
+//! and cores (issue 15). Built so far: the split step, the federated simulation and the
+//! device footprint ([`crate::peers_device`]); not yet the aarch64 counts. The Python side
+//! runs in a virtual environment outside the repository
 //! (`$TANDEM_CACHE/peers-venv`, pinned versions, made on first use from PyPI); its
 //! programs are in `bench/peers/`.
 //!
@@ -88,6 +89,8 @@ pub fn bench(args: &[String]) -> Result<()> {
     eprintln!("peers: tandem split step");
     let tandem = tandem_split(&bin, &dir, &corpus)?;
     let fl = crate::peers_fl::compare(&python, &bin, &dir)?;
+    eprintln!("peers: device footprint");
+    let devices = crate::peers_device::compare(&python, &bin, &dir)?;
     let (device_ratio, cloud_ratio) = (tandem.device / torch_bottom, tandem.cloud / torch_top);
     let version = torch
         .lines()
@@ -106,9 +109,11 @@ pub fn bench(args: &[String]) -> Result<()> {
         tandem.cloud
     );
     fl.print();
+    devices.print();
     println!(
-        "peers_fl_round_speedup: {:.2} device_rss_ratio: not-measured split_step_ratio: {:.2} (device {device_ratio:.2}, cloud {cloud_ratio:.2})",
+        "peers_fl_round_speedup: {:.2} device_rss_ratio: {:.3} split_step_ratio: {:.2} (device {device_ratio:.2}, cloud {cloud_ratio:.2})",
         fl.speedup(),
+        devices.rss_ratio(),
         device_ratio.max(cloud_ratio)
     );
     Ok(())
