@@ -140,11 +140,14 @@ impl Cloud {
         Identity::load(&files.cert, &files.key).unwrap()
     }
 
+    /// Stops the cloud: it closes every connection and waits until they have drained
+    /// (three probe timeouts of each, QUIC's rule), which under qemu, with round trips
+    /// inflated by emulation after a large transfer, took over 5 s once in many runs.
     pub async fn shutdown(mut self) {
         self.stop.take().unwrap().send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
             .await
-            .expect("server stops within 5 s")
+            .expect("server stops within 20 s")
             .unwrap();
     }
 }
