@@ -204,12 +204,10 @@ pub fn quic_bench(args: &[String]) -> Result<()> {
     if overheads.is_empty() {
         bail!("no round with both a wall time and device training times");
     }
-    overheads.sort_by(f64::total_cmp);
-    let at = |q: f64| overheads[((overheads.len() - 1) as f64 * q).round() as usize];
     println!(
         "fl_quic_round_overhead_ms: p50 {:.1} p99 {:.1} ({devices} devices, {} rounds)",
-        at(0.5),
-        at(0.99),
+        util::quantile(&mut overheads, 0.5),
+        util::quantile(&mut overheads, 0.99),
         overheads.len()
     );
     Ok(())

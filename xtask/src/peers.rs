@@ -181,8 +181,7 @@ fn tandem_split(bin: &Path, dir: &Path, corpus: &Path) -> Result<TandemStep> {
             .iter()
             .map(|s| pick(s).context("a step without its times"))
             .collect::<Result<Vec<f64>>>()?;
-        values.sort_by(f64::total_cmp);
-        Ok(values[values.len() / 2])
+        Ok(util::quantile(&mut values, 0.5))
     };
     Ok(TandemStep {
         device: median_of(&|s| Some(s["compute_ms"].as_f64()? + s["backward_ms"].as_f64()?))?,

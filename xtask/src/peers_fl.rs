@@ -190,13 +190,13 @@ pub fn compare(python: &Path, bin: &Path, dir: &Path) -> Result<Comparison> {
     })
 }
 
+/// The median of `seconds` without the first (start-up).
 fn median_after_first(seconds: &[f64]) -> Result<f64> {
-    let mut rest = seconds.get(1..).context("no rounds")?.to_vec();
+    let mut rest = seconds.get(1..).unwrap_or_default().to_vec();
     if rest.is_empty() {
-        bail!("one round only");
+        bail!("fewer than two rounds");
     }
-    rest.sort_by(f64::total_cmp);
-    Ok(rest[rest.len() / 2])
+    Ok(util::quantile(&mut rest, 0.5))
 }
 
 /// Runs `cmd` to its end with its output in `log`, sampling the memory of it and all its

@@ -116,6 +116,28 @@ pub fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// The number after the last `name` in `args`, or `default` without one.
+pub fn number_flag<T>(args: &[String], name: &str, default: T) -> Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    flag(args, name).map_or(Ok(default), |v| {
+        v.parse()
+            .with_context(|| format!("{name} takes a number, got '{v}'"))
+    })
+}
+
+/// The `q` quantile (0 to 1, nearest rank) of `values`, which it sorts; NaN for none.
+pub fn quantile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let last = values.len().saturating_sub(1);
+    values
+        .get((last as f64 * q).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
 /// `args` without any `name VALUE` pair.
 pub fn without_flag<'a>(args: &'a [String], name: &str) -> Vec<&'a str> {
     without_flags(args, &[name])
@@ -136,4 +158,30 @@ pub fn without_flags<'a>(args: &'a [String], names: &[&str]) -> Vec<&'a str> {
         out.push(arg.as_str());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_ranks_of_the_sorted_values() {
+        let mut values = [3.0, 1.0, 4.0, 2.0];
+        assert_eq!(quantile(&mut values, 0.0), 1.0);
+        assert_eq!(quantile(&mut values, 0.5), 3.0);
+        assert_eq!(quantile(&mut values, 1.0), 4.0);
+        assert!(quantile(&mut [], 0.5).is_nan());
+    }
+
+    #[test]
+    fn a_number_flag_is_parsed_or_refused_with_its_name() {
+        let args: Vec<String> = ["--rounds", "7", "--seed", "x"].map(String::from).to_vec();
+        assert_eq!(number_flag(&args, "--rounds", 1u64).unwrap(), 7);
+        assert_eq!(number_flag(&args, "--steps", 5u64).unwrap(), 5);
+        let err = number_flag(&args, "--seed", 1u64).unwrap_err();
+        assert!(
+            err.to_string().contains("--seed takes a number, got 'x'"),
+            "{err}"
+        );
+    }
 }

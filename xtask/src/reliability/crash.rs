@@ -9,9 +9,9 @@
 //! accuracies. The federated scenarios (devices killed across rounds, the cloud killed
 //! mid-round) are in [`super::fl_crash`].
 
-use super::fl_crash;
 use super::history::{self, Verdict};
 use super::split_run::{Device, accuracy, read, with_cloud};
+use super::{Sides, fl_crash, fresh_dir};
 use crate::split::{self, CloudProcess};
 use crate::util;
 use anyhow::{Context, Result, bail};
@@ -35,15 +35,7 @@ pub struct Options {
     /// Seeds the kill times.
     seed: u64,
     /// Which scenarios run.
-    only: Only,
-}
-
-/// `--only split|fl`: one side's scenarios.
-#[derive(Clone, Copy, PartialEq)]
-enum Only {
-    Both,
-    Split,
-    Fl,
+    sides: Sides,
 }
 
 impl Options {
@@ -52,21 +44,8 @@ impl Options {
     /// `--fl-cloud-cycles N` (default 10), `--rounds N` (default 30), `--seed S` (default
     /// 1), `--only split|fl`.
     pub fn parse(args: &[String]) -> Result<Self> {
-        let number = |name: &str, default: u64| -> Result<u64> {
-            util::flag(args, name).map_or(Ok(default), |v| {
-                v.parse()
-                    .with_context(|| format!("{name} takes a number, got '{v}'"))
-            })
-        };
-        let count = |name: &str, default: u64| -> Result<u32> {
-            u32::try_from(number(name, default)?).with_context(|| format!("{name} is too large"))
-        };
-        let only = match util::flag(args, "--only") {
-            None => Only::Both,
-            Some("split") => Only::Split,
-            Some("fl") => Only::Fl,
-            Some(other) => bail!("--only takes split or fl, not '{other}'"),
-        };
+        let count = |name: &str, default: u32| util::number_flag(args, name, default);
+        let number = |name: &str, default: u64| util::number_flag(args, name, default);
         let options = Self {
             cycles: count("--cycles", 50)?,
             cloud_cycles: count("--cloud-cycles", 10)?,
@@ -75,7 +54,7 @@ impl Options {
             fl_cloud_cycles: count("--fl-cloud-cycles", 10)?,
             rounds: number("--rounds", 30)?,
             seed: number("--seed", 1)?,
-            only,
+            sides: Sides::parse(args)?,
         };
         if options.steps < 20 {
             bail!("--steps must be at least 20 (two checkpoints)");
@@ -101,13 +80,9 @@ const CLOUD_KILL_AFTER: (Duration, Duration) = (Duration::from_secs(1), Duration
 /// anything was lost or doubled.
 pub fn run(options: &Options) -> Result<()> {
     let bin = split::build_and_issue("release")?;
-    let dir = util::target_dir().join("reliability").join("crash");
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir)?;
+    let dir = fresh_dir("crash")?;
     let (mut cycles, mut lost, mut doubled, mut held) = (0, 0, 0, true);
-    if options.only != Only::Fl {
+    if options.sides.split {
         let clean = Device::new(&bin, &dir, "clean", options.steps);
         let reference = split_reference(&bin, &dir, options, &clean)?;
         let reference = Reference {
@@ -127,7 +102,7 @@ pub fn run(options: &Options) -> Result<()> {
             held &= scenario.accuracy == reference.accuracy;
         }
     }
-    if options.only != Only::Split {
+    if options.sides.fl {
         let reference = fl_crash::reference(&bin, &dir, options.rounds)?;
         let settings = |kills| (options.rounds, kills, options.seed);
         let scenarios = [

@@ -39,19 +39,12 @@ const ATTACKS: [&str; 13] = [
 
 /// `--rounds N` (default 60): rounds of each run.
 pub fn run(args: &[String]) -> Result<()> {
-    let rounds: u64 = util::flag(args, "--rounds").map_or(Ok(60), |v| {
-        v.parse()
-            .with_context(|| format!("--rounds takes a number, got '{v}'"))
-    })?;
+    let rounds = util::number_flag(args, "--rounds", 60u64)?;
     if rounds < 3 {
         bail!("--rounds must be at least 3");
     }
     let bin = split::build_and_issue("release")?;
-    let dir = util::target_dir().join("reliability").join("hostile");
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir)?;
+    let dir = super::fresh_dir("hostile")?;
     let revoked = issue_certificates(&bin, &dir)?;
 
     eprintln!("reliability hostile: {DEVICES} honest devices, {rounds} rounds, no attack");

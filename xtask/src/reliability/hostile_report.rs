@@ -3,6 +3,7 @@
 //! rounds, and the honest devices' rounds with and without the attack.
 
 use super::fl_run::{Committed, FlRun};
+use crate::util;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 
@@ -197,18 +198,11 @@ struct Summary {
 
 fn summary(run: &Committed) -> Summary {
     let mut seconds = run.seconds.clone();
-    seconds.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        seconds
-            .get(((seconds.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
     Summary {
         rounds: seconds.len(),
-        p50: at(0.5),
-        p90: at(0.9),
-        max: at(1.0),
+        p50: util::quantile(&mut seconds, 0.5),
+        p90: util::quantile(&mut seconds, 0.9),
+        max: util::quantile(&mut seconds, 1.0),
         accuracy: run.accuracy,
     }
 }

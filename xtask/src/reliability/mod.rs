@@ -12,7 +12,9 @@ mod netem;
 mod relay;
 mod split_run;
 
-use anyhow::{Result, bail};
+use crate::util;
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
 
 const USAGE: &str =
     "usage: cargo xtask reliability crash [--cycles N] [--cloud-cycles N] [--steps N]
@@ -28,4 +30,33 @@ pub fn run(args: &[String]) -> Result<()> {
         Some((what, rest)) if what == "hostile" => hostile::run(rest),
         _ => bail!("{USAGE}"),
     }
+}
+
+/// Which runs a command makes: `--only split|fl`, both without it.
+#[derive(Clone, Copy)]
+struct Sides {
+    split: bool,
+    fl: bool,
+}
+
+impl Sides {
+    fn parse(args: &[String]) -> Result<Self> {
+        let (split, fl) = match util::flag(args, "--only") {
+            None => (true, true),
+            Some("split") => (true, false),
+            Some("fl") => (false, true),
+            Some(other) => bail!("--only takes split or fl, not '{other}'"),
+        };
+        Ok(Self { split, fl })
+    }
+}
+
+/// `<target>/reliability/<name>`, emptied: each run starts from nothing.
+fn fresh_dir(name: &str) -> Result<PathBuf> {
+    let dir = util::target_dir().join("reliability").join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

@@ -11,6 +11,7 @@ use super::fl_run::{self, Committed, DEVICES, FlRun};
 use super::history;
 use super::relay::{Counts, Impairment, Relay};
 use super::split_run::{Device, accuracy, read, with_cloud};
+use super::{Sides, fresh_dir};
 use crate::split;
 use crate::util;
 use anyhow::{Context, Result, bail};
@@ -61,28 +62,17 @@ fn profiles() -> Vec<(&'static str, Impairment)> {
 /// `--steps N` (split, default 150), `--rounds N` (federated, default 30), `--only
 /// split|fl`.
 pub fn run(args: &[String]) -> Result<()> {
-    let number = |name: &str, default: u64| -> Result<u64> {
-        util::flag(args, name).map_or(Ok(default), |v| {
-            v.parse()
-                .with_context(|| format!("{name} takes a number, got '{v}'"))
-        })
-    };
-    let (steps, rounds) = (number("--steps", 150)?, number("--rounds", 30)?);
+    let steps = util::number_flag(args, "--steps", 150u64)?;
+    let rounds = util::number_flag(args, "--rounds", 30u64)?;
     if steps < 20 || rounds < 3 {
         bail!("--steps must be at least 20 and --rounds at least 3");
     }
-    let (split_runs, fl_runs) = match util::flag(args, "--only") {
-        None => (true, true),
-        Some("split") => (true, false),
-        Some("fl") => (false, true),
-        Some(other) => bail!("--only takes split or fl, not '{other}'"),
-    };
+    let Sides {
+        split: split_runs,
+        fl: fl_runs,
+    } = Sides::parse(args)?;
     let bin = split::build_and_issue("release")?;
-    let dir = util::target_dir().join("reliability").join("netem");
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir)?;
+    let dir = fresh_dir("netem")?;
     let (mut split_rows, mut fl_rows) = (Vec::new(), Vec::new());
     for (i, (name, impairment)) in profiles().into_iter().enumerate() {
         let seed = 1 + 10 * i as u64;
