@@ -161,16 +161,22 @@ impl<T: Task> FlClient<T> {
     /// Whether this device already trained `round` on this `model`: [`Self::train`]
     /// then returns the same update again, untrained.
     pub fn trained_on(&self, round: &RoundTask, model: &[u8]) -> bool {
+        self.trained(round.round, fnv1a64(model)).is_some()
+    }
+
+    /// The update of round `round` trained on the model hashed `model_hash`, if this
+    /// device made it.
+    fn trained(&self, round: u64, model_hash: u64) -> Option<&Trained> {
         self.last
             .as_ref()
-            .is_some_and(|(last, hash)| last.update.round == round.round && *hash == fnv1a64(model))
+            .filter(|(last, hash)| last.update.round == round && *hash == model_hash)
+            .map(|(last, _)| last)
     }
 
     /// Trains on `round`'s model and encodes `local - global` with the round's codec.
     pub fn train(&mut self, round: &RoundTask, model: &[u8]) -> Result<Trained, ClientError> {
-        if self.trained_on(round, model)
-            && let Some((last, _)) = &self.last
-        {
+        let model_hash = fnv1a64(model);
+        if let Some(last) = self.trained(round.round, model_hash) {
             // Asked again (a restarted cloud, or a lost update): the same bytes, not a
             // retrain.
             return Ok(last.clone());
@@ -185,7 +191,6 @@ impl<T: Task> FlClient<T> {
             self.encoder = None;
             self.last = None;
         }
-        let model_hash = fnv1a64(model);
         let layout = self.task.layout().clone();
         let factors_len = usize::try_from(round.factors_len).ok();
         let Some(split) = factors_len.and_then(|f| model.len().checked_sub(f)) else {
