@@ -244,17 +244,12 @@ pub(super) async fn connection_flood(
 ) -> Result<Verdict> {
     let node = target.node("connection-flood")?;
     let endpoint = target.endpoint(&node)?;
-    let frame = encode_frame(&target.hello(&node))?;
     let started = Instant::now();
     let mut connections = Vec::new();
     let mut refused = 0u32;
     for _ in 0..count {
-        let Ok(connection) = target.connect(&endpoint).await else {
-            refused += 1;
-            continue;
-        };
-        match send_hello(&connection, &frame).await {
-            Ok(_) => connections.push(connection),
+        match target.open(&endpoint, &node).await {
+            Ok(connection) => connections.push(connection),
             Err(_) => refused += 1,
         }
     }

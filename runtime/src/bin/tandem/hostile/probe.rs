@@ -7,10 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tandem_runtime::transport::pki::Pki;
 use tandem_runtime::transport::tls::{self, Identity};
-use tandem_runtime::transport::{self, STREAM_REFUSED, TransportLimits};
-use tandem_runtime::wire::{
-    Capabilities, CloseCode, Hello, HelloAck, Message, NodeName, encode_frame,
-};
+use tandem_runtime::transport::{self, STREAM_REFUSED, TransportError, TransportLimits};
+use tandem_runtime::wire::{Capabilities, CloseCode, Hello, HelloAck, Message, NodeName};
 
 /// Where the attacks go and what an admitted device looks like there.
 #[derive(Clone)]
@@ -86,19 +84,26 @@ impl Target {
         hello
     }
 
+    /// An admitted session of `node` on `endpoint`: connected, its Hello answered.
+    pub(super) async fn open(
+        &self,
+        endpoint: &quinn::Endpoint,
+        node: &NodeName,
+    ) -> Result<quinn::Connection, TransportError> {
+        let hello = self.hello(node);
+        let session = transport::open_session(endpoint, self.peer, &self.server_name, &hello);
+        Ok(session.await?.connection)
+    }
+
     /// A session as the device of attack `attack`: connected and its Hello answered
     /// (not joined to rounds, so a round never waits for it).
     pub(super) async fn session(&self, attack: &str) -> Result<Session> {
         let node = self.node(attack)?;
         let endpoint = self.endpoint(&node)?;
-        let connection = match self.connect(&endpoint).await {
-            Ok(connection) => connection,
-            Err(err) => bail!("{node} cannot connect: {err}"),
-        };
-        let hello = encode_frame(&self.hello(&node))?;
-        if let Err(refusal) = send_hello(&connection, &hello).await {
-            bail!("{node}'s Hello was refused: {refusal}");
-        }
+        let connection = self
+            .open(&endpoint, &node)
+            .await
+            .with_context(|| format!("{node} was not admitted"))?;
         Ok(Session {
             connection,
             _endpoint: endpoint,
