@@ -10,8 +10,9 @@ mod common;
 use common::split::{
     cloud_settings, connect, model_cached, run_config, setup, tiny_data, trainer, trainer_of,
 };
-use common::{Cloud, temp_dir};
-use std::path::Path;
+use common::{Cloud, TempDir, temp_dir};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use tandem_cloud::split_app::{SplitApp, SplitSettings};
 use tandem_runtime::model::minilm::{self, TextTokenizer};
 use tandem_runtime::model::split::Mode;
@@ -35,18 +36,52 @@ fn device() -> DeviceTrainer {
     trainer(Mode::TrainBottom, "lowrank:r=4,bits=8", STEPS)
 }
 
-/// A cloud whose certificates are in `pki` (made there unless `restart`) and whose top
-/// snapshots are in `state`.
-async fn cloud(pki: &Path, state: &Path, restart: bool) -> Cloud {
+/// A cloud whose top snapshots are in `state` and whose certificates are in `pki`: made
+/// there for a new cloud (`restarted_at` None), kept for a cloud restarted at an address
+/// (port 0: any).
+async fn cloud(pki: &Path, state: &Path, restarted_at: Option<SocketAddr>) -> Cloud {
     let settings = SplitSettings {
         state_dir: Some(state.to_path_buf()),
         ..cloud_settings(STEPS)
     };
     let app = SplitApp::new(settings).expect("model cached");
-    if restart {
-        Cloud::restart_with(pki, &TransportLimits::default(), app).await
-    } else {
-        Cloud::start_with(pki, &TransportLimits::default(), app).await
+    let limits = TransportLimits::default();
+    match restarted_at {
+        Some(addr) => Cloud::restart_at(pki, addr, &limits, app).await,
+        None => Cloud::start_with(pki, &limits, app).await,
+    }
+}
+
+/// A cloud restarted on a new address.
+fn anywhere() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// What both tests start from: their turn (see [`ONE_AT_A_TIME`]), a directory, the
+/// device's checkpoint there and the uninterrupted run's losses; `None` (the test skips)
+/// without the cached model.
+struct Start {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+    dir: TempDir,
+    checkpoint: PathBuf,
+    expected: Vec<(u64, f32)>,
+}
+
+impl Start {
+    async fn new(test: &str) -> Option<Self> {
+        if !model_cached() {
+            return None;
+        }
+        let _turn = ONE_AT_A_TIME.lock().await;
+        let dir = temp_dir(test);
+        let checkpoint = dir.join("device.ckpt");
+        let expected = uninterrupted(&dir).await;
+        Some(Self {
+            _turn,
+            dir,
+            checkpoint,
+            expected,
+        })
     }
 }
 
@@ -105,7 +140,7 @@ async fn train_on(
 
 /// The whole run on a cloud of its own, never interrupted: each step's loss.
 async fn uninterrupted(dir: &Path) -> Vec<(u64, f32)> {
-    let cloud = cloud(&dir.join("pki-ref"), &dir.join("tops-ref"), false).await;
+    let cloud = cloud(&dir.join("pki-ref"), &dir.join("tops-ref"), None).await;
     let position = RunPosition::fresh(EVERY);
     let (losses, _) = train(
         &cloud,
@@ -133,26 +168,27 @@ fn assert_same_losses(got: &[(u64, f32)], expected: &[(u64, f32)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_device_resumes_its_run_on_a_restarted_cloud_without_training_twice() {
-    if !model_cached() {
+    let Some(Start {
+        _turn,
+        dir,
+        checkpoint,
+        expected,
+    }) = Start::new("split-resume").await
+    else {
         return;
-    }
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let dir = temp_dir("split-resume");
-    let checkpoint = dir.join("device.ckpt");
-
-    let expected = uninterrupted(&dir).await;
+    };
 
     // The device dies after training step 4 (the fifth) and before its next checkpoint:
     // the cloud's top has trained one step past the device's last checkpoint (4).
     let pki = dir.join("pki");
-    let first_cloud = cloud(&pki, &dir.join("tops"), false).await;
+    let first_cloud = cloud(&pki, &dir.join("tops"), None).await;
     let position = RunPosition::fresh(EVERY);
     let (before, saved) = train(&first_cloud, &mut device(), position, 5, &checkpoint).await;
     assert_eq!(saved, [2, 4]);
     assert_eq!(before.len(), 5);
     // ... and the cloud is redeployed meanwhile: only its snapshots survive.
     first_cloud.shutdown().await;
-    let cloud = cloud(&pki, &dir.join("tops"), true).await;
+    let cloud = cloud(&pki, &dir.join("tops"), anywhere()).await;
 
     // A resume the cloud has no top for is refused with its reason, before any step.
     let mut resumed_device = device();
@@ -207,28 +243,25 @@ async fn a_killed_device_resumes_its_run_on_a_restarted_cloud_without_training_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_reconnecting_to_a_restarted_cloud_continues_only_where_the_top_was_snapshotted() {
-    if !model_cached() {
+    let Some(Start {
+        _turn,
+        dir,
+        checkpoint,
+        expected,
+    }) = Start::new("split-cloud-restart").await
+    else {
         return;
-    }
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let dir = temp_dir("split-cloud-restart");
-    let checkpoint = dir.join("device.ckpt");
-    let expected = uninterrupted(&dir).await;
+    };
     let (pki, tops) = (dir.join("pki"), dir.join("tops"));
-    let restart = |cloud: Cloud| async {
-        let addr = cloud.addr;
-        cloud.shutdown().await;
-        let settings = SplitSettings {
-            state_dir: Some(tops.clone()),
-            ..cloud_settings(STEPS)
-        };
-        let app = SplitApp::new(settings).expect("model cached");
-        Cloud::restart_at(&pki, addr, &TransportLimits::default(), app).await
+    let restart = |old: Cloud| async {
+        let addr = old.addr;
+        old.shutdown().await;
+        cloud(&pki, &tops, Some(addr)).await
     };
 
     // Steps 0-3 (snapshots and checkpoints at 2 and 4), then the cloud restarts in place
     // under the running device.
-    let first = cloud(&pki, &tops, false).await;
+    let first = cloud(&pki, &tops, None).await;
     let mut trainer = device();
     let position = RunPosition::fresh(EVERY);
     let mut link = connect(&first, &trainer, position).await.unwrap();

@@ -76,17 +76,12 @@ impl Cloud {
     /// A cloud with these limits serving `app`.
     pub async fn start_with(dir: &Path, limits: &TransportLimits, app: impl CloudApp) -> Cloud {
         Pki::new(dir).init().expect("CA");
-        Self::restart_with(dir, limits, app).await
-    }
-
-    /// A cloud serving `app` with the CA already in `dir` (a redeployed cloud: its
-    /// devices' certificates stay valid).
-    pub async fn restart_with(dir: &Path, limits: &TransportLimits, app: impl CloudApp) -> Cloud {
         Self::restart_at(dir, "127.0.0.1:0".parse().unwrap(), limits, app).await
     }
 
-    /// [`Self::restart_with`] on `addr` (a cloud restarted in place: its devices
-    /// reconnect to the address they know).
+    /// A cloud serving `app` with the CA already in `dir` (a redeployed cloud: its
+    /// devices' certificates stay valid), on `addr` (port 0: any; the same address: a
+    /// cloud restarted in place, whose devices reconnect to the address they know).
     pub async fn restart_at(
         dir: &Path,
         addr: SocketAddr,
