@@ -163,6 +163,9 @@ enum CaCommand {
 }
 
 fn main() -> ExitCode {
+    // Training frees and allocates the same large tensors every step: keep them in the
+    // heap rather than mapping and faulting them in again (see `heap`'s documentation).
+    tandem_kernels::heap::keep_freed_blocks();
     let cli = Cli::parse();
     // A server logs its connections by default: start one level above the device.
     tandem_runtime::logging::init(cli.verbose.saturating_add(1));

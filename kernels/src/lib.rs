@@ -19,6 +19,7 @@ mod arch;
 mod cast;
 pub mod dct;
 mod error;
+pub mod heap;
 pub mod linalg;
 pub mod quant;
 pub mod reduce;

@@ -10,6 +10,7 @@ use super::byzantine::Byzantine;
 use super::record::{RoundRecord, mean_train_loss};
 use super::strategy::{Strategy, StrategyKind};
 use super::validate::{NormBound, Refusal, validate};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::time::Instant;
 use tandem_runtime::fl::acp::SharedFactors;
@@ -235,23 +236,22 @@ impl<'a, T: Task> Simulation<'a, T> {
             .collect::<Result<_, SimulationError>>()?;
         let per_worker = jobs.len().div_ceil(self.config.workers);
         let this = &*self;
-        let trained: Vec<Result<Trained, SimulationError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = jobs
-                .chunks_mut(per_worker)
-                .map(|chunk| {
-                    scope.spawn(move || {
-                        chunk
-                            .iter_mut()
-                            .map(|(c, encoder)| this.train(*c, encoder))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("a simulation worker panicked"))
-                .collect()
-        });
+        // The workers are tasks of rayon's pool, where burn's kernels also run their
+        // parallel loops: a kernel called from a worker runs on that worker's thread when
+        // the other is busy. Worker threads of their own would hand every kernel to the
+        // pool and sleep until it is done (1.1-1.2 s against 0.9 s a round, LeNet).
+        let trained: Vec<Result<Trained, SimulationError>> = jobs
+            .par_chunks_mut(per_worker)
+            .map(|chunk| {
+                chunk
+                    .iter_mut()
+                    .map(|(c, encoder)| this.train(*c, encoder))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .flatten()
+            .collect();
         // Codec state is kept whatever happened to the update.
         self.encoders.extend(jobs);
         let factors_len = self.factors.as_ref().map_or(0, |f| f.to_bytes().len());

@@ -114,6 +114,9 @@ mod split_plot;
 mod step_log;
 
 fn main() -> ExitCode {
+    // Training frees and allocates the same large tensors every step: keep them in the
+    // heap rather than mapping and faulting them in again (see `heap`'s documentation).
+    tandem_kernels::heap::keep_freed_blocks();
     let cli = Cli::parse();
     tandem_runtime::logging::init(cli.verbose);
     match run(cli.command) {
