@@ -143,7 +143,7 @@ fn steps(clock: &mut StepClock) -> Result<()> {
         "instruction counting: qemu TCG plugin on the aarch64 tandem",
         || {
             let plugin = crate::insn::build_plugin()?;
-            let counts = crate::insn::count(&plugin, &tandem, &["--version".to_string()])?;
+            let counts = crate::insn::count(&plugin, &tandem, &["--version".to_string()], &[])?;
             if counts.total == 0 {
                 bail!("the instruction-count plugin counted nothing");
             }

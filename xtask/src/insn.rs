@@ -31,13 +31,16 @@ pub fn build_plugin() -> Result<PathBuf> {
     Ok(target.join("release/libtandem_insn_count_plugin.so"))
 }
 
-/// Runs `program args` under qemu-aarch64 with the plugin; returns its counts.
+/// Runs `program args` under qemu-aarch64 with the plugin, `env` added to its
+/// environment; returns its counts.
 pub fn count(
     plugin: &std::path::Path,
     program: &std::path::Path,
     args: &[String],
+    env: &[(&str, &str)],
 ) -> Result<Counts> {
     let out = Command::new("qemu-aarch64")
+        .envs(env.iter().copied())
         .arg("-plugin")
         .arg(plugin)
         .arg(program)
@@ -77,7 +80,7 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("usage: cargo xtask insn-count -- <aarch64 binary> [args]");
     };
     let plugin = build_plugin()?;
-    let counts = count(&plugin, program.as_ref(), rest)?;
+    let counts = count(&plugin, program.as_ref(), rest, &[])?;
     println!(
         "instructions executed: {} total, {} SIMD",
         counts.total, counts.simd
@@ -167,7 +170,7 @@ impl Counter {
     fn run(&self, method: &str, args: &[usize]) -> Result<Counts> {
         let mut argv = vec![method.to_string()];
         argv.extend(args.iter().map(usize::to_string));
-        count(&self.plugin, &self.program, &argv)
+        count(&self.plugin, &self.program, &argv, &[])
     }
 
     /// The work of `method` alone: its counts less those of `none` with the same args.

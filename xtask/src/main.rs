@@ -27,6 +27,7 @@ mod gpu_kit;
 mod insn;
 mod mca;
 mod peers;
+mod peers_aarch64;
 mod peers_device;
 mod peers_fl;
 mod reliability;
@@ -56,8 +57,9 @@ tasks:
                         (aarch64 instructions per key under qemu), sort-mca (llvm-mca),
                         lowrank-insns (qemu counts), lowrank-mca (llvm-mca), cloud
                         (steps/s, latency, fairness and memory per split device for each
-                        --top, batching, a hostile device), peers (the split step
-                        beside PyTorch eager on the same cores; a venv outside the repo)
+                        --top, batching, a hostile device), peers (split step, FL
+                        simulation and device footprint beside PyTorch and Flower on the
+                        same cores; a venv outside the repo; --aarch64 adds qemu counts)
   gpu-kit               pack the GPU check (bench/gpu/run.sh: tandem-cloud --features
                         vulkan, PyTorch beside it) into .gpu/ and .gl/ for a lent GPU
   fuzz <target|all> [seconds] [-- libfuzzer args]

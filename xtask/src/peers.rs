@@ -1,6 +1,7 @@
 //! `cargo xtask bench peers`: tandem beside PyTorch and Flower on the same work, machine
-//! and cores (issue 15). Built so far: the split step, the federated simulation and the
-//! device footprint ([`crate::peers_device`]); not yet the aarch64 counts. The Python side
+//! and cores (issue 15): the split step, the federated simulation and the
+//! device footprint ([`crate::peers_device`]), and with `--aarch64` the same tandem programs
+//! counted on aarch64 ([`crate::peers_aarch64`]; an 11-minute cross build). The Python side
 //! runs in a virtual environment outside the repository
 //! (`$TANDEM_CACHE/peers-venv`, pinned versions, made on first use from PyPI); its
 //! programs are in `bench/peers/`.
@@ -44,9 +45,11 @@ const WARMUP: usize = 3;
 
 /// Runs the comparison and prints its table and last line.
 pub fn bench(args: &[String]) -> Result<()> {
-    if !args.is_empty() {
-        bail!("usage: cargo xtask bench peers");
-    }
+    let aarch64 = match args {
+        [] => false,
+        [flag] if flag == "--aarch64" => true,
+        _ => bail!("usage: cargo xtask bench peers [--aarch64]"),
+    };
     let python = venv()?;
     let bin = split::build_and_issue("release")?;
     let dir = util::target_dir().join("peers");
@@ -110,6 +113,9 @@ pub fn bench(args: &[String]) -> Result<()> {
     );
     fl.print();
     devices.print();
+    if aarch64 {
+        crate::peers_aarch64::count(&bin, &corpus)?.print(fl.tandem_round_s(), tandem.device);
+    }
     println!(
         "peers_fl_round_speedup: {:.2} device_rss_ratio: {:.3} split_step_ratio: {:.2} (device {device_ratio:.2}, cloud {cloud_ratio:.2})",
         fl.speedup(),
@@ -129,6 +135,40 @@ struct TandemStep {
     cloud: f64,
 }
 
+/// `tandem split`'s arguments for this comparison: `steps` steps on `corpus` against the
+/// cloud at `addr`, no evaluation on the way (also counted on aarch64,
+/// [`crate::peers_aarch64`]).
+pub(crate) fn split_args(addr: &str, corpus: &Path, steps: usize) -> Vec<String> {
+    let mut args: Vec<String> = ["split", "--cloud", addr, "--node", DEMO_NODE, "--data"]
+        .map(String::from)
+        .to_vec();
+    args.push(corpus.display().to_string());
+    args.extend(
+        [
+            "--cut",
+            "2",
+            "--mode",
+            "train-bottom",
+            "--codec",
+            "identity",
+            "--batch-size",
+            "16",
+            "--max-len",
+            "64",
+            "--eval-every",
+            "100000",
+            "--dev-limit",
+            "16",
+            "--test-limit",
+            "16",
+            "--steps",
+        ]
+        .map(String::from),
+    );
+    args.push(steps.to_string());
+    args
+}
+
 /// `tandem split` on `corpus` against a tandem-cloud, both on [`CORES`].
 fn tandem_split(bin: &Path, dir: &Path, corpus: &Path) -> Result<TandemStep> {
     let mut cloud = CloudProcess::start(bin, &[])?;
@@ -140,27 +180,7 @@ fn tandem_split(bin: &Path, dir: &Path, corpus: &Path) -> Result<TandemStep> {
             Command::new("taskset")
                 .args(["-c", CORES])
                 .arg(bin.join("tandem"))
-                .args(["split", "--cloud", &cloud.addr, "--node", DEMO_NODE])
-                .arg("--data")
-                .arg(corpus)
-                .args([
-                    "--cut",
-                    "2",
-                    "--mode",
-                    "train-bottom",
-                    "--codec",
-                    "identity",
-                ])
-                .args(["--batch-size", "16", "--max-len", "64"])
-                .args(["--steps", &(STEPS + WARMUP).to_string()])
-                .args([
-                    "--eval-every",
-                    "100000",
-                    "--dev-limit",
-                    "16",
-                    "--test-limit",
-                    "16",
-                ])
+                .args(split_args(&cloud.addr, corpus, STEPS + WARMUP))
                 .arg("--metrics")
                 .arg(&metrics)
                 .arg("--plot")

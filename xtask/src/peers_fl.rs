@@ -37,6 +37,11 @@ pub struct Comparison {
 }
 
 impl Comparison {
+    /// tandem's median seconds per round.
+    pub fn tandem_round_s(&self) -> f64 {
+        self.tandem.round_s
+    }
+
     /// Flower's seconds per round over tandem's.
     pub fn speedup(&self) -> f64 {
         self.flower.round_s / self.tandem.round_s
@@ -71,6 +76,38 @@ impl Comparison {
     }
 }
 
+/// `tandem-cloud simulate`'s arguments for this comparison, `rounds` rounds on `workers`
+/// workers (also counted on aarch64, [`crate::peers_aarch64`]).
+pub fn simulate_args<'a>(rounds: &'a str, workers: &'a str) -> Vec<&'a str> {
+    vec![
+        "simulate",
+        "--clients",
+        CLIENTS,
+        "--clients-per-round",
+        PER_ROUND,
+        "--rounds",
+        rounds,
+        "--partition",
+        "iid",
+        "--strategy",
+        "fedavg",
+        "--codec",
+        "identity",
+        "--local-epochs",
+        "1",
+        "--batch",
+        "32",
+        "--lr",
+        LR,
+        "--momentum",
+        "0.9",
+        "--workers",
+        workers,
+        "--seed",
+        "1",
+    ]
+}
+
 /// Runs both simulations.
 pub fn compare(python: &Path, bin: &Path, dir: &Path) -> Result<Comparison> {
     eprintln!("peers: tandem-cloud simulate, {ROUNDS} rounds");
@@ -79,39 +116,7 @@ pub fn compare(python: &Path, bin: &Path, dir: &Path) -> Result<Comparison> {
     tandem
         .args(["-c", CORES])
         .arg(bin.join("tandem-cloud"))
-        .args([
-            "simulate",
-            "--clients",
-            CLIENTS,
-            "--clients-per-round",
-            PER_ROUND,
-        ])
-        .args([
-            "--rounds",
-            ROUNDS,
-            "--partition",
-            "iid",
-            "--strategy",
-            "fedavg",
-        ])
-        .args([
-            "--codec",
-            "identity",
-            "--local-epochs",
-            "1",
-            "--batch",
-            "32",
-        ])
-        .args([
-            "--lr",
-            LR,
-            "--momentum",
-            "0.9",
-            "--workers",
-            "2",
-            "--seed",
-            "1",
-        ])
+        .args(simulate_args(ROUNDS, "2"))
         .arg("--metrics")
         .arg(&metrics)
         .arg("--plot")
