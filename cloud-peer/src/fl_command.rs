@@ -3,7 +3,9 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::PathBuf;
+use tandem_cloud::fl::accountant::calibrate_noise;
 use tandem_cloud::fl::byzantine::Byzantine;
+use tandem_cloud::fl::central_dp::DpSettings;
 use tandem_cloud::fl::record::{RoundRecord, identity_update_bytes, plot_png, summary};
 use tandem_cloud::fl::simulate::{Simulation, SimulationConfig};
 use tandem_cloud::fl::strategy::StrategyKind;
@@ -65,6 +67,18 @@ pub struct SimulateArgs {
     /// Hostile clients: F:sign-flip[:X], F:scale:X or F:noise[:S].
     #[arg(long)]
     byzantine: Option<Byzantine>,
+    /// Central differential privacy (DP-FedAvg): Gaussian noise of this multiple of the
+    /// --clip norm on the sum of the clipped updates, an unweighted mean over
+    /// --clients-per-round, and epsilon reported every round. Needs --clip NORM.
+    #[arg(long, value_name = "Z")]
+    dp_noise: Option<f64>,
+    /// Central DP within this epsilon: stop before a round that would spend more. Without
+    /// --dp-noise, the smallest noise that lets all --rounds fit is chosen.
+    #[arg(long, value_name = "EPSILON")]
+    dp_epsilon: Option<f64>,
+    /// The delta epsilon is reported at (with --dp-noise or --dp-epsilon).
+    #[arg(long, default_value_t = 1e-5)]
+    dp_delta: f64,
     /// Seed of the model, partition, sampling and batch orders.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -102,6 +116,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         .partition
         .assign(&data.train.labels, CLASSES, args.clients, args.seed)?;
     let clients: Vec<_> = parts.iter().map(|p| data.train.select(p)).collect();
+    let dp = dp_settings(&args)?;
     let config = SimulationConfig {
         per_round: args.clients_per_round,
         local: LocalConfig {
@@ -117,6 +132,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         byzantine: args.byzantine,
         seed: args.seed,
         workers: args.workers,
+        dp,
     };
     let mut sim = Simulation::new(&task, &clients, &data.test, config)?;
     let identity_update = identity_update_bytes(task.layout());
@@ -133,10 +149,17 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     );
     let mut records: Vec<RoundRecord> = Vec::new();
     for _ in 0..args.rounds {
+        if sim.privacy_exhausted() {
+            println!(
+                "stopping: one more round would spend more than epsilon {} (--dp-epsilon)",
+                args.dp_epsilon.unwrap_or(f64::NAN)
+            );
+            break;
+        }
         let r = sim.run_round()?;
         println!("{}", r.line(args.rounds));
         records.push(r);
-        write_metrics(&args, &records, identity_update)?;
+        write_metrics(&args, dp, &records, identity_update)?;
     }
     if let Some(line) = summary(&records, identity_update) {
         println!("{line}");
@@ -149,7 +172,50 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     Ok(())
 }
 
-fn write_metrics(args: &SimulateArgs, records: &[RoundRecord], identity_update: u64) -> Result<()> {
+/// Central DP's settings from the flags, the noise calibrated to `--dp-epsilon` over
+/// `--rounds` when `--dp-noise` is not given.
+fn dp_settings(args: &SimulateArgs) -> Result<Option<DpSettings>> {
+    let noise_multiplier = match (args.dp_noise, args.dp_epsilon) {
+        (None, None) => return Ok(None),
+        (Some(z), _) => z,
+        (None, Some(target)) => {
+            if !(target > 0.0 && target.is_finite())
+                || !(args.dp_delta > 0.0 && args.dp_delta < 1.0)
+            {
+                bail!(
+                    "--dp-epsilon {target} --dp-delta {}: expected epsilon > 0 and delta in (0, 1)",
+                    args.dp_delta
+                );
+            }
+            let q = args.clients_per_round as f64 / args.clients.max(1) as f64;
+            let z = calibrate_noise(q.min(1.0), args.rounds, args.dp_delta, target).with_context(
+                || {
+                    format!(
+                        "no noise multiplier up to 1000 keeps {} rounds within epsilon {target}",
+                        args.rounds
+                    )
+                },
+            )?;
+            println!(
+                "dp: noise multiplier {z:.3} keeps {} rounds at sampling rate {q:.3} within epsilon {target} (delta {})",
+                args.rounds, args.dp_delta
+            );
+            z
+        }
+    };
+    Ok(Some(DpSettings {
+        noise_multiplier,
+        delta: args.dp_delta,
+        target_epsilon: args.dp_epsilon,
+    }))
+}
+
+fn write_metrics(
+    args: &SimulateArgs,
+    dp: Option<DpSettings>,
+    records: &[RoundRecord],
+    identity_update: u64,
+) -> Result<()> {
     let json = serde_json::json!({
         "task": "fmnist",
         "clients": args.clients,
@@ -162,6 +228,9 @@ fn write_metrics(args: &SimulateArgs, records: &[RoundRecord], identity_update: 
         "lr": args.lr,
         "momentum": args.momentum,
         "seed": args.seed,
+        "dp_noise": dp.map(|d| d.noise_multiplier),
+        "dp_delta": dp.map(|d| d.delta),
+        "clip": args.clip.map(|c| c.to_string()),
         "identity_update_bytes": identity_update,
         "rounds": records,
     });

@@ -96,7 +96,13 @@ mod tests {
         let fresh = faults_of_a_second_large_block();
         assert!(keep_freed_blocks(), "glibc refused the thresholds");
         let kept = faults_of_a_second_large_block();
-        assert!(fresh >= 8, "a fresh 48 MiB mapping took only {fresh} faults");
-        assert!(kept * 8 <= fresh, "{kept} faults with the blocks kept, {fresh} without");
+        assert!(
+            fresh >= 8,
+            "a fresh 48 MiB mapping took only {fresh} faults"
+        );
+        assert!(
+            kept * 8 <= fresh,
+            "{kept} faults with the blocks kept, {fresh} without"
+        );
     }
 }

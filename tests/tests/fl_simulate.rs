@@ -23,6 +23,7 @@ fn config(codec: CodecDesc) -> SimulationConfig {
         byzantine: None,
         seed: 3,
         workers: 2,
+        dp: None,
     }
 }
 
@@ -110,4 +111,58 @@ fn acp_rounds_learn_with_one_factor_up_per_tensor() {
     );
     // The shared factors go down with the model: more than the model alone.
     assert!(records[0].downlink_bytes > 4 * 61_706 * 4);
+}
+
+/// Central DP through the simulation: every round reports the epsilon the accountant
+/// gives for its rounds so far, the run stops before the target, and the noise moves the
+/// model (the same seed without noise ends elsewhere).
+#[test]
+fn dp_rounds_report_the_accountants_epsilon_and_stop_before_the_target() {
+    use tandem_cloud::fl::accountant::RdpAccountant;
+    use tandem_cloud::fl::central_dp::DpSettings;
+    use tandem_cloud::fl::validate::NormBound;
+    let Some((clients, test)) = common::fashion_mnist_clients(8, 7) else {
+        return;
+    };
+    let task = Fmnist::new(ComputeBackend::Flex);
+    let dp = DpSettings {
+        noise_multiplier: 2.0,
+        delta: 1e-5,
+        target_epsilon: Some(3.0),
+    };
+    let clipped = SimulationConfig {
+        bound: Some(NormBound::Clip(1.0)),
+        ..config(CodecDesc::Identity)
+    };
+    let mut sim = Simulation::new(
+        &task,
+        &clients,
+        &test,
+        SimulationConfig {
+            dp: Some(dp),
+            ..clipped.clone()
+        },
+    )
+    .unwrap();
+    let mut records = Vec::new();
+    while !sim.privacy_exhausted() {
+        records.push(sim.run_round().unwrap());
+        assert!(records.len() < 100, "never reached the target");
+    }
+    // 4 of 8 clients a round: q = 0.5.
+    let mut accountant = RdpAccountant::new();
+    for r in &records {
+        accountant.compose(0.5, 2.0, 1);
+        assert_eq!(r.epsilon, Some(accountant.epsilon(1e-5).0));
+    }
+    let spent = records.last().unwrap().epsilon.unwrap();
+    assert!(spent <= 3.0, "{spent}");
+    accountant.compose(0.5, 2.0, 1);
+    assert!(accountant.epsilon(1e-5).0 > 3.0);
+
+    let mut plain = Simulation::new(&task, &clients, &test, clipped).unwrap();
+    for _ in &records {
+        plain.run_round().unwrap();
+    }
+    assert_ne!(plain.global(), sim.global());
 }

@@ -22,6 +22,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("cloud") => return crate::cloud_bench::bench(&args[1..]),
         Some("fl") => return crate::fl::bench(&args[1..]),
         Some("fl-quic") => return crate::fl::quic_bench(&args[1..]),
+        Some("fl-dp") => return crate::fl_dp::bench(&args[1..]),
         Some("peers") => return crate::peers::bench(&args[1..]),
         _ => {}
     }
@@ -36,6 +37,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "cloud",
         "fl",
         "fl-quic",
+        "fl-dp",
         "peers",
     ]);
     let Some(name) = args.first() else {

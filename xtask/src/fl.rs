@@ -348,14 +348,48 @@ pub fn bench(args: &[String]) -> Result<()> {
 }
 
 /// A simulation's final figures.
-struct Run {
-    accuracy: f64,
-    uplink: f64,
-    seconds: f64,
-    peak_rss_mib: f64,
+pub(crate) struct Run {
+    pub accuracy: f64,
+    pub uplink: f64,
+    pub seconds: f64,
+    pub peak_rss_mib: f64,
+    /// Rounds it ran (fewer than asked when a privacy budget stopped it).
+    pub rounds: usize,
+    /// Privacy spent, with central DP.
+    pub epsilon: Option<f64>,
 }
 
 fn simulate(bin: &Path, config: &Config, rounds: u64, metrics: &Path) -> Result<Run> {
+    let mut args: Vec<String> = [
+        "--clients",
+        "100",
+        "--clients-per-round",
+        "10",
+        "--lr",
+        "0.05",
+        "--partition",
+        config.partition,
+        "--strategy",
+        config.strategy,
+        "--codec",
+        config.codec,
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(attack) = config.attack {
+        args.extend(["--byzantine".to_string(), attack.to_string()]);
+    }
+    simulate_with(bin, rounds, &args, metrics)
+}
+
+/// `tandem-cloud simulate` of Fashion-MNIST for `rounds` rounds (1 local epoch, batch 32,
+/// seed 1) with `args` added, under `/usr/bin/time`; its final figures.
+pub(crate) fn simulate_with(
+    bin: &Path,
+    rounds: u64,
+    args: &[String],
+    metrics: &Path,
+) -> Result<Run> {
     let plot = metrics.with_extension("png");
     let output = Command::new("/usr/bin/time")
         .arg("-v")
@@ -364,47 +398,21 @@ fn simulate(bin: &Path, config: &Config, rounds: u64, metrics: &Path) -> Result<
             "simulate",
             "--task",
             "fmnist",
-            "--clients",
-            "100",
-            "--clients-per-round",
-            "10",
-        ])
-        .args([
             "--rounds",
             &rounds.to_string(),
-            "--local-epochs",
-            "1",
-            "--batch",
-            "32",
         ])
-        .args(["--lr", "0.05", "--seed", "1"])
-        .args([
-            "--partition",
-            config.partition,
-            "--strategy",
-            config.strategy,
-            "--codec",
-            config.codec,
-        ])
+        .args(["--local-epochs", "1", "--batch", "32", "--seed", "1"])
+        .args(args)
         .arg("--metrics")
         .arg(metrics)
         .arg("--plot")
         .arg(&plot)
-        .args(
-            config
-                .attack
-                .map(|a| ["--byzantine", a])
-                .into_iter()
-                .flatten(),
-        )
         .output()
         .context("cannot run /usr/bin/time (Debian package `time`) or tandem-cloud")?;
     if !output.status.success() {
         bail!(
-            "simulate {} {} {} failed: {}",
-            config.partition,
-            config.strategy,
-            config.codec,
+            "simulate {} failed: {}",
+            args.join(" "),
             String::from_utf8_lossy(&output.stderr)
         );
     }
@@ -430,6 +438,8 @@ fn simulate(bin: &Path, config: &Config, rounds: u64, metrics: &Path) -> Result<
             .sum(),
         seconds: records.iter().filter_map(|r| r["seconds"].as_f64()).sum(),
         peak_rss_mib: peak_rss_kib / 1024.0,
+        rounds: records.len(),
+        epsilon: last["epsilon"].as_f64(),
     })
 }
 

@@ -22,6 +22,7 @@ mod cloud_bench;
 mod cross;
 mod demo;
 mod fl;
+mod fl_dp;
 mod fuzz;
 mod gpu_kit;
 mod insn;
@@ -53,7 +54,8 @@ tasks:
                         and aarch64/qemu, aarch64 link check, hello demo)
   bench <name>          run a benchmark: sort, transport, lowrank (native, release), split
                         (identity vs sft on loopback, release processes), fl [--rounds N]
-                        (simulated federated runs: strategies x partitions x codecs), sort-insns
+                        (simulated federated runs: strategies x partitions x codecs), fl-dp
+                        [--rounds N] (accuracy at epsilon 1, 4, 8 with central DP), sort-insns
                         (aarch64 instructions per key under qemu), sort-mca (llvm-mca),
                         lowrank-insns (qemu counts), lowrank-mca (llvm-mca), cloud
                         (steps/s, latency, fairness and memory per split device for each

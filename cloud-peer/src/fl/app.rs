@@ -474,6 +474,7 @@ where
             uplink_bytes: uplink,
             downlink_bytes,
             seconds,
+            epsilon: None,
         }));
     }
 }

@@ -1,13 +1,15 @@
 //! Federated learning in the cloud: aggregation [`strategy`] (a round [`apply`]), update
-//! [`validate`]ion,
+//! [`validate`]ion, central differential privacy ([`central_dp`], its [`accountant`]),
 //! hostile clients for experiments ([`byzantine`]), the run's [`state`] on disk, and with
 //! feature `model` the networked `app` (`serve --app fl`) and `simulate`: many clients
 //! in one process through the same code as a networked round.
 
+pub mod accountant;
 #[cfg(feature = "model")]
 pub mod app;
 pub mod apply;
 pub mod byzantine;
+pub mod central_dp;
 #[cfg(feature = "model")]
 pub mod record;
 #[cfg(feature = "model")]

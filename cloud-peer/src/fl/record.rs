@@ -41,6 +41,10 @@ pub struct RoundRecord {
     pub downlink_bytes: u64,
     /// Wall time of the round, evaluation included.
     pub seconds: f64,
+    /// Privacy spent up to and including this round (central DP only), at the run's
+    /// delta.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
 }
 
 impl RoundRecord {
@@ -49,8 +53,11 @@ impl RoundRecord {
         let train = self
             .train_loss
             .map_or(String::new(), |l| format!(", train loss {l:.3}"));
+        let epsilon = self
+            .epsilon
+            .map_or(String::new(), |e| format!(", epsilon {e:.2}"));
         format!(
-            "round {:>4}/{rounds}: test accuracy {:.2}% loss {:.3}{train}, {} aggregated, {} refused, up {:.1} KB, {:.1} s",
+            "round {:>4}/{rounds}: test accuracy {:.2}% loss {:.3}{train}, {} aggregated, {} refused, up {:.1} KB, {:.1} s{epsilon}",
             self.round,
             self.accuracy * 100.0,
             self.loss,

@@ -7,6 +7,7 @@
 
 use super::apply::apply_round;
 use super::byzantine::Byzantine;
+use super::central_dp::{CentralDp, DpSettings};
 use super::record::{RoundRecord, mean_train_loss};
 use super::strategy::{Strategy, StrategyKind};
 use super::validate::{NormBound, Refusal, validate};
@@ -38,6 +39,8 @@ pub struct SimulationConfig {
     pub seed: u64,
     /// Threads training clients side by side.
     pub workers: usize,
+    /// Central differential privacy, if asked for.
+    pub dp: Option<DpSettings>,
 }
 
 /// Why a simulation stopped.
@@ -84,6 +87,8 @@ pub struct Simulation<'a, T: Task> {
     factors: Option<SharedFactors>,
     hostile: Vec<bool>,
     round: u64,
+    /// Central DP and the privacy spent (with `config.dp`).
+    dp: Option<CentralDp>,
 }
 
 /// One client's trained and encoded update.
@@ -138,10 +143,29 @@ impl<'a, T: Task> Simulation<'a, T> {
             ),
             _ => None,
         };
+        let dp = match &config.dp {
+            Some(settings) => {
+                let clip = match config.bound {
+                    Some(NormBound::Clip(c)) => Some(c),
+                    _ => None,
+                };
+                let clip = settings
+                    .check(clip, config.strategy)
+                    .map_err(SimulationError::Config)?;
+                Some(CentralDp::new(
+                    *settings,
+                    clip,
+                    config.per_round,
+                    clients.len(),
+                ))
+            }
+            None => None,
+        };
         Ok(Self {
             task,
             clients,
             test,
+            dp,
             global: task.initial_weights(config.seed),
             strategy: Strategy::new(config.strategy),
             encoders: HashMap::new(),
@@ -155,6 +179,14 @@ impl<'a, T: Task> Simulation<'a, T> {
     /// The current global model.
     pub fn global(&self) -> &[f32] {
         &self.global
+    }
+
+    /// Whether the next round would take the privacy spent past `--dp-epsilon` (the run
+    /// stops before it).
+    pub fn privacy_exhausted(&self) -> bool {
+        self.dp
+            .as_ref()
+            .is_some_and(CentralDp::next_round_exceeds_target)
     }
 
     /// Evaluates the current global model on the test set.
@@ -272,6 +304,7 @@ impl<'a, T: Task> Simulation<'a, T> {
             uplink_bytes: 0,
             downlink_bytes: (model_bytes * sampled.len()) as u64,
             seconds: 0.0,
+            epsilon: None,
         };
         let mut updates = Vec::new();
         let mut train_losses = Vec::new();
@@ -316,6 +349,12 @@ impl<'a, T: Task> Simulation<'a, T> {
             }
         }
         record.train_loss = mean_train_loss(&train_losses);
+        if let Some(dp) = &mut self.dp {
+            let noise_seed = SplitMix64::derive(self.config.seed ^ 0xd1ff_e2e7, round).next_u64();
+            let mean = dp.noised_mean(&updates, self.global.len(), noise_seed);
+            updates = vec![mean];
+            record.epsilon = Some(dp.epsilon());
+        }
         record.aggregated = apply_round(
             &mut self.strategy,
             &mut self.global,

@@ -1,0 +1,79 @@
+//! `cargo xtask bench fl-dp [--rounds N]`: accuracy against privacy for central DP
+//! (DP-FedAvg) on Fashion-MNIST. 1,000 IID clients of 60 images, 100 sampled a round
+//! (q = 0.1), FedAvg, one local epoch of SGD (lr 0.05, momentum 0.9, batch 32), seed 1.
+//! Rows: no DP; clipping alone (the unweighted clipped mean without noise is not a
+//! mode of its own: FedAvg with `--clip`); and epsilon 8, 4 and 1 at delta 1e-5, the
+//! noise multiplier calibrated by `tandem-cloud simulate --dp-epsilon` so that all rounds
+//! fit. Last line: `fl_dp_accuracy: eps1 A eps4 B eps8 C no_dp D`.
+
+use crate::fl::{Run, simulate_with};
+use crate::split::build_and_issue;
+use crate::util;
+use anyhow::{Result, bail};
+
+/// The clipping norm of every clipped row. One local epoch of 60 images (2 SGD steps)
+/// moves LeNet by about this much in the first rounds.
+const CLIP: &str = "0.5";
+const DELTA: &str = "1e-5";
+
+pub fn bench(args: &[String]) -> Result<()> {
+    if args.iter().any(|a| a.starts_with("--") && a != "--rounds") {
+        bail!("usage: cargo xtask bench fl-dp [--rounds N]");
+    }
+    let rounds: u64 = util::number_flag(args, "--rounds", 50)?;
+    let bin = build_and_issue("release")?;
+    let common = [
+        "--clients",
+        "1000",
+        "--clients-per-round",
+        "100",
+        "--partition",
+        "iid",
+        "--strategy",
+        "fedavg",
+        "--lr",
+        "0.05",
+        "--workers",
+        "2",
+    ];
+    let rows: [(&str, &[&str]); 5] = [
+        ("no DP", &[]),
+        ("clipping alone", &["--clip", CLIP]),
+        (
+            "epsilon 8",
+            &["--clip", CLIP, "--dp-epsilon", "8", "--dp-delta", DELTA],
+        ),
+        (
+            "epsilon 4",
+            &["--clip", CLIP, "--dp-epsilon", "4", "--dp-delta", DELTA],
+        ),
+        (
+            "epsilon 1",
+            &["--clip", CLIP, "--dp-epsilon", "1", "--dp-delta", DELTA],
+        ),
+    ];
+    println!(
+        "| central DP, {rounds} rounds, 100 of 1,000 clients, clip {CLIP} | rounds run | epsilon spent (delta {DELTA}) | test accuracy | s/round |\n|---|---|---|---|---|"
+    );
+    let mut accuracy = Vec::new();
+    for (name, extra) in rows {
+        eprintln!("fl-dp: {name}");
+        let args: Vec<String> = common.iter().chain(extra).map(|a| a.to_string()).collect();
+        let metrics =
+            util::target_dir().join(format!("bench-fl-dp-{}.json", name.replace(' ', "-")));
+        let run: Run = simulate_with(&bin, rounds, &args, &metrics)?;
+        println!(
+            "| {name} | {} | {} | {:.2}% | {:.2} |",
+            run.rounds,
+            run.epsilon.map_or("-".to_string(), |e| format!("{e:.2}")),
+            run.accuracy * 100.0,
+            run.seconds / run.rounds.max(1) as f64
+        );
+        accuracy.push(run.accuracy * 100.0);
+    }
+    println!(
+        "fl_dp_accuracy: eps1 {:.2} eps4 {:.2} eps8 {:.2} no_dp {:.2}",
+        accuracy[4], accuracy[3], accuracy[2], accuracy[0]
+    );
+    Ok(())
+}
