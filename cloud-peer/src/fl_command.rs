@@ -179,9 +179,9 @@ fn dp_settings(args: &SimulateArgs) -> Result<Option<DpSettings>> {
         (None, None) => return Ok(None),
         (Some(z), _) => z,
         (None, Some(target)) => {
-            if !(target > 0.0 && target.is_finite())
-                || !(args.dp_delta > 0.0 && args.dp_delta < 1.0)
-            {
+            let valid =
+                target > 0.0 && target.is_finite() && args.dp_delta > 0.0 && args.dp_delta < 1.0;
+            if !valid {
                 bail!(
                     "--dp-epsilon {target} --dp-delta {}: expected epsilon > 0 and delta in (0, 1)",
                     args.dp_delta

@@ -154,6 +154,9 @@ fn dp_rounds_report_the_accountants_epsilon_and_stop_before_the_target() {
     for r in &records {
         accountant.compose(0.5, 2.0, 1);
         assert_eq!(r.epsilon, Some(accountant.epsilon(1e-5).0));
+        // Every valid update counts, though the strategy saw their noised mean alone.
+        assert!(r.aggregated >= 2, "{r:?}");
+        assert_eq!(r.aggregated, r.contributors.len());
     }
     let spent = records.last().unwrap().epsilon.unwrap();
     assert!(spent <= 3.0, "{spent}");
