@@ -357,6 +357,8 @@ pub(crate) struct Run {
     pub rounds: usize,
     /// Privacy spent, with central DP.
     pub epsilon: Option<f64>,
+    /// Share of the aggregated updates that were clipped.
+    pub clipped_share: f64,
 }
 
 fn simulate(bin: &Path, config: &Config, rounds: u64, metrics: &Path) -> Result<Run> {
@@ -367,6 +369,8 @@ fn simulate(bin: &Path, config: &Config, rounds: u64, metrics: &Path) -> Result<
         "10",
         "--lr",
         "0.05",
+        "--batch",
+        "32",
         "--partition",
         config.partition,
         "--strategy",
@@ -382,8 +386,8 @@ fn simulate(bin: &Path, config: &Config, rounds: u64, metrics: &Path) -> Result<
     simulate_with(bin, rounds, &args, metrics)
 }
 
-/// `tandem-cloud simulate` of Fashion-MNIST for `rounds` rounds (1 local epoch, batch 32,
-/// seed 1) with `args` added, under `/usr/bin/time`; its final figures.
+/// `tandem-cloud simulate` of Fashion-MNIST for `rounds` rounds (1 local epoch, seed 1)
+/// with `args` added, under `/usr/bin/time`; its final figures.
 pub(crate) fn simulate_with(
     bin: &Path,
     rounds: u64,
@@ -401,7 +405,7 @@ pub(crate) fn simulate_with(
             "--rounds",
             &rounds.to_string(),
         ])
-        .args(["--local-epochs", "1", "--batch", "32", "--seed", "1"])
+        .args(["--local-epochs", "1", "--seed", "1"])
         .args(args)
         .arg("--metrics")
         .arg(metrics)
@@ -440,6 +444,10 @@ pub(crate) fn simulate_with(
         peak_rss_mib: peak_rss_kib / 1024.0,
         rounds: records.len(),
         epsilon: last["epsilon"].as_f64(),
+        clipped_share: {
+            let sum = |key: &str| -> f64 { records.iter().filter_map(|r| r[key].as_f64()).sum() };
+            sum("clipped") / sum("aggregated").max(1.0)
+        },
     })
 }
 

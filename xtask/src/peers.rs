@@ -1,7 +1,7 @@
 //! `cargo xtask bench peers`: tandem beside PyTorch and Flower on the same work, machine
 //! and cores (issue 15): the split step, the federated simulation and the
 //! device footprint ([`crate::peers_device`]), and with `--aarch64` the same tandem programs
-//! counted on aarch64 ([`crate::peers_aarch64`]; an 11-minute cross build). The Python side
+//! counted on aarch64 ([`crate::peers_aarch64`]; a 10-minute cross build). The Python side
 //! runs in a virtual environment outside the repository
 //! (`$TANDEM_CACHE/peers-venv`, pinned versions, made on first use from PyPI); its
 //! programs are in `bench/peers/`.

@@ -25,7 +25,7 @@ pub struct Aarch64Counts {
 /// Cross-builds `tandem` and `tandem-cloud` (release) and counts both programs; `x86_bin`
 /// holds the host's tandem-cloud that the aarch64 device trains against.
 pub fn count(x86_bin: &Path, corpus: &Path) -> Result<Aarch64Counts> {
-    eprintln!("peers: aarch64 release build (about 11 min cold)");
+    eprintln!("peers: aarch64 release build (about 10 min cold)");
     cross::cargo(
         &[
             "build",
@@ -43,19 +43,45 @@ pub fn count(x86_bin: &Path, corpus: &Path) -> Result<Aarch64Counts> {
     let plugin = insn::build_plugin()?;
     let run = |program: &str, args: &[String]| insn::count(&plugin, &bin.join(program), args, ENV);
 
+    // Their files go beside the x86 runs', not into the working directory or over the
+    // demo device's checkpoint in the cache.
+    let dir = util::target_dir().join("peers");
+    let files = |args: &mut Vec<String>, flags: &[(&str, &str)]| {
+        for (flag, file) in flags {
+            args.extend([flag.to_string(), dir.join(file).display().to_string()]);
+        }
+    };
     eprintln!("peers: aarch64 federated round, counted (2 rounds minus 1)");
     let simulate = |rounds: &str| -> Result<Counts> {
-        let args: Vec<String> = simulate_args(rounds, "1")
+        let mut args: Vec<String> = simulate_args(rounds, "1")
             .into_iter()
             .map(String::from)
             .collect();
+        files(
+            &mut args,
+            &[
+                ("--metrics", "aarch64-fl.json"),
+                ("--plot", "aarch64-fl.png"),
+            ],
+        );
         run("tandem-cloud", &args)
     };
     let fl_round = difference(simulate("2")?, simulate("1")?, 1);
 
     eprintln!("peers: aarch64 split device step, counted (4 steps minus 2, halved)");
     let mut cloud = CloudProcess::start(x86_bin, &[])?;
-    let steps = |n: usize| run("tandem", &split_args(&cloud.addr, corpus, n));
+    let steps = |n: usize| {
+        let mut args = split_args(&cloud.addr, corpus, n);
+        files(
+            &mut args,
+            &[
+                ("--metrics", "aarch64-split.json"),
+                ("--plot", "aarch64-split.png"),
+                ("--checkpoint", "aarch64-split.ckpt"),
+            ],
+        );
+        run("tandem", &args)
+    };
     let counted = steps(4).and_then(|four| Ok((four, steps(2)?)));
     cloud.stop();
     let (four, two) = counted?;
