@@ -5,7 +5,7 @@ use clap::Args;
 use std::path::PathBuf;
 use tandem_cloud::fl::accountant::calibrate_noise;
 use tandem_cloud::fl::byzantine::Byzantine;
-use tandem_cloud::fl::central_dp::DpSettings;
+use tandem_cloud::fl::central_dp::{DpSettings, check_run};
 use tandem_cloud::fl::record::{RoundRecord, identity_update_bytes, plot_png, summary};
 use tandem_cloud::fl::simulate::{Simulation, SimulationConfig};
 use tandem_cloud::fl::strategy::StrategyKind;
@@ -67,18 +67,9 @@ pub struct SimulateArgs {
     /// Hostile clients: F:sign-flip[:X], F:scale:X or F:noise[:S].
     #[arg(long)]
     byzantine: Option<Byzantine>,
-    /// Central differential privacy (DP-FedAvg): Gaussian noise of this multiple of the
-    /// --clip norm on the sum of the clipped updates, an unweighted mean over
-    /// --clients-per-round, and epsilon reported every round. Needs --clip NORM.
-    #[arg(long, value_name = "Z")]
-    dp_noise: Option<f64>,
-    /// Central DP within this epsilon: stop before a round that would spend more. Without
-    /// --dp-noise, the smallest noise that lets all --rounds fit is chosen.
-    #[arg(long, value_name = "EPSILON")]
-    dp_epsilon: Option<f64>,
-    /// The delta epsilon is reported at (with --dp-noise or --dp-epsilon).
-    #[arg(long, default_value_t = 1e-5)]
-    dp_delta: f64,
+    /// Central differential privacy.
+    #[command(flatten)]
+    dp: DpArgs,
     /// Seed of the model, partition, sampling and batch orders.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -116,7 +107,11 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         .partition
         .assign(&data.train.labels, CLASSES, args.clients, args.seed)?;
     let clients: Vec<_> = parts.iter().map(|p| data.train.select(p)).collect();
-    let dp = dp_settings(&args)?;
+    let q = args.clients_per_round as f64 / args.clients.max(1) as f64;
+    let dp = args
+        .dp
+        .settings(q, args.rounds, args.clip, args.strategy)?
+        .map(|(settings, _)| settings);
     let config = SimulationConfig {
         per_round: args.clients_per_round,
         local: LocalConfig {
@@ -152,7 +147,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         if sim.privacy_exhausted() {
             println!(
                 "stopping: one more round would spend more than epsilon {} (--dp-epsilon)",
-                args.dp_epsilon.unwrap_or(f64::NAN)
+                args.dp.dp_epsilon.unwrap_or(f64::NAN)
             );
             break;
         }
@@ -172,42 +167,75 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     Ok(())
 }
 
-/// Central DP's settings from the flags, the noise calibrated to `--dp-epsilon` over
-/// `--rounds` when `--dp-noise` is not given.
-fn dp_settings(args: &SimulateArgs) -> Result<Option<DpSettings>> {
-    let noise_multiplier = match (args.dp_noise, args.dp_epsilon) {
-        (None, None) => return Ok(None),
-        (Some(z), _) => z,
-        (None, Some(target)) => {
-            let valid =
-                target > 0.0 && target.is_finite() && args.dp_delta > 0.0 && args.dp_delta < 1.0;
-            if !valid {
-                bail!(
-                    "--dp-epsilon {target} --dp-delta {}: expected epsilon > 0 and delta in (0, 1)",
-                    args.dp_delta
-                );
-            }
-            let q = args.clients_per_round as f64 / args.clients.max(1) as f64;
-            let z = calibrate_noise(q.min(1.0), args.rounds, args.dp_delta, target).with_context(
-                || {
-                    format!(
-                        "no noise multiplier up to 1000 keeps {} rounds within epsilon {target}",
-                        args.rounds
-                    )
-                },
-            )?;
-            println!(
-                "dp: noise multiplier {z:.3} keeps {} rounds at sampling rate {q:.3} within epsilon {target} (delta {})",
-                args.rounds, args.dp_delta
-            );
-            z
+/// Central differential privacy's flags (`simulate` and `serve --app fl`).
+#[derive(Args)]
+pub struct DpArgs {
+    /// Central differential privacy (DP-FedAvg): Gaussian noise of this multiple of the
+    /// --clip norm on the sum of the clipped updates, an unweighted mean over
+    /// --clients-per-round, and epsilon reported every round. Needs --clip NORM.
+    #[arg(long, value_name = "Z")]
+    dp_noise: Option<f64>,
+    /// Central DP within this epsilon: stop before a round that would spend more. Without
+    /// --dp-noise, the smallest noise that lets all --rounds fit is chosen.
+    #[arg(long, value_name = "EPSILON")]
+    dp_epsilon: Option<f64>,
+    /// The delta epsilon is reported at (with --dp-noise or --dp-epsilon).
+    #[arg(long, default_value_t = 1e-5)]
+    dp_delta: f64,
+}
+
+impl DpArgs {
+    /// The settings, the noise calibrated to `--dp-epsilon` over `rounds` rounds at
+    /// sampling rate `q` when `--dp-noise` is not given; checked against the clipping
+    /// norm and the strategy (returned with the norm).
+    fn settings(
+        &self,
+        q: f64,
+        rounds: u64,
+        clip: Option<NormBound>,
+        strategy: StrategyKind,
+    ) -> Result<Option<(DpSettings, f32)>> {
+        if self.dp_noise.is_none() && self.dp_epsilon.is_none() {
+            return Ok(None);
         }
-    };
-    Ok(Some(DpSettings {
-        noise_multiplier,
-        delta: args.dp_delta,
-        target_epsilon: args.dp_epsilon,
-    }))
+        let clip = match clip {
+            Some(NormBound::Clip(c)) => Some(c),
+            _ => None,
+        };
+        // Before calibrating: a run that cannot take DP is told so first.
+        check_run(clip, strategy).map_err(anyhow::Error::msg)?;
+        let noise_multiplier = match (self.dp_noise, self.dp_epsilon) {
+            (None, None) => return Ok(None),
+            (Some(z), _) => z,
+            (None, Some(target)) => {
+                let valid = target > 0.0
+                    && target.is_finite()
+                    && self.dp_delta > 0.0
+                    && self.dp_delta < 1.0;
+                if !valid {
+                    bail!(
+                        "--dp-epsilon {target} --dp-delta {}: expected epsilon > 0 and delta in (0, 1)",
+                        self.dp_delta
+                    );
+                }
+                let z = calibrate_noise(q.min(1.0), rounds, self.dp_delta, target).with_context(
+                    || format!("no noise multiplier up to 1000 keeps {rounds} rounds within epsilon {target}"),
+                )?;
+                println!(
+                    "dp: noise multiplier {z:.3} keeps {rounds} rounds at sampling rate {q:.3} within epsilon {target} (delta {})",
+                    self.dp_delta
+                );
+                z
+            }
+        };
+        let settings = DpSettings {
+            noise_multiplier,
+            delta: self.dp_delta,
+            target_epsilon: self.dp_epsilon,
+        };
+        let clip = settings.check(clip, strategy).map_err(anyhow::Error::msg)?;
+        Ok(Some((settings, clip)))
+    }
 }
 
 fn write_metrics(
@@ -281,6 +309,10 @@ pub struct FlServeArgs {
     /// Update L2 norm bound: NORM (clip to it) or NORM:refuse.
     #[arg(long)]
     clip: Option<NormBound>,
+    /// Central differential privacy (as for simulate; no amplification by sampling is
+    /// claimed here, and the noise comes from the system's secure generator).
+    #[command(flatten)]
+    dp: DpArgs,
     /// Run state (global model, server optimiser, round) and metrics, committed after
     /// every round; a restarted cloud continues from it.
     #[arg(long, value_name = "DIR", default_value = "fl-state")]
@@ -343,6 +375,9 @@ pub fn fl_app(
         downlink,
         strategy: args.strategy,
         bound: args.clip,
+        dp: args
+            .dp
+            .settings(1.0, args.rounds, args.clip, args.strategy)?,
         seed,
         state_dir: args.state,
     };

@@ -39,6 +39,7 @@ fn settings(state_dir: &std::path::Path, rounds: u64) -> FlSettings {
         downlink: CodecDesc::Int8 { block: 0 },
         strategy: StrategyKind::FedAvg,
         bound: None,
+        dp: None,
         seed: 11,
         state_dir: state_dir.to_path_buf(),
     }

@@ -24,7 +24,7 @@ fn orders() -> impl Iterator<Item = u32> {
 }
 
 /// An accountant: the RDP spent so far at each order.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RdpAccountant {
     rdp: Vec<f64>,
 }

@@ -13,6 +13,7 @@
 //! continues with the next round.
 
 use super::apply::apply_round;
+use super::central_dp::{CentralDp, DpSettings, secure_normals};
 use super::record::{
     RoundRecord, downlink_summary, identity_task_bytes, identity_update_bytes, mean_train_loss,
     plot_png, summary,
@@ -54,6 +55,9 @@ pub struct FlSettings {
     pub strategy: StrategyKind,
     /// Update norm bound.
     pub bound: Option<NormBound>,
+    /// Central differential privacy (needs `bound` in clip mode, checked by the caller
+    /// with [`DpSettings::check`]).
+    pub dp: Option<(DpSettings, f32)>,
     /// Seed of the initial model and the sampling.
     pub seed: u64,
     /// Where state and metrics live.
@@ -74,6 +78,8 @@ pub struct FlApp<T: Task> {
     views: HashMap<NodeName, ModelView>,
     /// Devices that missed a deadline: (rounds missed in a row, the round they sit out to).
     misses: HashMap<NodeName, (u32, u64)>,
+    /// Central DP and the privacy spent, saved beside the state.
+    dp: Option<CentralDp>,
 }
 
 /// The round in flight.
@@ -124,7 +130,26 @@ where
         let mut state = state;
         state.factors = shared_factors(state.factors.take(), &task, &settings);
         let records = load_records(&settings.state_dir, state.round);
+        let dp = match settings.dp {
+            Some((dp_settings, clip)) => {
+                // Participants follow a public seed: no amplification by sampling (q = 1).
+                let per_round = settings.per_round;
+                let mut dp = CentralDp::new(dp_settings, clip, per_round, per_round);
+                let restored = dp.restore(&settings.state_dir)?;
+                if !restored && state.round > 0 {
+                    return Err(StateError::Unaccounted {
+                        path: settings.state_dir.join(super::state::FILE_NAME),
+                        round: state.round,
+                        file: super::central_dp::ACCOUNT_FILE,
+                    });
+                }
+                info!(epsilon = dp.epsilon(), "central DP");
+                Some(dp)
+            }
+            None => None,
+        };
         Ok(Self {
+            dp,
             task,
             test,
             settings,
@@ -156,6 +181,13 @@ where
         self.state.first = self.strategy.first.clone();
         self.state.second = self.strategy.second.clone();
         self.state.steps = self.strategy.steps;
+        // The privacy account first: a state saved without it would under-count.
+        if let Some(dp) = &self.dp
+            && let Err(err) = dp.save(&self.settings.state_dir)
+        {
+            warn!("privacy account not saved, nor the state: {err}");
+            return;
+        }
         if let Err(err) = self.state.save(&self.settings.state_dir) {
             // The round stays in memory; the next commit tries again.
             warn!("state not saved: {err}");
@@ -344,6 +376,17 @@ where
         if self.state.round >= self.settings.rounds {
             return None;
         }
+        if self
+            .dp
+            .as_ref()
+            .is_some_and(CentralDp::next_round_exceeds_target)
+        {
+            info!(
+                round = self.state.round,
+                "one more round would pass --dp-epsilon: no more rounds"
+            );
+            return None;
+        }
         let round = self.state.round + 1;
         let mut started = Started {
             round,
@@ -447,7 +490,22 @@ where
                 }
             }
         }
-        let aggregated = apply_round(
+        // With central DP the strategy sees one update, the noised mean of them all.
+        let mut epsilon = None;
+        if let Some(dp) = &mut self.dp {
+            let Some(normals) = secure_normals(self.state.global.len()) else {
+                warn!(
+                    round,
+                    "the secure generator failed: the round is not aggregated"
+                );
+                self.state.round = round;
+                self.commit(None);
+                return;
+            };
+            valid = vec![dp.noised_mean(&valid, &normals)];
+            epsilon = Some(dp.epsilon());
+        }
+        let applied = apply_round(
             &mut self.strategy,
             &mut self.state.global,
             &mut self.state.factors,
@@ -456,6 +514,10 @@ where
             round,
             self.settings.seed,
         );
+        let aggregated = match epsilon {
+            Some(_) if applied > 0 => contributors.len(),
+            _ => applied,
+        };
         self.state.round = round;
         let eval = self.task.evaluate(&self.state.global, &self.test);
         let (accuracy, loss) = eval.map_or((f64::NAN, f64::NAN), |e| (e.accuracy, e.loss));
@@ -474,7 +536,7 @@ where
             uplink_bytes: uplink,
             downlink_bytes,
             seconds,
-            epsilon: None,
+            epsilon,
         }));
     }
 }
@@ -508,6 +570,7 @@ mod tests {
             downlink: CodecDesc::Identity,
             strategy: StrategyKind::FedAvg,
             bound: None,
+            dp: None,
             seed: 7,
             state_dir,
         };
@@ -645,6 +708,68 @@ mod tests {
             .fold(0.0, f32::max);
         assert!(error < 1e-3, "{error}");
         assert!(second[0].model.len() < update::identity_len(app.task.layout()) / 3);
+    }
+
+    /// Central DP on the network: each committed round is charged (q = 1) and noised, the
+    /// account is saved with the state and restored by a restarted cloud, which stops
+    /// before the target; a run with rounds but no account cannot turn DP on.
+    #[test]
+    fn central_dp_rounds_are_charged_saved_and_stop_before_the_target() {
+        use super::super::accountant::RdpAccountant;
+        let dp = DpSettings {
+            noise_multiplier: 3.0,
+            delta: 1e-5,
+            target_epsilon: Some(2.5),
+        };
+        let mut app = app("dp", 2);
+        let dir = app.settings.state_dir.clone();
+        app.settings.dp = Some((dp, 1.0));
+        app.dp = Some(CentralDp::new(dp, 1.0, 2, 2));
+        let devices = nodes(2);
+        let before = app.state.global.clone();
+        app.round_tasks(1, &devices).unwrap();
+        commit(&mut app, 1, &devices);
+        // Zero updates: what moved the model is the noise.
+        assert_ne!(app.state.global, before);
+        let record = app.records.last().unwrap().clone();
+        assert_eq!(record.aggregated, 2);
+        let mut accountant = RdpAccountant::new();
+        accountant.compose(1.0, 3.0, 1);
+        assert_eq!(record.epsilon, Some(accountant.epsilon(1e-5).0));
+
+        // Restarted on the same directory: the account continues.
+        let settings = FlSettings {
+            dp: Some((dp, 1.0)),
+            ..app.settings.clone()
+        };
+        let mut restarted = FlApp::new(
+            Fmnist::new(ComputeBackend::Flex),
+            Images::default(),
+            settings.clone(),
+        )
+        .unwrap();
+        assert_eq!(restarted.state.round, 1);
+        let mut rounds = 1;
+        while restarted.round_tasks(rounds + 1, &devices).is_some() {
+            rounds += 1;
+            commit(&mut restarted, rounds, &devices);
+            assert!(rounds < 5, "the target never stopped the run");
+        }
+        let spent = restarted.records.last().unwrap().epsilon.unwrap();
+        accountant.compose(1.0, 3.0, rounds - 1);
+        assert_eq!(spent, accountant.epsilon(1e-5).0);
+        assert!(spent <= 2.5);
+        accountant.compose(1.0, 3.0, 1);
+        assert!(accountant.epsilon(1e-5).0 > 2.5);
+
+        // The account lost: refused.
+        std::fs::remove_file(dir.join(super::super::central_dp::ACCOUNT_FILE)).unwrap();
+        let refused = FlApp::new(
+            Fmnist::new(ComputeBackend::Flex),
+            Images::default(),
+            settings,
+        );
+        assert!(matches!(refused, Err(StateError::Unaccounted { .. })));
     }
 
     #[test]

@@ -11,14 +11,17 @@
 //! would any mean (post-processing keeps the guarantee); the robust strategies, which
 //! need the updates one by one, cannot be combined with it.
 //!
-//! The noise comes from the run's seeded generator, so a simulation is reproducible;
-//! a deployment that relies on the guarantee needs noise from a secure generator, and
-//! floating-point Gaussian samples are known to leak through their low bits (Mironov
-//! 2012): this is for measuring the privacy/accuracy trade-off, not yet for production.
+//! A simulation draws the noise from its seeded generator (reproducible runs); a
+//! networked cloud from the system's secure generator, and it claims no amplification
+//! by sampling (its rounds' participants follow a seed the devices could know: `q = 1`).
+//! Floating-point Gaussian samples are known to leak through their low bits (Mironov
+//! 2012), which this does not defend against yet.
 
 use super::accountant::RdpAccountant;
 use super::strategy::{ClientUpdate, StrategyKind};
+use std::path::Path;
 use tandem_runtime::rng::SplitMix64;
+use tandem_runtime::sealed::{self, SealedError};
 
 /// The settings of central DP.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -49,19 +52,25 @@ impl DpSettings {
         {
             return Err(format!("--dp-epsilon {e}: must be positive"));
         }
-        let Some(clip) = clip else {
-            return Err("--dp-noise needs --clip C (clip mode): the noise is scaled to C".into());
-        };
-        if matches!(
-            strategy,
-            StrategyKind::Median | StrategyKind::TrimmedMean { .. } | StrategyKind::Krum { .. }
-        ) {
-            return Err(format!(
-                "--dp-noise works with mean-based strategies (fedavg, fedprox, fedavgm, fedadam, fedyogi, fedadagrad), not {strategy}"
-            ));
-        }
-        Ok(clip)
+        check_run(clip, strategy)
     }
+}
+
+/// Whether a run can take central DP: a clipping norm (`--clip C`, clip mode) to scale the
+/// noise to, and a mean-based strategy; returns the norm.
+pub fn check_run(clip: Option<f32>, strategy: StrategyKind) -> Result<f32, String> {
+    let Some(clip) = clip else {
+        return Err("--dp-noise needs --clip C (clip mode): the noise is scaled to C".into());
+    };
+    if matches!(
+        strategy,
+        StrategyKind::Median | StrategyKind::TrimmedMean { .. } | StrategyKind::Krum { .. }
+    ) {
+        return Err(format!(
+            "--dp-noise works with mean-based strategies (fedavg, fedprox, fedavgm, fedadam, fedyogi, fedadagrad), not {strategy}"
+        ));
+    }
+    Ok(clip)
 }
 
 /// Central DP over a run: the mechanism and its accountant.
@@ -109,13 +118,14 @@ impl CentralDp {
     }
 
     /// The round's noised mean of `updates` (each already clipped to the norm), as the
-    /// strategy's one update; the round is charged to the accountant. `seed` draws the
-    /// noise. A round where nobody reported still releases noise (and is charged).
-    pub fn noised_mean(&mut self, updates: &[ClientUpdate], len: usize, seed: u64) -> ClientUpdate {
-        let mut rng = SplitMix64::new(seed);
+    /// strategy's one update; the round is charged to the accountant. `normals` holds one
+    /// standard normal sample per coordinate ([`seeded_normals`] in a simulation,
+    /// [`secure_normals`] on a network). A round where nobody reported still releases
+    /// noise (and is charged).
+    pub fn noised_mean(&mut self, updates: &[ClientUpdate], normals: &[f64]) -> ClientUpdate {
         let std = self.settings.noise_multiplier * f64::from(self.clip);
         let scale = 1.0 / self.per_round as f64;
-        let mut sum = vec![0.0f64; len];
+        let mut sum = vec![0.0f64; normals.len()];
         for update in updates {
             for (s, &d) in sum.iter_mut().zip(&update.delta) {
                 *s += f64::from(d);
@@ -123,12 +133,63 @@ impl CentralDp {
         }
         let delta = sum
             .into_iter()
-            .map(|s| ((s + std * rng.normal()) * scale) as f32)
+            .zip(normals)
+            .map(|(s, z)| ((s + std * z) * scale) as f32)
             .collect();
         self.accountant
             .compose(self.rate, self.settings.noise_multiplier, 1);
         ClientUpdate { delta, examples: 1 }
     }
+
+    /// Writes the privacy spent into `dir` crash-safely. A networked cloud writes it before
+    /// the run's state: a crash between the two charges the redone round twice, never
+    /// zero times.
+    pub fn save(&self, dir: &Path) -> Result<(), SealedError> {
+        sealed::save(&dir.join(ACCOUNT_FILE), ACCOUNT_MAGIC, &self.accountant)
+    }
+
+    /// Continues with the privacy spent saved in `dir` (see [`CentralDp::save`]);
+    /// `Ok(false)` if there is none.
+    pub fn restore(&mut self, dir: &Path) -> Result<bool, SealedError> {
+        let Some(accountant) = sealed::load(&dir.join(ACCOUNT_FILE), ACCOUNT_MAGIC, 64 << 10)?
+        else {
+            return Ok(false);
+        };
+        self.accountant = accountant;
+        Ok(true)
+    }
+}
+
+/// The privacy account in a networked run's `--state` directory.
+pub const ACCOUNT_FILE: &str = "dp-accountant.bin";
+const ACCOUNT_MAGIC: &[u8; 8] = b"TNDMDPA1";
+
+/// `len` standard normal samples from a seeded generator (reproducible simulations).
+pub fn seeded_normals(seed: u64, len: usize) -> Vec<f64> {
+    let mut rng = SplitMix64::new(seed);
+    (0..len).map(|_| rng.normal()).collect()
+}
+
+/// `len` standard normal samples from the system's secure generator (Box-Muller on
+/// 53-bit uniforms); `None` if the generator fails.
+pub fn secure_normals(len: usize) -> Option<Vec<f64>> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut bytes = vec![0u8; 16 * len.div_ceil(2)];
+    SystemRandom::new().fill(&mut bytes).ok()?;
+    let uniform = |b: &[u8]| {
+        let bits = u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) >> 11;
+        bits as f64 / (1u64 << 53) as f64
+    };
+    let mut out = Vec::with_capacity(len + 1);
+    for pair in bytes.chunks_exact(16) {
+        let u1 = 1.0 - uniform(&pair[..8]); // (0, 1]
+        let u2 = uniform(&pair[8..]);
+        let radius = (-2.0 * u1.ln()).sqrt();
+        let angle = std::f64::consts::TAU * u2;
+        out.extend([radius * angle.cos(), radius * angle.sin()]);
+    }
+    out.truncate(len);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -155,7 +216,7 @@ mod tests {
             delta: vec![0.5; len],
             examples: 600,
         };
-        let noised = dp.noised_mean(&vec![update; 4], len, 7);
+        let noised = dp.noised_mean(&vec![update; 4], &seeded_normals(7, len));
         let n = len as f64;
         let mean = noised.delta.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
         let var = noised
@@ -184,7 +245,7 @@ mod tests {
         let mut rounds = 0;
         while !dp.next_round_exceeds_target() {
             let before = dp.epsilon();
-            dp.noised_mean(&[], 4, rounds);
+            dp.noised_mean(&[], &seeded_normals(rounds, 4));
             assert!(dp.epsilon() > before);
             rounds += 1;
             assert!(rounds < 10_000, "the target was never reached");
@@ -194,6 +255,36 @@ mod tests {
         let mut accountant = RdpAccountant::new();
         accountant.compose(0.1, 0.8, rounds);
         assert_eq!(accountant.epsilon(1e-5).0, dp.epsilon());
+    }
+
+    /// The secure generator's samples are standard normal (sample moments of 200,000).
+    #[test]
+    fn secure_normals_are_standard_normal() {
+        let z = secure_normals(200_001).unwrap();
+        assert_eq!(z.len(), 200_001);
+        let n = z.len() as f64;
+        let mean = z.iter().sum::<f64>() / n;
+        let var = z.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        assert!(
+            mean.abs() < 0.015 && (var - 1.0).abs() < 0.02,
+            "mean {mean} var {var}"
+        );
+    }
+
+    #[test]
+    fn the_account_survives_a_restart() {
+        let dir = std::env::temp_dir().join(format!("tandem-dp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut dp = CentralDp::new(settings(1.0), 1.0, 10, 10);
+        assert!(!dp.restore(&dir).unwrap());
+        dp.noised_mean(&[], &seeded_normals(1, 4));
+        dp.noised_mean(&[], &seeded_normals(2, 4));
+        dp.save(&dir).unwrap();
+        let mut restarted = CentralDp::new(settings(1.0), 1.0, 10, 10);
+        assert!(restarted.restore(&dir).unwrap());
+        assert_eq!(restarted.epsilon(), dp.epsilon());
+        assert!(restarted.epsilon() > 0.0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

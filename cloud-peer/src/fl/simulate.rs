@@ -7,7 +7,7 @@
 
 use super::apply::apply_round;
 use super::byzantine::Byzantine;
-use super::central_dp::{CentralDp, DpSettings};
+use super::central_dp::{CentralDp, DpSettings, seeded_normals};
 use super::record::{RoundRecord, mean_train_loss};
 use super::strategy::{Strategy, StrategyKind};
 use super::validate::{NormBound, Refusal, validate};
@@ -353,7 +353,7 @@ impl<'a, T: Task> Simulation<'a, T> {
         let valid = updates.len();
         if let Some(dp) = &mut self.dp {
             let noise_seed = SplitMix64::derive(self.config.seed ^ 0xd1ff_e2e7, round).next_u64();
-            let mean = dp.noised_mean(&updates, self.global.len(), noise_seed);
+            let mean = dp.noised_mean(&updates, &seeded_normals(noise_seed, self.global.len()));
             updates = vec![mean];
             record.epsilon = Some(dp.epsilon());
         }

@@ -56,6 +56,19 @@ pub enum StateError {
         /// Strategy in the file.
         found: String,
     },
+    /// Central DP asked for on a run whose earlier rounds were not accounted: their
+    /// models went out without noise, or the account was lost.
+    #[error(
+        "{path}: {round} rounds committed without a privacy account ({file}); central DP cannot continue this run: use another --state directory"
+    )]
+    Unaccounted {
+        /// The state file.
+        path: PathBuf,
+        /// Rounds committed.
+        round: u64,
+        /// The account's file name.
+        file: &'static str,
+    },
     /// A state of another task or model.
     #[error(
         "{path}: state of task '{found}' (layout {found_layout:016x}), not of '{expected}' (layout {expected_layout:016x}); use another --state directory"
