@@ -387,6 +387,14 @@ where
             );
             return None;
         }
+        // Every noised model that leaves has its charge on disk: a cloud that cannot save
+        // the account releases nothing more.
+        if let Some(dp) = &self.dp
+            && let Err(err) = dp.save(&self.settings.state_dir)
+        {
+            warn!("privacy account not saved ({err}): no more rounds");
+            return None;
+        }
         let round = self.state.round + 1;
         let mut started = Started {
             round,
@@ -761,6 +769,18 @@ mod tests {
         assert!(spent <= 2.5);
         accountant.compose(1.0, 3.0, 1);
         assert!(accountant.epsilon(1e-5).0 > 2.5);
+
+        // A cloud that cannot save its account sends no more models.
+        let mut unsaved = FlApp::new(
+            Fmnist::new(ComputeBackend::Flex),
+            Images::default(),
+            settings.clone(),
+        )
+        .unwrap();
+        unsaved.settings.rounds = 100;
+        unsaved.dp = Some(CentralDp::new(dp, 1.0, 2, 2));
+        unsaved.settings.state_dir = dir.join(super::super::state::FILE_NAME).join("not-a-dir");
+        assert!(unsaved.round_tasks(rounds + 1, &devices).is_none());
 
         // The account lost: refused.
         std::fs::remove_file(dir.join(super::super::central_dp::ACCOUNT_FILE)).unwrap();
