@@ -195,19 +195,16 @@ impl DpArgs {
         clip: Option<NormBound>,
         strategy: StrategyKind,
     ) -> Result<Option<(DpSettings, f32)>> {
-        if self.dp_noise.is_none() && self.dp_epsilon.is_none() {
-            return Ok(None);
-        }
         let clip = match clip {
             Some(NormBound::Clip(c)) => Some(c),
             _ => None,
         };
-        // Before calibrating: a run that cannot take DP is told so first.
-        check_run(clip, strategy).map_err(anyhow::Error::msg)?;
         let noise_multiplier = match (self.dp_noise, self.dp_epsilon) {
             (None, None) => return Ok(None),
             (Some(z), _) => z,
             (None, Some(target)) => {
+                // Before calibrating: a run that cannot take DP is told so first.
+                check_run(clip, strategy).map_err(anyhow::Error::msg)?;
                 let valid = target > 0.0
                     && target.is_finite()
                     && self.dp_delta > 0.0

@@ -54,7 +54,7 @@ impl SplitMix64 {
     pub fn normal(&mut self) -> f64 {
         let u1 = 1.0 - self.next_f64(); // (0, 1]
         let u2 = self.next_f64();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        box_muller(u1, u2).0
     }
 
     /// A Gamma(`shape`, 1) sample, `shape > 0` (Marsaglia and Tsang 2000; for shape < 1
@@ -90,6 +90,14 @@ impl SplitMix64 {
         }
         p
     }
+}
+
+/// Two independent standard normal samples from two uniforms, `u1` in (0, 1] and `u2` in
+/// [0, 1) (Box-Muller).
+pub fn box_muller(u1: f64, u2: f64) -> (f64, f64) {
+    let radius = (-2.0 * u1.ln()).sqrt();
+    let angle = std::f64::consts::TAU * u2;
+    (radius * angle.cos(), radius * angle.sin())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! `--state DIR` before the next round starts. A cloud restarted on that directory
 //! continues with the next round.
 
-use super::apply::apply_round;
+use super::apply::{RoundNoise, apply_round};
 use super::central_dp::{CentralDp, DpSettings, secure_normals};
 use super::record::{
     RoundRecord, downlink_summary, identity_task_bytes, identity_update_bytes, mean_train_loss,
@@ -498,34 +498,32 @@ where
                 }
             }
         }
-        // With central DP the strategy sees one update, the noised mean of them all.
-        let mut epsilon = None;
-        if let Some(dp) = &mut self.dp {
-            let Some(normals) = secure_normals(self.state.global.len()) else {
-                warn!(
-                    round,
-                    "the secure generator failed: the round is not aggregated"
-                );
-                self.state.round = round;
-                self.commit(None);
-                return;
-            };
-            valid = vec![dp.noised_mean(&valid, &normals)];
-            epsilon = Some(dp.epsilon());
-        }
-        let applied = apply_round(
+        let noise = match self.dp.as_mut() {
+            Some(dp) => {
+                let Some(normals) = secure_normals(self.state.global.len()) else {
+                    warn!(
+                        round,
+                        "the secure generator failed: the round is not aggregated"
+                    );
+                    self.state.round = round;
+                    self.commit(None);
+                    return;
+                };
+                Some(RoundNoise { dp, normals })
+            }
+            None => None,
+        };
+        let aggregated = apply_round(
             &mut self.strategy,
             &mut self.state.global,
             &mut self.state.factors,
             self.task.layout(),
             &valid,
+            noise,
             round,
             self.settings.seed,
         );
-        let aggregated = match epsilon {
-            Some(_) if applied > 0 => contributors.len(),
-            _ => applied,
-        };
+        let epsilon = self.dp.as_ref().map(CentralDp::epsilon);
         self.state.round = round;
         let eval = self.task.evaluate(&self.state.global, &self.test);
         let (accuracy, loss) = eval.map_or((f64::NAN, f64::NAN), |e| (e.accuracy, e.loss));

@@ -20,7 +20,7 @@
 use super::accountant::RdpAccountant;
 use super::strategy::{ClientUpdate, StrategyKind};
 use std::path::Path;
-use tandem_runtime::rng::SplitMix64;
+use tandem_runtime::rng::{SplitMix64, box_muller};
 use tandem_runtime::sealed::{self, SealedError};
 
 /// The settings of central DP.
@@ -182,11 +182,8 @@ pub fn secure_normals(len: usize) -> Option<Vec<f64>> {
     };
     let mut out = Vec::with_capacity(len + 1);
     for pair in bytes.chunks_exact(16) {
-        let u1 = 1.0 - uniform(&pair[..8]); // (0, 1]
-        let u2 = uniform(&pair[8..]);
-        let radius = (-2.0 * u1.ln()).sqrt();
-        let angle = std::f64::consts::TAU * u2;
-        out.extend([radius * angle.cos(), radius * angle.sin()]);
+        let (a, b) = box_muller(1.0 - uniform(&pair[..8]), uniform(&pair[8..]));
+        out.extend([a, b]);
     }
     out.truncate(len);
     Some(out)

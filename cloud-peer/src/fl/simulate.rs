@@ -5,7 +5,7 @@
 //! bytes are counted exactly as they would cross the wire (frame headers and chunk
 //! headers included). Memory grows only with per-client codec state.
 
-use super::apply::apply_round;
+use super::apply::{RoundNoise, apply_round};
 use super::byzantine::Byzantine;
 use super::central_dp::{CentralDp, DpSettings, seeded_normals};
 use super::record::{RoundRecord, mean_train_loss};
@@ -349,27 +349,24 @@ impl<'a, T: Task> Simulation<'a, T> {
             }
         }
         record.train_loss = mean_train_loss(&train_losses);
-        // With central DP the strategy sees one update, the noised mean of them all.
-        let valid = updates.len();
-        if let Some(dp) = &mut self.dp {
-            let noise_seed = SplitMix64::derive(self.config.seed ^ 0xd1ff_e2e7, round).next_u64();
-            let mean = dp.noised_mean(&updates, &seeded_normals(noise_seed, self.global.len()));
-            updates = vec![mean];
-            record.epsilon = Some(dp.epsilon());
-        }
-        let applied = apply_round(
+        let noise = self.dp.as_mut().map(|dp| {
+            let seed = SplitMix64::derive(self.config.seed ^ 0xd1ff_e2e7, round).next_u64();
+            RoundNoise {
+                dp,
+                normals: seeded_normals(seed, self.global.len()),
+            }
+        });
+        record.aggregated = apply_round(
             &mut self.strategy,
             &mut self.global,
             &mut self.factors,
             self.task.layout(),
             &updates,
+            noise,
             round,
             self.config.seed,
         );
-        record.aggregated = match self.dp {
-            Some(_) if applied > 0 => valid,
-            _ => applied,
-        };
+        record.epsilon = self.dp.as_ref().map(CentralDp::epsilon);
         let eval = self.evaluate()?;
         record.accuracy = eval.accuracy;
         record.loss = eval.loss;
