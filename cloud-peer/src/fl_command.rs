@@ -12,15 +12,38 @@ use tandem_cloud::fl::strategy::StrategyKind;
 use tandem_cloud::fl::validate::NormBound;
 use tandem_runtime::data::fashion_mnist::{CLASSES, FashionMnist};
 use tandem_runtime::data::partition::Partition;
+use tandem_runtime::data::rotten_tomatoes::RottenTomatoes;
 use tandem_runtime::fl::fmnist::Fmnist;
+use tandem_runtime::fl::sentiment::{self, Reviews, Sentiment};
 use tandem_runtime::fl::task::{LocalConfig, Task};
 use tandem_runtime::model::ComputeBackend;
+use tandem_runtime::model::minilm::{TextTokenizer, model_dir};
 
 /// The federated tasks.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TaskName {
     /// LeNet-5 on Fashion-MNIST.
     Fmnist,
+    /// MiniLM's LoRA adapters and a head on Rotten Tomatoes, one client per movie.
+    Sentiment,
+}
+
+impl TaskName {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Fmnist => "fmnist",
+            Self::Sentiment => "sentiment",
+        }
+    }
+}
+
+/// The reviews a sentiment run is evaluated on.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalSplit {
+    /// The development movies (for choosing settings).
+    Dev,
+    /// The test movies (the figure to report).
+    Test,
 }
 
 /// `tandem-cloud simulate` flags.
@@ -29,18 +52,20 @@ pub struct SimulateArgs {
     /// The task.
     #[arg(long, value_enum, default_value_t = TaskName::Fmnist)]
     task: TaskName,
-    /// Simulated clients.
-    #[arg(long, default_value_t = 100)]
-    clients: usize,
+    /// Simulated clients [default: 100 for fmnist; every training movie, 508, for
+    /// sentiment, where N takes the first N movies by name].
+    #[arg(long)]
+    clients: Option<usize>,
     /// Clients sampled per round.
     #[arg(long, default_value_t = 10)]
     clients_per_round: usize,
     /// Rounds to run.
     #[arg(long, default_value_t = 100)]
     rounds: u64,
-    /// How the training set is split: iid, shards:K or dirichlet:ALPHA.
-    #[arg(long, default_value = "iid")]
-    partition: Partition,
+    /// How the training set is split: iid, shards:K or dirichlet:ALPHA [default: iid]
+    /// (fmnist; sentiment is split by movie).
+    #[arg(long)]
+    partition: Option<Partition>,
     /// Aggregation: fedavg, fedprox:mu=M, fedavgm, fedadam, fedyogi, fedadagrad, median,
     /// trimmed-mean[:beta=B], krum[:f=F], multi-krum[:f=F,m=M].
     #[arg(long, default_value = "fedavg")]
@@ -79,8 +104,24 @@ pub struct SimulateArgs {
     /// CPU backend.
     #[arg(long, value_enum, default_value_t)]
     backend: ComputeBackend,
-    /// Fashion-MNIST IDX directory [default: /usr/share/datasets/fashion-mnist].
-    #[arg(long, value_name = "DIR")]
+    /// sentiment: LoRA rank of the query and value adapters (1..=16).
+    #[arg(long, default_value_t = 8)]
+    lora_rank: usize,
+    /// sentiment: the reviews the global model is evaluated on.
+    #[arg(long, value_enum, default_value_t = EvalSplit::Test)]
+    eval_split: EvalSplit,
+    /// Rounds between evaluations of the global model (the last round is always
+    /// evaluated).
+    #[arg(long, default_value_t = 1)]
+    eval_every: u64,
+    /// Instead of federated rounds, the centralised baseline at the same examples seen:
+    /// one model trained with the same local settings in one pass over as many examples
+    /// as these --rounds would train on, drawn from all clients' data pooled.
+    #[arg(long)]
+    centralised: bool,
+    /// Data: the Fashion-MNIST IDX directory [default: /usr/share/datasets/fashion-mnist]
+    /// or the Rotten Tomatoes corpus [default: the cache's].
+    #[arg(long, value_name = "PATH")]
     data: Option<PathBuf>,
     /// Metrics JSON, rewritten after every round.
     #[arg(long, value_name = "FILE", default_value = "fl-simulation.json")]
@@ -92,22 +133,70 @@ pub struct SimulateArgs {
 }
 
 pub fn run(args: SimulateArgs) -> Result<()> {
-    let codec = tandem_runtime::fl::update_codec(&args.codec).map_err(anyhow::Error::msg)?;
     if args.workers == 0 || args.workers > 64 {
         bail!("--workers {}: expected 1..=64", args.workers);
     }
     if args.rounds > 100_000 {
         bail!("--rounds {}: at most 100000", args.rounds);
     }
-    let TaskName::Fmnist = args.task;
-    let task = Fmnist::new(args.backend);
-    let data_dir = args.data.clone().unwrap_or_else(FashionMnist::default_dir);
-    let data = FashionMnist::load(&data_dir)?;
-    let parts = args
-        .partition
-        .assign(&data.train.labels, CLASSES, args.clients, args.seed)?;
-    let clients: Vec<_> = parts.iter().map(|p| data.train.select(p)).collect();
-    let q = args.clients_per_round as f64 / args.clients.max(1) as f64;
+    if args.eval_every == 0 {
+        bail!("--eval-every 0: expected 1 or more rounds");
+    }
+    match args.task {
+        TaskName::Fmnist => {
+            let task = Fmnist::new(args.backend);
+            let data_dir = args.data.clone().unwrap_or_else(FashionMnist::default_dir);
+            let data = FashionMnist::load(&data_dir)?;
+            let parts = args.partition.unwrap_or(Partition::Iid).assign(
+                &data.train.labels,
+                CLASSES,
+                args.clients.unwrap_or(100),
+                args.seed,
+            )?;
+            let clients: Vec<_> = parts.iter().map(|p| data.train.select(p)).collect();
+            simulate(&args, &task, &clients, &data.test)
+        }
+        TaskName::Sentiment => {
+            if args.partition.is_some() {
+                bail!("--partition is for fmnist: sentiment's clients are its movies");
+            }
+            let dir = model_dir();
+            let task = Sentiment::load(args.backend, &dir, args.lora_rank)?;
+            let tokenizer = TextTokenizer::load(&dir, sentiment::MAX_TOKENS)?;
+            let path = args
+                .data
+                .clone()
+                .unwrap_or_else(tandem_runtime::data::rotten_tomatoes::default_path);
+            let data = RottenTomatoes::load(&path)?;
+            let mut clients = sentiment::by_movie(&tokenizer, &data.train)?;
+            if let Some(n) = args.clients {
+                if !(1..=clients.len()).contains(&n) {
+                    bail!(
+                        "--clients {n}: the training split has {} movies",
+                        clients.len()
+                    );
+                }
+                clients.truncate(n);
+            }
+            let eval = match args.eval_split {
+                EvalSplit::Dev => &data.dev,
+                EvalSplit::Test => &data.test,
+            };
+            let test = Reviews::tokenize(&tokenizer, eval)?;
+            simulate(&args, &task, &clients, &test)
+        }
+    }
+}
+
+/// The simulation (or its centralised baseline) of `task` over `clients`.
+fn simulate<T: Task>(
+    args: &SimulateArgs,
+    task: &T,
+    clients: &[T::Data],
+    test: &T::Data,
+) -> Result<()> {
+    let codec = tandem_runtime::fl::update_codec(&args.codec).map_err(anyhow::Error::msg)?;
+    let q = args.clients_per_round as f64 / clients.len().max(1) as f64;
     let dp = args
         .dp
         .settings(q, args.rounds, args.clip, args.strategy)?
@@ -128,14 +217,21 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         seed: args.seed,
         workers: args.workers,
         dp,
+        eval_every: args.eval_every,
     };
-    let mut sim = Simulation::new(&task, &clients, &data.test, config)?;
+    let mut sim = Simulation::new(task, clients, test, config)?;
+    if args.centralised {
+        return centralised(args, &sim);
+    }
     let identity_update = identity_update_bytes(task.layout());
+    let partition = match args.task {
+        TaskName::Fmnist => args.partition.unwrap_or(Partition::Iid).to_string(),
+        TaskName::Sentiment => "by movie".to_string(),
+    };
     println!(
-        "simulating {} on {} clients ({}), {} per round, {} rounds, {}, codec {}, {} parameters",
+        "simulating {} on {} clients ({partition}), {} per round, {} rounds, {}, codec {}, {} parameters",
         task.name(),
-        args.clients,
-        args.partition,
+        clients.len(),
         args.clients_per_round,
         args.rounds,
         args.strategy,
@@ -151,10 +247,16 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             );
             break;
         }
-        let r = sim.run_round()?;
+        let mut r = sim.run_round()?;
+        let last = r.round == args.rounds || sim.privacy_exhausted();
+        if last && r.accuracy.is_none() {
+            let eval = sim.evaluate()?;
+            r.accuracy = Some(eval.accuracy);
+            r.loss = Some(eval.loss);
+        }
         println!("{}", r.line(args.rounds));
         records.push(r);
-        write_metrics(&args, dp, &records, identity_update)?;
+        write_metrics(args, clients.len(), dp, &records, identity_update)?;
     }
     if let Some(line) = summary(&records, identity_update) {
         println!("{line}");
@@ -235,17 +337,58 @@ impl DpArgs {
     }
 }
 
+/// `--centralised`: trains and evaluates the baseline, and writes its metrics.
+fn centralised<T: Task>(args: &SimulateArgs, sim: &Simulation<'_, T>) -> Result<()> {
+    println!(
+        "centralised baseline of {} rounds: {} examples in one pass, batch {}, lr {}",
+        args.rounds,
+        sim.examples_to_see(args.rounds),
+        args.batch,
+        args.lr
+    );
+    let run = sim.centralised(args.rounds)?;
+    println!(
+        "centralised: {} examples, {} steps, train loss {:.3}, test accuracy {:.2}% loss {:.3}, {:.1} s",
+        run.examples,
+        run.steps,
+        run.train_loss,
+        run.eval.accuracy * 100.0,
+        run.eval.loss,
+        run.seconds
+    );
+    let json = serde_json::json!({
+        "task": args.task.name(),
+        "centralised": true,
+        "rounds": args.rounds,
+        "examples": run.examples,
+        "steps": run.steps,
+        "batch": args.batch,
+        "lr": args.lr,
+        "momentum": args.momentum,
+        "seed": args.seed,
+        "train_loss": run.train_loss,
+        "accuracy": run.eval.accuracy,
+        "loss": run.eval.loss,
+        "seconds": run.seconds,
+    });
+    let bytes = serde_json::to_vec_pretty(&json).context("metrics JSON")?;
+    tandem_runtime::paths::write_atomic(&args.metrics, &bytes, 0o644)
+        .with_context(|| format!("cannot write {}", args.metrics.display()))
+}
+
 fn write_metrics(
     args: &SimulateArgs,
+    clients: usize,
     dp: Option<DpSettings>,
     records: &[RoundRecord],
     identity_update: u64,
 ) -> Result<()> {
     let json = serde_json::json!({
-        "task": "fmnist",
-        "clients": args.clients,
+        "task": args.task.name(),
+        "clients": clients,
         "clients_per_round": args.clients_per_round,
-        "partition": args.partition.to_string(),
+        "partition": args.partition.map_or("default".into(), |p| p.to_string()),
+        "lora_rank": (args.task == TaskName::Sentiment).then_some(args.lora_rank),
         "strategy": args.strategy.to_string(),
         "codec": args.codec,
         "local_epochs": args.local_epochs,
@@ -356,7 +499,12 @@ pub fn fl_app(
         proximal_mu: args.strategy.proximal_mu(),
     };
     local.check()?;
-    let TaskName::Fmnist = args.task;
+    if args.task != TaskName::Fmnist {
+        bail!(
+            "--task {}: the networked cloud serves fmnist; simulate the others (`tandem-cloud simulate --task {0}`)",
+            args.task.name()
+        );
+    }
     let task = Fmnist::new(backend);
     let dir = args.fl_data.unwrap_or_else(FashionMnist::default_dir);
     let test = tandem_runtime::data::fashion_mnist::load_split(&dir, "t10k")?;

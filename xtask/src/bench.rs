@@ -23,6 +23,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("fl") => return crate::fl::bench(&args[1..]),
         Some("fl-quic") => return crate::fl::quic_bench(&args[1..]),
         Some("fl-dp") => return crate::fl_dp::bench(&args[1..]),
+        Some("fl-sentiment") => return crate::fl_sentiment::bench(&args[1..]),
         Some("peers") => return crate::peers::bench(&args[1..]),
         _ => {}
     }
@@ -38,6 +39,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "fl",
         "fl-quic",
         "fl-dp",
+        "fl-sentiment",
         "peers",
     ]);
     let Some(name) = args.first() else {

@@ -350,6 +350,8 @@ pub fn bench(args: &[String]) -> Result<()> {
 /// A simulation's final figures.
 pub(crate) struct Run {
     pub accuracy: f64,
+    /// Examples trained on (a centralised run's metrics say).
+    pub examples: Option<u64>,
     pub uplink: f64,
     pub seconds: f64,
     pub peak_rss_mib: f64,
@@ -383,13 +385,14 @@ fn simulate(bin: &Path, config: &Config, rounds: u64, metrics: &Path) -> Result<
     if let Some(attack) = config.attack {
         args.extend(["--byzantine".to_string(), attack.to_string()]);
     }
-    simulate_with(bin, rounds, &args, metrics)
+    simulate_with(bin, "fmnist", rounds, &args, metrics)
 }
 
-/// `tandem-cloud simulate` of Fashion-MNIST for `rounds` rounds (1 local epoch, seed 1)
-/// with `args` added, under `/usr/bin/time`; its final figures.
+/// `tandem-cloud simulate` of `task` for `rounds` rounds (1 local epoch, seed 1) with
+/// `args` added, under `/usr/bin/time`; its final figures.
 pub(crate) fn simulate_with(
     bin: &Path,
+    task: &str,
     rounds: u64,
     args: &[String],
     metrics: &Path,
@@ -398,13 +401,7 @@ pub(crate) fn simulate_with(
     let output = Command::new("/usr/bin/time")
         .arg("-v")
         .arg(bin.join("tandem-cloud"))
-        .args([
-            "simulate",
-            "--task",
-            "fmnist",
-            "--rounds",
-            &rounds.to_string(),
-        ])
+        .args(["simulate", "--task", task, "--rounds", &rounds.to_string()])
         .args(["--local-epochs", "1", "--seed", "1"])
         .args(args)
         .arg("--metrics")
@@ -430,12 +427,25 @@ pub(crate) fn simulate_with(
         .and_then(|v| v.parse().ok())
         .unwrap_or(f64::NAN);
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(metrics)?)?;
+    if json["centralised"].as_bool() == Some(true) {
+        return Ok(Run {
+            accuracy: json["accuracy"].as_f64().context("accuracy")?,
+            examples: json["examples"].as_u64(),
+            uplink: 0.0,
+            seconds: json["seconds"].as_f64().unwrap_or(f64::NAN),
+            peak_rss_mib: peak_rss_kib / 1024.0,
+            rounds: 0,
+            epsilon: None,
+            clipped_share: 0.0,
+        });
+    }
     let records = json["rounds"]
         .as_array()
         .context("metrics without rounds")?;
     let last = records.last().context("no rounds")?;
     Ok(Run {
         accuracy: last["accuracy"].as_f64().context("accuracy")?,
+        examples: None,
         uplink: records
             .iter()
             .filter_map(|r| r["uplink_bytes"].as_f64())

@@ -64,7 +64,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         let args: Vec<String> = common.iter().chain(extra).map(|a| a.to_string()).collect();
         let metrics =
             util::target_dir().join(format!("bench-fl-dp-{}.json", name.replace(' ', "-")));
-        let run: Run = simulate_with(&bin, rounds, &args, &metrics)?;
+        let run: Run = simulate_with(&bin, "fmnist", rounds, &args, &metrics)?;
         println!(
             "| {name} | {} | {} | {:.0}% | {:.2}% | {:.2} |",
             run.rounds,

@@ -23,6 +23,7 @@ mod cross;
 mod demo;
 mod fl;
 mod fl_dp;
+mod fl_sentiment;
 mod fuzz;
 mod gpu_kit;
 mod insn;
@@ -55,7 +56,9 @@ tasks:
   bench <name>          run a benchmark: sort, transport, lowrank (native, release), split
                         (identity vs sft on loopback, release processes), fl [--rounds N]
                         (simulated federated runs: strategies x partitions x codecs), fl-dp
-                        [--rounds N] (accuracy at epsilon 1, 4, 8 with central DP), sort-insns
+                        [--rounds N] (accuracy at epsilon 1, 4, 8 with central DP),
+                        fl-sentiment [--rounds N] (MiniLM LoRA across movies against
+                        centralised at the same examples), sort-insns
                         (aarch64 instructions per key under qemu), sort-mca (llvm-mca),
                         lowrank-insns (qemu counts), lowrank-mca (llvm-mca), cloud
                         (steps/s, latency, fairness and memory per split device for each

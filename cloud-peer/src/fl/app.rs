@@ -526,7 +526,10 @@ where
         let epsilon = self.dp.as_ref().map(CentralDp::epsilon);
         self.state.round = round;
         let eval = self.task.evaluate(&self.state.global, &self.test);
-        let (accuracy, loss) = eval.map_or((f64::NAN, f64::NAN), |e| (e.accuracy, e.loss));
+        let eval = eval
+            .inspect_err(|err| tracing::warn!(round, "evaluation failed: {err}"))
+            .ok();
+        let (accuracy, loss) = (eval.map(|e| e.accuracy), eval.map(|e| e.loss));
         let train_loss = mean_train_loss(&train_losses);
         self.commit(Some(RoundRecord {
             round,

@@ -13,10 +13,11 @@ use tandem_runtime::wire::{
 pub struct RoundRecord {
     /// Round number, from 1.
     pub round: u64,
-    /// Test accuracy of the new global model.
-    pub accuracy: f64,
-    /// Test loss of the new global model.
-    pub loss: f64,
+    /// Test accuracy of the new global model; `None` for a round not evaluated
+    /// (`--eval-every`, or an evaluation that failed).
+    pub accuracy: Option<f64>,
+    /// Test loss of the new global model, when evaluated.
+    pub loss: Option<f64>,
     /// Mean training loss the valid updates reported ([`mean_train_loss`]).
     pub train_loss: Option<f64>,
     /// Clients sampled.
@@ -56,11 +57,13 @@ impl RoundRecord {
         let epsilon = self
             .epsilon
             .map_or(String::new(), |e| format!(", epsilon {e:.2}"));
+        let test = match (self.accuracy, self.loss) {
+            (Some(a), Some(l)) => format!("test accuracy {:.2}% loss {l:.3}", a * 100.0),
+            _ => "not evaluated".to_string(),
+        };
         format!(
-            "round {:>4}/{rounds}: test accuracy {:.2}% loss {:.3}{train}, {} aggregated, {} refused, up {:.1} KB, {:.1} s{epsilon}",
+            "round {:>4}/{rounds}: {test}{train}, {} aggregated, {} refused, up {:.1} KB, {:.1} s{epsilon}",
             self.round,
-            self.accuracy * 100.0,
-            self.loss,
             self.aggregated,
             self.refused,
             self.uplink_bytes as f64 / 1e3,
@@ -132,6 +135,14 @@ pub fn downlink_summary(records: &[RoundRecord], identity_task: u64) -> Option<S
     ))
 }
 
+/// The last evaluated accuracy of a run, with its round.
+pub fn last_accuracy(records: &[RoundRecord]) -> Option<(u64, f64)> {
+    records
+        .iter()
+        .rev()
+        .find_map(|r| r.accuracy.map(|a| (r.round, a)))
+}
+
 /// A run's last line: accuracy, rounds, and the uplink against identity updates of the
 /// same count (every update received, used or refused); `None` before any round.
 pub fn summary(records: &[RoundRecord], identity_update: u64) -> Option<String> {
@@ -142,10 +153,14 @@ pub fn summary(records: &[RoundRecord], identity_update: u64) -> Option<String> 
         .map(|r| (r.sampled - r.dropped.min(r.sampled)) as u64)
         .sum();
     let identity = identity_update * updates;
+    let accuracy = match last_accuracy(records) {
+        Some((round, a)) if round == last.round => format!("test accuracy {:.2}%", a * 100.0),
+        Some((round, a)) => format!("test accuracy {:.2}% (round {round})", a * 100.0),
+        None => "not evaluated".to_string(),
+    };
     Some(format!(
-        "fl: {} rounds done, test accuracy {:.2}%; uplink {:.2} MB, {:.1}x less than identity f32 updates ({:.2} MB)",
+        "fl: {} rounds done, {accuracy}; uplink {:.2} MB, {:.1}x less than identity f32 updates ({:.2} MB)",
         last.round,
-        last.accuracy * 100.0,
         uplink as f64 / 1e6,
         identity as f64 / uplink.max(1) as f64,
         identity as f64 / 1e6
@@ -156,14 +171,14 @@ pub fn summary(records: &[RoundRecord], identity_update: u64) -> Option<String> 
 pub fn plot_png(records: &[RoundRecord]) -> Vec<u8> {
     let by_round: Vec<(f64, f64)> = records
         .iter()
-        .map(|r| (r.round as f64, r.accuracy * 100.0))
+        .filter_map(|r| Some((r.round as f64, r.accuracy? * 100.0)))
         .collect();
     let mut uplink = 0u64;
     let by_bytes: Vec<(f64, f64)> = records
         .iter()
-        .map(|r| {
+        .filter_map(|r| {
             uplink += r.uplink_bytes;
-            (uplink as f64 / 1e6, r.accuracy * 100.0)
+            Some((uplink as f64 / 1e6, r.accuracy? * 100.0))
         })
         .collect();
     plot::png(&[

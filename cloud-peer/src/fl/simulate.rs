@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::time::Instant;
 use tandem_runtime::fl::acp::SharedFactors;
-use tandem_runtime::fl::task::{Evaluation, LocalConfig, Task, TaskError};
+use tandem_runtime::fl::task::{Evaluation, LocalConfig, Task, TaskError, pooled_order};
 use tandem_runtime::fl::update::{UpdateEncoder, UpdateError, identity_len};
 use tandem_runtime::rng::SplitMix64;
 use tandem_runtime::wire::{self, CodecDesc, ModelPayload, NodeName, RoundTask, Update, WireError};
@@ -41,6 +41,8 @@ pub struct SimulationConfig {
     pub workers: usize,
     /// Central differential privacy, if asked for.
     pub dp: Option<DpSettings>,
+    /// Rounds between evaluations of the global model (1: every round).
+    pub eval_every: u64,
 }
 
 /// Why a simulation stopped.
@@ -91,6 +93,21 @@ pub struct Simulation<'a, T: Task> {
     dp: Option<CentralDp>,
 }
 
+/// A centralised baseline's figures.
+#[derive(Clone, Copy, Debug)]
+pub struct Centralised {
+    /// Examples trained on.
+    pub examples: u64,
+    /// Optimiser steps.
+    pub steps: u64,
+    /// Mean training loss over the steps.
+    pub train_loss: f32,
+    /// The trained model on the test set.
+    pub eval: Evaluation,
+    /// Wall time, evaluation included.
+    pub seconds: f64,
+}
+
 /// One client's trained and encoded update.
 struct Trained {
     client: usize,
@@ -126,8 +143,10 @@ impl<'a, T: Task> Simulation<'a, T> {
             .local
             .check()
             .map_err(|e| SimulationError::Config(e.to_string()))?;
-        if config.workers == 0 {
-            return Err(SimulationError::Config("at least one worker".into()));
+        if config.workers == 0 || config.eval_every == 0 {
+            return Err(SimulationError::Config(
+                "at least one worker, and an evaluation every 1 or more rounds".into(),
+            ));
         }
         // Checks the codec against the model once, before any training.
         UpdateEncoder::new(task.layout().clone(), config.codec)
@@ -249,7 +268,57 @@ impl<'a, T: Task> Simulation<'a, T> {
         })
     }
 
-    /// Runs the next round: sample, train, encode, validate, aggregate, evaluate.
+    /// Examples the clients sampled in rounds `1..=rounds` hold, times the local epochs:
+    /// what a federated run of `rounds` rounds trains on (clients that drop out aside),
+    /// known before any training because the sampling follows the seed.
+    pub fn examples_to_see(&self, rounds: u64) -> u64 {
+        let epochs = u64::from(self.config.local.epochs);
+        (1..=rounds)
+            .flat_map(|round| self.sample(round))
+            .map(|client| self.task.examples(&self.clients[client]) * epochs)
+            .sum()
+    }
+
+    /// The centralised baseline of a federated run of `rounds` rounds: one model, from
+    /// the run's initial weights (whatever rounds have run), trained with the same local settings in one pass over
+    /// as many examples as the run would see ([`Simulation::examples_to_see`]), drawn
+    /// from all clients' data pooled (a shuffle from the seed, repeated if it must be),
+    /// then evaluated on the test set.
+    pub fn centralised(&self, rounds: u64) -> Result<Centralised, SimulationError> {
+        let started = Instant::now();
+        let sizes: Vec<usize> = self
+            .clients
+            .iter()
+            .map(|c| self.task.examples(c) as usize)
+            .collect();
+        let examples = self.examples_to_see(rounds);
+        let order = pooled_order(&sizes, examples, self.config.seed ^ 0xce47_4a11);
+        let pooled = self.task.pool(self.clients, &order);
+        let local = LocalConfig {
+            epochs: 1,
+            proximal_mu: 0.0,
+            ..self.config.local
+        };
+        let initial = self.task.initial_weights(self.config.seed);
+        let trained = self
+            .task
+            .train(&initial, &pooled, &local, self.config.seed)
+            .map_err(|error| SimulationError::Task { client: 0, error })?;
+        let eval = self
+            .task
+            .evaluate(&trained.weights, self.test)
+            .map_err(SimulationError::Evaluation)?;
+        Ok(Centralised {
+            examples,
+            steps: trained.steps,
+            train_loss: trained.loss,
+            eval,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Runs the next round: sample, train, encode, validate, aggregate, evaluate (every
+    /// `eval_every` rounds).
     pub fn run_round(&mut self) -> Result<RoundRecord, SimulationError> {
         let started = Instant::now();
         self.round += 1;
@@ -292,8 +361,8 @@ impl<'a, T: Task> Simulation<'a, T> {
         let model_bytes = wire::wire_bytes(&task, payload_len)?;
         let mut record = RoundRecord {
             round,
-            accuracy: 0.0,
-            loss: 0.0,
+            accuracy: None,
+            loss: None,
             train_loss: None,
             sampled: sampled.len(),
             aggregated: 0,
@@ -367,9 +436,11 @@ impl<'a, T: Task> Simulation<'a, T> {
             self.config.seed,
         );
         record.epsilon = self.dp.as_ref().map(CentralDp::epsilon);
-        let eval = self.evaluate()?;
-        record.accuracy = eval.accuracy;
-        record.loss = eval.loss;
+        if round.is_multiple_of(self.config.eval_every) {
+            let eval = self.evaluate()?;
+            record.accuracy = Some(eval.accuracy);
+            record.loss = Some(eval.loss);
+        }
         record.seconds = started.elapsed().as_secs_f64();
         Ok(record)
     }

@@ -6,7 +6,7 @@
 //! (a decoupled proximal step: the same fixed point, without momentum on the term).
 
 use super::Layout;
-use super::task::{Evaluation, LocalConfig, LocalResult, Task, TaskError};
+use super::task::{Evaluation, LocalConfig, LocalResult, Task, TaskError, score_logits};
 use crate::data::fashion_mnist::{CLASSES, Images, PIXELS, SIDE};
 use crate::model::ComputeBackend;
 use crate::model::lenet::{LeNet, LeNetConfig};
@@ -154,29 +154,31 @@ impl Task for Fmnist {
                 .into_data()
                 .try_to_vec()
                 .map_err(|e| TaskError::Config(format!("logits: {e:?}")))?;
-            for (row, &i) in logits.chunks_exact(CLASSES).zip(indices) {
-                let label = usize::from(data.labels[i]);
-                let (best, max) =
-                    row.iter()
-                        .enumerate()
-                        .fold(
-                            (0, f32::NEG_INFINITY),
-                            |b, (c, &v)| if v > b.1 { (c, v) } else { b },
-                        );
-                correct += u64::from(best == label);
-                let log_sum: f64 = row
-                    .iter()
-                    .map(|&v| f64::from(v - max).exp())
-                    .sum::<f64>()
-                    .ln();
-                loss_sum += log_sum - f64::from(row[label] - max);
-            }
+            let labels: Vec<usize> = indices
+                .iter()
+                .map(|&i| usize::from(data.labels[i]))
+                .collect();
+            let (c, l) = score_logits(&logits, CLASSES, &labels);
+            correct += c;
+            loss_sum += l;
         }
         Ok(Evaluation {
             accuracy: correct as f64 / data.len() as f64,
             loss: loss_sum / data.len() as f64,
             examples: data.len() as u64,
         })
+    }
+
+    fn pool(&self, parts: &[Images], order: &[(usize, usize)]) -> Images {
+        let mut out = Images {
+            pixels: Vec::with_capacity(order.len() * PIXELS),
+            labels: Vec::with_capacity(order.len()),
+        };
+        for &(part, i) in order {
+            out.pixels.extend_from_slice(parts[part].image(i));
+            out.labels.push(parts[part].labels[i]);
+        }
+        out
     }
 }
 

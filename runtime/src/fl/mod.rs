@@ -4,21 +4,26 @@
 //! - [`update`]: a flat vector on the wire, each tensor through the round's codec, with
 //!   per-tensor codec state (error feedback, warm-started PowerSGD) kept across rounds.
 //! - [`task`]: what a federated task provides (a model, local training, evaluation), and
-//!   `fmnist` (feature `model`), LeNet-5 on Fashion-MNIST.
+//!   `fmnist` (feature `model`), LeNet-5 on Fashion-MNIST, and `sentiment`, MiniLM's LoRA
+//!   adapters on Rotten Tomatoes reviews partitioned by movie.
 //! - [`downlink`]: the global model to a device, whole or as a delta from the model it
 //!   holds, both sides tracking what the device decoded.
 //! - [`acp`]: the factors ACP rounds share (`acp:r=R`: one low-rank factor up per tensor).
 //! - [`client`]: a device's side of a round, from the task and model to the update.
+//! - [`secagg`]: secure aggregation (pairwise masks, secret-shared seeds, drop-outs).
 
 pub mod acp;
 pub mod client;
 pub mod downlink;
 mod layout;
+pub mod secagg;
 pub mod task;
 pub mod update;
 
 #[cfg(feature = "model")]
 pub mod fmnist;
+#[cfg(feature = "model")]
+pub mod sentiment;
 
 pub use layout::{Layout, TensorSpec};
 

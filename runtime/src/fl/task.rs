@@ -4,6 +4,7 @@
 //! plugs in beside [`super::fmnist`] without touching them.
 
 use super::Layout;
+use crate::rng::SplitMix64;
 use crate::wire::RoundConfig;
 
 /// Local training settings of one round (sent by the cloud in the round's task).
@@ -144,4 +145,52 @@ pub trait Task: Send + Sync {
 
     /// Evaluates `weights` on `data`.
     fn evaluate(&self, weights: &[f32], data: &Self::Data) -> Result<Evaluation, TaskError>;
+
+    /// The examples of `parts` at `order` (from [`pooled_order`]), as one data set: what
+    /// a centralised baseline trains on.
+    fn pool(&self, parts: &[Self::Data], order: &[(usize, usize)]) -> Self::Data;
+}
+
+/// The examples a centralised baseline trains on: `count` (part, index) pairs drawn from
+/// parts of `sizes` examples pooled, in a shuffle from `seed`, reshuffled for each pass
+/// when `count` is more than they hold. Empty when the parts are.
+pub fn pooled_order(sizes: &[usize], count: u64, seed: u64) -> Vec<(usize, usize)> {
+    let all: Vec<(usize, usize)> = sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(part, &n)| (0..n).map(move |i| (part, i)))
+        .collect();
+    if all.is_empty() {
+        return Vec::new();
+    }
+    let mut rng = SplitMix64::new(seed);
+    let mut order = Vec::with_capacity(count.min(1 << 24) as usize);
+    while (order.len() as u64) < count {
+        let mut pass = all.clone();
+        rng.shuffle(&mut pass);
+        let left = (count - order.len() as u64).min(pass.len() as u64) as usize;
+        order.extend_from_slice(&pass[..left]);
+    }
+    order
+}
+
+/// Correct answers and the summed cross-entropy of `logits` (`labels.len()` rows of
+/// `classes`) against `labels`: what evaluations add up.
+pub fn score_logits(logits: &[f32], classes: usize, labels: &[usize]) -> (u64, f64) {
+    let (mut correct, mut loss_sum) = (0u64, 0.0f64);
+    for (row, &label) in logits.chunks_exact(classes).zip(labels) {
+        let (best, max) =
+            row.iter().enumerate().fold(
+                (0, f32::NEG_INFINITY),
+                |b, (c, &v)| if v > b.1 { (c, v) } else { b },
+            );
+        correct += u64::from(best == label);
+        let log_sum: f64 = row
+            .iter()
+            .map(|&v| f64::from(v - max).exp())
+            .sum::<f64>()
+            .ln();
+        loss_sum += log_sum - f64::from(row[label] - max);
+    }
+    (correct, loss_sum)
 }

@@ -17,6 +17,20 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The rows of token ids, right-padded with 0 to the longest.
+    pub fn padded<R: AsRef<[u32]>>(rows: &[R]) -> Self {
+        let seq = rows.iter().map(|r| r.as_ref().len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(rows.len() * seq);
+        let mut seq_lens = Vec::with_capacity(rows.len());
+        for row in rows {
+            let row = row.as_ref();
+            seq_lens.push(row.len());
+            ids.extend(row.iter().map(|&id| i64::from(id)));
+            ids.resize(ids.len() + seq - row.len(), 0);
+        }
+        Self { ids, seq_lens, seq }
+    }
+
     /// Sequences in the batch.
     pub fn len(&self) -> usize {
         self.seq_lens.len()
@@ -60,25 +74,22 @@ impl TextTokenizer {
 
     /// Tokenizes `texts` (with `[CLS]` and `[SEP]`) and pads them to the longest.
     pub fn batch<S: AsRef<str>>(&self, texts: &[S]) -> Result<Batch, ModelError> {
-        let mut rows = Vec::with_capacity(texts.len());
-        for text in texts {
-            let encoding =
-                self.inner
-                    .encode(text.as_ref(), true)
-                    .map_err(|e| ModelError::Unreadable {
-                        path: "tokenizer.json".into(),
-                        reason: e.to_string(),
-                    })?;
-            rows.push(encoding.get_ids().to_vec());
-        }
-        let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(rows.len() * seq);
-        let mut seq_lens = Vec::with_capacity(rows.len());
-        for row in rows {
-            seq_lens.push(row.len());
-            ids.extend(row.iter().map(|&id| i64::from(id)));
-            ids.resize(ids.len() + seq - row.len(), 0);
-        }
-        Ok(Batch { ids, seq_lens, seq })
+        let rows = texts
+            .iter()
+            .map(|text| self.ids(text.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Batch::padded(&rows))
+    }
+
+    /// The token ids of `text`, with `[CLS]` and `[SEP]`, cut at the tokenizer's length.
+    pub fn ids(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        let encoding = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| ModelError::Unreadable {
+                path: "tokenizer.json".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(encoding.get_ids().to_vec())
     }
 }
