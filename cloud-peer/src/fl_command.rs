@@ -52,7 +52,7 @@ pub struct SimulateArgs {
     /// The task.
     #[arg(long, value_enum, default_value_t = TaskName::Fmnist)]
     task: TaskName,
-    /// Simulated clients [default: 100 for fmnist; every training movie, 508, for
+    /// Simulated clients [default: 100 for fmnist; every training movie, 409, for
     /// sentiment, where N takes the first N movies by name].
     #[arg(long)]
     clients: Option<usize>,
@@ -104,12 +104,12 @@ pub struct SimulateArgs {
     /// CPU backend.
     #[arg(long, value_enum, default_value_t)]
     backend: ComputeBackend,
-    /// sentiment: LoRA rank of the query and value adapters (1..=16).
-    #[arg(long, default_value_t = 8)]
-    lora_rank: usize,
-    /// sentiment: the reviews the global model is evaluated on.
-    #[arg(long, value_enum, default_value_t = EvalSplit::Test)]
-    eval_split: EvalSplit,
+    /// sentiment: LoRA rank of the query and value adapters, 1..=16 [default: 8].
+    #[arg(long)]
+    lora_rank: Option<usize>,
+    /// sentiment: the reviews the global model is evaluated on [default: test].
+    #[arg(long, value_enum)]
+    eval_split: Option<EvalSplit>,
     /// Rounds between evaluations of the global model (the last round is always
     /// evaluated).
     #[arg(long, default_value_t = 1)]
@@ -144,6 +144,9 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     }
     match args.task {
         TaskName::Fmnist => {
+            if args.lora_rank.is_some() || args.eval_split.is_some() {
+                bail!("--lora-rank and --eval-split are for --task sentiment");
+            }
             let task = Fmnist::new(args.backend);
             let data_dir = args.data.clone().unwrap_or_else(FashionMnist::default_dir);
             let data = FashionMnist::load(&data_dir)?;
@@ -161,7 +164,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
                 bail!("--partition is for fmnist: sentiment's clients are its movies");
             }
             let dir = model_dir();
-            let task = Sentiment::load(args.backend, &dir, args.lora_rank)?;
+            let task = Sentiment::load(args.backend, &dir, args.lora_rank.unwrap_or(8))?;
             let tokenizer = TextTokenizer::load(&dir, sentiment::MAX_TOKENS)?;
             let path = args
                 .data
@@ -178,7 +181,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
                 }
                 clients.truncate(n);
             }
-            let eval = match args.eval_split {
+            let eval = match args.eval_split.unwrap_or(EvalSplit::Test) {
                 EvalSplit::Dev => &data.dev,
                 EvalSplit::Test => &data.test,
             };
@@ -388,7 +391,7 @@ fn write_metrics(
         "clients": clients,
         "clients_per_round": args.clients_per_round,
         "partition": args.partition.map_or("default".into(), |p| p.to_string()),
-        "lora_rank": (args.task == TaskName::Sentiment).then_some(args.lora_rank),
+        "lora_rank": (args.task == TaskName::Sentiment).then(|| args.lora_rank.unwrap_or(8)),
         "strategy": args.strategy.to_string(),
         "codec": args.codec,
         "local_epochs": args.local_epochs,

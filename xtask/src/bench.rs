@@ -4,11 +4,18 @@
 use crate::util;
 use anyhow::{Result, bail};
 
-/// The native benchmarks, as (name, package, bench target).
-const BENCHES: &[(&str, &str, &str)] = &[
-    ("sort", "tandem-kernels", "sort"),
-    ("transport", "tandem-tests", "transport"),
-    ("lowrank", "tandem-kernels", "lowrank"),
+/// The native benchmarks, as (name, package, bench target, extra cargo flags).
+const BENCHES: &[(&str, &str, &str, &[&str])] = &[
+    ("sort", "tandem-kernels", "sort", &[]),
+    ("transport", "tandem-tests", "transport", &[]),
+    ("lowrank", "tandem-kernels", "lowrank", &[]),
+    // Without burn: the protocol needs none of it, and the bench profile would build it.
+    (
+        "secagg",
+        "tandem-tests",
+        "secagg",
+        &["--no-default-features"],
+    ),
 ];
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -48,11 +55,15 @@ pub fn run(args: &[String]) -> Result<()> {
             names.join(", ")
         );
     };
-    let Some(&(_, package, target)) = BENCHES.iter().find(|b| b.0 == name) else {
+    let Some(&(_, package, target, extra)) = BENCHES.iter().find(|b| b.0 == name) else {
         bail!(
             "unknown benchmark '{name}'; benchmarks: {}",
             names.join(", ")
         );
     };
-    util::run(util::cargo().args(["bench", "--quiet", "-p", package, "--bench", target]))
+    util::run(
+        util::cargo()
+            .args(["bench", "--quiet", "-p", package, "--bench", target])
+            .args(extra),
+    )
 }

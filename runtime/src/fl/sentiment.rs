@@ -3,6 +3,12 @@
 //! of its last hidden states, on Rotten Tomatoes (fresh or rotten). Each client holds the
 //! reviews of one movie, the corpus's natural non-IID partition ([`by_movie`]).
 //!
+//! Local training adjusts the logits by the training data's own label shares (Menon et
+//! al. 2021's logit adjustment; FedLC's remedy for label skew across clients): the loss is
+//! the cross-entropy of `logits + log(prior)`, so the head learns the class-balanced
+//! score, and a movie whose reviews are mostly fresh no longer drags every model's bias
+//! towards "fresh". Evaluation predicts from the balanced logits.
+//!
 //! Only the adapters and the head are the task's [`Layout`]: they are what trains, what
 //! the codecs compress and what travels. The pretrained weights stay frozen on every
 //! side, loaded once per process from the cache.
@@ -64,10 +70,15 @@ impl Reviews {
         self.labels.is_empty()
     }
 
-    /// Share of fresh reviews.
-    pub fn fresh_share(&self) -> f64 {
-        let fresh = self.labels.iter().filter(|&&l| l == 1).count();
-        fresh as f64 / self.len().max(1) as f64
+    /// The log of each class's share (add-one smoothed): what local training adds to the
+    /// logits ([`Sentiment`]'s logit adjustment).
+    fn log_prior(&self) -> [f32; CLASSES] {
+        let fresh = self.labels.iter().filter(|&&l| l == 1).count() as f32;
+        let all = self.len() as f32;
+        [
+            ((all - fresh + 1.0) / (all + 2.0)).ln(),
+            ((fresh + 1.0) / (all + 2.0)).ln(),
+        ]
     }
 
     /// The batch of the reviews at `indices` and their labels.
@@ -230,6 +241,8 @@ impl Task for Sentiment {
             }))
             .init();
         let loss_fn = CrossEntropyLossConfig::new().init(&device);
+        let log_prior =
+            Tensor::<1>::from_floats(data.log_prior().as_slice(), &device).reshape([1, CLASSES]);
         let mut rng = SplitMix64::new(seed);
         let mut order: Vec<usize> = (0..data.len()).collect();
         let (mut steps, mut loss_sum) = (0u64, 0.0f64);
@@ -237,7 +250,8 @@ impl Task for Sentiment {
             rng.shuffle(&mut order);
             for indices in order.chunks(usize::from(config.batch)) {
                 let (batch, labels) = data.batch(indices, &device);
-                let loss = loss_fn.forward(model.forward(&batch, &device), labels);
+                let logits = model.forward(&batch, &device) + log_prior.clone();
+                let loss = loss_fn.forward(logits, labels);
                 let value: f32 = loss.clone().into_scalar();
                 if !value.is_finite() {
                     return Err(TaskError::Diverged { step: steps });
@@ -407,6 +421,17 @@ mod tests {
         assert_eq!(clients[0].labels, [0]);
         assert_eq!(clients[1].labels, [1, 1]);
         assert_eq!(clients[1].tokens[1], tokenizer.ids("fine").unwrap());
+    }
+
+    #[test]
+    fn the_logit_adjustment_is_the_smoothed_log_label_share() {
+        let reviews = Reviews {
+            tokens: vec![vec![101, 102]; 4],
+            labels: vec![1, 1, 1, 0],
+        };
+        let [rotten, fresh] = reviews.log_prior();
+        assert!((rotten - (2.0f32 / 6.0).ln()).abs() < 1e-6);
+        assert!((fresh - (4.0f32 / 6.0).ln()).abs() < 1e-6);
     }
 
     #[test]
