@@ -4,10 +4,11 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::PathBuf;
 use tandem_cloud::fl::accountant::calibrate_noise;
+use tandem_cloud::fl::adapt::{self, Profiles};
 use tandem_cloud::fl::byzantine::Byzantine;
 use tandem_cloud::fl::central_dp::{DpSettings, check_run};
 use tandem_cloud::fl::record::{RoundRecord, identity_update_bytes, plot_png, summary};
-use tandem_cloud::fl::simulate::{Simulation, SimulationConfig};
+use tandem_cloud::fl::simulate::{Devices, Simulation, SimulationConfig};
 use tandem_cloud::fl::strategy::StrategyKind;
 use tandem_cloud::fl::validate::NormBound;
 use tandem_runtime::data::fashion_mnist::{CLASSES, FashionMnist};
@@ -114,6 +115,18 @@ pub struct SimulateArgs {
     /// evaluated).
     #[arg(long, default_value_t = 1)]
     eval_every: u64,
+    /// Device classes the clients are drawn from (JSON: `{"classes": [{"name", "share",
+    /// "step_ms", "uplink_kb_per_s"}]}`): each round, a client that cannot finish its
+    /// local work and upload by --deadline-s is dropped as a straggler.
+    #[arg(long, value_name = "FILE", requires = "deadline_s")]
+    profiles: Option<PathBuf>,
+    /// Simulated seconds a round gives its devices (with --profiles).
+    #[arg(long, value_name = "SECONDS", requires = "profiles")]
+    deadline_s: Option<f64>,
+    /// Devices plan each round from their step time, uplink and the deadline: more
+    /// compression first (top-k 10%, 3%, 1%), then fewer steps, to report in time.
+    #[arg(long, requires = "profiles")]
+    adapt: bool,
     /// Instead of federated rounds, the centralised baseline at the same examples seen:
     /// one model trained with the same local settings in one pass over as many examples
     /// as these --rounds would train on, drawn from all clients' data pooled.
@@ -221,7 +234,9 @@ fn simulate<T: Task>(
         workers: args.workers,
         dp,
         eval_every: args.eval_every,
+        devices: devices(args)?,
     };
+    let sim_devices = config.devices.clone();
     let mut sim = Simulation::new(task, clients, test, config)?;
     if args.centralised {
         return centralised(args, &sim);
@@ -263,6 +278,26 @@ fn simulate<T: Task>(
     }
     if let Some(line) = summary(&records, identity_update) {
         println!("{line}");
+    }
+    if let Some(devices) = &sim_devices {
+        let reported: usize = records
+            .iter()
+            .map(|r| r.plans.iter().filter(|p| p.reports()).count())
+            .sum();
+        let sampled: usize = records.iter().map(|r| r.plans.len()).sum();
+        println!(
+            "devices ({}, deadline {} s): {:.1}% of the sampled devices reported in time",
+            if devices.adapt {
+                "adapting"
+            } else {
+                "not adapting"
+            },
+            devices.deadline_s,
+            100.0 * reported as f64 / sampled.max(1) as f64
+        );
+        for line in adapt::summary(&devices.profiles, records.iter().flat_map(|r| &r.plans)) {
+            println!("  {line}");
+        }
     }
     println!(
         "metrics: {}, plot: {}",
@@ -340,6 +375,29 @@ impl DpArgs {
     }
 }
 
+/// The device model of `--profiles`, `--deadline-s` and `--adapt`.
+fn devices(args: &SimulateArgs) -> Result<Option<Devices>> {
+    let (Some(path), Some(deadline_s)) = (&args.profiles, args.deadline_s) else {
+        return Ok(None);
+    };
+    if !(deadline_s.is_finite() && deadline_s > 0.0 && deadline_s <= 86_400.0) {
+        bail!("--deadline-s {deadline_s}: expected 0 < seconds <= 86400");
+    }
+    let profiles = Profiles::load(path)?;
+    let (speed, bandwidth) = profiles.spread();
+    println!(
+        "devices: {} classes from {}, {speed:.1}x spread in step time and {bandwidth:.1}x in uplink, deadline {deadline_s} s{}",
+        profiles.classes.len(),
+        path.display(),
+        if args.adapt { ", adapting" } else { "" }
+    );
+    Ok(Some(Devices {
+        profiles,
+        deadline_s,
+        adapt: args.adapt,
+    }))
+}
+
 /// `--centralised`: trains and evaluates the baseline, and writes its metrics.
 fn centralised<T: Task>(args: &SimulateArgs, sim: &Simulation<'_, T>) -> Result<()> {
     println!(
@@ -403,6 +461,9 @@ fn write_metrics(
         "dp_delta": dp.map(|d| d.delta),
         "clip": args.clip.map(|c| c.to_string()),
         "identity_update_bytes": identity_update,
+        "profiles": args.profiles.as_ref().map(|p| p.display().to_string()),
+        "deadline_s": args.deadline_s,
+        "adapt": args.adapt,
         "rounds": records,
     });
     let bytes = serde_json::to_vec_pretty(&json).context("metrics JSON")?;

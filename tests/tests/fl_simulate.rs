@@ -5,8 +5,9 @@
 
 mod common;
 
+use tandem_cloud::fl::adapt::{DeviceClass, Profiles, Reason};
 use tandem_cloud::fl::record::RoundRecord;
-use tandem_cloud::fl::simulate::{Simulation, SimulationConfig};
+use tandem_cloud::fl::simulate::{Devices, Simulation, SimulationConfig};
 use tandem_cloud::fl::strategy::StrategyKind;
 use tandem_runtime::data::fashion_mnist::Images;
 use tandem_runtime::fl::fmnist::Fmnist;
@@ -25,6 +26,7 @@ fn config(codec: CodecDesc) -> SimulationConfig {
         workers: 2,
         dp: None,
         eval_every: 1,
+        devices: None,
     }
 }
 
@@ -164,4 +166,74 @@ fn dp_rounds_report_the_accountants_epsilon_and_stop_before_the_target() {
         plain.run_round().unwrap();
     }
     assert_ne!(plain.global(), sim.global());
+}
+
+/// Half the devices fast, half with 4x slower steps and a 25x thinner uplink (an f32
+/// LeNet update takes them 0.62 s, after 1.28 s of training); rounds of 1 s.
+fn two_speeds(adapt: bool) -> Devices {
+    let class = |name: &str, step_ms, uplink_kb_per_s| DeviceClass {
+        name: name.into(),
+        share: 1.0,
+        step_ms,
+        uplink_kb_per_s,
+    };
+    Devices {
+        profiles: Profiles {
+            classes: vec![class("fast", 10.0, 10_000.0), class("slow", 40.0, 400.0)],
+        },
+        deadline_s: 1.0,
+        adapt,
+    }
+}
+
+#[test]
+fn adapting_devices_report_in_time_where_fixed_ones_straggle() {
+    let Some((clients, test)) = common::fashion_mnist_clients(8, 7) else {
+        return;
+    };
+    let task = Fmnist::new(ComputeBackend::Flex);
+    let rounds = |adapt: bool| {
+        let config = SimulationConfig {
+            per_round: 4,
+            devices: Some(two_speeds(adapt)),
+            eval_every: 4,
+            ..config(CodecDesc::Identity)
+        };
+        let mut sim = Simulation::new(&task, &clients, &test, config).unwrap();
+        (0..4).map(|_| sim.run_round().unwrap()).collect::<Vec<_>>()
+    };
+    let fixed = rounds(false);
+    for r in &fixed {
+        let slow = r.plans.iter().filter(|p| p.class == "slow").count();
+        assert!(
+            r.plans
+                .iter()
+                .all(|p| (p.class == "slow") == (p.reason == Reason::Straggler))
+        );
+        assert_eq!((r.dropped, r.aggregated), (slow, 4 - slow), "{r:?}");
+    }
+    let adapted = rounds(true);
+    for r in &adapted {
+        assert_eq!((r.dropped, r.aggregated), (0, 4), "{r:?}");
+        assert!(r.simulated_seconds.unwrap() <= 1.0);
+        for p in &r.plans {
+            if p.class == "fast" {
+                assert_eq!(
+                    (p.reason, p.codec, p.steps),
+                    (Reason::Fits, CodecDesc::Identity, 32)
+                );
+            } else {
+                // f16 (123 KB) leaves 14 of the 32 steps (two epochs of 16 batches); int8
+                // (62 KB + scales, 0.16 s) the first half or more: 18.
+                assert_eq!(p.reason, Reason::FewerSteps, "{p:?}");
+                assert_eq!((p.codec, p.steps), (CodecDesc::Int8 { block: 64 }, 18));
+            }
+        }
+    }
+    // Some slow device was sampled, and the adapted rounds heard from it.
+    assert!(fixed.iter().any(|r| r.dropped > 0));
+    // And the model learns from the mixed updates (10% is chance; 64% with every device
+    // fast, 55% here when measured).
+    let accuracy = adapted.last().unwrap().accuracy.unwrap();
+    assert!(accuracy > 0.45, "{accuracy}");
 }

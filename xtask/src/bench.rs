@@ -31,6 +31,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("fl-quic") => return crate::fl::quic_bench(&args[1..]),
         Some("fl-dp") => return crate::fl_dp::bench(&args[1..]),
         Some("fl-sentiment") => return crate::fl_sentiment::bench(&args[1..]),
+        Some("fl-adapt") => return crate::fl_adapt::bench(&args[1..]),
         Some("peers") => return crate::peers::bench(&args[1..]),
         _ => {}
     }
@@ -47,6 +48,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "fl-quic",
         "fl-dp",
         "fl-sentiment",
+        "fl-adapt",
         "peers",
     ]);
     let Some(name) = args.first() else {

@@ -361,6 +361,8 @@ pub(crate) struct Run {
     pub epsilon: Option<f64>,
     /// Share of the aggregated updates that were clipped.
     pub clipped_share: f64,
+    /// Share of the sampled devices that reported in time (under a device model).
+    pub reported_share: Option<f64>,
 }
 
 fn simulate(bin: &Path, config: &Config, rounds: u64, metrics: &Path) -> Result<Run> {
@@ -437,6 +439,7 @@ pub(crate) fn simulate_with(
             rounds: 0,
             epsilon: None,
             clipped_share: 0.0,
+            reported_share: None,
         });
     }
     let records = json["rounds"]
@@ -457,6 +460,18 @@ pub(crate) fn simulate_with(
         clipped_share: {
             let sum = |key: &str| -> f64 { records.iter().filter_map(|r| r[key].as_f64()).sum() };
             sum("clipped") / sum("aggregated").max(1.0)
+        },
+        reported_share: {
+            let plans: Vec<&serde_json::Value> = records
+                .iter()
+                .filter_map(|r| r["plans"].as_array())
+                .flatten()
+                .collect();
+            let late = |p: &&serde_json::Value| {
+                matches!(p["reason"].as_str(), Some("sits-out" | "straggler"))
+            };
+            (!plans.is_empty())
+                .then(|| plans.iter().filter(|p| !late(p)).count() as f64 / plans.len() as f64)
         },
     })
 }

@@ -22,6 +22,7 @@ mod cloud_bench;
 mod cross;
 mod demo;
 mod fl;
+mod fl_adapt;
 mod fl_dp;
 mod fl_sentiment;
 mod fuzz;
@@ -58,7 +59,9 @@ tasks:
                         (simulated federated runs: strategies x partitions x codecs), fl-dp
                         [--rounds N] (accuracy at epsilon 1, 4, 8 with central DP),
                         fl-sentiment [--rounds N] (MiniLM LoRA across movies against
-                        centralised at the same examples), sort-insns
+                        centralised at the same examples), fl-adapt [--rounds N]
+                        (devices of 4 speeds and uplinks against a deadline, with and
+                        without --adapt), secagg (secure aggregation's cost), sort-insns
                         (aarch64 instructions per key under qemu), sort-mca (llvm-mca),
                         lowrank-insns (qemu counts), lowrank-mca (llvm-mca), cloud
                         (steps/s, latency, fairness and memory per split device for each

@@ -546,6 +546,8 @@ where
             downlink_bytes,
             seconds,
             epsilon,
+            simulated_seconds: None,
+            plans: Vec::new(),
         }));
     }
 }

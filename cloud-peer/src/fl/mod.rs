@@ -2,9 +2,12 @@
 //! [`validate`]ion, central differential privacy ([`central_dp`], its [`accountant`]),
 //! hostile clients for experiments ([`byzantine`]), the run's [`state`] on disk, and with
 //! feature `model` the networked `app` (`serve --app fl`) and `simulate`: many clients
-//! in one process through the same code as a networked round.
+//! in one process through the same code as a networked round, on heterogeneous devices
+//! that may [`adapt`] to a deadline.
 
 pub mod accountant;
+#[cfg(feature = "model")]
+pub mod adapt;
 #[cfg(feature = "model")]
 pub mod app;
 pub mod apply;

@@ -1,6 +1,7 @@
 //! One round's figures, as the simulation and the networked app report them, and the
 //! plot of a run.
 
+use super::adapt::Plan;
 use tandem_runtime::fl::Layout;
 use tandem_runtime::fl::update::identity_len;
 use tandem_runtime::plot::{self, Chart, Series};
@@ -46,6 +47,13 @@ pub struct RoundRecord {
     /// delta.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epsilon: Option<f64>,
+    /// The round's simulated duration under a device model: the latest reporting
+    /// device's time (simulation with `--profiles` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulated_seconds: Option<f64>,
+    /// What each sampled device planned and why (simulation with `--profiles` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plans: Vec<Plan>,
 }
 
 impl RoundRecord {

@@ -5,6 +5,7 @@
 //! bytes are counted exactly as they would cross the wire (frame headers and chunk
 //! headers included). Memory grows only with per-client codec state.
 
+use super::adapt::{self, Plan, Profiles};
 use super::apply::{RoundNoise, apply_round};
 use super::byzantine::Byzantine;
 use super::central_dp::{CentralDp, DpSettings, seeded_normals};
@@ -43,6 +44,19 @@ pub struct SimulationConfig {
     pub dp: Option<DpSettings>,
     /// Rounds between evaluations of the global model (1: every round).
     pub eval_every: u64,
+    /// Devices of different speeds and uplinks, and a deadline, if modelled.
+    pub devices: Option<Devices>,
+}
+
+/// A simulated population of heterogeneous devices ([`super::adapt`]).
+#[derive(Clone, Debug)]
+pub struct Devices {
+    /// The device classes.
+    pub profiles: Profiles,
+    /// Simulated seconds a round gives its devices.
+    pub deadline_s: f64,
+    /// Whether devices adapt their steps and compression to the deadline.
+    pub adapt: bool,
 }
 
 /// Why a simulation stopped.
@@ -84,7 +98,11 @@ pub struct Simulation<'a, T: Task> {
     config: SimulationConfig,
     global: Vec<f32>,
     strategy: Strategy,
-    encoders: HashMap<usize, UpdateEncoder>,
+    /// Each client's encoders, one per codec it has sent with (codec state is per codec).
+    encoders: HashMap<(usize, CodecDesc), UpdateEncoder>,
+    /// Each client's device class, and the adaptation ladder (with `config.devices`).
+    classes: Vec<usize>,
+    ladder: Vec<(CodecDesc, usize)>,
     /// The round's shared factors (ACP codec only).
     factors: Option<SharedFactors>,
     hostile: Vec<bool>,
@@ -111,6 +129,7 @@ pub struct Centralised {
 /// One client's trained and encoded update.
 struct Trained {
     client: usize,
+    codec: CodecDesc,
     bytes: Vec<u8>,
     examples: u64,
     loss: f32,
@@ -180,11 +199,31 @@ impl<'a, T: Task> Simulation<'a, T> {
             }
             None => None,
         };
+        let (classes, ladder) = match &config.devices {
+            Some(devices) => {
+                let ladder = adapt::ladder(task.layout(), config.codec).ok_or_else(|| {
+                    SimulationError::Config(
+                        "device profiles need a codec of known size (not acp)".into(),
+                    )
+                })?;
+                let valid = devices.deadline_s.is_finite() && devices.deadline_s > 0.0;
+                if !valid {
+                    return Err(SimulationError::Config(format!(
+                        "a deadline of {} s: expected above 0",
+                        devices.deadline_s
+                    )));
+                }
+                (devices.profiles.assign(clients.len(), config.seed), ladder)
+            }
+            None => (Vec::new(), Vec::new()),
+        };
         Ok(Self {
             task,
             clients,
             test,
             dp,
+            classes,
+            ladder,
             global: task.initial_weights(config.seed),
             strategy: Strategy::new(config.strategy),
             encoders: HashMap::new(),
@@ -228,23 +267,61 @@ impl<'a, T: Task> Simulation<'a, T> {
         ids
     }
 
-    /// Trains `client` from the global model and encodes its delta.
+    /// The local steps of a full round's work on `client`'s data.
+    fn full_steps(&self, client: usize) -> u64 {
+        let examples = self.task.examples(&self.clients[client]);
+        examples.div_ceil(u64::from(self.config.local.batch)) * u64::from(self.config.local.epochs)
+    }
+
+    /// The sampled clients' plans under the device model (`None` without one).
+    fn plans(&self, sampled: &[usize]) -> Option<Vec<Plan>> {
+        let devices = self.config.devices.as_ref()?;
+        Some(
+            sampled
+                .iter()
+                .map(|&c| {
+                    let class = &devices.profiles.classes[self.classes[c]];
+                    adapt::plan(
+                        c,
+                        class,
+                        self.full_steps(c),
+                        &self.ladder,
+                        devices.deadline_s,
+                        devices.adapt,
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Trains `client` from the global model for `steps` (its full local work when
+    /// `None`) and encodes its delta with `encoder`.
     fn train(
         &self,
         client: usize,
+        steps: Option<u64>,
         encoder: &mut UpdateEncoder,
     ) -> Result<Trained, SimulationError> {
         let seed = SplitMix64::derive(self.config.seed ^ 0x5eed, self.round)
             .next_u64()
             .wrapping_add(client as u64);
+        let data = &self.clients[client];
+        // Fewer steps than the full work: one pass over that many batches' examples.
+        let cut = steps.filter(|&s| s < self.full_steps(client)).map(|s| {
+            let size = self.task.examples(data) as usize;
+            let order = pooled_order(&[size], s * u64::from(self.config.local.batch), seed);
+            self.task.pool(std::slice::from_ref(data), &order)
+        });
+        let local = match cut {
+            Some(_) => LocalConfig {
+                epochs: 1,
+                ..self.config.local
+            },
+            None => self.config.local,
+        };
         let result = self
             .task
-            .train(
-                &self.global,
-                &self.clients[client],
-                &self.config.local,
-                seed,
-            )
+            .train(&self.global, cut.as_ref().unwrap_or(data), &local, seed)
             .map_err(|error| SimulationError::Task { client, error })?;
         let mut delta: Vec<f32> = result
             .weights
@@ -262,6 +339,7 @@ impl<'a, T: Task> Simulation<'a, T> {
             .map_err(|error| SimulationError::Encode { client, error })?;
         Ok(Trained {
             client,
+            codec: encoder.desc(),
             bytes,
             examples: result.examples,
             loss: result.loss,
@@ -324,18 +402,23 @@ impl<'a, T: Task> Simulation<'a, T> {
         self.round += 1;
         let round = self.round;
         let sampled = self.sample(round);
-        let mut jobs: Vec<(usize, UpdateEncoder)> = sampled
-            .iter()
-            .map(|&c| {
-                let encoder = match self.encoders.remove(&c) {
-                    Some(e) => e,
-                    None => UpdateEncoder::new(self.task.layout().clone(), self.config.codec)
-                        .map_err(|error| SimulationError::Encode { client: c, error })?,
-                };
-                Ok((c, encoder))
-            })
-            .collect::<Result<_, SimulationError>>()?;
-        let per_worker = jobs.len().div_ceil(self.config.workers);
+        let plans = self.plans(&sampled);
+        // Each job: the client, its steps (None: the full work), its encoder.
+        let mut jobs: Vec<(usize, Option<u64>, UpdateEncoder)> = Vec::new();
+        for (i, &c) in sampled.iter().enumerate() {
+            let plan = plans.as_ref().map(|p| &p[i]);
+            if plan.is_some_and(|p| !p.reports()) {
+                continue;
+            }
+            let codec = plan.map_or(self.config.codec, |p| p.codec);
+            let encoder = match self.encoders.remove(&(c, codec)) {
+                Some(e) => e,
+                None => UpdateEncoder::new(self.task.layout().clone(), codec)
+                    .map_err(|error| SimulationError::Encode { client: c, error })?,
+            };
+            jobs.push((c, plan.map(|p| p.steps), encoder));
+        }
+        let per_worker = jobs.len().div_ceil(self.config.workers).max(1);
         let this = &*self;
         // The workers are tasks of rayon's pool, where burn's kernels also run their
         // parallel loops: a kernel called from a worker runs on that worker's thread when
@@ -346,7 +429,7 @@ impl<'a, T: Task> Simulation<'a, T> {
             .map(|chunk| {
                 chunk
                     .iter_mut()
-                    .map(|(c, encoder)| this.train(*c, encoder))
+                    .map(|(c, steps, encoder)| this.train(*c, *steps, encoder))
                     .collect::<Vec<_>>()
             })
             .collect::<Vec<_>>()
@@ -354,7 +437,8 @@ impl<'a, T: Task> Simulation<'a, T> {
             .flatten()
             .collect();
         // Codec state is kept whatever happened to the update.
-        self.encoders.extend(jobs);
+        self.encoders
+            .extend(jobs.into_iter().map(|(c, _, e)| ((c, e.desc()), e)));
         let factors_len = self.factors.as_ref().map_or(0, |f| f.to_bytes().len());
         let payload_len = identity_len(self.task.layout()) + factors_len;
         let task = self.round_task(round, payload_len, factors_len);
@@ -374,7 +458,16 @@ impl<'a, T: Task> Simulation<'a, T> {
             downlink_bytes: (model_bytes * sampled.len()) as u64,
             seconds: 0.0,
             epsilon: None,
+            simulated_seconds: plans.as_ref().map(|plans| {
+                plans
+                    .iter()
+                    .filter(|p| p.reports())
+                    .map(|p| p.seconds)
+                    .fold(0.0, f64::max)
+            }),
+            plans: plans.clone().unwrap_or_default(),
         };
+        record.dropped = plans.map_or(0, |p| p.iter().filter(|p| !p.reports()).count());
         let mut updates = Vec::new();
         let mut train_losses = Vec::new();
         for trained in trained {
@@ -393,12 +486,12 @@ impl<'a, T: Task> Simulation<'a, T> {
                 node: node_name(trained.client),
                 num_examples: trained.examples,
                 train_loss: trained.loss,
-                codec: self.config.codec,
+                codec: trained.codec,
                 payload_len: trained.bytes.len() as u64,
             };
             record.uplink_bytes += wire::wire_bytes(&update, trained.bytes.len())? as u64;
             match validate(
-                self.config.codec,
+                trained.codec,
                 self.factors.as_ref(),
                 self.task.layout(),
                 &trained.bytes,

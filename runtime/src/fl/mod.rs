@@ -59,3 +59,36 @@ pub fn update_codec(text: &str) -> Result<CodecDesc, String> {
     }
     Ok(codec.tensor)
 }
+
+#[cfg(all(test, feature = "model"))]
+mod tests {
+    use super::update_codec;
+    use crate::wire::CodecDesc;
+
+    #[test]
+    fn a_codec_prints_as_its_flag_and_parses_back() {
+        let codecs = [
+            CodecDesc::Identity,
+            CodecDesc::F16,
+            CodecDesc::TopK { ratio_ppm: 30_000 },
+            CodecDesc::LowRank {
+                rank: 4,
+                power_iters: 1,
+                factor_bits: 8,
+            },
+            CodecDesc::Dct { keep_ppm: 250_000 },
+            CodecDesc::Acp {
+                rank: 2,
+                factor_bits: 8,
+            },
+        ];
+        for codec in codecs {
+            let text = codec.to_string();
+            assert_eq!(update_codec(&text), Ok(codec), "{text}");
+        }
+        assert_eq!(
+            CodecDesc::TopK { ratio_ppm: 30_000 }.to_string(),
+            "topk:ratio=0.03"
+        );
+    }
+}

@@ -80,6 +80,28 @@ pub enum CodecDesc {
     },
 }
 
+/// The codec as its command-line flag writes it (`topk:ratio=0.03`, `lowrank:r=4,bits=8,iters=1`).
+impl std::fmt::Display for CodecDesc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ppm = |x: u32| f64::from(x) / 1e6;
+        match *self {
+            Self::Identity => write!(f, "identity"),
+            Self::F16 => write!(f, "f16"),
+            // The flag `int8` means blocks of 64 (the only block it takes).
+            Self::Int8 { block: 64 } => write!(f, "int8"),
+            Self::Int8 { block } => write!(f, "int8:block={block}"),
+            Self::LowRank {
+                rank,
+                power_iters,
+                factor_bits,
+            } => write!(f, "lowrank:r={rank},bits={factor_bits},iters={power_iters}"),
+            Self::TopK { ratio_ppm } => write!(f, "topk:ratio={}", ppm(ratio_ppm)),
+            Self::Dct { keep_ppm } => write!(f, "dct:keep={}", ppm(keep_ppm)),
+            Self::Acp { rank, factor_bits } => write!(f, "acp:r={rank},bits={factor_bits}"),
+        }
+    }
+}
+
 /// The run a split device plans, so the cloud schedules its top's learning rate over
 /// the same steps and warm-up as the device's own, checkpoints its top where the device
 /// checkpoints, and tells a reconnect from a restart.
