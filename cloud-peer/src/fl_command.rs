@@ -8,6 +8,7 @@ use tandem_cloud::fl::adapt::{self, Profiles};
 use tandem_cloud::fl::byzantine::Byzantine;
 use tandem_cloud::fl::central_dp::{DpSettings, check_run};
 use tandem_cloud::fl::record::{RoundRecord, identity_update_bytes, plot_png, summary};
+use tandem_cloud::fl::secure::SecAggConfig;
 use tandem_cloud::fl::simulate::{Devices, Simulation, SimulationConfig};
 use tandem_cloud::fl::strategy::StrategyKind;
 use tandem_cloud::fl::validate::NormBound;
@@ -96,6 +97,13 @@ pub struct SimulateArgs {
     /// Central differential privacy.
     #[command(flatten)]
     dp: DpArgs,
+    /// Secure aggregation of every round (the cloud sees only the sum):
+    /// bits=B,clip=C[,neighbours=K][,threshold=T][,drop=F]; fixed-point updates of B bits
+    /// clipped to C per value, K neighbours per device (all by default), T of them (a
+    /// share) to rebuild a secret (a majority by default), F of each round's devices
+    /// vanishing after sharing.
+    #[arg(long, value_name = "SPEC")]
+    secagg: Option<SecAggConfig>,
     /// Seed of the model, partition, sampling and batch orders.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -235,6 +243,7 @@ fn simulate<T: Task>(
         dp,
         eval_every: args.eval_every,
         devices: devices(args)?,
+        secagg: args.secagg,
     };
     let sim_devices = config.devices.clone();
     let mut sim = Simulation::new(task, clients, test, config)?;
@@ -464,6 +473,7 @@ fn write_metrics(
         "profiles": args.profiles.as_ref().map(|p| p.display().to_string()),
         "deadline_s": args.deadline_s,
         "adapt": args.adapt,
+        "secagg": args.secagg.map(|s| s.to_string()),
         "rounds": records,
     });
     let bytes = serde_json::to_vec_pretty(&json).context("metrics JSON")?;

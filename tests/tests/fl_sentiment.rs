@@ -65,6 +65,7 @@ fn movie_clients_send_adapters_only_and_the_baseline_sees_their_examples() {
         dp: None,
         eval_every: 2,
         devices: None,
+        secagg: None,
     };
     let mut sim = Simulation::new(&task, &clients, &test, config).unwrap();
     let initial = sim.global().to_vec();

@@ -27,6 +27,7 @@ fn config(codec: CodecDesc) -> SimulationConfig {
         dp: None,
         eval_every: 1,
         devices: None,
+        secagg: None,
     }
 }
 
@@ -236,4 +237,39 @@ fn adapting_devices_report_in_time_where_fixed_ones_straggle() {
     // fast, 55% here when measured).
     let accuracy = adapted.last().unwrap().accuracy.unwrap();
     assert!(accuracy > 0.45, "{accuracy}");
+}
+
+#[test]
+fn a_secure_round_gives_the_plain_mean_and_opens_without_a_dropped_device() {
+    let Some((clients, test)) = common::fashion_mnist_clients(8, 7) else {
+        return;
+    };
+    let task = Fmnist::new(ComputeBackend::Flex);
+    let run = |secagg: Option<&str>| {
+        let config = SimulationConfig {
+            secagg: secagg.map(|s| s.parse().unwrap()),
+            eval_every: 2,
+            ..config(CodecDesc::Identity)
+        };
+        let mut sim = Simulation::new(&task, &clients, &test, config).unwrap();
+        let record = sim.run_round().unwrap();
+        (record, sim.global().to_vec())
+    };
+    // Equal slices: FedAvg's weighted mean is the plain mean the secure sum gives.
+    let (plain, plain_global) = run(None);
+    let (secure, secure_global) = run(Some("bits=16,clip=1"));
+    assert_eq!(secure.aggregated, 4);
+    let gap = plain_global
+        .iter()
+        .zip(&secure_global)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    // Four values rounded to 1/32767 each, over four.
+    assert!(gap < 1e-4, "largest difference {gap}");
+    // 16-bit values plus 2 bits of headroom: 3 bytes a value, under f32's 4.
+    assert!(secure.uplink_bytes < plain.uplink_bytes, "{secure:?}");
+    // One of the four vanishes after sharing: the other three still open.
+    let (dropped, _) = run(Some("bits=16,clip=1,drop=0.25"));
+    assert_eq!((dropped.aggregated, dropped.dropped), (3, 1));
+    assert_eq!(dropped.contributors.len(), 3);
 }

@@ -1,5 +1,6 @@
 //! Federated learning in the cloud: aggregation [`strategy`] (a round [`apply`]), update
 //! [`validate`]ion, central differential privacy ([`central_dp`], its [`accountant`]),
+//! [`secure`] aggregation (the simulation's glue to `tandem_runtime::fl::secagg`),
 //! hostile clients for experiments ([`byzantine`]), the run's [`state`] on disk, and with
 //! feature `model` the networked `app` (`serve --app fl`) and `simulate`: many clients
 //! in one process through the same code as a networked round, on heterogeneous devices
@@ -15,6 +16,7 @@ pub mod byzantine;
 pub mod central_dp;
 #[cfg(feature = "model")]
 pub mod record;
+pub mod secure;
 #[cfg(feature = "model")]
 pub mod simulate;
 pub mod state;

@@ -10,6 +10,8 @@ use super::apply::{RoundNoise, apply_round};
 use super::byzantine::Byzantine;
 use super::central_dp::{CentralDp, DpSettings, seeded_normals};
 use super::record::{RoundRecord, mean_train_loss};
+use super::secure::{self, SecAggConfig};
+use super::strategy::ClientUpdate;
 use super::strategy::{Strategy, StrategyKind};
 use super::validate::{NormBound, Refusal, validate};
 use rayon::prelude::*;
@@ -46,6 +48,8 @@ pub struct SimulationConfig {
     pub eval_every: u64,
     /// Devices of different speeds and uplinks, and a deadline, if modelled.
     pub devices: Option<Devices>,
+    /// Secure aggregation of each round's updates, if asked for.
+    pub secagg: Option<SecAggConfig>,
 }
 
 /// A simulated population of heterogeneous devices ([`super::adapt`]).
@@ -199,6 +203,17 @@ impl<'a, T: Task> Simulation<'a, T> {
             }
             None => None,
         };
+        if let Some(secagg) = &config.secagg {
+            secagg
+                .check(config.strategy)
+                .map_err(SimulationError::Config)?;
+            if config.codec != CodecDesc::Identity || config.dp.is_some() {
+                return Err(SimulationError::Config(
+                    "--secagg sends fixed-point updates: it takes neither --codec nor central DP"
+                        .into(),
+                ));
+            }
+        }
         let (classes, ladder) = match &config.devices {
             Some(devices) => {
                 let ladder = adapt::ladder(task.layout(), config.codec).ok_or_else(|| {
@@ -511,6 +526,9 @@ impl<'a, T: Task> Simulation<'a, T> {
             }
         }
         record.train_loss = mean_train_loss(&train_losses);
+        if let Some(secagg) = &self.config.secagg {
+            updates = self.secure_round(secagg, &updates, &mut record);
+        }
         let noise = self.dp.as_mut().map(|dp| {
             let seed = SplitMix64::derive(self.config.seed ^ 0xd1ff_e2e7, round).next_u64();
             RoundNoise {
@@ -528,6 +546,9 @@ impl<'a, T: Task> Simulation<'a, T> {
             round,
             self.config.seed,
         );
+        if self.config.secagg.is_some() && record.aggregated > 0 {
+            record.aggregated = record.contributors.len();
+        }
         record.epsilon = self.dp.as_ref().map(CentralDp::epsilon);
         if round.is_multiple_of(self.config.eval_every) {
             let eval = self.evaluate()?;
@@ -536,6 +557,39 @@ impl<'a, T: Task> Simulation<'a, T> {
         }
         record.seconds = started.elapsed().as_secs_f64();
         Ok(record)
+    }
+
+    /// The round's valid `updates` through secure aggregation: the survivors' mean as one
+    /// update (none when the round cannot open), the record's bytes, contributors and
+    /// drop-outs made the protocol's.
+    fn secure_round(
+        &self,
+        secagg: &SecAggConfig,
+        updates: &[ClientUpdate],
+        record: &mut RoundRecord,
+    ) -> Vec<ClientUpdate> {
+        let round = record.round;
+        let nodes = std::mem::take(&mut record.contributors);
+        if updates.len() < 2 {
+            tracing::warn!(
+                round,
+                "secure aggregation needs two updates or more: round skipped"
+            );
+            return Vec::new();
+        }
+        match secure::aggregate(secagg, updates, round, self.config.seed) {
+            Ok(secure) => {
+                record.uplink_bytes = secure.traffic.up_bytes;
+                record.downlink_bytes += secure.traffic.down_bytes;
+                record.dropped += secure.dropped;
+                record.contributors = secure.survivors.iter().map(|&i| nodes[i].clone()).collect();
+                vec![secure.mean]
+            }
+            Err(err) => {
+                tracing::warn!(round, "secure aggregation did not open: {err}");
+                Vec::new()
+            }
+        }
     }
 
     /// The RoundTask a networked cloud would send for `round` with a payload of
