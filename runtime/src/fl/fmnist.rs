@@ -1,20 +1,15 @@
 //! The `fmnist` task: LeNet-5 ([`crate::model::lenet`]) on Fashion-MNIST, trained with
 //! SGD + momentum and cross-entropy, pixels scaled to [0, 1] (as Flower's niid-bench).
-//!
-//! FedProx's proximal term `mu/2 ||w - w_global||^2` enters as its gradient
-//! `mu (w - w_global)`, applied after each optimiser step as `w -= lr mu (w - w_global)`
-//! (a decoupled proximal step: the same fixed point, without momentum on the term).
+//! Local training is [`super::local_sgd`]'s (FedProx's proximal step included).
 
 use super::Layout;
-use super::task::{Evaluation, LocalConfig, LocalResult, Task, TaskError, score_logits};
+use super::local_sgd;
+use super::task::{Evaluation, LocalConfig, LocalResult, Task, TaskError};
 use crate::data::fashion_mnist::{CLASSES, Images, PIXELS, SIDE};
 use crate::model::ComputeBackend;
 use crate::model::lenet::{LeNet, LeNetConfig};
 use crate::model::params;
-use crate::rng::SplitMix64;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// Images per evaluation batch.
@@ -96,77 +91,40 @@ impl Task for Fmnist {
         }
         config.check()?;
         let device = self.backend.training_device();
-        let mut model = self.model(global, &device)?;
-        let mut optimizer = SgdConfig::new()
-            .with_momentum((config.momentum > 0.0).then(|| {
-                MomentumConfig::new()
-                    .with_momentum(f64::from(config.momentum))
-                    .with_dampening(0.0)
-            }))
-            .init();
+        let model = self.model(global, &device)?;
         let loss_fn = CrossEntropyLossConfig::new().init(&device);
-        let mut rng = SplitMix64::new(seed);
-        let mut order: Vec<usize> = (0..data.len()).collect();
-        let (mut steps, mut loss_sum) = (0u64, 0.0f64);
-        for _ in 0..config.epochs {
-            rng.shuffle(&mut order);
-            for indices in order.chunks(usize::from(config.batch)) {
+        let every = |_: &str| true;
+        let trained = local_sgd::train(
+            model,
+            data.len(),
+            config,
+            seed,
+            global,
+            &every,
+            |model, indices| {
                 let (images, labels) = batch(data, indices, &device);
-                let loss = loss_fn.forward(model.forward(images), labels);
-                let value: f32 = loss.clone().into_scalar();
-                if !value.is_finite() {
-                    return Err(TaskError::Diverged { step: steps });
-                }
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optimizer.step(f64::from(config.lr), model, grads);
-                if config.proximal_mu > 0.0 {
-                    let pull = config.lr * config.proximal_mu;
-                    let mut w = params::flatten(&model);
-                    for (w, g) in w.iter_mut().zip(global) {
-                        *w -= pull * (*w - g);
-                    }
-                    model = params::load(model, &w);
-                }
-                steps += 1;
-                loss_sum += f64::from(value);
-            }
-        }
+                loss_fn.forward(model.forward(images), labels)
+            },
+        )?;
         Ok(LocalResult {
-            weights: params::flatten(&model),
+            weights: params::flatten(&trained.model),
             examples: data.len() as u64,
-            loss: (loss_sum / steps as f64) as f32,
-            steps,
+            loss: trained.loss,
+            steps: trained.steps,
         })
     }
 
     fn evaluate(&self, weights: &[f32], data: &Images) -> Result<Evaluation, TaskError> {
-        if data.is_empty() {
-            return Err(TaskError::Empty);
-        }
         let device = self.backend.device();
         let model = self.model(weights, &device)?;
-        let (mut correct, mut loss_sum) = (0u64, 0.0f64);
         let all: Vec<usize> = (0..data.len()).collect();
-        for indices in all.chunks(EVAL_BATCH) {
-            let (images, _) = batch(data, indices, &device);
-            let logits: Vec<f32> = model
-                .forward(images)
-                .into_data()
-                .try_to_vec()
-                .map_err(|e| TaskError::Config(format!("logits: {e:?}")))?;
-            let labels: Vec<usize> = indices
-                .iter()
-                .map(|&i| usize::from(data.labels[i]))
-                .collect();
-            let (c, l) = score_logits(&logits, CLASSES, &labels);
-            correct += c;
-            loss_sum += l;
-        }
-        Ok(Evaluation {
-            accuracy: correct as f64 / data.len() as f64,
-            loss: loss_sum / data.len() as f64,
-            examples: data.len() as u64,
-        })
+        local_sgd::evaluate(
+            &all,
+            EVAL_BATCH,
+            CLASSES,
+            |indices| model.forward(batch(data, indices, &device).0),
+            |i| usize::from(data.labels[i]),
+        )
     }
 
     fn pool(&self, parts: &[Images], order: &[(usize, usize)]) -> Images {

@@ -23,6 +23,8 @@ pub mod update;
 #[cfg(feature = "model")]
 pub mod fmnist;
 #[cfg(feature = "model")]
+mod local_sgd;
+#[cfg(feature = "model")]
 pub mod sentiment;
 
 pub use layout::{Layout, TensorSpec};

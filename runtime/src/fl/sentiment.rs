@@ -14,18 +14,16 @@
 //! side, loaded once per process from the cache.
 
 use super::Layout;
-use super::task::{Evaluation, LocalConfig, LocalResult, Task, TaskError, score_logits};
+use super::local_sgd;
+use super::task::{Evaluation, LocalConfig, LocalResult, Task, TaskError};
 use crate::data::rotten_tomatoes::Review;
 use crate::model::ComputeBackend;
 use crate::model::minilm::lora::MAX_LORA_RANK;
 use crate::model::minilm::{Batch, BertShape, MiniLm, ModelError, TextTokenizer, mean_pool};
 use crate::model::params;
-use crate::rng::SplitMix64;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -232,81 +230,43 @@ impl Task for Sentiment {
         }
         config.check()?;
         let device = self.backend.training_device();
-        let mut model = self.classifier(&self.frozen, global, &device)?;
-        let mut optimizer = SgdConfig::new()
-            .with_momentum((config.momentum > 0.0).then(|| {
-                MomentumConfig::new()
-                    .with_momentum(f64::from(config.momentum))
-                    .with_dampening(0.0)
-            }))
-            .init();
+        let model = self.classifier(&self.frozen, global, &device)?;
         let loss_fn = CrossEntropyLossConfig::new().init(&device);
         let log_prior =
             Tensor::<1>::from_floats(data.log_prior().as_slice(), &device).reshape([1, CLASSES]);
-        let mut rng = SplitMix64::new(seed);
-        let mut order: Vec<usize> = (0..data.len()).collect();
-        let (mut steps, mut loss_sum) = (0u64, 0.0f64);
-        for _ in 0..config.epochs {
-            rng.shuffle(&mut order);
-            for indices in order.chunks(usize::from(config.batch)) {
+        let trained = local_sgd::train(
+            model,
+            data.len(),
+            config,
+            seed,
+            global,
+            &trainable,
+            |model, indices| {
                 let (batch, labels) = data.batch(indices, &device);
                 let logits = model.forward(&batch, &device) + log_prior.clone();
-                let loss = loss_fn.forward(logits, labels);
-                let value: f32 = loss.clone().into_scalar();
-                if !value.is_finite() {
-                    return Err(TaskError::Diverged { step: steps });
-                }
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optimizer.step(f64::from(config.lr), model, grads);
-                if config.proximal_mu > 0.0 {
-                    let pull = config.lr * config.proximal_mu;
-                    let mut w = params::flatten_where(&model, &trainable);
-                    for (w, g) in w.iter_mut().zip(global) {
-                        *w -= pull * (*w - g);
-                    }
-                    model = params::load_where(model, &w, &trainable);
-                }
-                steps += 1;
-                loss_sum += f64::from(value);
-            }
-        }
+                loss_fn.forward(logits, labels)
+            },
+        )?;
         Ok(LocalResult {
-            weights: params::flatten_where(&model, &trainable),
+            weights: params::flatten_where(&trained.model, &trainable),
             examples: data.len() as u64,
-            loss: (loss_sum / steps as f64) as f32,
-            steps,
+            loss: trained.loss,
+            steps: trained.steps,
         })
     }
 
     fn evaluate(&self, weights: &[f32], data: &Reviews) -> Result<Evaluation, TaskError> {
-        if data.is_empty() {
-            return Err(TaskError::Empty);
-        }
         let device = self.backend.device();
         let model = self.classifier(&self.frozen_eval, weights, &device)?;
         let mut by_length: Vec<usize> = (0..data.len()).collect();
         by_length.sort_by_key(|&i| data.tokens[i].len());
-        let (mut correct, mut loss_sum) = (0u64, 0.0f64);
-        for indices in by_length.chunks(EVAL_BATCH) {
-            let (batch, _) = data.batch(indices, &device);
-            let logits: Vec<f32> = model
-                .forward(&batch, &device)
-                .into_data()
-                .try_to_vec()
-                .map_err(|e| TaskError::Config(format!("logits: {e:?}")))?;
-            let labels: Vec<usize> = indices
-                .iter()
-                .map(|&i| usize::from(data.labels[i]))
-                .collect();
-            let (c, l) = score_logits(&logits, CLASSES, &labels);
-            correct += c;
-            loss_sum += l;
-        }
-        Ok(Evaluation {
-            accuracy: correct as f64 / data.len() as f64,
-            loss: loss_sum / data.len() as f64,
-            examples: data.len() as u64,
-        })
+        local_sgd::evaluate(
+            &by_length,
+            EVAL_BATCH,
+            CLASSES,
+            |indices| model.forward(&data.batch(indices, &device).0, &device),
+            |i| usize::from(data.labels[i]),
+        )
     }
 
     fn pool(&self, parts: &[Reviews], order: &[(usize, usize)]) -> Reviews {
