@@ -91,7 +91,7 @@ fn main() {
     ];
     let f32_update = (LEN * 4) as f64;
     println!(
-        "| participants | neighbours (threshold) | dropped | device ms (secagg) | device ms (encode only) | cloud ms (secagg) | cloud ms (plain f32 sum) | up KB per device | of it masked input | down KB per device | up vs f32 update |"
+        "| participants | neighbours (threshold) | dropped | device ms (secagg) | device ms (encode only) | cloud ms (secagg) | cloud ms (plain f32 sum) | masked input KB | protocol KB up per device | down KB per device | a survivor's up vs f32 update |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut headline = Vec::new();
