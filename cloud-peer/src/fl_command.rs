@@ -185,7 +185,11 @@ pub fn run(args: SimulateArgs) -> Result<()> {
                 bail!("--partition is for fmnist: sentiment's clients are its movies");
             }
             let dir = model_dir();
-            let task = Sentiment::load(args.backend, &dir, args.lora_rank.unwrap_or(8))?;
+            let task = Sentiment::load(
+                args.backend,
+                &dir,
+                args.lora_rank.unwrap_or(sentiment::NETWORK_RANK),
+            )?;
             let tokenizer = TextTokenizer::load(&dir, sentiment::MAX_TOKENS)?;
             let path = args
                 .data
@@ -458,7 +462,7 @@ fn write_metrics(
         "clients": clients,
         "clients_per_round": args.clients_per_round,
         "partition": args.partition.map_or("default".into(), |p| p.to_string()),
-        "lora_rank": (args.task == TaskName::Sentiment).then(|| args.lora_rank.unwrap_or(8)),
+        "lora_rank": (args.task == TaskName::Sentiment).then(|| args.lora_rank.unwrap_or(sentiment::NETWORK_RANK)),
         "strategy": args.strategy.to_string(),
         "codec": args.codec,
         "local_epochs": args.local_epochs,
@@ -531,18 +535,56 @@ pub struct FlServeArgs {
     /// every round; a restarted cloud continues from it.
     #[arg(long, value_name = "DIR", default_value = "fl-state")]
     state: PathBuf,
-    /// Fashion-MNIST IDX directory for the test set [default: /usr/share/datasets/fashion-mnist].
-    #[arg(long = "fl-data", value_name = "DIR")]
+    /// The test set: the Fashion-MNIST IDX directory [default:
+    /// /usr/share/datasets/fashion-mnist] or the Rotten Tomatoes corpus (its test movies)
+    /// [default: the cache's].
+    #[arg(long = "fl-data", value_name = "PATH")]
     fl_data: Option<PathBuf>,
 }
 
-/// The federated app for `serve --app fl`.
-pub fn fl_app(
+/// `serve --app fl`: the federated app of `--task`, served until `shutdown`.
+pub async fn serve_fl(
+    server: tandem_cloud::Server,
     args: FlServeArgs,
     backend: ComputeBackend,
     seed: u64,
-) -> Result<tandem_cloud::fl::app::FlApp<Fmnist>> {
-    use tandem_cloud::fl::app::{FlApp, FlSettings};
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    use tandem_cloud::fl::app::FlApp;
+    let settings = fl_settings(&args, seed)?;
+    match args.task {
+        TaskName::Fmnist => {
+            let dir = args.fl_data.unwrap_or_else(FashionMnist::default_dir);
+            let test = tandem_runtime::data::fashion_mnist::load_split(&dir, "t10k")?;
+            let app = FlApp::new(Fmnist::new(backend), test, settings)?;
+            println!("fl: {} rounds committed so far", app.round());
+            server.serve_app(app, shutdown).await;
+        }
+        TaskName::Sentiment => {
+            let (task, tokenizer) = sentiment_task(backend)?;
+            let path = args
+                .fl_data
+                .unwrap_or_else(tandem_runtime::data::rotten_tomatoes::default_path);
+            let test = Reviews::tokenize(&tokenizer, &RottenTomatoes::load(&path)?.test)?;
+            let app = FlApp::new(task, test, settings)?;
+            println!("fl: {} rounds committed so far", app.round());
+            server.serve_app(app, shutdown).await;
+        }
+    }
+    Ok(())
+}
+
+/// The sentiment task at the networked rank ([`sentiment::NETWORK_RANK`]) and its
+/// tokenizer.
+fn sentiment_task(backend: ComputeBackend) -> Result<(Sentiment, TextTokenizer)> {
+    let dir = model_dir();
+    let task = Sentiment::load(backend, &dir, sentiment::NETWORK_RANK)?;
+    Ok((task, TextTokenizer::load(&dir, sentiment::MAX_TOKENS)?))
+}
+
+/// The settings of `serve --app fl`, checked.
+fn fl_settings(args: &FlServeArgs, seed: u64) -> Result<tandem_cloud::fl::app::FlSettings> {
+    use tandem_cloud::fl::app::FlSettings;
     let codec = tandem_runtime::fl::update_codec(&args.update_codec).map_err(anyhow::Error::msg)?;
     let downlink = tandem_runtime::fl::update_codec(&args.downlink)
         .map_err(anyhow::Error::msg)
@@ -573,18 +615,9 @@ pub fn fl_app(
         proximal_mu: args.strategy.proximal_mu(),
     };
     local.check()?;
-    if args.task != TaskName::Fmnist {
-        bail!(
-            "--task {}: the networked cloud serves fmnist; simulate the others (`tandem-cloud simulate --task {0}`)",
-            args.task.name()
-        );
-    }
-    let task = Fmnist::new(backend);
-    let dir = args.fl_data.unwrap_or_else(FashionMnist::default_dir);
-    let test = tandem_runtime::data::fashion_mnist::load_split(&dir, "t10k")?;
     std::fs::create_dir_all(&args.state)
         .with_context(|| format!("cannot create {}", args.state.display()))?;
-    let settings = FlSettings {
+    Ok(FlSettings {
         rounds: args.rounds,
         per_round: args.clients_per_round,
         min_updates,
@@ -598,9 +631,6 @@ pub fn fl_app(
             .dp
             .settings(1.0, args.rounds, args.clip, args.strategy)?,
         seed,
-        state_dir: args.state,
-    };
-    let app = FlApp::new(task, test, settings)?;
-    println!("fl: {} rounds committed so far", app.round());
-    Ok(app)
+        state_dir: args.state.clone(),
+    })
 }

@@ -262,8 +262,14 @@ fn serve(args: ServeArgs) -> Result<()> {
             App::Split => serve_split(server, args.split, shutdown).await?,
             #[cfg(feature = "model")]
             App::Fl => {
-                let app = fl_command::fl_app(args.fl, args.split.backend, args.split.seed)?;
-                server.serve_app(app, shutdown).await;
+                fl_command::serve_fl(
+                    server,
+                    args.fl,
+                    args.split.backend,
+                    args.split.seed,
+                    shutdown,
+                )
+                .await?
             }
             #[cfg(not(feature = "model"))]
             App::Fl => anyhow::bail!("this tandem-cloud was built without the `model` feature"),

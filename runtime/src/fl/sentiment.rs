@@ -32,6 +32,9 @@ use std::path::Path;
 pub const MAX_TOKENS: usize = 64;
 /// Fresh and rotten.
 pub const CLASSES: usize = 2;
+/// The LoRA rank of networked runs (`serve --app fl` and `tandem fl`): the model's layout
+/// depends on it, and devices and cloud agree on it by the task's name alone.
+pub const NETWORK_RANK: usize = 8;
 /// Reviews per evaluation batch (sorted by length first, so padding stays small).
 const EVAL_BATCH: usize = 64;
 
@@ -100,6 +103,23 @@ pub fn by_movie(tokenizer: &TextTokenizer, reviews: &[Review]) -> Result<Vec<Rev
         .into_values()
         .map(|reviews| Reviews::tokenize(tokenizer, reviews))
         .collect()
+}
+
+/// The reviews of client `index` of `of` when the movies of `reviews`, in name order, are
+/// dealt out in turn (movie `m` to client `m % of`): with one client per movie, client
+/// `i` holds [`by_movie`]'s `i`-th movie.
+pub fn movies_of(reviews: &[Review], index: usize, of: usize) -> impl Iterator<Item = &Review> {
+    let names: std::collections::BTreeSet<&str> =
+        reviews.iter().map(|r| r.movie.as_str()).collect();
+    let mine: std::collections::HashSet<&str> = names
+        .into_iter()
+        .enumerate()
+        .filter(|(m, _)| m % of.max(1) == index)
+        .map(|(_, name)| name)
+        .collect();
+    reviews
+        .iter()
+        .filter(move |r| mine.contains(r.movie.as_str()))
 }
 
 /// The trained model: the frozen MiniLM with its adapters, and the head.
@@ -378,6 +398,10 @@ mod tests {
         ];
         let clients = by_movie(&tokenizer, &reviews).unwrap();
         assert_eq!(clients.len(), 2);
+        // Dealt out to two devices, each holds one movie, as by_movie orders them.
+        let second: Vec<&str> = movies_of(&reviews, 1, 2).map(|r| r.text.as_str()).collect();
+        assert_eq!(second, ["good", "fine"]);
+        assert_eq!(movies_of(&reviews, 0, 1).count(), 3);
         assert_eq!(clients[0].labels, [0]);
         assert_eq!(clients[1].labels, [1, 1]);
         assert_eq!(clients[1].tokens[1], tokenizer.ids("fine").unwrap());

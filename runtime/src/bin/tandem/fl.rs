@@ -7,10 +7,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tandem_runtime::data::fashion_mnist::{CLASSES, FashionMnist, load_split};
 use tandem_runtime::data::partition::{ClientSlice, Partition};
+use tandem_runtime::data::rotten_tomatoes::{self, RottenTomatoes};
 use tandem_runtime::fl::client::FlClient;
 use tandem_runtime::fl::fmnist::Fmnist;
+use tandem_runtime::fl::sentiment::{self, Reviews, Sentiment};
 use tandem_runtime::fl::task::Task;
 use tandem_runtime::model::ComputeBackend;
+use tandem_runtime::model::minilm::{TextTokenizer, model_dir};
 use tandem_runtime::session::fl::RoundClient;
 use tandem_runtime::wire::{Capabilities, Join};
 
@@ -19,6 +22,8 @@ use tandem_runtime::wire::{Capabilities, Join};
 pub(crate) enum TaskName {
     /// LeNet-5 on Fashion-MNIST.
     Fmnist,
+    /// MiniLM's LoRA adapters (rank 8) and a head on Rotten Tomatoes reviews.
+    Sentiment,
 }
 
 #[derive(Args)]
@@ -28,15 +33,17 @@ pub(crate) struct FlArgs {
     /// The task (the cloud must run the same).
     #[arg(long, value_enum, default_value_t = TaskName::Fmnist)]
     task: TaskName,
-    /// This board's own data: a directory with train-images-idx3-ubyte[.gz] and
-    /// train-labels-idx1-ubyte[.gz]. Without it, --client takes a slice of the cached
-    /// Fashion-MNIST.
-    #[arg(long, value_name = "DIR")]
+    /// This board's own data: for fmnist a directory with train-images-idx3-ubyte[.gz]
+    /// and train-labels-idx1-ubyte[.gz]; for sentiment a corpus in Rotten Tomatoes' CSV
+    /// (its training movies' reviews). Without it, --client takes a slice of the cached
+    /// data set.
+    #[arg(long, value_name = "PATH")]
     data: Option<PathBuf>,
-    /// Which slice of the cached data set this device holds: I/N (client I of N).
+    /// Which slice of the cached data set this device holds: I/N (client I of N; for
+    /// sentiment the training movies I, I + N, I + 2N, .. in name order).
     #[arg(long, value_name = "I/N", required_unless_present = "data")]
     client: Option<ClientSlice>,
-    /// How the cached data set is split among the N clients: iid, shards:K or
+    /// How the cached data set is split among the N clients (fmnist): iid, shards:K or
     /// dirichlet:ALPHA (every device of a run must use the same, with the same --seed).
     #[arg(long, default_value = "iid")]
     partition: Partition,
@@ -57,23 +64,48 @@ pub(crate) struct FlArgs {
 }
 
 pub(crate) fn run(args: FlArgs) -> Result<()> {
-    let TaskName::Fmnist = args.task;
-    let data = match (&args.data, args.client) {
-        (Some(dir), _) => load_split(dir, "train")?,
-        (None, Some(slice)) => {
-            let set = FashionMnist::load(&FashionMnist::default_dir())?;
-            let parts = args
-                .partition
-                .assign(&set.train.labels, CLASSES, slice.of, args.seed)?;
-            set.train.select(&parts[slice.index])
+    match args.task {
+        TaskName::Fmnist => {
+            let data = match (&args.data, args.client) {
+                (Some(dir), _) => load_split(dir, "train")?,
+                (None, Some(slice)) => {
+                    let set = FashionMnist::load(&FashionMnist::default_dir())?;
+                    let parts =
+                        args.partition
+                            .assign(&set.train.labels, CLASSES, slice.of, args.seed)?;
+                    set.train.select(&parts[slice.index])
+                }
+                (None, None) => bail!("pass --client I/N or --data DIR"),
+            };
+            let task = Fmnist::new(args.backend);
+            participate(&args, task, data)
         }
-        (None, None) => bail!("pass --client I/N or --data DIR"),
-    };
-    if data.is_empty() {
+        TaskName::Sentiment => {
+            let dir = model_dir();
+            let task = Sentiment::load(args.backend, &dir, sentiment::NETWORK_RANK)?;
+            let tokenizer = TextTokenizer::load(&dir, sentiment::MAX_TOKENS)?;
+            let data = match (&args.data, args.client) {
+                (Some(path), _) => {
+                    Reviews::tokenize(&tokenizer, &RottenTomatoes::load(path)?.train)?
+                }
+                (None, Some(slice)) => {
+                    let corpus = RottenTomatoes::load(&rotten_tomatoes::default_path())?;
+                    let mine = sentiment::movies_of(&corpus.train, slice.index, slice.of);
+                    Reviews::tokenize(&tokenizer, mine)?
+                }
+                (None, None) => bail!("pass --client I/N or --data FILE"),
+            };
+            participate(&args, task, data)
+        }
+    }
+}
+
+/// Joins the cloud and takes part in rounds of `task` on `data`.
+fn participate<T: Task + 'static>(args: &FlArgs, task: T, data: T::Data) -> Result<()> {
+    if task.examples(&data) == 0 {
         bail!("this device holds no examples (try another --partition or --client)");
     }
     let (node, config) = client_config(&args.connect)?;
-    let task = Fmnist::new(args.backend);
     let name = task.name();
     let checkpoint = args.checkpoint.clone().unwrap_or_else(|| {
         tandem_runtime::paths::cache_dir()
