@@ -3,12 +3,17 @@
 //!
 //! `cargo xtask bench transport` (or `cargo bench -p tandem-tests --bench transport`).
 //! - Bulk: 100 MB per transfer, as an `Update` plus 4 MiB chunk frames
-//!   (`write_tensor_message` / `read_tensor_message`), vs the same bytes written to a
-//!   quinn stream and read with `read_to_end`; each side collects the bytes into memory.
-//!   Alternating, median of 5 each.
+//!   (`write_tensor_message` / `read_tensor_message`: a buffer sized once per message
+//!   from the announced length, each chunk read in place), against the same bytes on a
+//!   plain quinn stream behind an 8-byte length prefix, read with `read_exact` into one
+//!   buffer the receiver allocated once for all transfers (the headline baseline: what a
+//!   careful user writes); and, as the figure recorded before, the same plain stream
+//!   read with `read_to_end` (which buffers every chunk and copies the whole payload into
+//!   a new Vec). Rotating, median of 5 each.
 //! - Control round trip: `Eval` -> `Metrics` on a fresh bidirectional stream, 1000 times.
 //!
-//! Last line: `transport_vs_plain_quinn: X` (tandem throughput / plain throughput).
+//! The line before last: `transport_vs_read_to_end: Y`; the last:
+//! `transport_vs_plain_quinn: X` (tandem throughput / the `read_exact` baseline's).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -31,8 +36,21 @@ fn update(len: usize) -> Update {
     }
 }
 
+/// How a transfer is sent and received.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    /// Plain stream, received with `read_to_end`.
+    ReadToEnd = 0,
+    /// tandem's `Update` and chunk frames.
+    Framed = 1,
+    /// Plain stream behind a length prefix, `read_exact` into a buffer allocated once.
+    ReadExact = 2,
+}
+
 /// What the server does with each incoming stream.
 async fn serve(connection: quinn::Connection) {
+    // The read_exact baseline's buffer, allocated once for every transfer.
+    let mut buffer = vec![0u8; BULK];
     loop {
         tokio::select! {
             uni = connection.accept_uni() => {
@@ -41,13 +59,26 @@ async fn serve(connection: quinn::Connection) {
                 if recv.read_exact(&mut kind).await.is_err() {
                     return;
                 }
-                let received = if kind[0] == 0 {
-                    recv.read_to_end(BULK + 1).await.map(|b| b.len()).unwrap_or(0)
-                } else {
-                    transport::read_tensor_message::<Update>(&mut recv)
+                let received = match kind[0] {
+                    0 => recv.read_to_end(BULK + 1).await.map(|b| b.len()).unwrap_or(0),
+                    1 => transport::read_tensor_message::<Update>(&mut recv)
                         .await
                         .map(|(_, b)| b.len())
-                        .unwrap_or(0)
+                        .unwrap_or(0),
+                    _ => {
+                        let mut prefix = [0u8; 8];
+                        let announced = match recv.read_exact(&mut prefix).await {
+                            Ok(()) => u64::from_le_bytes(prefix) as usize,
+                            Err(_) => 0,
+                        };
+                        // Capped before reading, as any receiver must.
+                        if announced == BULK && recv.read_exact(&mut buffer).await.is_ok() {
+                            std::hint::black_box(&buffer);
+                            BULK
+                        } else {
+                            0
+                        }
+                    }
                 };
                 if received != BULK {
                     // A panic here would leave the client waiting for an ack forever.
@@ -71,15 +102,19 @@ async fn serve(connection: quinn::Connection) {
     }
 }
 
-async fn transfer(connection: &quinn::Connection, framed: bool, payload: &[u8]) -> Duration {
+async fn transfer(connection: &quinn::Connection, path: Path, payload: &[u8]) -> Duration {
     let start = Instant::now();
     let mut send = connection.open_uni().await.expect("open stream");
-    send.write_all(&[u8::from(framed)]).await.expect("write");
-    if framed {
+    send.write_all(&[path as u8]).await.expect("write");
+    if path == Path::Framed {
         transport::write_tensor_message(&mut send, &update(payload.len()), payload)
             .await
             .expect("framed transfer");
     } else {
+        if path == Path::ReadExact {
+            let prefix = (payload.len() as u64).to_le_bytes();
+            send.write_all(&prefix).await.expect("length prefix");
+        }
         for piece in payload.chunks(WRITE) {
             send.write_all(piece).await.expect("plain transfer");
         }
@@ -132,16 +167,18 @@ async fn main() {
 
     let payload: Vec<u8> = (0..BULK).map(|i| (i % 251) as u8).collect();
     // One warm-up transfer each (congestion window, allocator).
-    transfer(&connection, false, &payload).await;
-    transfer(&connection, true, &payload).await;
-    let mut plain = Vec::new();
-    let mut framed = Vec::new();
+    let paths = [Path::ReadExact, Path::Framed, Path::ReadToEnd];
+    for path in paths {
+        transfer(&connection, path, &payload).await;
+    }
+    let mut times: [Vec<Duration>; 3] = Default::default();
     for _ in 0..ROUNDS {
-        plain.push(transfer(&connection, false, &payload).await);
-        framed.push(transfer(&connection, true, &payload).await);
+        for (i, path) in paths.into_iter().enumerate() {
+            times[i].push(transfer(&connection, path, &payload).await);
+        }
     }
     let mbps = |d: Duration| BULK as f64 / d.as_secs_f64() / 1e6;
-    let (plain, framed) = (median(plain), median(framed));
+    let [exact, framed, to_end] = times.map(median);
 
     let mut rtts = Vec::with_capacity(PINGS);
     for step in 0..PINGS as u64 {
@@ -159,26 +196,30 @@ async fn main() {
 
     println!("loopback QUIC, mTLS, 100 MB per transfer, median of {ROUNDS}");
     println!("{:<34} {:>10} {:>10}", "path", "ms", "MB/s");
-    println!(
-        "{:<34} {:>10.1} {:>10.1}",
-        "plain quinn stream (read_to_end)",
-        plain.as_secs_f64() * 1e3,
-        mbps(plain)
-    );
-    println!(
-        "{:<34} {:>10.1} {:>10.1}",
-        "tandem Update + 4 MiB chunks",
-        framed.as_secs_f64() * 1e3,
-        mbps(framed)
-    );
+    for (name, time) in [
+        ("plain quinn, length + read_exact", exact),
+        ("tandem Update + 4 MiB chunks", framed),
+        ("plain quinn, read_to_end", to_end),
+    ] {
+        println!(
+            "{:<34} {:>10.1} {:>10.1}",
+            name,
+            time.as_secs_f64() * 1e3,
+            mbps(time)
+        );
+    }
     println!(
         "control round trip (Eval -> Metrics, new stream each): p50 {:.3} ms, p99 {:.3} ms",
         pct(0.50),
         pct(0.99)
     );
     println!(
+        "transport_vs_read_to_end: {:.3}",
+        mbps(framed) / mbps(to_end)
+    );
+    println!(
         "transport_vs_plain_quinn: {:.3}",
-        mbps(framed) / mbps(plain)
+        mbps(framed) / mbps(exact)
     );
     connection.close(0u32.into(), b"done");
     client.wait_idle().await;

@@ -102,8 +102,18 @@ pub(super) async fn read_tensor<M: TensorMessage>(
     let mut assembler = TensorAssembler::new(msg)?;
     while !assembler.is_complete() {
         let header = read_header(recv).await?;
-        let buffer = assembler.begin_chunk(&header)?;
-        recv.read_exact(buffer).await.map_err(read_error)?;
+        let len = assembler.begin_chunk(&header)?;
+        let mut left = len;
+        // Each piece quinn holds goes straight into the payload's buffer: one copy.
+        while left > 0 {
+            let piece = recv
+                .read_chunk(left, true)
+                .await
+                .map_err(|e| read_error(quinn::ReadExactError::ReadError(e)))?
+                .ok_or_else(|| read_error(quinn::ReadExactError::FinishedEarly(len - left)))?;
+            assembler.push(&piece.bytes)?;
+            left -= piece.bytes.len();
+        }
     }
     Ok(assembler.finish()?)
 }

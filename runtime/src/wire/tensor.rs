@@ -46,16 +46,24 @@ pub fn chunk_headers(len: usize) -> impl Iterator<Item = FrameHeader> {
 pub struct TensorAssembler {
     expected: u64,
     bytes: Vec<u8>,
+    /// Bytes of the current chunk still to come.
+    chunk_left: usize,
 }
 
 impl TensorAssembler {
     /// Starts collecting the payload `msg` announces; refuses an announced length over
-    /// its kind's cap before any chunk arrives. Memory grows only as chunks arrive.
+    /// its kind's cap before any chunk arrives. The buffer is sized once, from the
+    /// announced (capped) length, so chunks are read in place and never copied on
+    /// growth; that reserves address space, not memory: a page is touched only when a
+    /// chunk's bytes land on it.
     pub fn new<M: TensorMessage>(msg: &M) -> Result<Self, WireError> {
         msg.check_payload_len()?;
+        let expected = msg.payload_len();
         Ok(Self {
-            expected: msg.payload_len(),
-            bytes: Vec::new(),
+            expected,
+            // Within the kind's cap (checked above), so it fits in usize.
+            bytes: Vec::with_capacity(usize::try_from(expected).unwrap_or(0)),
+            chunk_left: 0,
         })
     }
 
@@ -69,14 +77,21 @@ impl TensorAssembler {
         self.remaining() == 0
     }
 
-    /// Validates the next chunk's header and returns the buffer its bytes go into (so a
-    /// transport reads them in place). Errors on a frame that is not a chunk or that
-    /// would overrun the announced length; nothing is allocated then.
-    pub fn begin_chunk(&mut self, header: &FrameHeader) -> Result<&mut [u8], WireError> {
+    /// Validates the next chunk's header and returns its length: that many bytes follow,
+    /// through [`TensorAssembler::push`] in pieces as they arrive. Errors on a frame that
+    /// is not a chunk, on an empty one, on one that would overrun the announced length,
+    /// or while the current chunk is still short.
+    pub fn begin_chunk(&mut self, header: &FrameHeader) -> Result<usize, WireError> {
         if header.kind() != Kind::Chunk {
             return Err(WireError::UnexpectedKind {
                 expected: Kind::Chunk,
                 found: header.kind(),
+            });
+        }
+        if self.chunk_left > 0 {
+            return Err(WireError::Truncated {
+                needed: self.chunk_left,
+                have: 0,
             });
         }
         let len = header.payload_len();
@@ -87,9 +102,22 @@ impl TensorAssembler {
                 got: len,
             });
         }
-        let start = self.bytes.len();
-        self.bytes.resize(start + len, 0);
-        Ok(&mut self.bytes[start..])
+        self.chunk_left = len;
+        Ok(len)
+    }
+
+    /// Appends `bytes` of the current chunk (read straight into the buffer sized once,
+    /// never zeroed first); more than the chunk has left is an overrun.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), WireError> {
+        if bytes.len() > self.chunk_left {
+            return Err(WireError::ChunkOverrun {
+                remaining: self.chunk_left as u64,
+                got: bytes.len(),
+            });
+        }
+        self.bytes.extend_from_slice(bytes);
+        self.chunk_left -= bytes.len();
+        Ok(())
     }
 
     /// Takes one whole chunk frame (header and bytes); see [`TensorAssembler::begin_chunk`].
@@ -100,8 +128,8 @@ impl TensorAssembler {
                 have: chunk.len(),
             });
         }
-        self.begin_chunk(header)?.copy_from_slice(chunk);
-        Ok(())
+        self.begin_chunk(header)?;
+        self.push(chunk)
     }
 
     /// The whole payload, once [`TensorAssembler::is_complete`].
