@@ -1,8 +1,12 @@
 //! A fixed amount of sorting work, for counting instructions under qemu
-//! (`cargo xtask bench sort-insns`): `sort_work <none|tandem|std|pairs|pairs-simd|pairs-std> <n>`.
+//! (`cargo xtask bench sort-insns`): `sort_work <method> <n>`, the method one of `none`,
+//! `tandem`, `std`, `std-keys`, `tandem-u32`, `std-u32`, `pairs`, `pairs-simd`, `pairs-std`.
 //!
 //! Generates `n` pseudo-random f32, sorts them with the chosen method (`none` skips the
 //! sort, to measure the set-up to subtract) and prints a checksum so nothing is elided.
+//! `std-keys` sorts the f32 as std would sort tandem's own integer keys (mapped in
+//! place, `sort_unstable`, mapped back); the `-u32` methods sort the values' bits as u32
+//! (both copy them to a u32 vector and back: the same few instructions a key on each).
 
 use std::process::ExitCode;
 
@@ -12,7 +16,9 @@ fn main() -> ExitCode {
         args.first(),
         args.get(1).and_then(|n| n.parse::<usize>().ok()),
     ) else {
-        eprintln!("usage: sort_work <none|tandem|std|pairs|pairs-simd|pairs-std> <n>");
+        eprintln!(
+            "usage: sort_work <none|tandem|std|std-keys|tandem-u32|std-u32|pairs|pairs-simd|pairs-std> <n>"
+        );
         return ExitCode::from(2);
     };
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -28,6 +34,26 @@ fn main() -> ExitCode {
         "none" => {}
         "tandem" => tandem_kernels::sort_f32(&mut data),
         "std" => data.sort_unstable_by(f32::total_cmp),
+        "std-keys" | "tandem-u32" | "std-u32" => {
+            let mut keys: Vec<u32> = data.iter().map(|f| f.to_bits()).collect();
+            match method.as_str() {
+                "std-keys" => {
+                    // f32 bits to u32 keys in total_cmp order, and back.
+                    for k in keys.iter_mut() {
+                        *k = if *k >> 31 == 1 { !*k } else { *k ^ 0x8000_0000 };
+                    }
+                    keys.sort_unstable();
+                    for k in keys.iter_mut() {
+                        *k = if *k >> 31 == 1 { *k ^ 0x8000_0000 } else { !*k };
+                    }
+                }
+                "tandem-u32" => tandem_kernels::sort_u32(&mut keys),
+                _ => keys.sort_unstable(),
+            }
+            for (d, k) in data.iter_mut().zip(keys) {
+                *d = f32::from_bits(k);
+            }
+        }
         "pairs" | "pairs-simd" => {
             let mut idx: Vec<u32> = (0..n as u32).collect();
             let sort = if method == "pairs" {
@@ -48,7 +74,9 @@ fn main() -> ExitCode {
             }
         }
         other => {
-            eprintln!("unknown method '{other}' (none, tandem, std, pairs, pairs-simd, pairs-std)");
+            eprintln!(
+                "unknown method '{other}' (none, tandem, std, std-keys, tandem-u32, std-u32, pairs, pairs-simd, pairs-std)"
+            );
             return ExitCode::from(2);
         }
     }

@@ -192,33 +192,40 @@ impl Counter {
     }
 }
 
-/// `cargo xtask bench sort-insns`: instructions per key of `sort_f32` (NEON) and of
-/// `sort_unstable_by(f32::total_cmp)`, both built for aarch64, at 1M keys.
+/// `cargo xtask bench sort-insns`: instructions per key at 1M keys, all built for
+/// aarch64: tandem's u32 sort against `sort_unstable` (the headline), and its f32 sort
+/// against `sort_unstable_by(f32::total_cmp)` and against std sorting the same integer
+/// keys. Last line: `sort_insns_ratio_vs_std: Z` (u32, std over tandem).
 pub fn sort_insns() -> Result<()> {
     let counter = Counter::new(&Example::kernels("sort_work"), Build::Release)?;
     let n: usize = 1 << 20;
     println!(
-        "{:<28} {:>14} {:>10} {:>14}",
-        "sort of 1M f32 (aarch64)", "insns/key", "SIMD/key", "SIMD share"
+        "{:<36} {:>10} {:>10} {:>11}",
+        "sort of 1M keys (aarch64)", "insns/key", "SIMD/key", "SIMD share"
     );
     let mut per_key = Vec::new();
     for (label, method) in [
-        ("tandem sort_f32 (NEON)", "tandem"),
-        ("sort_unstable_by(total_cmp)", "std"),
+        ("u32: tandem sort_u32 (NEON)", "tandem-u32"),
+        ("u32: sort_unstable", "std-u32"),
+        ("f32: tandem sort_f32 (NEON)", "tandem"),
+        ("f32: sort_unstable_by(total_cmp)", "std"),
+        ("f32: sort_unstable on the same keys", "std-keys"),
     ] {
         let c = counter.work(method, &[n])?;
         let total = c.total as f64 / n as f64;
         let simd = c.simd as f64 / n as f64;
         println!(
-            "{label:<28} {total:>14.1} {simd:>10.1} {:>13.0}%",
+            "{label:<36} {total:>10.1} {simd:>10.1} {:>10.0}%",
             100.0 * simd / total
         );
         per_key.push(total);
     }
     println!(
-        "sort_f32_1M_insns_std_over_neon: {:.2}",
-        per_key[1] / per_key[0]
+        "f32: std over tandem {:.2} (total_cmp), {:.2} (same keys)",
+        per_key[3] / per_key[2],
+        per_key[4] / per_key[2]
     );
+    println!("sort_insns_ratio_vs_std: {:.2}", per_key[1] / per_key[0]);
     Ok(())
 }
 

@@ -554,13 +554,18 @@ fn a_chunk_arrives_in_pieces_and_no_piece_overruns_it() {
     let six = FrameHeader::new(Kind::Chunk, 6).unwrap();
     assert_eq!(assembler.begin_chunk(&six), Ok(6));
     // The next chunk cannot start before this one is whole.
-    assert!(matches!(assembler.begin_chunk(&six), Err(WireError::Truncated { .. })));
+    assert!(matches!(
+        assembler.begin_chunk(&six),
+        Err(WireError::Truncated { .. })
+    ));
     assembler.push(&[1, 2]).unwrap();
-    assert!(matches!(assembler.push(&[0; 5]), Err(WireError::ChunkOverrun { .. })));
+    assert!(matches!(
+        assembler.push(&[0; 5]),
+        Err(WireError::ChunkOverrun { .. })
+    ));
     assembler.push(&[3, 4, 5, 6]).unwrap();
     let four = FrameHeader::new(Kind::Chunk, 4).unwrap();
     assert_eq!(assembler.begin_chunk(&four), Ok(4));
     assembler.push(&[7, 8, 9, 10]).unwrap();
     assert_eq!(assembler.finish().unwrap(), (1..=10).collect::<Vec<u8>>());
 }
-
