@@ -16,18 +16,23 @@ const USAGE: &str =
     "usage: gemm_work <none|xq|xq-scalar|xtp|xtp-scalar|quant|quant-plain> <n> <d> <r>";
 
 /// int8 round trip of `x` in blocks of 64 with a plain loop: absmax, scale, round to
-/// nearest even, clamp; then codes times scale.
+/// nearest even, clamp; then codes times scale. The same buffers as tandem's round trip
+/// (codes, scales, output), each allocated once.
 fn quant_plain(x: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
-    for (xb, ob) in x.chunks(64).zip(out.chunks_mut(64)) {
+    let mut codes = vec![0i8; x.len()];
+    let mut scales = vec![0.0f32; x.len().div_ceil(64)];
+    for ((xb, cb), scale) in x.chunks(64).zip(codes.chunks_mut(64)).zip(&mut scales) {
         let m = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let inv = if m > 0.0 { 127.0 / m } else { 0.0 };
-        let codes: Vec<i8> = xb
-            .iter()
-            .map(|v| (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8)
-            .collect();
-        for (o, c) in ob.iter_mut().zip(codes) {
-            *o = f32::from(c) * (m / 127.0);
+        for (c, v) in cb.iter_mut().zip(xb) {
+            *c = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+        }
+        *scale = m / 127.0;
+    }
+    let mut out = vec![0.0; x.len()];
+    for ((ob, cb), scale) in out.chunks_mut(64).zip(codes.chunks(64)).zip(&scales) {
+        for (o, &c) in ob.iter_mut().zip(cb) {
+            *o = f32::from(c) * scale;
         }
     }
     out
