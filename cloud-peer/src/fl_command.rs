@@ -31,7 +31,7 @@ pub enum TaskName {
 }
 
 impl TaskName {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Fmnist => "fmnist",
             Self::Sentiment => "sentiment",
@@ -341,7 +341,7 @@ impl DpArgs {
     /// The settings, the noise calibrated to `--dp-epsilon` over `rounds` rounds at
     /// sampling rate `q` when `--dp-noise` is not given; checked against the clipping
     /// norm and the strategy (returned with the norm).
-    fn settings(
+    pub(crate) fn settings(
         &self,
         q: f64,
         rounds: u64,
@@ -485,152 +485,4 @@ fn write_metrics(
         .with_context(|| format!("cannot write {}", args.metrics.display()))?;
     tandem_runtime::paths::write_atomic(&args.plot, &plot_png(records), 0o644)
         .with_context(|| format!("cannot write {}", args.plot.display()))
-}
-
-/// `tandem-cloud serve --app fl` flags.
-#[derive(Args)]
-pub struct FlServeArgs {
-    /// The federated task.
-    #[arg(long, value_enum, default_value_t = TaskName::Fmnist)]
-    task: TaskName,
-    /// Rounds in the run (a restarted run continues up to this total).
-    #[arg(long, default_value_t = 100)]
-    rounds: u64,
-    /// Devices per round (a round starts once this many have joined and are connected).
-    #[arg(long, default_value_t = 10)]
-    clients_per_round: usize,
-    /// Updates a round needs by its deadline to commit [default: all of them].
-    #[arg(long)]
-    min_updates: Option<usize>,
-    /// Seconds devices have to report.
-    #[arg(long, default_value_t = 120)]
-    deadline_secs: u64,
-    /// Aggregation (as for simulate).
-    #[arg(long, default_value = "fedavg")]
-    strategy: StrategyKind,
-    /// Update codec (as for simulate).
-    #[arg(long = "codec", default_value = "identity")]
-    update_codec: String,
-    /// Model codec down to the devices: identity (the full model each round), or f16 or
-    /// int8 (a delta against the model each device acknowledged last).
-    #[arg(long, default_value = "identity")]
-    downlink: String,
-    /// Local epochs per round.
-    #[arg(long, default_value_t = 1)]
-    local_epochs: u16,
-    /// Local batch size.
-    #[arg(long = "batch", default_value_t = 32)]
-    local_batch: u16,
-    /// Local SGD learning rate.
-    #[arg(long, default_value_t = 0.01)]
-    local_lr: f32,
-    /// Update L2 norm bound: NORM (clip to it) or NORM:refuse.
-    #[arg(long)]
-    clip: Option<NormBound>,
-    /// Central differential privacy (as for simulate; no amplification by sampling is
-    /// claimed here, and the noise comes from the system's secure generator).
-    #[command(flatten)]
-    dp: DpArgs,
-    /// Run state (global model, server optimiser, round) and metrics, committed after
-    /// every round; a restarted cloud continues from it.
-    #[arg(long, value_name = "DIR", default_value = "fl-state")]
-    state: PathBuf,
-    /// The test set: the Fashion-MNIST IDX directory [default:
-    /// /usr/share/datasets/fashion-mnist] or the Rotten Tomatoes corpus (its test movies)
-    /// [default: the cache's].
-    #[arg(long = "fl-data", value_name = "PATH")]
-    fl_data: Option<PathBuf>,
-}
-
-/// `serve --app fl`: the federated app of `--task`, served until `shutdown`.
-pub async fn serve_fl(
-    server: tandem_cloud::Server,
-    args: FlServeArgs,
-    backend: ComputeBackend,
-    seed: u64,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<()> {
-    use tandem_cloud::fl::app::FlApp;
-    let settings = fl_settings(&args, seed)?;
-    match args.task {
-        TaskName::Fmnist => {
-            let dir = args.fl_data.unwrap_or_else(FashionMnist::default_dir);
-            let test = tandem_runtime::data::fashion_mnist::load_split(&dir, "t10k")?;
-            let app = FlApp::new(Fmnist::new(backend), test, settings)?;
-            println!("fl: {} rounds committed so far", app.round());
-            server.serve_app(app, shutdown).await;
-        }
-        TaskName::Sentiment => {
-            let (task, tokenizer) = sentiment_task(backend)?;
-            let path = args
-                .fl_data
-                .unwrap_or_else(tandem_runtime::data::rotten_tomatoes::default_path);
-            let test = Reviews::tokenize(&tokenizer, &RottenTomatoes::load(&path)?.test)?;
-            let app = FlApp::new(task, test, settings)?;
-            println!("fl: {} rounds committed so far", app.round());
-            server.serve_app(app, shutdown).await;
-        }
-    }
-    Ok(())
-}
-
-/// The sentiment task at the networked rank ([`sentiment::NETWORK_RANK`]) and its
-/// tokenizer.
-fn sentiment_task(backend: ComputeBackend) -> Result<(Sentiment, TextTokenizer)> {
-    let dir = model_dir();
-    let task = Sentiment::load(backend, &dir, sentiment::NETWORK_RANK)?;
-    Ok((task, TextTokenizer::load(&dir, sentiment::MAX_TOKENS)?))
-}
-
-/// The settings of `serve --app fl`, checked.
-fn fl_settings(args: &FlServeArgs, seed: u64) -> Result<tandem_cloud::fl::app::FlSettings> {
-    use tandem_cloud::fl::app::FlSettings;
-    let codec = tandem_runtime::fl::update_codec(&args.update_codec).map_err(anyhow::Error::msg)?;
-    let downlink = tandem_runtime::fl::update_codec(&args.downlink)
-        .map_err(anyhow::Error::msg)
-        .and_then(|c| Ok(tandem_runtime::fl::downlink::model_codec(c)?))
-        .with_context(|| format!("--downlink {}", args.downlink))?;
-    if args.clients_per_round == 0 || args.clients_per_round > 10_000 {
-        bail!(
-            "--clients-per-round {}: expected 1..=10000",
-            args.clients_per_round
-        );
-    }
-    let min_updates = args.min_updates.unwrap_or(args.clients_per_round);
-    if !(1..=args.clients_per_round).contains(&min_updates) {
-        bail!("--min-updates {min_updates}: expected 1..=--clients-per-round");
-    }
-    if min_updates < args.strategy.min_updates() {
-        bail!(
-            "{} needs at least {} updates per round: raise --min-updates (now {min_updates})",
-            args.strategy,
-            args.strategy.min_updates()
-        );
-    }
-    let local = LocalConfig {
-        epochs: args.local_epochs,
-        batch: args.local_batch,
-        lr: args.local_lr,
-        momentum: tandem_runtime::fl::client::MOMENTUM,
-        proximal_mu: args.strategy.proximal_mu(),
-    };
-    local.check()?;
-    std::fs::create_dir_all(&args.state)
-        .with_context(|| format!("cannot create {}", args.state.display()))?;
-    Ok(FlSettings {
-        rounds: args.rounds,
-        per_round: args.clients_per_round,
-        min_updates,
-        deadline: std::time::Duration::from_secs(args.deadline_secs.clamp(1, 86_400)),
-        local,
-        codec,
-        downlink,
-        strategy: args.strategy,
-        bound: args.clip,
-        dp: args
-            .dp
-            .settings(1.0, args.rounds, args.clip, args.strategy)?,
-        seed,
-        state_dir: args.state.clone(),
-    })
 }

@@ -16,6 +16,8 @@ use tandem_runtime::transport::pki::Pki;
 
 #[cfg(feature = "model")]
 mod fl_command;
+#[cfg(feature = "model")]
+mod fl_serve;
 
 /// tandem cloud peer: serves tandem devices over QUIC (split fine-tuning top half,
 /// federated aggregation).
@@ -79,7 +81,7 @@ struct ServeArgs {
     split: SplitArgs,
     #[cfg(feature = "model")]
     #[command(flatten)]
-    fl: fl_command::FlServeArgs,
+    fl: fl_serve::FlServeArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -262,7 +264,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             App::Split => serve_split(server, args.split, shutdown).await?,
             #[cfg(feature = "model")]
             App::Fl => {
-                fl_command::serve_fl(
+                fl_serve::serve_fl(
                     server,
                     args.fl,
                     args.split.backend,

@@ -373,10 +373,10 @@ impl<'a, T: Task> Simulation<'a, T> {
     }
 
     /// The centralised baseline of a federated run of `rounds` rounds: one model, from
-    /// the run's initial weights (whatever rounds have run), trained with the same local settings in one pass over
-    /// as many examples as the run would see ([`Simulation::examples_to_see`]), drawn
-    /// from all clients' data pooled (a shuffle from the seed, repeated if it must be),
-    /// then evaluated on the test set.
+    /// the run's initial weights (whatever rounds have run), trained with the same local
+    /// settings in one pass over as many examples as the run would see
+    /// ([`Simulation::examples_to_see`]), drawn from all clients' data pooled (a shuffle
+    /// from the seed, repeated if it must be), then evaluated on the test set.
     pub fn centralised(&self, rounds: u64) -> Result<Centralised, SimulationError> {
         let started = Instant::now();
         let sizes: Vec<usize> = self

@@ -100,6 +100,20 @@ fn too_many_drop_outs_fail_with_a_reason_not_a_wrong_sum() {
     );
 }
 
+/// Every participant of `settings` (keys from a generator seeded with `seed`), the cloud
+/// holding their public keys, and the generator for what follows.
+fn keyed(settings: Settings, seed: u64) -> (Vec<Client>, Server, impl FnMut(&mut [u8])) {
+    let mut random = seeded_random(seed);
+    let clients: Vec<Client> = (0..settings.participants)
+        .map(|i| Client::new(i, settings, &mut random).unwrap())
+        .collect();
+    let mut server = Server::new(settings);
+    for c in &clients {
+        server.receive_keys(c.public_keys().clone()).unwrap();
+    }
+    (clients, server, random)
+}
+
 /// The Pearson correlation of two equally long series.
 fn correlation(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len() as f64;
@@ -120,14 +134,7 @@ fn the_cloud_cannot_read_back_a_single_update() {
     ups[0] = (0..len)
         .map(|j| if j % 2 == 0 { 1.0 } else { -1.0 })
         .collect();
-    let mut random = seeded_random(6);
-    let mut clients: Vec<Client> = (0..5)
-        .map(|i| Client::new(i, settings, &mut random).unwrap())
-        .collect();
-    let mut server = Server::new(settings);
-    for c in &clients {
-        server.receive_keys(c.public_keys().clone()).unwrap();
-    }
+    let (mut clients, mut server, mut random) = keyed(settings, 6);
     for (i, c) in clients.iter_mut().enumerate() {
         let shares = c.share(&server.keys_for(i), &mut random).unwrap();
         server.receive_shares(shares).unwrap();
@@ -190,14 +197,7 @@ fn the_cloud_cannot_read_back_a_single_update() {
 #[test]
 fn devices_refuse_greedy_or_malformed_requests_and_forged_shares() {
     let settings = Settings::new(6, 4, 3, 2, 10, 1.0, 8).unwrap();
-    let mut random = seeded_random(8);
-    let mut clients: Vec<Client> = (0..4)
-        .map(|i| Client::new(i, settings, &mut random).unwrap())
-        .collect();
-    let mut server = Server::new(settings);
-    for c in &clients {
-        server.receive_keys(c.public_keys().clone()).unwrap();
-    }
+    let (mut clients, mut server, mut random) = keyed(settings, 8);
     assert!(
         server
             .receive_keys(clients[0].public_keys().clone())
