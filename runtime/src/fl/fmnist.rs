@@ -6,9 +6,9 @@ use super::Layout;
 use super::local_sgd;
 use super::task::{Evaluation, LocalConfig, LocalResult, Task, TaskError};
 use crate::data::fashion_mnist::{CLASSES, Images, PIXELS, SIDE};
-use crate::model::ComputeBackend;
 use crate::model::lenet::{LeNet, LeNetConfig};
 use crate::model::params;
+use crate::model::{ComputeBackend, with_device_rng};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -35,7 +35,8 @@ impl Fmnist {
                 got: weights.len(),
             });
         }
-        Ok(params::load(LeNetConfig::new().init(device), weights))
+        let fresh = with_device_rng(|| LeNetConfig::new().init(device));
+        Ok(params::load(fresh, weights))
     }
 }
 
@@ -71,8 +72,10 @@ impl Task for Fmnist {
 
     fn initial_weights(&self, seed: u64) -> Vec<f32> {
         let device = self.backend.device();
-        device.seed(seed);
-        params::flatten(&LeNetConfig::new().init(&device))
+        params::flatten(&with_device_rng(|| {
+            device.seed(seed);
+            LeNetConfig::new().init(&device)
+        }))
     }
 
     fn examples(&self, data: &Images) -> u64 {

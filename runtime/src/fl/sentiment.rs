@@ -17,10 +17,10 @@ use super::Layout;
 use super::local_sgd;
 use super::task::{Evaluation, LocalConfig, LocalResult, Task, TaskError};
 use crate::data::rotten_tomatoes::Review;
-use crate::model::ComputeBackend;
 use crate::model::minilm::lora::MAX_LORA_RANK;
 use crate::model::minilm::{Batch, BertShape, MiniLm, ModelError, TextTokenizer, mean_pool};
 use crate::model::params;
+use crate::model::{ComputeBackend, with_device_rng};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Linear, LinearConfig};
@@ -176,11 +176,13 @@ impl Sentiment {
             layout: Layout::new(Vec::new()),
         };
         let device = backend.device();
-        task.layout = params::layout_where(&task.fresh(&task.frozen_eval, &device), &trainable);
+        let fresh = with_device_rng(|| task.fresh(&task.frozen_eval, &device));
+        task.layout = params::layout_where(&fresh, &trainable);
         Ok(task)
     }
 
-    /// `base` with fresh adapters (query and value, every layer) and a fresh head.
+    /// `base` with fresh adapters (query and value, every layer) and a fresh head. Draws
+    /// from burn's generator: call it inside [`with_device_rng`].
     fn fresh(&self, base: &MiniLm, device: &Device) -> Classifier {
         let mut minilm = base.clone();
         let alpha = 2.0 * self.rank as f64;
@@ -209,11 +211,8 @@ impl Sentiment {
                 got: weights.len(),
             });
         }
-        Ok(params::load_where(
-            self.fresh(base, device),
-            weights,
-            &trainable,
-        ))
+        let fresh = with_device_rng(|| self.fresh(base, device));
+        Ok(params::load_where(fresh, weights, &trainable))
     }
 }
 
@@ -230,8 +229,11 @@ impl Task for Sentiment {
 
     fn initial_weights(&self, seed: u64) -> Vec<f32> {
         let device = self.backend.device();
-        device.seed(seed);
-        params::flatten_where(&self.fresh(&self.frozen_eval, &device), &trainable)
+        let fresh = with_device_rng(|| {
+            device.seed(seed);
+            self.fresh(&self.frozen_eval, &device)
+        });
+        params::flatten_where(&fresh, &trainable)
     }
 
     fn examples(&self, data: &Reviews) -> u64 {

@@ -268,12 +268,15 @@ pub(super) fn top_of(
     training: TopTraining,
     seed: u64,
 ) -> Result<Top, String> {
-    device.seed(seed);
-    let (_, top) = split(model, cut, form, CLASSES, device)?;
-    Ok(match training {
-        // One top trained whole, for a device or shared by all.
-        TopTraining::PerDevice | TopTraining::Shared => top,
-        // alpha = 2r: the usual LoRA scaling of 2, as on the device.
-        TopTraining::Lora { rank } => top.with_lora(rank, 2.0 * rank as f64, device),
+    // Seeded initialisation: nothing else may draw from burn's generator meanwhile.
+    crate::model::with_device_rng(|| {
+        device.seed(seed);
+        let (_, top) = split(model, cut, form, CLASSES, device)?;
+        Ok(match training {
+            // One top trained whole, for a device or shared by all.
+            TopTraining::PerDevice | TopTraining::Shared => top,
+            // alpha = 2r: the usual LoRA scaling of 2, as on the device.
+            TopTraining::Lora { rank } => top.with_lora(rank, 2.0 * rank as f64, device),
+        })
     })
 }

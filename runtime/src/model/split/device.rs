@@ -138,19 +138,23 @@ impl DeviceTrainer {
                 setup.lora_rank
             )));
         }
-        device.seed(setup.seed);
-        let model = MiniLm::load(model_dir, &device)?;
-        let hidden = model.encoder.layer[0].output.dense.weight.dims()[1];
-        let (bottom, _) = split(model, setup.cut, setup.codec.form, CLASSES, &device)
-            .map_err(DeviceError::Setup)?;
-        let bottom = match setup.mode {
-            Mode::FrozenBottom => bottom.no_grad(),
-            Mode::TrainBottom => bottom,
-            // alpha = 2r: the usual LoRA scaling of 2.
-            Mode::LoraBottom => {
-                bottom.with_lora(setup.lora_rank, 2.0 * setup.lora_rank as f64, &device)
-            }
-        };
+        // Seeded initialisation: nothing else may draw from burn's generator meanwhile.
+        let (bottom, hidden) = crate::model::with_device_rng(|| {
+            device.seed(setup.seed);
+            let model = MiniLm::load(model_dir, &device)?;
+            let hidden = model.encoder.layer[0].output.dense.weight.dims()[1];
+            let (bottom, _) = split(model, setup.cut, setup.codec.form, CLASSES, &device)
+                .map_err(DeviceError::Setup)?;
+            let bottom = match setup.mode {
+                Mode::FrozenBottom => bottom.no_grad(),
+                Mode::TrainBottom => bottom,
+                // alpha = 2r: the usual LoRA scaling of 2.
+                Mode::LoraBottom => {
+                    bottom.with_lora(setup.lora_rank, 2.0 * setup.lora_rank as f64, &device)
+                }
+            };
+            Ok::<_, DeviceError>((bottom, hidden))
+        })?;
         let optimizer = setup
             .mode
             .wants_gradient()
