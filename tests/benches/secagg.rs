@@ -16,8 +16,8 @@
 //! milliseconds for the round.
 
 use std::time::{Duration, Instant};
+use tandem_runtime::fl::secagg::Settings;
 use tandem_runtime::fl::secagg::round::{Traffic, run};
-use tandem_runtime::fl::secagg::{FixedPoint, Settings};
 use tandem_runtime::rng::SplitMix64;
 
 const LEN: usize = 74_498;
@@ -115,7 +115,7 @@ fn main() {
             traffic.push(t);
         }
         // Baselines: each device's fixed-point encoding; the cloud's sum of f32 updates.
-        let fixed = FixedPoint::new(0.05, 8, n).expect("valid encoding");
+        let fixed = settings.fixed;
         let encode = median(
             (0..REPEATS)
                 .map(|_| {

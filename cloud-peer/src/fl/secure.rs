@@ -53,7 +53,7 @@ impl FromStr for SecAggConfig {
                     config.value_bits = number as u8;
                 }
                 "clip" if number.is_finite() && number > 0.0 => config.clip = number as f32,
-                "neighbours" if number >= 2.0 && number.fract() == 0.0 && number <= 254.0 => {
+                "neighbours" if number >= 2.0 && number % 2.0 == 0.0 && number <= 254.0 => {
                     config.neighbours = Some(number as usize);
                 }
                 "threshold" if number > 0.0 && number <= 1.0 => config.threshold = Some(number),
@@ -105,7 +105,7 @@ impl SecAggConfig {
         let neighbours = self
             .neighbours
             .unwrap_or(participants)
-            .min(participants - 1);
+            .min(participants.saturating_sub(1));
         let threshold = match self.threshold {
             Some(share) => ((share * neighbours as f64).ceil() as usize).clamp(1, neighbours),
             None => neighbours / 2 + 1,
@@ -150,7 +150,7 @@ pub fn aggregate(
     rng.shuffle(&mut order);
     let mut vanished: Vec<usize> = order[..(config.drop * n as f64).round() as usize].to_vec();
     vanished.sort_unstable();
-    let deltas: Vec<Vec<f32>> = updates.iter().map(|u| u.delta.clone()).collect();
+    let deltas: Vec<&[f32]> = updates.iter().map(|u| u.delta.as_slice()).collect();
     let (opened, traffic) = secagg::round::run(settings, &deltas, &vanished, &[], rng.next_u64())?;
     let scale = 1.0 / opened.survivors.len().max(1) as f32;
     Ok(SecureRound {

@@ -117,11 +117,14 @@ impl Client {
         Ok(out)
     }
 
-    /// Step 3: given the shares neighbours sent it, `update` masked (its fixed-point
-    /// rounding from `rounding_seed`). Masks pair it with every neighbour that shared.
+    /// Step 3: given the shares neighbours sent it and the cloud's list of who shared,
+    /// `update` masked (its fixed-point rounding from `rounding_seed`). Masks pair it with
+    /// every neighbour that shared; a share missing from one of them is refused, since its
+    /// mask would then not cancel in the sum.
     pub fn mask(
         &mut self,
         shares: &[SealedShares],
+        sharers: &[u16],
         update: &[f32],
         rounding_seed: u64,
     ) -> Result<MaskedInput, SecAggError> {
@@ -154,6 +157,14 @@ impl Client {
                     self_mask: bundle.self_mask,
                 },
             );
+        }
+        let shared = |p: &usize| sharers.contains(&(*p as u16));
+        if self.peers.keys().filter(|p| shared(p)).count() != self.held.len()
+            || !self.held.keys().all(shared)
+        {
+            return Err(SecAggError::Request(
+                "the shares received are not those of the neighbours that shared",
+            ));
         }
         let fixed = self.settings.fixed;
         let mut values = fixed.encode(update, rounding_seed);

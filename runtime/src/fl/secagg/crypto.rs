@@ -106,12 +106,3 @@ pub(super) fn open(
         .map_err(|_| SecAggError::Decrypt(from))?;
     Ok(plain.to_vec())
 }
-
-/// The system's secure generator (for devices; tests and simulations pass seeded ones).
-pub fn system_random(out: &mut [u8]) {
-    use ring::rand::SecureRandom;
-    // The system generator fails only where the OS has no entropy source at all.
-    ring::rand::SystemRandom::new()
-        .fill(out)
-        .expect("the system's random generator");
-}

@@ -37,7 +37,7 @@ pub mod shamir;
 mod tests;
 
 use crate::rng::SplitMix64;
-pub use crypto::{Random, system_random};
+pub use crypto::Random;
 pub use fixed_point::FixedPoint;
 
 /// Participants in one round at most (share points are one byte).
@@ -56,8 +56,6 @@ pub struct Settings {
     pub threshold: usize,
     /// The fixed-point encoding of the updates.
     pub fixed: FixedPoint,
-    /// Seed of the neighbour graph (public).
-    pub graph_seed: u64,
     /// Values in an update.
     pub len: usize,
 }
@@ -86,8 +84,7 @@ impl Settings {
         }
         let neighbours = neighbours.min(participants - 1);
         let all = neighbours == participants - 1;
-        if neighbours < 2
-            || (!all && !neighbours.is_multiple_of(2))
+        if (!all && (neighbours < 2 || !neighbours.is_multiple_of(2)))
             || !(1..=neighbours).contains(&threshold)
         {
             return Err(SecAggError::Neighbours {
@@ -102,7 +99,6 @@ impl Settings {
             neighbours,
             threshold,
             fixed: FixedPoint::new(clip, value_bits, participants)?,
-            graph_seed: round,
             len,
         })
     }
@@ -118,7 +114,8 @@ impl Settings {
                 .collect();
         }
         let mut ring: Vec<usize> = (0..n).collect();
-        SplitMix64::new(self.graph_seed ^ 0x5ec_a66).shuffle(&mut ring);
+        // The graph is public: seeded by the round.
+        SplitMix64::new(self.round ^ 0x5ec_a66).shuffle(&mut ring);
         let mut place = vec![0; n];
         for (p, &i) in ring.iter().enumerate() {
             place[i] = p;

@@ -36,11 +36,17 @@ pub fn seeded_random(seed: u64) -> impl FnMut(&mut [u8]) {
     }
 }
 
+/// The seed of participant `i`'s fixed-point rounding in a round run from `seed` (a
+/// stream of its own, apart from the key material's).
+pub fn rounding_seed(seed: u64, i: usize) -> u64 {
+    SplitMix64::derive(seed ^ 0x20_0d, i as u64).next_u64()
+}
+
 /// Runs a round of `settings` over `updates` (one per participant), randomness from
 /// `seed`; the opened sum and the round's traffic.
 pub fn run(
     settings: Settings,
-    updates: &[Vec<f32>],
+    updates: &[impl AsRef<[f32]>],
     drop_before_masking: &[usize],
     drop_before_unmasking: &[usize],
     seed: u64,
@@ -76,14 +82,22 @@ pub fn run(
         server.receive_shares(shares)?;
         timed(&mut traffic.cloud_time, started);
     }
+    // Who shared goes down with each mailbox.
+    let sharers = server.sharers();
     for (i, client) in clients.iter_mut().enumerate() {
         if drop_before_masking.contains(&i) {
             continue;
         }
         let shares = server.shares_for(i);
         traffic.down_bytes += shares.iter().map(|s| wire_len(s) as u64).sum::<u64>();
+        traffic.down_bytes += wire_len(&sharers) as u64;
         let started = Instant::now();
-        let input = client.mask(&shares, &updates[i], seed ^ i as u64)?;
+        let input = client.mask(
+            &shares,
+            &sharers,
+            updates[i].as_ref(),
+            rounding_seed(seed, i),
+        )?;
         timed(&mut traffic.device_time, started);
         let bytes = wire_len(&input) as u64;
         traffic.up_bytes += bytes;

@@ -106,6 +106,11 @@ impl Server {
         Ok(())
     }
 
+    /// Who sent shares (what each device checks its mailbox against).
+    pub fn sharers(&self) -> Vec<u16> {
+        self.sharers.iter().map(|&p| p as u16).collect()
+    }
+
     /// The sealed shares addressed to `participant`.
     pub fn shares_for(&self, participant: usize) -> Vec<SealedShares> {
         self.mailbox.get(&participant).cloned().unwrap_or_default()
@@ -160,20 +165,28 @@ impl Server {
         {
             return Err(SecAggError::Unexpected(from));
         }
-        for reveal in reveals.reveals {
+        // The whole message is checked before any of it is kept: one share per owner, of
+        // the secret its fate calls for, from a neighbour, at the revealer's point.
+        let mut owners = BTreeSet::new();
+        for reveal in &reveals.reveals {
             let owner = self.participant(reveal.owner)?;
             let survived = self.masked.contains_key(&owner);
             let fits = match reveal.secret {
                 Secret::SelfMask => survived,
                 Secret::MaskKey => !survived,
             };
-            // A share's point is its holder's position plus one.
             if !fits
+                || !owners.insert(owner)
                 || !self.graph[from].contains(&owner)
                 || usize::from(reveal.share.x) != from + 1
             {
+                self.revealers.remove(&from);
                 return Err(SecAggError::Unexpected(from));
             }
+        }
+        for reveal in reveals.reveals {
+            let owner = usize::from(reveal.owner);
+            let survived = self.masked.contains_key(&owner);
             self.revealed
                 .entry((owner, survived))
                 .or_default()

@@ -5,7 +5,7 @@
 use super::client::Client;
 use super::crypto;
 use super::messages::{Secret, UnmaskRequest};
-use super::round::{run, seeded_random};
+use super::round::{rounding_seed, run, seeded_random};
 use super::server::Server;
 use super::shamir::{self, Share};
 use super::{SecAggError, Settings};
@@ -29,7 +29,7 @@ fn expected_sum(settings: &Settings, updates: &[Vec<f32>], who: &[usize], seed: 
     for &i in who {
         for (s, v) in sum
             .iter_mut()
-            .zip(fixed.encode(&updates[i], seed ^ i as u64))
+            .zip(fixed.encode(&updates[i], rounding_seed(seed, i)))
         {
             *s = s.wrapping_add(v) & fixed.mask();
         }
@@ -141,7 +141,14 @@ fn the_cloud_cannot_read_back_a_single_update() {
     }
     let mut seen = Vec::new();
     for (i, c) in clients.iter_mut().enumerate() {
-        let input = c.mask(&server.shares_for(i), &ups[i], i as u64).unwrap();
+        let input = c
+            .mask(
+                &server.shares_for(i),
+                &server.sharers(),
+                &ups[i],
+                rounding_seed(0, i),
+            )
+            .unwrap();
         if i == 0 {
             seen = settings.fixed.unpack(&input.values, len).unwrap();
         }
@@ -157,6 +164,11 @@ fn the_cloud_cannot_read_back_a_single_update() {
                 self_mask_shares.push(r.share.clone());
             }
         }
+        // A message naming one owner twice is refused whole, and the revealer may answer
+        // again.
+        let mut twice = reveals.clone();
+        twice.reveals.push(twice.reveals[0].clone());
+        assert!(server.receive_reveals(twice).is_err());
         server.receive_reveals(reveals).unwrap();
     }
     let seed: [u8; 32] = shamir::combine(&self_mask_shares, settings.threshold)
@@ -212,11 +224,19 @@ fn devices_refuse_greedy_or_malformed_requests_and_forged_shares() {
     let last = forged[0].sealed.len() - 1;
     forged[0].sealed[last] ^= 1;
     assert!(matches!(
-        clients[0].mask(&forged, &[0.0; 10], 0),
+        clients[0].mask(&forged, &server.sharers(), &[0.0; 10], 0),
         Err(SecAggError::Decrypt(_))
     ));
+    // A mailbox short of one neighbour that shared: its mask would not cancel.
+    let short = &server.shares_for(0)[1..];
+    assert!(matches!(
+        clients[0].mask(short, &server.sharers(), &[0.0; 10], 0),
+        Err(SecAggError::Request(_))
+    ));
     for (i, c) in clients.iter_mut().enumerate().skip(1) {
-        let input = c.mask(&server.shares_for(i), &[0.1; 10], 0).unwrap();
+        let input = c
+            .mask(&server.shares_for(i), &server.sharers(), &[0.1; 10], 0)
+            .unwrap();
         server.receive_masked(input).unwrap();
     }
     // Both secrets of device 2 (named survivor and dropped): refused.
@@ -255,4 +275,12 @@ fn devices_refuse_greedy_or_malformed_requests_and_forged_shares() {
         }),
         Err(SecAggError::Unexpected(0))
     ));
+}
+
+#[test]
+fn two_devices_make_a_round() {
+    let settings = Settings::new(7, 2, 1, 1, 20, 1.0, 8).unwrap();
+    let ups = updates(2, 20, 7);
+    let (opened, _) = run(settings, &ups, &[], &[], 8).unwrap();
+    assert_eq!(opened.sum, expected_sum(&settings, &ups, &[0, 1], 8));
 }
