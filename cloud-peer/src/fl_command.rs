@@ -19,7 +19,6 @@ use tandem_runtime::fl::fmnist::Fmnist;
 use tandem_runtime::fl::sentiment::{self, Reviews, Sentiment};
 use tandem_runtime::fl::task::{LocalConfig, Task};
 use tandem_runtime::model::ComputeBackend;
-use tandem_runtime::model::minilm::{TextTokenizer, model_dir};
 
 /// The federated tasks.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -28,15 +27,6 @@ pub enum TaskName {
     Fmnist,
     /// MiniLM's LoRA adapters and a head on Rotten Tomatoes, one client per movie.
     Sentiment,
-}
-
-impl TaskName {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::Fmnist => "fmnist",
-            Self::Sentiment => "sentiment",
-        }
-    }
 }
 
 /// The reviews a sentiment run is evaluated on.
@@ -138,7 +128,7 @@ pub struct SimulateArgs {
     /// Instead of federated rounds, the centralised baseline at the same examples seen:
     /// one model trained with the same local settings in one pass over as many examples
     /// as these --rounds would train on, drawn from all clients' data pooled.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["secagg", "profiles", "byzantine", "clip", "dp_noise", "dp_epsilon", "codec", "strategy", "eval_every"])]
     centralised: bool,
     /// Data: the Fashion-MNIST IDX directory [default: /usr/share/datasets/fashion-mnist]
     /// or the Rotten Tomatoes corpus [default: the cache's].
@@ -159,9 +149,6 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     }
     if args.rounds > 100_000 {
         bail!("--rounds {}: at most 100000", args.rounds);
-    }
-    if args.eval_every == 0 {
-        bail!("--eval-every 0: expected 1 or more rounds");
     }
     match args.task {
         TaskName::Fmnist => {
@@ -184,13 +171,10 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             if args.partition.is_some() {
                 bail!("--partition is for fmnist: sentiment's clients are its movies");
             }
-            let dir = model_dir();
-            let task = Sentiment::load(
+            let (task, tokenizer) = Sentiment::load_cached(
                 args.backend,
-                &dir,
                 args.lora_rank.unwrap_or(sentiment::NETWORK_RANK),
             )?;
-            let tokenizer = TextTokenizer::load(&dir, sentiment::MAX_TOKENS)?;
             let path = args
                 .data
                 .clone()
@@ -246,18 +230,26 @@ fn simulate<T: Task>(
         workers: args.workers,
         dp,
         eval_every: args.eval_every,
+        rounds: args.rounds,
         devices: devices(args)?,
         secagg: args.secagg,
     };
     let sim_devices = config.devices.clone();
     let mut sim = Simulation::new(task, clients, test, config)?;
     if args.centralised {
-        return centralised(args, &sim);
+        return centralised(args, task.name(), &sim);
     }
     let identity_update = identity_update_bytes(task.layout());
     let partition = match args.task {
         TaskName::Fmnist => args.partition.unwrap_or(Partition::Iid).to_string(),
         TaskName::Sentiment => "by movie".to_string(),
+    };
+    let run = RunFacts {
+        task: task.name(),
+        clients: clients.len(),
+        partition: &partition,
+        dp,
+        identity_update,
     };
     println!(
         "simulating {} on {} clients ({partition}), {} per round, {} rounds, {}, codec {}, {} parameters",
@@ -278,16 +270,10 @@ fn simulate<T: Task>(
             );
             break;
         }
-        let mut r = sim.run_round()?;
-        let last = r.round == args.rounds || sim.privacy_exhausted();
-        if last && r.accuracy.is_none() {
-            let eval = sim.evaluate()?;
-            r.accuracy = Some(eval.accuracy);
-            r.loss = Some(eval.loss);
-        }
+        let r = sim.run_round()?;
         println!("{}", r.line(args.rounds));
         records.push(r);
-        write_metrics(args, clients.len(), dp, &records, identity_update)?;
+        write_metrics(args, &run, &records)?;
     }
     if let Some(line) = summary(&records, identity_update) {
         println!("{line}");
@@ -393,9 +379,6 @@ fn devices(args: &SimulateArgs) -> Result<Option<Devices>> {
     let (Some(path), Some(deadline_s)) = (&args.profiles, args.deadline_s) else {
         return Ok(None);
     };
-    if !(deadline_s.is_finite() && deadline_s > 0.0 && deadline_s <= 86_400.0) {
-        bail!("--deadline-s {deadline_s}: expected 0 < seconds <= 86400");
-    }
     let profiles = Profiles::load(path)?;
     let (speed, bandwidth) = profiles.spread();
     println!(
@@ -412,17 +395,14 @@ fn devices(args: &SimulateArgs) -> Result<Option<Devices>> {
 }
 
 /// `--centralised`: trains and evaluates the baseline, and writes its metrics.
-fn centralised<T: Task>(args: &SimulateArgs, sim: &Simulation<'_, T>) -> Result<()> {
+fn centralised<T: Task>(args: &SimulateArgs, task: &str, sim: &Simulation<'_, T>) -> Result<()> {
     println!(
-        "centralised baseline of {} rounds: {} examples in one pass, batch {}, lr {}",
-        args.rounds,
-        sim.examples_to_see(args.rounds),
-        args.batch,
-        args.lr
+        "centralised baseline of {} rounds: one pass, batch {}, lr {}",
+        args.rounds, args.batch, args.lr
     );
     let run = sim.centralised(args.rounds)?;
     println!(
-        "centralised: {} examples, {} steps, train loss {:.3}, test accuracy {:.2}% loss {:.3}, {:.1} s",
+        "centralised: {} examples (the federated rounds' count), {} steps, train loss {:.3}, test accuracy {:.2}% loss {:.3}, {:.1} s",
         run.examples,
         run.steps,
         run.train_loss,
@@ -431,7 +411,7 @@ fn centralised<T: Task>(args: &SimulateArgs, sim: &Simulation<'_, T>) -> Result<
         run.seconds
     );
     let json = serde_json::json!({
-        "task": args.task.name(),
+        "task": task,
         "centralised": true,
         "rounds": args.rounds,
         "examples": run.examples,
@@ -450,18 +430,22 @@ fn centralised<T: Task>(args: &SimulateArgs, sim: &Simulation<'_, T>) -> Result<
         .with_context(|| format!("cannot write {}", args.metrics.display()))
 }
 
-fn write_metrics(
-    args: &SimulateArgs,
+/// What a federated run's metrics say of it beside the flags.
+struct RunFacts<'a> {
+    task: &'static str,
     clients: usize,
+    partition: &'a str,
     dp: Option<DpSettings>,
-    records: &[RoundRecord],
     identity_update: u64,
-) -> Result<()> {
+}
+
+fn write_metrics(args: &SimulateArgs, run: &RunFacts, records: &[RoundRecord]) -> Result<()> {
+    let (dp, identity_update) = (run.dp, run.identity_update);
     let json = serde_json::json!({
-        "task": args.task.name(),
-        "clients": clients,
+        "task": run.task,
+        "clients": run.clients,
         "clients_per_round": args.clients_per_round,
-        "partition": args.partition.map_or("default".into(), |p| p.to_string()),
+        "partition": run.partition,
         "lora_rank": (args.task == TaskName::Sentiment).then(|| args.lora_rank.unwrap_or(sentiment::NETWORK_RANK)),
         "strategy": args.strategy.to_string(),
         "codec": args.codec,

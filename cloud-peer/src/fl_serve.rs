@@ -12,7 +12,6 @@ use tandem_runtime::fl::fmnist::Fmnist;
 use tandem_runtime::fl::sentiment::{self, Reviews, Sentiment};
 use tandem_runtime::fl::task::LocalConfig;
 use tandem_runtime::model::ComputeBackend;
-use tandem_runtime::model::minilm::{TextTokenizer, model_dir};
 
 /// `tandem-cloud serve --app fl` flags.
 #[derive(Args)]
@@ -88,7 +87,7 @@ pub async fn serve_fl(
             server.serve_app(app, shutdown).await;
         }
         TaskName::Sentiment => {
-            let (task, tokenizer) = sentiment_task(backend)?;
+            let (task, tokenizer) = Sentiment::load_cached(backend, sentiment::NETWORK_RANK)?;
             let path = args
                 .fl_data
                 .unwrap_or_else(tandem_runtime::data::rotten_tomatoes::default_path);
@@ -99,14 +98,6 @@ pub async fn serve_fl(
         }
     }
     Ok(())
-}
-
-/// The sentiment task at the networked rank ([`sentiment::NETWORK_RANK`]) and its
-/// tokenizer.
-fn sentiment_task(backend: ComputeBackend) -> Result<(Sentiment, TextTokenizer)> {
-    let dir = model_dir();
-    let task = Sentiment::load(backend, &dir, sentiment::NETWORK_RANK)?;
-    Ok((task, TextTokenizer::load(&dir, sentiment::MAX_TOKENS)?))
 }
 
 /// The settings of `serve --app fl`, checked.

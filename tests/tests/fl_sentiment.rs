@@ -64,6 +64,7 @@ fn movie_clients_send_adapters_only_and_the_baseline_sees_their_examples() {
         workers: 1,
         dp: None,
         eval_every: 2,
+        rounds: 2,
         devices: None,
         secagg: None,
     };

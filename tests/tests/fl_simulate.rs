@@ -26,6 +26,7 @@ fn config(codec: CodecDesc) -> SimulationConfig {
         workers: 2,
         dp: None,
         eval_every: 1,
+        rounds: 1000,
         devices: None,
         secagg: None,
     }

@@ -44,8 +44,11 @@ pub struct SimulationConfig {
     pub workers: usize,
     /// Central differential privacy, if asked for.
     pub dp: Option<DpSettings>,
-    /// Rounds between evaluations of the global model (1: every round).
+    /// Rounds between evaluations of the global model (1: every round); the run's last
+    /// round (`rounds`, or the last one a privacy target allows) is always evaluated.
     pub eval_every: u64,
+    /// Rounds the run means to take.
+    pub rounds: u64,
     /// Devices of different speeds and uplinks, and a deadline, if modelled.
     pub devices: Option<Devices>,
     /// Secure aggregation of each round's updates, if asked for.
@@ -221,10 +224,12 @@ impl<'a, T: Task> Simulation<'a, T> {
                         "device profiles need a codec of known size (not acp)".into(),
                     )
                 })?;
-                let valid = devices.deadline_s.is_finite() && devices.deadline_s > 0.0;
+                let valid = devices.deadline_s.is_finite()
+                    && devices.deadline_s > 0.0
+                    && devices.deadline_s <= 86_400.0;
                 if !valid {
                     return Err(SimulationError::Config(format!(
-                        "a deadline of {} s: expected above 0",
+                        "a deadline of {} s: expected 0 < seconds <= 86400",
                         devices.deadline_s
                     )));
                 }
@@ -309,12 +314,13 @@ impl<'a, T: Task> Simulation<'a, T> {
         )
     }
 
-    /// Trains `client` from the global model for `steps` (its full local work when
-    /// `None`) and encodes its delta with `encoder`.
+    /// Trains `client` from the global model, for its full local work or, with `cut`,
+    /// that many steps (a plan's, fewer than the full work), and encodes its delta with
+    /// `encoder`.
     fn train(
         &self,
         client: usize,
-        steps: Option<u64>,
+        cut: Option<u64>,
         encoder: &mut UpdateEncoder,
     ) -> Result<Trained, SimulationError> {
         let seed = SplitMix64::derive(self.config.seed ^ 0x5eed, self.round)
@@ -322,7 +328,7 @@ impl<'a, T: Task> Simulation<'a, T> {
             .wrapping_add(client as u64);
         let data = &self.clients[client];
         // Fewer steps than the full work: one pass over that many batches' examples.
-        let cut = steps.filter(|&s| s < self.full_steps(client)).map(|s| {
+        let cut = cut.map(|s| {
             let size = self.task.examples(data) as usize;
             let order = pooled_order(&[size], s * u64::from(self.config.local.batch), seed);
             self.task.pool(std::slice::from_ref(data), &order)
@@ -431,7 +437,8 @@ impl<'a, T: Task> Simulation<'a, T> {
                 None => UpdateEncoder::new(self.task.layout().clone(), codec)
                     .map_err(|error| SimulationError::Encode { client: c, error })?,
             };
-            jobs.push((c, plan.map(|p| p.steps), encoder));
+            let cut = plan.filter(|p| p.steps < p.full_steps).map(|p| p.steps);
+            jobs.push((c, cut, encoder));
         }
         let per_worker = jobs.len().div_ceil(self.config.workers).max(1);
         let this = &*self;
@@ -473,16 +480,20 @@ impl<'a, T: Task> Simulation<'a, T> {
             downlink_bytes: (model_bytes * sampled.len()) as u64,
             seconds: 0.0,
             epsilon: None,
-            simulated_seconds: plans.as_ref().map(|plans| {
-                plans
-                    .iter()
-                    .filter(|p| p.reports())
-                    .map(|p| p.seconds)
-                    .fold(0.0, f64::max)
-            }),
-            plans: plans.clone().unwrap_or_default(),
+            simulated_seconds: None,
+            plans: Vec::new(),
         };
-        record.dropped = plans.map_or(0, |p| p.iter().filter(|p| !p.reports()).count());
+        if let (Some(plans), Some(devices)) = (plans, &self.config.devices) {
+            record.dropped = plans.iter().filter(|p| !p.reports()).count();
+            // The cloud waits for the deadline when someone does not report.
+            let latest = plans.iter().map(|p| p.seconds).fold(0.0, f64::max);
+            record.simulated_seconds = Some(if record.dropped > 0 {
+                devices.deadline_s
+            } else {
+                latest
+            });
+            record.plans = plans;
+        }
         let mut updates = Vec::new();
         let mut train_losses = Vec::new();
         for trained in trained {
@@ -550,7 +561,8 @@ impl<'a, T: Task> Simulation<'a, T> {
             record.aggregated = record.contributors.len();
         }
         record.epsilon = self.dp.as_ref().map(CentralDp::epsilon);
-        if round.is_multiple_of(self.config.eval_every) {
+        let last = round >= self.config.rounds || self.privacy_exhausted();
+        if last || round.is_multiple_of(self.config.eval_every) {
             let eval = self.evaluate()?;
             record.accuracy = Some(eval.accuracy);
             record.loss = Some(eval.loss);

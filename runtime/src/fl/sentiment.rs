@@ -181,6 +181,19 @@ impl Sentiment {
         Ok(task)
     }
 
+    /// The task at `rank` and the model's tokenizer (reviews cut at [`MAX_TOKENS`]), both
+    /// from the cache's model directory: what every command that runs the task loads.
+    pub fn load_cached(
+        backend: ComputeBackend,
+        rank: usize,
+    ) -> Result<(Self, TextTokenizer), TaskError> {
+        let dir = crate::model::minilm::model_dir();
+        let task = Self::load(backend, &dir, rank)?;
+        let tokenizer =
+            TextTokenizer::load(&dir, MAX_TOKENS).map_err(|e| TaskError::Config(e.to_string()))?;
+        Ok((task, tokenizer))
+    }
+
     /// `base` with fresh adapters (query and value, every layer) and a fresh head. Draws
     /// from burn's generator: call it inside [`with_device_rng`].
     fn fresh(&self, base: &MiniLm, device: &Device) -> Classifier {

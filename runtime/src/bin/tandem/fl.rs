@@ -13,7 +13,6 @@ use tandem_runtime::fl::fmnist::Fmnist;
 use tandem_runtime::fl::sentiment::{self, Reviews, Sentiment};
 use tandem_runtime::fl::task::Task;
 use tandem_runtime::model::ComputeBackend;
-use tandem_runtime::model::minilm::{TextTokenizer, model_dir};
 use tandem_runtime::session::fl::RoundClient;
 use tandem_runtime::wire::{Capabilities, Join};
 
@@ -81,9 +80,7 @@ pub(crate) fn run(args: FlArgs) -> Result<()> {
             participate(&args, task, data)
         }
         TaskName::Sentiment => {
-            let dir = model_dir();
-            let task = Sentiment::load(args.backend, &dir, sentiment::NETWORK_RANK)?;
-            let tokenizer = TextTokenizer::load(&dir, sentiment::MAX_TOKENS)?;
+            let (task, tokenizer) = Sentiment::load_cached(args.backend, sentiment::NETWORK_RANK)?;
             let data = match (&args.data, args.client) {
                 (Some(path), _) => {
                     Reviews::tokenize(&tokenizer, &RottenTomatoes::load(path)?.train)?
