@@ -6,6 +6,7 @@
 //! `n - front` largest, so the two never write the same slot. Keys carry no payload, so
 //! equal keys are interchangeable and the split is exact even with duplicates.
 
+use super::radix::RadixKey;
 use super::vector::{SortVector, sort_bitonic_lanes};
 
 /// Keys per vector-merge step from each input: 4 vectors (the 16 + 16 network).
@@ -31,6 +32,28 @@ fn store16<S: SortVector>(s: S, v: Quad<S>, dst: &mut [S::Elem]) {
     for (q, v) in quads.iter_mut().zip(v) {
         s.store(v, q);
     }
+}
+
+/// [`load16`] of up to 16 keys, padded with [`RadixKey::MAX`].
+#[inline(always)]
+fn load16_padded<S: SortVector>(s: S, src: &[S::Elem]) -> Quad<S> {
+    if src.len() >= STEP {
+        return load16(s, src);
+    }
+    let mut block = [S::Elem::MAX; STEP];
+    block[..src.len()].copy_from_slice(src);
+    load16(s, &block)
+}
+
+/// Stores the first `dst.len()` (at most 16) keys of `v`.
+#[inline(always)]
+fn store_prefix<S: SortVector>(s: S, v: Quad<S>, dst: &mut [S::Elem]) {
+    if dst.len() >= STEP {
+        return store16(s, v, dst);
+    }
+    let mut block = [S::Elem::MAX; STEP];
+    store16(s, v, &mut block);
+    dst.copy_from_slice(&block[..dst.len()]);
 }
 
 /// Sorts the keys of `v` (`N` vectors, `N` a power of two >= 2) given that they form a
@@ -62,10 +85,12 @@ pub(crate) fn merge_bitonic<S: SortVector, const N: usize>(
 ) -> ([S::V; N], [S::V; N]) {
     // a ++ reverse(b) is bitonic; one half-cleaner splits it into two bitonic halves
     // with every key of the low half <= every key of the high half.
-    let halves: [(S::V, S::V); N] =
-        core::array::from_fn(|i| s.minmax(a[i], s.reverse(b[N - 1 - i])));
-    let mut lo: [S::V; N] = core::array::from_fn(|i| halves[i].0);
-    let mut hi: [S::V; N] = core::array::from_fn(|i| halves[i].1);
+    // Plain loops, not `array::from_fn`: its closure is not always inlined, and outside
+    // the caller's `target_feature` every min and max becomes a call (measured).
+    let (mut lo, mut hi) = (a, b);
+    for i in 0..N {
+        (lo[i], hi[i]) = s.minmax(a[i], s.reverse(b[N - 1 - i]));
+    }
     sort_bitonic(s, &mut lo);
     sort_bitonic(s, &mut hi);
     (lo, hi)
@@ -75,14 +100,18 @@ pub(crate) fn merge_bitonic<S: SortVector, const N: usize>(
 #[inline(always)]
 pub(crate) fn merge<S: SortVector>(s: S, a: &[S::Elem], b: &[S::Elem], out: &mut [S::Elem]) {
     debug_assert_eq!(out.len(), a.len() + b.len());
-    if a.len() < STEP || b.len() < STEP {
-        merge_smallest(a, b, &[], out);
+    if a.is_empty() || b.is_empty() {
+        out.copy_from_slice(if a.is_empty() { b } else { a });
         return;
     }
     let n = out.len();
-    // The vector front takes STEP / (STEP + HYBRID_BACK) of the output in whole steps (at least
-    // one: n >= 32); the scalar back takes the rest.
-    let front = (n * STEP / (STEP + S::HYBRID_BACK)).max(STEP) / STEP * STEP;
+    // The vector front takes STEP / (STEP + HYBRID_BACK) of the output in whole steps
+    // (all of it without the hybrid); the scalar back takes the rest.
+    let front = if S::HYBRID_BACK == 0 {
+        n
+    } else {
+        (n * STEP / (STEP + S::HYBRID_BACK)) / STEP * STEP
+    };
     let (out_front, out_back) = out.split_at_mut(front);
 
     let mut front_state = Front::start(s, a, b, out_front);
@@ -93,7 +122,7 @@ pub(crate) fn merge<S: SortVector>(s: S, a: &[S::Elem], b: &[S::Elem], out: &mut
     };
     // Interleave one vector step (16 keys) with S::HYBRID_BACK scalar steps. The hot
     // loop runs while both inputs hold a whole block, so the choice of the next block is
-    // a conditional move, not a branch; the careful loop below handles the last blocks.
+    // a conditional move, not a branch; the loop below handles the last blocks.
     while front_state.o + STEP <= front
         && front_state.ia + STEP <= a.len()
         && front_state.ib + STEP <= b.len()
@@ -101,16 +130,20 @@ pub(crate) fn merge<S: SortVector>(s: S, a: &[S::Elem], b: &[S::Elem], out: &mut
         front_state.step_both_full(s, a, b, out_front);
         back.steps(a, b, out_back, S::HYBRID_BACK);
     }
-    while front_state.can_step(a, b, front) {
-        front_state.step(s, a, b, out_front);
+    while front_state.o < front && front_state.step(s, a, b, out_front) {
         back.steps(a, b, out_back, S::HYBRID_BACK);
     }
-    front_state.finish(s, a, b, out_front);
+    front_state.finish(s, out_front);
     back.steps(a, b, out_back, usize::MAX);
     back.finish(a, b, out_back);
 }
 
 /// The vector merge from the front.
+///
+/// It merges `a` and `b` as if each were padded with [`RadixKey::MAX`] to a whole
+/// number of 16-key blocks, and writes only as many keys as `out` holds: every padding
+/// key is at least every real key, so the first `out.len()` merged keys are the real
+/// ones (a padding key equal to a real one is the same element).
 struct Front<S: SortVector> {
     /// The 16 largest keys loaded so far that are not yet written.
     carry: Quad<S>,
@@ -121,34 +154,15 @@ struct Front<S: SortVector> {
 }
 
 impl<S: SortVector> Front<S> {
-    /// Merges the first 16 keys of each input and writes the lowest 16.
-    /// Needs `a.len() >= 16`, `b.len() >= 16`, `out.len() >= 16`.
+    /// Merges the first 16 keys of each input (padded) and writes the lowest 16 (or
+    /// fewer, if `out` is shorter). Needs non-empty `a` and `b`.
     #[inline(always)]
     fn start(s: S, a: &[S::Elem], b: &[S::Elem], out: &mut [S::Elem]) -> Self {
-        let (lo, carry) = merge_bitonic(s, load16(s, a), load16(s, b));
-        store16(s, lo, out);
-        Self {
-            carry,
-            ia: STEP,
-            ib: STEP,
-            o: STEP,
-        }
-    }
-
-    /// Whether another whole vector step fits: room for 16 more outputs, and the input
-    /// the merge must read next (the one with the smaller head, or the only one left)
-    /// has 16 keys.
-    #[inline(always)]
-    fn can_step(&self, a: &[S::Elem], b: &[S::Elem], out_len: usize) -> bool {
-        if self.o + STEP > out_len {
-            return false;
-        }
-        match (a.get(self.ia), b.get(self.ib)) {
-            (Some(x), Some(y)) if x <= y => self.ia + STEP <= a.len(),
-            (Some(_), Some(_)) | (None, Some(_)) => self.ib + STEP <= b.len(),
-            (Some(_), None) => self.ia + STEP <= a.len(),
-            (None, None) => false,
-        }
+        let (ia, ib) = (STEP.min(a.len()), STEP.min(b.len()));
+        let (lo, carry) = merge_bitonic(s, load16_padded(s, a), load16_padded(s, b));
+        let o = STEP.min(out.len());
+        store_prefix(s, lo, &mut out[..o]);
+        Self { carry, ia, ib, o }
     }
 
     /// One step when both inputs hold at least 16 more keys and the output has room.
@@ -168,44 +182,46 @@ impl<S: SortVector> Front<S> {
         let next = load16(s, block);
         self.ia += take_a * STEP;
         self.ib += (1 - take_a) * STEP;
-        self.absorb(s, next, out);
-    }
-
-    /// One step; only after [`Front::can_step`] returned true.
-    #[inline(always)]
-    fn step(&mut self, s: S, a: &[S::Elem], b: &[S::Elem], out: &mut [S::Elem]) {
-        let take_a = match (a.get(self.ia), b.get(self.ib)) {
-            (Some(x), Some(y)) => x <= y,
-            (Some(_), None) => true,
-            _ => false,
-        };
-        let next = if take_a {
-            self.ia += STEP;
-            load16(s, &a[self.ia - STEP..])
-        } else {
-            self.ib += STEP;
-            load16(s, &b[self.ib - STEP..])
-        };
-        self.absorb(s, next, out);
-    }
-
-    /// Merges a freshly loaded block with the carry: writes the 16 smallest, keeps the
-    /// 16 largest.
-    #[inline(always)]
-    fn absorb(&mut self, s: S, next: Quad<S>, out: &mut [S::Elem]) {
         let (lo, hi) = merge_bitonic(s, self.carry, next);
         store16(s, lo, &mut out[self.o..self.o + STEP]);
         self.o += STEP;
         self.carry = hi;
     }
 
-    /// Writes the remaining front outputs with a scalar 3-way merge of the carry and the
-    /// rest of both inputs.
+    /// One step with any number of keys left (a short block is padded): loads the next
+    /// block of the input with the smaller head, writes up to 16 keys. False, doing
+    /// nothing, when both inputs are used up.
     #[inline(always)]
-    fn finish(&self, s: S, a: &[S::Elem], b: &[S::Elem], out: &mut [S::Elem]) {
-        let mut carry = [S::Elem::default(); STEP];
-        store16(s, self.carry, &mut carry);
-        merge_smallest(&a[self.ia..], &b[self.ib..], &carry, &mut out[self.o..]);
+    fn step(&mut self, s: S, a: &[S::Elem], b: &[S::Elem], out: &mut [S::Elem]) -> bool {
+        let take_a = match (a.get(self.ia), b.get(self.ib)) {
+            (Some(x), Some(y)) => x <= y,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return false,
+        };
+        let next = if take_a {
+            let block = &a[self.ia..];
+            self.ia += STEP.min(block.len());
+            load16_padded(s, block)
+        } else {
+            let block = &b[self.ib..];
+            self.ib += STEP.min(block.len());
+            load16_padded(s, block)
+        };
+        let (lo, hi) = merge_bitonic(s, self.carry, next);
+        let end = (self.o + STEP).min(out.len());
+        store_prefix(s, lo, &mut out[self.o..end]);
+        self.o = end;
+        self.carry = hi;
+        true
+    }
+
+    /// Both inputs are used up: the rest of the output is the smallest of the carry.
+    #[inline(always)]
+    fn finish(&self, s: S, out: &mut [S::Elem]) {
+        if self.o < out.len() {
+            store_prefix(s, self.carry, &mut out[self.o..]);
+        }
     }
 }
 
@@ -252,34 +268,5 @@ impl Back {
             &b[self.jb - k..self.jb]
         };
         out[..k].copy_from_slice(src);
-    }
-}
-
-/// Fills `out` with the `out.len()` smallest keys of `a`, `b` and `c` (each sorted),
-/// in order. Stops early (never panics) if the three hold fewer keys than that.
-fn merge_smallest<T: Copy + Ord>(a: &[T], b: &[T], c: &[T], out: &mut [T]) {
-    let (mut i, mut j, mut k) = (0, 0, 0);
-    for slot in out.iter_mut() {
-        let mut best: Option<(T, u8)> = a.get(i).map(|&x| (x, 0));
-        if let Some(&y) = b.get(j)
-            && best.is_none_or(|(v, _)| y < v)
-        {
-            best = Some((y, 1));
-        }
-        if let Some(&z) = c.get(k)
-            && best.is_none_or(|(v, _)| z < v)
-        {
-            best = Some((z, 2));
-        }
-        let Some((value, source)) = best else {
-            debug_assert!(false, "merge_smallest ran out of keys");
-            return;
-        };
-        *slot = value;
-        match source {
-            0 => i += 1,
-            1 => j += 1,
-            _ => k += 1,
-        }
     }
 }

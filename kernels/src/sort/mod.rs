@@ -22,6 +22,7 @@
 mod driver;
 mod merge;
 mod network;
+mod radix;
 pub(crate) mod vector;
 
 use crate::Backend;

@@ -49,8 +49,30 @@ network![
 /// merges 16 + 16 -> 32 (twice) and 32 + 32 -> 64.
 #[inline(always)]
 pub(crate) fn sort_block<S: SortVector>(s: S, block: &mut [S::Elem; BLOCK]) {
+    let sorted = sorted_block(s, block);
+    store_block(s, sorted, block);
+}
+
+/// [`sort_block`] reading `src` and writing the sorted block to `dst` (the merge driver
+/// uses it to start in whichever buffer makes its passes end where it wants them).
+#[inline(always)]
+pub(crate) fn sort_block_into<S: SortVector>(
+    s: S,
+    src: &[S::Elem; BLOCK],
+    dst: &mut [S::Elem; BLOCK],
+) {
+    store_block(s, sorted_block(s, src), dst);
+}
+
+/// The 64 keys of `block`, sorted, in 16 vectors: (the low 32, the high 32).
+#[inline(always)]
+fn sorted_block<S: SortVector>(s: S, block: &[S::Elem; BLOCK]) -> ([S::V; 8], [S::V; 8]) {
     let (quads, _) = block.as_chunks::<4>();
-    let mut r: [S::V; 16] = core::array::from_fn(|i| s.load(&quads[i]));
+    // Plain loops, not `array::from_fn` (see `merge_bitonic`).
+    let mut r = [s.load(&quads[0]); 16];
+    for i in 1..16 {
+        r[i] = s.load(&quads[i]);
+    }
     sort_columns(s, &mut r);
     // Column l is r[0][l], r[1][l], ..., r[15][l]. Transposing each 4 x 4 group puts
     // column l's keys 4m..4m+4 into vector 4m + l.
@@ -62,9 +84,18 @@ pub(crate) fn sort_block<S: SortVector>(s: S, block: &mut [S::Elem; BLOCK]) {
     let (lo01, hi01) = merge_bitonic(s, run(0), run(1));
     let (lo23, hi23) = merge_bitonic(s, run(2), run(3));
     let cat = |lo: [S::V; 4], hi: [S::V; 4]| -> [S::V; 8] {
-        core::array::from_fn(|i| if i < 4 { lo[i] } else { hi[i - 4] })
+        [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]]
     };
-    let (lo, hi) = merge_bitonic(s, cat(lo01, hi01), cat(lo23, hi23));
+    merge_bitonic(s, cat(lo01, hi01), cat(lo23, hi23))
+}
+
+/// Stores the sorted block `(low 32, high 32)` to `block`.
+#[inline(always)]
+fn store_block<S: SortVector>(
+    s: S,
+    (lo, hi): ([S::V; 8], [S::V; 8]),
+    block: &mut [S::Elem; BLOCK],
+) {
     let (quads, _) = block.as_chunks_mut::<4>();
     let (low, high) = quads.split_at_mut(8);
     for i in 0..8 {

@@ -162,6 +162,119 @@ fn adversarial_patterns() {
     }
 }
 
+/// Inputs long enough for the radix partition (and partitions of partitions), shaped to
+/// hit its special cases: narrow ranges, one heavy bucket, buckets of one repeated key
+/// (copied, not sorted), keys that differ only in their top or bottom bits, and inputs
+/// that run into the depth limit.
+#[test]
+fn radix_partition_on_skewed_keys() {
+    let mut next = xorshift(4242);
+    for len in [4097usize, 9000, 70_000, 300_001] {
+        let mut random = || next() as i32;
+        let shapes: Vec<(&str, Vec<i32>)> = vec![
+            ("uniform", (0..len).map(|_| random()).collect()),
+            (
+                "narrow",
+                (0..len).map(|_| 1_000_000 + (random() & 1023)).collect(),
+            ),
+            ("all equal", vec![-7; len]),
+            (
+                "half one value",
+                (0..len)
+                    .map(|i| if i % 2 == 0 { 7 } else { random() })
+                    .collect(),
+            ),
+            (
+                "top bit only",
+                (0..len).map(|_| random() & i32::MIN).collect(),
+            ),
+            ("low bits only", (0..len).map(|_| random() & 15).collect()),
+            (
+                "one outlier",
+                (0..len)
+                    .map(|i| if i == len / 3 { i32::MIN } else { 5 })
+                    .collect(),
+            ),
+            (
+                "heavy bucket",
+                (0..len)
+                    .map(|i| {
+                        if i % 10 == 0 {
+                            random()
+                        } else {
+                            random() & 1023
+                        }
+                    })
+                    .collect(),
+            ),
+            (
+                "powers of two",
+                (0..len).map(|_| 1i32 << (random() as u32 % 31)).collect(),
+            ),
+            (
+                "extremes",
+                (0..len)
+                    .map(|_| {
+                        if random() < 0 {
+                            i32::MIN + (random() & 7)
+                        } else {
+                            i32::MAX - (random() & 7)
+                        }
+                    })
+                    .collect(),
+            ),
+            ("sorted", (0..len as i32).collect()),
+            ("reversed", (0..len as i32).rev().collect()),
+        ];
+        for (shape, keys) in shapes {
+            let mut want = keys.clone();
+            want.sort_unstable();
+            for (backend, sort) in backends() {
+                let mut got = keys.clone();
+                sort(&mut got);
+                assert!(got == want, "{backend:?} mis-sorted {len} {shape} keys");
+            }
+        }
+        // f32 whose exponents bunch (the leading bits of their keys vary little).
+        let floats: Vec<f32> = (0..len).map(|_| (next() as i32) as f32 * 1e-6).collect();
+        check_f32(&floats);
+        let u: Vec<u32> = (0..len).map(|_| (next() as u32) >> (next() % 32)).collect();
+        check_u32(&u);
+    }
+}
+
+/// The vector pair sort through the radix partition: pairs follow their keys, equal keys
+/// keep their indices in order, on skewed keys.
+#[test]
+fn pairs_through_the_partition() {
+    let mut next = xorshift(99);
+    for len in [5000usize, 70_000] {
+        let keys: Vec<f32> = (0..len)
+            .map(|i| {
+                if i % 4 == 0 {
+                    3.5
+                } else {
+                    (next() % 10_000) as f32 - 5000.0
+                }
+            })
+            .collect();
+        let idx: Vec<u32> = (0..len as u32)
+            .map(|i| i.wrapping_mul(2_654_435_761))
+            .collect();
+        let mut want: Vec<(f32, u32)> = keys.iter().copied().zip(idx.iter().copied()).collect();
+        want.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let (mut k, mut i) = (keys.clone(), idx.clone());
+        sort_pairs_f32_simd(&mut k, &mut i).unwrap();
+        let got: Vec<(f32, u32)> = k.into_iter().zip(i).collect();
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(g, w)| g.0.to_bits() == w.0.to_bits() && g.1 == w.1),
+            "{len} pairs"
+        );
+    }
+}
+
 #[test]
 fn f32_special_values() {
     let specials = [

@@ -70,7 +70,7 @@ pub(crate) trait Lanes: Copy {
 /// A vector of 4 sort elements: what the in-register networks and merges operate on.
 pub(crate) trait SortVector: Copy {
     /// The element type (its `Ord` is the sort order, used by the scalar paths).
-    type Elem: Copy + Ord + Default;
+    type Elem: Copy + Ord + Default + super::radix::RadixKey;
     /// The register(s) holding 4 elements.
     type V: Copy;
     /// Which backend this is (recorded by test builds only).
