@@ -198,17 +198,6 @@ fn main() {
             ours: ours_p,
             std: std_p,
         });
-        let ours_v = time_sort(&pairs, reps, |d| {
-            let (mut keys, mut idx): (Vec<f32>, Vec<u32>) = d.iter().copied().unzip();
-            tandem_kernels::sort_pairs_f32_simd(&mut keys, &mut idx).expect("equal lengths");
-            black_box((keys, idx));
-        });
-        rows.push(Row {
-            what: "pairs-simd".into(),
-            n,
-            ours: ours_v,
-            std: std_p,
-        });
     }
     println!("backend: {:?}", tandem_kernels::sort::sort_backend());
     println!(

@@ -1,6 +1,6 @@
 //! A fixed amount of sorting work, for counting instructions under qemu
 //! (`cargo xtask bench sort-insns`): `sort_work <method> <n>`, the method one of `none`,
-//! `tandem`, `std`, `std-keys`, `tandem-u32`, `std-u32`, `pairs`, `pairs-simd`, `pairs-std`.
+//! `tandem`, `std`, `std-keys`, `tandem-u32`, `std-u32`, `pairs`, `pairs-std`.
 //!
 //! Generates `n` pseudo-random f32, sorts them with the chosen method (`none` skips the
 //! sort, to measure the set-up to subtract) and prints a checksum so nothing is elided.
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         args.get(1).and_then(|n| n.parse::<usize>().ok()),
     ) else {
         eprintln!(
-            "usage: sort_work <none|tandem|std|std-keys|tandem-u32|std-u32|pairs|pairs-simd|pairs-std> <n>"
+            "usage: sort_work <none|tandem|std|std-keys|tandem-u32|std-u32|pairs|pairs-std> <n>"
         );
         return ExitCode::from(2);
     };
@@ -54,14 +54,9 @@ fn main() -> ExitCode {
                 *d = f32::from_bits(k);
             }
         }
-        "pairs" | "pairs-simd" => {
+        "pairs" => {
             let mut idx: Vec<u32> = (0..n as u32).collect();
-            let sort = if method == "pairs" {
-                tandem_kernels::sort_pairs_f32
-            } else {
-                tandem_kernels::sort_pairs_f32_simd
-            };
-            if let Err(e) = sort(&mut data, &mut idx) {
+            if let Err(e) = tandem_kernels::sort_pairs_f32(&mut data, &mut idx) {
                 eprintln!("{e}");
                 return ExitCode::FAILURE;
             }
@@ -75,7 +70,7 @@ fn main() -> ExitCode {
         }
         other => {
             eprintln!(
-                "unknown method '{other}' (none, tandem, std, std-keys, tandem-u32, std-u32, pairs, pairs-simd, pairs-std)"
+                "unknown method '{other}' (none, tandem, std, std-keys, tandem-u32, std-u32, pairs, pairs-std)"
             );
             return ExitCode::from(2);
         }

@@ -31,7 +31,7 @@ pub mod sort;
 pub use error::KernelError;
 pub use robust::{median, trimmed_mean};
 pub use select::{kth_largest_abs, top_k_abs};
-pub use sort::{sort_f32, sort_i32, sort_pairs_f32, sort_pairs_f32_simd, sort_u32, sort64_i32};
+pub use sort::{merge_i32, sort_f32, sort_i32, sort_pairs_f32, sort_u32, sort64_i32};
 
 #[cfg(test)]
 mod reference;

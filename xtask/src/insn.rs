@@ -195,7 +195,8 @@ impl Counter {
 /// `cargo xtask bench sort-insns`: instructions per key at 1M keys, all built for
 /// aarch64: tandem's u32 sort against `sort_unstable` (the headline), and its f32 sort
 /// against `sort_unstable_by(f32::total_cmp)` and against std sorting the same integer
-/// keys. Last line: `sort_insns_ratio_vs_std: Z` (u32, std over tandem).
+/// keys; and its (key, index) pair sort against zip + `sort_unstable_by` + unzip. Last
+/// line: `sort_insns_ratio_vs_std: Z` (u32, std over tandem).
 pub fn sort_insns() -> Result<()> {
     let counter = Counter::new(&Example::kernels("sort_work"), Build::Release)?;
     let n: usize = 1 << 20;
@@ -210,6 +211,8 @@ pub fn sort_insns() -> Result<()> {
         ("f32: tandem sort_f32 (NEON)", "tandem"),
         ("f32: sort_unstable_by(total_cmp)", "std"),
         ("f32: sort_unstable on the same keys", "std-keys"),
+        ("pairs: tandem sort_pairs_f32 (NEON)", "pairs"),
+        ("pairs: zip, sort_unstable_by, unzip", "pairs-std"),
     ] {
         let c = counter.work(method, &[n])?;
         let total = c.total as f64 / n as f64;
@@ -225,6 +228,7 @@ pub fn sort_insns() -> Result<()> {
         per_key[3] / per_key[2],
         per_key[4] / per_key[2]
     );
+    println!("pairs: std over tandem {:.2}", per_key[6] / per_key[5]);
     println!("sort_insns_ratio_vs_std: {:.2}", per_key[1] / per_key[0]);
     Ok(())
 }

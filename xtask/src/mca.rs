@@ -1,5 +1,6 @@
 //! llvm-mca's model estimates of NEON kernels on aarch64 cores (estimates, not
-//! measurements): `cargo xtask bench sort-mca` (the in-register sort of 64 keys) and
+//! measurements): `cargo xtask bench sort-mca` (the in-register sort of 64 keys and the
+//! merge's 16 + 16 step) and
 //! `cargo xtask bench lowrank-mca` (the GEMM micro-kernels' inner loops).
 
 use crate::{cross, util};
@@ -10,6 +11,7 @@ use std::process::Command;
 /// real N1 and V1 models.
 const LLVM_MCA: &str = "llvm-mca-19";
 const SYMBOL: &str = "4arch7aarch644sort10sort64_i32";
+const MERGE_SYMBOL: &str = "4arch7aarch644sort9merge_i32";
 
 pub fn sort_mca() -> Result<()> {
     let asm = emit_kernels_asm()?;
@@ -29,6 +31,23 @@ pub fn sort_mca() -> Result<()> {
         if cpu == "neoverse-n1" {
             n1 = Some(cycles);
         }
+    }
+    // The merge: its loop of one 16 + 16 step (16 keys out), the loop with the most
+    // `smin` in `merge_i32`.
+    let merge_loop = function_body(&asm, MERGE_SYMBOL)
+        .and_then(|body| hot_loop(&body, "smin"))
+        .context("no merge loop in merge_i32")?;
+    println!(
+        "merge step, 16 + 16 keys (NEON), {} instructions",
+        merge_loop.lines().count()
+    );
+    println!(
+        "{:<14} {:>16} {:>18}",
+        "llvm-mca -mcpu", "cycles / step", "cycles / key, pass"
+    );
+    for cpu in ["neoverse-n1", "cortex-a72", "neoverse-v1"] {
+        let (cycles, _) = mca(&merge_loop, cpu, "tandem-merge-step.s")?;
+        println!("{cpu:<14} {cycles:>16.1} {:>18.2}", cycles / 16.0);
     }
     println!(
         "sort64_neoverse_n1_cycles_per_64_keys: {:.1}",
@@ -55,7 +74,7 @@ pub fn lowrank_mca() -> Result<()> {
     let mut worst_n1 = f64::INFINITY;
     for (label, function) in GEMM_KERNELS {
         let hot = function_body(&asm, function)
-            .and_then(|body| hot_loop(&body))
+            .and_then(|body| hot_loop(&body, "fmla"))
             .with_context(|| format!("no fmla loop in {function}"))?;
         let fmla = hot
             .lines()
@@ -150,9 +169,10 @@ fn mca(code: &str, cpu: &str, file_name: &str) -> Result<(f64, f64)> {
 }
 
 /// The innermost loop of `body` (a function's instructions with its labels kept)
-/// with the most `fmla`: the instructions from a label to the last branch back to it,
-/// labels and the branch itself dropped (llvm-mca models straight-line code).
-fn hot_loop(body: &str) -> Option<String> {
+/// with the most `opcode` instructions: the instructions from a label to the last
+/// branch back to it, labels and the branch itself dropped (llvm-mca models
+/// straight-line code).
+fn hot_loop(body: &str, opcode: &str) -> Option<String> {
     let lines: Vec<&str> = body.lines().collect();
     let mut best: Option<(usize, Vec<&str>)> = None;
     for (start, line) in lines.iter().enumerate() {
@@ -182,12 +202,12 @@ fn hot_loop(body: &str) -> Option<String> {
             .copied()
             .filter(|l| !l.starts_with(".LBB"))
             .collect();
-        let fmla = code
+        let count = code
             .iter()
-            .filter(|l| l.trim_start().starts_with("fmla"))
+            .filter(|l| l.trim_start().starts_with(opcode))
             .count();
-        if fmla > 0 && best.as_ref().is_none_or(|(f, _)| fmla > *f) {
-            best = Some((fmla, code));
+        if count > 0 && best.as_ref().is_none_or(|(c, _)| count > *c) {
+            best = Some((count, code));
         }
     }
     best.map(|(_, code)| code.join("\n") + "\n")

@@ -1,19 +1,25 @@
-//! Sorting: the hybrid vectorised merge sort of NEON-MS ("A Hybrid Vectorized Merge Sort
-//! on ARM NEON").
+//! Sorting: a radix partition ahead of the hybrid vectorised merge sort of NEON-MS ("A
+//! Hybrid Vectorized Merge Sort on ARM NEON").
 //!
-//! 1. In-register phase ([`network`]): 64 keys in 16 vectors, the 4 columns sorted by an
+//! 1. Radix partition ([`radix`]): an input of more than 1,024 keys is split by its keys'
+//!    leading bits (from the highest bit in which they differ) into buckets of about 128
+//!    keys, partitions of partitions where buckets stay large, so the merges below run a
+//!    pass or two per bucket in cache instead of log2(n / 64) passes over the input.
+//! 2. In-register phase ([`network`]): 64 keys in 16 vectors, the 4 columns sorted by an
 //!    optimal 16-input network of `min`/`max`, then transposed into 4 sorted runs of 16.
-//! 2. Merge phase ([`merge`]): runs merged pairwise, doubling in width, between the data
-//!    and a scratch buffer. Each merge runs a vectorised bitonic 16 + 16 merge from the
-//!    front interleaved with a branchless scalar merge from the back.
+//! 3. Merge phase ([`merge`]): runs merged pairwise, doubling in width, between the data
+//!    and a scratch buffer, by a vectorised bitonic 16 + 16 merge (optionally interleaved
+//!    with a branchless scalar merge from the back: the paper's hybrid, `HYBRID_BACK`).
 //!
 //! The algorithm is written once over [`vector::SortVector`] on i32 keys. f32 and u32
 //! are mapped onto i32 by order-preserving bijections applied in place before and after:
 //! f32 in [`f32::total_cmp`] order (-NaN < -inf < ... < -0.0 < +0.0 < ... < +inf < +NaN),
-//! u32 by flipping the sign bit.
+//! u32 by flipping the sign bit. (key, index) pairs are sorted the same way, held in two
+//! registers per 4 pairs.
 //!
-//! Every function allocates one scratch buffer of the input's length (inputs of at most
-//! 64 keys are sorted in place by the scalar path and allocate nothing).
+//! Every function allocates one scratch buffer of the input's length, and a work list of
+//! buckets (inputs of at most 64 keys are sorted in place by the scalar path and allocate
+//! nothing).
 
 // The vectorised merge sort runs on the SIMD backends; a build without them (feature
 // `portable`) sorts with the scalar path and leaves it unused.
@@ -27,6 +33,7 @@ pub(crate) mod vector;
 
 use crate::Backend;
 pub(crate) use driver::sort as driver_sort;
+pub(crate) use merge::merge;
 pub(crate) use network::sort_block;
 pub(crate) use vector::Pair;
 
@@ -56,32 +63,13 @@ pub fn sort_f32(data: &mut [f32]) {
 /// Sorts `keys` in [`f32::total_cmp`] order and applies the same permutation to `idx`
 /// ("sort by value, keep the index"). Equal keys keep their `idx` in ascending order.
 ///
-/// Each (key, index) pair is sorted as one (order-preserving key, index) element by the
-/// standard library's sort: measured faster than [`sort_pairs_f32_simd`] on the x86
-/// mirror and fewer instructions on aarch64 (BENCHMARKS.md). Allocates `8 * len` bytes.
+/// Each (key, index) pair is packed as one (order-preserving key, index) element and
+/// sorted by the same radix partition and vector merges as the keys, on pairs held in
+/// two registers per 4 (keys, indices), compared by key, then index. Allocates
+/// `16 * len` bytes.
 ///
 /// Errors if the two slices differ in length.
 pub fn sort_pairs_f32(keys: &mut [f32], idx: &mut [u32]) -> Result<(), crate::KernelError> {
-    sort_pairs_with(keys, idx, |pairs| pairs.sort_unstable())
-}
-
-/// [`sort_pairs_f32`] with the NEON-MS vector sort on (key, index) pairs held in two
-/// registers per 4 pairs, compared by key, then index (so no two distinct pairs tie and
-/// the hybrid merge's front/back split stays exact).
-///
-/// Correct, but slower than [`sort_pairs_f32`] today: a 64-pair in-register block needs
-/// 32 vector registers and spills (BENCHMARKS.md). Kept, tested and benchmarked as the
-/// base for a smaller-block pair kernel. Allocates `16 * len` bytes.
-pub fn sort_pairs_f32_simd(keys: &mut [f32], idx: &mut [u32]) -> Result<(), crate::KernelError> {
-    sort_pairs_with(keys, idx, sort_pairs_dispatch)
-}
-
-/// Packs (key, index) pairs, sorts them with `sort`, unpacks.
-fn sort_pairs_with(
-    keys: &mut [f32],
-    idx: &mut [u32],
-    sort: impl FnOnce(&mut [Pair]),
-) -> Result<(), crate::KernelError> {
     crate::KernelError::check_len("idx", idx.len(), keys.len())?;
     let mut pairs: Vec<Pair> = keys
         .iter()
@@ -91,7 +79,7 @@ fn sort_pairs_with(
             idx: i,
         })
         .collect();
-    sort(&mut pairs);
+    sort_pairs_dispatch(&mut pairs);
     for ((k, i), p) in keys.iter_mut().zip(idx.iter_mut()).zip(pairs) {
         *k = f32::from_bits(total_order_key(p.key) as u32);
         *i = p.idx;
@@ -111,6 +99,33 @@ pub fn sort64_i32(block: &mut [i32; 64]) {
     }
     #[allow(unreachable_code)]
     block.sort_unstable()
+}
+
+/// Merges sorted `a` and sorted `b` into `out`, sorted (the sort's vector merge: 16 + 16
+/// keys a step). If `a` or `b` is not sorted, `out` holds their keys in some order.
+///
+/// Errors if `out.len() != a.len() + b.len()`.
+pub fn merge_i32(a: &[i32], b: &[i32], out: &mut [i32]) -> Result<(), crate::KernelError> {
+    crate::KernelError::check_len("out", out.len(), a.len() + b.len())?;
+    merge_i32_dispatch(a, b, out);
+    Ok(())
+}
+
+fn merge_i32_dispatch(a: &[i32], b: &[i32], out: &mut [i32]) {
+    #[cfg(tandem_neon)]
+    return crate::arch::aarch64::sort::merge_i32(a, b, out);
+    #[cfg(tandem_sse2)]
+    if let Some(sse41) = crate::arch::x86_64::sort::Sse41::new() {
+        return sse41.merge_i32(a, b, out);
+    }
+    #[allow(unreachable_code)]
+    let (mut i, mut j) = (0, 0);
+    #[allow(unreachable_code)]
+    for slot in out.iter_mut() {
+        let take_a = j == b.len() || (i < a.len() && a[i] <= b[j]);
+        *slot = if take_a { a[i] } else { b[j] };
+        (i, j) = if take_a { (i + 1, j) } else { (i, j + 1) };
+    }
 }
 
 /// The backend [`sort_i32`] and friends use for inputs longer than 64 keys on this CPU.

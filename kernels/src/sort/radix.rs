@@ -47,16 +47,22 @@ impl RadixKey for Pair {
 
 /// Widest digit: a histogram of 2^11 u32 counters (8 KiB) stays in L1, and 2,048 write
 /// streams are about as many as a scatter keeps fast.
-const MAX_BITS: u32 = 11;
+const MAX_BITS: u32 = 13;
 /// Above this many keys (beyond the caches) a digit has at most [`LARGE_BITS`] bits: a
 /// scatter to 2^11 places in memory is slower than one to 2^8 and a second partition in
 /// cache (measured).
 const LARGE_KEYS: usize = 1 << 21;
 const LARGE_BITS: u32 = 8;
+/// An input of at least this many keys is first counted on a 16-bit digit, and split on
+/// as many of those bits as keep its non-empty buckets within the scatter's streams:
+/// keys whose leading bits vary little (floats, whose exponents bunch) then split in one
+/// pass instead of two.
+const WIDE_MIN: usize = 1 << 18;
+const WIDE_BITS: u32 = 16;
 /// Buckets up to this length are merge-sorted; longer ones are partitioned.
-const PARTITION_MIN: usize = 1 << 12;
+const PARTITION_MIN: usize = 1 << 10;
 /// A digit is as wide as it takes to make buckets of about 2^9 keys on uniform keys.
-const TARGET_LOG2: u32 = 9;
+const TARGET_LOG2: u32 = 7;
 /// Partitions of partitions at most this deep (each consumes at least 3 bits).
 const MAX_DEPTH: u32 = 4;
 
@@ -72,16 +78,12 @@ pub(crate) fn sort<S: SortVector>(s: S, data: &mut [S::Elem], scratch: &mut [S::
     // Every bucket, partitioned or not, goes through this list, so `merge_sort` is
     // inlined at one place only.
     let mut pending: Vec<(usize, usize, u32)> = vec![(0, data.len(), 0)];
-    let mut ends = [0u32; 1 << MAX_BITS];
+    let mut counts: Vec<u32> = Vec::new();
     while let Some((start, end, depth)) = pending.pop() {
         let (keys, other, dest) = sides(data, scratch, start..end, depth);
         let partitioned = should_partition(keys.len(), depth);
-        let digit = if partitioned {
-            Digit::for_keys(keys)
-        } else {
-            None
-        };
-        let Some(digit) = digit else {
+        let top = if partitioned { varying_top(keys) } else { None };
+        let Some(top) = top else {
             if partitioned && S::Elem::WHOLE {
                 // Every key is the same: already sorted.
                 if dest == Dest::Other {
@@ -92,10 +94,13 @@ pub(crate) fn sort<S: SortVector>(s: S, data: &mut [S::Elem], scratch: &mut [S::
             }
             continue;
         };
-        partition(keys, other, digit, &mut ends);
+        let digit = choose_and_count(keys, top, &mut counts);
+        // SAFETY: `choose_and_count` left in `counts` the histogram of `keys` on
+        // `digit`.
+        unsafe { scatter(keys, other, digit, &mut counts) };
         // Pushed in descending order, so popped in ascending order.
         let mut to = keys.len();
-        for &from in ends[..digit.buckets()].iter().rev().skip(1).chain([&0]) {
+        for &from in counts.iter().rev().skip(1).chain([&0]) {
             let from = from as usize;
             if to > from {
                 pending.push((start + from, start + to, depth + 1));
@@ -135,30 +140,13 @@ struct Digit {
 }
 
 impl Digit {
-    /// The digit for `keys` (more than [`PARTITION_MIN`] of them): it starts at the
-    /// highest bit in which they differ and is wide enough for buckets of about
-    /// 2^[`TARGET_LOG2`] keys, at most [`MAX_BITS`]. None if all keys are equal.
-    fn for_keys<E: RadixKey>(keys: &[E]) -> Option<Self> {
-        let (any, all) = keys.iter().fold((0u32, u32::MAX), |(any, all), k| {
-            let key = k.radix_key();
-            (any | key, all & key)
-        });
-        let varying = any & !all;
-        if varying == 0 {
-            return None;
-        }
-        let top = 32 - varying.leading_zeros();
-        let wanted = keys.len().ilog2().saturating_sub(TARGET_LOG2).max(1);
-        let cap = if keys.len() > LARGE_KEYS {
-            LARGE_BITS
-        } else {
-            MAX_BITS
-        };
-        let bits = wanted.min(cap).min(top);
-        Some(Self {
+    /// The `bits` (at most `top`) below bit `top` (counted from 1).
+    fn below(top: u32, bits: u32) -> Self {
+        let bits = bits.min(top);
+        Self {
             shift: top - bits,
             bits,
-        })
+        }
     }
 
     fn buckets(self) -> usize {
@@ -167,33 +155,111 @@ impl Digit {
 
     #[inline(always)]
     fn of<E: RadixKey>(self, key: E) -> usize {
-        ((key.radix_key() >> self.shift) as usize & (self.buckets() - 1)) & ((1 << MAX_BITS) - 1)
+        (key.radix_key() >> self.shift) as usize & (self.buckets() - 1)
+    }
+}
+
+/// The highest bit (counted from 1) in which `keys` differ; None if they are all equal.
+fn varying_top<E: RadixKey>(keys: &[E]) -> Option<u32> {
+    let (any, all) = keys.iter().fold((0u32, u32::MAX), |(any, all), k| {
+        let key = k.radix_key();
+        (any | key, all & key)
+    });
+    let varying = any & !all;
+    (varying != 0).then(|| 32 - varying.leading_zeros())
+}
+
+/// Chooses the digit that splits `keys` (more than [`PARTITION_MIN`] of them, differing
+/// in bit `top`) and leaves its per-bucket counts in `counts`.
+///
+/// The digit starts at bit `top`. It has enough bits for buckets of about
+/// 2^[`TARGET_LOG2`] uniform keys, at most the scatter's streams; an input of
+/// [`WIDE_MIN`] keys or more is counted on [`WIDE_BITS`] bits first and split on the
+/// widest prefix of them whose non-empty buckets fit the streams, so skewed keys get a
+/// wider digit.
+fn choose_and_count<E: RadixKey>(keys: &[E], top: u32, counts: &mut Vec<u32>) -> Digit {
+    let n = keys.len();
+    let streams_log2 = if n > LARGE_KEYS { LARGE_BITS } else { MAX_BITS };
+    let uniform_bits = n.ilog2().saturating_sub(TARGET_LOG2).clamp(1, streams_log2);
+    if n < WIDE_MIN {
+        let digit = Digit::below(top, uniform_bits);
+        histogram(keys, digit, counts);
+        return digit;
+    }
+    let wide = Digit::below(top, WIDE_BITS);
+    histogram(keys, wide, counts);
+    // At most as many buckets as uniform keys would fill, at least that many bits.
+    let streams = 1usize << uniform_bits;
+    let bits = (uniform_bits.min(wide.bits)..=wide.bits)
+        .rev()
+        .find(|&bits| non_empty_at_most(counts, wide.bits - bits, streams))
+        .unwrap_or(wide.bits.min(uniform_bits));
+    let drop = wide.bits - bits;
+    // Sum each group of 2^drop counters into one.
+    for group in 0..counts.len() >> drop {
+        counts[group] = counts[group << drop..(group + 1) << drop].iter().sum();
+    }
+    counts.truncate(counts.len() >> drop);
+    Digit::below(top, bits)
+}
+
+/// Whether grouping `counts` by 2^`drop` leaves at most `limit` non-empty groups.
+fn non_empty_at_most(counts: &[u32], drop: u32, limit: usize) -> bool {
+    let mut seen = 0;
+    let mut last = usize::MAX;
+    for (i, _) in counts.iter().enumerate().filter(|&(_, &c)| c > 0) {
+        let group = i >> drop;
+        if group != last {
+            last = group;
+            seen += 1;
+            if seen > limit {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Counts `keys` per bucket of `digit` into `counts` (resized to the buckets).
+#[inline(always)]
+fn histogram<E: RadixKey>(keys: &[E], digit: Digit, counts: &mut Vec<u32>) {
+    counts.clear();
+    counts.resize(digit.buckets(), 0);
+    for &key in keys {
+        counts[digit.of(key)] += 1;
     }
 }
 
 /// Scatters `keys` into `out` grouped by `digit`, in ascending digit order, keeping
-/// their order within a group. Leaves in `ends[d]` the end of digit `d`'s group.
-#[inline(always)]
-fn partition<E: RadixKey>(
-    keys: &[E],
-    out: &mut [E],
-    digit: Digit,
-    ends: &mut [u32; 1 << MAX_BITS],
-) {
-    debug_assert!(keys.len() == out.len() && u32::try_from(keys.len()).is_ok());
-    let mut counts = [0u32; 1 << MAX_BITS];
-    for &key in keys {
-        counts[digit.of(key)] += 1;
-    }
-    // `ends` holds each group's next free slot, starting at its first.
+/// their order within a group, given each group's size in `counts`; leaves there the end
+/// of each group instead.
+///
+/// Not inlined: apart from the vector code its loop keeps its pointers in registers
+/// (inlined, it spilled them: 17 aarch64 instructions a key).
+///
+/// # Safety
+///
+/// `counts[d]` must be the number of `keys` whose `digit` is `d`, for every `d` (as
+/// [`histogram`] leaves them).
+#[inline(never)]
+unsafe fn scatter<E: RadixKey>(keys: &[E], out: &mut [E], digit: Digit, counts: &mut [u32]) {
+    assert!(keys.len() == out.len() && counts.len() == digit.buckets());
+    // Each counter becomes its group's next free slot, starting at its first.
     let mut start = 0u32;
-    for (next, count) in ends.iter_mut().zip(counts) {
+    for next in counts.iter_mut() {
+        let count = *next;
         *next = start;
         start += count;
     }
     for &key in keys {
-        let slot = &mut ends[digit.of(key)];
-        out[*slot as usize] = key;
+        // SAFETY: `Digit::of` masks to `digit.buckets() - 1`, and `counts` has
+        // `digit.buckets()` entries (asserted).
+        let slot = unsafe { counts.get_unchecked_mut(digit.of(key)) };
+        // SAFETY: by the caller's promise group d's slots run from the sum of the
+        // counts before it to that plus its own count, all below the sum of all counts,
+        // `keys.len()`, which is `out.len()` (asserted); each of the group's keys
+        // advances its slot once, so no slot passes its group's end.
+        unsafe { *out.get_unchecked_mut(*slot as usize) = key };
         *slot += 1;
     }
 }

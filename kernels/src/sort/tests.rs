@@ -264,7 +264,7 @@ fn pairs_through_the_partition() {
         let mut want: Vec<(f32, u32)> = keys.iter().copied().zip(idx.iter().copied()).collect();
         want.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         let (mut k, mut i) = (keys.clone(), idx.clone());
-        sort_pairs_f32_simd(&mut k, &mut i).unwrap();
+        sort_pairs_f32(&mut k, &mut i).unwrap();
         let got: Vec<(f32, u32)> = k.into_iter().zip(i).collect();
         assert!(
             got.iter()
@@ -337,29 +337,55 @@ fn public_api_runs_the_vector_backend() {
 
 #[test]
 fn pairs_follow_their_keys() {
-    type PairSort = fn(&mut [f32], &mut [u32]) -> Result<(), crate::KernelError>;
-    for sort in [sort_pairs_f32 as PairSort, sort_pairs_f32_simd] {
-        let mut next = xorshift(5);
-        for len in [0usize, 1, 7, 64, 65, 1000, 5000] {
-            let keys: Vec<f32> = (0..len).map(|_| ((next() % 50) as f32) - 25.0).collect();
-            let idx: Vec<u32> = (0..len as u32).collect();
-            let mut want: Vec<(f32, u32)> = keys.iter().copied().zip(idx.iter().copied()).collect();
-            want.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            let (mut k, mut i) = (keys.clone(), idx.clone());
-            sort(&mut k, &mut i).unwrap();
-            let got: Vec<(f32, u32)> = k.into_iter().zip(i).collect();
-            assert!(
-                got.iter()
-                    .zip(&want)
-                    .all(|(g, w)| g.0.to_bits() == w.0.to_bits() && g.1 == w.1)
-            );
-        }
-        let mut k = vec![f32::NAN, -0.0, 0.0, -f32::NAN];
-        let mut i = vec![0, 1, 2, 3];
-        sort(&mut k, &mut i).unwrap();
-        assert_eq!(i, vec![3, 1, 2, 0]);
-        assert!(sort(&mut [1.0], &mut []).is_err());
+    let mut next = xorshift(5);
+    for len in [0usize, 1, 7, 64, 65, 1000, 5000] {
+        let keys: Vec<f32> = (0..len).map(|_| ((next() % 50) as f32) - 25.0).collect();
+        let idx: Vec<u32> = (0..len as u32).collect();
+        let mut want: Vec<(f32, u32)> = keys.iter().copied().zip(idx.iter().copied()).collect();
+        want.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let (mut k, mut i) = (keys.clone(), idx.clone());
+        sort_pairs_f32(&mut k, &mut i).unwrap();
+        let got: Vec<(f32, u32)> = k.into_iter().zip(i).collect();
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(g, w)| g.0.to_bits() == w.0.to_bits() && g.1 == w.1)
+        );
     }
+    let mut k = vec![f32::NAN, -0.0, 0.0, -f32::NAN];
+    let mut i = vec![0, 1, 2, 3];
+    sort_pairs_f32(&mut k, &mut i).unwrap();
+    assert_eq!(i, vec![3, 1, 2, 0]);
+    assert!(sort_pairs_f32(&mut [1.0], &mut []).is_err());
+}
+
+/// The public merge (on NEON the function llvm-mca models) against a merge by the
+/// standard sort, on lengths around its 16-key steps.
+#[test]
+fn merge_of_any_lengths() {
+    let mut next = xorshift(16);
+    for (la, lb) in [
+        (0, 0),
+        (0, 5),
+        (1, 1),
+        (1, 40),
+        (15, 17),
+        (16, 16),
+        (33, 100),
+        (64, 64),
+        (200, 7),
+    ] {
+        let mut a: Vec<i32> = (0..la).map(|_| (next() % 1000) as i32).collect();
+        let mut b: Vec<i32> = (0..lb).map(|_| (next() % 1000) as i32).collect();
+        a.sort_unstable();
+        b.sort_unstable();
+        let mut want = [a.clone(), b.clone()].concat();
+        want.sort_unstable();
+        let mut got = vec![0; la + lb];
+        merge_i32(&a, &b, &mut got).unwrap();
+        assert_eq!(got, want, "{la} + {lb}");
+    }
+    assert!(merge_i32(&[1], &[2], &mut [0; 3]).is_err());
 }
 
 #[test]

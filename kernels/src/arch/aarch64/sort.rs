@@ -31,15 +31,24 @@ pub(crate) fn sort64_i32(block: &mut [i32; 64]) {
     crate::sort::sort_block(Keys(Neon), block);
 }
 
+/// Merges sorted `a` and `b` into `out` (`a.len() + b.len()` long) with the vector
+/// merge. Never inlined, so its loop can be fed to llvm-mca (`cargo xtask bench
+/// sort-mca`); the sort inlines the same code.
+#[inline(never)]
+pub(crate) fn merge_i32(a: &[i32], b: &[i32], out: &mut [i32]) {
+    crate::sort::merge(Keys(Neon), a, b, out);
+}
+
 // SAFETY (for every `unsafe` block below): NEON is enabled for this whole module at
 // compile time, so the intrinsics' target-feature requirement holds; the only pointer
 // arguments come from `&[i32; 4]` / `&mut [i32; 4]` (16 bytes) or `&[Pair; 4]` /
 // `&mut [Pair; 4]` (32 bytes of 8 interleaved i32/u32 lanes, `Pair` being `repr(C)`).
 impl Lanes for Neon {
     const BACKEND: crate::Backend = crate::Backend::Neon;
-    // The NEON-MS hybrid: a few scalar steps per vector step keep the integer pipes
-    // busy beside the NEON pipes (not yet timed on a board; see BENCHMARKS.md).
-    const HYBRID_BACK: usize = 2;
+    // The vector merge alone: the NEON-MS hybrid (scalar steps from the back beside each
+    // vector step) cost 8 more instructions a key since the radix partition, and no
+    // board has timed its benefit yet (BENCHMARKS.md). Tests still run it.
+    const HYBRID_BACK: usize = 0;
     type V = int32x4_t;
 
     #[inline(always)]

@@ -37,6 +37,12 @@ impl Sse41 {
         // SAFETY: `self` exists only if SSE4.1 was detected on this CPU.
         unsafe { sort64_i32_sse41(self, block) }
     }
+
+    /// Merges sorted `a` and `b` into `out` (`a.len() + b.len()` long).
+    pub(crate) fn merge_i32(self, a: &[i32], b: &[i32], out: &mut [i32]) {
+        // SAFETY: `self` exists only if SSE4.1 was detected on this CPU.
+        unsafe { merge_i32_sse41(self, a, b, out) }
+    }
 }
 
 // The generic sort compiled with SSE4.1 enabled, so the `#[inline(always)]` lane
@@ -50,6 +56,11 @@ fn sort_i32_sse41(token: Sse41, data: &mut [i32]) {
 #[target_feature(enable = "sse4.1")]
 fn sort_pairs_sse41(token: Sse41, data: &mut [Pair]) {
     crate::sort::driver_sort(Pairs(token), data);
+}
+
+#[target_feature(enable = "sse4.1")]
+fn merge_i32_sse41(token: Sse41, a: &[i32], b: &[i32], out: &mut [i32]) {
+    crate::sort::merge(Keys(token), a, b, out);
 }
 
 #[target_feature(enable = "sse4.1")]
