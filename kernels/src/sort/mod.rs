@@ -11,11 +11,11 @@
 //!    and a scratch buffer, by a vectorised bitonic 16 + 16 merge (optionally interleaved
 //!    with a branchless scalar merge from the back: the paper's hybrid, `HYBRID_BACK`).
 //!
-//! The algorithm is written once over [`vector::SortVector`] on i32 keys. f32 and u32
-//! are mapped onto i32 by order-preserving bijections applied in place before and after:
-//! f32 in [`f32::total_cmp`] order (-NaN < -inf < ... < -0.0 < +0.0 < ... < +inf < +NaN),
-//! u32 by flipping the sign bit. (key, index) pairs are sorted the same way, held in two
-//! registers per 4 pairs.
+//! The algorithm is written once over [`vector::SortVector`]: i32 keys, u32 keys (with
+//! unsigned lane operations) and (key, index) pairs held in two registers per 4 pairs.
+//! f32 is mapped onto i32 by an order-preserving bijection applied in place before and
+//! after, in [`f32::total_cmp`] order (-NaN < -inf < ... < -0.0 < +0.0 < ... < +inf <
+//! +NaN).
 //!
 //! Every function allocates one scratch buffer of the input's length, and a work list of
 //! buckets (inputs of at most 64 keys are sorted in place by the scalar path and allocate
@@ -44,10 +44,14 @@ pub fn sort_i32(data: &mut [i32]) {
 
 /// Sorts `data` ascending.
 pub fn sort_u32(data: &mut [u32]) {
-    let keys = crate::cast::u32_as_i32_mut(data);
-    flip_sign(keys);
-    sort_i32_dispatch(keys);
-    flip_sign(keys);
+    #[cfg(tandem_neon)]
+    return crate::arch::aarch64::sort::sort_u32(data);
+    #[cfg(tandem_sse2)]
+    if let Some(sse41) = crate::arch::x86_64::sort::Sse41::new() {
+        return sse41.sort_u32(data);
+    }
+    #[allow(unreachable_code)]
+    data.sort_unstable()
 }
 
 /// Sorts `data` in [`f32::total_cmp`] order: the same result, bit for bit, as
@@ -182,14 +186,6 @@ fn total_order_key(bits: i32) -> i32 {
 fn total_order_keys(bits: &mut [i32]) {
     for b in bits {
         *b = total_order_key(*b);
-    }
-}
-
-/// Maps u32 (as i32 bits) to i32 with the same order, and back (its own inverse).
-#[inline]
-fn flip_sign(bits: &mut [i32]) {
-    for b in bits {
-        *b ^= i32::MIN;
     }
 }
 

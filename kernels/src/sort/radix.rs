@@ -33,6 +33,15 @@ impl RadixKey for i32 {
     }
 }
 
+impl RadixKey for u32 {
+    const WHOLE: bool = true;
+    const MAX: Self = u32::MAX;
+    #[inline(always)]
+    fn radix_key(self) -> u32 {
+        self
+    }
+}
+
 impl RadixKey for Pair {
     const WHOLE: bool = false;
     const MAX: Self = Pair {
@@ -53,10 +62,10 @@ const MAX_BITS: u32 = 13;
 /// cache (measured).
 const LARGE_KEYS: usize = 1 << 21;
 const LARGE_BITS: u32 = 8;
-/// An input of at least this many keys is first counted on a 16-bit digit, and split on
-/// as many of those bits as keep its non-empty buckets within the scatter's streams:
-/// keys whose leading bits vary little (floats, whose exponents bunch) then split in one
-/// pass instead of two.
+/// An input of at least this many keys whose sample is skewed is counted on a 16-bit
+/// digit, and split on as many of those bits as keep its non-empty buckets within the
+/// scatter's streams: keys whose leading bits vary little (floats, whose exponents
+/// bunch) then split in one pass instead of two.
 const WIDE_MIN: usize = 1 << 18;
 const WIDE_BITS: u32 = 16;
 /// Buckets up to this length are merge-sorted; longer ones are partitioned.
@@ -174,17 +183,17 @@ fn varying_top<E: RadixKey>(keys: &[E]) -> Option<u32> {
 ///
 /// The digit starts at bit `top`. It has enough bits for buckets of about
 /// 2^[`TARGET_LOG2`] uniform keys, at most the scatter's streams; an input of
-/// [`WIDE_MIN`] keys or more is counted on [`WIDE_BITS`] bits first and split on the
-/// widest prefix of them whose non-empty buckets fit the streams, so skewed keys get a
-/// wider digit.
+/// [`WIDE_MIN`] keys or more whose sample is [`skewed`] is counted on [`WIDE_BITS`] bits
+/// instead and split on the widest prefix of them whose non-empty buckets fit the
+/// streams, so skewed keys get a wider digit.
 fn choose_and_count<E: RadixKey>(keys: &[E], top: u32, counts: &mut Vec<u32>) -> Digit {
     let n = keys.len();
     let streams_log2 = if n > LARGE_KEYS { LARGE_BITS } else { MAX_BITS };
     let uniform_bits = n.ilog2().saturating_sub(TARGET_LOG2).clamp(1, streams_log2);
-    if n < WIDE_MIN {
-        let digit = Digit::below(top, uniform_bits);
-        histogram(keys, digit, counts);
-        return digit;
+    let plain = Digit::below(top, uniform_bits);
+    if n < WIDE_MIN || !skewed(keys, plain, counts) {
+        histogram(keys, plain, counts);
+        return plain;
     }
     let wide = Digit::below(top, WIDE_BITS);
     histogram(keys, wide, counts);
@@ -201,6 +210,26 @@ fn choose_and_count<E: RadixKey>(keys: &[E], top: u32, counts: &mut Vec<u32>) ->
     }
     counts.truncate(counts.len() >> drop);
     Digit::below(top, bits)
+}
+
+/// Whether a strided sample of 1,024 of `keys` crowds one bucket of `digit`: more than
+/// 8 times the share of a bucket under uniform keys (and more than 16 keys). Uniform
+/// keys stay well below (the wide count would only cost time); floats' bunched
+/// exponents put a quarter of them or more in one. Uses `counts` as its tally.
+fn skewed<E: RadixKey>(keys: &[E], digit: Digit, counts: &mut Vec<u32>) -> bool {
+    const SAMPLE: usize = 1024;
+    counts.clear();
+    counts.resize(digit.buckets(), 0);
+    let limit = (8 * SAMPLE / digit.buckets()).max(16) as u32;
+    let stride = (keys.len() / SAMPLE).max(1);
+    for &key in keys.iter().step_by(stride).take(SAMPLE) {
+        let count = &mut counts[digit.of(key)];
+        *count += 1;
+        if *count > limit {
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether grouping `counts` by 2^`drop` leaves at most `limit` non-empty groups.

@@ -327,6 +327,10 @@ fn public_api_runs_the_vector_backend() {
     crate::trace::take();
     sort_i32(&mut data);
     assert_eq!(crate::trace::take(), Some(sort_backend()));
+    let mut unsigned: Vec<u32> = (0..1000).rev().collect();
+    sort_u32(&mut unsigned);
+    assert_eq!(crate::trace::take(), Some(sort_backend()));
+    assert!(unsigned.is_sorted());
     #[cfg(tandem_neon)]
     assert_eq!(sort_backend(), Backend::Neon);
     #[cfg(target_arch = "x86_64")]

@@ -5,8 +5,8 @@
 //!   (`arch/aarch64/sort.rs`, `arch/x86_64/sort.rs`). An implementor is a zero-sized
 //!   token whose existence proves the instructions are available, so every method is safe.
 //! - [`SortVector`]: what the algorithm sorts, a vector of 4 elements, built on any
-//!   [`Lanes`]: [`Keys`] (4 i32 keys in one register) and [`Pairs`] (4 (key, index)
-//!   pairs in two registers, ordered by key then index).
+//!   [`Lanes`]: [`Keys`] (4 i32 keys in one register), [`UnsignedKeys`] (4 u32 keys)
+//!   and [`Pairs`] (4 (key, index) pairs in two registers, ordered by key then index).
 
 /// A (key, index) element of a pair sort, ordered by key, then index. `repr(C)` so 4 of
 /// them load as 8 interleaved 32-bit lanes.
@@ -40,6 +40,10 @@ pub(crate) trait Lanes: Copy {
     fn min(self, a: Self::V, b: Self::V) -> Self::V;
     /// Lane-wise signed maximum.
     fn max(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise unsigned minimum.
+    fn min_unsigned(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise unsigned maximum.
+    fn max_unsigned(self, a: Self::V, b: Self::V) -> Self::V;
     /// All-ones lanes where `a > b` (signed), zero elsewhere.
     fn gt(self, a: Self::V, b: Self::V) -> Self::V;
     /// All-ones lanes where `a > b` (unsigned), zero elsewhere.
@@ -128,6 +132,51 @@ impl<L: Lanes> SortVector for Keys<L> {
     #[inline(always)]
     fn minmax(self, a: L::V, b: L::V) -> (L::V, L::V) {
         (self.0.min(a, b), self.0.max(a, b))
+    }
+    #[inline(always)]
+    fn reverse(self, v: L::V) -> L::V {
+        self.0.reverse(v)
+    }
+    #[inline(always)]
+    fn transpose(self, r: [L::V; 4]) -> [L::V; 4] {
+        self.0.transpose(r)
+    }
+    #[inline(always)]
+    fn split_halves(self, x: L::V, y: L::V) -> (L::V, L::V) {
+        self.0.split_halves(x, y)
+    }
+    #[inline(always)]
+    fn split_neighbours(self, lo: L::V, hi: L::V) -> (L::V, L::V) {
+        self.0.split_neighbours(lo, hi)
+    }
+    #[inline(always)]
+    fn join_neighbours(self, mn: L::V, mx: L::V) -> (L::V, L::V) {
+        self.0.join_neighbours(mn, mx)
+    }
+}
+
+/// 4 u32 keys in one register, compared unsigned (so u32 sorts without mapping its keys
+/// onto i32 before and after: two passes over the input saved).
+#[derive(Clone, Copy)]
+pub(crate) struct UnsignedKeys<L>(pub L);
+
+impl<L: Lanes> SortVector for UnsignedKeys<L> {
+    type Elem = u32;
+    type V = L::V;
+    const BACKEND: crate::Backend = L::BACKEND;
+    const HYBRID_BACK: usize = L::HYBRID_BACK;
+
+    #[inline(always)]
+    fn load(self, src: &[u32; 4]) -> L::V {
+        self.0.load(crate::cast::u32x4_as_i32x4(src))
+    }
+    #[inline(always)]
+    fn store(self, v: L::V, dst: &mut [u32; 4]) {
+        self.0.store(v, crate::cast::u32x4_as_i32x4_mut(dst))
+    }
+    #[inline(always)]
+    fn minmax(self, a: L::V, b: L::V) -> (L::V, L::V) {
+        (self.0.min_unsigned(a, b), self.0.max_unsigned(a, b))
     }
     #[inline(always)]
     fn reverse(self, v: L::V) -> L::V {

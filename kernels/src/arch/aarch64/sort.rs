@@ -1,12 +1,12 @@
 //! NEON implementation of the sort's lane operations.
 
-use crate::sort::vector::{Keys, Lanes, Pair, Pairs};
+use crate::sort::vector::{Keys, Lanes, Pair, Pairs, UnsignedKeys};
 use core::arch::aarch64::{
     int32x4_t, int32x4x2_t, vandq_s32, vbslq_s32, vceqq_s32, vcgtq_s32, vcgtq_u32, vextq_s32,
-    vld1q_s32, vld2q_s32, vmaxq_s32, vminq_s32, vorrq_s32, vreinterpretq_s32_s64,
-    vreinterpretq_s32_u32, vreinterpretq_s64_s32, vreinterpretq_u32_s32, vrev64q_s32, vst1q_s32,
-    vst2q_s32, vtrn1q_s32, vtrn1q_s64, vtrn2q_s32, vtrn2q_s64, vzip1q_s32, vzip1q_s64, vzip2q_s32,
-    vzip2q_s64,
+    vld1q_s32, vld2q_s32, vmaxq_s32, vmaxq_u32, vminq_s32, vminq_u32, vorrq_s32,
+    vreinterpretq_s32_s64, vreinterpretq_s32_u32, vreinterpretq_s64_s32, vreinterpretq_u32_s32,
+    vrev64q_s32, vst1q_s32, vst2q_s32, vtrn1q_s32, vtrn1q_s64, vtrn2q_s32, vtrn2q_s64, vzip1q_s32,
+    vzip1q_s64, vzip2q_s32, vzip2q_s64,
 };
 
 /// Token for NEON, which every aarch64 CPU has (this module is compiled only with
@@ -17,6 +17,11 @@ pub(crate) struct Neon;
 /// Sorts `data` ascending with NEON.
 pub(crate) fn sort_i32(data: &mut [i32]) {
     crate::sort::driver_sort(Keys(Neon), data);
+}
+
+/// Sorts `data` ascending with NEON.
+pub(crate) fn sort_u32(data: &mut [u32]) {
+    crate::sort::driver_sort(UnsignedKeys(Neon), data);
 }
 
 /// Sorts (key, index) pairs with NEON.
@@ -92,6 +97,28 @@ impl Lanes for Neon {
     fn gt(self, a: int32x4_t, b: int32x4_t) -> int32x4_t {
         // SAFETY: see the impl comment.
         unsafe { vreinterpretq_s32_u32(vcgtq_s32(a, b)) }
+    }
+
+    #[inline(always)]
+    fn min_unsigned(self, a: int32x4_t, b: int32x4_t) -> int32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe {
+            vreinterpretq_s32_u32(vminq_u32(
+                vreinterpretq_u32_s32(a),
+                vreinterpretq_u32_s32(b),
+            ))
+        }
+    }
+
+    #[inline(always)]
+    fn max_unsigned(self, a: int32x4_t, b: int32x4_t) -> int32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe {
+            vreinterpretq_s32_u32(vmaxq_u32(
+                vreinterpretq_u32_s32(a),
+                vreinterpretq_u32_s32(b),
+            ))
+        }
     }
 
     #[inline(always)]

@@ -2,12 +2,12 @@
 //! one: same 4 x i32 vectors, same networks). SSE4.1 brings `pminsd`/`pmaxsd` and
 //! `pblendvb`; it is detected at run time.
 
-use crate::sort::vector::{Keys, Lanes, Pair, Pairs};
+use crate::sort::vector::{Keys, Lanes, Pair, Pairs, UnsignedKeys};
 use core::arch::x86_64::{
     __m128i, _mm_and_si128, _mm_blendv_epi8, _mm_castps_si128, _mm_castsi128_ps, _mm_cmpeq_epi32,
-    _mm_cmpgt_epi32, _mm_loadu_si128, _mm_max_epi32, _mm_min_epi32, _mm_or_si128, _mm_set1_epi32,
-    _mm_shuffle_epi32, _mm_shuffle_ps, _mm_storeu_si128, _mm_unpackhi_epi32, _mm_unpackhi_epi64,
-    _mm_unpacklo_epi32, _mm_unpacklo_epi64, _mm_xor_si128,
+    _mm_cmpgt_epi32, _mm_loadu_si128, _mm_max_epi32, _mm_max_epu32, _mm_min_epi32, _mm_min_epu32,
+    _mm_or_si128, _mm_set1_epi32, _mm_shuffle_epi32, _mm_shuffle_ps, _mm_storeu_si128,
+    _mm_unpackhi_epi32, _mm_unpackhi_epi64, _mm_unpacklo_epi32, _mm_unpacklo_epi64, _mm_xor_si128,
 };
 
 /// Token proving the CPU has SSE4.1: only [`Sse41::new`] makes one, after detection.
@@ -24,6 +24,12 @@ impl Sse41 {
     pub(crate) fn sort_i32(self, data: &mut [i32]) {
         // SAFETY: `self` exists only if SSE4.1 was detected on this CPU.
         unsafe { sort_i32_sse41(self, data) }
+    }
+
+    /// Sorts `data` ascending with SSE4.1.
+    pub(crate) fn sort_u32(self, data: &mut [u32]) {
+        // SAFETY: `self` exists only if SSE4.1 was detected on this CPU.
+        unsafe { sort_u32_sse41(self, data) }
     }
 
     /// Sorts (key, index) pairs with SSE4.1.
@@ -51,6 +57,11 @@ impl Sse41 {
 #[target_feature(enable = "sse4.1")]
 fn sort_i32_sse41(token: Sse41, data: &mut [i32]) {
     crate::sort::driver_sort(Keys(token), data);
+}
+
+#[target_feature(enable = "sse4.1")]
+fn sort_u32_sse41(token: Sse41, data: &mut [u32]) {
+    crate::sort::driver_sort(UnsignedKeys(token), data);
 }
 
 #[target_feature(enable = "sse4.1")]
@@ -125,6 +136,18 @@ impl Lanes for Sse41 {
     fn max(self, a: __m128i, b: __m128i) -> __m128i {
         // SAFETY: see the impl comment.
         unsafe { _mm_max_epi32(a, b) }
+    }
+
+    #[inline(always)]
+    fn min_unsigned(self, a: __m128i, b: __m128i) -> __m128i {
+        // SAFETY: see the impl comment.
+        unsafe { _mm_min_epu32(a, b) }
+    }
+
+    #[inline(always)]
+    fn max_unsigned(self, a: __m128i, b: __m128i) -> __m128i {
+        // SAFETY: see the impl comment.
+        unsafe { _mm_max_epu32(a, b) }
     }
 
     #[inline(always)]
