@@ -1,10 +1,10 @@
 //! The radix partition ahead of the merges: a large input is split by its keys' leading
-//! bits into buckets of a few hundred keys, each of which is then merge-sorted (so the
-//! vectorised merges run a handful of passes in cache instead of log2(n / 64) passes over
-//! the whole input).
+//! bits into buckets of about 128 keys, each of which is then merge-sorted (so the
+//! vectorised merges run a pass or two in cache instead of log2(n / 64) passes over the
+//! whole input).
 //!
-//! One partition is a most-significant-digit radix pass: a histogram of up to 11 bits,
-//! then a scatter into the other buffer. The digit starts at the highest bit in which the
+//! One partition is a most-significant-digit radix pass: a histogram of up to 13 bits
+//! (16 for skewed keys, see [`choose_and_count`]), then a scatter into the other buffer. The digit starts at the highest bit in which the
 //! bucket's keys differ (found by an OR/AND fold first), so narrow key ranges and sorted,
 //! reversed or few-valued inputs split as well as uniform ones, and a bucket whose keys are
 //! all equal is done. A bucket still larger than [`PARTITION_MIN`] is partitioned again on
@@ -54,8 +54,9 @@ impl RadixKey for Pair {
     }
 }
 
-/// Widest digit: a histogram of 2^11 u32 counters (8 KiB) stays in L1, and 2,048 write
-/// streams are about as many as a scatter keeps fast.
+/// Widest digit of a bucket in cache: 2^13 u32 counters (32 KiB) and as many write
+/// streams (1M uniform keys into buckets of 128: measured faster than 2^11 or 2^12
+/// streams and a third merge pass).
 const MAX_BITS: u32 = 13;
 /// Above this many keys the input is beyond the caches, and a digit of a bucket in memory
 /// has at most [`LARGE_BITS`] bits: a scatter to more places than the data TLB holds
@@ -72,11 +73,14 @@ const LARGE_BITS: u32 = 8;
 /// bunch) then split in one pass instead of two.
 const WIDE_MIN: usize = 1 << 18;
 const WIDE_BITS: u32 = 16;
-/// Buckets up to this length are merge-sorted; longer ones are partitioned.
+/// Buckets up to this length are merge-sorted; longer ones are partitioned (measured a
+/// little faster than 2^12 on floats, whose buckets are uneven).
 const PARTITION_MIN: usize = 1 << 10;
-/// A digit is as wide as it takes to make buckets of about 2^9 keys on uniform keys.
+/// A digit is as wide as it takes to make buckets of about 2^7 keys on uniform keys (two
+/// in-register blocks and one merge pass).
 const TARGET_LOG2: u32 = 7;
-/// Partitions of partitions at most this deep (each consumes at least 3 bits).
+/// Partitions of partitions at most this deep (each consumes at least 3 bits, or all the
+/// bits in which its keys still differ).
 const MAX_DEPTH: u32 = 4;
 
 /// Sorts `data` (longer than [`super::driver::SMALL`]) with `scratch` (same length,
