@@ -1,17 +1,17 @@
 //! Sorting: a radix partition ahead of the hybrid vectorised merge sort of NEON-MS ("A
 //! Hybrid Vectorized Merge Sort on ARM NEON").
 //!
-//! 1. Radix partition ([`radix`]): an input of more than 1,024 keys is split by its keys'
+//! 1. Radix partition (`radix.rs`): an input of more than 1,024 keys is split by its keys'
 //!    leading bits (from the highest bit in which they differ) into buckets of about 128
 //!    keys, partitions of partitions where buckets stay large, so the merges below run a
 //!    pass or two per bucket in cache instead of log2(n / 64) passes over the input.
-//! 2. In-register phase ([`network`]): 64 keys in 16 vectors, the 4 columns sorted by an
+//! 2. In-register phase (`network.rs`): 64 keys in 16 vectors, the 4 columns sorted by an
 //!    optimal 16-input network of `min`/`max`, then transposed into 4 sorted runs of 16.
-//! 3. Merge phase ([`merge`]): runs merged pairwise, doubling in width, between the data
+//! 3. Merge phase (`merge.rs`): runs merged pairwise, doubling in width, between the data
 //!    and a scratch buffer, by a vectorised bitonic 16 + 16 merge (optionally interleaved
 //!    with a branchless scalar merge from the back: the paper's hybrid, `HYBRID_BACK`).
 //!
-//! The algorithm is written once over [`vector::SortVector`]: i32 keys, u32 keys (with
+//! The algorithm is written once over `SortVector`: i32 keys, u32 keys (with
 //! unsigned lane operations) and (key, index) pairs held in two registers per 4 pairs.
 //! f32 is mapped onto i32 by an order-preserving bijection applied in place before and
 //! after, in [`f32::total_cmp`] order (-NaN < -inf < ... < -0.0 < +0.0 < ... < +inf <
