@@ -101,6 +101,21 @@ fn check_u32(input: &[u32]) {
     assert!(got == want, "sort_u32 mis-sorted {} keys", input.len());
 }
 
+/// `sort_pairs_f32` against the standard library sorting the zipped pairs by key, then
+/// index, bit for bit.
+fn check_pairs(keys: &[f32], idx: &[u32]) {
+    let mut want: Vec<(f32, u32)> = keys.iter().copied().zip(idx.iter().copied()).collect();
+    want.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut k, mut i) = (keys.to_vec(), idx.to_vec());
+    sort_pairs_f32(&mut k, &mut i).unwrap();
+    let same = k
+        .iter()
+        .zip(&i)
+        .zip(&want)
+        .all(|((k, i), w)| k.to_bits() == w.0.to_bits() && *i == w.1);
+    assert!(same, "{} pairs mis-sorted", keys.len());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -261,17 +276,7 @@ fn pairs_through_the_partition() {
         let idx: Vec<u32> = (0..len as u32)
             .map(|i| i.wrapping_mul(2_654_435_761))
             .collect();
-        let mut want: Vec<(f32, u32)> = keys.iter().copied().zip(idx.iter().copied()).collect();
-        want.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let (mut k, mut i) = (keys.clone(), idx.clone());
-        sort_pairs_f32(&mut k, &mut i).unwrap();
-        let got: Vec<(f32, u32)> = k.into_iter().zip(i).collect();
-        assert!(
-            got.iter()
-                .zip(&want)
-                .all(|(g, w)| g.0.to_bits() == w.0.to_bits() && g.1 == w.1),
-            "{len} pairs"
-        );
+        check_pairs(&keys, &idx);
     }
 }
 
@@ -345,16 +350,7 @@ fn pairs_follow_their_keys() {
     for len in [0usize, 1, 7, 64, 65, 1000, 5000] {
         let keys: Vec<f32> = (0..len).map(|_| ((next() % 50) as f32) - 25.0).collect();
         let idx: Vec<u32> = (0..len as u32).collect();
-        let mut want: Vec<(f32, u32)> = keys.iter().copied().zip(idx.iter().copied()).collect();
-        want.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let (mut k, mut i) = (keys.clone(), idx.clone());
-        sort_pairs_f32(&mut k, &mut i).unwrap();
-        let got: Vec<(f32, u32)> = k.into_iter().zip(i).collect();
-        assert!(
-            got.iter()
-                .zip(&want)
-                .all(|(g, w)| g.0.to_bits() == w.0.to_bits() && g.1 == w.1)
-        );
+        check_pairs(&keys, &idx);
     }
     let mut k = vec![f32::NAN, -0.0, 0.0, -f32::NAN];
     let mut i = vec![0, 1, 2, 3];
