@@ -169,9 +169,9 @@ fn mca(code: &str, cpu: &str, file_name: &str) -> Result<(f64, f64)> {
 }
 
 /// The innermost loop of `body` (a function's instructions with its labels kept)
-/// with the most `opcode` instructions: the instructions from a label to the last
-/// branch back to it, labels and the branch itself dropped (llvm-mca models
-/// straight-line code).
+/// with the most `opcode` instructions, the shortest of those on a tie: the
+/// instructions from a label to the last branch back to it, labels and the branch
+/// itself dropped (llvm-mca models straight-line code).
 fn hot_loop(body: &str, opcode: &str) -> Option<String> {
     let lines: Vec<&str> = body.lines().collect();
     let mut best: Option<(usize, Vec<&str>)> = None;
@@ -206,7 +206,12 @@ fn hot_loop(body: &str, opcode: &str) -> Option<String> {
             .iter()
             .filter(|l| l.trim_start().starts_with(opcode))
             .count();
-        if count > 0 && best.as_ref().is_none_or(|(c, _)| count > *c) {
+        // Most of `opcode`; of loops with as many, the shortest (the merge's hot loop
+        // and its careful loop for the last blocks hold one 16 + 16 network each).
+        let better = best
+            .as_ref()
+            .is_none_or(|(c, b)| count > *c || (count == *c && code.len() < b.len()));
+        if count > 0 && better {
             best = Some((count, code));
         }
     }

@@ -8,15 +8,14 @@
 use super::merge::merge;
 use super::network::{BLOCK, RUN, sort_block, sort_block_into};
 use super::radix;
-use super::radix::RadixKey;
-use super::vector::SortVector;
+use super::vector::{SortElem, SortVector};
 
 /// Up to this length the scalar path is faster than setting up vectors and scratch.
 pub(crate) const SMALL: usize = 64;
 
 /// Keys per cache-resident chunk: 16 Ki keys = 64 KiB, plus as much scratch, fits the
 /// L2 of every target core (A72: 1 MiB shared, N1: 1 MiB, x86: >= 256 KiB).
-const CHUNK: usize = 1 << 14;
+pub(crate) const CHUNK: usize = 1 << 14;
 
 /// Which of a sort's two buffers holds its result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,8 +75,9 @@ pub(crate) fn merge_sort<S: SortVector>(
     let chunk_passes = passes(RUN, chunk_len(0));
     let end_flips = (chunk_passes + passes(CHUNK, n)) % 2 == 1;
     let start_in_other = end_flips != (dest == Dest::Other);
-    // Where every chunk but the last ends (the last, longer one is moved there if
-    // needed).
+    // Where every chunk ends. (The last one is up to twice as long, but runs of 256 to
+    // 511 blocks all take 8 passes; the copy below keeps the result right should CHUNK
+    // or RUN change.)
     let chunk_in_other = start_in_other != (chunk_passes % 2 == 1);
     for c in 0..chunks {
         let range = c * CHUNK..c * CHUNK + chunk_len(c);

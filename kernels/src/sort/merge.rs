@@ -1,13 +1,15 @@
-//! The merge phase: two sorted runs into one, with the NEON-MS hybrid of a vectorised
-//! bitonic merge (front, 16 + 16 keys per step) interleaved with a branchless scalar
-//! merge (back, one key per step), so the SIMD and the integer pipelines work at once.
+//! The merge phase: two sorted runs into one by a vectorised bitonic merge from the front
+//! (16 + 16 keys per step), optionally interleaved with NEON-MS's branchless scalar merge
+//! from the back (one key per step, `HYBRID_BACK` per vector step) so the SIMD and the
+//! integer pipelines work at once. Both backends run without the back merge today
+//! (BENCHMARKS.md); the tests run it.
 //!
 //! The front produces exactly the `front` smallest keys and the back exactly the
-//! `n - front` largest, so the two never write the same slot. Keys carry no payload, so
-//! equal keys are interchangeable and the split is exact even with duplicates.
+//! `n - front` largest, so the two never write the same slot. Elements that compare equal
+//! are identical (keys carry no payload; pairs compare by key, then index), so the split
+//! is exact even with duplicates.
 
-use super::radix::RadixKey;
-use super::vector::{SortVector, sort_bitonic_lanes};
+use super::vector::{SortElem, SortVector, sort_bitonic_lanes};
 
 /// Keys per vector-merge step from each input: 4 vectors (the 16 + 16 network).
 const STEP: usize = 16;
@@ -34,7 +36,7 @@ fn store16<S: SortVector>(s: S, v: Quad<S>, dst: &mut [S::Elem]) {
     }
 }
 
-/// [`load16`] of up to 16 keys, padded with [`RadixKey::MAX`].
+/// [`load16`] of up to 16 keys, padded with [`SortElem::MAX`].
 #[inline(always)]
 fn load16_padded<S: SortVector>(s: S, src: &[S::Elem]) -> Quad<S> {
     if src.len() >= STEP {
@@ -140,7 +142,7 @@ pub(crate) fn merge<S: SortVector>(s: S, a: &[S::Elem], b: &[S::Elem], out: &mut
 
 /// The vector merge from the front.
 ///
-/// It merges `a` and `b` as if each were padded with [`RadixKey::MAX`] to a whole
+/// It merges `a` and `b` as if each were padded with [`SortElem::MAX`] to a whole
 /// number of 16-key blocks, and writes only as many keys as `out` holds: every padding
 /// key is at least every real key, so the first `out.len()` merged keys are the real
 /// ones (a padding key equal to a real one is the same element).

@@ -1,5 +1,5 @@
-//! Sorting: a radix partition ahead of the hybrid vectorised merge sort of NEON-MS ("A
-//! Hybrid Vectorized Merge Sort on ARM NEON").
+//! Sorting: a radix partition ahead of the vectorised merge sort of NEON-MS ("A Hybrid
+//! Vectorized Merge Sort on ARM NEON").
 //!
 //! 1. Radix partition (`radix.rs`): an input of more than 1,024 keys is split by its keys'
 //!    leading bits (from the highest bit in which they differ) into buckets of about 128
@@ -17,9 +17,9 @@
 //! after, in [`f32::total_cmp`] order (-NaN < -inf < ... < -0.0 < +0.0 < ... < +inf <
 //! +NaN).
 //!
-//! Every function allocates one scratch buffer of the input's length, and a work list of
-//! buckets (inputs of at most 64 keys are sorted in place by the scalar path and allocate
-//! nothing).
+//! The sorts allocate one scratch buffer of the input's length, the partition's counters
+//! (up to 2^16 u32) and a work list of buckets; inputs of at most 64 keys are sorted in
+//! place by the scalar path and allocate nothing, nor do `merge_i32` and `sort64_i32`.
 
 // The vectorised merge sort runs on the SIMD backends; a build without them (feature
 // `portable`) sorts with the scalar path and leaves it unused.
@@ -70,7 +70,7 @@ pub fn sort_f32(data: &mut [f32]) {
 /// Each (key, index) pair is packed as one (order-preserving key, index) element and
 /// sorted by the same radix partition and vector merges as the keys, on pairs held in
 /// two registers per 4 (keys, indices), compared by key, then index. Allocates
-/// `16 * len` bytes.
+/// `16 * len` bytes, and the partition's counters (up to 256 KiB) and work list.
 ///
 /// Errors if the two slices differ in length.
 pub fn sort_pairs_f32(keys: &mut [f32], idx: &mut [u32]) -> Result<(), crate::KernelError> {
@@ -97,7 +97,7 @@ pub fn sort_pairs_f32(keys: &mut [f32], idx: &mut [u32]) -> Result<(), crate::Ke
 pub fn sort64_i32(block: &mut [i32; 64]) {
     #[cfg(tandem_neon)]
     return crate::arch::aarch64::sort::sort64_i32(block);
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(tandem_sse2)]
     if let Some(sse41) = crate::arch::x86_64::sort::Sse41::new() {
         return sse41.sort64_i32(block);
     }
@@ -106,7 +106,8 @@ pub fn sort64_i32(block: &mut [i32; 64]) {
 }
 
 /// Merges sorted `a` and sorted `b` into `out`, sorted (the sort's vector merge: 16 + 16
-/// keys a step). If `a` or `b` is not sorted, `out` holds their keys in some order.
+/// keys a step). If `a` or `b` is not sorted, what `out` holds is unspecified. Allocates
+/// nothing.
 ///
 /// Errors if `out.len() != a.len() + b.len()`.
 pub fn merge_i32(a: &[i32], b: &[i32], out: &mut [i32]) -> Result<(), crate::KernelError> {
@@ -136,7 +137,7 @@ fn merge_i32_dispatch(a: &[i32], b: &[i32], out: &mut [i32]) {
 pub fn sort_backend() -> Backend {
     #[cfg(tandem_neon)]
     return <crate::arch::aarch64::sort::Neon as vector::Lanes>::BACKEND;
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(tandem_sse2)]
     if crate::arch::x86_64::sort::Sse41::new().is_some() {
         return <crate::arch::x86_64::sort::Sse41 as vector::Lanes>::BACKEND;
     }
@@ -147,7 +148,7 @@ pub fn sort_backend() -> Backend {
 fn sort_i32_dispatch(data: &mut [i32]) {
     #[cfg(tandem_neon)]
     return crate::arch::aarch64::sort::sort_i32(data);
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(tandem_sse2)]
     if let Some(sse41) = crate::arch::x86_64::sort::Sse41::new() {
         return sse41.sort_i32(data);
     }
@@ -158,7 +159,7 @@ fn sort_i32_dispatch(data: &mut [i32]) {
 fn sort_pairs_dispatch(data: &mut [Pair]) {
     #[cfg(tandem_neon)]
     return crate::arch::aarch64::sort::sort_pairs(data);
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(tandem_sse2)]
     if let Some(sse41) = crate::arch::x86_64::sort::Sse41::new() {
         return sse41.sort_pairs(data);
     }

@@ -12,47 +12,7 @@
 //! the merge sort plus a few linear passes.
 
 use super::driver::{Dest, merge_sort};
-use super::vector::{Pair, SortVector};
-
-/// The order-preserving u32 image of a sort element's key: `a.radix_key() <
-/// b.radix_key()` implies `a < b`.
-pub(crate) trait RadixKey: Copy {
-    /// Whether equal radix keys mean equal elements (no payload to order by).
-    const WHOLE: bool;
-    /// The largest element (the merge pads short blocks with it).
-    const MAX: Self;
-    fn radix_key(self) -> u32;
-}
-
-impl RadixKey for i32 {
-    const WHOLE: bool = true;
-    const MAX: Self = i32::MAX;
-    #[inline(always)]
-    fn radix_key(self) -> u32 {
-        (self as u32) ^ 0x8000_0000
-    }
-}
-
-impl RadixKey for u32 {
-    const WHOLE: bool = true;
-    const MAX: Self = u32::MAX;
-    #[inline(always)]
-    fn radix_key(self) -> u32 {
-        self
-    }
-}
-
-impl RadixKey for Pair {
-    const WHOLE: bool = false;
-    const MAX: Self = Pair {
-        key: i32::MAX,
-        idx: u32::MAX,
-    };
-    #[inline(always)]
-    fn radix_key(self) -> u32 {
-        self.key.radix_key()
-    }
-}
+use super::vector::{SortElem, SortVector};
 
 /// Widest digit of a bucket in cache: 2^13 u32 counters (32 KiB) and as many write
 /// streams (1M uniform keys into buckets of 128: measured faster than 2^11 or 2^12
@@ -63,11 +23,12 @@ const MAX_BITS: u32 = 13;
 /// pages slows down 3x (measured on x86: 0.95 ns a key to 64 places, 3.3 to 256, 3.8 to
 /// 4,096), and 2^8 with a second partition in cache measured fastest.
 const LARGE_KEYS: usize = 1 << 21;
-/// In an input beyond the caches, a bucket up to this many keys (512 KiB) is taken to be
-/// in cache; a larger one was scattered to memory and gets [`LARGE_BITS`] too.
+/// In an input beyond the caches, a bucket up to this many keys (512 KiB of u32) is taken
+/// to be in cache; a larger one was scattered to memory and gets [`LARGE_BITS`] too.
 const CACHED_KEYS: usize = 1 << 17;
 const LARGE_BITS: u32 = 8;
-/// An input of at least this many keys whose sample is skewed is counted on a 16-bit
+/// A bucket (the whole input first) of at least this many keys whose sample is skewed is
+/// counted on a 16-bit
 /// digit, and split on as many of those bits as keep its non-empty buckets within the
 /// scatter's streams: keys whose leading bits vary little (floats, whose exponents
 /// bunch) then split in one pass instead of two.
@@ -172,13 +133,13 @@ impl Digit {
     }
 
     #[inline(always)]
-    fn of<E: RadixKey>(self, key: E) -> usize {
+    fn of<E: SortElem>(self, key: E) -> usize {
         (key.radix_key() >> self.shift) as usize & (self.buckets() - 1)
     }
 }
 
 /// The highest bit (counted from 1) in which `keys` differ; None if they are all equal.
-fn varying_top<E: RadixKey>(keys: &[E]) -> Option<u32> {
+fn varying_top<E: SortElem>(keys: &[E]) -> Option<u32> {
     let (any, all) = keys.iter().fold((0u32, u32::MAX), |(any, all), k| {
         let key = k.radix_key();
         (any | key, all & key)
@@ -195,7 +156,7 @@ fn varying_top<E: RadixKey>(keys: &[E]) -> Option<u32> {
 /// [`WIDE_MIN`] keys or more whose sample is [`skewed`] is counted on [`WIDE_BITS`] bits
 /// instead and split on the widest prefix of them whose non-empty buckets fit the
 /// streams, so skewed keys get a wider digit.
-fn choose_and_count<E: RadixKey>(
+fn choose_and_count<E: SortElem>(
     keys: &[E],
     top: u32,
     beyond_cache: bool,
@@ -220,7 +181,7 @@ fn choose_and_count<E: RadixKey>(
     let bits = (uniform_bits.min(wide.bits)..=wide.bits)
         .rev()
         .find(|&bits| non_empty_at_most(counts, wide.bits - bits, streams))
-        .unwrap_or(wide.bits.min(uniform_bits));
+        .expect("the narrowest candidate has no more buckets than streams");
     let drop = wide.bits - bits;
     // Sum each group of 2^drop counters into one.
     for group in 0..counts.len() >> drop {
@@ -234,7 +195,7 @@ fn choose_and_count<E: RadixKey>(
 /// 8 times the share of a bucket under uniform keys (and more than 16 keys). Uniform
 /// keys stay well below (the wide count would only cost time); floats' bunched
 /// exponents put a quarter of them or more in one. Uses `counts` as its tally.
-fn skewed<E: RadixKey>(keys: &[E], digit: Digit, counts: &mut Vec<u32>) -> bool {
+fn skewed<E: SortElem>(keys: &[E], digit: Digit, counts: &mut Vec<u32>) -> bool {
     const SAMPLE: usize = 1024;
     counts.clear();
     counts.resize(digit.buckets(), 0);
@@ -269,7 +230,7 @@ fn non_empty_at_most(counts: &[u32], drop: u32, limit: usize) -> bool {
 
 /// Counts `keys` per bucket of `digit` into `counts` (resized to the buckets).
 #[inline(always)]
-fn histogram<E: RadixKey>(keys: &[E], digit: Digit, counts: &mut Vec<u32>) {
+fn histogram<E: SortElem>(keys: &[E], digit: Digit, counts: &mut Vec<u32>) {
     counts.clear();
     counts.resize(digit.buckets(), 0);
     for &key in keys {
@@ -287,25 +248,28 @@ fn histogram<E: RadixKey>(keys: &[E], digit: Digit, counts: &mut Vec<u32>) {
 /// # Safety
 ///
 /// `counts[d]` must be the number of `keys` whose `digit` is `d`, for every `d` (as
-/// [`histogram`] leaves them).
+/// [`histogram`] leaves them, and `choose_and_count`'s grouping of a wider histogram).
+/// (The lengths, and that the counts add up to `keys.len()`, are checked here.)
 #[inline(never)]
-unsafe fn scatter<E: RadixKey>(keys: &[E], out: &mut [E], digit: Digit, counts: &mut [u32]) {
+unsafe fn scatter<E: SortElem>(keys: &[E], out: &mut [E], digit: Digit, counts: &mut [u32]) {
     assert!(keys.len() == out.len() && counts.len() == digit.buckets());
     // Each counter becomes its group's next free slot, starting at its first.
-    let mut start = 0u32;
+    let mut start = 0usize;
     for next in counts.iter_mut() {
         let count = *next;
-        *next = start;
-        start += count;
+        *next = start as u32;
+        start += count as usize;
     }
+    assert!(start == keys.len() && u32::try_from(start).is_ok());
     for &key in keys {
         // SAFETY: `Digit::of` masks to `digit.buckets() - 1`, and `counts` has
         // `digit.buckets()` entries (asserted).
         let slot = unsafe { counts.get_unchecked_mut(digit.of(key)) };
         // SAFETY: by the caller's promise group d's slots run from the sum of the
         // counts before it to that plus its own count, all below the sum of all counts,
-        // `keys.len()`, which is `out.len()` (asserted); each of the group's keys
-        // advances its slot once, so no slot passes its group's end.
+        // `keys.len()` (asserted, and below 2^32 so no slot wraps), which is `out.len()`
+        // (asserted); each of the group's keys advances its slot once, so no slot passes
+        // its group's end.
         unsafe { *out.get_unchecked_mut(*slot as usize) = key };
         *slot += 1;
     }

@@ -54,7 +54,7 @@ fn backends() -> Vec<(Backend, SortFn)> {
             driver_sort(Hybrid(vector::Keys(Neon)), d)
         }));
     }
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(tandem_sse2)]
     if crate::arch::x86_64::sort::Sse41::new().is_some() {
         use crate::arch::x86_64::sort::Sse41;
         all.push((Backend::Sse41, |d| {
@@ -258,8 +258,48 @@ fn radix_partition_on_skewed_keys() {
     }
 }
 
+/// The merge sort alone over several cache-sized chunks (the last one longer), leaving
+/// its result in either buffer: since the partition, only large buckets of equal radix
+/// keys reach it.
+#[test]
+fn merge_sort_over_several_chunks_into_either_buffer() {
+    use super::driver::{CHUNK, Dest, merge_sort};
+    fn run<S: vector::SortVector<Elem = i32>>(s: S) {
+        let mut next = xorshift(77);
+        for n in [2 * CHUNK, 3 * CHUNK + 17, 5 * CHUNK - 1] {
+            for dest in [Dest::Keys, Dest::Other] {
+                let keys: Vec<i32> = (0..n).map(|_| next() as i32).collect();
+                let mut want = keys.clone();
+                want.sort_unstable();
+                let (mut k, mut o) = (keys, vec![0; n]);
+                merge_sort(s, &mut k, &mut o, dest);
+                let got = if dest == Dest::Keys { &k } else { &o };
+                assert!(*got == want, "{n} keys into {dest:?}");
+            }
+        }
+    }
+    #[cfg(tandem_neon)]
+    run(vector::Keys(crate::arch::aarch64::sort::Neon));
+    #[cfg(tandem_sse2)]
+    if let Some(sse41) = crate::arch::x86_64::sort::Sse41::new() {
+        run(vector::Keys(sse41));
+        run(Hybrid(vector::Keys(sse41)));
+    }
+}
+
+/// Past 2^21 keys (an input beyond the caches: narrower digits for buckets in memory).
+#[test]
+fn inputs_beyond_the_caches() {
+    let mut next = xorshift(2021);
+    let len = (1 << 21) + 4097;
+    let uniform: Vec<u32> = (0..len).map(|_| next() as u32).collect();
+    check_u32(&uniform);
+    let floats: Vec<f32> = (0..len).map(|_| (next() as i32) as f32 * 1e-6).collect();
+    check_f32(&floats);
+}
+
 /// The vector pair sort through the radix partition: pairs follow their keys, equal keys
-/// keep their indices in order, on skewed keys.
+/// keep their indices in order, on skewed keys and on one repeated key.
 #[test]
 fn pairs_through_the_partition() {
     let mut next = xorshift(99);
@@ -278,6 +318,12 @@ fn pairs_through_the_partition() {
             .collect();
         check_pairs(&keys, &idx);
     }
+    // 50,000 pairs of one key: a bucket no partition splits, merge-sorted by index over
+    // several cache-sized chunks.
+    let idx: Vec<u32> = (0..50_000u32)
+        .map(|i| i.wrapping_mul(2_654_435_761))
+        .collect();
+    check_pairs(&vec![-1.5; idx.len()], &idx);
 }
 
 #[test]
@@ -338,7 +384,7 @@ fn public_api_runs_the_vector_backend() {
     assert!(unsigned.is_sorted());
     #[cfg(tandem_neon)]
     assert_eq!(sort_backend(), Backend::Neon);
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(tandem_sse2)]
     if std::arch::is_x86_feature_detected!("sse4.1") {
         assert_eq!(sort_backend(), Backend::Sse41);
     }
@@ -429,7 +475,7 @@ fn pairs_with_equal_keys_and_the_hybrid_merge() {
         );
         assert_eq!(got, want);
     }
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(tandem_sse2)]
     if let Some(sse41) = crate::arch::x86_64::sort::Sse41::new() {
         let mut got = pairs.clone();
         driver_sort(Hybrid(vector::Pairs(sse41)), &mut got);

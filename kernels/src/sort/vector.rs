@@ -19,6 +19,47 @@ pub(crate) struct Pair {
     pub idx: u32,
 }
 
+/// What the sort needs of an element beyond its order.
+pub(crate) trait SortElem: Copy + Ord + Default {
+    /// Whether equal radix keys mean equal elements (no payload to order by).
+    const WHOLE: bool;
+    /// The largest element (the merge pads short blocks with it).
+    const MAX: Self;
+    /// The order-preserving u32 image of the element's key (the radix partition's key):
+    /// `a.radix_key() < b.radix_key()` implies `a < b`.
+    fn radix_key(self) -> u32;
+}
+
+impl SortElem for i32 {
+    const WHOLE: bool = true;
+    const MAX: Self = i32::MAX;
+    #[inline(always)]
+    fn radix_key(self) -> u32 {
+        (self as u32) ^ 0x8000_0000
+    }
+}
+
+impl SortElem for u32 {
+    const WHOLE: bool = true;
+    const MAX: Self = u32::MAX;
+    #[inline(always)]
+    fn radix_key(self) -> u32 {
+        self
+    }
+}
+
+impl SortElem for Pair {
+    const WHOLE: bool = false;
+    const MAX: Self = Pair {
+        key: i32::MAX,
+        idx: u32::MAX,
+    };
+    #[inline(always)]
+    fn radix_key(self) -> u32 {
+        self.key.radix_key()
+    }
+}
+
 /// Operations on 4 lanes of i32, per ISA.
 pub(crate) trait Lanes: Copy {
     /// Which backend this is.
@@ -74,7 +115,7 @@ pub(crate) trait Lanes: Copy {
 /// A vector of 4 sort elements: what the in-register networks and merges operate on.
 pub(crate) trait SortVector: Copy {
     /// The element type (its `Ord` is the sort order, used by the scalar paths).
-    type Elem: Copy + Ord + Default + super::radix::RadixKey;
+    type Elem: SortElem;
     /// The register(s) holding 4 elements.
     type V: Copy;
     /// Which backend this is (recorded by test builds only).
