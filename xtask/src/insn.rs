@@ -195,8 +195,9 @@ impl Counter {
 /// `cargo xtask bench sort-insns`: instructions per key at 1M keys, all built for
 /// aarch64: tandem's u32 sort against `sort_unstable` (the headline), and its f32 sort
 /// against `sort_unstable_by(f32::total_cmp)` and against std sorting the same integer
-/// keys; and its (key, index) pair sort against zip + `sort_unstable_by` + unzip. Last
-/// line: `sort_insns_ratio_vs_std: Z` (u32, std over tandem).
+/// keys; u32 again on uniform random keys; and its (key, index) pair sort against zip +
+/// `sort_unstable_by` + unzip. Last line: `sort_insns_ratio_vs_std: Z` (u32 on the
+/// floats' bit patterns, std over tandem).
 pub fn sort_insns() -> Result<()> {
     let counter = Counter::new(&Example::kernels("sort_work"), Build::Release)?;
     let n: usize = 1 << 20;
@@ -211,6 +212,8 @@ pub fn sort_insns() -> Result<()> {
         ("f32: tandem sort_f32 (NEON)", "tandem"),
         ("f32: sort_unstable_by(total_cmp)", "std"),
         ("f32: sort_unstable on the same keys", "std-keys"),
+        ("u32 uniform: tandem sort_u32 (NEON)", "tandem-u32-uniform"),
+        ("u32 uniform: sort_unstable", "std-u32-uniform"),
         ("pairs: tandem sort_pairs_f32 (NEON)", "pairs"),
         ("pairs: zip, sort_unstable_by, unzip", "pairs-std"),
     ] {
@@ -228,7 +231,11 @@ pub fn sort_insns() -> Result<()> {
         per_key[3] / per_key[2],
         per_key[4] / per_key[2]
     );
-    println!("pairs: std over tandem {:.2}", per_key[6] / per_key[5]);
+    println!(
+        "u32 uniform: std over tandem {:.2}; pairs: std over tandem {:.2}",
+        per_key[6] / per_key[5],
+        per_key[8] / per_key[7]
+    );
     println!("sort_insns_ratio_vs_std: {:.2}", per_key[1] / per_key[0]);
     Ok(())
 }
