@@ -7,9 +7,15 @@ use anyhow::{Result, bail};
 /// The native benchmarks, as (name, package, bench target, extra cargo flags).
 const BENCHES: &[(&str, &str, &str, &[&str])] = &[
     ("sort", "tandem-kernels", "sort", &[]),
-    ("transport", "tandem-tests", "transport", &[]),
+    // tandem-tests' benches without burn: the transport and the protocol need none of
+    // it, and the bench profile would build it.
+    (
+        "transport",
+        "tandem-tests",
+        "transport",
+        &["--no-default-features"],
+    ),
     ("lowrank", "tandem-kernels", "lowrank", &[]),
-    // Without burn: the protocol needs none of it, and the bench profile would build it.
     (
         "secagg",
         "tandem-tests",

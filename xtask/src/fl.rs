@@ -365,29 +365,42 @@ pub(crate) struct Run {
     pub reported_share: Option<f64>,
 }
 
+/// The Fashion-MNIST population and local training of `bench fl` (and `bench fl-adapt`):
+/// 100 clients, 10 a round, lr 0.05, batch 32.
+pub(crate) const FMNIST_BASE: [&str; 8] = [
+    "--clients",
+    "100",
+    "--clients-per-round",
+    "10",
+    "--lr",
+    "0.05",
+    "--batch",
+    "32",
+];
+
 fn simulate(bin: &Path, config: &Config, rounds: u64, metrics: &Path) -> Result<Run> {
-    let mut args: Vec<String> = [
-        "--clients",
-        "100",
-        "--clients-per-round",
-        "10",
-        "--lr",
-        "0.05",
-        "--batch",
-        "32",
+    let mut args = FMNIST_BASE.to_vec();
+    args.extend([
         "--partition",
         config.partition,
         "--strategy",
         config.strategy,
         "--codec",
         config.codec,
-    ]
-    .map(String::from)
-    .to_vec();
+    ]);
     if let Some(attack) = config.attack {
-        args.extend(["--byzantine".to_string(), attack.to_string()]);
+        args.extend(["--byzantine", attack]);
     }
     simulate_with(bin, "fmnist", rounds, &args, metrics)
+}
+
+/// The rounds of a bench that takes `--rounds N` and nothing else (`default` without
+/// it); `usage` names the bench for the error.
+pub(crate) fn rounds_only(args: &[String], bench: &str, default: u64) -> Result<u64> {
+    if !util::without_flag(args, "--rounds").is_empty() {
+        bail!("usage: cargo xtask bench {bench} [--rounds N]");
+    }
+    util::number_flag(args, "--rounds", default)
 }
 
 /// `tandem-cloud simulate` of `task` for `rounds` rounds (1 local epoch, seed 1) with
@@ -396,7 +409,7 @@ pub(crate) fn simulate_with(
     bin: &Path,
     task: &str,
     rounds: u64,
-    args: &[String],
+    args: &[&str],
     metrics: &Path,
 ) -> Result<Run> {
     let plot = metrics.with_extension("png");

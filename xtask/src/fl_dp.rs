@@ -7,10 +7,10 @@
 //! noise multiplier calibrated by `tandem-cloud simulate --dp-epsilon` so that all rounds
 //! fit. Last line: `fl_dp_accuracy: eps1 A eps4 B eps8 C no_dp D`.
 
-use crate::fl::{Run, simulate_with};
+use crate::fl::{Run, rounds_only, simulate_with};
 use crate::split::build_and_issue;
 use crate::util;
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 /// The clipping norm of every clipped row: after the first rounds, most updates of one
 /// local epoch are longer (the table says how many were clipped).
@@ -18,10 +18,7 @@ const CLIP: &str = "1";
 const DELTA: &str = "1e-5";
 
 pub fn bench(args: &[String]) -> Result<()> {
-    if args.iter().any(|a| a.starts_with("--") && a != "--rounds") {
-        bail!("usage: cargo xtask bench fl-dp [--rounds N]");
-    }
-    let rounds: u64 = util::number_flag(args, "--rounds", 50)?;
+    let rounds = rounds_only(args, "fl-dp", 50)?;
     let bin = build_and_issue("release")?;
     let common = [
         "--clients",
@@ -61,7 +58,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     let mut accuracy = Vec::new();
     for (name, extra) in rows {
         eprintln!("fl-dp: {name}");
-        let args: Vec<String> = common.iter().chain(extra).map(|a| a.to_string()).collect();
+        let args = [&common[..], extra].concat();
         let metrics =
             util::target_dir().join(format!("bench-fl-dp-{}.json", name.replace(' ', "-")));
         let run: Run = simulate_with(&bin, "fmnist", rounds, &args, &metrics)?;

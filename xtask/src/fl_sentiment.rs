@@ -12,10 +12,10 @@
 //! run's test accuracy less the centralised one (points), Y its uplink against f32
 //! updates of the adapters and head.
 
-use crate::fl::{Run, simulate_with};
+use crate::fl::{rounds_only, simulate_with};
 use crate::split::build_and_issue;
 use crate::util;
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 /// The centralised baseline's learning rate (best of 0.002, 0.005, 0.02 on dev).
 const CENTRAL_LR: &str = "0.005";
@@ -27,10 +27,7 @@ const STRATEGY: &str = "fedavg";
 const CODEC: &str = "topk:ratio=0.03";
 
 pub fn bench(args: &[String]) -> Result<()> {
-    if args.iter().any(|a| a.starts_with("--") && a != "--rounds") {
-        bail!("usage: cargo xtask bench fl-sentiment [--rounds N]");
-    }
-    let rounds: u64 = util::number_flag(args, "--rounds", 40)?;
+    let rounds = rounds_only(args, "fl-sentiment", 40)?;
     let bin = build_and_issue("release")?;
     let common = [
         "--clients-per-round",
@@ -42,53 +39,49 @@ pub fn bench(args: &[String]) -> Result<()> {
         "--eval-every",
         "10",
     ];
-    let federated = ["--lr", FL_LR, "--strategy", STRATEGY, "--codec"];
-    let rows: [(&str, Vec<&str>); 3] = [
-        ("centralised", vec!["--centralised", "--lr", CENTRAL_LR]),
-        (
-            "federated, f32 updates",
-            [&federated[..], &["identity"]].concat(),
-        ),
-        ("federated, compressed", [&federated[..], &[CODEC]].concat()),
-    ];
     println!(
         "| sentiment, {rounds} rounds of 10 movies | codec | examples seen | test accuracy | uplink per round (KB) | vs f32 | wall time (s) |\n|---|---|---|---|---|---|---|"
     );
-    let mut runs: Vec<Run> = Vec::new();
-    for (name, extra) in rows {
+    // The centralised baseline, then the federated rows by codec.
+    eprintln!("fl-sentiment: centralised");
+    let central_args = [&common[..], &["--centralised", "--lr", CENTRAL_LR]].concat();
+    let metrics = |row: &str| util::target_dir().join(format!("bench-fl-sentiment-{row}.json"));
+    let central = simulate_with(&bin, "sentiment", rounds, &central_args, &metrics("0"))?;
+    let examples = central.examples.map_or("-".to_string(), |e| e.to_string());
+    println!(
+        "| centralised | - | {examples} | {:.2}% | - | - | {:.0} |",
+        central.accuracy * 100.0,
+        central.seconds
+    );
+    // Uplink of the f32 row, which the compressed one is measured against.
+    let mut f32_uplink = None;
+    let mut compressed = None;
+    for (row, name, codec) in [
+        ("1", "federated, f32 updates", "identity"),
+        ("2", "federated, compressed", CODEC),
+    ] {
         eprintln!("fl-sentiment: {name}");
-        let args: Vec<String> = common.iter().chain(&extra).map(|a| a.to_string()).collect();
-        let metrics = util::target_dir().join(format!("bench-fl-sentiment-{}.json", runs.len()));
-        let run = simulate_with(&bin, "sentiment", rounds, &args, &metrics)?;
-        let codec = extra
-            .last()
-            .filter(|_| run.rounds > 0)
-            .copied()
-            .unwrap_or("-");
-        let examples = run
-            .examples
-            .or(runs.first().and_then(|c| c.examples))
-            .map_or("-".to_string(), |e| e.to_string());
-        let per_round = run.uplink / rounds.max(1) as f64;
-        let versus = runs
-            .get(1)
-            .map_or(1.0, |f32_run| f32_run.uplink / run.uplink.max(1.0));
-        let (uplink, versus) = if run.rounds == 0 {
-            ("-".to_string(), "-".to_string())
-        } else {
-            (format!("{:.1}", per_round / 1e3), format!("{versus:.1}x"))
-        };
+        let args = [
+            &common[..],
+            &["--lr", FL_LR, "--strategy", STRATEGY, "--codec", codec],
+        ]
+        .concat();
+        let run = simulate_with(&bin, "sentiment", rounds, &args, &metrics(row))?;
+        let reference = *f32_uplink.get_or_insert(run.uplink);
         println!(
-            "| {name} | {codec} | {examples} | {:.2}% | {uplink} | {versus} | {:.0} |",
+            "| {name} | {codec} | {examples} | {:.2}% | {:.1} | {:.1}x | {:.0} |",
             run.accuracy * 100.0,
+            run.uplink / rounds.max(1) as f64 / 1e3,
+            reference / run.uplink.max(1.0),
             run.seconds
         );
-        runs.push(run);
+        compressed = Some(run);
     }
+    let compressed = compressed.expect("two federated rows");
     println!(
         "fl_sentiment_accuracy_delta: {:+.2} uplink_reduction: {:.1}",
-        (runs[2].accuracy - runs[0].accuracy) * 100.0,
-        runs[1].uplink / runs[2].uplink.max(1.0)
+        (compressed.accuracy - central.accuracy) * 100.0,
+        f32_uplink.unwrap_or(0.0) / compressed.uplink.max(1.0)
     );
     Ok(())
 }

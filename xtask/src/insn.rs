@@ -205,7 +205,7 @@ pub fn sort_insns() -> Result<()> {
         "{:<36} {:>10} {:>10} {:>11}",
         "sort of 1M keys (aarch64)", "insns/key", "SIMD/key", "SIMD share"
     );
-    let mut per_key = Vec::new();
+    let mut per_key = std::collections::HashMap::new();
     for (label, method) in [
         ("u32: tandem sort_u32 (NEON)", "tandem-u32"),
         ("u32: sort_unstable", "std-u32"),
@@ -224,19 +224,23 @@ pub fn sort_insns() -> Result<()> {
             "{label:<36} {total:>10.1} {simd:>10.1} {:>10.0}%",
             100.0 * simd / total
         );
-        per_key.push(total);
+        per_key.insert(method, total);
     }
+    let ratio = |std: &str, tandem: &str| per_key[std] / per_key[tandem];
     println!(
         "f32: std over tandem {:.2} (total_cmp), {:.2} (same keys)",
-        per_key[3] / per_key[2],
-        per_key[4] / per_key[2]
+        ratio("std", "tandem"),
+        ratio("std-keys", "tandem")
     );
     println!(
         "u32 uniform: std over tandem {:.2}; pairs: std over tandem {:.2}",
-        per_key[6] / per_key[5],
-        per_key[8] / per_key[7]
+        ratio("std-u32-uniform", "tandem-u32-uniform"),
+        ratio("pairs-std", "pairs")
     );
-    println!("sort_insns_ratio_vs_std: {:.2}", per_key[1] / per_key[0]);
+    println!(
+        "sort_insns_ratio_vs_std: {:.2}",
+        ratio("std-u32", "tandem-u32")
+    );
     Ok(())
 }
 

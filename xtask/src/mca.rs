@@ -12,6 +12,8 @@ use std::process::Command;
 const LLVM_MCA: &str = "llvm-mca-19";
 const SYMBOL: &str = "4arch7aarch644sort10sort64_i32";
 const MERGE_SYMBOL: &str = "4arch7aarch644sort9merge_i32";
+/// The cores the sort kernels are modelled on.
+const CPUS: [&str; 3] = ["neoverse-n1", "cortex-a72", "neoverse-v1"];
 
 pub fn sort_mca() -> Result<()> {
     let asm = emit_kernels_asm()?;
@@ -25,7 +27,7 @@ pub fn sort_mca() -> Result<()> {
         "llvm-mca -mcpu", "cycles / 64 keys", "IPC"
     );
     let mut n1 = None;
-    for cpu in ["neoverse-n1", "cortex-a72", "neoverse-v1"] {
+    for cpu in CPUS {
         let (cycles, ipc) = mca(&body, cpu, "tandem-sort64.s")?;
         println!("{cpu:<14} {cycles:>16.1} {ipc:>8.2}");
         if cpu == "neoverse-n1" {
@@ -36,6 +38,7 @@ pub fn sort_mca() -> Result<()> {
     // `smin` in `merge_i32`.
     let merge_loop = function_body(&asm, MERGE_SYMBOL)
         .and_then(|body| hot_loop(&body, "smin"))
+        .map(|(_, code)| code)
         .context("no merge loop in merge_i32")?;
     println!(
         "merge step, 16 + 16 keys (NEON), {} instructions",
@@ -45,7 +48,7 @@ pub fn sort_mca() -> Result<()> {
         "{:<14} {:>16} {:>18}",
         "llvm-mca -mcpu", "cycles / step", "cycles / key, pass"
     );
-    for cpu in ["neoverse-n1", "cortex-a72", "neoverse-v1"] {
+    for cpu in CPUS {
         let (cycles, _) = mca(&merge_loop, cpu, "tandem-merge-step.s")?;
         println!("{cpu:<14} {cycles:>16.1} {:>18.2}", cycles / 16.0);
     }
@@ -73,13 +76,9 @@ pub fn lowrank_mca() -> Result<()> {
     );
     let mut worst_n1 = f64::INFINITY;
     for (label, function) in GEMM_KERNELS {
-        let hot = function_body(&asm, function)
+        let (fmla, hot) = function_body(&asm, function)
             .and_then(|body| hot_loop(&body, "fmla"))
             .with_context(|| format!("no fmla loop in {function}"))?;
-        let fmla = hot
-            .lines()
-            .filter(|l| l.trim_start().starts_with("fmla"))
-            .count();
         // 128-bit FMA pipes: N1 has 2, V1 4; the A72's peak is left out (no figure
         // here we could cite).
         for (cpu, fma_pipes) in [
@@ -168,11 +167,11 @@ fn mca(code: &str, cpu: &str, file_name: &str) -> Result<(f64, f64)> {
     Ok((cycles, field("IPC:").unwrap_or(f64::NAN)))
 }
 
-/// The innermost loop of `body` (a function's instructions with its labels kept)
-/// with the most `opcode` instructions, the shortest of those on a tie: the
-/// instructions from a label to the last branch back to it, labels and the branch
-/// itself dropped (llvm-mca models straight-line code).
-fn hot_loop(body: &str, opcode: &str) -> Option<String> {
+/// The innermost loop of `body` (a function's instructions with its labels kept) with
+/// the most `opcode` instructions (returned with its count), the shortest of those on a
+/// tie: the instructions from a label to the last branch back to it, labels and the
+/// branch itself dropped (llvm-mca models straight-line code).
+fn hot_loop(body: &str, opcode: &str) -> Option<(usize, String)> {
     let lines: Vec<&str> = body.lines().collect();
     let mut best: Option<(usize, Vec<&str>)> = None;
     for (start, line) in lines.iter().enumerate() {
@@ -215,7 +214,7 @@ fn hot_loop(body: &str, opcode: &str) -> Option<String> {
             best = Some((count, code));
         }
     }
-    best.map(|(_, code)| code.join("\n") + "\n")
+    best.map(|(count, code)| (count, code.join("\n") + "\n"))
 }
 
 /// The instructions of the function whose mangled name contains `symbol`: from its

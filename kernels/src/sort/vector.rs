@@ -152,6 +152,34 @@ pub(crate) fn sort_bitonic_lanes<S: SortVector>(s: S, x: S::V, y: S::V) -> (S::V
     s.join_neighbours(mn, mx)
 }
 
+/// The shuffles of a [`SortVector`] that is one register of [`Lanes`] (`self.0`): the
+/// lane operations themselves. For the key types, which differ only in how they load,
+/// store and compare.
+macro_rules! single_register_shuffles {
+    () => {
+        #[inline(always)]
+        fn reverse(self, v: L::V) -> L::V {
+            self.0.reverse(v)
+        }
+        #[inline(always)]
+        fn transpose(self, r: [L::V; 4]) -> [L::V; 4] {
+            self.0.transpose(r)
+        }
+        #[inline(always)]
+        fn split_halves(self, x: L::V, y: L::V) -> (L::V, L::V) {
+            self.0.split_halves(x, y)
+        }
+        #[inline(always)]
+        fn split_neighbours(self, lo: L::V, hi: L::V) -> (L::V, L::V) {
+            self.0.split_neighbours(lo, hi)
+        }
+        #[inline(always)]
+        fn join_neighbours(self, mn: L::V, mx: L::V) -> (L::V, L::V) {
+            self.0.join_neighbours(mn, mx)
+        }
+    };
+}
+
 /// 4 i32 keys in one register.
 #[derive(Clone, Copy)]
 pub(crate) struct Keys<L>(pub L);
@@ -174,26 +202,7 @@ impl<L: Lanes> SortVector for Keys<L> {
     fn minmax(self, a: L::V, b: L::V) -> (L::V, L::V) {
         (self.0.min(a, b), self.0.max(a, b))
     }
-    #[inline(always)]
-    fn reverse(self, v: L::V) -> L::V {
-        self.0.reverse(v)
-    }
-    #[inline(always)]
-    fn transpose(self, r: [L::V; 4]) -> [L::V; 4] {
-        self.0.transpose(r)
-    }
-    #[inline(always)]
-    fn split_halves(self, x: L::V, y: L::V) -> (L::V, L::V) {
-        self.0.split_halves(x, y)
-    }
-    #[inline(always)]
-    fn split_neighbours(self, lo: L::V, hi: L::V) -> (L::V, L::V) {
-        self.0.split_neighbours(lo, hi)
-    }
-    #[inline(always)]
-    fn join_neighbours(self, mn: L::V, mx: L::V) -> (L::V, L::V) {
-        self.0.join_neighbours(mn, mx)
-    }
+    single_register_shuffles!();
 }
 
 /// 4 u32 keys in one register, compared unsigned (so u32 sorts without mapping its keys
@@ -219,26 +228,7 @@ impl<L: Lanes> SortVector for UnsignedKeys<L> {
     fn minmax(self, a: L::V, b: L::V) -> (L::V, L::V) {
         (self.0.min_unsigned(a, b), self.0.max_unsigned(a, b))
     }
-    #[inline(always)]
-    fn reverse(self, v: L::V) -> L::V {
-        self.0.reverse(v)
-    }
-    #[inline(always)]
-    fn transpose(self, r: [L::V; 4]) -> [L::V; 4] {
-        self.0.transpose(r)
-    }
-    #[inline(always)]
-    fn split_halves(self, x: L::V, y: L::V) -> (L::V, L::V) {
-        self.0.split_halves(x, y)
-    }
-    #[inline(always)]
-    fn split_neighbours(self, lo: L::V, hi: L::V) -> (L::V, L::V) {
-        self.0.split_neighbours(lo, hi)
-    }
-    #[inline(always)]
-    fn join_neighbours(self, mn: L::V, mx: L::V) -> (L::V, L::V) {
-        self.0.join_neighbours(mn, mx)
-    }
+    single_register_shuffles!();
 }
 
 /// Keys and indices of 4 pairs.
