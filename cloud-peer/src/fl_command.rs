@@ -143,6 +143,18 @@ pub struct SimulateArgs {
     plot: PathBuf,
 }
 
+impl SimulateArgs {
+    /// `--partition`, or its default (fmnist's; sentiment refuses the flag).
+    fn partition(&self) -> Partition {
+        self.partition.unwrap_or(Partition::Iid)
+    }
+
+    /// `--lora-rank`, or its default (sentiment's; fmnist refuses the flag).
+    fn lora_rank(&self) -> usize {
+        self.lora_rank.unwrap_or(sentiment::NETWORK_RANK)
+    }
+}
+
 pub fn run(args: SimulateArgs) -> Result<()> {
     if args.workers == 0 || args.workers > 64 {
         bail!("--workers {}: expected 1..=64", args.workers);
@@ -158,7 +170,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             let task = Fmnist::new(args.backend);
             let data_dir = args.data.clone().unwrap_or_else(FashionMnist::default_dir);
             let data = FashionMnist::load(&data_dir)?;
-            let parts = args.partition.unwrap_or(Partition::Iid).assign(
+            let parts = args.partition().assign(
                 &data.train.labels,
                 CLASSES,
                 args.clients.unwrap_or(100),
@@ -171,10 +183,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             if args.partition.is_some() {
                 bail!("--partition is for fmnist: sentiment's clients are its movies");
             }
-            let (task, tokenizer) = Sentiment::load_cached(
-                args.backend,
-                args.lora_rank.unwrap_or(sentiment::NETWORK_RANK),
-            )?;
+            let (task, tokenizer) = Sentiment::load_cached(args.backend, args.lora_rank())?;
             let path = args
                 .data
                 .clone()
@@ -221,6 +230,7 @@ fn simulate<T: Task>(
             lr: args.lr,
             momentum: args.momentum,
             proximal_mu: args.strategy.proximal_mu(),
+            max_steps: None,
         },
         codec,
         strategy: args.strategy,
@@ -241,7 +251,7 @@ fn simulate<T: Task>(
     }
     let identity_update = identity_update_bytes(task.layout());
     let partition = match args.task {
-        TaskName::Fmnist => args.partition.unwrap_or(Partition::Iid).to_string(),
+        TaskName::Fmnist => args.partition().to_string(),
         TaskName::Sentiment => "by movie".to_string(),
     };
     let run = RunFacts {
@@ -446,7 +456,7 @@ fn write_metrics(args: &SimulateArgs, run: &RunFacts, records: &[RoundRecord]) -
         "clients": run.clients,
         "clients_per_round": args.clients_per_round,
         "partition": run.partition,
-        "lora_rank": (args.task == TaskName::Sentiment).then(|| args.lora_rank.unwrap_or(sentiment::NETWORK_RANK)),
+        "lora_rank": (args.task == TaskName::Sentiment).then(|| args.lora_rank()),
         "strategy": args.strategy.to_string(),
         "codec": args.codec,
         "local_epochs": args.local_epochs,

@@ -76,15 +76,12 @@ pub async fn serve_fl(
     seed: u64,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    use tandem_cloud::fl::app::FlApp;
     let settings = fl_settings(&args, seed)?;
     match args.task {
         TaskName::Fmnist => {
             let dir = args.fl_data.unwrap_or_else(FashionMnist::default_dir);
             let test = tandem_runtime::data::fashion_mnist::load_split(&dir, "t10k")?;
-            let app = FlApp::new(Fmnist::new(backend), test, settings)?;
-            println!("fl: {} rounds committed so far", app.round());
-            server.serve_app(app, shutdown).await;
+            serve_task(server, Fmnist::new(backend), test, settings, shutdown).await
         }
         TaskName::Sentiment => {
             let (task, tokenizer) = Sentiment::load_cached(backend, sentiment::NETWORK_RANK)?;
@@ -92,11 +89,25 @@ pub async fn serve_fl(
                 .fl_data
                 .unwrap_or_else(tandem_runtime::data::rotten_tomatoes::default_path);
             let test = Reviews::tokenize(&tokenizer, &RottenTomatoes::load(&path)?.test)?;
-            let app = FlApp::new(task, test, settings)?;
-            println!("fl: {} rounds committed so far", app.round());
-            server.serve_app(app, shutdown).await;
+            serve_task(server, task, test, settings, shutdown).await
         }
     }
+}
+
+/// Serves the federated app of `task` (scored on `test`) until `shutdown`.
+async fn serve_task<T: tandem_runtime::fl::task::Task + 'static>(
+    server: tandem_cloud::Server,
+    task: T,
+    test: T::Data,
+    settings: tandem_cloud::fl::app::FlSettings,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()>
+where
+    T::Data: 'static,
+{
+    let app = tandem_cloud::fl::app::FlApp::new(task, test, settings)?;
+    println!("fl: {} rounds committed so far", app.round());
+    server.serve_app(app, shutdown).await;
     Ok(())
 }
 
@@ -131,6 +142,7 @@ fn fl_settings(args: &FlServeArgs, seed: u64) -> Result<tandem_cloud::fl::app::F
         lr: args.local_lr,
         momentum: tandem_runtime::fl::client::MOMENTUM,
         proximal_mu: args.strategy.proximal_mu(),
+        max_steps: None,
     };
     local.check()?;
     std::fs::create_dir_all(&args.state)

@@ -187,6 +187,7 @@ async fn sentiment_devices_send_compressed_adapters_over_the_network() {
             lr: 0.05,
             momentum: 0.9,
             proximal_mu: 0.0,
+            max_steps: None,
         },
         codec: CodecDesc::TopK { ratio_ppm: 30_000 },
         downlink: CodecDesc::Identity,

@@ -52,6 +52,7 @@ fn movie_clients_send_adapters_only_and_the_baseline_sees_their_examples() {
         lr: 0.05,
         momentum: 0.9,
         proximal_mu: 0.0,
+        max_steps: None,
     };
     let config = SimulationConfig {
         per_round: 2,

@@ -215,7 +215,7 @@ impl Plan {
 
 /// The most bytes an update of `layout` takes under `codec` (every tensor behind its
 /// 4-byte length); `None` for a codec whose size depends on the round (ACP).
-pub fn update_bytes_bound(layout: &Layout, codec: CodecDesc) -> Option<usize> {
+fn update_bytes_bound(layout: &Layout, codec: CodecDesc) -> Option<usize> {
     layout
         .specs()
         .iter()
@@ -308,7 +308,6 @@ pub fn plan(
     let (best, steps) = (ladder[at], steps[at]);
     if steps == 0 {
         return Plan {
-            steps: 0,
             seconds: 0.0,
             ..made(0, best, Reason::SitsOut)
         };

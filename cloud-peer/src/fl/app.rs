@@ -576,6 +576,7 @@ mod tests {
                 lr: 0.05,
                 momentum: 0.9,
                 proximal_mu: 0.0,
+                max_steps: None,
             },
             codec: CodecDesc::Identity,
             downlink: CodecDesc::Identity,

@@ -62,10 +62,7 @@ pub fn check_run(clip: Option<f32>, strategy: StrategyKind) -> Result<f32, Strin
     let Some(clip) = clip else {
         return Err("--dp-noise needs --clip C (clip mode): the noise is scaled to C".into());
     };
-    if matches!(
-        strategy,
-        StrategyKind::Median | StrategyKind::TrimmedMean { .. } | StrategyKind::Krum { .. }
-    ) {
+    if !strategy.is_mean_based() {
         return Err(format!(
             "--dp-noise works with mean-based strategies (fedavg, fedprox, fedavgm, fedadam, fedyogi, fedadagrad), not {strategy}"
         ));

@@ -84,10 +84,7 @@ impl fmt::Display for SecAggConfig {
 impl SecAggConfig {
     /// Refuses a strategy that needs every update apart.
     pub fn check(&self, strategy: StrategyKind) -> Result<(), String> {
-        if matches!(
-            strategy,
-            StrategyKind::Median | StrategyKind::TrimmedMean { .. } | StrategyKind::Krum { .. }
-        ) {
+        if !strategy.is_mean_based() {
             return Err(format!(
                 "--secagg opens the sum only: {strategy} needs every update apart (use a mean-based strategy)"
             ));

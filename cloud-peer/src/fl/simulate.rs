@@ -326,23 +326,14 @@ impl<'a, T: Task> Simulation<'a, T> {
         let seed = SplitMix64::derive(self.config.seed ^ 0x5eed, self.round)
             .next_u64()
             .wrapping_add(client as u64);
-        let data = &self.clients[client];
-        // Fewer steps than the full work: one pass over that many batches' examples.
-        let cut = cut.map(|s| {
-            let size = self.task.examples(data) as usize;
-            let order = pooled_order(&[size], s * u64::from(self.config.local.batch), seed);
-            self.task.pool(std::slice::from_ref(data), &order)
-        });
-        let local = match cut {
-            Some(_) => LocalConfig {
-                epochs: 1,
-                ..self.config.local
-            },
-            None => self.config.local,
+        // Fewer steps than the full work: the first `cut` steps of it.
+        let local = LocalConfig {
+            max_steps: cut,
+            ..self.config.local
         };
         let result = self
             .task
-            .train(&self.global, cut.as_ref().unwrap_or(data), &local, seed)
+            .train(&self.global, &self.clients[client], &local, seed)
             .map_err(|error| SimulationError::Task { client, error })?;
         let mut delta: Vec<f32> = result
             .weights

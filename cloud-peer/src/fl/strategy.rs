@@ -138,6 +138,15 @@ pub enum StrategyError {
 }
 
 impl StrategyKind {
+    /// Whether the strategy aggregates a (weighted) mean of the updates, which is all
+    /// that central DP's noise and secure aggregation's sum leave to aggregate.
+    pub fn is_mean_based(&self) -> bool {
+        !matches!(
+            self,
+            StrategyKind::Median | StrategyKind::TrimmedMean { .. } | StrategyKind::Krum { .. }
+        )
+    }
+
     /// Updates a round needs for this rule to aggregate (Krum's guarantee needs
     /// `2f + 3`).
     pub fn min_updates(&self) -> usize {

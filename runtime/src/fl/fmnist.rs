@@ -89,10 +89,6 @@ impl Task for Fmnist {
         config: &LocalConfig,
         seed: u64,
     ) -> Result<LocalResult, TaskError> {
-        if data.is_empty() {
-            return Err(TaskError::Empty);
-        }
-        config.check()?;
         let device = self.backend.training_device();
         let model = self.model(global, &device)?;
         let loss_fn = CrossEntropyLossConfig::new().init(&device);
@@ -151,5 +147,44 @@ mod tests {
     fn the_models_layout_is_the_one_known_without_burn() {
         let task = Fmnist::new(ComputeBackend::Flex);
         assert_eq!(task.layout(), &Layout::lenet5());
+    }
+
+    /// A step limit (a device's plan under a deadline) stops training early and still
+    /// reports every local example (FedAvg's weight); no examples and a zero batch are
+    /// refused by the shared loop.
+    #[test]
+    fn a_step_limit_stops_training_and_keeps_the_example_count() {
+        let task = Fmnist::new(ComputeBackend::Flex);
+        let images = Images {
+            pixels: (0..40 * PIXELS).map(|i| (i % 251) as u8).collect(),
+            labels: (0..40).map(|i| (i % 10) as u8).collect(),
+        };
+        let config = LocalConfig {
+            epochs: 2,
+            batch: 8,
+            lr: 0.01,
+            momentum: 0.9,
+            proximal_mu: 0.0,
+            max_steps: None,
+        };
+        let global = task.initial_weights(3);
+        let full = task.train(&global, &images, &config, 5).unwrap();
+        assert_eq!((full.steps, full.examples), (10, 40));
+        let limited = LocalConfig {
+            max_steps: Some(3),
+            ..config
+        };
+        let short = task.train(&global, &images, &limited, 5).unwrap();
+        assert_eq!((short.steps, short.examples), (3, 40));
+        assert_ne!(short.weights, full.weights);
+        assert!(matches!(
+            task.train(&global, &Images::default(), &config, 5),
+            Err(TaskError::Empty)
+        ));
+        let no_batch = LocalConfig { batch: 0, ..config };
+        assert!(matches!(
+            task.train(&global, &images, &no_batch, 5),
+            Err(TaskError::Config(_))
+        ));
     }
 }

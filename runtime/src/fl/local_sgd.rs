@@ -6,7 +6,7 @@
 //! `mu (w - w_global)`, applied after each optimiser step as `w -= lr mu (w - w_global)`
 //! (a decoupled proximal step: the same fixed point, without momentum on the term).
 
-use super::task::{Evaluation, LocalConfig, TaskError, score_logits};
+use super::task::{Evaluation, LocalConfig, TaskError};
 use crate::model::params::{self, PathFilter};
 use crate::rng::SplitMix64;
 use burn::module::Module;
@@ -22,9 +22,11 @@ pub(super) struct Trained<M> {
     pub loss: f32,
 }
 
-/// Trains `model` on `examples` examples as `config` says, batches in a shuffle from
-/// `seed`; `loss_of` gives a batch's (the example indices') loss. The proximal step pulls
-/// the parameters `trainable` passes towards `global` (laid out as they are).
+/// Trains `model` on `examples` examples as `config` says (its epochs, or its
+/// `max_steps` first), batches in a shuffle from `seed`; `loss_of` gives a batch's (the
+/// example indices') loss. The proximal step pulls the parameters `trainable` passes
+/// towards `global` (laid out as they are). Refuses no examples and settings no device
+/// can train with.
 pub(super) fn train<M: Module>(
     mut model: M,
     examples: usize,
@@ -34,6 +36,10 @@ pub(super) fn train<M: Module>(
     trainable: PathFilter,
     mut loss_of: impl FnMut(&M, &[usize]) -> Tensor<1>,
 ) -> Result<Trained<M>, TaskError> {
+    if examples == 0 {
+        return Err(TaskError::Empty);
+    }
+    config.check()?;
     let mut optimizer = SgdConfig::new()
         .with_momentum((config.momentum > 0.0).then(|| {
             MomentumConfig::new()
@@ -44,9 +50,13 @@ pub(super) fn train<M: Module>(
     let mut rng = SplitMix64::new(seed);
     let mut order: Vec<usize> = (0..examples).collect();
     let (mut steps, mut loss_sum) = (0u64, 0.0f64);
-    for _ in 0..config.epochs {
+    let max_steps = config.max_steps.unwrap_or(u64::MAX);
+    'epochs: for _ in 0..config.epochs {
         rng.shuffle(&mut order);
         for indices in order.chunks(usize::from(config.batch)) {
+            if steps == max_steps {
+                break 'epochs;
+            }
             let loss = loss_of(&model, indices);
             let value: f32 = loss.clone().into_scalar();
             if !value.is_finite() {
@@ -102,4 +112,25 @@ pub(super) fn evaluate(
         loss: loss_sum / n,
         examples: order.len() as u64,
     })
+}
+
+/// Correct answers and the summed cross-entropy of `logits` (`labels.len()` rows of
+/// `classes`) against `labels`: what evaluations add up.
+fn score_logits(logits: &[f32], classes: usize, labels: &[usize]) -> (u64, f64) {
+    let (mut correct, mut loss_sum) = (0u64, 0.0f64);
+    for (row, &label) in logits.chunks_exact(classes).zip(labels) {
+        let (best, max) =
+            row.iter().enumerate().fold(
+                (0, f32::NEG_INFINITY),
+                |b, (c, &v)| if v > b.1 { (c, v) } else { b },
+            );
+        correct += u64::from(best == label);
+        let log_sum: f64 = row
+            .iter()
+            .map(|&v| f64::from(v - max).exp())
+            .sum::<f64>()
+            .ln();
+        loss_sum += log_sum - f64::from(row[label] - max);
+    }
+    (correct, loss_sum)
 }

@@ -168,17 +168,15 @@ impl Sentiment {
         };
         let frozen = model(&backend.training_device())?;
         let frozen_eval = model(&backend.device())?;
-        let mut task = Self {
+        let device = backend.device();
+        let fresh = with_device_rng(|| fresh(&frozen_eval, rank, &device));
+        Ok(Self {
             backend,
             rank,
             frozen,
             frozen_eval,
-            layout: Layout::new(Vec::new()),
-        };
-        let device = backend.device();
-        let fresh = with_device_rng(|| task.fresh(&task.frozen_eval, &device));
-        task.layout = params::layout_where(&fresh, &trainable);
-        Ok(task)
+            layout: params::layout_where(&fresh, &trainable),
+        })
     }
 
     /// The task at `rank` and the model's tokenizer (reviews cut at [`MAX_TOKENS`]), both
@@ -194,23 +192,6 @@ impl Sentiment {
         Ok((task, tokenizer))
     }
 
-    /// `base` with fresh adapters (query and value, every layer) and a fresh head. Draws
-    /// from burn's generator: call it inside [`with_device_rng`].
-    fn fresh(&self, base: &MiniLm, device: &Device) -> Classifier {
-        let mut minilm = base.clone();
-        let alpha = 2.0 * self.rank as f64;
-        minilm.encoder.layer = minilm
-            .encoder
-            .layer
-            .into_iter()
-            .map(|layer| layer.attach_lora(self.rank, alpha, device))
-            .collect();
-        Classifier {
-            minilm,
-            head: LinearConfig::new(BertShape::MINILM_L6.hidden, CLASSES).init(device),
-        }
-    }
-
     /// `base` with the adapters and head of `weights`.
     fn classifier(
         &self,
@@ -224,8 +205,25 @@ impl Sentiment {
                 got: weights.len(),
             });
         }
-        let fresh = with_device_rng(|| self.fresh(base, device));
+        let fresh = with_device_rng(|| fresh(base, self.rank, device));
         Ok(params::load_where(fresh, weights, &trainable))
+    }
+}
+
+/// `base` with fresh adapters (query and value, every layer) and a fresh head. Draws
+/// from burn's generator: call it inside [`with_device_rng`].
+fn fresh(base: &MiniLm, rank: usize, device: &Device) -> Classifier {
+    let mut minilm = base.clone();
+    let alpha = 2.0 * rank as f64;
+    minilm.encoder.layer = minilm
+        .encoder
+        .layer
+        .into_iter()
+        .map(|layer| layer.attach_lora(rank, alpha, device))
+        .collect();
+    Classifier {
+        minilm,
+        head: LinearConfig::new(BertShape::MINILM_L6.hidden, CLASSES).init(device),
     }
 }
 
@@ -244,7 +242,7 @@ impl Task for Sentiment {
         let device = self.backend.device();
         let fresh = with_device_rng(|| {
             device.seed(seed);
-            self.fresh(&self.frozen_eval, &device)
+            fresh(&self.frozen_eval, self.rank, &device)
         });
         params::flatten_where(&fresh, &trainable)
     }
@@ -260,10 +258,6 @@ impl Task for Sentiment {
         config: &LocalConfig,
         seed: u64,
     ) -> Result<LocalResult, TaskError> {
-        if data.is_empty() {
-            return Err(TaskError::Empty);
-        }
-        config.check()?;
         let device = self.backend.training_device();
         let model = self.classifier(&self.frozen, global, &device)?;
         let loss_fn = CrossEntropyLossConfig::new().init(&device);
@@ -454,6 +448,7 @@ mod tests {
             lr: 0.05,
             momentum: 0.9,
             proximal_mu: 0.0,
+            max_steps: None,
         };
         let trained = task.train(&global, &reviews, &config, 7).unwrap();
         assert_eq!((trained.steps, trained.examples), (24, 48));

@@ -20,6 +20,9 @@ pub struct LocalConfig {
     pub momentum: f32,
     /// FedProx's proximal weight; 0 for plain local SGD.
     pub proximal_mu: f32,
+    /// Stop after this many optimiser steps, before the epochs end (a device's plan
+    /// under a round deadline); None for the full work. Not sent on the wire.
+    pub max_steps: Option<u64>,
 }
 
 impl LocalConfig {
@@ -41,6 +44,7 @@ impl LocalConfig {
             lr: config.lr,
             momentum,
             proximal_mu: config.proximal_mu,
+            max_steps: None,
         }
     }
 
@@ -172,25 +176,4 @@ pub fn pooled_order(sizes: &[usize], count: u64, seed: u64) -> Vec<(usize, usize
         order.extend_from_slice(&pass[..left]);
     }
     order
-}
-
-/// Correct answers and the summed cross-entropy of `logits` (`labels.len()` rows of
-/// `classes`) against `labels`: what evaluations add up.
-pub fn score_logits(logits: &[f32], classes: usize, labels: &[usize]) -> (u64, f64) {
-    let (mut correct, mut loss_sum) = (0u64, 0.0f64);
-    for (row, &label) in logits.chunks_exact(classes).zip(labels) {
-        let (best, max) =
-            row.iter().enumerate().fold(
-                (0, f32::NEG_INFINITY),
-                |b, (c, &v)| if v > b.1 { (c, v) } else { b },
-            );
-        correct += u64::from(best == label);
-        let log_sum: f64 = row
-            .iter()
-            .map(|&v| f64::from(v - max).exp())
-            .sum::<f64>()
-            .ln();
-        loss_sum += log_sum - f64::from(row[label] - max);
-    }
-    (correct, loss_sum)
 }

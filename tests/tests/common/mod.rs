@@ -170,6 +170,7 @@ pub fn local_sgd() -> tandem_runtime::fl::task::LocalConfig {
         lr: 0.05,
         momentum: 0.9,
         proximal_mu: 0.0,
+        max_steps: None,
     }
 }
 

@@ -20,8 +20,8 @@ pub struct Server {
     /// Masked inputs (ring elements) by sender.
     masked: BTreeMap<usize, Vec<u32>>,
     request: Option<UnmaskRequest>,
-    /// Revealed shares by owner and secret.
-    revealed: BTreeMap<(usize, bool), Vec<Share>>,
+    /// Revealed shares by owner (of the one secret its fate calls for).
+    revealed: BTreeMap<usize, Vec<Share>>,
     revealers: BTreeSet<usize>,
 }
 
@@ -185,22 +185,18 @@ impl Server {
             }
         }
         for reveal in reveals.reveals {
-            let owner = usize::from(reveal.owner);
-            let survived = self.masked.contains_key(&owner);
             self.revealed
-                .entry((owner, survived))
+                .entry(usize::from(reveal.owner))
                 .or_default()
                 .push(reveal.share);
         }
         Ok(())
     }
 
-    /// The secret `owner` shared, from the revealed shares.
-    fn rebuild(&self, owner: usize, survived: bool) -> Result<[u8; 32], SecAggError> {
-        let shares = self
-            .revealed
-            .get(&(owner, survived))
-            .map_or(&[][..], Vec::as_slice);
+    /// The secret `owner` shared, from the revealed shares (its self-mask seed if it
+    /// survived, else its mask key: the reveals are checked to fit its fate).
+    fn rebuild(&self, owner: usize) -> Result<[u8; 32], SecAggError> {
+        let shares = self.revealed.get(&owner).map_or(&[][..], Vec::as_slice);
         let needed = self.settings.threshold;
         let too_few = SecAggError::TooFewShares {
             owner,
@@ -225,12 +221,12 @@ impl Server {
             }
         }
         for &survivor in self.masked.keys() {
-            let seed = self.rebuild(survivor, true)?;
+            let seed = self.rebuild(survivor)?;
             crypto::apply_mask(&mut sum, &seed, true, fixed.mask());
         }
         for &dropped in &request.dropped {
             let dropped = usize::from(dropped);
-            let secret = StaticSecret::from(self.rebuild(dropped, false)?);
+            let secret = StaticSecret::from(self.rebuild(dropped)?);
             if PublicKey::from(&secret).to_bytes() != self.keys[&dropped].mask {
                 return Err(SecAggError::WrongKey(dropped));
             }
