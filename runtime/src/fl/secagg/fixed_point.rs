@@ -152,4 +152,43 @@ mod tests {
         assert_eq!(fixed.unpack(&packed, values.len()).unwrap(), encoded);
         assert!(fixed.unpack(&packed[1..], values.len()).is_err());
     }
+
+    /// A value at the clip never rounds past the largest level, so the ring's headroom
+    /// holds every participant at +clip: in f32, `0.1 * (8388607 / 0.1)` is 8388607.5 and
+    /// rounded up half the time to 2^23, and 32767.002 at clip 0.21 and 16 bits.
+    #[test]
+    fn a_value_at_the_clip_stays_within_the_largest_level() {
+        for (clip, bits) in [(0.1f32, 24u8), (0.21, 16), (1.0, 8), (0.3, 12)] {
+            let participants = 4;
+            let fixed = FixedPoint::new(clip, bits, participants).unwrap();
+            let max_level = (1i64 << (bits - 1)) - 1;
+            for value in [clip, -clip, 2.0 * clip] {
+                let one = fixed.encode(&vec![value; 4096], 3);
+                let shift = 32 - u32::from(fixed.ring_bits());
+                let levels: Vec<i64> = one
+                    .iter()
+                    .map(|&v| i64::from(((v << shift) as i32) >> shift))
+                    .collect();
+                assert!(
+                    levels.iter().all(|l| l.abs() <= max_level),
+                    "clip {clip} at {bits} bits: value {value} rounded past level {max_level}"
+                );
+                // Every participant at the clip: the sum keeps its sign.
+                let mut sum = vec![0u32; one.len()];
+                for _ in 0..participants {
+                    for (s, v) in sum.iter_mut().zip(&one) {
+                        *s = s.wrapping_add(*v) & fixed.mask();
+                    }
+                }
+                let bound = participants as f32 * clip * 1.0001;
+                assert!(
+                    fixed
+                        .decode(&sum)
+                        .iter()
+                        .all(|d| d.signum() == value.signum() && d.abs() <= bound),
+                    "clip {clip} at {bits} bits: the sum of {participants} at {value} wrapped"
+                );
+            }
+        }
+    }
 }
