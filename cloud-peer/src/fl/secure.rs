@@ -178,6 +178,9 @@ mod tests {
             "bits=1,clip=1",
             "bits=8,clip=1,drop=0.9",
             "bits=8,clip=1,x=2",
+            // A threshold of half the neighbours or fewer opens one device's update.
+            "bits=8,clip=1,threshold=0.5",
+            "bits=8,clip=1,neighbours=4,threshold=0.3",
         ] {
             assert!(bad.parse::<SecAggConfig>().is_err(), "{bad}");
         }

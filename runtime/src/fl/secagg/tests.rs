@@ -284,3 +284,24 @@ fn two_devices_make_a_round() {
     let (opened, _) = run(settings, &ups, &[], &[], 8).unwrap();
     assert_eq!(opened.sum, expected_sum(&settings, &ups, &[0, 1], 8));
 }
+
+/// With `t <= k / 2`, a cloud that tells half of u's neighbours "u survived" and the
+/// other half "u dropped" collects `t` shares of each of u's two secrets and unmasks u's
+/// update alone: a threshold is a strict majority of the neighbourhood.
+#[test]
+fn a_threshold_of_half_the_neighbours_or_fewer_is_refused() {
+    for (participants, neighbours) in [(10, 9), (10, 4), (60, 20), (3, 2)] {
+        for threshold in 1..=neighbours {
+            let settings = Settings::new(1, participants, neighbours, threshold, 10, 1.0, 8);
+            let majority = threshold > neighbours / 2;
+            assert_eq!(
+                settings.is_ok(),
+                majority,
+                "{threshold} of {neighbours} neighbours ({participants} participants)"
+            );
+            if !majority {
+                assert!(matches!(settings, Err(SecAggError::Neighbours { .. })));
+            }
+        }
+    }
+}
