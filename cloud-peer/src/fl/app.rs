@@ -796,6 +796,26 @@ mod tests {
         assert!(matches!(refused, Err(StateError::Unaccounted { .. })));
     }
 
+    /// Two clouds on one `--state` directory would overwrite each other's state and
+    /// privacy account: the second is refused while the first runs, and can start once
+    /// the first has gone.
+    #[test]
+    fn a_second_cloud_on_the_same_state_directory_is_refused() {
+        let first = app("locked", 2);
+        let second = FlApp::new(
+            Fmnist::new(ComputeBackend::Flex),
+            Images::default(),
+            first.settings.clone(),
+        );
+        let Err(err) = second else {
+            panic!("a second cloud started on {}", first.settings.state_dir.display());
+        };
+        assert!(err.to_string().contains("another tandem-cloud"), "{err}");
+        let settings = first.settings.clone();
+        drop(first);
+        assert!(FlApp::new(Fmnist::new(ComputeBackend::Flex), Images::default(), settings).is_ok());
+    }
+
     #[test]
     fn a_device_that_missed_a_deadline_sits_out_unless_it_is_needed() {
         let mut app = app("misses", 2);

@@ -251,6 +251,39 @@ mod tests {
         assert_eq!(accountant.epsilon(1e-5).0, dp.epsilon());
     }
 
+    /// An account file whose vector is not one value per tracked order (empty, short,
+    /// negative or not finite) is refused: an empty one would restore as epsilon 0.
+    #[test]
+    fn a_damaged_account_is_refused_not_read_as_nothing_spent() {
+        #[derive(serde::Serialize)]
+        struct Account {
+            rdp: Vec<f64>,
+        }
+        let dir = std::env::temp_dir().join(format!("tandem-dp-account-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut spent = CentralDp::new(settings(1.0), 1.0, 10, 10);
+        spent.noised_mean(&[], &seeded_normals(1, 4));
+        spent.save(&dir).unwrap();
+        let mut restored = CentralDp::new(settings(1.0), 1.0, 10, 10);
+        assert!(restored.restore(&dir).unwrap());
+        assert_eq!(restored.epsilon(), spent.epsilon());
+        let tracked = RdpAccountant::new().orders_tracked();
+        for rdp in [
+            Vec::new(),
+            vec![0.5; tracked - 1],
+            vec![0.5; tracked + 1],
+            vec![-1.0; tracked],
+            vec![f64::NAN; tracked],
+        ] {
+            let path = dir.join(ACCOUNT_FILE);
+            sealed::save(&path, ACCOUNT_MAGIC, &Account { rdp: rdp.clone() }).unwrap();
+            let mut dp = CentralDp::new(settings(1.0), 1.0, 10, 10);
+            assert!(dp.restore(&dir).is_err(), "{} values restored", rdp.len());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// The secure generator's samples are standard normal (sample moments of 200,000).
     #[test]
     fn secure_normals_are_standard_normal() {

@@ -160,6 +160,45 @@ mod tests {
         );
     }
 
+    /// A clipped update's norm, summed exactly (f64), is within the bound: DP's
+    /// sensitivity is the bound. An f32 sum of 200,000 squares of 0.37 (or 0.123) comes
+    /// out about 1e-4 low, so clipping by it left the update that much over.
+    #[test]
+    fn a_clipped_update_is_within_the_bound_in_exact_arithmetic() {
+        let n = 200_000;
+        let layout = Layout::from_shapes(&[("w", &[n])]);
+        for value in [0.37f32, 0.123, 0.1, 0.9] {
+            let raw = UpdateEncoder::new(layout.clone(), CodecDesc::Identity)
+                .unwrap()
+                .encode(&vec![value; n])
+                .unwrap();
+            let bound = 10.0;
+            let v = validate(
+                CodecDesc::Identity,
+                None,
+                &layout,
+                &raw,
+                1,
+                Some(NormBound::Clip(bound)),
+            )
+            .unwrap();
+            assert!(v.clipped);
+            let exact = v
+                .update
+                .delta
+                .iter()
+                .map(|&d| f64::from(d) * f64::from(d))
+                .sum::<f64>()
+                .sqrt();
+            assert!(
+                exact <= f64::from(bound),
+                "{value}: clipped to {exact}, over the bound {bound}"
+            );
+            let true_norm = f64::from(value) * (n as f64).sqrt();
+            assert!(((f64::from(v.norm) / true_norm) - 1.0).abs() < 1e-6, "{}", v.norm);
+        }
+    }
+
     #[test]
     fn wrong_shapes_non_finite_values_and_lying_counts_are_refused() {
         let good = bytes(&[1.0; 6]);
