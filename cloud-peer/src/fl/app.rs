@@ -18,7 +18,7 @@ use super::record::{
     RoundRecord, downlink_summary, identity_task_bytes, identity_update_bytes, mean_train_loss,
     plot_png, summary,
 };
-use super::state::{RunState, StateError};
+use super::state::{RunState, StateError, StateLock};
 use super::strategy::{ClientUpdate, Strategy, StrategyKind};
 use super::validate::{NormBound, validate};
 use crate::app::{Admitted, CloudApp, RoundOutcome, RoundQuorum};
@@ -80,6 +80,8 @@ pub struct FlApp<T: Task> {
     misses: HashMap<NodeName, (u32, u64)>,
     /// Central DP and the privacy spent, saved beside the state.
     dp: Option<CentralDp>,
+    /// This cloud's hold on `settings.state_dir`.
+    _lock: StateLock,
 }
 
 /// The round in flight.
@@ -103,6 +105,7 @@ where
 {
     /// The app, continuing from the state in `settings.state_dir` if there is one.
     pub fn new(task: T, test: T::Data, settings: FlSettings) -> Result<Self, StateError> {
+        let lock = StateLock::acquire(&settings.state_dir)?;
         let layout = task.layout().fingerprint();
         let strategy_spec = settings.strategy.to_string();
         let saved = RunState::load(&settings.state_dir, task.name(), layout, &strategy_spec)?;
@@ -149,6 +152,7 @@ where
             None => None,
         };
         Ok(Self {
+            _lock: lock,
             dp,
             task,
             test,
@@ -754,6 +758,7 @@ mod tests {
             dp: Some((dp, 1.0)),
             ..app.settings.clone()
         };
+        drop(app);
         let mut restarted = FlApp::new(
             Fmnist::new(ComputeBackend::Flex),
             Images::default(),
@@ -773,6 +778,7 @@ mod tests {
         assert!(spent <= 2.5);
         accountant.compose(1.0, 3.0, 1);
         assert!(accountant.epsilon(1e-5).0 > 2.5);
+        drop(restarted);
 
         // A cloud that cannot save its account sends no more models.
         let mut unsaved = FlApp::new(
@@ -785,6 +791,7 @@ mod tests {
         unsaved.dp = Some(CentralDp::new(dp, 1.0, 2, 2));
         unsaved.settings.state_dir = dir.join(super::super::state::FILE_NAME).join("not-a-dir");
         assert!(unsaved.round_tasks(rounds + 1, &devices).is_none());
+        drop(unsaved);
 
         // The account lost: refused.
         std::fs::remove_file(dir.join(super::super::central_dp::ACCOUNT_FILE)).unwrap();
@@ -814,6 +821,79 @@ mod tests {
         let settings = first.settings.clone();
         drop(first);
         assert!(FlApp::new(Fmnist::new(ComputeBackend::Flex), Images::default(), settings).is_ok());
+    }
+
+    /// One participant that never reports: the round aborts (quorum of all), the
+    /// silent device is backed off like one that missed a committed round, the aborted
+    /// round does not count toward `--rounds`, and the run still commits them all.
+    #[test]
+    fn an_aborted_round_backs_off_the_silent_and_does_not_count() {
+        let mut app = app("aborted", 2);
+        app.settings.rounds = 2;
+        let devices = nodes(3);
+        let silent = devices[1].clone();
+        let first = [devices[0].clone(), silent.clone()];
+        app.round_tasks(1, &first).unwrap();
+        app.round_ended(RoundOutcome::Aborted {
+            round: 1,
+            delivered: vec![devices[0].clone()],
+        });
+        assert_eq!(app.committed(), 0);
+        // The silent device sits out the next round while two others can fill it.
+        for seed in 0..10 {
+            app.settings.seed = seed;
+            assert!(!app.participants(&devices).contains(&silent));
+        }
+        // Two rounds still commit; the next round after them is the end.
+        let (a, b) = (devices[0].clone(), devices[2].clone());
+        let tasks = app.round_tasks(2, &[a.clone(), b.clone()]).unwrap();
+        assert_eq!(tasks[0].task.round, 2, "round ids go on increasing");
+        commit(&mut app, 2, &[a.clone(), b.clone()]);
+        assert!(app.round_tasks(3, &[a.clone(), b.clone()]).is_some());
+        commit(&mut app, 3, &[a.clone(), b.clone()]);
+        assert_eq!(app.committed(), 2);
+        assert!(app.round_tasks(4, &[a, b]).is_none());
+    }
+
+    /// A cloud whose rounds abort `max_aborted` times in a row stops starting rounds.
+    #[test]
+    fn rounds_that_abort_again_and_again_end_the_run() {
+        let mut app = app("abort-streak", 2);
+        app.settings.max_aborted = 3;
+        let devices = nodes(2);
+        for round in 1..=3 {
+            assert!(app.round_tasks(round, &devices).is_some(), "round {round}");
+            app.round_ended(RoundOutcome::Aborted {
+                round,
+                delivered: vec![devices[0].clone()],
+            });
+        }
+        assert!(app.round_tasks(4, &devices).is_none());
+        assert_eq!(app.committed(), 0);
+    }
+
+    /// The default quorum is 80% of a round (at least what the strategy needs, at most
+    /// the round), so one silent device of ten does not abort every round.
+    #[test]
+    fn the_default_quorum_is_most_of_a_round_not_all_of_it() {
+        for (per_round, strategy, want) in [
+            (10, StrategyKind::FedAvg, 8),
+            (1, StrategyKind::FedAvg, 1),
+            (4, StrategyKind::FedAvg, 4),
+            (5, StrategyKind::FedAvg, 4),
+            (100, StrategyKind::FedAvg, 80),
+        ] {
+            assert_eq!(
+                FlSettings::default_min_updates(per_round, strategy),
+                want,
+                "{per_round} per round"
+            );
+        }
+        let krum: StrategyKind = "krum:f=2".parse().unwrap();
+        assert_eq!(
+            FlSettings::default_min_updates(5, krum),
+            krum.min_updates().min(5).max(4)
+        );
     }
 
     #[test]

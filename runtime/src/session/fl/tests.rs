@@ -187,7 +187,7 @@ fn too_few_updates_by_the_deadline_abort_and_late_ones_get_the_result_again() {
         events(&mut c),
         [CoordinatorEvent::Aborted {
             round: 1,
-            received: 1
+            delivered: vec![node("a")]
         }]
     );
     while c.poll_transmit().is_some() {}
