@@ -896,6 +896,71 @@ mod tests {
         );
     }
 
+    /// One device cannot set its own FedAvg weight: its count is fixed by its first
+    /// Join (a second Join with another is refused), and an update claiming 2^24
+    /// examples, sign-flipped x10, beside nine honest ones, weighs what was declared and
+    /// is bounded by the round's medians: the model still moves the honest way.
+    #[test]
+    fn a_device_cannot_raise_its_declared_count_or_outweigh_the_round() {
+        let mut app = app("inflated", 10);
+        let devices = nodes(10);
+        for node in &devices {
+            app.join(node, 600).unwrap();
+        }
+        let attacker = devices[9].clone();
+        let refused = app.join(&attacker, 1 << 24).unwrap_err();
+        assert!(refused.contains("600"), "{refused}");
+        app.join(&attacker, 600).unwrap();
+        assert!(app.join(&devices[0], 0).is_err());
+        app.round_tasks(1, &devices).unwrap();
+        let layout = app.task.layout().clone();
+        let direction: Vec<f32> = (0..layout.len()).map(|i| ((i % 7) as f32 - 3.0) * 1e-3).collect();
+        let encode = |scale: f32| {
+            let values: Vec<f32> = direction.iter().map(|d| d * scale).collect();
+            UpdateEncoder::new(layout.clone(), CodecDesc::Identity)
+                .unwrap()
+                .encode(&values)
+                .unwrap()
+        };
+        let updates = devices
+            .iter()
+            .map(|node| {
+                let (scale, claimed) = if *node == attacker {
+                    (-10.0, 1 << 24)
+                } else {
+                    (1.0, 600)
+                };
+                let bytes = encode(scale);
+                let update = Update {
+                    round: 1,
+                    node: node.clone(),
+                    num_examples: claimed,
+                    train_loss: 0.5,
+                    codec: CodecDesc::Identity,
+                    payload_len: bytes.len() as u64,
+                };
+                (node.clone(), update, bytes)
+            })
+            .collect();
+        let before = app.state.global.clone();
+        app.round_ended(RoundOutcome::Committed { round: 1, updates });
+        let moved: Vec<f64> = app
+            .state
+            .global
+            .iter()
+            .zip(&before)
+            .map(|(after, before)| f64::from(after - before))
+            .collect();
+        let along = moved
+            .iter()
+            .zip(&direction)
+            .map(|(m, d)| m * f64::from(*d))
+            .sum::<f64>()
+            / direction.iter().map(|d| f64::from(*d).powi(2)).sum::<f64>();
+        // Nine honest updates of 1 and one bounded to the median's length at -1: 0.8.
+        assert!((along - 0.8).abs() < 0.01, "moved {along} of the honest direction");
+    }
+
     #[test]
     fn a_device_that_missed_a_deadline_sits_out_unless_it_is_needed() {
         let mut app = app("misses", 2);
