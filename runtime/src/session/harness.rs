@@ -343,6 +343,42 @@ mod tests {
         );
     }
 
+    /// Issue 30 item 1: a ~30-byte "resend" (`cached`, no tensor, batch 1) of the step
+    /// last answered must not make the cloud queue the whole cached gradient again: only
+    /// a resend identical to the step it answered (message and tensor) gets the reply.
+    #[test]
+    fn only_a_true_resend_of_the_answered_step_gets_the_cached_reply() {
+        let mut cloud = SplitCloud::new();
+        let now = Instant::now();
+        let mut a = Pair::activations(2);
+        a.step = 5;
+        let tensor = vec![1u8; 64];
+        cloud.handle_message(now, Envelope::Activations(Box::new(a.clone()), tensor.clone()));
+        assert!(cloud.poll_event().is_some());
+        let g = CutGradient {
+            step: 5,
+            loss: 0.5,
+            kept: false,
+            codec: CodecDesc::Identity,
+            payload_len: 4096,
+        };
+        cloud.send_gradient(now, g, vec![7; 4096]).unwrap();
+        let reply = cloud.poll_transmit().unwrap();
+        let mut forged = a.clone();
+        forged.cached = true;
+        forged.payload_len = 0;
+        forged.batch = 1;
+        for (message, bytes) in [(forged, vec![]), (a.clone(), vec![2u8; 64])] {
+            for _ in 0..100 {
+                cloud.handle_message(now, Envelope::Activations(Box::new(message.clone()), bytes.clone()));
+            }
+            assert_eq!(cloud.poll_transmit(), None, "a forged resend was answered");
+            assert_eq!(cloud.poll_event(), None);
+        }
+        cloud.handle_message(now, Envelope::Activations(Box::new(a), tensor));
+        assert_eq!(cloud.poll_transmit(), Some(reply));
+    }
+
     #[test]
     fn newer_steps_replace_one_not_yet_handed_out() {
         let mut cloud = SplitCloud::new();
