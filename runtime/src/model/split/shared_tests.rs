@@ -235,3 +235,49 @@ fn a_shared_top_resumed_from_its_snapshot_goes_on_where_it_was() {
     assert!(refused.contains("another cut"), "{refused}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Issue 30 item 5: one device's crafted cut tensor (finite values, scaled up until
+/// the top's forward or backward overflows) must not turn the shared top's weights
+/// non-finite for every device: the step that would is refused, and an honest device's
+/// next step still gets a finite loss and gradient.
+#[test]
+fn a_crafted_step_cannot_poison_the_shared_top() {
+    let Some((forwards, admission)) = forwards() else {
+        return;
+    };
+    let (device, top) = pretrained_top(admission);
+    let mut shared = SharedTop::with_top(top, &device, admission.cut, admission.form, SCHEDULE);
+    let honest = &forwards[0];
+    for scale in [1e4f32, 1e8, 1e12, 1e16, 1e19, 1e24, 1e30] {
+        let crafted_activations = forwards[1].activations.clone();
+        let crafted_tensor: Vec<u8> = floats(&forwards[1].tensor)
+            .iter()
+            .flat_map(|v| (v * scale).to_le_bytes())
+            .collect();
+        let (mut a, mut b) = (
+            StepLink::new(admission).unwrap(),
+            StepLink::new(admission).unwrap(),
+        );
+        let replies = shared.step_batch(vec![
+            (&mut a, &honest.activations, &honest.tensor),
+            (&mut b, &crafted_activations, &crafted_tensor),
+        ]);
+        if let Ok((gradient, tensor)) = &replies[1] {
+            assert!(
+                floats(tensor).iter().all(|v| v.is_finite()),
+                "scale {scale}: a non-finite cut gradient went back (loss {})",
+                gradient.loss
+            );
+        }
+        let mut link = StepLink::new(admission).unwrap();
+        let after = shared
+            .step_batch(vec![(&mut link, &honest.activations, &honest.tensor)])
+            .remove(0)
+            .unwrap_or_else(|e| panic!("scale {scale}: the honest step was refused: {e}"));
+        assert!(
+            after.0.loss.is_finite() && floats(&after.1).iter().all(|v| v.is_finite()),
+            "scale {scale}: the shared top is poisoned (honest loss {})",
+            after.0.loss
+        );
+    }
+}
