@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tandem_cloud::{CloudApp, HelloOnly, HubSettings, Server, ServerStats};
+use tandem_cloud::{CloudApp, HelloOnly, HubSettings, OutboxLimits, Server, ServerStats};
 use tandem_runtime::transport::link::{DeviceLink, LinkTarget, ReconnectPolicy};
 use tandem_runtime::transport::{
     self, TransportLimits,
@@ -102,6 +102,23 @@ impl Cloud {
         cloud
     }
 
+    /// A cloud with these limits and outbox bounds serving `app`, its certificates in a
+    /// temporary directory named after `test`.
+    pub async fn start_with_outbox(
+        test: &str,
+        limits: &TransportLimits,
+        outbox: OutboxLimits,
+        app: impl CloudApp,
+    ) -> Cloud {
+        let dir = temp_dir(test);
+        Pki::new(&*dir).init().expect("CA");
+        let loopback = "127.0.0.1:0".parse().unwrap();
+        let hub = HubSettings::default();
+        let mut cloud = Self::launch_with(&dir, loopback, limits, hub, outbox, app).await;
+        cloud._dir = Some(dir);
+        cloud
+    }
+
     async fn launch(
         dir: &Path,
         addr: SocketAddr,
@@ -109,10 +126,22 @@ impl Cloud {
         hub: HubSettings,
         app: impl CloudApp,
     ) -> Cloud {
+        Self::launch_with(dir, addr, limits, hub, OutboxLimits::default(), app).await
+    }
+
+    async fn launch_with(
+        dir: &Path,
+        addr: SocketAddr,
+        limits: &TransportLimits,
+        hub: HubSettings,
+        outbox: OutboxLimits,
+        app: impl CloudApp,
+    ) -> Cloud {
         let pki = Pki::new(dir);
         let server = Server::bind(addr, &pki, "test-cloud", limits)
             .expect("bind loopback")
-            .with_hub(hub);
+            .with_hub(hub)
+            .with_outbox(outbox);
         let addr = server.local_addr().unwrap();
         let stats = server.stats();
         let (stop, stopped) = oneshot::channel();
