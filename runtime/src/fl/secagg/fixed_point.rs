@@ -42,8 +42,8 @@ impl FixedPoint {
     }
 
     /// The largest magnitude of a scaled value.
-    fn max_level(&self) -> f32 {
-        ((1u32 << (self.value_bits - 1)) - 1) as f32
+    fn max_level(&self) -> f64 {
+        f64::from((1u32 << (self.value_bits - 1)) - 1)
     }
 
     /// The ring's modulus less one (values are kept `& mask`).
@@ -62,16 +62,21 @@ impl FixedPoint {
     }
 
     /// `values` as ring elements; `seed` drives the stochastic rounding.
+    /// `values` as ring elements; `seed` drives the stochastic rounding. A level never
+    /// passes the largest one (the product is taken in f64 and the rounded level clamped:
+    /// in f32, `clip * (max / clip)` can land above `max`), so the ring's headroom holds
+    /// every participant at the clip.
     pub fn encode(&self, values: &[f32], seed: u64) -> Vec<u32> {
-        let scale = self.max_level() / self.clip;
+        let max = self.max_level();
+        let scale = max / f64::from(self.clip);
         let mut rng = SplitMix64::new(seed);
         values
             .iter()
             .map(|&v| {
-                let scaled = (v.clamp(-self.clip, self.clip) * scale) as f64;
+                let scaled = f64::from(v.clamp(-self.clip, self.clip)) * scale;
                 let floor = scaled.floor();
                 let level = floor + f64::from(u8::from(rng.next_f64() < scaled - floor));
-                (level as i64 as u32) & self.mask()
+                (level.clamp(-max, max) as i64 as u32) & self.mask()
             })
             .collect()
     }
@@ -79,9 +84,9 @@ impl FixedPoint {
     /// The values of a sum of encoded updates (ring elements, read as signed).
     pub fn decode(&self, sum: &[u32]) -> Vec<f32> {
         let shift = 32 - u32::from(self.ring_bits);
-        let unit = self.clip / self.max_level();
+        let unit = f64::from(self.clip) / self.max_level();
         sum.iter()
-            .map(|&s| (((s << shift) as i32) >> shift) as f32 * unit)
+            .map(|&s| (f64::from(((s << shift) as i32) >> shift) * unit) as f32)
             .collect()
     }
 
