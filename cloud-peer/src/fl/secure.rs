@@ -29,7 +29,7 @@ pub struct SecAggConfig {
 /// A `--secagg` that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error(
-    "--secagg '{0}': expected bits=B (2..=24),clip=C (> 0)[,neighbours=K (even)][,threshold=T (share of the neighbours, in (0, 1])][,drop=F (in [0, 0.5])]"
+    "--secagg '{0}': expected bits=B (2..=24),clip=C (> 0)[,neighbours=K (even)][,threshold=T (share of the neighbours, over 0.5 and at most 1)][,drop=F (in [0, 0.5])]"
 )]
 pub struct SecAggConfigError(String);
 
@@ -56,7 +56,7 @@ impl FromStr for SecAggConfig {
                 "neighbours" if number >= 2.0 && number % 2.0 == 0.0 && number <= 254.0 => {
                     config.neighbours = Some(number as usize);
                 }
-                "threshold" if number > 0.0 && number <= 1.0 => config.threshold = Some(number),
+                "threshold" if number > 0.5 && number <= 1.0 => config.threshold = Some(number),
                 "drop" if (0.0..=0.5).contains(&number) => config.drop = number,
                 _ => return Err(bad()),
             }

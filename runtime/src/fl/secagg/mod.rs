@@ -21,10 +21,20 @@
 //!    self masks and the dropped devices' pairwise masks, and reads the sum.
 //!
 //! What the cloud sees of one device is its masked input, uniform in the ring whatever
-//! the update (tested), and at most one of its two secrets. Against an honest-but-curious
-//! cloud; a cloud that lies about who dropped is bounded by the devices answering one
-//! request (the full protocol's signatures and consistency round, against an active
-//! cloud, are not built).
+//! the update (tested), and, from each neighbour, a share of at most one of its two
+//! secrets. The threshold is a strict majority of the neighbourhood (`t > k / 2`,
+//! refused otherwise), so the two secrets of one device cannot both reach `t` shares
+//! even when the cloud tells half its neighbours "it survived" and the other half "it
+//! dropped": with `t <= k / 2` that lie would rebuild both and open the device's update
+//! alone.
+//!
+//! The threat model is an honest-but-curious cloud that routes faithfully, plus that one
+//! lie, which the majority threshold defeats. What the cloud learns: the sum of the
+//! survivors' updates, who survived, and each update's size. What it cannot learn: any
+//! one update, nor a sum over fewer devices than the survivors, unless `t` neighbours of
+//! a device collude with it. Not built: the full protocol's signatures and consistency
+//! round (Bonawitz et al. 2017, section 4), which an actively malicious cloud (one that
+//! forges messages or keys, or equivocates over several requests) needs.
 
 pub mod client;
 mod crypto;
@@ -62,14 +72,17 @@ pub struct Settings {
 
 impl Settings {
     /// Settings for `participants`, each with `neighbours` neighbours (clamped to all),
-    /// `threshold` of whom (1..=neighbours) rebuild a participant's secrets, updates of
-    /// `len` values clipped to `clip` at `value_bits` bits.
+    /// `threshold` of whom (a strict majority: `neighbours / 2 < threshold <=
+    /// neighbours`) rebuild a participant's secrets, updates of `len` values clipped to
+    /// `clip` at `value_bits` bits.
     ///
     /// The threshold trades the two guarantees: a round opens while every participant
     /// keeps `threshold` neighbours to the end, and fewer than `threshold` colluding
-    /// neighbours learn nothing of a secret. A majority (`neighbours / 2 + 1`) tolerates
-    /// a third of a neighbourhood dropping; 30% of drop-outs over a sparse graph need a
-    /// lower one or more neighbours (BENCHMARKS.md has the settings measured).
+    /// neighbours learn nothing of a secret. It may not go down to half the neighbours
+    /// (see the module's docs: the cloud could then rebuild both secrets of one device).
+    /// The least majority (`neighbours / 2 + 1`) tolerates a little under half of a
+    /// neighbourhood dropping; more drop-outs over a sparse graph need more neighbours
+    /// (BENCHMARKS.md has the settings measured).
     pub fn new(
         round: u64,
         participants: usize,
@@ -85,7 +98,7 @@ impl Settings {
         let neighbours = neighbours.min(participants - 1);
         let all = neighbours == participants - 1;
         if (!all && (neighbours < 2 || !neighbours.is_multiple_of(2)))
-            || !(1..=neighbours).contains(&threshold)
+            || !(neighbours / 2 + 1..=neighbours).contains(&threshold)
         {
             return Err(SecAggError::Neighbours {
                 neighbours,
@@ -143,7 +156,7 @@ pub enum SecAggError {
     Participants(usize),
     /// A neighbourhood size the graph cannot have.
     #[error(
-        "{neighbours} neighbours (threshold {threshold}) of {participants} participants: expected an even number >= 2, or all, and a threshold in 1..=neighbours"
+        "{neighbours} neighbours (threshold {threshold}) of {participants} participants: expected an even number >= 2, or all, and a threshold over half the neighbours and at most all of them"
     )]
     Neighbours {
         /// Asked for.

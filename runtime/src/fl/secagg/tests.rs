@@ -70,11 +70,11 @@ fn a_round_with_drop_outs_still_opens_to_the_survivors_sum() {
 
 #[test]
 fn a_sparse_graph_opens_with_thirty_percent_dropped() {
-    // 20 neighbours, 8 needed: every survivor keeps at least 8 here.
-    let settings = Settings::new(3, 60, 20, 8, 300, 1.0, 8).unwrap();
+    // 30 neighbours, 16 needed (a majority): every survivor keeps at least 16 here.
+    let settings = Settings::new(3, 60, 30, 16, 300, 1.0, 8).unwrap();
     let graph = settings.graph();
     for (i, near) in graph.iter().enumerate() {
-        assert_eq!(near.len(), 20);
+        assert_eq!(near.len(), 30);
         assert!(near.iter().all(|&j| j != i && graph[j].contains(&i)));
     }
     let ups = updates(60, 300, 3);
