@@ -125,6 +125,17 @@ impl SplitApp {
     }
 }
 
+/// Puts `top` back to its snapshot in `state_dir`; returns the updates it holds.
+fn reload(top: &mut SharedTop, state_dir: Option<&Path>) -> Result<u64, String> {
+    let dir = state_dir.ok_or("this cloud keeps no snapshots (no state directory)")?;
+    let path = dir.join(SHARED_SNAPSHOT);
+    let saved = TrainerSnapshot::load(&path, snapshot::TOP_MAGIC)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .ok_or_else(|| format!("no snapshot at {} yet", path.display()))?;
+    top.resume(saved)?;
+    Ok(top.updates())
+}
+
 /// Trains `shared` on `steps` as one batch (each with its device's link), adds the training steps to `totals`, and snapshots the top into
 /// `state_dir` every [`SHARED_SNAPSHOT_EVERY`] updates.
 fn train_shared(
@@ -139,8 +150,26 @@ fn train_shared(
             .map(|(s, ..)| (s.node, Err(reason.to_string())))
             .collect()
     };
-    let Ok(mut top) = shared.lock() else {
-        return failed(steps, "the shared top failed in an earlier step");
+    let mut top = match shared.lock() {
+        Ok(top) => top,
+        // A panic mid-step may have left the top half updated: it goes back to its last
+        // snapshot before anyone trains it again.
+        Err(poisoned) => {
+            let mut top = poisoned.into_inner();
+            match reload(&mut top, state_dir) {
+                Ok(updates) => {
+                    warn!(updates, "the shared top failed in a step: reloaded its snapshot");
+                    shared.clear_poison();
+                    top
+                }
+                Err(reason) => {
+                    let reason = format!(
+                        "the shared top failed in an earlier step and cannot be reloaded: {reason}"
+                    );
+                    return failed(steps, &reason);
+                }
+            }
+        }
     };
     let held: Vec<Arc<Mutex<StepLink>>> = steps.iter().map(|(_, link)| link.clone()).collect();
     let mut links = Vec::with_capacity(held.len());

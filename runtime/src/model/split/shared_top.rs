@@ -10,7 +10,7 @@ use super::schedule::{LrSchedule, ScheduledAdamW};
 use super::snapshot::{self, SnapshotHead, TrainerSnapshot};
 use super::spec::{CutForm, TopTraining};
 use super::step_link::{PreparedStep, StepLink};
-use super::top_trainer::TopTrainer;
+use super::top_trainer::{NOT_FINITE, TopTrainer};
 use crate::model::minilm::MiniLm;
 use crate::wire::{Activations, CutGradient};
 use burn::tensor::Device;
@@ -161,6 +161,22 @@ impl SharedTop {
             Ok(outcomes) => {
                 for ((at, link, prepared), outcome) in training.iter_mut().zip(outcomes) {
                     replies[*at] = Some(link.answer(prepared, outcome));
+                }
+            }
+            // One device's steps may have made the batch's gradients overflow: nothing
+            // was updated, so each step trains alone and only the culprit is refused.
+            Err(failed) if failed == NOT_FINITE && training.len() > 1 => {
+                for (at, link, prepared) in training.iter_mut() {
+                    let reply = self
+                        .trainer
+                        .train(&[&*prepared])
+                        .and_then(|mut outcome| {
+                            outcome
+                                .pop()
+                                .ok_or_else(|| "the top returned no outcome".to_string())
+                        })
+                        .and_then(|outcome| link.answer(prepared, outcome));
+                    replies[*at] = Some(reply);
                 }
             }
             Err(failed) => {

@@ -7,10 +7,43 @@ use super::halves::Top;
 use super::schedule::ScheduledAdamW;
 use super::step_link::{PreparedStep, TopOutcome, TopOutput};
 use super::tokens;
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+
+/// What [`TopTrainer::train`] refuses a batch with when its gradients are not finite.
+pub(super) const NOT_FINITE: &str =
+    "this step's gradients are not finite (its cut values overflow the top): the top was not updated";
+
+/// The sum of squares of every parameter gradient in `grads`, added up on the device.
+struct SquaredGradients<'a> {
+    grads: &'a GradientsParams,
+    sum: Option<Tensor<1>>,
+}
+
+impl ModuleVisitor for SquaredGradients<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(grad) = self.grads.get::<D>(param.id) {
+            let squares = grad.square().sum();
+            self.sum = Some(match self.sum.take() {
+                Some(sum) => sum + squares,
+                None => squares,
+            });
+        }
+    }
+}
+
+/// Whether every gradient of `module`'s parameters in `grads` is finite and its squares
+/// sum to a finite f32 (a NaN or infinity propagates into the sum; so does a gradient
+/// whose square overflows, which would make AdamW's second moment infinite).
+fn gradients_finite<M: Module>(module: &M, grads: &GradientsParams) -> bool {
+    let mut squares = SquaredGradients { grads, sum: None };
+    module.visit(&mut squares);
+    squares
+        .sum
+        .is_none_or(|sum| sum.into_scalar::<f32>().is_finite())
+}
 
 /// A top and its optimizer on its device.
 pub(super) struct TopTrainer {
@@ -105,7 +138,9 @@ impl TopTrainer {
     /// devices' stacked): the loss is the sum of each batch's mean, so the parameters'
     /// gradient is the sum of what each batch would give alone and each batch's cut
     /// gradient is its own. A batch whose loss is not finite is left out of the update
-    /// (nothing is updated when all are).
+    /// (nothing is updated when all are). Gradients that are not finite (cut values that
+    /// overflow in the backward pass) are refused with [`NOT_FINITE`] before the
+    /// optimizer sees them: a top that others share is never poisoned.
     pub fn train(&mut self, steps: &[&PreparedStep]) -> Result<Vec<TopOutcome>, String> {
         let device = self.device.clone();
         let (mut cut, seq_lens) = cut_tensor(steps, &device);
@@ -150,12 +185,24 @@ impl TopTrainer {
         let mut grads = total.backward();
         let cut_grad = cut.grad_remove(&mut grads);
         let params = GradientsParams::from_grads(grads, &self.top);
+        if !gradients_finite(&self.top, &params) {
+            return Err(NOT_FINITE.into());
+        }
+        let padded = match (wanted, cut_grad) {
+            (true, Some(cut_grad)) => {
+                let [_, seq, width] = cut_grad.dims();
+                let padded = values(cut_grad)?;
+                if padded.iter().any(|v| !v.is_finite()) {
+                    return Err(NOT_FINITE.into());
+                }
+                Some((padded, seq, width))
+            }
+            _ => None,
+        };
         self.top = self.optimizer.step(self.top.clone(), params);
-        let (true, Some(cut_grad)) = (wanted, cut_grad) else {
+        let Some((padded, seq, width)) = padded else {
             return Ok(nothing(losses));
         };
-        let [_, seq, width] = cut_grad.dims();
-        let padded = values(cut_grad)?;
         let mut outcomes = Vec::with_capacity(steps.len());
         let mut at = 0;
         for (step, loss) in steps.iter().zip(losses) {
