@@ -19,8 +19,9 @@ pub enum RoundOutcome {
     Aborted {
         /// The round.
         round: u64,
-        /// Updates that had arrived.
-        received: usize,
+        /// The participants whose updates had arrived, in node order (the others missed
+        /// the deadline).
+        delivered: Vec<NodeName>,
     },
 }
 
@@ -31,6 +32,10 @@ pub struct Admitted {
     /// against it from its header, before its tensor is read (`None`: the application
     /// takes split tensors as opaque bytes of up to the wire's cap).
     pub steps: Option<StepLimits>,
+    /// The most tensor bytes one of the device's updates may carry (the model's size
+    /// under the run's codec): a larger one is refused from its message, before its
+    /// tensor is read (`None`: up to the connection's budget).
+    pub update_bytes: Option<u64>,
 }
 
 /// A split step's reply: the cut gradient and its tensor, or one line for the device's
@@ -139,6 +144,16 @@ pub trait CloudApp: Send + 'static {
     /// to train them as one batch. A panic in the job fails every device in it.
     fn split_batch(&mut self, steps: Vec<ReadyStep>) -> BatchJob {
         jobs_in_turn(self, steps)
+    }
+
+    /// `node` (its certificate's name) sent a Join declaring `examples`. `Err` is one line
+    /// for the device's operator: the device is refused (its connection closed with
+    /// `Unserved` and that line) and does not join. An application that weighs updates
+    /// keeps the count it first declared and refuses another. The default accepts every
+    /// Join and keeps nothing.
+    fn join(&mut self, node: &NodeName, examples: u64) -> Result<(), String> {
+        let _ = (node, examples);
+        Ok(())
     }
 
     /// Round quorum.

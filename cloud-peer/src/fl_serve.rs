@@ -4,6 +4,7 @@ use crate::fl_command::{DpArgs, TaskName};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::PathBuf;
+use tandem_cloud::fl::round_bounds::MedianCaps;
 use tandem_cloud::fl::strategy::StrategyKind;
 use tandem_cloud::fl::validate::NormBound;
 use tandem_runtime::data::fashion_mnist::FashionMnist;
@@ -25,9 +26,26 @@ pub struct FlServeArgs {
     /// Devices per round (a round starts once this many have joined and are connected).
     #[arg(long, default_value_t = 10)]
     clients_per_round: usize,
-    /// Updates a round needs by its deadline to commit [default: all of them].
+    /// Updates a round needs by its deadline to commit [default: 80% of
+    /// --clients-per-round, at least what the strategy needs]. A round starts once this
+    /// many joined devices are connected.
     #[arg(long)]
     min_updates: Option<usize>,
+    /// Rounds aborted in a row (too few updates by the deadline) after which the cloud
+    /// starts no more rounds, saying who never reported. Aborted rounds do not count
+    /// toward --rounds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_aborted_rounds: u32,
+    /// The most examples a device may declare when it joins (its FedAvg weight; a
+    /// device's count is fixed by its first Join of the run).
+    #[arg(long, default_value_t = tandem_cloud::fl::validate::MAX_EXAMPLES,
+          value_parser = clap::value_parser!(u64).range(1..=tandem_cloud::fl::validate::MAX_EXAMPLES))]
+    max_examples: u64,
+    /// How far a round's updates may go past its medians: weight=W (a weight at most W
+    /// times the median weight), norm=N (scaled down to at most N times the median
+    /// norm), or off.
+    #[arg(long, default_value_t = MedianCaps::NETWORK)]
+    median_caps: MedianCaps,
     /// Seconds devices have to report.
     #[arg(long, default_value_t = 120)]
     deadline_secs: u64,
@@ -125,7 +143,9 @@ fn fl_settings(args: &FlServeArgs, seed: u64) -> Result<tandem_cloud::fl::app::F
             args.clients_per_round
         );
     }
-    let min_updates = args.min_updates.unwrap_or(args.clients_per_round);
+    let min_updates = args.min_updates.unwrap_or_else(|| {
+        FlSettings::default_min_updates(args.clients_per_round, args.strategy)
+    });
     if !(1..=args.clients_per_round).contains(&min_updates) {
         bail!("--min-updates {min_updates}: expected 1..=--clients-per-round");
     }
@@ -162,5 +182,8 @@ fn fl_settings(args: &FlServeArgs, seed: u64) -> Result<tandem_cloud::fl::app::F
             .settings(1.0, args.rounds, args.clip, args.strategy)?,
         seed,
         state_dir: args.state.clone(),
+        max_examples: args.max_examples,
+        median_caps: args.median_caps,
+        max_aborted: args.max_aborted_rounds,
     })
 }

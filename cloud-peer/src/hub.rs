@@ -8,8 +8,9 @@
 //! cache, an update already counted is refused as a duplicate.
 
 use crate::app::{Admitted, CloudApp, ReadyStep, RoundOutcome, StepReply};
+use crate::outbox::Outbox;
 use crate::workers::{Devices, Fairness, JobResults, Workers};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 use tandem_runtime::session::Envelope;
@@ -17,7 +18,6 @@ use tandem_runtime::session::fl::{CoordinatorEvent, RoundCoordinator};
 use tandem_runtime::session::split::{CloudEvent, SplitCloud};
 use tandem_runtime::transport::InFlight;
 use tandem_runtime::wire::{Capabilities, NodeName};
-use tokio::sync::mpsc::UnboundedSender;
 use tracing::{error, info, warn};
 
 /// What the connection tasks tell the hub.
@@ -26,7 +26,7 @@ pub(crate) enum HubInput {
     Connected {
         node: NodeName,
         id: u64,
-        outbox: UnboundedSender<Outbound>,
+        outbox: Outbox,
     },
     /// A device's Hello, for the application to admit or refuse before HelloAck.
     Admit {
@@ -70,23 +70,15 @@ impl Default for HubSettings {
     }
 }
 
-/// What the hub asks a connection's writer to do.
-pub(crate) enum Outbound {
-    /// Send this message on a new stream.
-    Send(Envelope),
-    /// Close the connection with `Unserved` and this reason (the application refused
-    /// the device, or failed on its work).
-    Refuse(String),
-}
-
 struct Hub<A> {
     app: A,
     served: Capabilities,
-    connections: HashMap<NodeName, (u64, UnboundedSender<Outbound>)>,
+    connections: HashMap<NodeName, (u64, Outbox)>,
     split: HashMap<NodeName, SplitCloud>,
     /// The device process each node's split machine serves (see `RunPlan::process`).
     processes: HashMap<NodeName, u64>,
-    joined: BTreeMap<NodeName, u64>,
+    /// Devices whose Join the application took.
+    joined: BTreeSet<NodeName>,
     round: Option<RoundCoordinator>,
     next_round: u64,
     rounds_over: bool,
@@ -119,7 +111,7 @@ pub(crate) fn run<A: CloudApp>(
         connections: HashMap::new(),
         split: HashMap::new(),
         processes: HashMap::new(),
-        joined: BTreeMap::new(),
+        joined: BTreeSet::new(),
         round: None,
         next_round: 1,
         rounds_over: false,
@@ -158,7 +150,7 @@ impl<A: CloudApp> Hub<A> {
             HubInput::Connected { node, id, outbox } => {
                 // A participant that reconnects before reporting may have lost its task.
                 if let Some(task) = self.round.as_ref().and_then(|r| r.task_for(&node)) {
-                    let _ = outbox.send(Outbound::Send(task.clone()));
+                    outbox.send(task.clone());
                 }
                 self.away.remove(&node);
                 // One connection per device: a newer one (the device restarted, or a
@@ -168,9 +160,7 @@ impl<A: CloudApp> Hub<A> {
                     && old != id
                 {
                     info!(%node, "a newer connection replaces the older");
-                    let _ = older.send(Outbound::Refuse(
-                        "replaced by a newer connection of this device".into(),
-                    ));
+                    older.refuse("replaced by a newer connection of this device");
                 }
             }
             // `run` stops on it before it gets here.
@@ -229,12 +219,23 @@ impl<A: CloudApp> Hub<A> {
                 Envelope::Join(join) if self.served.contains(Capabilities::FL) => {
                     if join.node != node {
                         warn!(%node, claims = %join.node, "Join for another node ignored");
-                    } else if self
-                        .joined
-                        .insert(node.clone(), join.num_examples)
-                        .is_none()
+                        return;
+                    }
+                    let examples = join.num_examples;
+                    let app = &mut self.app;
+                    match isolated(&node, "taking a Join of", || app.join(&node, examples))
+                        .and_then(|verdict| verdict)
                     {
-                        info!(%node, examples = join.num_examples, "joined");
+                        Ok(()) => {
+                            if self.joined.insert(node.clone()) {
+                                info!(%node, examples, "joined");
+                            }
+                        }
+                        Err(reason) => {
+                            warn!(%node, examples, "Join refused: {reason}");
+                            self.joined.remove(&node);
+                            refuse(&self.connections, &node, reason);
+                        }
                     }
                 }
                 Envelope::Update(..) if self.served.contains(Capabilities::FL) => {
@@ -383,19 +384,13 @@ impl<A: CloudApp> Hub<A> {
             // device told "committed" can rely on the cloud having it.
             while let Some(event) = round.poll_event() {
                 let outcome = match event {
-                    CoordinatorEvent::Committed { round, mut updates } => {
+                    CoordinatorEvent::Committed { round, updates } => {
                         info!(round, updates = updates.len(), "round committed");
-                        // A device weighs at most what it declared when it joined.
-                        for (node, update, _) in &mut updates {
-                            if let Some(&declared) = self.joined.get(node) {
-                                update.num_examples = update.num_examples.min(declared);
-                            }
-                        }
                         RoundOutcome::Committed { round, updates }
                     }
-                    CoordinatorEvent::Aborted { round, received } => {
-                        warn!(round, received, "round aborted");
-                        RoundOutcome::Aborted { round, received }
+                    CoordinatorEvent::Aborted { round, delivered } => {
+                        warn!(round, received = delivered.len(), "round aborted");
+                        RoundOutcome::Aborted { round, delivered }
                     }
                     CoordinatorEvent::Refused { from, reason } => {
                         warn!(node = %from, ?reason, "update refused");
@@ -426,7 +421,7 @@ impl<A: CloudApp> Hub<A> {
         let app = &mut self.app;
         let available: Vec<NodeName> = self
             .joined
-            .keys()
+            .iter()
             .filter(|n| self.connections.contains_key(*n))
             .cloned()
             .collect();
@@ -466,13 +461,9 @@ impl<A: CloudApp> Hub<A> {
 }
 
 /// Closes `node`'s connection, if any, with `Unserved` and `reason`.
-fn refuse(
-    connections: &HashMap<NodeName, (u64, UnboundedSender<Outbound>)>,
-    node: &NodeName,
-    reason: String,
-) {
+fn refuse(connections: &HashMap<NodeName, (u64, Outbox)>, node: &NodeName, reason: String) {
     if let Some((_, outbox)) = connections.get(node) {
-        let _ = outbox.send(Outbound::Refuse(reason));
+        outbox.refuse(&reason);
     }
 }
 
@@ -494,13 +485,10 @@ pub(crate) fn isolated<T>(
     })
 }
 
-fn send(
-    connections: &HashMap<NodeName, (u64, UnboundedSender<Outbound>)>,
-    to: &NodeName,
-    envelope: Envelope,
-) {
-    // A device that is not connected gets it again when it resends or reconnects.
+fn send(connections: &HashMap<NodeName, (u64, Outbox)>, to: &NodeName, envelope: Envelope) {
+    // A device that is not connected gets it again when it resends or reconnects; one
+    // whose outbox is full has its connection closed by it.
     if let Some((_, outbox)) = connections.get(to) {
-        let _ = outbox.send(Outbound::Send(envelope));
+        outbox.send(envelope);
     }
 }

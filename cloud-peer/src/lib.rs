@@ -9,10 +9,14 @@
 //!   [`CloseCode`](tandem_runtime::wire::CloseCode) and never affects other devices.
 //! - Shutting down closes every connection with `ShuttingDown` and waits for the
 //!   closes to be delivered.
+//! - One device cannot make the cloud hold more than a bound for it: its outbox is
+//!   bounded and every send has a deadline ([`OutboxLimits`]; past either, its connection
+//!   is closed), and its streams are read within the budgets of its Hello.
 
 mod app;
 pub mod fl;
 mod hub;
+mod outbox;
 mod server;
 #[cfg(feature = "model")]
 pub mod split_app;
@@ -25,4 +29,5 @@ pub use app::{
     StepReply, jobs_in_turn,
 };
 pub use hub::HubSettings;
+pub use outbox::OutboxLimits;
 pub use server::{ServeError, Server, ServerStats};

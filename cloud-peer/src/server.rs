@@ -1,7 +1,8 @@
 //! The QUIC server loop: accept connections, run the Hello exchange on each.
 
 use crate::app::{CloudApp, HelloOnly};
-use crate::hub::{self, HubInput, HubSettings, Outbound};
+use crate::hub::{self, HubInput, HubSettings};
+use crate::outbox::{Outbox, OutboxLimits};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,7 +58,11 @@ pub struct Server {
     name: NodeName,
     hello_timeout: Duration,
     held_tensor_bytes: u64,
+    stream_deadline: Duration,
+    /// Slots of connections between their first packet and their Hello.
+    pending_hellos: Arc<tokio::sync::Semaphore>,
     hub: HubSettings,
+    outbox: OutboxLimits,
     pki: Pki,
     stats: Arc<ServerStats>,
 }
@@ -95,7 +100,14 @@ impl Server {
             name: short,
             hello_timeout: limits.hello_timeout,
             held_tensor_bytes: limits.held_tensor_bytes,
+            stream_deadline: limits.stream_deadline,
+            pending_hellos: Arc::new(tokio::sync::Semaphore::new(
+                limits
+                    .max_pending_hellos
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             hub: HubSettings::default(),
+            outbox: OutboxLimits::default(),
             pki: pki.clone(),
             stats: Arc::default(),
         })
@@ -105,6 +117,12 @@ impl Server {
     /// defaults.
     pub fn with_hub(mut self, settings: HubSettings) -> Self {
         self.hub = settings;
+        self
+    }
+
+    /// Bounds each device's outbox with `limits` instead of the defaults.
+    pub fn with_outbox(mut self, limits: OutboxLimits) -> Self {
+        self.outbox = limits;
         self
     }
 
@@ -148,18 +166,30 @@ impl Server {
             // `None` means the endpoint was closed.
             let Some(incoming) = incoming else { break };
             let remote = incoming.remote_address();
+            // Connections without a Hello yet are capped by a count: past it, refused
+            // before their handshake (each would otherwise hold its slot for the Hello
+            // timeout).
+            let Ok(pending) = self.pending_hellos.clone().try_acquire_owned() else {
+                debug!(%remote, "refused: too many connections without a Hello");
+                incoming.refuse();
+                continue;
+            };
             let name = self.name.clone();
             let hello_timeout = self.hello_timeout;
             let pki = self.pki.clone();
             let context = Context {
                 hub: hub_tx.clone(),
+                outbox: self.outbox,
                 served,
                 held_tensor_bytes: self.held_tensor_bytes,
+                stream_deadline: self.stream_deadline,
                 stats: self.stats.clone(),
             };
             tokio::spawn(
                 async move {
-                    match handle_connection(incoming, name, hello_timeout, &pki, context).await {
+                    let handled =
+                        handle_connection(incoming, name, hello_timeout, &pki, context, pending);
+                    match handled.await {
                         Ok(()) => debug!("connection closed"),
                         Err(err) => warn!("connection ended: {}", with_causes(&err)),
                     }
@@ -185,19 +215,26 @@ const LOGGED_REFUSALS: u64 = 10;
 /// What a connection task shares with the rest of the server.
 struct Context {
     hub: std::sync::mpsc::Sender<HubInput>,
+    /// Each device's outbox bounds.
+    outbox: OutboxLimits,
     served: Capabilities,
     /// Each connection's budget of tensor bytes held at once.
     held_tensor_bytes: u64,
+    /// The time a session stream has for its message (see `Inbound::with_deadline`).
+    stream_deadline: Duration,
     stats: Arc<ServerStats>,
 }
 
 /// Runs one connection: Hello first, then its session streams until it closes.
+/// `pending` is its slot among the connections without a Hello, given back once the
+/// Hello has come or the connection has ended.
 async fn handle_connection(
     incoming: quinn::Incoming,
     name: NodeName,
     hello_timeout: Duration,
     pki: &Pki,
     context: Context,
+    pending: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), TransportError> {
     let connection = incoming.await.map_err(TransportError::from_connection)?;
     // TLS already verified the chain to our CA; the allowlist decides, before any frame.
@@ -233,6 +270,7 @@ async fn handle_connection(
             )));
         }
     };
+    drop(pending);
     let Some(version) = hello.negotiate() else {
         CloseCode::UnsupportedVersion.close(&connection);
         return Err(TransportError::Protocol(format!(
@@ -282,7 +320,9 @@ async fn handle_connection(
     // A finished stream after a delivered HelloAck: the device has everything it needs.
     let _ = send.finish();
     // Split steps are read only within the shape the application admitted.
-    let inbound = Inbound::cloud(granted, admitted.steps, context.held_tensor_bytes);
+    let inbound = Inbound::cloud(granted, admitted.steps, context.held_tensor_bytes)
+        .with_update_bytes(admitted.update_bytes)
+        .with_deadline(context.stream_deadline);
     run_session(connection, hello.node, session, inbound, context).await;
     Ok(())
 }
@@ -297,33 +337,16 @@ async fn run_session(
     inbound: Inbound,
     context: Context,
 ) {
-    let (outbox, mut outgoing) = tokio::sync::mpsc::unbounded_channel();
+    let (outbox, writer) = Outbox::start(connection.clone(), context.outbox);
     let connected = HubInput::Connected {
         node: node.clone(),
         id,
         outbox,
     };
     if context.hub.send(connected).is_err() {
+        writer.abort();
         return;
     }
-    let writer_connection = connection.clone();
-    let writer = tokio::spawn(async move {
-        while let Some(out) = outgoing.recv().await {
-            match out {
-                Outbound::Send(envelope) => {
-                    if let Err(err) = transport::send_envelope(&writer_connection, &envelope).await
-                    {
-                        debug!("send failed: {err}");
-                        break;
-                    }
-                }
-                Outbound::Refuse(reason) => {
-                    CloseCode::Unserved.close_because(&writer_connection, &reason);
-                    break;
-                }
-            }
-        }
-    });
     // Refusals of this connection, so a device that sends nothing else cannot flood the
     // log: the first few are logged, then one line per thousand.
     let refusals = Arc::new(AtomicU64::new(0));

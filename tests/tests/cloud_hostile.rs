@@ -48,6 +48,7 @@ impl CloudApp for ShapedApp {
     fn admit(&mut self, hello: &Hello) -> Result<Admitted, String> {
         Ok(Admitted {
             steps: Some(StepLimits::of(hello)),
+            ..Admitted::default()
         })
     }
 

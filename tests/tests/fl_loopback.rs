@@ -41,6 +41,9 @@ fn settings(state_dir: &std::path::Path, rounds: u64) -> FlSettings {
         dp: None,
         seed: 11,
         state_dir: state_dir.to_path_buf(),
+        max_examples: tandem_cloud::fl::validate::MAX_EXAMPLES,
+        median_caps: tandem_cloud::fl::round_bounds::MedianCaps::NETWORK,
+        max_aborted: 10,
     }
 }
 

@@ -43,6 +43,19 @@ impl RdpAccountant {
         Self::default()
     }
 
+    /// Orders tracked: the length of a valid account's vector.
+    pub fn orders_tracked(&self) -> usize {
+        orders().count()
+    }
+
+    /// Whether this account could have been made by [`RdpAccountant::compose`]: one
+    /// finite, non-negative value per tracked order (a damaged or hand-made file is not
+    /// read as less spent).
+    pub fn is_valid(&self) -> bool {
+        self.rdp.len() == self.orders_tracked()
+            && self.rdp.iter().all(|r| r.is_finite() && *r >= 0.0)
+    }
+
     /// Adds `rounds` rounds of the sampled Gaussian mechanism with sampling rate `q`
     /// (in `[0, 1]`) and noise multiplier `z` (positive).
     ///

@@ -215,7 +215,7 @@ impl Plan {
 
 /// The most bytes an update of `layout` takes under `codec` (every tensor behind its
 /// 4-byte length); `None` for a codec whose size depends on the round (ACP).
-fn update_bytes_bound(layout: &Layout, codec: CodecDesc) -> Option<usize> {
+pub fn update_bytes_bound(layout: &Layout, codec: CodecDesc) -> Option<usize> {
     layout
         .specs()
         .iter()

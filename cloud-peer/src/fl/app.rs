@@ -20,6 +20,8 @@ use super::record::{
 };
 use super::state::{RunState, StateError, StateLock};
 use super::strategy::{ClientUpdate, Strategy, StrategyKind};
+use super::membership::Membership;
+use super::round_bounds::{self, MedianCaps};
 use super::validate::{NormBound, validate};
 use crate::app::{Admitted, CloudApp, RoundOutcome, RoundQuorum};
 use std::collections::HashMap;
@@ -62,6 +64,25 @@ pub struct FlSettings {
     pub seed: u64,
     /// Where state and metrics live.
     pub state_dir: PathBuf,
+    /// The most examples a device may declare when it joins.
+    pub max_examples: u64,
+    /// How far a round's updates may go past its medians (weight, norm).
+    pub median_caps: MedianCaps,
+    /// Rounds aborted in a row after which the run stops.
+    pub max_aborted: u32,
+}
+
+impl FlSettings {
+    /// The updates a round of `per_round` needs by default: 80% of them (so one silent
+    /// device of ten does not abort every round), at least what `strategy` needs, at most
+    /// the round.
+    pub fn default_min_updates(per_round: usize, strategy: StrategyKind) -> usize {
+        (4 * per_round)
+            .div_ceil(5)
+            .max(strategy.min_updates())
+            .min(per_round)
+            .max(1)
+    }
 }
 
 /// The federated application.
@@ -80,6 +101,13 @@ pub struct FlApp<T: Task> {
     misses: HashMap<NodeName, (u32, u64)>,
     /// Central DP and the privacy spent, saved beside the state.
     dp: Option<CentralDp>,
+    /// The devices that joined and their declared example counts (saved in the state).
+    members: Membership,
+    /// Rounds aborted in a row, and who of their participants never delivered.
+    aborted: AbortStreak,
+    /// The most bytes an update of the model takes under the run's codec: a larger one
+    /// is refused unread.
+    update_bytes: u64,
     /// This cloud's hold on `settings.state_dir`.
     _lock: StateLock,
 }
@@ -92,6 +120,24 @@ struct Started {
     participants: Vec<NodeName>,
     /// Each participant's view once it has decoded its task (lossy downlink only).
     sent: HashMap<NodeName, ModelView>,
+}
+
+/// The most bytes an update of `layout` takes under `codec`; for a codec whose size
+/// depends on the round (ACP: coefficients against the round's shared factors), twice
+/// the identity update, which it never reaches.
+fn update_bytes_bound(layout: &tandem_runtime::fl::Layout, codec: CodecDesc) -> u64 {
+    let identity = tandem_runtime::fl::update::identity_len(layout);
+    super::adapt::update_bytes_bound(layout, codec).unwrap_or(2 * identity) as u64
+}
+
+/// Rounds aborted in a row.
+#[derive(Debug, Default)]
+struct AbortStreak {
+    rounds: u32,
+    /// Participants of those rounds that never delivered in any of them.
+    silent: std::collections::BTreeSet<NodeName>,
+    /// Participants that delivered in one of them.
+    delivered: std::collections::BTreeSet<NodeName>,
 }
 
 /// Rounds a device sits out after its `misses`-th missed deadline in a row.
@@ -123,6 +169,8 @@ where
                 layout,
                 strategy: strategy_spec,
                 round: 0,
+                committed: 0,
+                members: Default::default(),
                 global: task.initial_weights(settings.seed),
                 first: Vec::new(),
                 second: Vec::new(),
@@ -151,8 +199,13 @@ where
             }
             None => None,
         };
+        let members = Membership::restore(&state.members, settings.max_examples);
+        let update_bytes = update_bytes_bound(task.layout(), settings.codec);
         Ok(Self {
+            update_bytes,
             _lock: lock,
+            members,
+            aborted: AbortStreak::default(),
             dp,
             task,
             test,
@@ -166,9 +219,14 @@ where
         })
     }
 
-    /// The last committed round.
+    /// The last round run (committed or aborted).
     pub fn round(&self) -> u64 {
         self.state.round
+    }
+
+    /// Rounds committed.
+    pub fn committed(&self) -> u64 {
+        self.state.committed
     }
 
     /// Commits the round: its record (if it ran) to the metrics and plot, then the state.
@@ -185,6 +243,7 @@ where
         self.state.first = self.strategy.first.clone();
         self.state.second = self.strategy.second.clone();
         self.state.steps = self.strategy.steps;
+        self.state.members = self.members.to_saved();
         // The privacy account first: a state saved without it would under-count.
         if let Some(dp) = &self.dp
             && let Err(err) = dp.save(&self.settings.state_dir)
@@ -196,7 +255,7 @@ where
             // The round stays in memory; the next commit tries again.
             warn!("state not saved: {err}");
         }
-        if recorded && self.state.round == self.settings.rounds {
+        if recorded && self.state.committed == self.settings.rounds {
             let layout = self.task.layout();
             let lines = [
                 summary(&self.records, identity_update_bytes(layout)),
@@ -255,11 +314,10 @@ where
     }
 
     /// Views and misses after `started`'s round, in which the updates of `delivered`
-    /// arrived (`None`: the round aborted, who delivered is unknown). A device whose
-    /// update arrived holds the view sent to it; any other participant gets the full
-    /// model next time, and one that missed a committed round's deadline sits out.
-    fn settle(&mut self, mut started: Started, delivered: Option<&[&NodeName]>) {
-        let arrived = |node: &NodeName| delivered.is_some_and(|d| d.contains(&node));
+    /// arrived (committed or aborted). A device whose update arrived holds the view sent
+    /// to it; any other participant gets the full model next time and sits out.
+    fn settle(&mut self, mut started: Started, delivered: &[&NodeName]) {
+        let arrived = |node: &NodeName| delivered.contains(&node);
         for node in &started.participants {
             self.views.remove(node);
             if arrived(node)
@@ -267,9 +325,6 @@ where
             {
                 self.views.insert(node.clone(), view);
             }
-        }
-        if delivered.is_none() {
-            return;
         }
         for node in started.participants {
             if arrived(&node) {
@@ -279,6 +334,40 @@ where
                 entry.0 += 1;
                 entry.1 = started.round + backoff(entry.0);
             }
+        }
+    }
+}
+
+impl<T: Task> FlApp<T> {
+    /// Counts an aborted round of `participants`, of whom `delivered` reported, in the
+    /// streak; at `max_aborted` in a row no more rounds start, and one line says who
+    /// never reported.
+    fn note_abort(&mut self, participants: &[NodeName], delivered: &[NodeName]) {
+        let streak = &mut self.aborted;
+        streak.rounds += 1;
+        streak.delivered.extend(delivered.iter().cloned());
+        streak.silent.extend(
+            participants
+                .iter()
+                .filter(|p| !delivered.contains(p))
+                .cloned(),
+        );
+        let reported = &streak.delivered;
+        streak.silent.retain(|node| !reported.contains(node));
+        if streak.rounds == self.settings.max_aborted {
+            let silent: Vec<&str> = streak.silent.iter().map(NodeName::as_str).collect();
+            let line = format!(
+                "fl: stopped after {} rounds aborted in a row (each needs {} updates); never reported: {}",
+                streak.rounds,
+                self.settings.min_updates,
+                if silent.is_empty() {
+                    "nobody (too few devices reported in time)".to_string()
+                } else {
+                    silent.join(", ")
+                }
+            );
+            warn!("{line}");
+            println!("{line}");
         }
     }
 }
@@ -345,12 +434,24 @@ where
                 hello.model.name
             ));
         }
-        Ok(Admitted::default())
+        Ok(Admitted {
+            update_bytes: Some(self.update_bytes),
+            ..Admitted::default()
+        })
     }
 
+    fn join(&mut self, node: &NodeName, examples: u64) -> Result<(), String> {
+        self.members
+            .join(node, examples)
+            .map(|_| ())
+            .map_err(|refusal| refusal.to_string())
+    }
+
+    /// A round starts once it could commit: `min_updates` devices connected (it samples
+    /// up to `per_round` of them), so devices that left do not stall the run.
     fn quorum(&self) -> RoundQuorum {
         RoundQuorum {
-            participants: self.settings.per_round,
+            participants: self.settings.min_updates,
             min_updates: self.settings.min_updates,
         }
     }
@@ -377,7 +478,10 @@ where
         _hub_round: u64,
         participants: &[NodeName],
     ) -> Option<Vec<Assignment>> {
-        if self.state.round >= self.settings.rounds {
+        if self.state.committed >= self.settings.rounds {
+            return None;
+        }
+        if self.aborted.rounds >= self.settings.max_aborted {
             return None;
         }
         if self
@@ -448,16 +552,27 @@ where
     fn round_ended(&mut self, outcome: RoundOutcome) {
         let (round, updates) = match outcome {
             RoundOutcome::Committed { round, updates } => (round, updates),
-            RoundOutcome::Aborted { round, received } => {
-                warn!(round, received, "round aborted: the global model stays");
-                if let Some(started) = self.started.take().filter(|s| s.round == round) {
-                    self.settle(started, None);
-                }
+            RoundOutcome::Aborted { round, delivered } => {
+                warn!(
+                    round,
+                    received = delivered.len(),
+                    "round aborted: the global model stays, and the round does not count"
+                );
+                let participants = match self.started.take().filter(|s| s.round == round) {
+                    Some(started) => {
+                        let participants = started.participants.clone();
+                        self.settle(started, &delivered.iter().collect::<Vec<_>>());
+                        participants
+                    }
+                    None => Vec::new(),
+                };
+                self.note_abort(&participants, &delivered);
                 self.state.round = round;
                 self.commit(None);
                 return;
             }
         };
+        self.aborted = AbortStreak::default();
         let (seconds, downlink_bytes, sampled) = match self.started.take() {
             Some(started) if started.round == round => {
                 let figures = (
@@ -466,7 +581,7 @@ where
                     started.participants.len(),
                 );
                 let delivered: Vec<&NodeName> = updates.iter().map(|(node, ..)| node).collect();
-                self.settle(started, Some(&delivered));
+                self.settle(started, &delivered);
                 figures
             }
             _ => (0.0, 0, self.settings.per_round),
@@ -482,12 +597,18 @@ where
                 refused += 1;
                 continue;
             }
+            // A device weighs at most what its first Join declared.
+            let Some(weight) = self.members.weight(node, update.num_examples) else {
+                warn!(%node, round, "update refused: the device never joined");
+                refused += 1;
+                continue;
+            };
             match validate(
                 update.codec,
                 self.state.factors.as_ref(),
                 self.task.layout(),
                 bytes,
-                update.num_examples,
+                weight,
                 self.settings.bound,
             ) {
                 Ok(v) => {
@@ -501,6 +622,15 @@ where
                     refused += 1;
                 }
             }
+        }
+        let bounded = round_bounds::apply(self.settings.median_caps, &mut valid);
+        if bounded != round_bounds::Bounded::default() {
+            info!(
+                round,
+                weights = bounded.weights,
+                norms = bounded.norms,
+                "updates bounded by the round's medians"
+            );
         }
         let noise = match self.dp.as_mut() {
             Some(dp) => {
@@ -529,12 +659,14 @@ where
         );
         let epsilon = self.dp.as_ref().map(CentralDp::epsilon);
         self.state.round = round;
+        self.state.committed += 1;
         let eval = self.task.evaluate(&self.state.global, &self.test);
         let eval = eval
             .inspect_err(|err| tracing::warn!(round, "evaluation failed: {err}"))
             .ok();
         let (accuracy, loss) = (eval.map(|e| e.accuracy), eval.map(|e| e.loss));
         let train_loss = mean_train_loss(&train_losses);
+        clipped += bounded.norms;
         self.commit(Some(RoundRecord {
             round,
             accuracy,
@@ -589,6 +721,9 @@ mod tests {
             dp: None,
             seed: 7,
             state_dir,
+            max_examples: super::super::validate::MAX_EXAMPLES,
+            median_caps: MedianCaps::NETWORK,
+            max_aborted: 10,
         };
         FlApp::new(
             Fmnist::new(ComputeBackend::Flex),
@@ -647,12 +782,16 @@ mod tests {
             tandem_runtime::fl::update::decode(CodecDesc::Identity, app.task.layout(), model)
                 .unwrap();
         assert_eq!(decoded, app.state.global);
-        app.state.round = 5;
+        app.state.committed = 5;
         assert!(app.round_tasks(6, &devices).is_none());
     }
 
-    /// Round `round` commits with a zero update from each of `delivered`.
+    /// Round `round` commits with a zero update from each of `delivered` (joined with 10
+    /// examples).
     fn commit(app: &mut FlApp<Fmnist>, round: u64, delivered: &[NodeName]) {
+        for node in delivered {
+            app.join(node, 10).unwrap();
+        }
         let zeros = vec![0.0; app.task.layout().len()];
         let bytes = UpdateEncoder::new(app.task.layout().clone(), CodecDesc::Identity)
             .unwrap()
@@ -892,7 +1031,7 @@ mod tests {
         let krum: StrategyKind = "krum:f=2".parse().unwrap();
         assert_eq!(
             FlSettings::default_min_updates(5, krum),
-            krum.min_updates().min(5).max(4)
+            krum.min_updates().clamp(4, 5)
         );
     }
 

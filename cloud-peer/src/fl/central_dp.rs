@@ -146,12 +146,20 @@ impl CentralDp {
     }
 
     /// Continues with the privacy spent saved in `dir` (see [`CentralDp::save`]);
-    /// `Ok(false)` if there is none.
+    /// `Ok(false)` if there is none; refused if it is not an account
+    /// ([`RdpAccountant::is_valid`]).
     pub fn restore(&mut self, dir: &Path) -> Result<bool, SealedError> {
-        let Some(accountant) = sealed::load(&dir.join(ACCOUNT_FILE), ACCOUNT_MAGIC, 64 << 10)?
+        let path = dir.join(ACCOUNT_FILE);
+        let Some(accountant) = sealed::load::<RdpAccountant>(&path, ACCOUNT_MAGIC, 64 << 10)?
         else {
             return Ok(false);
         };
+        if !accountant.is_valid() {
+            return Err(SealedError::Corrupt {
+                path,
+                what: "not one finite, non-negative value per tracked order",
+            });
+        }
         self.accountant = accountant;
         Ok(true)
     }

@@ -1,5 +1,6 @@
 //! Federated learning in the cloud: aggregation [`strategy`] (a round [`apply`]), update
-//! [`validate`]ion, central differential privacy ([`central_dp`], its [`accountant`]),
+//! [`validate`]ion, the run's [`membership`] (declared example counts), a round's updates
+//! bounded against its medians ([`round_bounds`]), central differential privacy ([`central_dp`], its [`accountant`]),
 //! [`secure`] aggregation (the simulation's glue to `tandem_runtime::fl::secagg`),
 //! hostile clients for experiments ([`byzantine`]), the run's [`state`] on disk, and with
 //! feature `model` the networked `app` (`serve --app fl`) and `simulate`: many clients
@@ -14,8 +15,10 @@ pub mod app;
 pub mod apply;
 pub mod byzantine;
 pub mod central_dp;
+pub mod membership;
 #[cfg(feature = "model")]
 pub mod record;
+pub mod round_bounds;
 pub mod secure;
 #[cfg(feature = "model")]
 pub mod simulate;

@@ -9,7 +9,7 @@ use tandem_runtime::sealed::{self, SealedError};
 
 /// The state file in a `--state` directory.
 pub const FILE_NAME: &str = "fl-state.bin";
-const MAGIC: &[u8; 8] = b"TNDMFLS2";
+const MAGIC: &[u8; 8] = b"TNDMFLS3";
 
 /// The most parameters a state file may hold (as the codecs' `MAX_ELEMENTS`).
 const MAX_VALUES: usize = tandem_runtime::codec::MAX_ELEMENTS;
@@ -23,8 +23,15 @@ pub struct RunState {
     pub layout: u64,
     /// The strategy the moments belong to (its spec, e.g. `fedavgm:lr=1,momentum=0.9`).
     pub strategy: String,
-    /// The last committed (or aborted) round.
+    /// The last round run, committed or aborted (round ids only increase, so a device
+    /// never takes a new round for one it has finished).
     pub round: u64,
+    /// Rounds committed: the run ends when they reach `--rounds` (aborted rounds do not
+    /// count).
+    pub committed: u64,
+    /// Each device's example count as its first Join declared it: fixed for the run
+    /// ([`super::membership`]).
+    pub members: std::collections::BTreeMap<String, u64>,
     /// The global model.
     pub global: Vec<f32>,
     /// Strategy first moment (may be empty).
@@ -69,6 +76,25 @@ pub enum StateError {
         /// The account's file name.
         file: &'static str,
     },
+    /// Another cloud holds the directory's lock: two clouds on one directory would
+    /// overwrite each other's state and privacy account.
+    #[error(
+        "{dir}: another tandem-cloud is using this --state directory (it holds {lock}); stop it or pass another --state"
+    )]
+    Locked {
+        /// The state directory.
+        dir: PathBuf,
+        /// Its lock file.
+        lock: PathBuf,
+    },
+    /// The lock file could not be created or locked.
+    #[error("{path}: cannot lock the --state directory: {error}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
     /// A state of another task or model.
     #[error(
         "{path}: state of task '{found}' (layout {found_layout:016x}), not of '{expected}' (layout {expected_layout:016x}); use another --state directory"
@@ -85,6 +111,43 @@ pub enum StateError {
         /// Its layout.
         found_layout: u64,
     },
+}
+
+/// The lock file in a `--state` directory.
+pub const LOCK_FILE: &str = "fl-state.lock";
+
+/// An exclusive lock on a `--state` directory (an advisory `flock` on its lock file),
+/// held for as long as this lives: one cloud per directory. The OS drops it when the
+/// process dies, so a crashed cloud never leaves its directory locked.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+impl StateLock {
+    /// Locks `dir` (created if missing); refused while another process holds it.
+    pub fn acquire(dir: &Path) -> Result<Self, StateError> {
+        let path = dir.join(LOCK_FILE);
+        let failed = |error| StateError::Lock {
+            path: path.clone(),
+            error,
+        };
+        std::fs::create_dir_all(dir).map_err(failed)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(failed)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Locked {
+                dir: dir.to_path_buf(),
+                lock: path,
+            }),
+            Err(std::fs::TryLockError::Error(error)) => Err(failed(error)),
+        }
+    }
 }
 
 impl RunState {
@@ -153,6 +216,8 @@ mod tests {
             layout: 42,
             strategy: "fedavg".into(),
             round: 7,
+            committed: 6,
+            members: [("dev-1".to_string(), 600)].into(),
             global: vec![1.0, -2.5, 3.25],
             first: vec![0.1, 0.2, 0.3],
             second: Vec::new(),

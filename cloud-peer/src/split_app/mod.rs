@@ -142,6 +142,7 @@ impl CloudApp for SplitApp {
         let plan = admission.plan;
         let admitted = Admitted {
             steps: Some(admission.step_limits()),
+            ..Admitted::default()
         };
         if self.freed.get(&hello.node) == Some(&plan.process) {
             return Err("this cloud freed the top of this device process (it was away too long, or its step failed): restart the device with --resume to continue from its checkpoint".into());

@@ -34,4 +34,15 @@ impl Envelope {
             Envelope::RoundResult(_) => Kind::RoundResult,
         }
     }
+
+    /// Bytes of its tensor (0 for a message without one).
+    pub fn tensor_len(&self) -> usize {
+        match self {
+            Envelope::Activations(_, t)
+            | Envelope::CutGradient(_, t)
+            | Envelope::RoundTask(_, t)
+            | Envelope::Update(_, t) => t.len(),
+            Envelope::Join(_) | Envelope::RoundResult(_) => 0,
+        }
+    }
 }

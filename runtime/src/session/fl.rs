@@ -58,8 +58,9 @@ pub enum CoordinatorEvent {
     Aborted {
         /// The round.
         round: u64,
-        /// Updates that had arrived.
-        received: usize,
+        /// The participants whose updates had arrived, in node order (the others missed
+        /// the deadline).
+        delivered: Vec<NodeName>,
     },
     /// An update was refused (also counted in the round result).
     Refused {
@@ -253,16 +254,17 @@ impl RoundCoordinator {
             });
         }
         let round = self.round;
-        let updates: Vec<_> = std::mem::take(&mut self.accepted)
-            .into_iter()
-            .map(|(node, (update, tensor))| (node, update, tensor))
-            .collect();
+        let accepted = std::mem::take(&mut self.accepted);
         self.events.push_back(if committed {
+            let updates = accepted
+                .into_iter()
+                .map(|(node, (update, tensor))| (node, update, tensor))
+                .collect();
             CoordinatorEvent::Committed { round, updates }
         } else {
             CoordinatorEvent::Aborted {
                 round,
-                received: updates.len(),
+                delivered: accepted.into_keys().collect(),
             }
         });
     }

@@ -221,12 +221,35 @@ pub enum CloudEvent {
     },
 }
 
+/// What identifies a step's request: its message and a checksum of its tensor, so that
+/// only a true resend of a step gets its cached reply. FNV is enough here although the
+/// device chooses the bytes: a collision only earns the device the reply to its own step,
+/// for a request as long as the one that asked for it (the message and length match).
+#[derive(Clone, Debug, PartialEq)]
+struct Asked {
+    activations: Box<Activations>,
+    tensor_sum: u64,
+    tensor_len: usize,
+}
+
+impl Asked {
+    fn of(activations: &Activations, tensor: &[u8]) -> Self {
+        Self {
+            activations: Box::new(activations.clone()),
+            tensor_sum: crate::fnv::fnv1a64(tensor),
+            tensor_len: tensor.len(),
+        }
+    }
+}
+
 /// The cloud side of split steps for one device.
 pub struct SplitCloud {
-    /// The step handed to the application and not yet answered.
-    pending: Option<u64>,
-    /// The last answered step and its reply, resent when the device repeats the step.
-    last_reply: Option<(u64, Envelope)>,
+    /// The step handed to the application and not yet answered, and what asked for it.
+    pending: Option<(u64, Asked)>,
+    /// The last answered step, what asked for it and its reply, resent when the device
+    /// repeats the step exactly (anything else of that step is ignored: a short forged
+    /// "resend" must not make the cloud send a large reply again).
+    last_reply: Option<(u64, Asked, Envelope)>,
     outbox: VecDeque<Envelope>,
     events: VecDeque<CloudEvent>,
     stats: SplitStats,
@@ -262,11 +285,15 @@ impl SplitCloud {
             return;
         };
         let step = activations.step;
-        if let Some((answered, reply)) = &self.last_reply {
+        if let Some((answered, asked, reply)) = &self.last_reply {
             if step == *answered {
-                // The device missed our answer: resend it, do not train again.
-                self.outbox.push_back(reply.clone());
-                self.stats.resent += 1;
+                if *asked == Asked::of(&activations, &tensor) {
+                    // The device missed our answer: resend it, do not train again.
+                    self.outbox.push_back(reply.clone());
+                    self.stats.resent += 1;
+                } else {
+                    self.stats.ignored += 1;
+                }
                 return;
             }
             if step < *answered {
@@ -274,8 +301,8 @@ impl SplitCloud {
                 return;
             }
         }
-        if let Some(pending) = self.pending
-            && step <= pending
+        if let Some((pending, _)) = &self.pending
+            && step <= *pending
         {
             // A resend of the step being computed (or an older one).
             self.stats.ignored += 1;
@@ -285,7 +312,7 @@ impl SplitCloud {
         // answering it now returns `NotPending`. One not yet handed to the application
         // is dropped, so a device holds at most one waiting step here, however fast it
         // sends.
-        self.pending = Some(step);
+        self.pending = Some((step, Asked::of(&activations, &tensor)));
         self.events.clear();
         self.events.push_back(CloudEvent::Activations {
             activations,
@@ -300,13 +327,16 @@ impl SplitCloud {
         gradient: CutGradient,
         tensor: Vec<u8>,
     ) -> Result<(), SplitError> {
-        if self.pending != Some(gradient.step) {
-            return Err(SplitError::NotPending(gradient.step));
-        }
-        self.pending = None;
+        let asked = match self.pending.take() {
+            Some((step, asked)) if step == gradient.step => asked,
+            other => {
+                self.pending = other;
+                return Err(SplitError::NotPending(gradient.step));
+            }
+        };
         let step = gradient.step;
         let reply = Envelope::CutGradient(gradient, tensor);
-        self.last_reply = Some((step, reply.clone()));
+        self.last_reply = Some((step, asked, reply.clone()));
         self.outbox.push_back(reply);
         Ok(())
     }

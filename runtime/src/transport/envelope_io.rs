@@ -12,7 +12,9 @@ use crate::wire::{
     Activations, Capabilities, CutGradient, FrameHeader, Join, Kind, RoundResult, RoundTask,
     TensorMessage, Update,
 };
+use super::limits::MIN_STREAM_RATE;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The application error code a receiver stops a refused stream with.
@@ -51,6 +53,11 @@ pub struct Inbound {
     kinds: &'static [Kind],
     steps: Option<StepLimits>,
     budget: Option<(Arc<Semaphore>, u64)>,
+    /// The most tensor bytes of one update.
+    update_bytes: Option<u64>,
+    /// The time a stream has for its message (and, plus a second per
+    /// [`MIN_STREAM_RATE`] bytes, for its tensor once its budget is held).
+    deadline: Option<Duration>,
 }
 
 impl Inbound {
@@ -60,6 +67,8 @@ impl Inbound {
             kinds: &[Kind::CutGradient, Kind::RoundTask, Kind::RoundResult],
             steps: None,
             budget: None,
+            update_bytes: None,
+            deadline: None,
         }
     }
 
@@ -86,7 +95,45 @@ impl Inbound {
             kinds,
             steps,
             budget: Some((Arc::new(Semaphore::new(permits as usize)), permits)),
+            update_bytes: None,
+            deadline: None,
         }
+    }
+
+    /// Refuses an update whose tensor is over `bytes` from its message, unread.
+    pub fn with_update_bytes(mut self, bytes: Option<u64>) -> Self {
+        self.update_bytes = bytes;
+        self
+    }
+
+    /// Refuses a stream that has not delivered its message within `deadline`, or its
+    /// tensor within `deadline` plus a second per [`MIN_STREAM_RATE`] bytes.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Runs `read` within the stream's deadline for `tensor_bytes` (no deadline: as is).
+    async fn within<T>(
+        &self,
+        tensor_bytes: u64,
+        read: impl std::future::Future<Output = Result<T, TransportError>>,
+    ) -> Result<T, TransportError> {
+        let Some(base) = self.deadline else {
+            return read.await;
+        };
+        let limit = base.saturating_add(Duration::from_secs(tensor_bytes / MIN_STREAM_RATE));
+        tokio::time::timeout(limit, read).await.map_err(|_| {
+            TransportError::Protocol(format!(
+                "the stream did not deliver {} within {} s",
+                if tensor_bytes == 0 {
+                    "its message".to_string()
+                } else {
+                    format!("its tensor of {tensor_bytes} bytes")
+                },
+                limit.as_secs_f64()
+            ))
+        })?
     }
 
     /// Whether a message of `kind` is read at all.
@@ -154,7 +201,7 @@ pub async fn read_envelope(
     recv: &mut quinn::RecvStream,
     inbound: &Inbound,
 ) -> Result<(Envelope, InFlight), TransportError> {
-    let header = read_header(recv).await?;
+    let header = inbound.within(0, read_header(recv)).await?;
     let kind = header.kind();
     if !inbound.accepts(kind) {
         return Err(TransportError::Protocol(format!(
@@ -163,7 +210,7 @@ pub async fn read_envelope(
     }
     Ok(match kind {
         Kind::Activations => {
-            let msg: Activations = read_body(recv, &header).await?;
+            let msg: Activations = inbound.within(0, read_body(recv, &header)).await?;
             if let Some(limits) = &inbound.steps {
                 limits
                     .check(&msg)
@@ -171,7 +218,9 @@ pub async fn read_envelope(
             }
             msg.check_payload_len()?;
             let held = inbound.hold(msg.payload_len).await?;
-            let tensor = read_tensor(recv, &msg).await?;
+            let tensor = inbound
+                .within(msg.payload_len, read_tensor(recv, &msg))
+                .await?;
             (Envelope::Activations(Box::new(msg), tensor), held)
         }
         Kind::CutGradient => {
@@ -187,11 +236,15 @@ pub async fn read_envelope(
             (Envelope::Update(msg, tensor), held)
         }
         Kind::Join => (
-            Envelope::Join(read_body::<Join>(recv, &header).await?),
+            Envelope::Join(inbound.within(0, read_body::<Join>(recv, &header)).await?),
             InFlight(None),
         ),
         Kind::RoundResult => (
-            Envelope::RoundResult(read_body::<RoundResult>(recv, &header).await?),
+            Envelope::RoundResult(
+                inbound
+                    .within(0, read_body::<RoundResult>(recv, &header))
+                    .await?,
+            ),
             InFlight(None),
         ),
         other => {
@@ -203,15 +256,25 @@ pub async fn read_envelope(
 }
 
 /// Reads a tensor message's body, holds its tensor's bytes of the budget, then reads
-/// the tensor.
+/// the tensor. An update over the inbound's bound is refused before its tensor.
 async fn read_held<M: TensorMessage>(
     recv: &mut quinn::RecvStream,
     header: &FrameHeader,
     inbound: &Inbound,
 ) -> Result<(M, Vec<u8>, InFlight), TransportError> {
-    let msg: M = read_body(recv, header).await?;
+    let msg: M = inbound.within(0, read_body(recv, header)).await?;
     msg.check_payload_len()?;
+    if let (Kind::Update, Some(bound)) = (header.kind(), inbound.update_bytes)
+        && msg.payload_len() > bound
+    {
+        return Err(TransportError::Protocol(format!(
+            "an update of {} bytes is over this run's bound of {bound} (the model under its codec)",
+            msg.payload_len()
+        )));
+    }
     let held = inbound.hold(msg.payload_len()).await?;
-    let tensor = read_tensor(recv, &msg).await?;
+    let tensor = inbound
+        .within(msg.payload_len(), read_tensor(recv, &msg))
+        .await?;
     Ok((msg, tensor, held))
 }

@@ -30,6 +30,25 @@ pub struct TransportLimits {
     /// processed: further streams wait unread (QUIC flow control then stalls the
     /// device), and a single larger tensor is refused.
     pub held_tensor_bytes: u64,
+    /// A session stream must deliver its message within this, and its tensor within
+    /// this plus a second per [`MIN_STREAM_RATE`] bytes: a stream fed a byte at a time
+    /// (slowloris) is refused at its deadline instead of held open.
+    pub stream_deadline: Duration,
+    /// Connections past the QUIC handshake and still without a Hello, at most; more are
+    /// refused at once (each one otherwise holds its slot for `hello_timeout`).
+    pub max_pending_hellos: usize,
+}
+
+/// The slowest a tensor may arrive, in bytes a second (256 kbit/s): a 25 MB split reply
+/// then has about 13 minutes.
+pub const MIN_STREAM_RATE: u64 = 32 << 10;
+
+impl TransportLimits {
+    /// How long a stream carrying `tensor_bytes` may take in all.
+    pub fn stream_time(&self, tensor_bytes: u64) -> Duration {
+        self.stream_deadline
+            .saturating_add(Duration::from_secs(tensor_bytes / MIN_STREAM_RATE))
+    }
 }
 
 impl Default for TransportLimits {
@@ -44,6 +63,8 @@ impl Default for TransportLimits {
             keep_alive: Duration::from_secs(5),
             hello_timeout: Duration::from_secs(10),
             held_tensor_bytes: 128 << 20,
+            stream_deadline: Duration::from_secs(10),
+            max_pending_hellos: 256,
         }
     }
 }

@@ -1,0 +1,193 @@
+//! A round's valid updates bounded against each other, after validation and before the
+//! strategy: no update weighs more than a multiple of the round's median weight, and none
+//! is longer than a multiple of the round's median norm (it is scaled down to that).
+//!
+//! Validation bounds each update alone (`--clip`, the declared count), which leaves one
+//! device free to declare the most examples the cap allows and to send the longest update
+//! the bound allows, in the direction it likes. Against the round's median, which one
+//! device cannot move, its leverage over the mean is at most `weight x norm` times an
+//! ordinary device's. Clipping at the median norm is adaptive clipping at the 0.5 quantile
+//! (Andrew et al. 2021, "Differentially Private Learning with Adaptive Clipping", whose
+//! default target quantile it is); the median is the lower one, so one device of two
+//! cannot set it either.
+
+use super::strategy::ClientUpdate;
+use super::validate::{clip_to, exact_norm};
+use std::fmt;
+use std::str::FromStr;
+
+/// How far past the round's medians an update may go (`None`: not bounded).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MedianCaps {
+    /// An update weighs at most this many times the median weight.
+    pub weight: Option<u64>,
+    /// An update is scaled down to at most this many times the median norm.
+    pub norm: Option<f64>,
+}
+
+impl MedianCaps {
+    /// No bound.
+    pub const OFF: Self = Self {
+        weight: None,
+        norm: None,
+    };
+
+    /// The networked cloud's default: weights up to twice the median, norms up to the
+    /// median.
+    pub const NETWORK: Self = Self {
+        weight: Some(2),
+        norm: Some(1.0),
+    };
+}
+
+impl FromStr for MedianCaps {
+    type Err = String;
+
+    /// `off`, or `weight=W,norm=N` (either may be left out: not bounded), W an integer
+    /// >= 1, N a number >= 1.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!(
+                "--median-caps {s}: expected off or weight=W,norm=N (W an integer >= 1, N a number >= 1; either may be left out)"
+            )
+        };
+        if s == "off" {
+            return Ok(Self::OFF);
+        }
+        let mut caps = Self::OFF;
+        for part in s.split(',') {
+            match part.split_once('=').ok_or_else(bad)? {
+                ("weight", w) => {
+                    caps.weight = Some(w.parse().ok().filter(|&w: &u64| w >= 1).ok_or_else(bad)?)
+                }
+                ("norm", n) => {
+                    caps.norm = Some(
+                        n.parse()
+                            .ok()
+                            .filter(|n: &f64| n.is_finite() && *n >= 1.0)
+                            .ok_or_else(bad)?,
+                    )
+                }
+                _ => return Err(bad()),
+            }
+        }
+        Ok(caps)
+    }
+}
+
+impl fmt::Display for MedianCaps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.weight, self.norm) {
+            (None, None) => f.write_str("off"),
+            (Some(w), None) => write!(f, "weight={w}"),
+            (None, Some(n)) => write!(f, "norm={n}"),
+            (Some(w), Some(n)) => write!(f, "weight={w},norm={n}"),
+        }
+    }
+}
+
+/// What the caps did to a round.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bounded {
+    /// Updates whose weight was lowered.
+    pub weights: usize,
+    /// Updates scaled down to the norm cap.
+    pub norms: usize,
+}
+
+/// The lower median of `values` (`None` if empty).
+fn lower_median<T: Copy + PartialOrd>(values: &[T]) -> Option<T> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    sorted.get(sorted.len().saturating_sub(1) / 2).copied()
+}
+
+/// Bounds `updates` (validated: finite) by `caps`.
+pub fn apply(caps: MedianCaps, updates: &mut [ClientUpdate]) -> Bounded {
+    let mut bounded = Bounded::default();
+    if let Some(factor) = caps.weight {
+        let weights: Vec<u64> = updates.iter().map(|u| u.examples).collect();
+        if let Some(median) = lower_median(&weights) {
+            let cap = median.saturating_mul(factor).max(1);
+            for update in updates.iter_mut().filter(|u| u.examples > cap) {
+                update.examples = cap;
+                bounded.weights += 1;
+            }
+        }
+    }
+    if let Some(factor) = caps.norm {
+        let norms: Vec<f64> = updates.iter().map(|u| exact_norm(&u.delta)).collect();
+        if let Some(median) = lower_median(&norms) {
+            let cap = median * factor;
+            for (update, &norm) in updates.iter_mut().zip(&norms) {
+                if norm > cap {
+                    clip_to(&mut update.delta, norm, cap);
+                    bounded.norms += 1;
+                }
+            }
+        }
+    }
+    bounded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(value: f32, examples: u64) -> ClientUpdate {
+        ClientUpdate {
+            delta: vec![value; 4],
+            examples,
+        }
+    }
+
+    /// Nine honest devices and one that declares 2^24 examples and sends its update
+    /// sign-flipped x10: its share of the FedAvg mean falls from almost all of it to at
+    /// most `weight x norm` ordinary devices', and the mean keeps the honest sign.
+    #[test]
+    fn one_inflated_sign_flipped_update_cannot_outweigh_the_round() {
+        let mut updates: Vec<ClientUpdate> = (0..9).map(|i| update(0.1 + 0.01 * i as f32, 600)).collect();
+        updates.push(update(-1.0, 1 << 24));
+        let mean = |updates: &[ClientUpdate]| {
+            let total: u64 = updates.iter().map(|u| u.examples).sum();
+            updates
+                .iter()
+                .map(|u| f64::from(u.delta[0]) * u.examples as f64 / total as f64)
+                .sum::<f64>()
+        };
+        assert!(mean(&updates) < -0.99, "unbounded, the attacker sets the mean");
+        let bounded = apply(MedianCaps::NETWORK, &mut updates);
+        assert_eq!(bounded, Bounded { weights: 1, norms: 5 });
+        let attacker = updates.last().unwrap();
+        assert_eq!(attacker.examples, 1200);
+        // Scaled to the median norm (0.14 a value), sign kept.
+        assert!((attacker.delta[0] + 0.14).abs() < 1e-6, "{:?}", attacker.delta);
+        let honest_mean = 0.14;
+        let m = mean(&updates);
+        assert!(m > 0.5 * honest_mean * 0.9, "the mean {m} lost the honest direction");
+    }
+
+    #[test]
+    fn an_honest_round_of_equals_is_left_alone_and_off_bounds_nothing() {
+        let mut updates = vec![update(0.5, 100); 5];
+        let before = updates.clone();
+        assert_eq!(apply(MedianCaps::NETWORK, &mut updates), Bounded::default());
+        assert_eq!(updates, before);
+        let mut wild = vec![update(0.5, 100), update(50.0, 1 << 20), update(0.5, 100)];
+        let kept = wild.clone();
+        assert_eq!(apply(MedianCaps::OFF, &mut wild), Bounded::default());
+        assert_eq!(wild, kept);
+        assert_eq!(apply(MedianCaps::NETWORK, &mut []), Bounded::default());
+    }
+
+    #[test]
+    fn caps_parse_and_print_back() {
+        for spec in ["off", "weight=2,norm=1", "weight=3", "norm=1.5"] {
+            let caps: MedianCaps = spec.parse().unwrap();
+            assert_eq!(caps.to_string(), spec);
+        }
+        for bad in ["", "weight=0", "norm=0.5", "norm=inf", "weight=2,x=1", "weight"] {
+            assert!(bad.parse::<MedianCaps>().is_err(), "{bad}");
+        }
+    }
+}
