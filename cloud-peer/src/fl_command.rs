@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use tandem_cloud::fl::accountant::calibrate_noise;
 use tandem_cloud::fl::adapt::{self, Profiles};
 use tandem_cloud::fl::byzantine::Byzantine;
+use tandem_cloud::fl::round_bounds::MedianCaps;
 use tandem_cloud::fl::central_dp::{DpSettings, check_run};
 use tandem_cloud::fl::record::{RoundRecord, identity_update_bytes, plot_png, summary};
 use tandem_cloud::fl::secure::SecAggConfig;
@@ -84,6 +85,14 @@ pub struct SimulateArgs {
     /// Hostile clients: F:sign-flip[:X], F:scale:X or F:noise[:S].
     #[arg(long)]
     byzantine: Option<Byzantine>,
+    /// The example count each hostile client claims (its FedAvg weight), up to 2^24
+    /// [default: what it trained on].
+    #[arg(long, requires = "byzantine", value_parser = clap::value_parser!(u64).range(1..=tandem_cloud::fl::validate::MAX_EXAMPLES))]
+    byzantine_examples: Option<u64>,
+    /// How far a round's updates may go past its medians, as on `serve --app fl`:
+    /// weight=W,norm=N or off (the default here; `serve` bounds by weight=2,norm=1).
+    #[arg(long, default_value_t = MedianCaps::OFF, conflicts_with = "secagg")]
+    median_caps: MedianCaps,
     /// Central differential privacy.
     #[command(flatten)]
     dp: DpArgs,
@@ -236,6 +245,8 @@ fn simulate<T: Task>(
         strategy: args.strategy,
         bound: args.clip,
         byzantine: args.byzantine,
+        byzantine_examples: args.byzantine_examples,
+        median_caps: args.median_caps,
         seed: args.seed,
         workers: args.workers,
         dp,

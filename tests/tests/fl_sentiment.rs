@@ -61,6 +61,8 @@ fn movie_clients_send_adapters_only_and_the_baseline_sees_their_examples() {
         strategy: StrategyKind::FedAvg,
         bound: None,
         byzantine: None,
+        byzantine_examples: None,
+        median_caps: tandem_cloud::fl::round_bounds::MedianCaps::OFF,
         seed: 5,
         workers: 1,
         dp: None,

@@ -22,6 +22,8 @@ fn config(codec: CodecDesc) -> SimulationConfig {
         strategy: StrategyKind::FedAvg,
         bound: None,
         byzantine: None,
+        byzantine_examples: None,
+        median_caps: tandem_cloud::fl::round_bounds::MedianCaps::OFF,
         seed: 3,
         workers: 2,
         dp: None,

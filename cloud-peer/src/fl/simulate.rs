@@ -8,6 +8,7 @@
 use super::adapt::{self, Plan, Profiles};
 use super::apply::{RoundNoise, apply_round};
 use super::byzantine::Byzantine;
+use super::round_bounds::{self, MedianCaps};
 use super::central_dp::{CentralDp, DpSettings, seeded_normals};
 use super::record::{RoundRecord, mean_train_loss};
 use super::secure::{self, SecAggConfig};
@@ -38,6 +39,12 @@ pub struct SimulationConfig {
     pub bound: Option<NormBound>,
     /// Hostile clients, if any.
     pub byzantine: Option<Byzantine>,
+    /// The example count hostile clients claim (`None`: what they trained on).
+    pub byzantine_examples: Option<u64>,
+    /// How far a round's updates may go past its medians (as `serve --app fl`'s
+    /// `--median-caps`; off by default here: a simulation's clients are the operator's
+    /// own code).
+    pub median_caps: MedianCaps,
     /// Seed of the model, the sampling and the local batch orders.
     pub seed: u64,
     /// Threads training clients side by side.
@@ -349,11 +356,15 @@ impl<'a, T: Task> Simulation<'a, T> {
         let bytes = encoder
             .encode_shared(&delta, self.factors.as_ref())
             .map_err(|error| SimulationError::Encode { client, error })?;
+        let examples = match (self.hostile[client], self.config.byzantine_examples) {
+            (true, Some(claimed)) => claimed,
+            _ => result.examples,
+        };
         Ok(Trained {
             client,
             codec: encoder.desc(),
             bytes,
-            examples: result.examples,
+            examples,
             loss: result.loss,
         })
     }
@@ -528,6 +539,7 @@ impl<'a, T: Task> Simulation<'a, T> {
             }
         }
         record.train_loss = mean_train_loss(&train_losses);
+        record.clipped += round_bounds::apply(self.config.median_caps, &mut updates).norms;
         if let Some(secagg) = &self.config.secagg {
             updates = self.secure_round(secagg, &updates, &mut record);
         }
