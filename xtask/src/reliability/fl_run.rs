@@ -39,6 +39,8 @@ pub struct FlRun {
     codec: &'static str,
     /// Devices per round: [`DEVICES`], or one more for a guest device.
     per_round: usize,
+    /// The rounds' deadline in seconds (the cloud's default when `None`).
+    deadline_secs: Option<u64>,
 }
 
 impl FlRun {
@@ -52,7 +54,16 @@ impl FlRun {
             rounds,
             codec: "topk:ratio=0.01",
             per_round: DEVICES,
+            deadline_secs: None,
         })
+    }
+
+    /// The run with rounds of `seconds` to report.
+    pub fn with_deadline(self, seconds: u64) -> Self {
+        Self {
+            deadline_secs: Some(seconds),
+            ..self
+        }
     }
 
     /// The run with identity updates (which a forger can make valid), and with
@@ -76,7 +87,11 @@ impl FlRun {
         let rounds = self.rounds.to_string();
         let devices = self.per_round.to_string();
         let state = self.state.to_string_lossy();
-        let args = [
+        let deadline = self.deadline_secs.map(|s| s.to_string());
+        let deadline_args = deadline
+            .iter()
+            .flat_map(|s| ["--deadline-secs", s.as_str()]);
+        let args: Vec<&str> = [
             "--app",
             "fl",
             "--task",
@@ -93,7 +108,10 @@ impl FlRun {
             "0.05",
             "--state",
             &state,
-        ];
+        ]
+        .into_iter()
+        .chain(deadline_args)
+        .collect();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

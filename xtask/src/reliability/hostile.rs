@@ -3,7 +3,9 @@
 //! what the cloud did about each attack, its peak RSS, and the honest devices' rounds.
 //!
 //! The attacked run has room for one more device per round, which `tandem hostile`'s
-//! replaying participant takes (updates are identity-coded so it can forge valid ones);
+//! replaying participant or its silent one takes (updates are identity-coded so the
+//! replayer can forge valid ones; the silent one never reports, so a round it is sampled
+//! for commits at its 30 s deadline with the others, and it sits out the next rounds);
 //! every other attack comes from a device of its own that never joins rounds. Attacks
 //! the attacker cannot see refused (a truncated frame, replayed updates) are read from
 //! the cloud's log, which names the attack's device.
@@ -21,7 +23,7 @@ const PREFIX: &str = "hostile";
 
 /// Every attack of `tandem hostile`, by its `--attacks` name (each needs its certificate;
 /// the report marks one without a verdict NOT RUN, so a renamed attack shows).
-const ATTACKS: [&str; 13] = [
+const ATTACKS: [&str; 16] = [
     "garbage-frame",
     "truncated-frame",
     "max-length-hello",
@@ -34,7 +36,10 @@ const ATTACKS: [&str; 13] = [
     "connection-flood",
     "silent-connections",
     "off-allowlist",
+    "join-inflation",
+    "oversize-update",
     "replayed-update",
+    "silent-participant",
 ];
 
 /// `--rounds N` (default 60): rounds of each run.
@@ -51,12 +56,16 @@ pub fn run(args: &[String]) -> Result<()> {
     let calm = FlRun::new(&bin, &dir, "calm", rounds)?.with_identity_updates(false);
     let calm_rss = drive_sampling(&calm, None)?;
     eprintln!("reliability hostile: the same with `tandem hostile` attacking");
-    let attacked = FlRun::new(&bin, &dir, "attacked", rounds)?.with_identity_updates(true);
+    let attacked = FlRun::new(&bin, &dir, "attacked", rounds)?
+        .with_identity_updates(true)
+        .with_deadline(30);
     let output = dir.join("hostile.out");
     let attack = |addr: &str| -> Result<Child> {
         Command::new(bin.join("tandem"))
             .args(["hostile", "--cloud", addr, "--node", PREFIX])
             .args(["--replay-rounds", "1000000"])
+            // Sampled once in about six rounds, it waits out a deadline of 30 s.
+            .args(["--participant-wait", "600"])
             .arg("--revoked-cert")
             .arg(&revoked.0)
             .arg("--revoked-key")

@@ -8,6 +8,8 @@ use super::probe::{
 use anyhow::Result;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use tandem_runtime::session::Envelope;
+use tandem_runtime::transport::{self, Inbound, Received};
 use tandem_runtime::wire::{
     Hello, HelloAck, Join, PROTOCOL_VERSION, RoundResult, RoundTask, Update, encode_frame,
 };
@@ -218,19 +220,15 @@ pub(super) async fn slowloris(target: &Target, hold: Duration) -> Result<Verdict
     let stopped = stopped.iter().filter(|&&s| s).count();
     let held = streams.len();
     let said = format!(
-        "{held} streams dripping a byte a second for {:.0} s (the 17th was not granted)",
+        "{held} streams dripping a byte a second, for {:.0} s",
         started.elapsed().as_secs_f64()
     );
     Ok(alive_or(
         &session,
-        if stopped > 0 {
-            Verdict::Refused(format!("{said}; {stopped} stopped by the cloud"))
-        } else if held <= 16 {
-            Verdict::Contained(format!(
-                "{said}; the cloud reads them as they come, one task each"
-            ))
+        if stopped == held && held > 0 {
+            Verdict::Refused(format!("{said}; all stopped by the cloud at its stream deadline"))
         } else {
-            Verdict::NotRefused(said)
+            Verdict::NotRefused(format!("{said}; {} still open", held - stopped))
         },
     )
     .await)
@@ -282,9 +280,11 @@ pub(super) async fn silent_connections(target: &Target, count: u32) -> Result<Ve
     let endpoint = target.endpoint(&node)?;
     let started = Instant::now();
     let mut connections = Vec::new();
+    let mut refused = 0u32;
     for _ in 0..count {
-        if let Ok(connection) = target.connect(&endpoint).await {
-            connections.push(connection);
+        match target.connect(&endpoint).await {
+            Ok(connection) => connections.push(connection),
+            Err(_) => refused += 1,
         }
     }
     let mut reasons = std::collections::BTreeMap::<String, u32>::new();
@@ -297,7 +297,8 @@ pub(super) async fn silent_connections(target: &Target, count: u32) -> Result<Ve
     }
     let closed: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
     let said = format!(
-        "{} connections without a Hello: all ended within {:.1} s: {}",
+        "{count} connections without a Hello: {refused} refused at their handshake (past the \
+         cap of pending Hellos), the {} others all ended within {:.1} s: {}",
         connections.len(),
         started.elapsed().as_secs_f64(),
         closed.join(", ")
@@ -307,6 +308,97 @@ pub(super) async fn silent_connections(target: &Target, count: u32) -> Result<Ve
     } else {
         Verdict::NotRefused(format!("{said}; {open} still open after 20 s"))
     })
+}
+
+/// A device joins declaring 600 examples, then again declaring 2^24 (its FedAvg weight).
+pub(super) async fn join_inflation(target: &Target) -> Result<Verdict> {
+    let session = target.session("join-inflation").await?;
+    let join = |num_examples| {
+        Envelope::Join(Join {
+            node: session.node.clone(),
+            num_examples,
+            capabilities: tandem_runtime::wire::Capabilities::FL,
+        })
+    };
+    transport::send_envelope(&session.connection, &join(600)).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Some(reason) = closed_within(&session.connection, Duration::ZERO).await {
+        return Ok(Verdict::NotRefused(format!(
+            "an honest Join was refused: the connection {reason}"
+        )));
+    }
+    transport::send_envelope(&session.connection, &join(1 << 24)).await?;
+    Ok(match closed_within(&session.connection, WAIT).await {
+        Some(reason) => Verdict::Refused(format!(
+            "a Join of 600 examples, then one of 2^24: the connection {reason}"
+        )),
+        None => Verdict::NotRefused("a second Join of 2^24 examples was taken".into()),
+    })
+}
+
+/// A device joins (600 examples), takes its round tasks and never reports, until a round
+/// it was sampled for commits without it (or `wait` passes).
+pub(super) async fn silent_participant(target: &Target, wait: Duration) -> Result<Verdict> {
+    let session = target.session("silent-participant").await?;
+    let join = Envelope::Join(Join {
+        node: session.node.clone(),
+        num_examples: 600,
+        capabilities: tandem_runtime::wire::Capabilities::FL,
+    });
+    transport::send_envelope(&session.connection, &join).await?;
+    let inbound = Inbound::device();
+    let (mut tasked, mut missed) = (Vec::new(), 0u32);
+    let watch = async {
+        loop {
+            let recv = match session.connection.accept_uni().await {
+                Ok(recv) => recv,
+                Err(err) => return Err(format!("the connection ended: {err}")),
+            };
+            match transport::receive_envelope(recv, &inbound).await {
+                Received::Message(Envelope::RoundTask(task, _), _) => tasked.push(task.round),
+                Received::Message(Envelope::RoundResult(result), _)
+                    if tasked.contains(&result.round) =>
+                {
+                    missed += 1;
+                    if result.committed {
+                        return Ok(result);
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
+    Ok(match tokio::time::timeout(wait, watch).await {
+        Ok(Ok(result)) => Verdict::Contained(format!(
+            "sampled for {} rounds and silent in each: round {} committed without it ({} updates accepted)",
+            missed, result.round, result.accepted
+        )),
+        Ok(Err(ended)) => Verdict::NotRefused(ended),
+        Err(_) if tasked.is_empty() => Verdict::NotRefused(format!(
+            "never sampled in {:.0} s: raise --participant-wait",
+            wait.as_secs_f64()
+        )),
+        Err(_) => Verdict::NotRefused(format!(
+            "sampled for rounds {tasked:?}, none committed without it in {:.0} s",
+            wait.as_secs_f64()
+        )),
+    })
+}
+
+/// An Update claiming 100 MiB (within the connection's 128 MiB budget, far over a model's
+/// update), its tensor never sent: refused from its message, or held.
+pub(super) async fn oversize_update(target: &Target) -> Result<Verdict> {
+    let session = target.session("oversize-update").await?;
+    let update = Update {
+        round: 1,
+        node: session.node.clone(),
+        num_examples: 600,
+        train_loss: 0.5,
+        codec: tandem_runtime::wire::CodecDesc::Identity,
+        payload_len: 100 << 20,
+    };
+    let frame = encode_frame(&update)?;
+    Ok(stream_verdict(&session, &frame, "an Update announcing 100 MiB").await)
 }
 
 /// A certificate of the cloud's CA whose fingerprint is not on the allowlist (revoked).

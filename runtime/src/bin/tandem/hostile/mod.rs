@@ -46,9 +46,19 @@ pub(crate) enum Attack {
     SilentConnections,
     /// A revoked certificate of the cloud's CA (--revoked-cert, --revoked-key).
     OffAllowlist,
+    /// A Join of 600 examples, then one of 2^24 (the device's FedAvg weight).
+    JoinInflation,
+    /// An Update announcing 100 MiB, its tensor never sent.
+    OversizeUpdate,
     /// Rounds with replayed, stale and spoofed updates beside a valid one.
     ReplayedUpdate,
+    /// A participant that joins, takes its tasks and never reports (for up to
+    /// --participant-wait, beside the other attacks).
+    SilentParticipant,
 }
+
+/// The attacks that run beside the others, as participants in rounds.
+const PARTICIPANTS: [Attack; 2] = [Attack::ReplayedUpdate, Attack::SilentParticipant];
 
 #[derive(Args)]
 pub(crate) struct HostileArgs {
@@ -73,6 +83,9 @@ pub(crate) struct HostileArgs {
     /// Rounds replayed-update takes part in.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     replay_rounds: u64,
+    /// Seconds silent-participant waits for a round it was sampled for to commit.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    participant_wait: u64,
     /// A certificate of the cloud's CA that is no longer on its allowlist.
     #[arg(long, value_name = "PEM", requires = "revoked_key")]
     revoked_cert: Option<PathBuf>,
@@ -113,8 +126,13 @@ async fn attack(args: HostileArgs) -> Result<()> {
         let rounds = args.replay_rounds;
         tokio::spawn(async move { replay::participate(&target, rounds).await })
     });
+    let silent = chosen.contains(&Attack::SilentParticipant).then(|| {
+        let target = target.clone();
+        let wait = Duration::from_secs(args.participant_wait);
+        tokio::spawn(async move { attacks::silent_participant(&target, wait).await })
+    });
     let mut tally = [0u32; 4];
-    for &attack in chosen.iter().filter(|&&a| a != Attack::ReplayedUpdate) {
+    for &attack in chosen.iter().filter(|a| !PARTICIPANTS.contains(a)) {
         let name = name(attack);
         let verdict = match run_one(attack, &target, &args).await {
             Ok(Some(verdict)) => verdict,
@@ -124,14 +142,15 @@ async fn attack(args: HostileArgs) -> Result<()> {
             }
             Err(err) => Verdict::NotRefused(format!("the attack failed: {err:#}")),
         };
-        let (index, said, detail) = match verdict {
-            Verdict::Refused(d) => (0, "refused", d),
-            Verdict::Contained(d) => (1, "contained", d),
-            Verdict::InCloudLog(d) => (2, "see the cloud's log", d),
-            Verdict::NotRefused(d) => (3, "NOT REFUSED", d),
+        report(&mut tally, &name, verdict);
+    }
+    if let Some(silent) = silent {
+        let verdict = match silent.await {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(err)) => Verdict::NotRefused(format!("the attack failed: {err:#}")),
+            Err(err) => Verdict::NotRefused(format!("the attack failed: {err}")),
         };
-        tally[index] += 1;
-        println!("attack {name}: {said}: {detail}");
+        report(&mut tally, &name(Attack::SilentParticipant), verdict);
     }
     let [refused, contained, logged, not_refused] = tally;
     println!(
@@ -142,6 +161,18 @@ async fn attack(args: HostileArgs) -> Result<()> {
         participant.await.context("replayed-update failed")??;
     }
     Ok(())
+}
+
+/// Prints `verdict` of attack `name` and counts it.
+fn report(tally: &mut [u32; 4], name: &str, verdict: Verdict) {
+    let (index, said, detail) = match verdict {
+        Verdict::Refused(d) => (0, "refused", d),
+        Verdict::Contained(d) => (1, "contained", d),
+        Verdict::InCloudLog(d) => (2, "see the cloud's log", d),
+        Verdict::NotRefused(d) => (3, "NOT REFUSED", d),
+    };
+    tally[index] += 1;
+    println!("attack {name}: {said}: {detail}");
 }
 
 /// Runs `attack`; `None` when it cannot run with these arguments.
@@ -169,7 +200,9 @@ async fn run_one(
             (Some(cert), Some(key)) => attacks::off_allowlist(target, cert, key).await?,
             _ => return Ok(None),
         },
-        Attack::ReplayedUpdate => return Ok(None),
+        Attack::JoinInflation => attacks::join_inflation(target).await?,
+        Attack::OversizeUpdate => attacks::oversize_update(target).await?,
+        Attack::ReplayedUpdate | Attack::SilentParticipant => return Ok(None),
     }))
 }
 
