@@ -278,3 +278,130 @@ async fn steps_ready_together_run_as_one_job_within_the_batch_budget() {
     assert_eq!(rest, ["a", "b", "c"]);
     cloud.shutdown().await;
 }
+
+/// Commits round 1 on a worker: the job tells `started` which thread it runs on, waits
+/// for `release`, and logs that it committed.
+struct SlowCommit {
+    started: Sender<String>,
+    release: Arc<Mutex<Receiver<()>>>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl CloudApp for SlowCommit {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::FL
+    }
+
+    fn round_tasks(&mut self, round: u64, participants: &[NodeName]) -> Option<Vec<Assignment>> {
+        use tandem_runtime::wire::{CodecDesc, ModelPayload, RoundConfig, RoundTask};
+        (round == 1).then(|| {
+            let task = RoundTask {
+                round,
+                deadline_ms: 20_000,
+                config: RoundConfig {
+                    local_epochs: 1,
+                    batch_size: 8,
+                    lr: 0.1,
+                    proximal_mu: 0.0,
+                },
+                model: ModelPayload::Full,
+                model_codec: CodecDesc::Identity,
+                update_codec: CodecDesc::Identity,
+                payload_len: 4,
+                factors_len: 0,
+            };
+            Assignment::same_for_all(&task, &[0; 4], participants)
+        })
+    }
+
+    fn round_ended(&mut self, _outcome: RoundOutcome) {
+        self.log.lock().unwrap().push("committed on the hub".into());
+    }
+
+    fn round_job(&mut self, outcome: RoundOutcome) -> tandem_cloud::RoundJob {
+        let (started, release, log) = (
+            self.started.clone(),
+            self.release.clone(),
+            self.log.clone(),
+        );
+        let committed = matches!(outcome, RoundOutcome::Committed { .. });
+        Box::new(move || {
+            let thread = std::thread::current().name().unwrap_or("?").to_string();
+            let _ = started.send(thread.clone());
+            let _ = release.lock().unwrap().recv();
+            log.lock()
+                .unwrap()
+                .push(format!("committed {committed} on {thread}"));
+        })
+    }
+}
+
+/// Issue 30 item 9: a round's commit (decode, aggregate, evaluate, write) runs on a
+/// worker: while it takes its time the hub admits another device, and the round's
+/// device hears the result only once the commit is done.
+#[tokio::test]
+async fn a_round_commits_on_a_worker_while_the_hub_admits_others() {
+    use tandem_runtime::session::fl::RoundClient;
+    use tandem_runtime::wire::{CodecDesc, Join, Update};
+    let (started, starts) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let app = SlowCommit {
+        started,
+        release: Arc::new(Mutex::new(released)),
+        log: log.clone(),
+    };
+    let cloud = Cloud::start_with_hub("workers-commit", HubSettings::default(), app).await;
+    let target = link_target(&cloud, "a", Capabilities::FL);
+    let mut a = quick_link(&cloud, target, Duration::from_secs(5)).await;
+    let node = NodeName::try_from("a").unwrap();
+    a.join(Join {
+        node: node.clone(),
+        num_examples: 10,
+        capabilities: Capabilities::FL,
+    })
+    .await
+    .unwrap();
+    let round = tokio::spawn(async move {
+        let mut machine = RoundClient::new(Duration::from_secs(5));
+        let result = a
+            .run_round(&mut machine, |task, _| {
+                let update = Update {
+                    round: task.round,
+                    node: node.clone(),
+                    num_examples: 10,
+                    train_loss: 0.0,
+                    codec: CodecDesc::Identity,
+                    payload_len: 4,
+                };
+                Some((update, vec![0; 4]))
+            })
+            .await;
+        a.close();
+        result
+    });
+    let thread = tokio::task::spawn_blocking(move || starts.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the commit started");
+    assert!(thread.starts_with("tandem-worker"), "committed on {thread}");
+    // The hub is free: another device is admitted while the commit waits.
+    let target = link_target(&cloud, "b", Capabilities::FL);
+    let mut b = tokio::time::timeout(
+        Duration::from_secs(5),
+        quick_link(&cloud, target, Duration::from_secs(5)),
+    )
+    .await
+    .expect("admitted while a round commits");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!round.is_finished(), "the result went out before the commit");
+    release.send(()).unwrap();
+    let result = round.await.unwrap().unwrap().expect("a result");
+    assert!(result.committed);
+    assert_eq!(
+        *log.lock().unwrap(),
+        [format!("committed true on {thread}")]
+    );
+    b.close();
+    cloud.shutdown().await;
+}
