@@ -42,6 +42,9 @@ pub struct Admitted {
 /// operator.
 pub type StepReply = Result<(CutGradient, Vec<u8>), String>;
 
+/// A round's commit as work for a worker thread ([`CloudApp::round_job`]).
+pub type RoundJob = Box<dyn FnOnce() + Send>;
+
 /// One device's split step as work for a worker thread: trains and returns the cut
 /// gradient (or one line for the device's operator).
 pub type SplitJob = Box<dyn FnOnce() -> StepReply + Send>;
@@ -179,6 +182,17 @@ pub trait CloudApp: Send + 'static {
 
     /// A round ended.
     fn round_ended(&mut self, outcome: RoundOutcome);
+
+    /// A round ended: its commit as work for a worker thread. Called on the hub; the
+    /// hub starts no round, and sends no device the round's result, until the job has
+    /// run (a device told "committed" can rely on the cloud having it). The default
+    /// commits here, on the hub ([`CloudApp::round_ended`]), and hands the worker
+    /// nothing: fine for an application whose commit is quick, not for one that
+    /// decodes, aggregates and evaluates a model.
+    fn round_job(&mut self, outcome: RoundOutcome) -> RoundJob {
+        self.round_ended(outcome);
+        Box::new(|| {})
+    }
 }
 
 /// `steps` as one job that runs each device's [`CloudApp::split_job`] in turn (what

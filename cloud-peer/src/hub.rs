@@ -47,6 +47,8 @@ pub(crate) enum HubInput {
     /// A worker ran a job: each of its devices' gradient or refusal, or `Err` when the
     /// application panicked on it.
     StepDone { results: JobResults },
+    /// A worker committed round `round` (`failed`: the application panicked on it).
+    RoundDone { round: u64, failed: Option<String> },
 }
 
 /// How the hub serves devices.
@@ -80,6 +82,9 @@ struct Hub<A> {
     /// Devices whose Join the application took.
     joined: BTreeSet<NodeName>,
     round: Option<RoundCoordinator>,
+    /// The round whose commit runs on a worker: no round starts and none of its results
+    /// go out before it is done.
+    committing: Option<u64>,
     next_round: u64,
     rounds_over: bool,
     workers: Workers,
@@ -113,6 +118,7 @@ pub(crate) fn run<A: CloudApp>(
         processes: HashMap::new(),
         joined: BTreeSet::new(),
         round: None,
+        committing: None,
         next_round: 1,
         rounds_over: false,
         workers,
@@ -140,7 +146,21 @@ pub(crate) fn run<A: CloudApp>(
         hub.release_idle(now);
         hub.poll_round(now);
     }
+    // A round being committed is finished before the process may exit.
+    while hub.committing.is_some() {
+        match inputs.recv_timeout(COMMIT_AT_SHUTDOWN) {
+            Ok(HubInput::RoundDone { .. }) => hub.committing = None,
+            Ok(_) => {}
+            Err(_) => {
+                warn!("a round's commit did not finish within {COMMIT_AT_SHUTDOWN:?} of shutdown");
+                break;
+            }
+        }
+    }
 }
+
+/// How long a shutdown waits for a round's commit under way.
+const COMMIT_AT_SHUTDOWN: Duration = Duration::from_secs(120);
 
 impl<A: CloudApp> Hub<A> {
     /// Feeds one input to the machines and runs what it made ready.
@@ -165,6 +185,18 @@ impl<A: CloudApp> Hub<A> {
             }
             // `run` stops on it before it gets here.
             HubInput::Shutdown => {}
+            HubInput::RoundDone { round, failed } => {
+                self.workers.finished();
+                if self.committing == Some(round) {
+                    self.committing = None;
+                }
+                if failed.is_some() {
+                    self.rounds_over = true;
+                }
+                // The worker is free for a step; `run` then polls the round, which sends
+                // its results and starts the next.
+                self.dispatch();
+            }
             HubInput::StepDone { results } => {
                 self.workers.finished();
                 for (node, result) in results {
@@ -380,8 +412,8 @@ impl<A: CloudApp> Hub<A> {
     fn poll_round(&mut self, now: Instant) {
         if let Some(round) = &mut self.round {
             round.handle_timeout(now);
-            // The app commits an ended round before any device hears its result: a
-            // device told "committed" can rely on the cloud having it.
+            // The app commits an ended round (on a worker) before any device hears its
+            // result: a device told "committed" can rely on the cloud having it.
             while let Some(event) = round.poll_event() {
                 let outcome = match event {
                     CoordinatorEvent::Committed { round, updates } => {
@@ -398,22 +430,31 @@ impl<A: CloudApp> Hub<A> {
                     }
                     _ => continue,
                 };
+                let number = match &outcome {
+                    RoundOutcome::Committed { round, .. } | RoundOutcome::Aborted { round, .. } => {
+                        *round
+                    }
+                };
                 let app = &mut self.app;
-                if isolated("federated learning", "ending a round of", || {
-                    app.round_ended(outcome)
-                })
-                .is_err()
-                {
-                    self.rounds_over = true;
+                match isolated("federated learning", "ending a round of", || {
+                    app.round_job(outcome)
+                }) {
+                    Ok(job) => {
+                        self.committing = Some(number);
+                        self.workers.run_round(number, job);
+                    }
+                    Err(_) => self.rounds_over = true,
                 }
             }
-            while let Some(out) = round.poll_transmit() {
-                send(&self.connections, &out.to, out.envelope);
+            if self.committing.is_none() {
+                while let Some(out) = round.poll_transmit() {
+                    send(&self.connections, &out.to, out.envelope);
+                }
             }
         }
         // Results of an ended round are still resent to devices that repeat their
         // update, until the next round replaces it.
-        let idle = self.round.as_ref().is_none_or(|r| r.is_ended());
+        let idle = self.committing.is_none() && self.round.as_ref().is_none_or(|r| r.is_ended());
         if !idle || self.rounds_over || self.joined.is_empty() {
             return;
         }

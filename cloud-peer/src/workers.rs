@@ -1,5 +1,6 @@
-//! The threads that run devices' split steps off the session hub, so admissions, round
-//! deadlines and every other device's messages never wait behind a training step.
+//! The threads that run devices' split steps and rounds' commits off the session hub, so
+//! admissions, round deadlines and every other device's messages never wait behind a
+//! training step or an aggregation.
 //!
 //! The hub hands a worker one job at a time (one device's step, or steps of several
 //! devices that the application trains as one batch) and keeps at most one step per
@@ -7,17 +8,19 @@
 //! steps became ready, whatever their batch sizes. A panic in a job is caught on its
 //! worker and reported as the failure of the devices in it.
 
-use crate::app::{BatchJob, StepReply};
+use crate::app::{BatchJob, RoundJob, StepReply};
 use crate::hub::{HubInput, isolated};
 use std::collections::{HashSet, VecDeque};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use tandem_runtime::wire::NodeName;
 
-/// Devices' steps to run as one job.
-struct Task {
-    nodes: Vec<NodeName>,
-    job: BatchJob,
+/// Work for a worker.
+enum Task {
+    /// Devices' steps to run as one job.
+    Steps { nodes: Vec<NodeName>, job: BatchJob },
+    /// A round's commit.
+    Round { round: u64, job: RoundJob },
 }
 
 /// Each device's outcome of a job: its reply, or `Err` when the application panicked.
@@ -52,9 +55,19 @@ impl Workers {
 
     /// Hands `job`, the steps of `nodes`, to a free worker.
     pub(crate) fn run(&mut self, nodes: Vec<NodeName>, job: BatchJob) {
+        self.send(Task::Steps { nodes, job });
+    }
+
+    /// Hands round `round`'s commit to a worker (the next free one); it reports
+    /// [`HubInput::RoundDone`].
+    pub(crate) fn run_round(&mut self, round: u64, job: RoundJob) {
+        self.send(Task::Round { round, job });
+    }
+
+    fn send(&mut self, task: Task) {
         self.idle = self.idle.saturating_sub(1);
         // The workers live as long as the pool's sender; a send cannot fail before.
-        let _ = self.tasks.send(Task { nodes, job });
+        let _ = self.tasks.send(task);
     }
 
     /// A worker finished a step.
@@ -71,12 +84,20 @@ fn work(queue: &Mutex<Receiver<Task>>, hub: &Sender<HubInput>) {
             Ok(queue) => queue.recv(),
             Err(_) => return,
         };
-        let Ok(Task { nodes, job }) = task else {
-            return;
+        let done = match task {
+            Ok(Task::Steps { nodes, job }) => {
+                let replies = isolated(Devices(&nodes), "training a step of", job);
+                HubInput::StepDone {
+                    results: outcomes(nodes, replies),
+                }
+            }
+            Ok(Task::Round { round, job }) => HubInput::RoundDone {
+                round,
+                failed: isolated("federated learning", "committing a round of", job).err(),
+            },
+            Err(_) => return,
         };
-        let replies = isolated(Devices(&nodes), "training a step of", job);
-        let results = outcomes(nodes, replies);
-        if hub.send(HubInput::StepDone { results }).is_err() {
+        if hub.send(done).is_err() {
             return;
         }
     }

@@ -15,6 +15,8 @@ pub mod app;
 pub mod apply;
 pub mod byzantine;
 pub mod central_dp;
+#[cfg(feature = "model")]
+mod commit;
 pub mod membership;
 #[cfg(feature = "model")]
 pub mod record;
