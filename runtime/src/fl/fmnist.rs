@@ -24,7 +24,11 @@ pub struct Fmnist {
 impl Fmnist {
     /// The task on `backend`.
     pub fn new(backend: ComputeBackend) -> Self {
-        let layout = params::layout(&LeNetConfig::new().init(&backend.device()));
+        // A thrown-away initialisation draws from burn's generator too: under its lock,
+        // or it can land between another thread's seed and its seeded init.
+        let layout = params::layout(&with_device_rng(|| {
+            LeNetConfig::new().init(&backend.device())
+        }));
         Self { backend, layout }
     }
 
