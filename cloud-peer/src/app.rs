@@ -25,6 +25,15 @@ pub enum RoundOutcome {
     },
 }
 
+impl RoundOutcome {
+    /// The round that ended.
+    pub fn round(&self) -> u64 {
+        match self {
+            Self::Committed { round, .. } | Self::Aborted { round, .. } => *round,
+        }
+    }
+}
+
 /// What an application agreed to serve a device it admitted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Admitted {

@@ -143,9 +143,9 @@ fn fl_settings(args: &FlServeArgs, seed: u64) -> Result<tandem_cloud::fl::app::F
             args.clients_per_round
         );
     }
-    let min_updates = args.min_updates.unwrap_or_else(|| {
-        FlSettings::default_min_updates(args.clients_per_round, args.strategy)
-    });
+    let min_updates = args
+        .min_updates
+        .unwrap_or_else(|| FlSettings::default_min_updates(args.clients_per_round, args.strategy));
     if !(1..=args.clients_per_round).contains(&min_updates) {
         bail!("--min-updates {min_updates}: expected 1..=--clients-per-round");
     }

@@ -430,11 +430,7 @@ impl<A: CloudApp> Hub<A> {
                     }
                     _ => continue,
                 };
-                let number = match &outcome {
-                    RoundOutcome::Committed { round, .. } | RoundOutcome::Aborted { round, .. } => {
-                        *round
-                    }
-                };
+                let number = outcome.round();
                 let app = &mut self.app;
                 match isolated("federated learning", "ending a round of", || {
                     app.round_job(outcome)

@@ -99,8 +99,8 @@ fn update(node: &str, payload_len: u64) -> Vec<u8> {
 
 #[tokio::test]
 async fn an_update_over_the_models_bound_is_refused_before_its_tensor() {
-    let cloud = Cloud::start_in_temp_dir("bounds-update", &TransportLimits::default(), BoundedApp)
-        .await;
+    let cloud =
+        Cloud::start_in_temp_dir("bounds-update", &TransportLimits::default(), BoundedApp).await;
     let mut device = quick_link(
         &cloud,
         link_target(&cloud, "pi", Capabilities::FL),
@@ -125,7 +125,10 @@ async fn an_update_over_the_models_bound_is_refused_before_its_tensor() {
     send_stream(&device, &within).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while cloud.stats.messages.load(Ordering::Relaxed) == before {
-        assert!(Instant::now() < deadline, "the update within the bound was not read");
+        assert!(
+            Instant::now() < deadline,
+            "the update within the bound was not read"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(cloud.stats.refused_streams.load(Ordering::Relaxed), 1);
@@ -158,9 +161,13 @@ async fn a_device_that_takes_nothing_is_closed_at_the_send_deadline() {
         give_up_after: Duration::from_millis(1),
         ..ReconnectPolicy::default()
     };
-    let device = DeviceLink::connect(endpoint, link_target(&cloud, "deaf", Capabilities::SPLIT), policy)
-        .await
-        .expect("link up");
+    let device = DeviceLink::connect(
+        endpoint,
+        link_target(&cloud, "deaf", Capabilities::SPLIT),
+        policy,
+    )
+    .await
+    .expect("link up");
     let connection = device.connection().unwrap().clone();
     for step in 0..3 {
         send_stream(&device, &step_frames(step, 1 << 16)).await;

@@ -293,23 +293,8 @@ impl CloudApp for SlowCommit {
     }
 
     fn round_tasks(&mut self, round: u64, participants: &[NodeName]) -> Option<Vec<Assignment>> {
-        use tandem_runtime::wire::{CodecDesc, ModelPayload, RoundConfig, RoundTask};
         (round == 1).then(|| {
-            let task = RoundTask {
-                round,
-                deadline_ms: 20_000,
-                config: RoundConfig {
-                    local_epochs: 1,
-                    batch_size: 8,
-                    lr: 0.1,
-                    proximal_mu: 0.0,
-                },
-                model: ModelPayload::Full,
-                model_codec: CodecDesc::Identity,
-                update_codec: CodecDesc::Identity,
-                payload_len: 4,
-                factors_len: 0,
-            };
+            let task = common::round_task(round, 4);
             Assignment::same_for_all(&task, &[0; 4], participants)
         })
     }
@@ -319,11 +304,8 @@ impl CloudApp for SlowCommit {
     }
 
     fn round_job(&mut self, outcome: RoundOutcome) -> tandem_cloud::RoundJob {
-        let (started, release, log) = (
-            self.started.clone(),
-            self.release.clone(),
-            self.log.clone(),
-        );
+        let (started, release, log) =
+            (self.started.clone(), self.release.clone(), self.log.clone());
         let committed = matches!(outcome, RoundOutcome::Committed { .. });
         Box::new(move || {
             let thread = std::thread::current().name().unwrap_or("?").to_string();
@@ -394,7 +376,10 @@ async fn a_round_commits_on_a_worker_while_the_hub_admits_others() {
     .await
     .expect("admitted while a round commits");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!round.is_finished(), "the result went out before the commit");
+    assert!(
+        !round.is_finished(),
+        "the result went out before the commit"
+    );
     release.send(()).unwrap();
     let result = round.await.unwrap().unwrap().expect("a result");
     assert!(result.committed);

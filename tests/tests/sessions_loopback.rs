@@ -15,8 +15,8 @@ use tandem_runtime::session::split::{SplitConfig, SplitDevice};
 use tandem_runtime::transport::link::DeviceLink;
 use tandem_runtime::transport::{self, TransportLimits};
 use tandem_runtime::wire::{
-    Activations, Capabilities, CodecDesc, CutGradient, FrameHeader, Join, Kind, ModelPayload,
-    NodeName, RoundConfig, RoundTask, Update, encode_frame,
+    Activations, Capabilities, CodecDesc, CutGradient, FrameHeader, Join, Kind, NodeName, Update,
+    encode_frame,
 };
 
 /// What the test application saw.
@@ -62,21 +62,7 @@ impl CloudApp for TestApp {
     fn round_tasks(&mut self, round: u64, participants: &[NodeName]) -> Option<Vec<Assignment>> {
         (round <= self.rounds).then(|| {
             let model = vec![round as u8; 1000];
-            let task = RoundTask {
-                round,
-                deadline_ms: 20_000,
-                config: RoundConfig {
-                    local_epochs: 1,
-                    batch_size: 8,
-                    lr: 0.1,
-                    proximal_mu: 0.0,
-                },
-                model: ModelPayload::Full,
-                model_codec: CodecDesc::Identity,
-                update_codec: CodecDesc::Identity,
-                payload_len: model.len() as u64,
-                factors_len: 0,
-            };
+            let task = common::round_task(round, model.len() as u64);
             Assignment::same_for_all(&task, &model, participants)
         })
     }

@@ -38,6 +38,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("fl-dp") => return crate::fl_dp::bench(&args[1..]),
         Some("fl-sentiment") => return crate::fl_sentiment::bench(&args[1..]),
         Some("fl-adapt") => return crate::fl_adapt::bench(&args[1..]),
+        Some("fl-attack") => return crate::fl_attack::bench(&args[1..]),
         Some("peers") => return crate::peers::bench(&args[1..]),
         _ => {}
     }
@@ -55,6 +56,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "fl-dp",
         "fl-sentiment",
         "fl-adapt",
+        "fl-attack",
         "peers",
     ]);
     let Some(name) = args.first() else {

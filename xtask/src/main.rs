@@ -23,6 +23,7 @@ mod cross;
 mod demo;
 mod fl;
 mod fl_adapt;
+mod fl_attack;
 mod fl_dp;
 mod fl_sentiment;
 mod fuzz;
@@ -61,7 +62,10 @@ tasks:
                         fl-sentiment [--rounds N] (MiniLM LoRA across movies against
                         centralised at the same examples), fl-adapt [--rounds N]
                         (devices of 4 speeds and uplinks against a deadline, with and
-                        without --adapt), secagg (secure aggregation's cost), sort-insns
+                        without --adapt), fl-attack [--rounds N] (one client declaring
+                        2^24 examples, its update sign-flipped x10, beside nine honest
+                        ones, with and without the median caps and --clip), secagg
+                        (secure aggregation's cost), sort-insns
                         (aarch64 instructions per key under qemu), sort-mca (llvm-mca),
                         lowrank-insns (qemu counts), lowrank-mca (llvm-mca), cloud
                         (steps/s, latency, fairness and memory per split device for each

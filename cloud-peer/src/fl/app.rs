@@ -353,7 +353,11 @@ where
     fn participants(&mut self, available: &[NodeName]) -> Vec<NodeName> {
         let (next, seed, per_round) = {
             let core = self.core();
-            (core.state.round + 1, core.settings.seed, core.settings.per_round)
+            (
+                core.state.round + 1,
+                core.settings.seed,
+                core.settings.per_round,
+            )
         };
         let (mut live, mut resting): (Vec<NodeName>, Vec<NodeName>) = available
             .iter()

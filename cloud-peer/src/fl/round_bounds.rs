@@ -146,7 +146,8 @@ mod tests {
     /// most `weight x norm` ordinary devices', and the mean keeps the honest sign.
     #[test]
     fn one_inflated_sign_flipped_update_cannot_outweigh_the_round() {
-        let mut updates: Vec<ClientUpdate> = (0..9).map(|i| update(0.1 + 0.01 * i as f32, 600)).collect();
+        let mut updates: Vec<ClientUpdate> =
+            (0..9).map(|i| update(0.1 + 0.01 * i as f32, 600)).collect();
         updates.push(update(-1.0, 1 << 24));
         let mean = |updates: &[ClientUpdate]| {
             let total: u64 = updates.iter().map(|u| u.examples).sum();
@@ -155,16 +156,32 @@ mod tests {
                 .map(|u| f64::from(u.delta[0]) * u.examples as f64 / total as f64)
                 .sum::<f64>()
         };
-        assert!(mean(&updates) < -0.99, "unbounded, the attacker sets the mean");
+        assert!(
+            mean(&updates) < -0.99,
+            "unbounded, the attacker sets the mean"
+        );
         let bounded = apply(MedianCaps::NETWORK, &mut updates);
-        assert_eq!(bounded, Bounded { weights: 1, norms: 5 });
+        assert_eq!(
+            bounded,
+            Bounded {
+                weights: 1,
+                norms: 5
+            }
+        );
         let attacker = updates.last().unwrap();
         assert_eq!(attacker.examples, 1200);
         // Scaled to the median norm (0.14 a value), sign kept.
-        assert!((attacker.delta[0] + 0.14).abs() < 1e-6, "{:?}", attacker.delta);
+        assert!(
+            (attacker.delta[0] + 0.14).abs() < 1e-6,
+            "{:?}",
+            attacker.delta
+        );
         let honest_mean = 0.14;
         let m = mean(&updates);
-        assert!(m > 0.5 * honest_mean * 0.9, "the mean {m} lost the honest direction");
+        assert!(
+            m > 0.5 * honest_mean * 0.9,
+            "the mean {m} lost the honest direction"
+        );
     }
 
     #[test]
@@ -186,7 +203,14 @@ mod tests {
             let caps: MedianCaps = spec.parse().unwrap();
             assert_eq!(caps.to_string(), spec);
         }
-        for bad in ["", "weight=0", "norm=0.5", "norm=inf", "weight=2,x=1", "weight"] {
+        for bad in [
+            "",
+            "weight=0",
+            "norm=0.5",
+            "norm=inf",
+            "weight=2,x=1",
+            "weight",
+        ] {
             assert!(bad.parse::<MedianCaps>().is_err(), "{bad}");
         }
     }

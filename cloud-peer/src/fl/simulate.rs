@@ -8,9 +8,9 @@
 use super::adapt::{self, Plan, Profiles};
 use super::apply::{RoundNoise, apply_round};
 use super::byzantine::Byzantine;
-use super::round_bounds::{self, MedianCaps};
 use super::central_dp::{CentralDp, DpSettings, seeded_normals};
 use super::record::{RoundRecord, mean_train_loss};
+use super::round_bounds::{self, MedianCaps};
 use super::secure::{self, SecAggConfig};
 use super::strategy::ClientUpdate;
 use super::strategy::{Strategy, StrategyKind};

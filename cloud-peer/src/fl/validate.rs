@@ -170,7 +170,10 @@ mod tests {
         assert!(v.clipped);
         let want = [1.5, 0.0, 0.0, 2.0, 0.0, 0.0];
         for (got, want) in v.update.delta.iter().zip(want) {
-            assert!((got - want).abs() <= 4e-7 && got.abs() <= want, "{got} for {want}");
+            assert!(
+                (got - want).abs() <= 4e-7 && got.abs() <= want,
+                "{got} for {want}"
+            );
         }
         let refuse = Some("2.5:refuse".parse().unwrap());
         assert_eq!(
@@ -217,7 +220,11 @@ mod tests {
                 "{value}: clipped to {exact}, over the bound {bound}"
             );
             let true_norm = f64::from(value) * (n as f64).sqrt();
-            assert!(((f64::from(v.norm) / true_norm) - 1.0).abs() < 1e-6, "{}", v.norm);
+            assert!(
+                ((f64::from(v.norm) / true_norm) - 1.0).abs() < 1e-6,
+                "{}",
+                v.norm
+            );
         }
     }
 

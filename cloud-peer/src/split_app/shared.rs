@@ -158,7 +158,10 @@ fn train_shared(
             let mut top = poisoned.into_inner();
             match reload(&mut top, state_dir) {
                 Ok(updates) => {
-                    warn!(updates, "the shared top failed in a step: reloaded its snapshot");
+                    warn!(
+                        updates,
+                        "the shared top failed in a step: reloaded its snapshot"
+                    );
                     shared.clear_poison();
                     top
                 }

@@ -353,7 +353,10 @@ mod tests {
         let mut a = Pair::activations(2);
         a.step = 5;
         let tensor = vec![1u8; 64];
-        cloud.handle_message(now, Envelope::Activations(Box::new(a.clone()), tensor.clone()));
+        cloud.handle_message(
+            now,
+            Envelope::Activations(Box::new(a.clone()), tensor.clone()),
+        );
         assert!(cloud.poll_event().is_some());
         let g = CutGradient {
             step: 5,
@@ -370,7 +373,10 @@ mod tests {
         forged.batch = 1;
         for (message, bytes) in [(forged, vec![]), (a.clone(), vec![2u8; 64])] {
             for _ in 0..100 {
-                cloud.handle_message(now, Envelope::Activations(Box::new(message.clone()), bytes.clone()));
+                cloud.handle_message(
+                    now,
+                    Envelope::Activations(Box::new(message.clone()), bytes.clone()),
+                );
             }
             assert_eq!(cloud.poll_transmit(), None, "a forged resend was answered");
             assert_eq!(cloud.poll_event(), None);

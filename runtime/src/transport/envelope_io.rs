@@ -6,13 +6,13 @@
 
 use super::TransportError;
 use super::framed::{read_body, read_header, read_tensor, write_frame, write_tensor_message};
+use super::limits::MIN_STREAM_RATE;
 use crate::session::Envelope;
 use crate::session::step_limits::StepLimits;
 use crate::wire::{
     Activations, Capabilities, CutGradient, FrameHeader, Join, Kind, RoundResult, RoundTask,
     TensorMessage, Update,
 };
-use super::limits::MIN_STREAM_RATE;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};

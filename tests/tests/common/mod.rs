@@ -247,6 +247,27 @@ pub fn reversed_reply(step: u64, tensor: &[u8]) -> (CutGradient, Vec<u8>) {
     (gradient, reply)
 }
 
+/// A round's task for devices of the loopback tests: identity-coded, a model of
+/// `payload_len` bytes, 20 s to report.
+pub fn round_task(round: u64, payload_len: u64) -> tandem_runtime::wire::RoundTask {
+    use tandem_runtime::wire::{ModelPayload, RoundConfig, RoundTask};
+    RoundTask {
+        round,
+        deadline_ms: 20_000,
+        config: RoundConfig {
+            local_epochs: 1,
+            batch_size: 8,
+            lr: 0.1,
+            proximal_mu: 0.0,
+        },
+        model: ModelPayload::Full,
+        model_codec: CodecDesc::Identity,
+        update_codec: CodecDesc::Identity,
+        payload_len,
+        factors_len: 0,
+    }
+}
+
 /// What device `name` asks `cloud` for: `wants`, nothing else said in its Hello.
 pub fn link_target(cloud: &Cloud, name: &str, wants: Capabilities) -> LinkTarget {
     LinkTarget::new(

@@ -3,15 +3,14 @@
 
 use super::*;
 use tandem_runtime::data::fashion_mnist::Images;
-use tandem_runtime::fl::fmnist::Fmnist;
 use tandem_runtime::fl::downlink;
+use tandem_runtime::fl::fmnist::Fmnist;
 use tandem_runtime::fl::update::{self, UpdateEncoder};
 use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::wire::{ModelPayload, Update};
 
 fn app(dir: &str, per_round: usize) -> FlApp<Fmnist> {
-    let state_dir =
-        std::env::temp_dir().join(format!("tandem-flapp-{dir}-{}", std::process::id()));
+    let state_dir = std::env::temp_dir().join(format!("tandem-flapp-{dir}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state_dir);
     let settings = FlSettings {
         rounds: 5,
@@ -270,12 +269,22 @@ fn a_second_cloud_on_the_same_state_directory_is_refused() {
         first.core().settings.clone(),
     );
     let Err(err) = second else {
-        panic!("a second cloud started on {}", first.core().settings.state_dir.display());
+        panic!(
+            "a second cloud started on {}",
+            first.core().settings.state_dir.display()
+        );
     };
     assert!(err.to_string().contains("another tandem-cloud"), "{err}");
     let settings = first.core().settings.clone();
     drop(first);
-    assert!(FlApp::new(Fmnist::new(ComputeBackend::Flex), Images::default(), settings).is_ok());
+    assert!(
+        FlApp::new(
+            Fmnist::new(ComputeBackend::Flex),
+            Images::default(),
+            settings
+        )
+        .is_ok()
+    );
 }
 
 /// One participant that never reports: the round aborts (quorum of all), the
@@ -369,7 +378,9 @@ fn a_device_cannot_raise_its_declared_count_or_outweigh_the_round() {
     assert!(app.join(&devices[0], 0).is_err());
     app.round_tasks(1, &devices).unwrap();
     let layout = app.core().task.layout().clone();
-    let direction: Vec<f32> = (0..layout.len()).map(|i| ((i % 7) as f32 - 3.0) * 1e-3).collect();
+    let direction: Vec<f32> = (0..layout.len())
+        .map(|i| ((i % 7) as f32 - 3.0) * 1e-3)
+        .collect();
     let encode = |scale: f32| {
         let values: Vec<f32> = direction.iter().map(|d| d * scale).collect();
         UpdateEncoder::new(layout.clone(), CodecDesc::Identity)
@@ -414,7 +425,10 @@ fn a_device_cannot_raise_its_declared_count_or_outweigh_the_round() {
         .sum::<f64>()
         / direction.iter().map(|d| f64::from(*d).powi(2)).sum::<f64>();
     // Nine honest updates of 1 and one bounded to the median's length at -1: 0.8.
-    assert!((along - 0.8).abs() < 0.01, "moved {along} of the honest direction");
+    assert!(
+        (along - 0.8).abs() < 0.01,
+        "moved {along} of the honest direction"
+    );
 }
 
 #[test]

@@ -13,8 +13,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// What [`TopTrainer::train`] refuses a batch with when its gradients are not finite.
-pub(super) const NOT_FINITE: &str =
-    "this step's gradients are not finite (its cut values overflow the top): the top was not updated";
+pub(super) const NOT_FINITE: &str = "this step's gradients are not finite (its cut values overflow the top): the top was not updated";
 
 /// The sum of squares of every parameter gradient in `grads`, added up on the device.
 struct SquaredGradients<'a> {

@@ -226,7 +226,9 @@ pub(super) async fn slowloris(target: &Target, hold: Duration) -> Result<Verdict
     Ok(alive_or(
         &session,
         if stopped == held && held > 0 {
-            Verdict::Refused(format!("{said}; all stopped by the cloud at its stream deadline"))
+            Verdict::Refused(format!(
+                "{said}; all stopped by the cloud at its stream deadline"
+            ))
         } else {
             Verdict::NotRefused(format!("{said}; {} still open", held - stopped))
         },
