@@ -90,7 +90,7 @@ pub struct SimulateArgs {
     #[arg(long, requires = "byzantine", value_parser = clap::value_parser!(u64).range(1..=tandem_cloud::fl::validate::MAX_EXAMPLES))]
     byzantine_examples: Option<u64>,
     /// How far a round's updates may go past its medians, as on `serve --app fl`:
-    /// weight=W,norm=N or off (the default here; `serve` bounds by weight=2,norm=1).
+    /// weight=W,norm=N or off (the default here; `serve` bounds by weight=1,norm=1).
     #[arg(long, default_value_t = MedianCaps::OFF, conflicts_with = "secagg")]
     median_caps: MedianCaps,
     /// Central differential privacy.

@@ -380,6 +380,13 @@ pub(super) async fn silent_participant(target: &Target, wait: Duration) -> Resul
             "never sampled in {:.0} s: raise --participant-wait",
             wait.as_secs_f64()
         )),
+        // Round ids advance only as rounds run: gaps between the rounds it was sampled
+        // for are rounds that ran without it while it sat out (a round needing every
+        // participant aborts when it is silent; it is backed off all the same).
+        Err(_) if tasked.windows(2).any(|w| w[1] > w[0] + 1) => Verdict::Contained(format!(
+            "sampled for rounds {tasked:?} and silent in each: it sat out the rounds between \
+             (backed off), which ran without it"
+        )),
         Err(_) => Verdict::NotRefused(format!(
             "sampled for rounds {tasked:?}, none committed without it in {:.0} s",
             wait.as_secs_f64()
