@@ -124,7 +124,11 @@ where
     T::Data: 'static,
 {
     let app = tandem_cloud::fl::app::FlApp::new(task, test, settings)?;
-    println!("fl: {} rounds committed so far", app.round());
+    println!(
+        "fl: {} rounds committed so far (the last round run: {})",
+        app.committed(),
+        app.round()
+    );
     server.serve_app(app, shutdown).await;
     Ok(())
 }
