@@ -52,6 +52,9 @@ pub(super) async fn participate(target: &Target, rounds: u64) -> Result<()> {
                     ..ours.0.clone()
                 };
                 let mut sends = vec![ours.clone(), ours.clone(), (spoofed, ours.1.clone())];
+                // The last round it took part in (rounds start once enough devices are
+                // connected, so it may have missed the first).
+                let replays_previous = previous.is_some();
                 if let Some(old) = previous.take() {
                     sends.push(old);
                 }
@@ -63,8 +66,8 @@ pub(super) async fn participate(target: &Target, rounds: u64) -> Result<()> {
                     .await
                     .context("sending an update")?;
                 }
-                // The replay, the spoofed one and last round's.
-                bad = 2 + u32::from(task.round > 1);
+                // The replay, the spoofed one and, if it had one, its last round's.
+                bad = 2 + u32::from(replays_previous);
                 previous = Some(ours);
             }
             Received::Message(Envelope::RoundResult(result), _) => {
@@ -73,7 +76,7 @@ pub(super) async fn participate(target: &Target, rounds: u64) -> Result<()> {
                     "replayed-update: round {}: sent 1 valid update and {bad} to refuse (a replay, \
                  one as {SPOOFED}{}); the cloud: {} accepted, {} refused in all",
                     result.round,
-                    if bad > 2 { ", last round's" } else { "" },
+                    if bad > 2 { ", its last round's" } else { "" },
                     result.accepted,
                     result.rejected
                 );
