@@ -20,10 +20,12 @@ pub struct FlServeArgs {
     /// The federated task.
     #[arg(long, value_enum, default_value_t = TaskName::Fmnist)]
     task: TaskName,
-    /// Rounds in the run (a restarted run continues up to this total).
+    /// Rounds committed in the run (a restarted run continues up to this total; aborted
+    /// rounds do not count).
     #[arg(long, default_value_t = 100)]
     rounds: u64,
-    /// Devices per round (a round starts once this many have joined and are connected).
+    /// Devices per round, at most (a round starts once --min-updates of the joined devices
+    /// are connected, and samples up to this many).
     #[arg(long, default_value_t = 10)]
     clients_per_round: usize,
     /// Updates a round needs by its deadline to commit [default: 80% of

@@ -191,7 +191,12 @@ impl<A: CloudApp> Hub<A> {
                     self.committing = None;
                 }
                 if failed.is_some() {
+                    // Not committed after all: the round's results ("committed") must not
+                    // go out; its devices' waits end at the deadline.
                     self.rounds_over = true;
+                    if let Some(round) = &mut self.round {
+                        while round.poll_transmit().is_some() {}
+                    }
                 }
                 // The worker is free for a step; `run` then polls the round, which sends
                 // its results and starts the next.

@@ -4,8 +4,8 @@
 //! The hub never waits on a device, and a device never makes the cloud hold more than a
 //! bound for it (DESIGN.md's trust rules): a message that would take the queue past
 //! [`OutboxLimits::messages`] or [`OutboxLimits::bytes`] closes the connection instead
-//! of growing it, and so does a send the device does not take within
-//! [`OutboxLimits::send_deadline`] (it stopped reading, or granting streams). A cut
+//! of growing it, and so does a send the device does not take within its deadline
+//! ([`OutboxLimits::deadline`]: it stopped reading, or granting streams). A cut
 //! gradient already queued or being written is not queued again: a device resending its
 //! step while the reply is on its way gets that one copy. Refusals close the connection
 //! through its handle at once, never behind a stalled writer.
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tandem_runtime::session::Envelope;
-use tandem_runtime::transport;
+use tandem_runtime::transport::{self, MIN_STREAM_RATE};
 use tandem_runtime::wire::CloseCode;
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::{debug, warn};
@@ -27,13 +27,23 @@ pub struct OutboxLimits {
     /// Tensor bytes queued at most (a single larger message is taken when the queue is
     /// empty: the largest reply must always fit).
     pub bytes: u64,
-    /// A message not taken by the device within this is the end of its connection.
+    /// A message not taken by the device within this, plus a second per
+    /// [`MIN_STREAM_RATE`] bytes of its tensor, is the end of its connection.
     pub send_deadline: Duration,
+}
+
+impl OutboxLimits {
+    /// How long a message with `tensor_bytes` may take to send.
+    pub fn deadline(&self, tensor_bytes: usize) -> Duration {
+        let extra = tensor_bytes as u64 / MIN_STREAM_RATE;
+        self.send_deadline
+            .saturating_add(Duration::from_secs(extra))
+    }
 }
 
 impl Default for OutboxLimits {
     /// 64 messages, 64 MiB (two of the largest split replies, about 25 MB each), and a
-    /// minute a message (a 25 MB reply at about 3.5 Mbit/s).
+    /// minute a message plus a second per 32 KiB (a 25 MB reply: about 14 minutes).
     fn default() -> Self {
         Self {
             messages: 64,
@@ -77,8 +87,9 @@ impl Outbox {
         };
         let writer = tokio::spawn(async move {
             while let Some(envelope) = outgoing.recv().await {
+                let deadline = limits.deadline(envelope.tensor_len());
                 let sent = tokio::time::timeout(
-                    limits.send_deadline,
+                    deadline,
                     transport::send_envelope(&connection, &envelope),
                 )
                 .await;
@@ -96,7 +107,11 @@ impl Outbox {
                 match sent {
                     Ok(Ok(())) => {}
                     Ok(Err(err)) => {
+                        // The connection is gone, or the device refused what it was sent:
+                        // either way nothing more reaches it on this connection.
                         debug!("send failed: {err}");
+                        let reason = format!("sending a {:?} message failed", envelope.kind());
+                        CloseCode::Unserved.close_because(&connection, &reason);
                         break;
                     }
                     Err(_) => {
@@ -104,7 +119,7 @@ impl Outbox {
                             "a {:?} message of {} bytes was not taken within {} s",
                             envelope.kind(),
                             envelope.tensor_len(),
-                            limits.send_deadline.as_secs_f64()
+                            deadline.as_secs_f64()
                         );
                         warn!("closing the connection: {reason}");
                         CloseCode::Unserved.close_because(&connection, &reason);

@@ -166,14 +166,7 @@ impl Server {
             // `None` means the endpoint was closed.
             let Some(incoming) = incoming else { break };
             let remote = incoming.remote_address();
-            // Connections without a Hello yet are capped by a count: past it, refused
-            // before their handshake (each would otherwise hold its slot for the Hello
-            // timeout).
-            let Ok(pending) = self.pending_hellos.clone().try_acquire_owned() else {
-                debug!(%remote, "refused: too many connections without a Hello");
-                incoming.refuse();
-                continue;
-            };
+            let pending = self.pending_hellos.clone();
             let name = self.name.clone();
             let hello_timeout = self.hello_timeout;
             let pki = self.pki.clone();
@@ -226,23 +219,39 @@ struct Context {
 }
 
 /// Runs one connection: Hello first, then its session streams until it closes.
-/// `pending` is its slot among the connections without a Hello, given back once the
-/// Hello has come or the connection has ended.
+/// `pending` holds the slots of admitted connections still without a Hello: one is taken
+/// once the handshake and the allowlist have passed (so nobody without a certificate can
+/// fill them) and given back when the Hello has come; past the cap the connection is
+/// closed at once. The handshake and the Hello together have `hello_timeout`.
 async fn handle_connection(
     incoming: quinn::Incoming,
     name: NodeName,
     hello_timeout: Duration,
     pki: &Pki,
     context: Context,
-    pending: tokio::sync::OwnedSemaphorePermit,
+    pending: Arc<tokio::sync::Semaphore>,
 ) -> Result<(), TransportError> {
-    let connection = incoming.await.map_err(TransportError::from_connection)?;
+    let started = tokio::time::Instant::now();
+    let connection = match tokio::time::timeout(hello_timeout, incoming).await {
+        Ok(connection) => connection.map_err(TransportError::from_connection)?,
+        Err(_) => {
+            return Err(TransportError::Protocol(format!(
+                "no handshake within {} s",
+                hello_timeout.as_secs_f64()
+            )));
+        }
+    };
     // TLS already verified the chain to our CA; the allowlist decides, before any frame.
     let Some(device) = allowed_device(&connection, pki) else {
         CloseCode::NotAllowed.close(&connection);
         return Err(TransportError::Protocol(
             "device certificate not on the allowlist".into(),
         ));
+    };
+    let Ok(pending) = pending.try_acquire_owned() else {
+        let reason = "too many connections are waiting to send their Hello";
+        CloseCode::Unserved.close_because(&connection, reason);
+        return Err(TransportError::Protocol(reason.into()));
     };
     let first_frame = async {
         let (send, mut recv) = connection
@@ -252,24 +261,25 @@ async fn handle_connection(
         let hello: Hello = transport::read_frame(&mut recv).await?;
         Ok::<_, TransportError>((send, hello))
     };
-    let (mut send, hello) = match tokio::time::timeout(hello_timeout, first_frame).await {
-        Ok(Ok(first)) => first,
-        Ok(Err(err)) => {
-            let code = match &err {
-                TransportError::Wire(wire) => CloseCode::from(wire),
-                _ => CloseCode::ProtocolViolation,
-            };
-            code.close(&connection);
-            return Err(err);
-        }
-        Err(_) => {
-            CloseCode::ProtocolViolation.close(&connection);
-            return Err(TransportError::Protocol(format!(
-                "no Hello within {} s",
-                hello_timeout.as_secs_f64()
-            )));
-        }
-    };
+    let (mut send, hello) =
+        match tokio::time::timeout_at(started + hello_timeout, first_frame).await {
+            Ok(Ok(first)) => first,
+            Ok(Err(err)) => {
+                let code = match &err {
+                    TransportError::Wire(wire) => CloseCode::from(wire),
+                    _ => CloseCode::ProtocolViolation,
+                };
+                code.close(&connection);
+                return Err(err);
+            }
+            Err(_) => {
+                CloseCode::ProtocolViolation.close(&connection);
+                return Err(TransportError::Protocol(format!(
+                    "no Hello within {} s",
+                    hello_timeout.as_secs_f64()
+                )));
+            }
+        };
     drop(pending);
     let Some(version) = hello.negotiate() else {
         CloseCode::UnsupportedVersion.close(&connection);

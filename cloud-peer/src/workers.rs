@@ -30,7 +30,9 @@ pub(crate) type JobResults = Vec<(NodeName, Result<StepReply, String>)>;
 /// hub as [`HubInput::StepDone`].
 pub(crate) struct Workers {
     tasks: Sender<Task>,
-    idle: usize,
+    /// Workers free, less jobs queued for none (a round's commit is queued even when
+    /// every worker is busy): below 1, no step is dispatched.
+    idle: i64,
 }
 
 impl Workers {
@@ -45,7 +47,10 @@ impl Workers {
                 .name(format!("tandem-worker-{i}"))
                 .spawn(move || work(&queue, &hub))?;
         }
-        Ok(Self { tasks, idle: size })
+        Ok(Self {
+            tasks,
+            idle: size as i64,
+        })
     }
 
     /// Whether a worker is free for another step.
@@ -65,7 +70,7 @@ impl Workers {
     }
 
     fn send(&mut self, task: Task) {
-        self.idle = self.idle.saturating_sub(1);
+        self.idle -= 1;
         // The workers live as long as the pool's sender; a send cannot fail before.
         let _ = self.tasks.send(task);
     }

@@ -176,7 +176,8 @@ async fn a_device_that_takes_nothing_is_closed_at_the_send_deadline() {
         .await
         .expect("closed by the send deadline");
     let said = closed.to_string();
-    assert!(said.contains("not taken within 1 s"), "{said}");
+    // One second, plus a second per 32 KiB of the 64 KiB reply.
+    assert!(said.contains("not taken within 3 s"), "{said}");
     // An honest device on the same cloud is served.
     let mut honest = quick_link(
         &cloud,
@@ -232,8 +233,8 @@ async fn a_stream_never_finished_is_refused_at_its_deadline() {
     cloud.shutdown().await;
 }
 
-/// Connections that never send a Hello hold a slot each until the Hello timeout: past
-/// the cap of pending handshakes the cloud refuses new ones at once.
+/// Admitted connections that never send a Hello hold a slot each until the Hello
+/// timeout: past the cap the cloud closes new ones at once.
 #[tokio::test]
 async fn handshakes_pending_past_the_cap_are_refused_at_once() {
     let limits = TransportLimits {

@@ -132,9 +132,11 @@ impl<T: Task> RunCore<T> {
             members,
         } = ended;
         let mut valid: Vec<ClientUpdate> = Vec::new();
+        // Whether each valid update was clipped to `--clip`.
+        let mut clipped: Vec<bool> = Vec::new();
         let mut contributors = Vec::new();
         let mut train_losses = Vec::new();
-        let (mut refused, mut clipped, mut uplink) = (0, 0, 0u64);
+        let (mut refused, mut uplink) = (0, 0u64);
         for (node, update, bytes, weight) in &updates {
             uplink += wire_bytes(update, bytes.len()).unwrap_or(0) as u64;
             if update.codec != self.settings.codec {
@@ -156,7 +158,7 @@ impl<T: Task> RunCore<T> {
                 self.settings.bound,
             ) {
                 Ok(v) => {
-                    clipped += usize::from(v.clipped);
+                    clipped.push(v.clipped);
                     valid.push(v.update);
                     contributors.push(node.clone());
                     train_losses.push(update.train_loss);
@@ -172,9 +174,12 @@ impl<T: Task> RunCore<T> {
             info!(
                 round,
                 weights = bounded.weights,
-                norms = bounded.norms,
+                norms = bounded.scaled.len(),
                 "updates bounded by the round's medians"
             );
+        }
+        for &at in &bounded.scaled {
+            clipped[at] = true;
         }
         let noise = match self.dp.as_mut() {
             Some(dp) => {
@@ -218,7 +223,7 @@ impl<T: Task> RunCore<T> {
             refused,
             contributors,
             dropped: sampled.saturating_sub(updates.len()),
-            clipped: clipped + bounded.norms,
+            clipped: clipped.iter().filter(|&&c| c).count(),
             uplink_bytes: uplink,
             downlink_bytes,
             seconds,

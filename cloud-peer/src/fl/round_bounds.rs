@@ -8,8 +8,8 @@
 //! device cannot move, its leverage over the mean is at most `weight x norm` times an
 //! ordinary device's. Clipping at the median norm is adaptive clipping at the 0.5 quantile
 //! (Andrew et al. 2021, "Differentially Private Learning with Adaptive Clipping", whose
-//! default target quantile it is); the median is the lower one, so one device of two
-//! cannot set it either.
+//! default target quantile it is). The median is the lower one, and norms are capped only
+//! in rounds of at least [`MIN_FOR_NORM_CAP`] updates: of two, one device would set it.
 
 use super::strategy::ClientUpdate;
 use super::validate::{clip_to, exact_norm};
@@ -89,13 +89,18 @@ impl fmt::Display for MedianCaps {
 }
 
 /// What the caps did to a round.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Bounded {
     /// Updates whose weight was lowered.
     pub weights: usize,
-    /// Updates scaled down to the norm cap.
-    pub norms: usize,
+    /// The updates scaled down to the norm cap (positions in the round's list).
+    pub scaled: Vec<usize>,
 }
+
+/// Updates a round needs before its norms are capped at their median: with two, the
+/// lower median is the other device's (one sending a zero update would scale the other's
+/// to nothing).
+pub const MIN_FOR_NORM_CAP: usize = 3;
 
 /// The lower median of `values` (`None` if empty).
 fn lower_median<T: Copy + PartialOrd>(values: &[T]) -> Option<T> {
@@ -117,14 +122,16 @@ pub fn apply(caps: MedianCaps, updates: &mut [ClientUpdate]) -> Bounded {
             }
         }
     }
-    if let Some(factor) = caps.norm {
+    if let Some(factor) = caps.norm
+        && updates.len() >= MIN_FOR_NORM_CAP
+    {
         let norms: Vec<f64> = updates.iter().map(|u| exact_norm(&u.delta)).collect();
         if let Some(median) = lower_median(&norms) {
             let cap = median * factor;
-            for (update, &norm) in updates.iter_mut().zip(&norms) {
+            for (at, (update, &norm)) in updates.iter_mut().zip(&norms).enumerate() {
                 if norm > cap {
                     clip_to(&mut update.delta, norm, cap);
-                    bounded.norms += 1;
+                    bounded.scaled.push(at);
                 }
             }
         }
@@ -167,7 +174,7 @@ mod tests {
             bounded,
             Bounded {
                 weights: 1,
-                norms: 5
+                scaled: vec![5, 6, 7, 8, 9]
             }
         );
         let attacker = updates.last().unwrap();
@@ -197,6 +204,10 @@ mod tests {
         assert_eq!(apply(MedianCaps::OFF, &mut wild), Bounded::default());
         assert_eq!(wild, kept);
         assert_eq!(apply(MedianCaps::NETWORK, &mut []), Bounded::default());
+        // Of two, a zero update does not scale the other's to nothing.
+        let mut two = vec![update(0.0, 100), update(0.5, 100)];
+        assert_eq!(apply(MedianCaps::NETWORK, &mut two), Bounded::default());
+        assert_eq!(two[1].delta, [0.5; 4]);
     }
 
     #[test]

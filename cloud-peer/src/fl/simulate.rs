@@ -497,6 +497,7 @@ impl<'a, T: Task> Simulation<'a, T> {
             record.plans = plans;
         }
         let mut updates = Vec::new();
+        let mut clipped_by_bound = Vec::new();
         let mut train_losses = Vec::new();
         for trained in trained {
             // A client that cannot train or encode (no examples, divergence, a non-finite
@@ -528,6 +529,7 @@ impl<'a, T: Task> Simulation<'a, T> {
             ) {
                 Ok(valid) => {
                     record.clipped += usize::from(valid.clipped);
+                    clipped_by_bound.push(valid.clipped);
                     updates.push(valid.update);
                     record.contributors.push(update.node.clone());
                     train_losses.push(update.train_loss);
@@ -539,7 +541,9 @@ impl<'a, T: Task> Simulation<'a, T> {
             }
         }
         record.train_loss = mean_train_loss(&train_losses);
-        record.clipped += round_bounds::apply(self.config.median_caps, &mut updates).norms;
+        // An update clipped by --clip and again by the median norm counts once.
+        let scaled = round_bounds::apply(self.config.median_caps, &mut updates).scaled;
+        record.clipped += scaled.iter().filter(|&&at| !clipped_by_bound[at]).count();
         if let Some(secagg) = &self.config.secagg {
             updates = self.secure_round(secagg, &updates, &mut record);
         }

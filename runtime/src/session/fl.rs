@@ -201,16 +201,20 @@ impl RoundCoordinator {
             Some(reason) => {
                 // A duplicate is a resend of an accepted update, not a bad one.
                 if reason != Refusal::Duplicate {
-                    self.rejected += 1;
+                    self.rejected = self.rejected.saturating_add(1);
                 }
                 self.events.push_back(CoordinatorEvent::Refused {
                     from: from.clone(),
                     reason,
                 });
+                // The device missed the result: tell it again, once while one waits to go
+                // out (late updates sent in a loop queue nothing more).
+                let queued =
+                    |o: &Outgoing| o.to == *from && matches!(o.envelope, Envelope::RoundResult(_));
                 if let Some(committed) = self.outcome
                     && self.tasks.contains_key(from)
+                    && !self.outbox.iter().any(queued)
                 {
-                    // The device missed the result: tell it again.
                     self.outbox.push_back(Outgoing {
                         to: from.clone(),
                         envelope: Envelope::RoundResult(self.result(committed)),

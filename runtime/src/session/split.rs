@@ -221,10 +221,12 @@ pub enum CloudEvent {
     },
 }
 
-/// What identifies a step's request: its message and a checksum of its tensor, so that
-/// only a true resend of a step gets its cached reply. FNV is enough here although the
-/// device chooses the bytes: a collision only earns the device the reply to its own step,
-/// for a request as long as the one that asked for it (the message and length match).
+/// What identifies a step's request: its message, its tensor's length and a checksum of
+/// samples of the tensor (all of it up to 64 KiB; 16 windows of 4 KiB beyond, so the hub
+/// hashes at most 64 KiB a step), so that only a resend of the same step gets its cached
+/// reply. A forged resend that matches it is as long as the request that asked for the
+/// reply: it earns the device its own step's reply for a full step's bytes, never a large
+/// reply for a short message. FNV is enough for that (its checksum guards nothing else).
 #[derive(Clone, Debug, PartialEq)]
 struct Asked {
     activations: Box<Activations>,
@@ -232,11 +234,25 @@ struct Asked {
     tensor_len: usize,
 }
 
+/// Bytes of a tensor [`Asked`] hashes at most, in windows of [`SAMPLE_WINDOW`].
+const SAMPLED: usize = 64 << 10;
+const SAMPLE_WINDOW: usize = 4 << 10;
+
 impl Asked {
     fn of(activations: &Activations, tensor: &[u8]) -> Self {
+        let tensor_sum = if tensor.len() <= SAMPLED {
+            crate::fnv::fnv1a64(tensor)
+        } else {
+            let windows = SAMPLED / SAMPLE_WINDOW;
+            let stride = (tensor.len() - SAMPLE_WINDOW) / (windows - 1);
+            (0..windows).fold(crate::fnv::fnv1a64(b""), |sum, i| {
+                let at = i * stride;
+                crate::fnv::extend(sum, &tensor[at..at + SAMPLE_WINDOW])
+            })
+        };
         Self {
             activations: Box::new(activations.clone()),
-            tensor_sum: crate::fnv::fnv1a64(tensor),
+            tensor_sum,
             tensor_len: tensor.len(),
         }
     }

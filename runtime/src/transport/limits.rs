@@ -34,13 +34,14 @@ pub struct TransportLimits {
     /// this plus a second per [`MIN_STREAM_RATE`] bytes: a stream fed a byte at a time
     /// (slowloris) is refused at its deadline instead of held open.
     pub stream_deadline: Duration,
-    /// Connections past the QUIC handshake and still without a Hello, at most; more are
-    /// refused at once (each one otherwise holds its slot for `hello_timeout`).
+    /// Connections past the QUIC handshake and the allowlist and still without a Hello,
+    /// at most; more are closed at once (each one otherwise holds its slot for
+    /// `hello_timeout`).
     pub max_pending_hellos: usize,
 }
 
-/// The slowest a tensor may arrive, in bytes a second (256 kbit/s): a 25 MB split reply
-/// then has about 13 minutes.
+/// The slowest a tensor may travel, in bytes a second (256 kbit/s), either way: a 25 MB
+/// split message then has about 13 minutes on top of its base deadline.
 pub const MIN_STREAM_RATE: u64 = 32 << 10;
 
 impl TransportLimits {

@@ -61,7 +61,6 @@ impl FixedPoint {
         usize::from(self.ring_bits).div_ceil(8)
     }
 
-    /// `values` as ring elements; `seed` drives the stochastic rounding.
     /// `values` as ring elements; `seed` drives the stochastic rounding. A level never
     /// passes the largest one (the product is taken in f64 and the rounded level clamped:
     /// in f32, `clip * (max / clip)` can land above `max`), so the ring's headroom holds

@@ -210,6 +210,12 @@ fn too_few_updates_by_the_deadline_abort_and_late_ones_get_the_result_again() {
             ..
         })
     ));
+    // Late updates in a loop while nothing is sent (the cloud commits meanwhile): one
+    // result waits for the device, not one per update.
+    for _ in 0..1000 {
+        send(&mut c, now + Duration::from_secs(12), "b", update(1, "b"));
+    }
+    assert_eq!(std::iter::from_fn(|| c.poll_transmit()).count(), 1);
 }
 
 #[test]
