@@ -113,6 +113,44 @@ pub enum StateError {
     },
 }
 
+/// The state file before a run kept its members and committed count (issue 30).
+const MAGIC_V2: &[u8; 8] = b"TNDMFLS2";
+
+/// A state written under [`MAGIC_V2`]: every round it counted had committed or aborted
+/// alike, and no device's example count was kept.
+#[derive(serde::Deserialize)]
+struct RunStateV2 {
+    task: String,
+    layout: u64,
+    strategy: String,
+    round: u64,
+    global: Vec<f32>,
+    first: Vec<f32>,
+    second: Vec<f32>,
+    steps: u64,
+    factors: Option<SharedFactors>,
+}
+
+impl From<RunStateV2> for RunState {
+    /// Its rounds all count as committed (as they did then); the devices declare their
+    /// counts again at their first Join.
+    fn from(old: RunStateV2) -> Self {
+        Self {
+            task: old.task,
+            layout: old.layout,
+            strategy: old.strategy,
+            round: old.round,
+            committed: old.round,
+            members: std::collections::BTreeMap::new(),
+            global: old.global,
+            first: old.first,
+            second: old.second,
+            steps: old.steps,
+            factors: old.factors,
+        }
+    }
+}
+
 /// The lock file in a `--state` directory.
 pub const LOCK_FILE: &str = "fl-state.lock";
 
@@ -167,7 +205,14 @@ impl RunState {
         let path = dir.join(FILE_NAME);
         // Three vectors of the largest model a codec takes, and change.
         let max_bytes = 3 * 4 * MAX_VALUES as u64 + 4096;
-        let Some(state) = sealed::load::<Self>(&path, MAGIC, max_bytes)? else {
+        let loaded = match sealed::load::<Self>(&path, MAGIC, max_bytes) {
+            Err(SealedError::Corrupt {
+                what: "bad magic", ..
+            }) => sealed::load::<RunStateV2>(&path, MAGIC_V2, max_bytes)
+                .map(|old| old.map(Self::from)),
+            loaded => loaded,
+        };
+        let Some(state) = loaded? else {
             return Ok(None);
         };
         if state.task != task || state.layout != layout {
@@ -256,6 +301,41 @@ mod tests {
                 ..
             }))
         ));
+        // A state of the previous format (no committed count, no members) is read, its
+        // rounds counted as committed.
+        #[derive(serde::Serialize)]
+        struct V2<'a> {
+            task: &'a str,
+            layout: u64,
+            strategy: &'a str,
+            round: u64,
+            global: Vec<f32>,
+            first: Vec<f32>,
+            second: Vec<f32>,
+            steps: u64,
+            factors: Option<SharedFactors>,
+        }
+        let old = V2 {
+            task: "fmnist",
+            layout: 42,
+            strategy: "fedavg",
+            round: 7,
+            global: vec![1.0, -2.5, 3.25],
+            first: vec![0.1, 0.2, 0.3],
+            second: Vec::new(),
+            steps: 7,
+            factors: None,
+        };
+        sealed::save(&path, MAGIC_V2, &old).unwrap();
+        let migrated = RunState::load(&d, "fmnist", 42, "fedavg").unwrap().unwrap();
+        assert_eq!(
+            migrated,
+            RunState {
+                committed: 7,
+                members: Default::default(),
+                ..state()
+            }
+        );
         std::fs::write(&path, b"TNDM").unwrap();
         assert!(matches!(
             RunState::load(&d, "fmnist", 42, "fedavg"),
