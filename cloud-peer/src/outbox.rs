@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tandem_runtime::session::Envelope;
-use tandem_runtime::transport::{self, MIN_STREAM_RATE};
+use tandem_runtime::transport;
 use tandem_runtime::wire::CloseCode;
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::{debug, warn};
@@ -28,16 +28,14 @@ pub struct OutboxLimits {
     /// empty: the largest reply must always fit).
     pub bytes: u64,
     /// A message not taken by the device within this, plus a second per
-    /// [`MIN_STREAM_RATE`] bytes of its tensor, is the end of its connection.
+    /// [`MIN_STREAM_RATE`](transport::MIN_STREAM_RATE) bytes of its tensor, is the end of its connection.
     pub send_deadline: Duration,
 }
 
 impl OutboxLimits {
     /// How long a message with `tensor_bytes` may take to send.
     pub fn deadline(&self, tensor_bytes: usize) -> Duration {
-        let extra = tensor_bytes as u64 / MIN_STREAM_RATE;
-        self.send_deadline
-            .saturating_add(Duration::from_secs(extra))
+        transport::slow_link_time(self.send_deadline, tensor_bytes as u64)
     }
 }
 
@@ -62,7 +60,7 @@ struct Queued {
 }
 
 /// The hub's handle on one connection's outbox.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Outbox {
     queue: tokio::sync::mpsc::Sender<Envelope>,
     queued: Arc<Queued>,

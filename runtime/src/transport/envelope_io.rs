@@ -6,7 +6,7 @@
 
 use super::TransportError;
 use super::framed::{read_body, read_header, read_tensor, write_frame, write_tensor_message};
-use super::limits::MIN_STREAM_RATE;
+use super::limits::slow_link_time;
 use crate::session::Envelope;
 use crate::session::step_limits::StepLimits;
 use crate::wire::{
@@ -56,7 +56,7 @@ pub struct Inbound {
     /// The most tensor bytes of one update.
     update_bytes: Option<u64>,
     /// The time a stream has for its message (and, plus a second per
-    /// [`MIN_STREAM_RATE`] bytes, for its tensor once its budget is held).
+    /// [`MIN_STREAM_RATE`](super::MIN_STREAM_RATE) bytes, for its tensor once its budget is held).
     deadline: Option<Duration>,
 }
 
@@ -107,7 +107,7 @@ impl Inbound {
     }
 
     /// Refuses a stream that has not delivered its message within `deadline`, or its
-    /// tensor within `deadline` plus a second per [`MIN_STREAM_RATE`] bytes.
+    /// tensor within `deadline` plus a second per [`MIN_STREAM_RATE`](super::MIN_STREAM_RATE) bytes.
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self
@@ -122,7 +122,7 @@ impl Inbound {
         let Some(base) = self.deadline else {
             return read.await;
         };
-        let limit = base.saturating_add(Duration::from_secs(tensor_bytes / MIN_STREAM_RATE));
+        let limit = slow_link_time(base, tensor_bytes);
         tokio::time::timeout(limit, read).await.map_err(|_| {
             TransportError::Protocol(format!(
                 "the stream did not deliver {} within {} s",

@@ -44,12 +44,10 @@ pub struct TransportLimits {
 /// split message then has about 13 minutes on top of its base deadline.
 pub const MIN_STREAM_RATE: u64 = 32 << 10;
 
-impl TransportLimits {
-    /// How long a stream carrying `tensor_bytes` may take in all.
-    pub fn stream_time(&self, tensor_bytes: u64) -> Duration {
-        self.stream_deadline
-            .saturating_add(Duration::from_secs(tensor_bytes / MIN_STREAM_RATE))
-    }
+/// How long a message with `tensor_bytes` may take to cross, either way: `base` plus a
+/// second per [`MIN_STREAM_RATE`] bytes.
+pub fn slow_link_time(base: Duration, tensor_bytes: u64) -> Duration {
+    base.saturating_add(Duration::from_secs(tensor_bytes / MIN_STREAM_RATE))
 }
 
 impl Default for TransportLimits {

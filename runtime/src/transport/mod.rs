@@ -24,7 +24,7 @@ pub use envelope_io::{
 };
 pub use error::TransportError;
 pub use framed::{read_frame, read_tensor_message, write_frame, write_tensor_message};
-pub use limits::{MIN_STREAM_RATE, TransportLimits};
+pub use limits::{MIN_STREAM_RATE, TransportLimits, slow_link_time};
 
 /// ALPN protocol id: a TLS peer that is not tandem fails the handshake instead of
 /// receiving frames it cannot parse.
