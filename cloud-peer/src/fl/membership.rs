@@ -93,16 +93,6 @@ impl Membership {
         let declared = *self.declared.get(node)?;
         Some(claimed.min(declared).min(self.cap))
     }
-
-    /// Devices that joined.
-    pub fn len(&self) -> usize {
-        self.declared.len()
-    }
-
-    /// Whether no device joined.
-    pub fn is_empty(&self) -> bool {
-        self.declared.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -148,13 +138,12 @@ mod tests {
                 })
             );
         }
-        assert!(members.is_empty());
+        assert!(members.to_saved().is_empty());
         members.join(&node("dev-1"), 1000).unwrap();
         // Saved with the state, restored by a cloud with a lower cap.
         let saved = members.to_saved();
         assert_eq!(saved, [("dev-1".to_string(), 1000)].into());
         let mut restored = Membership::restore(&saved, 500);
-        assert_eq!(restored.len(), 1);
         assert_eq!(restored.weight(&node("dev-1"), 1000), Some(500));
         // What it declared before the restart still binds it.
         assert!(matches!(

@@ -118,7 +118,7 @@ const MAGIC_V2: &[u8; 8] = b"TNDMFLS2";
 
 /// A state written under [`MAGIC_V2`]: every round it counted had committed or aborted
 /// alike, and no device's example count was kept.
-#[derive(serde::Deserialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 struct RunStateV2 {
     task: String,
     layout: u64,
@@ -303,22 +303,10 @@ mod tests {
         ));
         // A state of the previous format (no committed count, no members) is read, its
         // rounds counted as committed.
-        #[derive(serde::Serialize)]
-        struct V2<'a> {
-            task: &'a str,
-            layout: u64,
-            strategy: &'a str,
-            round: u64,
-            global: Vec<f32>,
-            first: Vec<f32>,
-            second: Vec<f32>,
-            steps: u64,
-            factors: Option<SharedFactors>,
-        }
-        let old = V2 {
-            task: "fmnist",
+        let old = RunStateV2 {
+            task: "fmnist".into(),
             layout: 42,
-            strategy: "fedavg",
+            strategy: "fedavg".into(),
             round: 7,
             global: vec![1.0, -2.5, 3.25],
             first: vec![0.1, 0.2, 0.3],
