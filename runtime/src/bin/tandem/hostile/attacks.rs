@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tandem_runtime::session::Envelope;
 use tandem_runtime::transport::{self, Inbound, Received};
 use tandem_runtime::wire::{
-    Hello, HelloAck, Join, PROTOCOL_VERSION, RoundResult, RoundTask, Update, encode_frame,
+    Hello, HelloAck, PROTOCOL_VERSION, RoundResult, RoundTask, Update, encode_frame,
 };
 
 /// What the cloud did about an attack.
@@ -40,12 +40,7 @@ pub(super) async fn garbage_frame(target: &Target) -> Result<Verdict> {
 /// A whole Join frame's header and half its body, then the stream finished.
 pub(super) async fn truncated_frame(target: &Target) -> Result<Verdict> {
     let session = target.session("truncated-frame").await?;
-    let join = Join {
-        node: session.node.clone(),
-        num_examples: 7,
-        capabilities: tandem_runtime::wire::Capabilities::FL,
-    };
-    let frame = encode_frame(&join)?;
+    let frame = encode_frame(&session.join_message(7))?;
     let cut =
         tandem_runtime::wire::HEADER_LEN + (frame.len() - tandem_runtime::wire::HEADER_LEN) / 2;
     let mut send = session.connection.open_uni().await?;
@@ -315,21 +310,14 @@ pub(super) async fn silent_connections(target: &Target, count: u32) -> Result<Ve
 /// A device joins declaring 600 examples, then again declaring 2^24 (its FedAvg weight).
 pub(super) async fn join_inflation(target: &Target) -> Result<Verdict> {
     let session = target.session("join-inflation").await?;
-    let join = |num_examples| {
-        Envelope::Join(Join {
-            node: session.node.clone(),
-            num_examples,
-            capabilities: tandem_runtime::wire::Capabilities::FL,
-        })
-    };
-    transport::send_envelope(&session.connection, &join(600)).await?;
+    session.join(600).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     if let Some(reason) = closed_within(&session.connection, Duration::ZERO).await {
         return Ok(Verdict::NotRefused(format!(
             "an honest Join was refused: the connection {reason}"
         )));
     }
-    transport::send_envelope(&session.connection, &join(1 << 24)).await?;
+    session.join(1 << 24).await?;
     Ok(match closed_within(&session.connection, WAIT).await {
         Some(reason) => Verdict::Refused(format!(
             "a Join of 600 examples, then one of 2^24: the connection {reason}"
@@ -342,12 +330,7 @@ pub(super) async fn join_inflation(target: &Target) -> Result<Verdict> {
 /// it was sampled for commits without it (or `wait` passes).
 pub(super) async fn silent_participant(target: &Target, wait: Duration) -> Result<Verdict> {
     let session = target.session("silent-participant").await?;
-    let join = Envelope::Join(Join {
-        node: session.node.clone(),
-        num_examples: 600,
-        capabilities: tandem_runtime::wire::Capabilities::FL,
-    });
-    transport::send_envelope(&session.connection, &join).await?;
+    session.join(600).await?;
     let inbound = Inbound::device();
     let (mut tasked, mut missed) = (Vec::new(), 0u32);
     let watch = async {

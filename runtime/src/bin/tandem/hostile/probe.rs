@@ -31,6 +31,24 @@ pub(super) struct Session {
     pub(super) node: NodeName,
 }
 
+impl Session {
+    /// Its Join for federated rounds, declaring `num_examples`.
+    pub(super) fn join_message(&self, num_examples: u64) -> tandem_runtime::wire::Join {
+        tandem_runtime::wire::Join {
+            node: self.node.clone(),
+            num_examples,
+            capabilities: Capabilities::FL,
+        }
+    }
+
+    /// Sends its Join declaring `num_examples`.
+    pub(super) async fn join(&self, num_examples: u64) -> Result<()> {
+        let join = tandem_runtime::session::Envelope::Join(self.join_message(num_examples));
+        transport::send_envelope(&self.connection, &join).await?;
+        Ok(())
+    }
+}
+
 impl Target {
     /// The device name attack `attack` uses.
     pub(super) fn node(&self, attack: &str) -> Result<NodeName> {

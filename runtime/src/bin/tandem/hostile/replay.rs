@@ -8,9 +8,7 @@ use super::probe::{Session, Target};
 use anyhow::{Context, Result};
 use tandem_runtime::session::Envelope;
 use tandem_runtime::transport::{self, Inbound, Received};
-use tandem_runtime::wire::{
-    Capabilities, CodecDesc, Join, ModelPayload, NodeName, RoundTask, Update,
-};
+use tandem_runtime::wire::{CodecDesc, ModelPayload, NodeName, RoundTask, Update};
 
 /// The node whose name the spoofed update claims.
 const SPOOFED: &str = "fl-device-0";
@@ -19,12 +17,7 @@ const SPOOFED: &str = "fl-device-0";
 /// round.
 pub(super) async fn participate(target: &Target, rounds: u64) -> Result<()> {
     let session = target.session("replayed-update").await?;
-    let join = Join {
-        node: session.node.clone(),
-        num_examples: 1000,
-        capabilities: Capabilities::FL,
-    };
-    transport::send_envelope(&session.connection, &Envelope::Join(join)).await?;
+    session.join(1000).await?;
     let inbound = Inbound::device();
     let mut previous: Option<(Update, Vec<u8>)> = None;
     // Updates sent that the cloud must refuse, this round.
