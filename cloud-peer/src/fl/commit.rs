@@ -14,9 +14,9 @@ use super::record::{
     RoundRecord, downlink_summary, identity_task_bytes, identity_update_bytes, mean_train_loss,
     plot_png, summary,
 };
-use super::round_bounds;
+use super::round_bounds::{self, RoundUpdates};
 use super::state::{RunState, StateError, StateLock};
-use super::strategy::{ClientUpdate, Strategy};
+use super::strategy::Strategy;
 use super::validate::validate;
 use std::collections::BTreeMap;
 use tandem_runtime::fl::acp::SharedFactors;
@@ -131,22 +131,18 @@ impl<T: Task> RunCore<T> {
             sampled,
             members,
         } = ended;
-        let mut valid: Vec<ClientUpdate> = Vec::new();
-        // Whether each valid update was clipped to `--clip`.
-        let mut clipped: Vec<bool> = Vec::new();
-        let mut contributors = Vec::new();
-        let mut train_losses = Vec::new();
-        let (mut refused, mut uplink) = (0, 0u64);
+        let mut checked = RoundUpdates::default();
+        let mut uplink = 0u64;
         for (node, update, bytes, weight) in &updates {
             uplink += wire_bytes(update, bytes.len()).unwrap_or(0) as u64;
             if update.codec != self.settings.codec {
                 warn!(%node, round, "update refused: codec {:?}, the round's is {:?}", update.codec, self.settings.codec);
-                refused += 1;
+                checked.refuse();
                 continue;
             }
             let Some(weight) = *weight else {
                 warn!(%node, round, "update refused: the device never joined");
-                refused += 1;
+                checked.refuse();
                 continue;
             };
             match validate(
@@ -157,19 +153,14 @@ impl<T: Task> RunCore<T> {
                 weight,
                 self.settings.bound,
             ) {
-                Ok(v) => {
-                    clipped.push(v.clipped);
-                    valid.push(v.update);
-                    contributors.push(node.clone());
-                    train_losses.push(update.train_loss);
-                }
+                Ok(v) => checked.accept(node.clone(), update.train_loss, v),
                 Err(reason) => {
                     warn!(%node, round, "update refused: {reason}");
-                    refused += 1;
+                    checked.refuse();
                 }
             }
         }
-        let bounded = round_bounds::apply(self.settings.median_caps, &mut valid);
+        let bounded = checked.bound(self.settings.median_caps);
         if bounded != round_bounds::Bounded::default() {
             info!(
                 round,
@@ -177,9 +168,6 @@ impl<T: Task> RunCore<T> {
                 norms = bounded.scaled.len(),
                 "updates bounded by the round's medians"
             );
-        }
-        for &at in &bounded.scaled {
-            clipped[at] = true;
         }
         let noise = match self.dp.as_mut() {
             Some(dp) => {
@@ -200,7 +188,7 @@ impl<T: Task> RunCore<T> {
             &mut self.state.global,
             &mut self.state.factors,
             self.task.layout(),
-            &valid,
+            &checked.valid,
             noise,
             round,
             self.settings.seed,
@@ -217,13 +205,13 @@ impl<T: Task> RunCore<T> {
             round,
             accuracy,
             loss,
-            train_loss: mean_train_loss(&train_losses),
+            train_loss: mean_train_loss(&checked.train_losses),
             sampled,
             aggregated,
-            refused,
-            contributors,
+            refused: checked.refused,
+            clipped: checked.clipped(),
+            contributors: checked.contributors,
             dropped: sampled.saturating_sub(updates.len()),
-            clipped: clipped.iter().filter(|&&c| c).count(),
             uplink_bytes: uplink,
             downlink_bytes,
             seconds,

@@ -12,9 +12,10 @@
 //! in rounds of at least [`MIN_FOR_NORM_CAP`] updates: of two, one device would set it.
 
 use super::strategy::ClientUpdate;
-use super::validate::{clip_to, exact_norm};
+use super::validate::{Validated, clip_to, exact_norm};
 use std::fmt;
 use std::str::FromStr;
+use tandem_runtime::wire::NodeName;
 
 /// How far past the round's medians an update may go (`None`: not bounded).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -101,6 +102,51 @@ pub struct Bounded {
 /// lower median is the other device's (one sending a zero update would scale the other's
 /// to nothing).
 pub const MIN_FOR_NORM_CAP: usize = 3;
+
+/// A round's valid updates as they are checked, one by one, then bounded against each
+/// other: the one collection the networked commit and the simulation both fill.
+#[derive(Debug, Default)]
+pub struct RoundUpdates {
+    /// The valid updates, ready to aggregate.
+    pub valid: Vec<ClientUpdate>,
+    /// Their devices, in the same order.
+    pub contributors: Vec<NodeName>,
+    /// The training losses their devices reported.
+    pub train_losses: Vec<f32>,
+    /// Updates refused.
+    pub refused: usize,
+    /// Whether each valid update was scaled down (by `--clip`, or by the median norm).
+    clipped: Vec<bool>,
+}
+
+impl RoundUpdates {
+    /// `node`'s update passed validation.
+    pub fn accept(&mut self, node: NodeName, train_loss: f32, checked: Validated) {
+        self.clipped.push(checked.clipped);
+        self.valid.push(checked.update);
+        self.contributors.push(node);
+        self.train_losses.push(train_loss);
+    }
+
+    /// An update was refused.
+    pub fn refuse(&mut self) {
+        self.refused += 1;
+    }
+
+    /// Bounds the valid updates by `caps` ([`apply`]).
+    pub fn bound(&mut self, caps: MedianCaps) -> Bounded {
+        let bounded = apply(caps, &mut self.valid);
+        for &at in &bounded.scaled {
+            self.clipped[at] = true;
+        }
+        bounded
+    }
+
+    /// Valid updates scaled down, each once whether by `--clip` or the median or both.
+    pub fn clipped(&self) -> usize {
+        self.clipped.iter().filter(|&&c| c).count()
+    }
+}
 
 /// The lower median of `values` (`None` if empty).
 fn lower_median<T: Copy + PartialOrd>(values: &[T]) -> Option<T> {

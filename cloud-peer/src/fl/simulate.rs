@@ -10,16 +10,19 @@ use super::apply::{RoundNoise, apply_round};
 use super::byzantine::Byzantine;
 use super::central_dp::{CentralDp, DpSettings, seeded_normals};
 use super::record::{RoundRecord, mean_train_loss};
-use super::round_bounds::{self, MedianCaps};
+use super::round_bounds::{MedianCaps, RoundUpdates};
 use super::secure::{self, SecAggConfig};
 use super::strategy::ClientUpdate;
 use super::strategy::{Strategy, StrategyKind};
 use super::validate::{NormBound, Refusal, validate};
 use rayon::prelude::*;
+
+mod centralised;
+pub use centralised::Centralised;
 use std::collections::HashMap;
 use std::time::Instant;
 use tandem_runtime::fl::acp::SharedFactors;
-use tandem_runtime::fl::task::{Evaluation, LocalConfig, Task, TaskError, pooled_order};
+use tandem_runtime::fl::task::{Evaluation, LocalConfig, Task, TaskError};
 use tandem_runtime::fl::update::{UpdateEncoder, UpdateError, identity_len};
 use tandem_runtime::rng::SplitMix64;
 use tandem_runtime::wire::{self, CodecDesc, ModelPayload, NodeName, RoundTask, Update, WireError};
@@ -123,21 +126,6 @@ pub struct Simulation<'a, T: Task> {
     round: u64,
     /// Central DP and the privacy spent (with `config.dp`).
     dp: Option<CentralDp>,
-}
-
-/// A centralised baseline's figures.
-#[derive(Clone, Copy, Debug)]
-pub struct Centralised {
-    /// Examples trained on.
-    pub examples: u64,
-    /// Optimiser steps.
-    pub steps: u64,
-    /// Mean training loss over the steps.
-    pub train_loss: f32,
-    /// The trained model on the test set.
-    pub eval: Evaluation,
-    /// Wall time, evaluation included.
-    pub seconds: f64,
 }
 
 /// One client's trained and encoded update.
@@ -369,55 +357,6 @@ impl<'a, T: Task> Simulation<'a, T> {
         })
     }
 
-    /// Examples the clients sampled in rounds `1..=rounds` hold, times the local epochs:
-    /// what a federated run of `rounds` rounds trains on (clients that drop out aside),
-    /// known before any training because the sampling follows the seed.
-    pub fn examples_to_see(&self, rounds: u64) -> u64 {
-        let epochs = u64::from(self.config.local.epochs);
-        (1..=rounds)
-            .flat_map(|round| self.sample(round))
-            .map(|client| self.task.examples(&self.clients[client]) * epochs)
-            .sum()
-    }
-
-    /// The centralised baseline of a federated run of `rounds` rounds: one model, from
-    /// the run's initial weights (whatever rounds have run), trained with the same local
-    /// settings in one pass over as many examples as the run would see
-    /// ([`Simulation::examples_to_see`]), drawn from all clients' data pooled (a shuffle
-    /// from the seed, repeated if it must be), then evaluated on the test set.
-    pub fn centralised(&self, rounds: u64) -> Result<Centralised, SimulationError> {
-        let started = Instant::now();
-        let sizes: Vec<usize> = self
-            .clients
-            .iter()
-            .map(|c| self.task.examples(c) as usize)
-            .collect();
-        let examples = self.examples_to_see(rounds);
-        let order = pooled_order(&sizes, examples, self.config.seed ^ 0xce47_4a11);
-        let pooled = self.task.pool(self.clients, &order);
-        let local = LocalConfig {
-            epochs: 1,
-            proximal_mu: 0.0,
-            ..self.config.local
-        };
-        let initial = self.task.initial_weights(self.config.seed);
-        let trained = self
-            .task
-            .train(&initial, &pooled, &local, self.config.seed)
-            .map_err(|error| SimulationError::Task { client: 0, error })?;
-        let eval = self
-            .task
-            .evaluate(&trained.weights, self.test)
-            .map_err(SimulationError::Evaluation)?;
-        Ok(Centralised {
-            examples,
-            steps: trained.steps,
-            train_loss: trained.loss,
-            eval,
-            seconds: started.elapsed().as_secs_f64(),
-        })
-    }
-
     /// Runs the next round: sample, train, encode, validate, aggregate, evaluate (every
     /// `eval_every` rounds).
     pub fn run_round(&mut self) -> Result<RoundRecord, SimulationError> {
@@ -496,9 +435,7 @@ impl<'a, T: Task> Simulation<'a, T> {
             });
             record.plans = plans;
         }
-        let mut updates = Vec::new();
-        let mut clipped_by_bound = Vec::new();
-        let mut train_losses = Vec::new();
+        let mut checked = RoundUpdates::default();
         for trained in trained {
             // A client that cannot train or encode (no examples, divergence, a non-finite
             // update it refuses to send) drops out of the round, as on a network.
@@ -527,23 +464,19 @@ impl<'a, T: Task> Simulation<'a, T> {
                 trained.examples,
                 self.config.bound,
             ) {
-                Ok(valid) => {
-                    record.clipped += usize::from(valid.clipped);
-                    clipped_by_bound.push(valid.clipped);
-                    updates.push(valid.update);
-                    record.contributors.push(update.node.clone());
-                    train_losses.push(update.train_loss);
-                }
+                Ok(valid) => checked.accept(update.node, update.train_loss, valid),
                 Err(refusal) => {
-                    record.refused += 1;
+                    checked.refuse();
                     log_refusal(round, trained.client, &refusal);
                 }
             }
         }
-        record.train_loss = mean_train_loss(&train_losses);
-        // An update clipped by --clip and again by the median norm counts once.
-        let scaled = round_bounds::apply(self.config.median_caps, &mut updates).scaled;
-        record.clipped += scaled.iter().filter(|&&at| !clipped_by_bound[at]).count();
+        checked.bound(self.config.median_caps);
+        record.train_loss = mean_train_loss(&checked.train_losses);
+        record.refused = checked.refused;
+        record.clipped = checked.clipped();
+        record.contributors = std::mem::take(&mut checked.contributors);
+        let mut updates = checked.valid;
         if let Some(secagg) = &self.config.secagg {
             updates = self.secure_round(secagg, &updates, &mut record);
         }
