@@ -390,3 +390,112 @@ async fn a_round_commits_on_a_worker_while_the_hub_admits_others() {
     b.close();
     cloud.shutdown().await;
 }
+
+/// Admits "slow" after work on a worker (building its top, reading its snapshot): the
+/// work tells `started` which thread it runs on and waits for `release`; every other
+/// device is admitted at once. Serves split steps with their bytes reversed.
+struct SlowAdmit {
+    started: Sender<String>,
+    release: Arc<Mutex<Receiver<()>>>,
+    /// What the admission work built, for [`CloudApp::admit_built`] to take.
+    built: Arc<Mutex<Vec<String>>>,
+}
+
+impl CloudApp for SlowAdmit {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::SPLIT
+    }
+
+    fn admit_job(&mut self, hello: &tandem_runtime::wire::Hello) -> tandem_cloud::AdmitJob {
+        if hello.node.as_str() != "slow" {
+            return tandem_cloud::AdmitJob::Decided(Ok(tandem_cloud::Admitted::default()));
+        }
+        let (started, release, built) =
+            (self.started.clone(), self.release.clone(), self.built.clone());
+        tandem_cloud::AdmitJob::Build(Box::new(move || {
+            let thread = std::thread::current().name().unwrap_or("?").to_string();
+            let _ = started.send(thread.clone());
+            let _ = release.lock().unwrap().recv();
+            built.lock().unwrap().push(thread);
+        }))
+    }
+
+    fn admit_built(
+        &mut self,
+        hello: &tandem_runtime::wire::Hello,
+    ) -> Result<tandem_cloud::Admitted, String> {
+        let built = self.built.lock().unwrap().pop();
+        match built {
+            Some(thread) if thread.starts_with("tandem-worker") => {
+                Ok(tandem_cloud::Admitted::default())
+            }
+            other => Err(format!("{} was built on {other:?}", hello.node)),
+        }
+    }
+
+    fn split_step(
+        &mut self,
+        _node: &NodeName,
+        activations: &Activations,
+        tensor: &[u8],
+    ) -> Result<(tandem_runtime::wire::CutGradient, Vec<u8>), String> {
+        Ok(reversed_reply(activations.step, tensor))
+    }
+
+    fn round_tasks(&mut self, _round: u64, _participants: &[NodeName]) -> Option<Vec<Assignment>> {
+        None
+    }
+
+    fn round_ended(&mut self, _outcome: RoundOutcome) {}
+}
+
+/// Issue 30 item 9 (split half): an admission that builds a top or reads a snapshot of
+/// up to 2 GiB runs on a worker: while it takes its time the hub admits another device
+/// and serves its steps, and the slow device is admitted once its work is done.
+#[tokio::test]
+async fn a_slow_admission_builds_on_a_worker_while_the_hub_serves_others() {
+    let (started, starts) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel();
+    let app = SlowAdmit {
+        started,
+        release: Arc::new(Mutex::new(released)),
+        built: Arc::default(),
+    };
+    let cloud = Cloud::start_with_hub("workers-admit", HubSettings::default(), app).await;
+    let slow_target = link_target(&cloud, "slow", Capabilities::SPLIT);
+    let slow = {
+        let endpoint = common::device_endpoint(&cloud, "slow");
+        tokio::spawn(async move {
+            let policy = tandem_runtime::transport::link::ReconnectPolicy {
+                give_up_after: Duration::from_secs(20),
+                ..Default::default()
+            };
+            DeviceLink::connect(endpoint, slow_target, policy).await
+        })
+    };
+    let thread = tokio::task::spawn_blocking(move || starts.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the admission's work started");
+    assert!(thread.starts_with("tandem-worker"), "built on {thread}");
+    // The hub is free: another device is admitted and served while "slow" builds.
+    let mut fast = tokio::time::timeout(Duration::from_secs(5), link(&cloud, "fast"))
+        .await
+        .expect("admitted while another admission builds");
+    let mut machine = split_device();
+    tokio::time::timeout(Duration::from_secs(5), step(&mut fast, &mut machine))
+        .await
+        .expect("served while another admission builds");
+    assert!(!slow.is_finished(), "admitted before its work was done");
+    release.send(()).unwrap();
+    let mut slow = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("admitted once its work is done")
+        .unwrap()
+        .expect("admitted");
+    let mut machine = split_device();
+    step(&mut slow, &mut machine).await;
+    fast.close();
+    slow.close();
+    cloud.shutdown().await;
+}
