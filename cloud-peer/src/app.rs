@@ -51,6 +51,17 @@ pub struct Admitted {
 /// operator.
 pub type StepReply = Result<(CutGradient, Vec<u8>), String>;
 
+/// How a device's admission goes on ([`CloudApp::admit_job`]).
+pub enum AdmitJob {
+    /// Decided on the hub: admitted within these limits, or refused with one line for
+    /// the device's operator.
+    Decided(Result<Admitted, String>),
+    /// Slow work first (building a model, reading a snapshot), on a worker thread; the
+    /// application keeps what it makes, and the hub then calls
+    /// [`CloudApp::admit_built`] with the same Hello for the verdict.
+    Build(Box<dyn FnOnce() + Send>),
+}
+
 /// A round's commit as work for a worker thread ([`CloudApp::round_job`]).
 pub type RoundJob = Box<dyn FnOnce() + Send>;
 
@@ -104,6 +115,21 @@ pub trait CloudApp: Send + 'static {
     fn admit(&mut self, hello: &Hello) -> Result<Admitted, String> {
         let _ = hello;
         Ok(Admitted::default())
+    }
+
+    /// [`CloudApp::admit`] as the hub runs it: decided here, or slow work for a worker
+    /// thread first ([`AdmitJob::Build`]), so a device reconnecting in a loop with a
+    /// new top to build never holds up the others. Called on the hub. The default
+    /// decides here, with [`CloudApp::admit`].
+    fn admit_job(&mut self, hello: &Hello) -> AdmitJob {
+        AdmitJob::Decided(self.admit(hello))
+    }
+
+    /// The verdict on `hello` once its [`AdmitJob::Build`] ran (called on the hub; the
+    /// work may have failed, leaving nothing built). The default decides again with
+    /// [`CloudApp::admit`].
+    fn admit_built(&mut self, hello: &Hello) -> Result<Admitted, String> {
+        self.admit(hello)
     }
 
     /// Trains the top on one split step of `node` and returns the cut gradient (its

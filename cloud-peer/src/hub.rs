@@ -7,9 +7,9 @@
 //! device that reconnects resumes where it was: a resent step is answered from the
 //! cache, an update already counted is refused as a duplicate.
 
-use crate::app::{Admitted, CloudApp, ReadyStep, RoundOutcome, StepReply};
+use crate::app::{AdmitJob, Admitted, CloudApp, ReadyStep, RoundOutcome, StepReply};
 use crate::outbox::Outbox;
-use crate::workers::{Devices, Fairness, JobResults, Workers};
+use crate::workers::{Admission, Devices, Fairness, JobResults, Workers};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
@@ -31,8 +31,10 @@ pub(crate) enum HubInput {
     /// A device's Hello, for the application to admit or refuse before HelloAck.
     Admit {
         hello: Box<tandem_runtime::wire::Hello>,
-        reply: tokio::sync::oneshot::Sender<Result<Admitted, String>>,
+        reply: AdmitReply,
     },
+    /// A worker did the slow part of an admission ([`crate::app::AdmitJob::Build`]).
+    AdmitBuilt(Admission),
     /// A session message from a device, with its share of the device's budget of held
     /// tensor bytes (released once the hub has processed it).
     Message {
@@ -50,6 +52,9 @@ pub(crate) enum HubInput {
     /// A worker committed round `round` (`failed`: the application panicked on it).
     RoundDone { round: u64, failed: Option<String> },
 }
+
+/// Where an admission's verdict goes (the connection waiting to send HelloAck).
+pub(crate) type AdmitReply = tokio::sync::oneshot::Sender<Result<Admitted, String>>;
 
 /// How the hub serves devices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +94,9 @@ struct Hub<A> {
     rounds_over: bool,
     workers: Workers,
     fairness: Fairness,
+    /// Devices whose admission builds on the admission thread, each with the newer
+    /// Hello waiting for it, if any.
+    building: HashMap<NodeName, Option<Admission>>,
     /// Devices with no connection, since when.
     away: HashMap<NodeName, Instant>,
     idle_release: Duration,
@@ -123,6 +131,7 @@ pub(crate) fn run<A: CloudApp>(
         rounds_over: false,
         workers,
         fairness: Fairness::default(),
+        building: HashMap::new(),
         away: HashMap::new(),
         idle_release: settings.idle_release,
     };
@@ -212,19 +221,16 @@ impl<A: CloudApp> Hub<A> {
                 }
                 self.dispatch();
             }
-            HubInput::Admit { hello, reply } => {
-                let admitted = isolated(&hello.node, "admitting", || self.app.admit(&hello))
+            HubInput::Admit { hello, reply } => self.admit(Admission { hello, reply }),
+            HubInput::AdmitBuilt(Admission { hello, reply }) => {
+                let app = &mut self.app;
+                let verdict = isolated(&hello.node, "admitting", || app.admit_built(&hello))
                     .and_then(|verdict| verdict);
-                let process = hello.plan.process;
-                if admitted.is_ok()
-                    && process != 0
-                    && self.processes.insert(hello.node.clone(), process) != Some(process)
-                {
-                    // A restarted device numbers its steps afresh: an old step cache
-                    // would take them for stale resends.
-                    self.split.remove(&hello.node);
+                self.admitted(&hello, verdict, reply);
+                // The device's newer Hello that waited for this one's work.
+                if let Some(Some(waiting)) = self.building.remove(&hello.node) {
+                    self.admit(waiting);
                 }
-                let _ = reply.send(admitted);
             }
             HubInput::Disconnected { node, id } => {
                 if self
@@ -286,6 +292,51 @@ impl<A: CloudApp> Hub<A> {
                 }
             },
         }
+    }
+
+    /// Admits or refuses a device's Hello: decided now, or once its slow work ran on
+    /// the admission thread. One device has at most one admission building and one
+    /// waiting for it (a newer Hello replaces the waiting one, which is refused), so a
+    /// device reconnecting in a loop queues no more work than that.
+    fn admit(&mut self, admission: Admission) {
+        let node = admission.hello.node.clone();
+        if let Some(waiting) = self.building.get_mut(&node) {
+            if let Some(older) = waiting.replace(admission) {
+                let reason = "replaced by a newer connection of this device".to_string();
+                let _ = older.reply.send(Err(reason));
+            }
+            return;
+        }
+        let app = &mut self.app;
+        match isolated(&node, "admitting", || app.admit_job(&admission.hello)) {
+            Ok(AdmitJob::Decided(verdict)) => {
+                self.admitted(&admission.hello, verdict, admission.reply);
+            }
+            Ok(AdmitJob::Build(job)) => {
+                self.building.insert(node, None);
+                self.workers.run_admission(admission, job);
+            }
+            Err(failure) => self.admitted(&admission.hello, Err(failure), admission.reply),
+        }
+    }
+
+    /// Sends the application's verdict on `hello` to its connection.
+    fn admitted(
+        &mut self,
+        hello: &tandem_runtime::wire::Hello,
+        verdict: Result<Admitted, String>,
+        reply: AdmitReply,
+    ) {
+        let process = hello.plan.process;
+        if verdict.is_ok()
+            && process != 0
+            && self.processes.insert(hello.node.clone(), process) != Some(process)
+        {
+            // A restarted device numbers its steps afresh: an old step cache would take
+            // them for stale resends.
+            self.split.remove(&hello.node);
+        }
+        let _ = reply.send(verdict);
     }
 
     /// Hands ready devices' steps to free workers, in turn: one device's step per job,

@@ -25,8 +25,8 @@ pub mod tops_memory;
 mod workers;
 
 pub use app::{
-    Admitted, BatchJob, CloudApp, HelloOnly, ReadyStep, RoundJob, RoundOutcome, RoundQuorum,
-    SplitJob, StepReply, jobs_in_turn,
+    AdmitJob, Admitted, BatchJob, CloudApp, HelloOnly, ReadyStep, RoundJob, RoundOutcome,
+    RoundQuorum, SplitJob, StepReply, jobs_in_turn,
 };
 pub use hub::HubSettings;
 pub use outbox::OutboxLimits;

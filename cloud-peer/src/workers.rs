@@ -1,6 +1,6 @@
-//! The threads that run devices' split steps and rounds' commits off the session hub, so
-//! admissions, round deadlines and every other device's messages never wait behind a
-//! training step or an aggregation.
+//! The threads that run devices' split steps, rounds' commits and slow admissions off
+//! the session hub, so admissions, round deadlines and every other device's messages
+//! never wait behind a training step, an aggregation or a top being built.
 //!
 //! The hub hands a worker one job at a time (one device's step, or steps of several
 //! devices that the application trains as one batch) and keeps at most one step per
@@ -9,11 +9,11 @@
 //! worker and reported as the failure of the devices in it.
 
 use crate::app::{BatchJob, RoundJob, StepReply};
-use crate::hub::{HubInput, isolated};
+use crate::hub::{AdmitReply, HubInput, isolated};
 use std::collections::{HashSet, VecDeque};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use tandem_runtime::wire::NodeName;
+use tandem_runtime::wire::{Hello, NodeName};
 
 /// Work for a worker.
 enum Task {
@@ -23,6 +23,12 @@ enum Task {
     Round { round: u64, job: RoundJob },
 }
 
+/// A device's Hello waiting for its admission's work, and where its verdict goes.
+pub(crate) struct Admission {
+    pub(crate) hello: Box<Hello>,
+    pub(crate) reply: AdmitReply,
+}
+
 /// Each device's outcome of a job: its reply, or `Err` when the application panicked.
 pub(crate) type JobResults = Vec<(NodeName, Result<StepReply, String>)>;
 
@@ -30,6 +36,9 @@ pub(crate) type JobResults = Vec<(NodeName, Result<StepReply, String>)>;
 /// hub as [`HubInput::StepDone`].
 pub(crate) struct Workers {
     tasks: Sender<Task>,
+    /// The admission thread's queue: admissions that build wait for each other, never
+    /// for a step (nor a step for them).
+    admissions: Sender<(Admission, RoundJob)>,
     /// Workers free, less jobs queued for none (a round's commit is queued even when
     /// every worker is busy): below 1, no step is dispatched.
     idle: i64,
@@ -47,8 +56,13 @@ impl Workers {
                 .name(format!("tandem-worker-{i}"))
                 .spawn(move || work(&queue, &hub))?;
         }
+        let (admissions, admitting) = std::sync::mpsc::channel::<(Admission, RoundJob)>();
+        std::thread::Builder::new()
+            .name("tandem-worker-admit".into())
+            .spawn(move || admit(&admitting, &hub))?;
         Ok(Self {
             tasks,
+            admissions,
             idle: size as i64,
         })
     }
@@ -67,6 +81,13 @@ impl Workers {
     /// [`HubInput::RoundDone`].
     pub(crate) fn run_round(&mut self, round: u64, job: RoundJob) {
         self.send(Task::Round { round, job });
+    }
+
+    /// Hands the slow part of `admission` to the admission thread, after those before
+    /// it; it reports [`HubInput::AdmitBuilt`].
+    pub(crate) fn run_admission(&self, admission: Admission, job: RoundJob) {
+        // The thread lives as long as the pool's sender; a send cannot fail before.
+        let _ = self.admissions.send((admission, job));
     }
 
     fn send(&mut self, task: Task) {
@@ -103,6 +124,17 @@ fn work(queue: &Mutex<Receiver<Task>>, hub: &Sender<HubInput>) {
             Err(_) => return,
         };
         if hub.send(done).is_err() {
+            return;
+        }
+    }
+}
+
+/// The admission thread: runs admissions' work until the pool is dropped.
+fn admit(queue: &Receiver<(Admission, RoundJob)>, hub: &Sender<HubInput>) {
+    while let Ok((admission, job)) = queue.recv() {
+        // A panic leaves nothing built; the application's verdict then says so.
+        let _ = isolated(&admission.hello.node, "admitting", job);
+        if hub.send(HubInput::AdmitBuilt(admission)).is_err() {
             return;
         }
     }

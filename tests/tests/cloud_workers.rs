@@ -410,8 +410,11 @@ impl CloudApp for SlowAdmit {
         if hello.node.as_str() != "slow" {
             return tandem_cloud::AdmitJob::Decided(Ok(tandem_cloud::Admitted::default()));
         }
-        let (started, release, built) =
-            (self.started.clone(), self.release.clone(), self.built.clone());
+        let (started, release, built) = (
+            self.started.clone(),
+            self.release.clone(),
+            self.built.clone(),
+        );
         tandem_cloud::AdmitJob::Build(Box::new(move || {
             let thread = std::thread::current().name().unwrap_or("?").to_string();
             let _ = started.send(thread.clone());

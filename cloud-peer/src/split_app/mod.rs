@@ -2,7 +2,9 @@
 //! devices send: one per device (whole, or LoRA adapters on a shared frozen copy), or
 //! one that every device trains, its steps batched.
 
-use crate::app::{Admitted, BatchJob, CloudApp, ReadyStep, RoundOutcome, SplitJob, StepReply};
+use crate::app::{
+    AdmitJob, Admitted, BatchJob, CloudApp, ReadyStep, RoundOutcome, SplitJob, StepReply,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -73,6 +75,28 @@ pub struct SplitApp {
     /// process is refused (its top is gone); a restart resumes from a snapshot.
     freed: HashMap<NodeName, u64>,
     totals: Arc<Mutex<ComputeTotals>>,
+    /// What admissions built on the admission thread, for [`CloudApp::admit_built`].
+    built: Shelf,
+}
+
+/// A top built off the hub for an admission.
+enum Built {
+    /// The shared top, made at the first Hello.
+    Shared(Box<SharedTop>),
+    /// A device's own top.
+    Own(Box<CloudTrainer>),
+}
+
+/// Each device's top built off the hub (or why it could not be), until the hub installs
+/// it.
+type Shelf = Arc<Mutex<HashMap<NodeName, Result<Built, String>>>>;
+
+/// Puts what an admission's work built for `node` on `shelf`.
+fn shelve(shelf: &Shelf, node: NodeName, built: Result<Built, String>) {
+    shelf
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(node, built);
 }
 
 /// An admitted device's top: trained on a worker thread, step by step, under its lock.
@@ -104,12 +128,30 @@ impl SplitApp {
             shared: None,
             freed: HashMap::new(),
             totals: Default::default(),
+            built: Shelf::default(),
         })
     }
 
     /// A handle on the compute totals, readable while the server runs.
     pub fn totals(&self) -> Arc<Mutex<ComputeTotals>> {
         self.totals.clone()
+    }
+
+    /// What `hello` asks, checked against the caps and the tops this cloud freed: `None`
+    /// for a device that asks no split session (a probe, an FL client).
+    fn check(&self, hello: &Hello) -> Result<Option<(Admission, Admitted)>, String> {
+        if !hello.capabilities.contains(Capabilities::SPLIT) {
+            return Ok(None);
+        }
+        let admission = Admission::check(hello, self.settings.step_caps)?;
+        if self.freed.get(&hello.node) == Some(&admission.plan.process) {
+            return Err("this cloud freed the top of this device process (it was away too long, or its step failed): restart the device with --resume to continue from its checkpoint".into());
+        }
+        let admitted = Admitted {
+            steps: Some(admission.step_limits()),
+            ..Admitted::default()
+        };
+        Ok(Some((admission, admitted)))
     }
 
     /// `node`'s slot. The error is one line for the device's operator.
@@ -133,25 +175,56 @@ impl CloudApp for SplitApp {
         Capabilities::SPLIT.union(Capabilities::RESUME)
     }
 
+    /// Admits here, on the caller's thread (tests and `measure-tops`; the hub builds
+    /// tops on its admission thread).
     fn admit(&mut self, hello: &Hello) -> Result<Admitted, String> {
-        if !hello.capabilities.contains(Capabilities::SPLIT) {
-            // A probe or an FL client: nothing to check.
-            return Ok(Admitted::default());
+        match self.admit_job(hello) {
+            AdmitJob::Decided(verdict) => verdict,
+            AdmitJob::Build(job) => {
+                job();
+                self.admit_built(hello)
+            }
         }
-        let admission = Admission::check(hello, self.settings.step_caps)?;
-        let plan = admission.plan;
-        let admitted = Admitted {
-            steps: Some(admission.step_limits()),
-            ..Admitted::default()
+    }
+
+    /// Decides at once unless a top must be made (a device's own, or the shared one at
+    /// the first Hello): that, and reading a snapshot to resume it, is work for the
+    /// admission thread.
+    fn admit_job(&mut self, hello: &Hello) -> AdmitJob {
+        let (admission, admitted) = match self.check(hello) {
+            Ok(Some(checked)) => checked,
+            Ok(None) => return AdmitJob::Decided(Ok(Admitted::default())),
+            Err(reason) => return AdmitJob::Decided(Err(reason)),
         };
-        if self.freed.get(&hello.node) == Some(&plan.process) {
-            return Err("this cloud freed the top of this device process (it was away too long, or its step failed): restart the device with --resume to continue from its checkpoint".into());
-        }
-        info!(node = %hello.node, cut = admission.cut, form = ?admission.form, width = admission.width(), gradient = ?admission.gradient, run = admission.plan.run, start_step = admission.plan.start_step, "admitted split session");
+        info!(node = %hello.node, cut = admission.cut, form = ?admission.form, width = admission.width(), gradient = ?admission.gradient, run = admission.plan.run, start_step = admission.plan.start_step, "split session asks");
         if self.settings.top == TopTraining::Shared {
-            return self.admit_shared(&hello.node, admission, admitted);
+            return self.shared_job(&hello.node, admission, admitted);
         }
-        self.admit_own(&hello.node, admission, admitted)
+        self.own_job(&hello.node, admission, admitted)
+    }
+
+    fn admit_built(&mut self, hello: &Hello) -> Result<Admitted, String> {
+        let built = self
+            .built
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&hello.node);
+        let built = built.unwrap_or_else(|| {
+            Err(
+                "the cloud failed while building this device's top; its operator has the log"
+                    .into(),
+            )
+        })?;
+        let Some((admission, admitted)) = self.check(hello)? else {
+            return Ok(Admitted::default());
+        };
+        match built {
+            Built::Shared(top) => {
+                self.install_shared(*top);
+                self.admit_shared(&hello.node, admission, admitted)
+            }
+            Built::Own(trainer) => Ok(self.install_own(&hello.node, *trainer, admitted)),
+        }
     }
 
     fn split_step(

@@ -2,8 +2,8 @@
 //! own lock, snapshotted where its device checkpoints, so a device (or this cloud) that
 //! restarts resumes it.
 
-use super::{ComputeTotals, Slot, SlotTop, SplitApp};
-use crate::app::Admitted;
+use super::{Built, ComputeTotals, Slot, SlotTop, SplitApp, shelve};
+use crate::app::{AdmitJob, Admitted};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,14 +36,14 @@ impl SplitApp {
 
     /// Admits a device to a top of its own. The same process reconnecting keeps its top,
     /// and so does a restarted one resuming the run exactly where the top is; a new run
-    /// or request gets a fresh top, and a restart at an earlier step the top snapshotted
-    /// there.
-    pub(super) fn admit_own(
+    /// or request gets a fresh top, and a restart at a later step the top snapshotted
+    /// there: made (and the snapshot read) on the admission thread.
+    pub(super) fn own_job(
         &mut self,
         node: &NodeName,
         admission: Admission,
         admitted: Admitted,
-    ) -> Result<Admitted, String> {
+    ) -> AdmitJob {
         let (plan, run_settings) = (admission.plan, admission.run_settings());
         if let Some(slot) = self.tops.get_mut(node)
             && let SlotTop::Own(_, updates) = &slot.top
@@ -51,32 +51,44 @@ impl SplitApp {
             && (slot.process == plan.process || updates.load(Ordering::Acquire) == plan.start_step)
         {
             slot.process = plan.process;
-            return Ok(admitted);
+            return AdmitJob::Decided(Ok(admitted));
         }
-        let device = self.settings.backend.training_device();
+        let (model, device) = (self.model.clone(), self.settings.backend.training_device());
         let (schedule, seed) = (self.settings.schedule, self.settings.seed);
-        let training = self.settings.top;
-        // A restart at a later step needs the snapshot there: read it before building.
-        let saved = (plan.start_step > 0)
-            .then(|| self.saved_top(node, plan.run, plan.start_step))
-            .transpose()?;
-        let mut trainer = CloudTrainer::new(
-            self.model.clone(),
-            &device,
-            admission,
-            training,
-            schedule,
-            seed,
-        )?;
-        if let Some(saved) = saved {
-            trainer = trainer.resumed(saved)?;
-            info!(node = %node, step = plan.start_step, "resumed the top from its snapshot");
-        }
-        let trainer = trainer.with_code_cache(self.settings.code_cache_bytes);
+        let (training, code_cache) = (self.settings.top, self.settings.code_cache_bytes);
+        let snapshots = self.snapshot_dir(node);
+        let (shelf, node) = (self.built.clone(), node.clone());
+        AdmitJob::Build(Box::new(move || {
+            let build = || {
+                // A restart at a later step needs the snapshot there: read it first.
+                let saved = (plan.start_step > 0)
+                    .then(|| saved_top(snapshots.as_deref(), plan.run, plan.start_step))
+                    .transpose()?;
+                let mut trainer =
+                    CloudTrainer::new(model, &device, admission, training, schedule, seed)?;
+                if let Some(saved) = saved {
+                    trainer = trainer.resumed(saved)?;
+                    info!(%node, step = plan.start_step, "resumed the top from its snapshot");
+                }
+                Ok(Built::Own(Box::new(trainer.with_code_cache(code_cache))))
+            };
+            let built = build();
+            shelve(&shelf, node, built);
+        }))
+    }
+
+    /// Gives `node` the top `trainer` (made for its admission), in place of any it had.
+    pub(super) fn install_own(
+        &mut self,
+        node: &NodeName,
+        trainer: CloudTrainer,
+        admitted: Admitted,
+    ) -> Admitted {
+        let admission = trainer.admission();
         let trainer_updates = trainer.updates();
         let slot = Slot {
-            run_settings,
-            process: plan.process,
+            run_settings: admission.run_settings(),
+            process: admission.plan.process,
             top: SlotTop::Own(
                 Arc::new(Mutex::new(trainer)),
                 Arc::new(AtomicU64::new(trainer_updates)),
@@ -84,30 +96,28 @@ impl SplitApp {
         };
         self.freed.remove(node);
         self.tops.insert(node.clone(), slot);
-        Ok(admitted)
+        admitted
     }
 
     /// The directory of `node`'s snapshots.
     fn snapshot_dir(&self, node: &NodeName) -> Option<PathBuf> {
         Some(self.settings.state_dir.as_ref()?.join(node.as_str()))
     }
+}
 
-    /// `node`'s top of run `run` as it was after `step` steps, from its snapshot. The
-    /// error is one line for the device's operator.
-    fn saved_top(&self, node: &NodeName, run: u64, step: u64) -> Result<TrainerSnapshot, String> {
-        let missing = || {
-            format!(
-                "cannot resume run {run:016x} at step {step}: this cloud holds no top of it at that step (it restarted since the last snapshot, or never trained this run): restart the device with --resume to continue from its checkpoint, or start a new run without it"
-            )
-        };
-        let path = self
-            .snapshot_dir(node)
-            .ok_or_else(missing)?
-            .join(snapshot_name(run, step));
-        TrainerSnapshot::load(&path, snapshot::TOP_MAGIC)
-            .map_err(|e| format!("cannot resume: {e}"))?
-            .ok_or_else(missing)
-    }
+/// The top of run `run` as it was after `step` steps, from its snapshot in `dir` (a
+/// device's snapshot directory; `None`: this cloud keeps none). The error is one line
+/// for the device's operator.
+fn saved_top(dir: Option<&Path>, run: u64, step: u64) -> Result<TrainerSnapshot, String> {
+    let missing = || {
+        format!(
+            "cannot resume run {run:016x} at step {step}: this cloud holds no top of it at that step (it restarted since the last snapshot, or never trained this run): restart the device with --resume to continue from its checkpoint, or start a new run without it"
+        )
+    };
+    let path = dir.ok_or_else(missing)?.join(snapshot_name(run, step));
+    TrainerSnapshot::load(&path, snapshot::TOP_MAGIC)
+        .map_err(|e| format!("cannot resume: {e}"))?
+        .ok_or_else(missing)
 }
 
 /// Writes `trainer` to the snapshot directory `dir` and keeps the newest

@@ -2,14 +2,14 @@
 //! from its snapshot, so a restarted cloud goes on where it was), each device holding a
 //! link of its own; the steps the hub hands over together train it as one batch.
 
-use super::{ComputeTotals, Slot, SlotTop, SplitApp};
-use crate::app::{Admitted, BatchJob, ReadyStep, StepReply};
+use super::{Built, ComputeTotals, Slot, SlotTop, SplitApp, shelve};
+use crate::app::{AdmitJob, Admitted, BatchJob, ReadyStep, StepReply};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tandem_runtime::model::split::StepLink;
 use tandem_runtime::model::split::cloud::Admission;
-use tandem_runtime::model::split::shared_top::{SharedTop, TopShape};
+use tandem_runtime::model::split::shared_top::SharedTop;
 use tandem_runtime::model::split::snapshot::{self, TrainerSnapshot};
 use tandem_runtime::wire::NodeName;
 use tracing::{info, warn};
@@ -22,45 +22,44 @@ const SHARED_SNAPSHOT_EVERY: u64 = 100;
 const SHARED_SNAPSHOT: &str = "shared-top.snap";
 
 impl SplitApp {
-    /// Where the shared top sits; the top is made now if there is none yet, from its
-    /// snapshot (if the state directory has one of the same cut and form) or fresh for
-    /// `admission`'s cut and form.
-    fn shared_shape(&mut self, admission: &Admission) -> Result<TopShape, String> {
-        if let Some((shape, _)) = &self.shared {
-            return Ok(*shape);
+    /// Admits a device to the shared top, making the top first (on the admission
+    /// thread) at the first Hello.
+    pub(super) fn shared_job(
+        &mut self,
+        node: &NodeName,
+        admission: Admission,
+        admitted: Admitted,
+    ) -> AdmitJob {
+        if self.shared.is_some() {
+            return AdmitJob::Decided(self.admit_shared(node, admission, admitted));
         }
-        let device = self.settings.backend.training_device();
+        let (model, device) = (self.model.clone(), self.settings.backend.training_device());
         let (schedule, seed) = (self.settings.schedule, self.settings.seed);
-        let mut top = SharedTop::new(
-            self.model.clone(),
-            &device,
-            admission.cut,
-            admission.form,
-            schedule,
-            seed,
-        )?;
         let saved = self
             .settings
             .state_dir
             .as_ref()
             .map(|d| d.join(SHARED_SNAPSHOT));
-        if let Some(path) = saved {
-            // A snapshot of another cut or form stays on disk until this top's first.
-            let resumed = TrainerSnapshot::load(&path, snapshot::TOP_MAGIC)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                .and_then(|saved| saved.map(|saved| top.resume(saved)).transpose());
-            match resumed {
-                Ok(Some(())) => info!(
-                    updates = top.updates(),
-                    "resumed the shared top from its snapshot"
-                ),
-                Ok(None) => {}
-                Err(e) => warn!("a fresh shared top: {e}"),
-            }
+        let (shelf, node) = (self.built.clone(), node.clone());
+        AdmitJob::Build(Box::new(move || {
+            let top = SharedTop::new(
+                model,
+                &device,
+                admission.cut,
+                admission.form,
+                schedule,
+                seed,
+            )
+            .map(|top| resume_shared(top, saved.as_deref()));
+            shelve(&shelf, node, top.map(|top| Built::Shared(Box::new(top))));
+        }))
+    }
+
+    /// Makes `top` the shared top, unless another admission made one meanwhile.
+    pub(super) fn install_shared(&mut self, top: SharedTop) {
+        if self.shared.is_none() {
+            self.shared = Some((top.shape(), Arc::new(Mutex::new(top))));
         }
-        let shape = top.shape();
-        self.shared = Some((shape, Arc::new(Mutex::new(top))));
-        Ok(shape)
     }
 
     /// Admits a device to the shared top: same cut and form as every other device; its
@@ -73,7 +72,11 @@ impl SplitApp {
         admitted: Admitted,
     ) -> Result<Admitted, String> {
         // The shape, not the top: a Hello never waits for a batch to train.
-        self.shared_shape(&admission)?.serves(&admission)?;
+        let (shape, _) = self
+            .shared
+            .as_ref()
+            .ok_or("this cloud has no shared top yet")?;
+        shape.serves(&admission)?;
         let (run_settings, process) = (admission.run_settings(), admission.plan.process);
         if let Some(slot) = self.tops.get_mut(node)
             && slot.run_settings == run_settings
@@ -123,6 +126,26 @@ impl SplitApp {
             refused
         })
     }
+}
+
+/// `top` resumed from the snapshot at `saved` when there is one of its cut and form (one
+/// of another stays on disk until this top's first).
+fn resume_shared(mut top: SharedTop, saved: Option<&Path>) -> SharedTop {
+    let Some(path) = saved else {
+        return top;
+    };
+    let resumed = TrainerSnapshot::load(path, snapshot::TOP_MAGIC)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        .and_then(|saved| saved.map(|saved| top.resume(saved)).transpose());
+    match resumed {
+        Ok(Some(())) => info!(
+            updates = top.updates(),
+            "resumed the shared top from its snapshot"
+        ),
+        Ok(None) => {}
+        Err(e) => warn!("a fresh shared top: {e}"),
+    }
+    top
 }
 
 /// Puts `top` back to its snapshot in `state_dir`; returns the updates it holds.
