@@ -175,6 +175,7 @@ impl Pair {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::split::{MAX_STEP_REPEATS, RepeatFlood};
 
     const SMOOTH: Link = Link {
         latency: Duration::from_millis(20),
@@ -383,6 +384,52 @@ mod tests {
         }
         cloud.handle_message(now, Envelope::Activations(Box::new(a), tensor));
         assert_eq!(cloud.poll_transmit(), Some(reply));
+    }
+
+    /// Issue 30 item 1: a stalled reader resending one step as fast as the cloud reads
+    /// (250k resends in a minute) costs the cloud the reading of every one. A device
+    /// resends a step only on its timeouts and reconnects, so past
+    /// [`MAX_STEP_REPEATS`] repeats of one step (resent, or ignored as stale or forged)
+    /// the machine names the flood, for the hub to close the device; a new step starts
+    /// the count afresh.
+    #[test]
+    fn one_step_repeated_past_the_cap_is_a_flood() {
+        let mut cloud = SplitCloud::new();
+        let now = Instant::now();
+        let step = |n: u64| {
+            let mut a = Pair::activations(2);
+            a.step = n;
+            Envelope::Activations(Box::new(a), vec![1u8; 64])
+        };
+        cloud.handle_message(now, step(5));
+        assert!(cloud.poll_event().is_some());
+        // Repeats while the step is computed count too.
+        for _ in 0..MAX_STEP_REPEATS / 2 {
+            cloud.handle_message(now, step(5));
+        }
+        let g = CutGradient {
+            step: 5,
+            loss: 0.5,
+            kept: false,
+            codec: CodecDesc::Identity,
+            payload_len: 4,
+        };
+        cloud.send_gradient(now, g, vec![7; 4]).unwrap();
+        for _ in MAX_STEP_REPEATS / 2..MAX_STEP_REPEATS {
+            cloud.handle_message(now, step(5));
+            assert_eq!(cloud.flood(), None);
+        }
+        cloud.handle_message(now, step(5));
+        assert_eq!(
+            cloud.flood(),
+            Some(RepeatFlood {
+                step: 5,
+                repeats: MAX_STEP_REPEATS + 1
+            })
+        );
+        assert!(cloud.flood().unwrap().to_string().contains("step 5"));
+        cloud.handle_message(now, step(6));
+        assert_eq!(cloud.flood(), None);
     }
 
     #[test]
