@@ -252,6 +252,11 @@ impl<A: CloudApp> Hub<A> {
                 Envelope::Activations(..) if self.served.contains(Capabilities::SPLIT) => {
                     let machine = self.split.entry(node.clone()).or_default();
                     machine.handle_message(now, envelope);
+                    if let Some(flood) = machine.flood() {
+                        warn!(%node, "refused: {flood}");
+                        refuse(&self.connections, &node, flood.to_string());
+                        return;
+                    }
                     // A resent step is answered from the cache.
                     while let Some(envelope) = machine.poll_transmit() {
                         send(&self.connections, &node, envelope);

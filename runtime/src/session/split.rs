@@ -258,6 +258,23 @@ impl Asked {
     }
 }
 
+/// Repeats of one step (resent, or ignored as stale or forged) the cloud takes before it
+/// names a flood ([`SplitCloud::flood`]). An honest device repeats a step only on its
+/// timeouts ([`SplitConfig::max_retries`], 5 by default) and reconnects.
+pub const MAX_STEP_REPEATS: u32 = 64;
+
+/// A device repeated one step more than [`MAX_STEP_REPEATS`] times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "step {step} was sent {repeats} times over (a device resends a step only on a timeout or a reconnect)"
+)]
+pub struct RepeatFlood {
+    /// The step repeated.
+    pub step: u64,
+    /// Its repeats so far.
+    pub repeats: u32,
+}
+
 /// The cloud side of split steps for one device.
 pub struct SplitCloud {
     /// The step handed to the application and not yet answered, and what asked for it.
@@ -269,6 +286,8 @@ pub struct SplitCloud {
     outbox: VecDeque<Envelope>,
     events: VecDeque<CloudEvent>,
     stats: SplitStats,
+    /// The newest step, and the messages since that did not advance past it.
+    repeats: (u64, u32),
 }
 
 impl Default for SplitCloud {
@@ -286,12 +305,20 @@ impl SplitCloud {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             stats: SplitStats::default(),
+            repeats: (0, 0),
         }
     }
 
     /// Counters so far.
     pub fn stats(&self) -> SplitStats {
         self.stats
+    }
+
+    /// The device repeated its newest step past [`MAX_STEP_REPEATS`]: it is flooding the
+    /// cloud with bytes it must read (the hub closes it).
+    pub fn flood(&self) -> Option<RepeatFlood> {
+        let (step, repeats) = self.repeats;
+        (repeats > MAX_STEP_REPEATS).then_some(RepeatFlood { step, repeats })
     }
 
     /// A message from the device.
@@ -301,6 +328,12 @@ impl SplitCloud {
             return;
         };
         let step = activations.step;
+        let (newest, repeats) = &mut self.repeats;
+        if step > *newest || self.pending.is_none() && self.last_reply.is_none() {
+            (*newest, *repeats) = (step, 0);
+        } else {
+            *repeats = repeats.saturating_add(1);
+        }
         if let Some((answered, asked, reply)) = &self.last_reply {
             if step == *answered {
                 if *asked == Asked::of(&activations, &tensor) {
