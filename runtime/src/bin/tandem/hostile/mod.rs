@@ -2,14 +2,17 @@
 //! attacks on a tandem-cloud one after another, each as its own device (`<node>-<attack>`,
 //! certificates issued by the cloud's CA, so the cloud's log names the attack), and
 //! prints what the cloud did about each: the stream stopped, the connection closed with
-//! its code and reason, the cost bounded, or NOT REFUSED. `replayed-update` takes part
-//! in federated rounds meanwhile (identity codecs only), replaying and spoofing updates.
+//! its code and reason, the cost bounded, or NOT REFUSED. Against a federated cloud
+//! (`--app fl`), `replayed-update` takes part in rounds meanwhile (identity codecs only),
+//! replaying and spoofing updates; against a split cloud's shared top (`--app split`)
+//! the split attacks resend steps to a stalled reader and send steps that overflow.
 //!
 //! Point it only at a cloud you run.
 
 mod attacks;
 mod probe;
 mod replay;
+mod split;
 
 use crate::ConnectArgs;
 use anyhow::{Context, Result};
@@ -55,6 +58,36 @@ pub(crate) enum Attack {
     /// A participant that joins, takes its tasks and never reports (for up to
     /// --participant-wait, beside the other attacks).
     SilentParticipant,
+    /// A split step resent as fast as the cloud reads, by a device that takes none of
+    /// the cloud's replies.
+    ResendAmplification,
+    /// A split step whose finite cut values overflow the shared top, then an ordinary
+    /// one.
+    SharedTopOverflow,
+}
+
+impl Attack {
+    /// Whether it attacks what a cloud serving `app` serves (the others attack the
+    /// transport, and any cloud).
+    fn attacks(self, app: App) -> bool {
+        match self {
+            Self::JoinInflation
+            | Self::OversizeUpdate
+            | Self::ReplayedUpdate
+            | Self::SilentParticipant => app == App::Fl,
+            Self::ResendAmplification | Self::SharedTopOverflow => app == App::Split,
+            _ => true,
+        }
+    }
+}
+
+/// What the cloud under attack serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum App {
+    /// Federated rounds (`serve --app fl`).
+    Fl,
+    /// Split steps on a shared top (`serve --top shared`).
+    Split,
 }
 
 /// The attacks that run beside the others, as participants in rounds.
@@ -65,12 +98,20 @@ pub(crate) struct HostileArgs {
     /// The cloud; --node is the prefix of the attacks' device names [default: hostile].
     #[command(flatten)]
     connect: ConnectArgs,
-    /// Attacks to run, comma-separated [default: all].
+    /// What the cloud serves: the default attacks are those on its kind of session and
+    /// on the transport.
+    #[arg(long, value_enum, default_value = "fl")]
+    app: App,
+    /// Attacks to run, comma-separated [default: every attack on --app's cloud].
     #[arg(long, value_enum, value_delimiter = ',')]
     attacks: Vec<Attack>,
-    /// The model name the cloud's task admits in a Hello.
+    /// The model name the cloud's task admits in a federated Hello.
     #[arg(long, default_value = "fmnist")]
     model: String,
+    /// The cut (layers on the device) the split attacks ask of the shared top: the
+    /// honest devices'.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=5))]
+    cut: u8,
     /// Streams of the stream flood.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     streams: u32,
@@ -115,9 +156,14 @@ async fn attack(args: HostileArgs) -> Result<()> {
             .unwrap_or_else(|| "hostile".into()),
         pki,
         model: args.model.clone(),
+        cut: args.cut,
     };
     let chosen: Vec<Attack> = if args.attacks.is_empty() {
-        Attack::value_variants().to_vec()
+        Attack::value_variants()
+            .iter()
+            .copied()
+            .filter(|a| a.attacks(args.app))
+            .collect()
     } else {
         args.attacks.clone()
     };
@@ -202,6 +248,8 @@ async fn run_one(
         },
         Attack::JoinInflation => attacks::join_inflation(target).await?,
         Attack::OversizeUpdate => attacks::oversize_update(target).await?,
+        Attack::ResendAmplification => split::resend_amplification(target).await?,
+        Attack::SharedTopOverflow => split::shared_top_overflow(target).await?,
         Attack::ReplayedUpdate | Attack::SilentParticipant => return Ok(None),
     }))
 }

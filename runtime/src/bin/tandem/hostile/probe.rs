@@ -21,6 +21,8 @@ pub(super) struct Target {
     pub(super) pki: Pki,
     /// The model name the cloud's task admits.
     pub(super) model: String,
+    /// The cut the split attacks ask for.
+    pub(super) cut: u8,
 }
 
 /// A connection that completed its Hello: the cloud admitted it as a federated device.
