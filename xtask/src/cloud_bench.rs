@@ -38,10 +38,10 @@ const SHARED_TOP: &str = "shared";
 const SHARED_MANY: u16 = 32;
 
 /// The shared rows' batch budget in padded tokens (the GPU default): 64 of these steps.
-const SHARED_BATCH: &str = "65536";
+pub(crate) const SHARED_BATCH: &str = "65536";
 
 /// The device names `tandem load` uses: `load-0`, `load-1`, ..., `load-hostile-0`.
-const LOAD_PREFIX: &str = "load";
+pub(crate) const LOAD_PREFIX: &str = "load";
 
 /// The hostile run: one hostile device beside this many honest ones, on this top.
 const HOSTILE_BESIDE: u16 = 8;
@@ -114,14 +114,19 @@ struct LoadRun {
 impl LoadRun {
     /// The number after `name` in the summary line.
     fn field(&self, name: &str) -> Option<f64> {
-        let mut words = self.line.split_whitespace();
-        while let Some(word) = words.next() {
-            if word == name {
-                return words.next()?.parse().ok();
-            }
-        }
-        None
+        load_field(&self.line, name)
     }
+}
+
+/// The number after `name` in `tandem load`'s summary `line`.
+pub(crate) fn load_field(line: &str, name: &str) -> Option<f64> {
+    let mut words = line.split_whitespace();
+    while let Some(word) = words.next() {
+        if word == name {
+            return words.next()?.parse().ok();
+        }
+    }
+    None
 }
 
 /// `devices` honest devices of `steps` steps each, and `hostile` hostile ones, against
@@ -261,7 +266,7 @@ fn load_runs(bin: &Path) -> Result<(f64, f64)> {
 
 /// Issues the certificates of devices `load-0` .. `load-{count - 1}` and `load-hostile-0`
 /// that are missing.
-fn issue_load_certificates(bin: &Path, count: u16) -> Result<()> {
+pub(crate) fn issue_load_certificates(bin: &Path, count: u16) -> Result<()> {
     let devices = util::cache_dir().join("pki").join("devices");
     let honest = (0..count).map(|i| format!("{LOAD_PREFIX}-{i}"));
     for node in honest.chain(std::iter::once(format!("{LOAD_PREFIX}-hostile-0"))) {

@@ -16,25 +16,14 @@ struct Finding {
     detail: String,
 }
 
-/// The run's findings.
-pub struct Report {
-    findings: Vec<Finding>,
-    calm: Committed,
-    attacked: Committed,
-}
+/// What became of each attack of a run.
+pub struct Findings(Vec<Finding>);
 
-/// The device of the replaying participant.
-const REPLAYER: &str = "hostile-replayed-update";
-
-impl Report {
-    /// From `tandem hostile`'s output, the attacked cloud's log and both runs' metrics;
-    /// an attack of `expected` without a verdict counts as not refused.
-    pub fn read(
-        output: &str,
-        cloud_log: &str,
-        (attacked, calm): (&FlRun, &FlRun),
-        expected: &[&str],
-    ) -> Result<Self> {
+impl Findings {
+    /// From `tandem hostile`'s output and the attacked cloud's log; an attack of
+    /// `expected` without a verdict counts as not refused (`replayed-update`'s verdict is
+    /// the rounds', [`Report::read`]).
+    pub fn read(output: &str, cloud_log: &str, expected: &[&str]) -> Result<Self> {
         let mut findings = Vec::new();
         for line in output.lines() {
             let Some(rest) = line.strip_prefix("attack ") else {
@@ -70,13 +59,60 @@ impl Report {
                     attack: attack.to_string(),
                     refused: false,
                     verdict: "NOT RUN",
-                    detail: "no verdict: the run ended before the attack did (raise --rounds)"
-                        .into(),
+                    detail: "no verdict: the run ended before the attack did (a longer run)".into(),
                 });
             }
         }
+        Ok(Self(findings))
+    }
+
+    /// Whether every attack was refused or contained.
+    pub fn all_refused(&self) -> bool {
+        self.0.iter().all(|f| f.refused)
+    }
+
+    /// (attacks, refused or contained).
+    pub fn counts(&self) -> (usize, usize) {
+        (self.0.len(), self.0.iter().filter(|f| f.refused).count())
+    }
+
+    /// The table of attacks and verdicts.
+    pub fn print_table(&self) {
+        println!("\n| attack | verdict | what the cloud did |\n|---|---|---|");
+        for f in &self.0 {
+            println!(
+                "| {} | {} | {} |",
+                f.attack,
+                f.verdict,
+                f.detail.replace('|', "/")
+            );
+        }
+    }
+}
+
+/// The federated run's findings.
+pub struct Report {
+    findings: Findings,
+    calm: Committed,
+    attacked: Committed,
+}
+
+/// The device of the replaying participant.
+const REPLAYER: &str = "hostile-replayed-update";
+
+impl Report {
+    /// [`Findings::read`], the replaying participant's verdict from both runs' metrics.
+    pub fn read(
+        output: &str,
+        cloud_log: &str,
+        (attacked, calm): (&FlRun, &FlRun),
+        expected: &[&str],
+    ) -> Result<Self> {
+        let mut findings = Findings::read(output, cloud_log, expected)?;
         let attacked = attacked.committed()?;
-        findings.push(replay_finding(output, cloud_log, &attacked));
+        findings
+            .0
+            .push(replay_finding(output, cloud_log, &attacked));
         Ok(Self {
             findings,
             calm: calm.committed()?,
@@ -86,20 +122,12 @@ impl Report {
 
     /// Whether every attack was refused or contained.
     pub fn all_refused(&self) -> bool {
-        self.findings.iter().all(|f| f.refused)
+        self.findings.all_refused()
     }
 
     /// The table, the figures and the last line.
     pub fn print(&self, calm_rss: f64, attacked_rss: f64) {
-        println!("\n| attack | verdict | what the cloud did |\n|---|---|---|");
-        for f in &self.findings {
-            println!(
-                "| {} | {} | {} |",
-                f.attack,
-                f.verdict,
-                f.detail.replace('|', "/")
-            );
-        }
+        self.findings.print_table();
         let (calm, attacked) = (summary(&self.calm), summary(&self.attacked));
         println!(
             "\n| run | rounds | round p50 s | round p90 s | round max s | test accuracy | cloud peak RSS MiB |\n|---|---|---|---|---|---|---|"
@@ -117,10 +145,9 @@ impl Report {
                 s.accuracy * 100.0
             );
         }
-        let refused = self.findings.iter().filter(|f| f.refused).count();
+        let (attacks, refused) = self.findings.counts();
         println!(
-            "reliability_hostile: attacks {} refused {refused} cloud_peak_rss_mib {attacked_rss:.0} (calm {calm_rss:.0}) honest_round_p50_change {:+.3}",
-            self.findings.len(),
+            "reliability_hostile: attacks {attacks} refused {refused} cloud_peak_rss_mib {attacked_rss:.0} (calm {calm_rss:.0}) honest_round_p50_change {:+.3}",
             attacked.p50 / calm.p50 - 1.0
         );
     }

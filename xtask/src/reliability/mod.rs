@@ -8,6 +8,7 @@ mod fl_run;
 mod history;
 mod hostile;
 mod hostile_report;
+mod hostile_split;
 mod netem;
 mod relay;
 mod split_run;
@@ -20,7 +21,7 @@ const USAGE: &str =
     "usage: cargo xtask reliability crash [--cycles N] [--cloud-cycles N] [--steps N]
            [--fl-cycles N] [--fl-cloud-cycles N] [--rounds N] [--seed S] [--only split|fl]
        cargo xtask reliability netem [--steps N] [--rounds N] [--only split|fl]
-       cargo xtask reliability hostile [--rounds N]";
+       cargo xtask reliability hostile [--rounds N] [--steps N] [--only split|fl]";
 
 /// Runs `reliability <what> [flags]`.
 pub fn run(args: &[String]) -> Result<()> {
