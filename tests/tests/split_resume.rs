@@ -311,3 +311,73 @@ async fn a_device_reconnecting_to_a_restarted_cloud_continues_only_where_the_top
     assert_eq!(after.last().map(|s| s.0), Some(STEPS - 1));
     assert_same_losses(&after, &expected);
 }
+
+/// Issue 30 (leftover): a device whose reconnect is refused because the restarted cloud
+/// holds no top at its step goes back to its checkpoint in-process (a new process
+/// number, the step its checkpoint holds) and finishes the run from there, loss for loss
+/// the uninterrupted run, instead of exiting for its operator to restart it with
+/// `--resume`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_refused_at_a_reconnect_reloads_its_checkpoint_and_finishes() {
+    use tandem_runtime::model::split::run::RunEvent;
+    let Some(Start {
+        _turn,
+        dir,
+        checkpoint,
+        expected,
+    }) = Start::new("split-reload").await
+    else {
+        return;
+    };
+    let (pki, tops) = (dir.join("pki"), dir.join("tops"));
+    // Steps 0-4 (checkpoints and top snapshots at 2 and 4), then the cloud restarts in
+    // place under the running device: its top is back at step 4, the device at step 5.
+    let first = cloud(&pki, &tops, None).await;
+    let mut trainer = device();
+    let position = RunPosition::fresh(EVERY);
+    let mut link = connect(&first, &trainer, position).await.unwrap();
+    let (before, _) = train_on(&mut link, &mut trainer, position, 5, &checkpoint)
+        .await
+        .unwrap();
+    let addr = first.addr;
+    first.shutdown().await;
+    let second = cloud(&pki, &tops, Some(addr)).await;
+
+    let tokenizer = TextTokenizer::load(&minilm::model_dir(), 32).unwrap();
+    let config = RunConfig {
+        start_step: 5,
+        checkpoint_every: EVERY,
+        ..run_config(STEPS)
+    };
+    let mut reloaded = Vec::new();
+    let report = run::run_reloading(
+        &mut link,
+        &mut trainer,
+        &tokenizer,
+        &tiny_data(),
+        config,
+        |event| {
+            if let RunEvent::Reloaded { step, .. } = event {
+                reloaded.push(step);
+            }
+        },
+        |trainer, done| {
+            if done % EVERY == 0 || done == STEPS {
+                trainer.save_checkpoint(&checkpoint, position.run, done)?;
+            }
+            Ok(())
+        },
+        |trainer| {
+            let saved = trainer.resume(&checkpoint)?;
+            Ok(saved.map(|(run, step)| RunPosition::resumed(run, step, EVERY)))
+        },
+    )
+    .await
+    .expect("the run finishes after reloading its checkpoint");
+    second.shutdown().await;
+    assert_eq!(reloaded, [4]);
+    let after: Vec<(u64, f32)> = report.steps.iter().map(|s| (s.step, s.loss)).collect();
+    assert_eq!(after.iter().map(|s| s.0).collect::<Vec<_>>(), [4, 5]);
+    assert_same_losses(&before, &expected);
+    assert_same_losses(&after, &expected);
+}
