@@ -2,7 +2,9 @@
 
 use tandem_runtime::session::fl::Assignment;
 use tandem_runtime::session::step_limits::StepLimits;
-use tandem_runtime::wire::{Activations, Capabilities, CutGradient, Hello, NodeName, Update};
+use tandem_runtime::wire::{
+    Activations, Capabilities, CloseCode, CutGradient, Hello, NodeName, Update,
+};
 
 /// How a federated round ended.
 #[derive(Debug)]
@@ -51,11 +53,48 @@ pub struct Admitted {
 /// operator.
 pub type StepReply = Result<(CutGradient, Vec<u8>), String>;
 
+/// Why an application refused a device's Hello: one line for the device's operator, and
+/// the close code that tells the device what it can do about it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// What the Hello asks cannot be served (closed with `Unserved`).
+    #[error("{0}")]
+    Unserved(String),
+    /// Nothing of the device's run is held at the step its Hello names (the cloud
+    /// restarted past its last snapshot, or freed the device's state): the device goes
+    /// back to its checkpoint and says Hello again from there (closed with
+    /// `ResumeRefused`).
+    #[error("{0}")]
+    ResumeRefused(String),
+}
+
+impl Refused {
+    /// The close code the connection is closed with.
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            Self::Unserved(_) => CloseCode::Unserved,
+            Self::ResumeRefused(_) => CloseCode::ResumeRefused,
+        }
+    }
+}
+
+impl From<String> for Refused {
+    fn from(reason: String) -> Self {
+        Self::Unserved(reason)
+    }
+}
+
+impl From<&str> for Refused {
+    fn from(reason: &str) -> Self {
+        Self::Unserved(reason.to_string())
+    }
+}
+
 /// How a device's admission goes on ([`CloudApp::admit_job`]).
 pub enum AdmitJob {
     /// Decided on the hub: admitted within these limits, or refused with one line for
     /// the device's operator.
-    Decided(Result<Admitted, String>),
+    Decided(Result<Admitted, Refused>),
     /// Slow work first (building a model, reading a snapshot), on a worker thread; the
     /// application keeps what it makes, and the hub then calls
     /// [`CloudApp::admit_built`] with the same Hello for the verdict.
@@ -110,9 +149,9 @@ pub trait CloudApp: Send + 'static {
 
     /// Decides, before HelloAck, whether this device's request (its model, cut and
     /// codecs) can be served, and within which limits. `Err` is one line for the
-    /// device's operator; the connection is then closed with `Unserved` and that line.
+    /// device's operator; the connection is then closed with its code and that line.
     /// Called again on every reconnect. The default admits everyone, with no step limits.
-    fn admit(&mut self, hello: &Hello) -> Result<Admitted, String> {
+    fn admit(&mut self, hello: &Hello) -> Result<Admitted, Refused> {
         let _ = hello;
         Ok(Admitted::default())
     }
@@ -128,7 +167,7 @@ pub trait CloudApp: Send + 'static {
     /// The verdict on `hello` once its [`AdmitJob::Build`] ran (called on the hub; the
     /// work may have failed, leaving nothing built). The default decides again with
     /// [`CloudApp::admit`].
-    fn admit_built(&mut self, hello: &Hello) -> Result<Admitted, String> {
+    fn admit_built(&mut self, hello: &Hello) -> Result<Admitted, Refused> {
         self.admit(hello)
     }
 

@@ -7,7 +7,7 @@
 //! device that reconnects resumes where it was: a resent step is answered from the
 //! cache, an update already counted is refused as a duplicate.
 
-use crate::app::{AdmitJob, Admitted, CloudApp, ReadyStep, RoundOutcome, StepReply};
+use crate::app::{AdmitJob, Admitted, CloudApp, ReadyStep, Refused, RoundOutcome, StepReply};
 use crate::outbox::Outbox;
 use crate::workers::{Admission, Devices, Fairness, JobResults, Workers};
 use std::collections::{BTreeSet, HashMap};
@@ -54,7 +54,7 @@ pub(crate) enum HubInput {
 }
 
 /// Where an admission's verdict goes (the connection waiting to send HelloAck).
-pub(crate) type AdmitReply = tokio::sync::oneshot::Sender<Result<Admitted, String>>;
+pub(crate) type AdmitReply = tokio::sync::oneshot::Sender<Result<Admitted, Refused>>;
 
 /// How the hub serves devices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,6 +225,7 @@ impl<A: CloudApp> Hub<A> {
             HubInput::AdmitBuilt(Admission { hello, reply }) => {
                 let app = &mut self.app;
                 let verdict = isolated(&hello.node, "admitting", || app.admit_built(&hello))
+                    .map_err(Refused::from)
                     .and_then(|verdict| verdict);
                 self.admitted(&hello, verdict, reply);
                 // The device's newer Hello that waited for this one's work.
@@ -308,7 +309,7 @@ impl<A: CloudApp> Hub<A> {
         if let Some(waiting) = self.building.get_mut(&node) {
             if let Some(older) = waiting.replace(admission) {
                 let reason = "replaced by a newer connection of this device".to_string();
-                let _ = older.reply.send(Err(reason));
+                let _ = older.reply.send(Err(Refused::Unserved(reason)));
             }
             return;
         }
@@ -321,7 +322,7 @@ impl<A: CloudApp> Hub<A> {
                 self.building.insert(node, None);
                 self.workers.run_admission(admission, job);
             }
-            Err(failure) => self.admitted(&admission.hello, Err(failure), admission.reply),
+            Err(failure) => self.admitted(&admission.hello, Err(failure.into()), admission.reply),
         }
     }
 
@@ -329,7 +330,7 @@ impl<A: CloudApp> Hub<A> {
     fn admitted(
         &mut self,
         hello: &tandem_runtime::wire::Hello,
-        verdict: Result<Admitted, String>,
+        verdict: Result<Admitted, Refused>,
         reply: AdmitReply,
     ) {
         let process = hello.plan.process;

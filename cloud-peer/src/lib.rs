@@ -25,7 +25,7 @@ pub mod tops_memory;
 mod workers;
 
 pub use app::{
-    AdmitJob, Admitted, BatchJob, CloudApp, HelloOnly, ReadyStep, RoundJob, RoundOutcome,
+    AdmitJob, Admitted, BatchJob, CloudApp, HelloOnly, ReadyStep, Refused, RoundJob, RoundOutcome,
     RoundQuorum, SplitJob, StepReply, jobs_in_turn,
 };
 pub use hub::HubSettings;

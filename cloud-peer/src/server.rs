@@ -308,8 +308,9 @@ async fn handle_connection(
     };
     let admitted = match verdict {
         Ok(admitted) => admitted,
-        Err(reason) => {
-            CloseCode::Unserved.close_because(&connection, &reason);
+        Err(refused) => {
+            let reason = refused.to_string();
+            refused.close_code().close_because(&connection, &reason);
             return Err(TransportError::Protocol(format!(
                 "refused '{}': {reason}",
                 hello.node

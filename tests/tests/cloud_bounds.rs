@@ -9,7 +9,7 @@ mod common;
 use common::{Cloud, link_target, quick_link, reversed_reply};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tandem_cloud::{Admitted, CloudApp, OutboxLimits, RoundOutcome};
+use tandem_cloud::{Admitted, CloudApp, OutboxLimits, Refused, RoundOutcome};
 use tandem_runtime::session::fl::Assignment;
 use tandem_runtime::transport::link::{DeviceLink, ReconnectPolicy};
 use tandem_runtime::transport::{self, TransportLimits, tls};
@@ -28,7 +28,7 @@ impl CloudApp for BoundedApp {
         Capabilities::SPLIT.union(Capabilities::FL)
     }
 
-    fn admit(&mut self, _hello: &Hello) -> Result<Admitted, String> {
+    fn admit(&mut self, _hello: &Hello) -> Result<Admitted, Refused> {
         Ok(Admitted {
             steps: None,
             update_bytes: Some(UPDATE_BYTES),

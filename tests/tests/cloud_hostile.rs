@@ -10,7 +10,7 @@ use common::{Cloud, link_target, quick_link, reversed_reply};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tandem_cloud::{Admitted, CloudApp, RoundOutcome};
+use tandem_cloud::{Admitted, CloudApp, Refused, RoundOutcome};
 use tandem_runtime::session::fl::Assignment;
 use tandem_runtime::session::split::{SplitConfig, SplitDevice};
 use tandem_runtime::session::step_limits::StepLimits;
@@ -45,7 +45,7 @@ impl CloudApp for ShapedApp {
         Capabilities::SPLIT
     }
 
-    fn admit(&mut self, hello: &Hello) -> Result<Admitted, String> {
+    fn admit(&mut self, hello: &Hello) -> Result<Admitted, Refused> {
         Ok(Admitted {
             steps: Some(StepLimits::of(hello)),
             ..Admitted::default()

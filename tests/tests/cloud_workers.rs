@@ -426,13 +426,13 @@ impl CloudApp for SlowAdmit {
     fn admit_built(
         &mut self,
         hello: &tandem_runtime::wire::Hello,
-    ) -> Result<tandem_cloud::Admitted, String> {
+    ) -> Result<tandem_cloud::Admitted, tandem_cloud::Refused> {
         let built = self.built.lock().unwrap().pop();
         match built {
             Some(thread) if thread.starts_with("tandem-worker") => {
                 Ok(tandem_cloud::Admitted::default())
             }
-            other => Err(format!("{} was built on {other:?}", hello.node)),
+            other => Err(format!("{} was built on {other:?}", hello.node).into()),
         }
     }
 

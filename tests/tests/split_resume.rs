@@ -199,10 +199,10 @@ async fn a_killed_device_resumes_its_run_on_a_restarted_cloud_without_training_t
     )
     .await;
     match refused.err() {
-        Some(LinkError::Refused(TransportError::Unserved(reason))) => {
+        Some(LinkError::Refused(TransportError::ResumeRefused(reason))) => {
             assert!(reason.contains("at step 3"), "{reason}")
         }
-        other => panic!("expected an Unserved refusal, got {other:?}"),
+        other => panic!("expected a ResumeRefused refusal, got {other:?}"),
     }
 
     // A device whose steps would take other reviews cannot continue the run.
@@ -288,11 +288,11 @@ async fn a_device_reconnecting_to_a_restarted_cloud_continues_only_where_the_top
     // its reason rather than served a top that is not at step 5.
     let third = restart(second).await;
     match train_on(&mut link, &mut trainer, at(5), STEPS, &checkpoint).await {
-        Err(RunError::Link(LinkError::Refused(TransportError::Unserved(reason)))) => {
+        Err(RunError::Link(LinkError::Refused(TransportError::ResumeRefused(reason)))) => {
             assert!(reason.contains("at step 5"), "{reason}")
         }
         other => panic!(
-            "expected an Unserved refusal at step 5, got {:?}",
+            "expected a ResumeRefused refusal at step 5, got {:?}",
             other.map(|r| r.0)
         ),
     }

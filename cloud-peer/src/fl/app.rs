@@ -22,7 +22,7 @@ use super::round_bounds::MedianCaps;
 use super::state::StateError;
 use super::strategy::StrategyKind;
 use super::validate::NormBound;
-use crate::app::{Admitted, CloudApp, RoundJob, RoundOutcome, RoundQuorum};
+use crate::app::{Admitted, CloudApp, Refused, RoundJob, RoundOutcome, RoundQuorum};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -317,7 +317,7 @@ where
         Capabilities::FL
     }
 
-    fn admit(&mut self, hello: &Hello) -> Result<Admitted, String> {
+    fn admit(&mut self, hello: &Hello) -> Result<Admitted, Refused> {
         if !hello.capabilities.contains(Capabilities::FL) {
             return Err("this cloud serves federated learning only".into());
         }
@@ -325,7 +325,8 @@ where
             return Err(format!(
                 "this cloud runs task '{}', not '{}'",
                 self.task_name, hello.model.name
-            ));
+            )
+            .into());
         }
         Ok(Admitted {
             update_bytes: Some(self.update_bytes),

@@ -3,7 +3,7 @@
 //! one that every device trains, its steps batched.
 
 use crate::app::{
-    AdmitJob, Admitted, BatchJob, CloudApp, ReadyStep, RoundOutcome, SplitJob, StepReply,
+    AdmitJob, Admitted, BatchJob, CloudApp, ReadyStep, Refused, RoundOutcome, SplitJob, StepReply,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -89,10 +89,10 @@ enum Built {
 
 /// Each device's top built off the hub (or why it could not be), until the hub installs
 /// it.
-type Shelf = Arc<Mutex<HashMap<NodeName, Result<Built, String>>>>;
+type Shelf = Arc<Mutex<HashMap<NodeName, Result<Built, Refused>>>>;
 
 /// Puts what an admission's work built for `node` on `shelf`.
-fn shelve(shelf: &Shelf, node: NodeName, built: Result<Built, String>) {
+fn shelve(shelf: &Shelf, node: NodeName, built: Result<Built, Refused>) {
     shelf
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -139,13 +139,13 @@ impl SplitApp {
 
     /// What `hello` asks, checked against the caps and the tops this cloud freed: `None`
     /// for a device that asks no split session (a probe, an FL client).
-    fn check(&self, hello: &Hello) -> Result<Option<(Admission, Admitted)>, String> {
+    fn check(&self, hello: &Hello) -> Result<Option<(Admission, Admitted)>, Refused> {
         if !hello.capabilities.contains(Capabilities::SPLIT) {
             return Ok(None);
         }
         let admission = Admission::check(hello, self.settings.step_caps)?;
         if self.freed.get(&hello.node) == Some(&admission.plan.process) {
-            return Err("this cloud freed the top of this device process (it was away too long, or its step failed): restart the device with --resume to continue from its checkpoint".into());
+            return Err(Refused::ResumeRefused("this cloud freed the top of this device process (it was away too long, or its step failed): go back to the checkpoint (restart the device with --resume)".into()));
         }
         let admitted = Admitted {
             steps: Some(admission.step_limits()),
@@ -177,7 +177,7 @@ impl CloudApp for SplitApp {
 
     /// Admits here, on the caller's thread (tests and `measure-tops`; the hub builds
     /// tops on its admission thread).
-    fn admit(&mut self, hello: &Hello) -> Result<Admitted, String> {
+    fn admit(&mut self, hello: &Hello) -> Result<Admitted, Refused> {
         match self.admit_job(hello) {
             AdmitJob::Decided(verdict) => verdict,
             AdmitJob::Build(job) => {
@@ -203,7 +203,7 @@ impl CloudApp for SplitApp {
         self.own_job(&hello.node, admission, admitted)
     }
 
-    fn admit_built(&mut self, hello: &Hello) -> Result<Admitted, String> {
+    fn admit_built(&mut self, hello: &Hello) -> Result<Admitted, Refused> {
         let built = self
             .built
             .lock()

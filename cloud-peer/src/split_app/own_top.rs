@@ -3,7 +3,7 @@
 //! restarts resumes it.
 
 use super::{Built, ComputeTotals, Slot, SlotTop, SplitApp, shelve};
-use crate::app::{AdmitJob, Admitted};
+use crate::app::{AdmitJob, Admitted, Refused};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -108,15 +108,15 @@ impl SplitApp {
 /// The top of run `run` as it was after `step` steps, from its snapshot in `dir` (a
 /// device's snapshot directory; `None`: this cloud keeps none). The error is one line
 /// for the device's operator.
-fn saved_top(dir: Option<&Path>, run: u64, step: u64) -> Result<TrainerSnapshot, String> {
+fn saved_top(dir: Option<&Path>, run: u64, step: u64) -> Result<TrainerSnapshot, Refused> {
     let missing = || {
-        format!(
-            "cannot resume run {run:016x} at step {step}: this cloud holds no top of it at that step (it restarted since the last snapshot, or never trained this run): restart the device with --resume to continue from its checkpoint, or start a new run without it"
-        )
+        Refused::ResumeRefused(format!(
+            "cannot resume run {run:016x} at step {step}: this cloud holds no top of it at that step (it restarted since the last snapshot, or never trained this run): go back to the checkpoint, or start a new run"
+        ))
     };
     let path = dir.ok_or_else(missing)?.join(snapshot_name(run, step));
     TrainerSnapshot::load(&path, snapshot::TOP_MAGIC)
-        .map_err(|e| format!("cannot resume: {e}"))?
+        .map_err(|e| Refused::Unserved(format!("cannot resume: {e}")))?
         .ok_or_else(missing)
 }
 

@@ -3,7 +3,7 @@
 //! link of its own; the steps the hub hands over together train it as one batch.
 
 use super::{Built, ComputeTotals, Slot, SlotTop, SplitApp, shelve};
-use crate::app::{AdmitJob, Admitted, BatchJob, ReadyStep, StepReply};
+use crate::app::{AdmitJob, Admitted, BatchJob, ReadyStep, Refused, StepReply};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -51,7 +51,8 @@ impl SplitApp {
                 seed,
             )
             .map(|top| resume_shared(top, saved.as_deref()));
-            shelve(&shelf, node, top.map(|top| Built::Shared(Box::new(top))));
+            let built = top.map(|top| Built::Shared(Box::new(top)));
+            shelve(&shelf, node, built.map_err(Refused::from));
         }))
     }
 
@@ -70,7 +71,7 @@ impl SplitApp {
         node: &NodeName,
         admission: Admission,
         admitted: Admitted,
-    ) -> Result<Admitted, String> {
+    ) -> Result<Admitted, Refused> {
         // The shape, not the top: a Hello never waits for a batch to train.
         let (shape, _) = self
             .shared

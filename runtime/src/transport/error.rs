@@ -50,6 +50,10 @@ pub enum TransportError {
     /// reason.
     #[error("the cloud refused this session: {0}")]
     Unserved(String),
+    /// The cloud holds nothing of this device's run at the step its Hello named, with its
+    /// reason: the device goes back to its checkpoint.
+    #[error("the cloud cannot resume this run here: {0}")]
+    ResumeRefused(String),
     /// The peer broke the protocol (e.g. sent no common version).
     #[error("peer violated the protocol: {0}")]
     Protocol(String),
@@ -63,8 +67,11 @@ impl TransportError {
         if let quinn::ConnectionError::ApplicationClosed(close) = &err
             && let Some(code) = CloseCode::from_code(close.error_code.into_inner())
         {
-            if code == CloseCode::Unserved {
-                return Self::Unserved(String::from_utf8_lossy(&close.reason).into_owned());
+            let reason = || String::from_utf8_lossy(&close.reason).into_owned();
+            match code {
+                CloseCode::Unserved => return Self::Unserved(reason()),
+                CloseCode::ResumeRefused => return Self::ResumeRefused(reason()),
+                _ => {}
             }
             return Self::Closed(code);
         }

@@ -200,6 +200,17 @@ impl DeviceLink {
         .await?
     }
 
+    /// Says Hello again as process `process` of the same run, at `start_step` (a device
+    /// that went back to its checkpoint after [`TransportError::ResumeRefused`]).
+    pub async fn resume_at(&mut self, process: u64, start_step: u64) -> Result<(), LinkError> {
+        if let Some(live) = self.live.take() {
+            CloseCode::Normal.close(&live.connection);
+        }
+        let plan = &mut self.target.hello.plan;
+        (plan.process, plan.start_step) = (process, start_step);
+        self.reconnect().await
+    }
+
     /// Offers this device for federated rounds (again after every reconnect).
     pub async fn join(&mut self, join: crate::wire::Join) -> Result<(), LinkError> {
         self.joined = Some(join.clone());
@@ -372,6 +383,7 @@ fn is_permanent(err: &TransportError) -> bool {
         TransportError::Certificate { .. }
         | TransportError::Tls(_)
         | TransportError::Unserved(_)
+        | TransportError::ResumeRefused(_)
         | TransportError::Connect(_) => true,
         TransportError::Connection(quinn::ConnectionError::TransportError(_)) => true,
         _ => false,

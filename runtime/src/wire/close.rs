@@ -24,6 +24,10 @@ pub enum CloseCode {
     /// The peer cannot serve what was asked (a job, cut, shape or codec it does not
     /// support); refused up front, not mid-run.
     Unserved = 7,
+    /// The cloud holds nothing of the device's run at the step its Hello names (it
+    /// restarted since its last snapshot, or freed the device's state): the device goes
+    /// back to its checkpoint and asks again from there.
+    ResumeRefused = 8,
 }
 
 impl CloseCode {
@@ -43,6 +47,7 @@ impl CloseCode {
             5 => Self::ShuttingDown,
             6 => Self::NotAllowed,
             7 => Self::Unserved,
+            8 => Self::ResumeRefused,
             _ => return None,
         })
     }
@@ -70,6 +75,7 @@ impl CloseCode {
             Self::ShuttingDown => "shutting down",
             Self::NotAllowed => "device not allowed",
             Self::Unserved => "request not served by this peer",
+            Self::ResumeRefused => "nothing of this run at that step: resume from a checkpoint",
         }
     }
 }

@@ -236,7 +236,7 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
             cache_codes: args.cache_codes,
         };
         let (mut up, mut down) = (0u64, 0u64);
-        let report = run::run(
+        let report = run::run_reloading(
             &mut link,
             &mut trainer,
             &tokenizer,
@@ -276,9 +276,28 @@ pub(crate) fn run(args: SplitArgs) -> Result<()> {
                     bar.finish_and_clear();
                     eprintln!("testing on {examples} reviews...");
                 }
+                RunEvent::Reloaded { step, reason } => {
+                    bar.suspend(|| {
+                        eprintln!(
+                            "the cloud cannot resume the run here ({reason}): back to the checkpoint at step {step}"
+                        )
+                    });
+                    bar.set_position(step);
+                    if let Some(log) = &mut step_log
+                        && let Err(err) = log.restart(step)
+                    {
+                        bar.suspend(|| eprintln!("{err:#}; step log stopped"));
+                        step_log = None;
+                    }
+                }
                 _ => {}
             },
             |trainer, done| Ok(trainer.save_checkpoint(&checkpoint, position.run, done)?),
+            |trainer| {
+                let saved = trainer.resume(&checkpoint)?;
+                let every = position.checkpoint_every;
+                Ok(saved.map(|(run, step)| RunPosition::resumed(run, step, every)))
+            },
         )
         .await;
         link.close();

@@ -5,7 +5,7 @@
 //! step's loss (to compare with a run that was never killed).
 //!
 //! Format (text, space-separated): `start STEP pid PID` when a process begins training
-//! at STEP; `step STEP LOSS LOSS_BITS` after each step (LOSS_BITS: the f32's bits in hex,
+//! at STEP (or goes back to its checkpoint at STEP); `step STEP LOSS LOSS_BITS` after each step (LOSS_BITS: the f32's bits in hex,
 //! so a comparison can be exact).
 
 use anyhow::{Context, Result};
@@ -31,8 +31,14 @@ impl StepLog {
             file,
             path: path.to_owned(),
         };
-        log.line(&format!("start {start_step} pid {}", std::process::id()))?;
+        log.restart(start_step)?;
         Ok(log)
+    }
+
+    /// Notes that this process (re)starts training at `step`: at its start, or after
+    /// it went back to its checkpoint there.
+    pub(crate) fn restart(&mut self, step: u64) -> Result<()> {
+        self.line(&format!("start {step} pid {}", std::process::id()))
     }
 
     /// Notes that `step` trained with `loss`.

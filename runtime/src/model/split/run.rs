@@ -9,6 +9,7 @@ use crate::codec::{self, Shape};
 use crate::data::rotten_tomatoes::{Review, RottenTomatoes};
 use crate::model::minilm::{ModelError, TextTokenizer};
 use crate::session::split::SplitDevice;
+use crate::transport::TransportError;
 use crate::transport::link::{DeviceLink, LinkError};
 use crate::wire::{self, CodecDesc};
 use serde::Serialize;
@@ -123,6 +124,14 @@ pub enum RunEvent<'a> {
         /// Reviews.
         examples: usize,
     },
+    /// The cloud could not resume the run where the device was ([`run_reloading`]): the
+    /// device went back to its checkpoint at `step` and goes on from there.
+    Reloaded {
+        /// The step the checkpoint holds, where training goes on.
+        step: u64,
+        /// The cloud's reason.
+        reason: &'a str,
+    },
 }
 
 /// Why a run stopped.
@@ -151,6 +160,57 @@ pub enum RunError {
 impl From<ModelError> for RunError {
     fn from(err: ModelError) -> Self {
         Self::Device(err.into())
+    }
+}
+
+/// [`run`], going back to the device's checkpoint whenever the cloud cannot resume the
+/// run at the step the device reached (it restarted past its last snapshot of the top):
+/// `reload(trainer)` restores `trainer` from its checkpoint and returns where that puts
+/// the run (`None`: no checkpoint, and the refusal stands); the device says Hello again
+/// as a new process at that step, and trains on from there, as a process restarted with
+/// `--resume` would. The report covers the steps since the last reload.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_reloading(
+    link: &mut DeviceLink,
+    trainer: &mut DeviceTrainer,
+    tokenizer: &TextTokenizer,
+    data: &RottenTomatoes,
+    mut config: RunConfig,
+    mut on_event: impl FnMut(RunEvent<'_>),
+    mut on_checkpoint: impl FnMut(&DeviceTrainer, u64) -> Result<(), RunError>,
+    mut reload: impl FnMut(&mut DeviceTrainer) -> Result<Option<RunPosition>, RunError>,
+) -> Result<RunReport, RunError> {
+    loop {
+        let ran = run(
+            link,
+            trainer,
+            tokenizer,
+            data,
+            config.clone(),
+            &mut on_event,
+            &mut on_checkpoint,
+        )
+        .await;
+        let reason = match ran {
+            Err(RunError::Link(LinkError::Refused(TransportError::ResumeRefused(reason)))) => {
+                reason
+            }
+            other => return other,
+        };
+        let Some(position) = reload(trainer)? else {
+            return Err(LinkError::Refused(TransportError::ResumeRefused(reason)).into());
+        };
+        tracing::warn!(
+            step = position.start_step,
+            "the cloud cannot resume the run here ({reason}): went back to the checkpoint"
+        );
+        on_event(RunEvent::Reloaded {
+            step: position.start_step,
+            reason: &reason,
+        });
+        link.resume_at(position.process, position.start_step)
+            .await?;
+        config.start_step = position.start_step;
     }
 }
 
