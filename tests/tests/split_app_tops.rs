@@ -9,8 +9,8 @@ mod common;
 
 use common::node;
 use common::split::{cloud_settings, model_cached, trainer};
-use tandem_cloud::CloudApp;
 use tandem_cloud::split_app::{SplitApp, SplitSettings};
+use tandem_cloud::{CloudApp, Refused};
 use tandem_runtime::model::minilm::{self, TextTokenizer};
 use tandem_runtime::model::split::run::RunPosition;
 use tandem_runtime::model::split::{Mode, TopTraining};
@@ -56,8 +56,11 @@ fn a_freed_top_refuses_its_old_process_and_admits_a_new_run() {
     app.admit(&hello("pi", first)).expect("admitted");
     assert!(step(&mut app, "pi", 0).is_finite());
     app.forget(&node("pi"));
-    let refused = app.admit(&hello("pi", first)).unwrap_err();
-    assert!(refused.contains("--resume"), "{refused}");
+    // Refused so that the device goes back to its checkpoint.
+    match app.admit(&hello("pi", first)) {
+        Err(Refused::ResumeRefused(reason)) => assert!(reason.contains("checkpoint"), "{reason}"),
+        other => panic!("expected ResumeRefused, got {other:?}"),
+    }
     assert!(
         app.split_step(&node("pi"), &probe_activations(), &[])
             .is_err()
@@ -117,6 +120,10 @@ fn a_shared_top_is_one_top_that_every_device_trains() {
     // One top, one cut: a device that asks for another is refused with why.
     let mut other = hello("c", RunPosition::fresh(0));
     other.model.cut += 1;
-    let refused = app.admit(&other).unwrap_err();
-    assert!(refused.contains("shared by all devices"), "{refused}");
+    match app.admit(&other) {
+        Err(Refused::Unserved(reason)) => {
+            assert!(reason.contains("shared by all devices"), "{reason}")
+        }
+        other => panic!("expected Unserved, got {other:?}"),
+    }
 }
