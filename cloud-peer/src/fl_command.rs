@@ -11,7 +11,7 @@ use tandem_cloud::fl::record::{RoundRecord, identity_update_bytes, plot_png, sum
 use tandem_cloud::fl::round_bounds::MedianCaps;
 use tandem_cloud::fl::secure::SecAggConfig;
 use tandem_cloud::fl::simulate::{Devices, Simulation, SimulationConfig};
-use tandem_cloud::fl::strategy::StrategyKind;
+use tandem_cloud::fl::strategy::StrategySpec;
 use tandem_cloud::fl::validate::NormBound;
 use tandem_runtime::data::fashion_mnist::{CLASSES, FashionMnist};
 use tandem_runtime::data::partition::Partition;
@@ -62,7 +62,7 @@ pub struct SimulateArgs {
     /// Aggregation: fedavg, fedprox:mu=M, fedavgm, fedadam, fedyogi, fedadagrad, median,
     /// trimmed-mean[:beta=B], krum[:f=F], multi-krum[:f=F,m=M].
     #[arg(long, default_value = "fedavg")]
-    strategy: StrategyKind,
+    strategy: StrategySpec,
     /// Update codec: identity, f16, int8, topk:ratio=F, lowrank:r=R[,bits=B], dct:keep=F,
     /// acp:r=R[,bits=B].
     #[arg(long, default_value = "identity")]
@@ -229,20 +229,22 @@ fn simulate<T: Task>(
     let q = args.clients_per_round as f64 / clients.len().max(1) as f64;
     let dp = args
         .dp
-        .settings(q, args.rounds, args.clip, args.strategy)?
+        .settings(q, args.rounds, args.clip, &args.strategy)?
         .map(|(settings, _)| settings);
+    let mut local = LocalConfig {
+        epochs: args.local_epochs,
+        batch: args.batch,
+        lr: args.lr,
+        momentum: args.momentum,
+        proximal_mu: 0.0,
+        max_steps: None,
+    };
+    args.strategy.configure(&mut local);
     let config = SimulationConfig {
         per_round: args.clients_per_round,
-        local: LocalConfig {
-            epochs: args.local_epochs,
-            batch: args.batch,
-            lr: args.lr,
-            momentum: args.momentum,
-            proximal_mu: args.strategy.proximal_mu(),
-            max_steps: None,
-        },
+        local,
         codec,
-        strategy: args.strategy,
+        strategy: args.strategy.clone(),
         bound: args.clip,
         byzantine: args.byzantine,
         byzantine_examples: args.byzantine_examples,
@@ -353,7 +355,7 @@ impl DpArgs {
         q: f64,
         rounds: u64,
         clip: Option<NormBound>,
-        strategy: StrategyKind,
+        strategy: &StrategySpec,
     ) -> Result<Option<(DpSettings, f32)>> {
         let clip = match clip {
             Some(NormBound::Clip(c)) => Some(c),

@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::PathBuf;
 use tandem_cloud::fl::round_bounds::MedianCaps;
-use tandem_cloud::fl::strategy::StrategyKind;
+use tandem_cloud::fl::strategy::StrategySpec;
 use tandem_cloud::fl::validate::NormBound;
 use tandem_runtime::data::fashion_mnist::FashionMnist;
 use tandem_runtime::data::rotten_tomatoes::RottenTomatoes;
@@ -53,7 +53,7 @@ pub struct FlServeArgs {
     deadline_secs: u64,
     /// Aggregation (as for simulate).
     #[arg(long, default_value = "fedavg")]
-    strategy: StrategyKind,
+    strategy: StrategySpec,
     /// Update codec (as for simulate).
     #[arg(long = "codec", default_value = "identity")]
     update_codec: String,
@@ -151,7 +151,7 @@ fn fl_settings(args: &FlServeArgs, seed: u64) -> Result<tandem_cloud::fl::app::F
     }
     let min_updates = args
         .min_updates
-        .unwrap_or_else(|| FlSettings::default_min_updates(args.clients_per_round, args.strategy));
+        .unwrap_or_else(|| FlSettings::default_min_updates(args.clients_per_round, &args.strategy));
     if !(1..=args.clients_per_round).contains(&min_updates) {
         bail!("--min-updates {min_updates}: expected 1..=--clients-per-round");
     }
@@ -162,14 +162,15 @@ fn fl_settings(args: &FlServeArgs, seed: u64) -> Result<tandem_cloud::fl::app::F
             args.strategy.min_updates()
         );
     }
-    let local = LocalConfig {
+    let mut local = LocalConfig {
         epochs: args.local_epochs,
         batch: args.local_batch,
         lr: args.local_lr,
         momentum: tandem_runtime::fl::client::MOMENTUM,
-        proximal_mu: args.strategy.proximal_mu(),
+        proximal_mu: 0.0,
         max_steps: None,
     };
+    args.strategy.configure(&mut local);
     local.check()?;
     std::fs::create_dir_all(&args.state)
         .with_context(|| format!("cannot create {}", args.state.display()))?;
@@ -181,11 +182,11 @@ fn fl_settings(args: &FlServeArgs, seed: u64) -> Result<tandem_cloud::fl::app::F
         local,
         codec,
         downlink,
-        strategy: args.strategy,
+        strategy: args.strategy.clone(),
         bound: args.clip,
         dp: args
             .dp
-            .settings(1.0, args.rounds, args.clip, args.strategy)?,
+            .settings(1.0, args.rounds, args.clip, &args.strategy)?,
         seed,
         state_dir: args.state.clone(),
         max_examples: args.max_examples,

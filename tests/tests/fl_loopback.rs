@@ -11,7 +11,7 @@ mod common;
 use common::{Cloud, device_endpoint, node, temp_dir};
 use std::time::Duration;
 use tandem_cloud::fl::app::{FlApp, FlSettings};
-use tandem_cloud::fl::strategy::StrategyKind;
+use tandem_cloud::fl::strategy::StrategySpec;
 use tandem_runtime::fl::acp::SharedFactors;
 use tandem_runtime::fl::client::{ClientError, FlClient};
 use tandem_runtime::fl::downlink::{self, DownlinkError, ModelView};
@@ -36,7 +36,7 @@ fn settings(state_dir: &std::path::Path, rounds: u64) -> FlSettings {
         local: common::local_sgd(),
         codec: CodecDesc::Int8 { block: 64 },
         downlink: CodecDesc::Int8 { block: 0 },
-        strategy: StrategyKind::FedAvg,
+        strategy: StrategySpec::default(),
         bound: None,
         dp: None,
         seed: 11,

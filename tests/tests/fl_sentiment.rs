@@ -5,7 +5,7 @@
 #![cfg(feature = "model")]
 
 use tandem_cloud::fl::simulate::{Simulation, SimulationConfig};
-use tandem_cloud::fl::strategy::StrategyKind;
+use tandem_cloud::fl::strategy::StrategySpec;
 use tandem_runtime::data::rotten_tomatoes::{DataError, RottenTomatoes, default_path};
 use tandem_runtime::fl::sentiment::{self, Reviews, Sentiment};
 use tandem_runtime::fl::task::{LocalConfig, Task};
@@ -58,7 +58,7 @@ fn movie_clients_send_adapters_only_and_the_baseline_sees_their_examples() {
         per_round: 2,
         local,
         codec: CodecDesc::Identity,
-        strategy: StrategyKind::FedAvg,
+        strategy: StrategySpec::default(),
         bound: None,
         byzantine: None,
         byzantine_examples: None,

@@ -8,7 +8,7 @@ mod common;
 use tandem_cloud::fl::adapt::{DeviceClass, Profiles, Reason};
 use tandem_cloud::fl::record::RoundRecord;
 use tandem_cloud::fl::simulate::{Devices, Simulation, SimulationConfig};
-use tandem_cloud::fl::strategy::StrategyKind;
+use tandem_cloud::fl::strategy::StrategySpec;
 use tandem_runtime::data::fashion_mnist::Images;
 use tandem_runtime::fl::fmnist::Fmnist;
 use tandem_runtime::model::ComputeBackend;
@@ -19,7 +19,7 @@ fn config(codec: CodecDesc) -> SimulationConfig {
         per_round: 4,
         local: common::local_sgd(),
         codec,
-        strategy: StrategyKind::FedAvg,
+        strategy: StrategySpec::default(),
         bound: None,
         byzantine: None,
         byzantine_examples: None,

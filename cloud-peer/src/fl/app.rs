@@ -20,7 +20,7 @@ use super::commit::{EndedRound, RunCore};
 use super::membership::Membership;
 use super::round_bounds::MedianCaps;
 use super::state::StateError;
-use super::strategy::StrategyKind;
+use super::strategy::StrategySpec;
 use super::validate::NormBound;
 use crate::app::{Admitted, CloudApp, Refused, RoundJob, RoundOutcome, RoundQuorum};
 use std::collections::{BTreeSet, HashMap};
@@ -54,7 +54,7 @@ pub struct FlSettings {
     /// each device last acknowledged.
     pub downlink: CodecDesc,
     /// Aggregation.
-    pub strategy: StrategyKind,
+    pub strategy: StrategySpec,
     /// Update norm bound.
     pub bound: Option<NormBound>,
     /// Central differential privacy (needs `bound` in clip mode, checked by the caller
@@ -76,7 +76,7 @@ impl FlSettings {
     /// The updates a round of `per_round` needs by default: 80% of them (so one silent
     /// device of ten does not abort every round), at least what `strategy` needs, at most
     /// the round.
-    pub fn default_min_updates(per_round: usize, strategy: StrategyKind) -> usize {
+    pub fn default_min_updates(per_round: usize, strategy: &StrategySpec) -> usize {
         (4 * per_round)
             .div_ceil(5)
             .max(strategy.min_updates())

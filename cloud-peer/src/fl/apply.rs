@@ -24,7 +24,7 @@ pub struct RoundNoise<'a> {
 /// not span.
 #[allow(clippy::too_many_arguments)]
 pub fn apply_round(
-    strategy: &mut Strategy,
+    strategy: &mut dyn Strategy,
     global: &mut [f32],
     factors: &mut Option<SharedFactors>,
     layout: &Layout,

@@ -18,7 +18,7 @@
 //! 2012), which this does not defend against yet.
 
 use super::accountant::RdpAccountant;
-use super::strategy::{ClientUpdate, StrategyKind};
+use super::strategy::{ClientUpdate, StrategySpec};
 use std::path::Path;
 use tandem_runtime::rng::{SplitMix64, box_muller};
 use tandem_runtime::sealed::{self, SealedError};
@@ -37,7 +37,7 @@ pub struct DpSettings {
 impl DpSettings {
     /// Checks the settings against the rest of the run: the clipping norm `clip` (from
     /// `--clip C:clip`) and the strategy.
-    pub fn check(&self, clip: Option<f32>, strategy: StrategyKind) -> Result<f32, String> {
+    pub fn check(&self, clip: Option<f32>, strategy: &StrategySpec) -> Result<f32, String> {
         if !(self.noise_multiplier > 0.0 && self.noise_multiplier.is_finite()) {
             return Err(format!(
                 "--dp-noise {}: the noise multiplier must be positive",
@@ -58,11 +58,11 @@ impl DpSettings {
 
 /// Whether a run can take central DP: a clipping norm (`--clip C`, clip mode) to scale the
 /// noise to, and a mean-based strategy; returns the norm.
-pub fn check_run(clip: Option<f32>, strategy: StrategyKind) -> Result<f32, String> {
+pub fn check_run(clip: Option<f32>, strategy: &StrategySpec) -> Result<f32, String> {
     let Some(clip) = clip else {
         return Err("--dp-noise needs --clip C (clip mode): the noise is scaled to C".into());
     };
-    if !strategy.is_mean_based() {
+    if !strategy.is_linear() {
         return Err(format!(
             "--dp-noise works with mean-based strategies (fedavg, fedprox, fedavgm, fedadam, fedyogi, fedadagrad), not {strategy}"
         ));
@@ -324,21 +324,21 @@ mod tests {
 
     #[test]
     fn settings_that_cannot_hold_are_refused_with_the_flag_to_fix() {
-        let fedavg = StrategyKind::FedAvg;
-        assert_eq!(settings(1.0).check(Some(1.0), fedavg), Ok(1.0));
+        let fedavg = StrategySpec::default();
+        assert_eq!(settings(1.0).check(Some(1.0), &fedavg), Ok(1.0));
         assert!(
             settings(1.0)
-                .check(None, fedavg)
+                .check(None, &fedavg)
                 .unwrap_err()
                 .contains("--clip")
         );
         assert!(
             settings(0.0)
-                .check(Some(1.0), fedavg)
+                .check(Some(1.0), &fedavg)
                 .unwrap_err()
                 .contains("--dp-noise")
         );
-        let median = settings(1.0).check(Some(1.0), StrategyKind::Median);
+        let median = settings(1.0).check(Some(1.0), &"median".parse().unwrap());
         assert!(median.unwrap_err().contains("mean-based"));
         let bad_delta = DpSettings {
             delta: 1.0,
@@ -346,7 +346,7 @@ mod tests {
         };
         assert!(
             bad_delta
-                .check(Some(1.0), fedavg)
+                .check(Some(1.0), &fedavg)
                 .unwrap_err()
                 .contains("--dp-delta")
         );

@@ -16,7 +16,7 @@ use super::record::{
 };
 use super::round_bounds::{self, RoundUpdates};
 use super::state::{RunState, StateError, StateLock};
-use super::strategy::Strategy;
+use super::strategy::{Strategy, StrategyState};
 use super::validate::validate;
 use std::collections::BTreeMap;
 use tandem_runtime::fl::acp::SharedFactors;
@@ -31,7 +31,7 @@ pub(super) struct RunCore<T: Task> {
     pub(super) test: T::Data,
     pub(super) settings: FlSettings,
     pub(super) state: RunState,
-    pub(super) strategy: Strategy,
+    pub(super) strategy: Box<dyn Strategy>,
     pub(super) records: Vec<RoundRecord>,
     /// Central DP and the privacy spent, saved beside the state.
     pub(super) dp: Option<CentralDp>,
@@ -58,13 +58,20 @@ impl<T: Task> RunCore<T> {
         let layout = task.layout().fingerprint();
         let strategy_spec = settings.strategy.to_string();
         let saved = RunState::load(&settings.state_dir, task.name(), layout, &strategy_spec)?;
-        let mut strategy = Strategy::new(settings.strategy);
+        let mut strategy = settings.strategy.build();
         let mut state = match saved {
             Some(state) => {
                 info!(round = state.round, dir = %settings.state_dir.display(), "resuming");
-                strategy.first = state.first.clone();
-                strategy.second = state.second.clone();
-                strategy.steps = state.steps;
+                strategy
+                    .restore(StrategyState {
+                        first: state.first.clone(),
+                        second: state.second.clone(),
+                        steps: state.steps,
+                    })
+                    .map_err(|error| StateError::StrategyState {
+                        dir: settings.state_dir.clone(),
+                        error,
+                    })?;
                 state
             }
             None => RunState {
@@ -184,7 +191,7 @@ impl<T: Task> RunCore<T> {
             None => None,
         };
         let aggregated = apply_round(
-            &mut self.strategy,
+            self.strategy.as_mut(),
             &mut self.state.global,
             &mut self.state.factors,
             self.task.layout(),
@@ -233,9 +240,12 @@ impl<T: Task> RunCore<T> {
             self.records.push(record);
             self.write_metrics();
         }
-        self.state.first = self.strategy.first.clone();
-        self.state.second = self.strategy.second.clone();
-        self.state.steps = self.strategy.steps;
+        let StrategyState {
+            first,
+            second,
+            steps,
+        } = self.strategy.state();
+        (self.state.first, self.state.second, self.state.steps) = (first, second, steps);
         self.state.members = members;
         // The privacy account first: a state saved without it would under-count.
         if let Some(dp) = &self.dp

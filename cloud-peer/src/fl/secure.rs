@@ -5,7 +5,7 @@
 //! available. Devices clip their own update to `--clip` before masking (the cloud cannot
 //! see one to clip it); the mean is unweighted.
 
-use super::strategy::{ClientUpdate, StrategyKind};
+use super::strategy::{ClientUpdate, StrategySpec};
 use std::fmt;
 use std::str::FromStr;
 use tandem_runtime::fl::secagg::{self, SecAggError, Settings, round::Traffic};
@@ -83,8 +83,8 @@ impl fmt::Display for SecAggConfig {
 
 impl SecAggConfig {
     /// Refuses a strategy that needs every update apart.
-    pub fn check(&self, strategy: StrategyKind) -> Result<(), String> {
-        if !strategy.is_mean_based() {
+    pub fn check(&self, strategy: &StrategySpec) -> Result<(), String> {
+        if !strategy.is_linear() {
             return Err(format!(
                 "--secagg opens the sum only: {strategy} needs every update apart (use a mean-based strategy)"
             ));

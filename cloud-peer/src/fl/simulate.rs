@@ -13,7 +13,7 @@ use super::record::{RoundRecord, mean_train_loss};
 use super::round_bounds::{MedianCaps, RoundUpdates};
 use super::secure::{self, SecAggConfig};
 use super::strategy::ClientUpdate;
-use super::strategy::{Strategy, StrategyKind};
+use super::strategy::{Strategy, StrategySpec};
 use super::validate::{NormBound, Refusal, validate};
 use rayon::prelude::*;
 
@@ -37,7 +37,7 @@ pub struct SimulationConfig {
     /// Update codec.
     pub codec: CodecDesc,
     /// Aggregation.
-    pub strategy: StrategyKind,
+    pub strategy: StrategySpec,
     /// Update norm bound.
     pub bound: Option<NormBound>,
     /// Hostile clients, if any.
@@ -114,7 +114,7 @@ pub struct Simulation<'a, T: Task> {
     test: &'a T::Data,
     config: SimulationConfig,
     global: Vec<f32>,
-    strategy: Strategy,
+    strategy: Box<dyn Strategy>,
     /// Each client's encoders, one per codec it has sent with (codec state is per codec).
     encoders: HashMap<(usize, CodecDesc), UpdateEncoder>,
     /// Each client's device class, and the adaptation ladder (with `config.devices`).
@@ -190,7 +190,7 @@ impl<'a, T: Task> Simulation<'a, T> {
                     _ => None,
                 };
                 let clip = settings
-                    .check(clip, config.strategy)
+                    .check(clip, &config.strategy)
                     .map_err(SimulationError::Config)?;
                 Some(CentralDp::new(
                     *settings,
@@ -203,7 +203,7 @@ impl<'a, T: Task> Simulation<'a, T> {
         };
         if let Some(secagg) = &config.secagg {
             secagg
-                .check(config.strategy)
+                .check(&config.strategy)
                 .map_err(SimulationError::Config)?;
             if config.codec != CodecDesc::Identity || config.dp.is_some() {
                 return Err(SimulationError::Config(
@@ -240,7 +240,7 @@ impl<'a, T: Task> Simulation<'a, T> {
             classes,
             ladder,
             global: task.initial_weights(config.seed),
-            strategy: Strategy::new(config.strategy),
+            strategy: config.strategy.build(),
             encoders: HashMap::new(),
             factors,
             hostile,
@@ -488,7 +488,7 @@ impl<'a, T: Task> Simulation<'a, T> {
             }
         });
         record.aggregated = apply_round(
-            &mut self.strategy,
+            self.strategy.as_mut(),
             &mut self.global,
             &mut self.factors,
             self.task.layout(),

@@ -34,11 +34,13 @@ pub struct RunState {
     pub members: std::collections::BTreeMap<String, u64>,
     /// The global model.
     pub global: Vec<f32>,
-    /// Strategy first moment (may be empty).
+    /// The strategy's server state ([`super::strategy::StrategyState`]): its first
+    /// moment (may be empty).
     pub first: Vec<f32>,
-    /// Strategy second moment (may be empty).
+    /// Its second moment (may be empty).
     pub second: Vec<f32>,
-    /// Aggregations the strategy has done.
+    /// Its steps, where it counts them (FedOpt; 0 for the others, whose older state
+    /// files may hold any count).
     pub steps: u64,
     /// The next round's shared factors (ACP codec only).
     pub factors: Option<SharedFactors>,
@@ -62,6 +64,15 @@ pub enum StateError {
         expected: String,
         /// Strategy in the file.
         found: String,
+    },
+    /// Server state the run's strategy does not keep (moments for a strategy without
+    /// any, or of unequal lengths).
+    #[error("{dir}: {error}")]
+    StrategyState {
+        /// The state directory.
+        dir: PathBuf,
+        /// What does not fit.
+        error: super::strategy::StrategyError,
     },
     /// Central DP asked for on a run whose earlier rounds were not accounted: their
     /// models went out without noise, or the account was lost.

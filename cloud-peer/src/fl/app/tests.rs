@@ -27,7 +27,7 @@ fn app(dir: &str, per_round: usize) -> FlApp<Fmnist> {
         },
         codec: CodecDesc::Identity,
         downlink: CodecDesc::Identity,
-        strategy: StrategyKind::FedAvg,
+        strategy: StrategySpec::default(),
         bound: None,
         dp: None,
         seed: 7,
@@ -341,21 +341,21 @@ fn rounds_that_abort_again_and_again_end_the_run() {
 #[test]
 fn the_default_quorum_is_most_of_a_round_not_all_of_it() {
     for (per_round, strategy, want) in [
-        (10, StrategyKind::FedAvg, 8),
-        (1, StrategyKind::FedAvg, 1),
-        (4, StrategyKind::FedAvg, 4),
-        (5, StrategyKind::FedAvg, 4),
-        (100, StrategyKind::FedAvg, 80),
+        (10, StrategySpec::default(), 8),
+        (1, StrategySpec::default(), 1),
+        (4, StrategySpec::default(), 4),
+        (5, StrategySpec::default(), 4),
+        (100, StrategySpec::default(), 80),
     ] {
         assert_eq!(
-            FlSettings::default_min_updates(per_round, strategy),
+            FlSettings::default_min_updates(per_round, &strategy),
             want,
             "{per_round} per round"
         );
     }
-    let krum: StrategyKind = "krum:f=2".parse().unwrap();
+    let krum: StrategySpec = "krum:f=2".parse().unwrap();
     assert_eq!(
-        FlSettings::default_min_updates(5, krum),
+        FlSettings::default_min_updates(5, &krum),
         krum.min_updates().clamp(4, 5)
     );
 }

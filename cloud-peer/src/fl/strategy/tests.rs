@@ -10,7 +10,7 @@ fn update(delta: &[f32], examples: u64) -> ClientUpdate {
 }
 
 fn run(spec: &str, global: &[f32], rounds: &[&[ClientUpdate]]) -> Vec<f32> {
-    let mut strategy = Strategy::new(spec.parse().unwrap());
+    let mut strategy = spec::parse(spec).unwrap();
     let mut global = global.to_vec();
     for updates in rounds {
         strategy.aggregate(&mut global, updates).unwrap();
@@ -31,12 +31,21 @@ fn fedavg_and_fedprox_weight_by_examples() {
     let round = [update(&[1.0, 0.0], 1), update(&[0.0, 2.0], 3)];
     close(&run("fedavg", &[1.0, 1.0], &[&round]), &[1.25, 2.5]);
     close(&run("fedprox:mu=0.1", &[1.0, 1.0], &[&round]), &[1.25, 2.5]);
+    // FedProx's weight goes to the devices' local training.
+    let mut local = tandem_runtime::fl::task::LocalConfig {
+        epochs: 1,
+        batch: 32,
+        lr: 0.1,
+        momentum: 0.9,
+        proximal_mu: 0.0,
+        max_steps: None,
+    };
+    spec::parse("fedprox:mu=0.1").unwrap().configure(&mut local);
+    assert_eq!(local.proximal_mu, 0.1);
+    spec::parse("fedavg").unwrap().configure(&mut local);
     assert_eq!(
-        "fedprox:mu=0.1"
-            .parse::<StrategyKind>()
-            .unwrap()
-            .proximal_mu(),
-        0.1
+        local.proximal_mu, 0.1,
+        "FedAvg leaves local training as it is"
     );
 }
 
@@ -85,7 +94,7 @@ fn adaptive_first_steps_match_their_closed_forms() {
 #[test]
 fn a_round_that_would_make_the_model_non_finite_is_not_applied() {
     let huge = [update(&[f32::MAX, 1.0], 1), update(&[f32::MAX, 1.0], 1)];
-    let mut s = Strategy::new("fedavgm:lr=1,momentum=0.9".parse().unwrap());
+    let mut s = spec::parse("fedavgm:lr=1,momentum=0.9").unwrap();
     let mut global = vec![f32::MAX, 0.0];
     assert_eq!(
         s.aggregate(&mut global, &huge),
@@ -93,7 +102,14 @@ fn a_round_that_would_make_the_model_non_finite_is_not_applied() {
     );
     assert_eq!(global, [f32::MAX, 0.0]);
     // Nor is the server's momentum: the next good round starts from nothing.
-    assert!(s.first.is_empty() && s.steps == 0);
+    assert_eq!(s.state(), StrategyState::default());
+    // After a good round, a bad one leaves the velocity the good one made.
+    let mut global = vec![0.0, 0.0];
+    s.aggregate(&mut global, &[update(&[1.0, 2.0], 1)]).unwrap();
+    let good = s.state();
+    let mut edge = vec![f32::MAX, 0.0];
+    assert!(s.aggregate(&mut edge, &huge).is_err());
+    assert_eq!(s.state(), good);
 }
 
 #[test]
@@ -127,7 +143,7 @@ fn krum_keeps_the_updates_closest_to_their_neighbours() {
     .iter()
     .map(|d| update(d, 1))
     .collect();
-    let mut krum = Strategy::new("krum:f=1".parse().unwrap());
+    let mut krum = spec::parse("krum:f=1").unwrap();
     let mut global = vec![0.0, 0.0];
     assert_eq!(krum.aggregate(&mut global, &round).unwrap().selected, [1]);
     close(&global, &[1.0, 1.0]);
@@ -135,7 +151,7 @@ fn krum_keeps_the_updates_closest_to_their_neighbours() {
     // example counts claim.
     let mut weighted = round.clone();
     weighted[3].examples = 1_000_000;
-    let mut multi = Strategy::new("multi-krum:f=1,m=3".parse().unwrap());
+    let mut multi = spec::parse("multi-krum:f=1,m=3").unwrap();
     let mut global = vec![0.0, 0.0];
     assert_eq!(
         multi.aggregate(&mut global, &weighted).unwrap().selected,
@@ -154,7 +170,7 @@ fn krum_keeps_the_updates_closest_to_their_neighbours() {
 
 #[test]
 fn empty_and_ragged_rounds_are_refused_without_touching_the_model() {
-    let mut s = Strategy::new(StrategyKind::FedAvg);
+    let mut s = FedAvg;
     let mut global = vec![1.0, 2.0];
     assert_eq!(s.aggregate(&mut global, &[]), Err(StrategyError::Empty));
     assert_eq!(
@@ -181,10 +197,11 @@ fn specs_round_trip_and_bad_ones_are_refused() {
         "krum:f=2",
         "multi-krum:f=2,m=5",
     ] {
-        let kind: StrategyKind = spec.parse().unwrap();
+        let parsed: StrategySpec = spec.parse().unwrap();
+        assert_eq!(parsed.to_string(), spec);
         assert_eq!(
-            kind.to_string().parse::<StrategyKind>().unwrap(),
-            kind,
+            parsed.to_string().parse::<StrategySpec>().unwrap(),
+            parsed,
             "{spec}"
         );
     }
@@ -202,6 +219,68 @@ fn specs_round_trip_and_bad_ones_are_refused() {
         "fedadam:beta1=0.999999999",
         "trimmed-mean:beta=0.4999999999",
     ] {
-        assert!(bad.parse::<StrategyKind>().is_err(), "{bad}");
+        assert!(bad.parse::<StrategySpec>().is_err(), "{bad}");
     }
+}
+
+/// Issue 31: a linear strategy's aggregate is its partial sums' however the round's
+/// updates are split among processes and merged, and restoring its saved state goes on
+/// exactly where it was.
+#[test]
+fn partial_sums_merge_to_the_whole_rounds_aggregate_and_state_restores() {
+    let round: Vec<ClientUpdate> = (0..7)
+        .map(|i| {
+            update(
+                &[i as f32 * 0.5 - 1.0, (i * i) as f32 * 0.1],
+                1 + i as u64 * 3,
+            )
+        })
+        .collect();
+    for spec in [
+        "fedavg",
+        "fedavgm:lr=0.5,momentum=0.9",
+        "fedadam",
+        "fedyogi",
+    ] {
+        let mut whole = spec::parse(spec).unwrap();
+        let mut global_whole = vec![0.5, -0.5];
+        whole.aggregate(&mut global_whole, &round).unwrap();
+
+        // Three processes' shares of the same round, merged in another order.
+        let mut split = spec::parse(spec).unwrap();
+        let linear = split.linear().expect("a linear strategy");
+        let mut shares = [PartialSum::new(2), PartialSum::new(2), PartialSum::new(2)];
+        for (i, u) in round.iter().enumerate() {
+            shares[i % 3].accumulate(u, linear.weight(u)).unwrap();
+        }
+        let [a, b, c] = shares;
+        let mut merged = c;
+        merged.merge(&a).unwrap();
+        merged.merge(&b).unwrap();
+        assert_eq!(merged.count(), 7);
+        let mut global_split = vec![0.5, -0.5];
+        linear
+            .finish(&mut global_split, &merged.mean().unwrap())
+            .unwrap();
+        close(&global_split, &global_whole);
+
+        // A second round from the saved state matches one that never stopped.
+        let mut resumed = spec::parse(spec).unwrap();
+        resumed.restore(whole.state()).unwrap();
+        let mut global_resumed = global_whole.clone();
+        whole.aggregate(&mut global_whole, &round).unwrap();
+        resumed.aggregate(&mut global_resumed, &round).unwrap();
+        assert_eq!(global_resumed, global_whole, "{spec}");
+    }
+    for robust in ["median", "trimmed-mean", "krum:f=1"] {
+        assert!(spec::parse(robust).unwrap().linear().is_none(), "{robust}");
+    }
+    // Moments of another strategy's shape are refused.
+    let moments = StrategyState {
+        first: vec![1.0],
+        second: Vec::new(),
+        steps: 3,
+    };
+    assert!(FedAvg.restore(moments.clone()).is_err());
+    assert!(spec::parse("fedadam").unwrap().restore(moments).is_err());
 }
