@@ -118,6 +118,21 @@ impl LoadRun {
     }
 }
 
+/// `tandem load`'s output and its summary line (without its `load: ` prefix), or what
+/// went wrong.
+pub(crate) fn load_summary(out: &std::process::Output) -> Result<(String, String)> {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("load: "))
+        .context("tandem load printed no summary")?
+        .to_string();
+    Ok((text, line))
+}
+
 /// The number after `name` in `tandem load`'s summary `line`.
 pub(crate) fn load_field(line: &str, name: &str) -> Option<f64> {
     let mut words = line.split_whitespace();
@@ -171,18 +186,9 @@ fn load_run(
     let rss_mib = cloud.peak_rss_mib();
     cloud.stop();
     let out = out?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "tandem load --devices {devices} --hostile {hostile} against --top {top} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("load: "))
-        .context("tandem load printed no summary")?
-        .to_string();
+    let (text, line) = load_summary(&out).with_context(|| {
+        format!("tandem load --devices {devices} --hostile {hostile} against --top {top}")
+    })?;
     let hostile = text
         .lines()
         .filter_map(|l| l.strip_prefix("hostile: "))

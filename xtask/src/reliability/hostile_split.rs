@@ -11,7 +11,7 @@ use super::hostile::{Revoked, SPLIT_ATTACKS, TRANSPORT_ATTACKS, attacker};
 use super::hostile_report::Findings;
 use crate::cloud_bench::{self, LOAD_PREFIX};
 use crate::split::CloudProcess;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -149,16 +149,6 @@ fn drive(bin: &Path, addr: &str, steps: u64, attack: Option<Attacker>) -> Result
         }
         let _ = attacker.wait();
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "the honest devices failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("load: "))
-        .context("tandem load printed no summary")?;
-    Ok(line.to_string())
+    let (_, line) = cloud_bench::load_summary(&out).context("the honest devices")?;
+    Ok(line)
 }

@@ -4,14 +4,18 @@
 
 use super::{Aggregated, ClientUpdate, Strategy, StrategyError, apply_step, check_round};
 
-/// Every update's index.
-fn all(updates: &[ClientUpdate]) -> Vec<usize> {
-    (0..updates.len()).collect()
-}
-
-/// The deltas as rows for the kernels.
-fn rows(updates: &[ClientUpdate]) -> Vec<&[f32]> {
-    updates.iter().map(|u| u.delta.as_slice()).collect()
+/// Applies a coordinate-wise `kernel` of the round's deltas (every update enters it).
+fn coordinate_wise(
+    global: &mut [f32],
+    updates: &[ClientUpdate],
+    kernel: impl FnOnce(&[&[f32]]) -> Result<Vec<f32>, tandem_kernels::KernelError>,
+) -> Result<Aggregated, StrategyError> {
+    check_round(global, updates)?;
+    let rows: Vec<&[f32]> = updates.iter().map(|u| u.delta.as_slice()).collect();
+    apply_step(global, &kernel(&rows)?)?;
+    Ok(Aggregated {
+        selected: (0..updates.len()).collect(),
+    })
 }
 
 /// Coordinate-wise median.
@@ -32,11 +36,7 @@ impl Strategy for Median {
         global: &mut [f32],
         updates: &[ClientUpdate],
     ) -> Result<Aggregated, StrategyError> {
-        check_round(global, updates)?;
-        apply_step(global, &tandem_kernels::median(&rows(updates))?)?;
-        Ok(Aggregated {
-            selected: all(updates),
-        })
+        coordinate_wise(global, updates, tandem_kernels::median)
     }
 }
 
@@ -61,11 +61,8 @@ impl Strategy for TrimmedMean {
         global: &mut [f32],
         updates: &[ClientUpdate],
     ) -> Result<Aggregated, StrategyError> {
-        check_round(global, updates)?;
-        let step = tandem_kernels::trimmed_mean(&rows(updates), self.beta)?;
-        apply_step(global, &step)?;
-        Ok(Aggregated {
-            selected: all(updates),
+        coordinate_wise(global, updates, |rows| {
+            tandem_kernels::trimmed_mean(rows, self.beta)
         })
     }
 }
