@@ -49,7 +49,8 @@ pub struct Cloud {
     pub pki: Pki,
     pub stats: Arc<ServerStats>,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    /// The server; it returns the run's last line if it stopped at the run's end.
+    task: tokio::task::JoinHandle<Option<String>>,
     /// The certificate directory, where the cloud made it itself.
     _dir: Option<TempDir>,
 }
@@ -173,6 +174,17 @@ impl Cloud {
             .await
             .expect("server stops within 20 s")
             .unwrap();
+    }
+}
+
+impl Cloud {
+    /// Waits (20 s at most) for a cloud that stops at the run's end to stop by itself;
+    /// the line it ended the run with.
+    pub async fn ended(mut self) -> Option<String> {
+        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
+            .await
+            .expect("the server stops by itself within 20 s")
+            .unwrap()
     }
 }
 
