@@ -257,6 +257,14 @@ pub trait CloudApp: Send + 'static {
     /// A round ended.
     fn round_ended(&mut self, outcome: RoundOutcome);
 
+    /// The run's last line once its rounds are over (the last committed, or the run
+    /// stopped): every joined device is then closed with `Normal` and this line after
+    /// the last round's result, and a device that joins afterwards at once. Asked on the
+    /// hub whenever no round's commit is under way. The default: never over.
+    fn run_over(&self) -> Option<String> {
+        None
+    }
+
     /// A round ended: its commit as work for a worker thread. Called on the hub; the
     /// hub starts no round, and sends no device the round's result, until the job has
     /// run (a device told "committed" can rely on the cloud having it). The default

@@ -38,6 +38,11 @@ pub struct FlServeArgs {
     /// toward --rounds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     max_aborted_rounds: u32,
+    /// Keep serving once the run is over (its last round committed, or the run stopped),
+    /// telling each device that joins that it is over; by default the cloud tells its
+    /// devices and exits 0.
+    #[arg(long)]
+    keep_serving: bool,
     /// The most examples a device may declare when it joins (its FedAvg weight; a
     /// device's count is fixed by its first Join of the run).
     #[arg(long, default_value_t = tandem_cloud::fl::validate::MAX_EXAMPLES,
@@ -97,6 +102,7 @@ pub async fn serve_fl(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let settings = fl_settings(&args, seed)?;
+    let server = server.stopping_at_run_end(!args.keep_serving);
     match args.task {
         TaskName::Fmnist => {
             let dir = args.fl_data.unwrap_or_else(FashionMnist::default_dir);
@@ -114,7 +120,8 @@ pub async fn serve_fl(
     }
 }
 
-/// Serves the federated app of `task` (scored on `test`) until `shutdown`.
+/// Serves the federated app of `task` (scored on `test`) until `shutdown`, or the run's
+/// end when the server stops there.
 async fn serve_task<T: tandem_runtime::fl::task::Task + 'static>(
     server: tandem_cloud::Server,
     task: T,
@@ -131,7 +138,11 @@ where
         app.committed(),
         app.round()
     );
-    server.serve_app(app, shutdown).await;
+    if let Some(line) = server.serve_app(app, shutdown).await {
+        println!(
+            "fl: {line}; its devices were told, and this cloud stops (--keep-serving keeps it up)"
+        );
+    }
     Ok(())
 }
 

@@ -64,6 +64,9 @@ pub struct HubSettings {
     /// A device gone this long is forgotten: the application frees what it held for it
     /// ([`CloudApp::forget`]) and its step cache goes.
     pub idle_release: Duration,
+    /// Stop serving once the application's run is over ([`CloudApp::run_over`]), after
+    /// its devices were told (`serve --app fl` without `--keep-serving`).
+    pub stop_when_over: bool,
 }
 
 impl Default for HubSettings {
@@ -73,6 +76,7 @@ impl Default for HubSettings {
         Self {
             workers: 1,
             idle_release: Duration::from_secs(15 * 60),
+            stop_when_over: false,
         }
     }
 }
@@ -94,6 +98,10 @@ struct Hub<A> {
     rounds_over: bool,
     workers: Workers,
     fairness: Fairness,
+    /// The run's last line once the devices were told it is over.
+    over: Option<String>,
+    /// Told the run's last line when it is over, if the server stops then.
+    stop: Option<tokio::sync::oneshot::Sender<String>>,
     /// Devices whose admission builds on the admission thread, each with the newer
     /// Hello waiting for it, if any.
     building: HashMap<NodeName, Option<Admission>>,
@@ -107,8 +115,8 @@ struct Hub<A> {
 pub(crate) fn run<A: CloudApp>(
     app: A,
     settings: HubSettings,
-    inputs: Receiver<HubInput>,
-    to_self: Sender<HubInput>,
+    (inputs, to_self): (Receiver<HubInput>, Sender<HubInput>),
+    stop: tokio::sync::oneshot::Sender<String>,
 ) {
     let workers = match Workers::start(settings.workers, to_self) {
         Ok(workers) => workers,
@@ -132,9 +140,13 @@ pub(crate) fn run<A: CloudApp>(
         workers,
         fairness: Fairness::default(),
         building: HashMap::new(),
+        over: None,
+        stop: settings.stop_when_over.then_some(stop),
         away: HashMap::new(),
         idle_release: settings.idle_release,
     };
+    // A run over before anyone connects (a cloud restarted on a finished run).
+    hub.check_over();
     loop {
         let next_release = hub.away.values().min().map(|&left| left + hub.idle_release);
         let timeout = hub
@@ -154,6 +166,7 @@ pub(crate) fn run<A: CloudApp>(
         let now = Instant::now();
         hub.release_idle(now);
         hub.poll_round(now);
+        hub.check_over();
     }
     // A round being committed is finished before the process may exit.
     while hub.committing.is_some() {
@@ -270,6 +283,13 @@ impl<A: CloudApp> Hub<A> {
                         warn!(%node, claims = %join.node, "Join for another node ignored");
                         return;
                     }
+                    if let Some(line) = &self.over {
+                        info!(%node, "joined after the run's end: {line}");
+                        if let Some((_, outbox)) = self.connections.get(&node) {
+                            outbox.finish(line);
+                        }
+                        return;
+                    }
                     let examples = join.num_examples;
                     let app = &mut self.app;
                     match isolated(&node, "taking a Join of", || app.join(&node, examples))
@@ -298,6 +318,30 @@ impl<A: CloudApp> Hub<A> {
                 }
             },
         }
+    }
+
+    /// Once the application's run is over (and no commit is under way, so the last
+    /// round's results are queued): every joined device is closed with `Normal` and the
+    /// run's last line after what it was sent, and the server is told if it stops then.
+    fn check_over(&mut self) {
+        if self.over.is_some() || self.committing.is_some() {
+            return;
+        }
+        let app = &self.app;
+        let Ok(Some(line)) = isolated("federated learning", "ending the run of", || app.run_over())
+        else {
+            return;
+        };
+        info!("{line}");
+        for node in &self.joined {
+            if let Some((_, outbox)) = self.connections.get(node) {
+                outbox.finish(&line);
+            }
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(line.clone());
+        }
+        self.over = Some(line);
     }
 
     /// Admits or refuses a device's Hello: decided now, or once its slow work ran on

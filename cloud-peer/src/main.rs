@@ -247,6 +247,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             .with_hub(HubSettings {
                 workers: usize::from(args.workers),
                 idle_release: Duration::from_secs(args.idle_release_s),
+                stop_when_over: false,
             });
         let addr = server
             .local_addr()

@@ -59,10 +59,19 @@ struct Queued {
     gradient: AtomicU64,
 }
 
+/// What the writer takes from the queue.
+#[derive(Debug)]
+enum Item {
+    /// A message to send.
+    Message(Envelope),
+    /// The end of the device's work: close the connection with `Normal` and this line.
+    Finish(String),
+}
+
 /// The hub's handle on one connection's outbox.
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    queue: tokio::sync::mpsc::Sender<Envelope>,
+    queue: tokio::sync::mpsc::Sender<Item>,
     queued: Arc<Queued>,
     connection: quinn::Connection,
     limits: OutboxLimits,
@@ -84,11 +93,24 @@ impl Outbox {
             limits,
         };
         let writer = tokio::spawn(async move {
-            while let Some(envelope) = outgoing.recv().await {
+            // The stream last sent: the end waits until the device has all of it.
+            let mut last: Option<quinn::SendStream> = None;
+            while let Some(item) = outgoing.recv().await {
+                let envelope = match item {
+                    Item::Message(envelope) => envelope,
+                    Item::Finish(reason) => {
+                        if let Some(last) = last.take() {
+                            let _ =
+                                tokio::time::timeout(limits.send_deadline, last.stopped()).await;
+                        }
+                        CloseCode::Normal.close_because(&connection, &reason);
+                        break;
+                    }
+                };
                 let deadline = limits.deadline(envelope.tensor_len());
                 let sent = tokio::time::timeout(
                     deadline,
-                    transport::send_envelope(&connection, &envelope),
+                    transport::send_envelope_stream(&connection, &envelope),
                 )
                 .await;
                 queued
@@ -103,7 +125,7 @@ impl Outbox {
                     );
                 }
                 match sent {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(stream)) => last = Some(stream),
                     Ok(Err(err)) => {
                         // The connection is gone, or the device refused what it was sent:
                         // either way nothing more reaches it on this connection.
@@ -151,7 +173,7 @@ impl Outbox {
             return false;
         }
         self.queued.bytes.fetch_add(bytes, Ordering::AcqRel);
-        match self.queue.try_send(envelope) {
+        match self.queue.try_send(Item::Message(envelope)) {
             Ok(()) => true,
             Err(TrySendError::Full(envelope)) => {
                 self.queued.bytes.fetch_sub(bytes, Ordering::AcqRel);
@@ -166,6 +188,14 @@ impl Outbox {
                 self.queued.bytes.fetch_sub(bytes, Ordering::AcqRel);
                 false
             }
+        }
+    }
+
+    /// Closes the connection with `Normal` and `reason` once what is queued has gone out:
+    /// the device's work here is done (at once when the queue is full).
+    pub(crate) fn finish(&self, reason: &str) {
+        if let Err(TrySendError::Full(_)) = self.queue.try_send(Item::Finish(reason.into())) {
+            CloseCode::Normal.close_because(&self.connection, reason);
         }
     }
 

@@ -120,6 +120,13 @@ impl Server {
         self
     }
 
+    /// Whether the server stops once the application's run is over
+    /// ([`HubSettings::stop_when_over`]).
+    pub fn stopping_at_run_end(mut self, stop: bool) -> Self {
+        self.hub.stop_when_over = stop;
+        self
+    }
+
     /// Bounds each device's outbox with `limits` instead of the defaults.
     pub fn with_outbox(mut self, limits: OutboxLimits) -> Self {
         self.outbox = limits;
@@ -141,27 +148,46 @@ impl Server {
         self.serve_app(HelloOnly, shutdown).await;
     }
 
-    /// Serves `app`'s jobs until `shutdown` completes, then closes every connection with
-    /// `ShuttingDown` and waits until the endpoint is idle.
-    pub async fn serve_app(self, app: impl CloudApp, shutdown: impl Future<Output = ()>) {
+    /// Serves `app`'s jobs until `shutdown` completes (or, with
+    /// [`HubSettings::stop_when_over`], the app's run is over and its devices were told),
+    /// then closes every connection with `ShuttingDown` and waits until the endpoint is
+    /// idle. Returns the run's last line when the run's end stopped it.
+    pub async fn serve_app(
+        self,
+        app: impl CloudApp,
+        shutdown: impl Future<Output = ()>,
+    ) -> Option<String> {
         let served = app.capabilities();
         let (hub_tx, hub_rx) = std::sync::mpsc::channel();
         let (to_hub, settings) = (hub_tx.clone(), self.hub);
+        let (stop, mut run_over) = tokio::sync::oneshot::channel::<String>();
         let hub = std::thread::Builder::new()
             .name("tandem-hub".into())
-            .spawn(move || hub::run(app, settings, hub_rx, to_hub));
+            .spawn(move || hub::run(app, settings, (hub_rx, to_hub), stop));
         let hub = match hub {
             Ok(hub) => hub,
             Err(err) => {
                 warn!("cannot start the session thread: {err}");
-                return;
+                return None;
             }
         };
         tokio::pin!(shutdown);
+        // The hub drops its sender at once unless the server stops at the run's end.
+        let (mut watching, mut ended) = (true, None);
         loop {
             let incoming = tokio::select! {
                 incoming = self.endpoint.accept() => incoming,
                 () = &mut shutdown => break,
+                over = &mut run_over, if watching => match over {
+                    Ok(line) => {
+                        ended = Some(line);
+                        break;
+                    }
+                    Err(_) => {
+                        watching = false;
+                        continue;
+                    }
+                },
             };
             // `None` means the endpoint was closed.
             let Some(incoming) = incoming else { break };
@@ -190,6 +216,14 @@ impl Server {
                 .instrument(info_span!("device", %remote)),
             );
         }
+        if ended.is_some() {
+            // The devices are being told the run is over: let their connections close
+            // with that line first.
+            let grace = tokio::time::Instant::now() + RUN_OVER_GRACE;
+            while self.endpoint.open_connections() > 0 && tokio::time::Instant::now() < grace {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         info!("shutting down");
         let code = CloseCode::ShuttingDown;
         self.endpoint
@@ -199,8 +233,13 @@ impl Server {
         let _ = hub_tx.send(HubInput::Shutdown);
         drop(hub_tx);
         let _ = tokio::task::spawn_blocking(move || hub.join()).await;
+        ended
     }
 }
+
+/// How long a server stopping at the run's end waits for its devices' connections to
+/// close with the run's last line.
+const RUN_OVER_GRACE: Duration = Duration::from_secs(10);
 
 /// Refused streams of one connection that are each logged; after them, every 1000th.
 const LOGGED_REFUSALS: u64 = 10;

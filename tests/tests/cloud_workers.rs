@@ -206,6 +206,7 @@ async fn a_device_away_past_the_idle_release_is_forgotten() {
     let hub = HubSettings {
         workers: 1,
         idle_release: Duration::from_millis(200),
+        ..HubSettings::default()
     };
     let (cloud, _release, log) = cloud("workers-idle", hub).await;
     let mut device = link(&cloud, "pi").await;

@@ -137,6 +137,22 @@ struct AbortStreak {
     delivered: BTreeSet<NodeName>,
 }
 
+impl AbortStreak {
+    /// The line of a run stopped by this streak, rounds of `min_updates` updates each.
+    fn stopped(&self, min_updates: usize) -> String {
+        let silent: Vec<&str> = self.silent.iter().map(NodeName::as_str).collect();
+        format!(
+            "the run stopped after {} rounds aborted in a row (each needs {min_updates} updates); never reported: {}",
+            self.rounds,
+            if silent.is_empty() {
+                "nobody (too few devices reported in time)".to_string()
+            } else {
+                silent.join(", ")
+            }
+        )
+    }
+}
+
 /// Rounds a device sits out after its `misses`-th missed deadline in a row.
 fn backoff(misses: u32) -> u64 {
     1 << misses.saturating_sub(1).min(4)
@@ -225,19 +241,32 @@ where
         let reported = &streak.delivered;
         streak.silent.retain(|node| !reported.contains(node));
         if streak.rounds == max_aborted {
-            let silent: Vec<&str> = streak.silent.iter().map(NodeName::as_str).collect();
-            let line = format!(
-                "fl: stopped after {} rounds aborted in a row (each needs {min_updates} updates); never reported: {}",
-                streak.rounds,
-                if silent.is_empty() {
-                    "nobody (too few devices reported in time)".to_string()
-                } else {
-                    silent.join(", ")
-                }
-            );
+            let line = streak.stopped(min_updates);
             warn!("{line}");
-            println!("{line}");
+            println!("fl: {line}");
         }
+    }
+
+    /// Why no more rounds will run: the last one committed, aborts in a row, or the
+    /// privacy budget (`None` while rounds go on).
+    fn end(&self, core: &RunCore<T>) -> Option<String> {
+        let committed = core.state.committed;
+        if committed >= core.settings.rounds {
+            return Some(format!("the run is over: {committed} rounds committed"));
+        }
+        if self.aborted.rounds >= core.settings.max_aborted {
+            return Some(self.aborted.stopped(core.settings.min_updates));
+        }
+        if core
+            .dp
+            .as_ref()
+            .is_some_and(CentralDp::next_round_exceeds_target)
+        {
+            return Some(format!(
+                "the run is over: one more round would pass --dp-epsilon ({committed} rounds committed)"
+            ));
+        }
+        None
     }
 
     /// The hub's side of an aborted round: who missed it sits out; the job records the
@@ -375,26 +404,18 @@ where
         pool
     }
 
+    fn run_over(&self) -> Option<String> {
+        self.end(&self.core())
+    }
+
     fn round_tasks(
         &mut self,
         _hub_round: u64,
         participants: &[NodeName],
     ) -> Option<Vec<Assignment>> {
         let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
-        if core.state.committed >= core.settings.rounds
-            || self.aborted.rounds >= core.settings.max_aborted
-        {
-            return None;
-        }
-        if core
-            .dp
-            .as_ref()
-            .is_some_and(CentralDp::next_round_exceeds_target)
-        {
-            info!(
-                round = core.state.round,
-                "one more round would pass --dp-epsilon: no more rounds"
-            );
+        if let Some(end) = self.end(&core) {
+            info!(round = core.state.round, "no more rounds: {end}");
             return None;
         }
         // Every noised model that leaves has its charge on disk: a cloud that cannot save

@@ -25,6 +25,15 @@ pub async fn send_envelope(
     connection: &quinn::Connection,
     envelope: &Envelope,
 ) -> Result<(), TransportError> {
+    send_envelope_stream(connection, envelope).await.map(drop)
+}
+
+/// [`send_envelope`], returning the finished stream (its `stopped()` completes once the
+/// peer has every byte of it).
+pub async fn send_envelope_stream(
+    connection: &quinn::Connection,
+    envelope: &Envelope,
+) -> Result<quinn::SendStream, TransportError> {
     let mut send = connection
         .open_uni()
         .await
@@ -42,7 +51,7 @@ pub async fn send_envelope(
     // Finishing only fails if the stream was already stopped or reset by the peer; the
     // bytes written so far are then lost either way and the session layer resends.
     let _ = send.finish();
-    Ok(())
+    Ok(send)
 }
 
 /// What one end accepts on its session streams, checked from each message's header

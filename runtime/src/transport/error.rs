@@ -50,6 +50,10 @@ pub enum TransportError {
     /// reason.
     #[error("the cloud refused this session: {0}")]
     Unserved(String),
+    /// The peer closed with `Normal` and this line: its work with this device is done (a
+    /// cloud whose federated run is over says so; a device's run ends there).
+    #[error("{0}")]
+    Finished(String),
     /// The cloud holds nothing of this device's run at the step its Hello named, with its
     /// reason: the device goes back to its checkpoint.
     #[error("the cloud cannot resume this run here: {0}")]
@@ -69,6 +73,7 @@ impl TransportError {
         {
             let reason = || String::from_utf8_lossy(&close.reason).into_owned();
             match code {
+                CloseCode::Normal => return Self::Finished(reason()),
                 CloseCode::Unserved => return Self::Unserved(reason()),
                 CloseCode::ResumeRefused => return Self::ResumeRefused(reason()),
                 _ => {}

@@ -384,6 +384,7 @@ fn is_permanent(err: &TransportError) -> bool {
         | TransportError::Tls(_)
         | TransportError::Unserved(_)
         | TransportError::ResumeRefused(_)
+        | TransportError::Finished(_)
         | TransportError::Connect(_) => true,
         TransportError::Connection(quinn::ConnectionError::TransportError(_)) => true,
         _ => false,

@@ -21,6 +21,7 @@ pub mod tls;
 pub use client::{HelloReport, OpenSession, client_endpoint, hello, open_session};
 pub use envelope_io::{
     InFlight, Inbound, Received, STREAM_REFUSED, read_envelope, receive_envelope, send_envelope,
+    send_envelope_stream,
 };
 pub use error::TransportError;
 pub use framed::{read_frame, read_tensor_message, write_frame, write_tensor_message};

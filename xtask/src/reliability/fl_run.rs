@@ -204,8 +204,8 @@ impl FlRun {
     /// Runs the devices, device `i` dialling `targets[i]` (the cloud's address, or a
     /// relay's), until the cloud has committed the last round, calling `disturb` (with
     /// the cloud and the devices) each time its next moment comes; `disturb` returns the
-    /// wait before the next one, `None` for no more. A device that exits meanwhile is
-    /// started again. Returns the devices restarted that way.
+    /// wait before the next one, `None` for no more. A device that fails or is killed
+    /// meanwhile is started again. Returns the devices restarted that way.
     pub fn drive(
         &self,
         mut cloud: CloudProcess,
@@ -230,7 +230,9 @@ impl FlRun {
                 ));
             }
             for (i, device) in devices.iter_mut().enumerate() {
-                if device.try_wait()?.is_some() {
+                // Exit 0 is the run's end, which the cloud told it (its line may not be
+                // read yet): only a failed or killed device is started again.
+                if device.try_wait()?.is_some_and(|status| !status.success()) {
                     restarts += 1;
                     *device = self.spawn_device(i, &targets[i])?;
                 }

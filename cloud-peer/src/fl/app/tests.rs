@@ -93,8 +93,14 @@ fn round_tasks_carry_the_settings_and_stop_after_the_last_round() {
         tandem_runtime::fl::update::decode(CodecDesc::Identity, app.core().task.layout(), model)
             .unwrap();
     assert_eq!(decoded, app.core().state.global);
+    assert_eq!(app.run_over(), None);
     app.core().state.committed = 5;
     assert!(app.round_tasks(6, &devices).is_none());
+    // The run's end, for the hub to tell its devices.
+    assert_eq!(
+        app.run_over().as_deref(),
+        Some("the run is over: 5 rounds committed")
+    );
 }
 
 /// Round `round` commits with a zero update from each of `delivered` (joined with 10
@@ -334,6 +340,11 @@ fn rounds_that_abort_again_and_again_end_the_run() {
     }
     assert!(app.round_tasks(4, &devices).is_none());
     assert_eq!(app.committed(), 0);
+    let end = app.run_over().expect("the run is over");
+    assert!(
+        end.contains("3 rounds aborted in a row") && end.contains(devices[1].as_str()),
+        "{end}"
+    );
 }
 
 /// The default quorum is 80% of a round (at least what the strategy needs, at most

@@ -14,6 +14,8 @@ use tandem_runtime::fl::sentiment::{self, Reviews, Sentiment};
 use tandem_runtime::fl::task::Task;
 use tandem_runtime::model::ComputeBackend;
 use tandem_runtime::session::fl::RoundClient;
+use tandem_runtime::transport::TransportError;
+use tandem_runtime::transport::link::LinkError;
 use tandem_runtime::wire::{Capabilities, Join};
 
 /// The federated tasks.
@@ -176,7 +178,16 @@ fn participate<T: Task + 'static>(args: &FlArgs, task: T, data: T::Data) -> Resu
                         }
                     }
                 })
-                .await?;
+                .await;
+            let result = match result {
+                Ok(result) => result,
+                // The cloud's run is over: this device's work is done.
+                Err(LinkError::Refused(TransportError::Finished(line))) => {
+                    println!("fl: {line}; took part in {taken} rounds");
+                    break;
+                }
+                Err(err) => return Err(err.into()),
+            };
             match result {
                 Some(r) => eprintln!(
                     "round {}: {} ({} accepted, {} refused)",
