@@ -37,29 +37,13 @@ use crate::wire::CodecDesc;
 /// `sft` is refused.
 #[cfg(feature = "model")]
 pub fn update_codec(text: &str) -> Result<CodecDesc, String> {
-    use crate::model::split::{CutForm, LinkCodec};
-    if let Some(args) = text.strip_prefix("acp:") {
-        if args.split(',').any(|p| p.starts_with("iters")) {
-            return Err("codec `acp` has no parameter `iters`".into());
-        }
-        // Parsed as the low-rank codec it shares its parameters with.
-        let CodecDesc::LowRank {
-            rank, factor_bits, ..
-        } = LinkCodec::parse(&format!("lowrank:{args}"))
-            .map_err(|e| e.replace("lowrank", "acp"))?
-            .tensor
-        else {
-            return Err(format!("codec `{text}`"));
-        };
-        return Ok(CodecDesc::Acp { rank, factor_bits });
-    }
-    let codec = LinkCodec::parse(text)?;
-    if codec.form != CutForm::Hidden {
+    if text.starts_with("sft") {
         return Err(format!(
             "codec `{text}` is for split fine-tuning, not for model updates"
         ));
     }
-    Ok(codec.tensor)
+    text.parse()
+        .map_err(|e: crate::wire::CodecSyntax| e.to_string())
 }
 
 #[cfg(all(test, feature = "model"))]

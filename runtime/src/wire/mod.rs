@@ -8,6 +8,7 @@
 //! - Every failure is a typed [`WireError`]; decoding never panics on any input.
 
 mod close;
+mod codec_flag;
 mod describe;
 mod error;
 mod fl;
@@ -17,6 +18,7 @@ mod split;
 mod tensor;
 
 pub use close::{CloseCode, MAX_CLOSE_REASON};
+pub use codec_flag::{CodecFlag, CodecSyntax};
 pub use describe::{Capabilities, CodecDesc, ModelDesc, RunPlan};
 pub use error::WireError;
 pub use fl::{Join, ModelPayload, RoundConfig, RoundResult, RoundTask, Update};

@@ -1,9 +1,8 @@
 //! What a split run is: where the model is cut, what crosses the cut, how it is
 //! encoded, and which device layers train. Parsed from the command line.
 
-use crate::wire::CodecDesc;
+use crate::wire::{CodecDesc, CodecFlag, CodecSyntax};
 use std::fmt;
-use tandem_kernels::linalg::MAX_RANK;
 
 /// How the device's layers take part in training.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -146,92 +145,44 @@ impl LinkCodec {
     /// `topk:ratio=0.01`, `dct:keep=0.1`, `sft:r=16,bits=8` (W1 factored) or
     /// `sft-w2:r=16,bits=8`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let (name, args) = text.split_once(':').unwrap_or((text, ""));
-        let mut params = Vec::new();
-        for pair in args.split(',').filter(|p| !p.is_empty()) {
-            let (key, value) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("`{pair}` in codec `{text}` is not key=value"))?;
-            let value: f64 = value
-                .parse()
-                .map_err(|_| format!("`{value}` in codec `{text}` is not a number"))?;
-            params.push((key, value));
-        }
-        let get = |key: &str, default: Option<f64>| {
-            params
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|&(_, v)| v)
-                .or(default)
-                .ok_or_else(|| format!("codec `{text}` needs `{key}=`"))
-        };
-        let unknown = params.iter().find(|(k, _)| {
-            !matches!(
-                (name, *k),
-                ("lowrank", "r" | "bits" | "iters")
-                    | ("sft" | "sft-w2", "r" | "bits")
-                    | ("topk", "ratio")
-                    | ("dct", "keep")
-            )
-        });
-        if let Some((key, _)) = unknown {
-            return Err(format!("codec `{name}` has no parameter `{key}`"));
-        }
-        let ppm = |v: f64| {
-            (0.0..=1.0)
-                .contains(&v)
-                .then(|| (v * 1e6).round() as u32)
-                .ok_or_else(|| format!("codec `{text}`: fraction {v} is not in 0..=1"))
-        };
-        let bits = |v: f64| match v as u8 {
-            b @ (8 | 16 | 32) if v.fract() == 0.0 => Ok(b),
-            _ => Err(format!("codec `{text}`: bits must be 8, 16 or 32")),
-        };
-        let rank = |v: f64| match v as usize {
-            r @ 1..=MAX_RANK if v.fract() == 0.0 => Ok(r),
-            _ => Err(format!("codec `{text}`: r must be 1..={MAX_RANK}")),
-        };
-        let hidden = |tensor| Self {
-            form: CutForm::Hidden,
-            tensor,
-        };
-        Ok(match name {
-            "identity" => hidden(CodecDesc::Identity),
-            "f16" => hidden(CodecDesc::F16),
-            "int8" => hidden(CodecDesc::Int8 { block: 64 }),
-            "lowrank" => hidden(CodecDesc::LowRank {
-                rank: rank(get("r", None)?)? as u16,
-                power_iters: get("iters", Some(2.0))?.clamp(0.0, 16.0) as u8,
-                factor_bits: bits(get("bits", Some(8.0))?)?,
-            }),
-            "topk" => hidden(CodecDesc::TopK {
-                ratio_ppm: ppm(get("ratio", None)?)?,
-            }),
-            "dct" => hidden(CodecDesc::Dct {
-                keep_ppm: ppm(get("keep", None)?)?,
-            }),
-            "sft" | "sft-w2" => Self {
-                form: CutForm::Sft {
-                    rank: rank(get("r", Some(16.0))?)?,
-                    weight: if name == "sft" {
-                        SftWeight::W1
-                    } else {
-                        SftWeight::W2
-                    },
-                },
-                tensor: match bits(get("bits", Some(8.0))?)? {
-                    8 => CodecDesc::Int8 {
-                        block: SFT_INT8_BLOCK,
-                    },
-                    16 => CodecDesc::F16,
-                    _ => CodecDesc::Identity,
-                },
-            },
-            other => {
-                return Err(format!(
-                    "unknown codec `{other}` (identity, f16, int8, lowrank, topk, dct, sft, sft-w2)"
-                ));
+        Self::read(text).map_err(|e| e.to_string())
+    }
+
+    fn read(text: &str) -> Result<Self, CodecSyntax> {
+        let name = text.split_once(':').map_or(text, |(name, _)| name);
+        let weight = match name {
+            "sft" => SftWeight::W1,
+            "sft-w2" => SftWeight::W2,
+            "acp" => {
+                return Err(CodecSyntax(format!(
+                    "codec `{text}` is for federated updates, not for split fine-tuning"
+                )));
             }
+            "identity" | "f16" | "int8" | "lowrank" | "topk" | "dct" => {
+                return Ok(Self {
+                    form: CutForm::Hidden,
+                    tensor: text.parse()?,
+                });
+            }
+            other => {
+                return Err(CodecSyntax(format!(
+                    "unknown codec `{other}` (identity, f16, int8, lowrank, topk, dct, sft, sft-w2)"
+                )));
+            }
+        };
+        let flag = CodecFlag::read(text, |_, key| matches!(key, "r" | "bits"))?;
+        Ok(Self {
+            form: CutForm::Sft {
+                rank: usize::from(flag.rank(flag.get("r", Some(16.0))?)?),
+                weight,
+            },
+            tensor: match flag.bits(flag.get("bits", Some(8.0))?)? {
+                8 => CodecDesc::Int8 {
+                    block: SFT_INT8_BLOCK,
+                },
+                16 => CodecDesc::F16,
+                _ => CodecDesc::Identity,
+            },
         })
     }
 }
