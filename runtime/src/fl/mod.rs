@@ -51,30 +51,22 @@ mod tests {
     use super::update_codec;
     use crate::wire::CodecDesc;
 
+    /// Every tensor codec's flag parses back (`wire::codec_flag`); an update takes
+    /// them all, acp included, and refuses the split-only forms.
     #[test]
-    fn a_codec_prints_as_its_flag_and_parses_back() {
-        let codecs = [
-            CodecDesc::Identity,
-            CodecDesc::F16,
-            CodecDesc::TopK { ratio_ppm: 30_000 },
-            CodecDesc::LowRank {
-                rank: 4,
-                power_iters: 1,
-                factor_bits: 8,
-            },
-            CodecDesc::Dct { keep_ppm: 250_000 },
-            CodecDesc::Acp {
+    fn an_update_takes_the_tensor_codecs_and_not_the_split_forms() {
+        assert_eq!(
+            update_codec("acp:r=2"),
+            Ok(CodecDesc::Acp {
                 rank: 2,
-                factor_bits: 8,
-            },
-        ];
-        for codec in codecs {
-            let text = codec.to_string();
-            assert_eq!(update_codec(&text), Ok(codec), "{text}");
-        }
+                factor_bits: 8
+            })
+        );
         assert_eq!(
             CodecDesc::TopK { ratio_ppm: 30_000 }.to_string(),
             "topk:ratio=0.03"
         );
+        let sft = update_codec("sft:r=16").unwrap_err();
+        assert!(sft.contains("split fine-tuning"), "{sft}");
     }
 }
