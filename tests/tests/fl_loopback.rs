@@ -373,3 +373,38 @@ fn an_acp_round_carries_its_shared_factors_to_the_device() {
         trained.payload.len()
     );
 }
+
+/// Issue 31: byzantine clients as a device-side test mode (`tandem fl --byzantine`): a
+/// hostile device trains as an honest one would, then sends its delta corrupted (here
+/// sign-flipped x10) and the example count it claims.
+#[test]
+fn a_hostile_device_sends_its_honest_delta_corrupted_and_its_claimed_count() {
+    use tandem_runtime::fl::byzantine::Attack;
+    let Some((slices, _)) = common::fashion_mnist_clients(DEVICES, 5) else {
+        return;
+    };
+    let task = || Fmnist::new(ComputeBackend::Flex);
+    let layout = task().layout().clone();
+    let global = task().initial_weights(3);
+    let (mut round, model, _) = round_task(1, &global, None, &layout, CodecDesc::Identity);
+    round.update_codec = CodecDesc::Identity;
+    let client = || FlClient::new(task(), slices[0].clone(), node("dev-a"), 1);
+    let honest = client().train(&round, &model).unwrap();
+    let attack: Attack = "sign-flip:10".parse().unwrap();
+    let mut hostile = client().with_attack(attack, Some(1 << 24));
+    assert_eq!(hostile.examples(), 1 << 24, "its Join declares the claim");
+    let hostile = hostile.train(&round, &model).unwrap();
+    assert_eq!(hostile.update.num_examples, 1 << 24);
+    assert_eq!(honest.update.num_examples, client().examples());
+    let decode = |payload: &[u8]| {
+        tandem_runtime::fl::update::decode(CodecDesc::Identity, &layout, payload).unwrap()
+    };
+    let (honest, hostile) = (decode(&honest.payload), decode(&hostile.payload));
+    assert!(honest.iter().any(|d| *d != 0.0));
+    for (h, x) in honest.iter().zip(&hostile) {
+        assert!(
+            (x + 10.0 * h).abs() <= 1e-6 * h.abs().max(1e-3),
+            "{x} vs -10 x {h}"
+        );
+    }
+}

@@ -2,7 +2,7 @@
 //! [`validate`]ion, the run's [`membership`] (declared example counts), a round's updates
 //! bounded against its medians ([`round_bounds`]), central differential privacy ([`central_dp`], its [`accountant`]),
 //! [`secure`] aggregation (the simulation's glue to `tandem_runtime::fl::secagg`),
-//! hostile clients for experiments ([`byzantine`]), the run's [`state`] on disk, and with
+//! hostile clients for experiments ([`byzantine`], the device's), the run's [`state`] on disk, and with
 //! feature `model` the networked `app` (`serve --app fl`) and `simulate`: many clients
 //! in one process through the same code as a networked round, on heterogeneous devices
 //! that may [`adapt`] to a deadline.
@@ -13,7 +13,8 @@ pub mod adapt;
 #[cfg(feature = "model")]
 pub mod app;
 pub mod apply;
-pub mod byzantine;
+/// Hostile clients, shared with the device's test mode.
+pub use tandem_runtime::fl::byzantine;
 pub mod central_dp;
 #[cfg(feature = "model")]
 mod commit;

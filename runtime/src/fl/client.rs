@@ -10,6 +10,7 @@
 //! of the next downlink delta): nothing trained twice, nothing lost.
 
 use super::acp::{AcpError, SharedFactors};
+use super::byzantine::Attack;
 use super::downlink::{self, DownlinkError, ModelView};
 use super::task::{LocalConfig, Task, TaskError};
 use super::update::{UpdateEncoder, UpdateError};
@@ -88,6 +89,9 @@ pub struct FlClient<T: Task> {
     last: Option<(Trained, u64)>,
     /// The model the last round trained on, as decoded here.
     view: Option<ModelView>,
+    /// A test mode: how this device corrupts its deltas, and the example count it
+    /// claims instead of its own.
+    hostile: Option<(Attack, Option<u64>)>,
 }
 
 /// What one round's local training gave.
@@ -115,7 +119,16 @@ impl<T: Task> FlClient<T> {
             checkpoint: None,
             last: None,
             view: None,
+            hostile: None,
         }
+    }
+
+    /// A hostile device, to exercise a cloud's defences: it trains as an honest one
+    /// would, then sends its delta corrupted by `attack` and claims `examples` (its own
+    /// count when `None`).
+    pub fn with_attack(mut self, attack: Attack, examples: Option<u64>) -> Self {
+        self.hostile = Some((attack, examples));
+        self
     }
 
     /// Commits every trained round to `path`, continuing from what is there.
@@ -148,9 +161,12 @@ impl<T: Task> FlClient<T> {
         self.last.as_ref().map(|(t, _)| t.update.round)
     }
 
-    /// Examples held.
+    /// Examples held (a hostile device: the count it claims), as its Join declares.
     pub fn examples(&self) -> u64 {
-        self.task.examples(&self.data)
+        match self.hostile {
+            Some((_, Some(claimed))) => claimed,
+            _ => self.task.examples(&self.data),
+        }
     }
 
     /// The task.
@@ -221,12 +237,17 @@ impl<T: Task> FlClient<T> {
             .wrapping_mul(0x9e37_79b9)
             .wrapping_add(round.round);
         let result = self.task.train(global, &self.data, &local, seed)?;
-        let delta: Vec<f32> = result
+        let mut delta: Vec<f32> = result
             .weights
             .iter()
             .zip(global)
             .map(|(w, g)| w - g)
             .collect();
+        let mut examples = result.examples;
+        if let Some((attack, claimed)) = &self.hostile {
+            attack.corrupt(&mut delta, seed);
+            examples = claimed.unwrap_or(examples);
+        }
         // Encoded on a copy: the codec state moves on only once the round is committed.
         let mut encoder = match &self.encoder {
             Some(e) if e.desc() == round.update_codec => e.clone(),
@@ -239,7 +260,7 @@ impl<T: Task> FlClient<T> {
             update: Update {
                 round: round.round,
                 node: self.node.clone(),
-                num_examples: result.examples,
+                num_examples: examples,
                 train_loss: result.loss,
                 codec: round.update_codec,
                 payload_len: payload.len() as u64,

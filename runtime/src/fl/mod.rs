@@ -11,8 +11,10 @@
 //! - [`acp`]: the factors ACP rounds share (`acp:r=R`: one low-rank factor up per tensor).
 //! - [`client`]: a device's side of a round, from the task and model to the update.
 //! - [`secagg`]: secure aggregation (pairwise masks, secret-shared seeds, drop-outs).
+//! - [`byzantine`]: hostile clients, to exercise a cloud's defences.
 
 pub mod acp;
+pub mod byzantine;
 pub mod client;
 pub mod downlink;
 mod layout;

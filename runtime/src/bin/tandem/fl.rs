@@ -8,6 +8,7 @@ use std::time::Duration;
 use tandem_runtime::data::fashion_mnist::{CLASSES, FashionMnist, load_split};
 use tandem_runtime::data::partition::{ClientSlice, Partition};
 use tandem_runtime::data::rotten_tomatoes::{self, RottenTomatoes};
+use tandem_runtime::fl::byzantine::Attack;
 use tandem_runtime::fl::client::FlClient;
 use tandem_runtime::fl::fmnist::Fmnist;
 use tandem_runtime::fl::sentiment::{self, Reviews, Sentiment};
@@ -62,6 +63,15 @@ pub(crate) struct FlArgs {
     /// $TANDEM_CACHE/checkpoints/fl-NODE.bin].
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<PathBuf>,
+    /// A test mode, to exercise a cloud's defences (point it only at a cloud you run):
+    /// train honestly, then send every update corrupted: sign-flip[:X], scale:X or
+    /// noise[:S].
+    #[arg(long, value_name = "ATTACK")]
+    byzantine: Option<Attack>,
+    /// With --byzantine: the example count this device claims (its FedAvg weight)
+    /// [default: what it holds].
+    #[arg(long, requires = "byzantine", value_parser = clap::value_parser!(u64).range(1..))]
+    byzantine_examples: Option<u64>,
 }
 
 pub(crate) fn run(args: FlArgs) -> Result<()> {
@@ -113,6 +123,14 @@ fn participate<T: Task + 'static>(args: &FlArgs, task: T, data: T::Data) -> Resu
     });
     let mut client =
         FlClient::new(task, data, node.clone(), args.seed).with_checkpoint(checkpoint.clone())?;
+    if let Some(attack) = args.byzantine {
+        eprintln!(
+            "fl: hostile test mode: every update {attack}, claiming {} examples",
+            args.byzantine_examples
+                .map_or_else(|| "its own".to_string(), |n| n.to_string())
+        );
+        client = client.with_attack(attack, args.byzantine_examples);
+    }
     if let Some(round) = client.last_round() {
         eprintln!(
             "fl: resuming after round {round} ({})",

@@ -1,10 +1,11 @@
-//! Hostile clients for simulations (`--byzantine F:MODE`): a fraction F of the clients,
-//! chosen from the seed, corrupts every update it sends, to exercise the robust
-//! strategies.
+//! Hostile clients, to exercise a cloud's defences (robust strategies, the median caps):
+//! in a simulation a fraction F of the clients, chosen from the seed, corrupts every
+//! update it sends (`simulate --byzantine F:ATTACK`); over the network one device does
+//! (`tandem fl --byzantine ATTACK`, a test mode: point it only at a cloud you run).
 
+use crate::rng::SplitMix64;
 use std::fmt;
 use std::str::FromStr;
-use tandem_runtime::rng::SplitMix64;
 
 /// How a hostile client corrupts its delta.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -26,48 +27,62 @@ pub struct Byzantine {
     pub attack: Attack,
 }
 
-impl FromStr for Byzantine {
+/// `F:ATTACK`, or an attack alone.
+const SYNTAX: &str = "expected F:sign-flip[:X], F:scale:X or F:noise[:S] with F in [0, 1]";
+
+impl FromStr for Attack {
     type Err = String;
 
+    /// `sign-flip[:X]`, `scale:X` or `noise[:S]`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            format!(
-                "--byzantine {s}: expected F:sign-flip[:X], F:scale:X or F:noise[:S] with F in [0, 1]"
-            )
+        let bad = || format!("attack {s}: expected sign-flip[:X], scale:X or noise[:S]");
+        let (mode, number) = match s.split_once(':') {
+            Some((mode, number)) => (mode, Some(number)),
+            None => (s, None),
         };
-        let mut parts = s.split(':');
-        let fraction: f64 = parts
-            .next()
-            .and_then(|f| f.parse().ok())
-            .filter(|f| (0.0..=1.0).contains(f))
-            .ok_or_else(bad)?;
-        let mode = parts.next().ok_or_else(bad)?;
-        let number = parts.next().map(str::parse::<f32>);
-        if parts.next().is_some() {
-            return Err(bad());
-        }
-        let value = |default: Option<f32>| match (number.clone(), default) {
+        let value = |default: Option<f32>| match (number.map(str::parse::<f32>), default) {
             (Some(Ok(v)), _) if v.is_finite() => Ok(v),
             (None, Some(d)) => Ok(d),
             _ => Err(bad()),
         };
-        let attack = match mode {
-            "sign-flip" => Attack::SignFlip(value(Some(1.0))?),
-            "scale" => Attack::Scale(value(None)?),
-            "noise" => Attack::Noise(value(Some(1.0))?),
+        Ok(match mode {
+            "sign-flip" => Self::SignFlip(value(Some(1.0))?),
+            "scale" => Self::Scale(value(None)?),
+            "noise" => Self::Noise(value(Some(1.0))?),
             _ => return Err(bad()),
-        };
+        })
+    }
+}
+
+impl fmt::Display for Attack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SignFlip(x) => write!(f, "sign-flip:{x}"),
+            Self::Scale(x) => write!(f, "scale:{x}"),
+            Self::Noise(s) => write!(f, "noise:{s}"),
+        }
+    }
+}
+
+impl FromStr for Byzantine {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("--byzantine {s}: {SYNTAX}");
+        let (fraction, attack) = s.split_once(':').ok_or_else(bad)?;
+        let fraction: f64 = fraction
+            .parse()
+            .ok()
+            .filter(|f| (0.0..=1.0).contains(f))
+            .ok_or_else(bad)?;
+        let attack = attack.parse().map_err(|_| bad())?;
         Ok(Self { fraction, attack })
     }
 }
 
 impl fmt::Display for Byzantine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.attack {
-            Attack::SignFlip(x) => write!(f, "{}:sign-flip:{x}", self.fraction),
-            Attack::Scale(x) => write!(f, "{}:scale:{x}", self.fraction),
-            Attack::Noise(s) => write!(f, "{}:noise:{s}", self.fraction),
-        }
+        write!(f, "{}:{}", self.fraction, self.attack)
     }
 }
 
@@ -87,10 +102,17 @@ impl Byzantine {
 
     /// Corrupts `delta` in place.
     pub fn corrupt(&self, delta: &mut [f32], seed: u64) {
-        match self.attack {
-            Attack::SignFlip(x) => delta.iter_mut().for_each(|d| *d *= -x),
-            Attack::Scale(x) => delta.iter_mut().for_each(|d| *d *= x),
-            Attack::Noise(s) => {
+        self.attack.corrupt(delta, seed);
+    }
+}
+
+impl Attack {
+    /// Corrupts `delta` in place (`seed` draws the noise).
+    pub fn corrupt(&self, delta: &mut [f32], seed: u64) {
+        match *self {
+            Self::SignFlip(x) => delta.iter_mut().for_each(|d| *d *= -x),
+            Self::Scale(x) => delta.iter_mut().for_each(|d| *d *= x),
+            Self::Noise(s) => {
                 let mut rng = SplitMix64::new(seed);
                 delta.iter_mut().for_each(|d| *d = s * rng.normal() as f32);
             }
@@ -117,6 +139,10 @@ mod tests {
             "0.1:noise".parse::<Byzantine>().unwrap().attack,
             Attack::Noise(1.0)
         );
+        // A device's attack alone, as `tandem fl --byzantine` takes it.
+        assert_eq!("scale:3".parse::<Attack>(), Ok(Attack::Scale(3.0)));
+        assert_eq!(Attack::SignFlip(10.0).to_string(), "sign-flip:10");
+        assert!("0.2:scale:2".parse::<Attack>().is_err());
         for bad in [
             "",
             "0.2",
