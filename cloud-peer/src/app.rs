@@ -252,10 +252,16 @@ pub trait CloudApp: Send + 'static {
     /// [`CloudApp::participants`] chose), one per participant, all with the same round
     /// number and deadline; `None` when there are no more rounds.
     /// [`Assignment::same_for_all`] serves an app that sends everyone the same model.
-    fn round_tasks(&mut self, round: u64, participants: &[NodeName]) -> Option<Vec<Assignment>>;
+    /// The default runs none: an application that serves no federated rounds.
+    fn round_tasks(&mut self, round: u64, participants: &[NodeName]) -> Option<Vec<Assignment>> {
+        let _ = (round, participants);
+        None
+    }
 
-    /// A round ended.
-    fn round_ended(&mut self, outcome: RoundOutcome);
+    /// A round ended. The default keeps nothing of it.
+    fn round_ended(&mut self, outcome: RoundOutcome) {
+        let _ = outcome;
+    }
 
     /// The run's last line once its rounds are over (the last committed, or the run
     /// stopped): every joined device is then closed with `Normal` and this line after
@@ -298,10 +304,4 @@ impl CloudApp for HelloOnly {
     fn capabilities(&self) -> Capabilities {
         Capabilities::NONE
     }
-
-    fn round_tasks(&mut self, _round: u64, _participants: &[NodeName]) -> Option<Vec<Assignment>> {
-        None
-    }
-
-    fn round_ended(&mut self, _outcome: RoundOutcome) {}
 }

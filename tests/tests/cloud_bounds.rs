@@ -9,8 +9,7 @@ mod common;
 use common::{Cloud, link_target, quick_link, reversed_reply};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tandem_cloud::{Admitted, CloudApp, OutboxLimits, Refused, RoundOutcome};
-use tandem_runtime::session::fl::Assignment;
+use tandem_cloud::{Admitted, CloudApp, OutboxLimits, Refused};
 use tandem_runtime::transport::link::{DeviceLink, ReconnectPolicy};
 use tandem_runtime::transport::{self, TransportLimits, tls};
 use tandem_runtime::wire::{
@@ -43,12 +42,6 @@ impl CloudApp for BoundedApp {
     ) -> Result<(CutGradient, Vec<u8>), String> {
         Ok(reversed_reply(activations.step, tensor))
     }
-
-    fn round_tasks(&mut self, _round: u64, _participants: &[NodeName]) -> Option<Vec<Assignment>> {
-        None
-    }
-
-    fn round_ended(&mut self, _outcome: RoundOutcome) {}
 }
 
 /// A split step of one token `bytes` wide (identity codec).

@@ -10,8 +10,7 @@ use common::{Cloud, link_target, quick_link, reversed_reply};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tandem_cloud::{Admitted, CloudApp, Refused, RoundOutcome};
-use tandem_runtime::session::fl::Assignment;
+use tandem_cloud::{Admitted, CloudApp, Refused};
 use tandem_runtime::session::split::{SplitConfig, SplitDevice};
 use tandem_runtime::session::step_limits::StepLimits;
 use tandem_runtime::transport::link::{DeviceLink, LinkError};
@@ -72,12 +71,6 @@ impl CloudApp for ShapedApp {
     fn forget(&mut self, node: &NodeName) {
         self.log.lock().unwrap().forgotten.push(node.to_string());
     }
-
-    fn round_tasks(&mut self, _round: u64, _participants: &[NodeName]) -> Option<Vec<Assignment>> {
-        None
-    }
-
-    fn round_ended(&mut self, _outcome: RoundOutcome) {}
 }
 
 async fn cloud(

@@ -69,12 +69,6 @@ impl CloudApp for WorkerApp {
         }
         tandem_cloud::jobs_in_turn(self, steps)
     }
-
-    fn round_tasks(&mut self, _round: u64, _participants: &[NodeName]) -> Option<Vec<Assignment>> {
-        None
-    }
-
-    fn round_ended(&mut self, _outcome: RoundOutcome) {}
 }
 
 async fn cloud(test: &str, hub: HubSettings) -> (Cloud, Sender<()>, Arc<Mutex<Vec<String>>>) {
@@ -325,7 +319,7 @@ impl CloudApp for SlowCommit {
 #[tokio::test]
 async fn a_round_commits_on_a_worker_while_the_hub_admits_others() {
     use tandem_runtime::session::fl::RoundClient;
-    use tandem_runtime::wire::{CodecDesc, Join, Update};
+    use tandem_runtime::wire::Join;
     let (started, starts) = std::sync::mpsc::channel();
     let (release, released) = std::sync::mpsc::channel();
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -349,15 +343,7 @@ async fn a_round_commits_on_a_worker_while_the_hub_admits_others() {
         let mut machine = RoundClient::new(Duration::from_secs(5));
         let result = a
             .run_round(&mut machine, |task, _| {
-                let update = Update {
-                    round: task.round,
-                    node: node.clone(),
-                    num_examples: 10,
-                    train_loss: 0.0,
-                    codec: CodecDesc::Identity,
-                    payload_len: 4,
-                };
-                Some((update, vec![0; 4]))
+                common::zero_update(&node, task.round)
             })
             .await;
         a.close();
@@ -445,12 +431,6 @@ impl CloudApp for SlowAdmit {
     ) -> Result<(tandem_runtime::wire::CutGradient, Vec<u8>), String> {
         Ok(reversed_reply(activations.step, tensor))
     }
-
-    fn round_tasks(&mut self, _round: u64, _participants: &[NodeName]) -> Option<Vec<Assignment>> {
-        None
-    }
-
-    fn round_ended(&mut self, _outcome: RoundOutcome) {}
 }
 
 /// Issue 30 item 9 (split half): an admission that builds a top or reads a snapshot of

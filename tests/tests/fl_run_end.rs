@@ -14,7 +14,7 @@ use tandem_cloud::{CloudApp, HubSettings, RoundJob, RoundOutcome};
 use tandem_runtime::session::fl::{Assignment, RoundClient};
 use tandem_runtime::transport::TransportError;
 use tandem_runtime::transport::link::{DeviceLink, LinkError};
-use tandem_runtime::wire::{Capabilities, CodecDesc, Join, NodeName, Update};
+use tandem_runtime::wire::{Capabilities, Join, NodeName};
 
 /// One round, then the run is over.
 struct OneRound {
@@ -31,8 +31,6 @@ impl CloudApp for OneRound {
     fn round_tasks(&mut self, round: u64, participants: &[NodeName]) -> Option<Vec<Assignment>> {
         (round == 1).then(|| Assignment::same_for_all(&round_task(round, 4), &[0; 4], participants))
     }
-
-    fn round_ended(&mut self, _outcome: RoundOutcome) {}
 
     fn round_job(&mut self, outcome: RoundOutcome) -> RoundJob {
         let committed = self.committed.clone();
@@ -70,15 +68,7 @@ async fn round(link: &mut DeviceLink, name: &str) -> Result<Option<bool>, LinkEr
     let node = node(name);
     let result = link
         .run_round(&mut machine, |task, _| {
-            let update = Update {
-                round: task.round,
-                node: node.clone(),
-                num_examples: 10,
-                train_loss: 0.0,
-                codec: CodecDesc::Identity,
-                payload_len: 4,
-            };
-            Some((update, vec![0; 4]))
+            common::zero_update(&node, task.round)
         })
         .await?;
     Ok(result.map(|r| r.committed))

@@ -2,9 +2,7 @@
 //! devices send: one per device (whole, or LoRA adapters on a shared frozen copy), or
 //! one that every device trains, its steps batched.
 
-use crate::app::{
-    AdmitJob, Admitted, BatchJob, CloudApp, ReadyStep, Refused, RoundOutcome, SplitJob, StepReply,
-};
+use crate::app::{AdmitJob, Admitted, BatchJob, CloudApp, ReadyStep, Refused, SplitJob, StepReply};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -15,7 +13,6 @@ use tandem_runtime::model::minilm::{MiniLm, ModelError};
 use tandem_runtime::model::split::cloud::{Admission, CloudTrainer};
 use tandem_runtime::model::split::shared_top::{SharedTop, TopShape};
 use tandem_runtime::model::split::{LrSchedule, StepLink, TopTraining};
-use tandem_runtime::session::fl::Assignment;
 use tandem_runtime::session::step_limits::StepCaps;
 use tandem_runtime::wire::{Activations, Capabilities, CutGradient, Hello, NodeName};
 use tracing::info;
@@ -275,10 +272,4 @@ impl CloudApp for SplitApp {
             self.freed.insert(node.clone(), slot.process);
         }
     }
-
-    fn round_tasks(&mut self, _round: u64, _participants: &[NodeName]) -> Option<Vec<Assignment>> {
-        None
-    }
-
-    fn round_ended(&mut self, _outcome: RoundOutcome) {}
 }

@@ -280,6 +280,20 @@ pub fn round_task(round: u64, payload_len: u64) -> tandem_runtime::wire::RoundTa
     }
 }
 
+/// `node`'s update of 4 zero bytes for `round` (identity-coded, 10 examples): the update
+/// of a device in the loopback tests' rounds.
+pub fn zero_update(node: &NodeName, round: u64) -> Option<(tandem_runtime::wire::Update, Vec<u8>)> {
+    let update = tandem_runtime::wire::Update {
+        round,
+        node: node.clone(),
+        num_examples: 10,
+        train_loss: 0.0,
+        codec: CodecDesc::Identity,
+        payload_len: 4,
+    };
+    Some((update, vec![0; 4]))
+}
+
 /// What device `name` asks `cloud` for: `wants`, nothing else said in its Hello.
 pub fn link_target(cloud: &Cloud, name: &str, wants: Capabilities) -> LinkTarget {
     LinkTarget::new(
