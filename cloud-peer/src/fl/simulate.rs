@@ -269,7 +269,10 @@ impl<'a, T: Task> Simulation<'a, T> {
             .map_err(SimulationError::Evaluation)
     }
 
-    /// The clients of `round`: `per_round` distinct ones, from the seed.
+    /// The clients of `round`: `per_round` distinct ones, from the seed, in the order of
+    /// their device names (`sim-10` before `sim-2`), the order a networked round
+    /// aggregates its updates in, so a round's aggregate does not depend on which path
+    /// ran it.
     fn sample(&self, round: u64) -> Vec<usize> {
         let mut rng = SplitMix64::derive(self.config.seed, round);
         let mut ids: Vec<usize> = (0..self.clients.len()).collect();
@@ -278,7 +281,7 @@ impl<'a, T: Task> Simulation<'a, T> {
             ids.swap(i, j);
         }
         ids.truncate(self.config.per_round);
-        ids.sort_unstable();
+        ids.sort_by_cached_key(|&client| node_name(client));
         ids
     }
 
