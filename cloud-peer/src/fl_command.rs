@@ -294,7 +294,7 @@ fn simulate<T: Task>(
             break;
         }
         let r = sim.run_round()?;
-        println!("{}", r.line(args.rounds));
+        println!("{}", r.line(r.round, args.rounds));
         records.push(r);
         write_metrics(args, &run, &records)?;
     }

@@ -236,7 +236,10 @@ impl<T: Task> RunCore<T> {
     fn commit(&mut self, record: Option<RoundRecord>, members: BTreeMap<String, u64>) {
         let recorded = record.is_some();
         if let Some(record) = record {
-            println!("{}", record.line(self.settings.rounds));
+            println!(
+                "{}",
+                record.line(self.state.committed, self.settings.rounds)
+            );
             self.records.push(record);
             self.write_metrics();
         }

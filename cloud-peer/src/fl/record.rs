@@ -57,8 +57,10 @@ pub struct RoundRecord {
 }
 
 impl RoundRecord {
-    /// The round's progress line, out of `rounds`.
-    pub fn line(&self, rounds: u64) -> String {
+    /// The round's progress line: its number out of `rounds`, or, when the rounds
+    /// `committed` so far differ from it (a networked run's aborted rounds take numbers
+    /// too), that count beside it.
+    pub fn line(&self, committed: u64, rounds: u64) -> String {
         let train = self
             .train_loss
             .map_or(String::new(), |l| format!(", train loss {l:.3}"));
@@ -69,9 +71,13 @@ impl RoundRecord {
             (Some(a), Some(l)) => format!("test accuracy {:.2}% loss {l:.3}", a * 100.0),
             _ => "not evaluated".to_string(),
         };
+        let progress = if committed == self.round {
+            format!("{:>4}/{rounds}", self.round)
+        } else {
+            format!("{:>4} ({committed}/{rounds} committed)", self.round)
+        };
         format!(
-            "round {:>4}/{rounds}: {test}{train}, {} aggregated, {} refused, up {:.1} KB, {:.1} s{epsilon}",
-            self.round,
+            "round {progress}: {test}{train}, {} aggregated, {} refused, up {:.1} KB, {:.1} s{epsilon}",
             self.aggregated,
             self.refused,
             self.uplink_bytes as f64 / 1e3,
@@ -209,4 +215,39 @@ pub fn plot_png(records: &[RoundRecord]) -> Vec<u8> {
             }],
         },
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_counts_committed_rounds_beside_a_round_number_past_them() {
+        let record = RoundRecord {
+            round: 12,
+            accuracy: Some(0.875),
+            loss: Some(0.4),
+            train_loss: None,
+            sampled: 10,
+            aggregated: 10,
+            refused: 0,
+            clipped: 0,
+            contributors: Vec::new(),
+            dropped: 0,
+            uplink_bytes: 2_000,
+            downlink_bytes: 0,
+            seconds: 1.5,
+            epsilon: None,
+            simulated_seconds: None,
+            plans: Vec::new(),
+        };
+        assert!(
+            record
+                .line(12, 20)
+                .starts_with("round   12/20: test accuracy 87.50%")
+        );
+        // Two rounds aborted before it: the twelfth round is the tenth committed.
+        let line = record.line(10, 10);
+        assert!(line.starts_with("round   12 (10/10 committed): "), "{line}");
+    }
 }
