@@ -5,16 +5,20 @@
 //!
 //! Per-node state (the split step cache, FL membership) outlives connections, so a
 //! device that reconnects resumes where it was: a resent step is answered from the
-//! cache, an update already counted is refused as a duplicate.
+//! cache, an update already counted is refused as a duplicate. Admissions are in
+//! [`admission`], federated rounds and the run's end in [`rounds`].
 
-use crate::app::{AdmitJob, Admitted, CloudApp, ReadyStep, Refused, RoundOutcome, StepReply};
+mod admission;
+mod rounds;
+
+use crate::app::{Admitted, CloudApp, ReadyStep, Refused, StepReply};
 use crate::outbox::Outbox;
 use crate::workers::{Admission, Devices, Fairness, JobResults, Workers};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 use tandem_runtime::session::Envelope;
-use tandem_runtime::session::fl::{CoordinatorEvent, RoundCoordinator};
+use tandem_runtime::session::fl::RoundCoordinator;
 use tandem_runtime::session::split::{CloudEvent, SplitCloud};
 use tandem_runtime::transport::InFlight;
 use tandem_runtime::wire::{Capabilities, NodeName};
@@ -320,75 +324,6 @@ impl<A: CloudApp> Hub<A> {
         }
     }
 
-    /// Once the application's run is over (and no commit is under way, so the last
-    /// round's results are queued): every joined device is closed with `Normal` and the
-    /// run's last line after what it was sent, and the server is told if it stops then.
-    fn check_over(&mut self) {
-        if self.over.is_some() || self.committing.is_some() {
-            return;
-        }
-        let app = &self.app;
-        let Ok(Some(line)) = isolated("federated learning", "ending the run of", || app.run_over())
-        else {
-            return;
-        };
-        info!("{line}");
-        for node in &self.joined {
-            if let Some((_, outbox)) = self.connections.get(node) {
-                outbox.finish(&line);
-            }
-        }
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(line.clone());
-        }
-        self.over = Some(line);
-    }
-
-    /// Admits or refuses a device's Hello: decided now, or once its slow work ran on
-    /// the admission thread. One device has at most one admission building and one
-    /// waiting for it (a newer Hello replaces the waiting one, which is refused), so a
-    /// device reconnecting in a loop queues no more work than that.
-    fn admit(&mut self, admission: Admission) {
-        let node = admission.hello.node.clone();
-        if let Some(waiting) = self.building.get_mut(&node) {
-            if let Some(older) = waiting.replace(admission) {
-                let reason = "replaced by a newer connection of this device".to_string();
-                let _ = older.reply.send(Err(Refused::Unserved(reason)));
-            }
-            return;
-        }
-        let app = &mut self.app;
-        match isolated(&node, "admitting", || app.admit_job(&admission.hello)) {
-            Ok(AdmitJob::Decided(verdict)) => {
-                self.admitted(&admission.hello, verdict, admission.reply);
-            }
-            Ok(AdmitJob::Build(job)) => {
-                self.building.insert(node, None);
-                self.workers.run_admission(admission, job);
-            }
-            Err(failure) => self.admitted(&admission.hello, Err(failure.into()), admission.reply),
-        }
-    }
-
-    /// Sends the application's verdict on `hello` to its connection.
-    fn admitted(
-        &mut self,
-        hello: &tandem_runtime::wire::Hello,
-        verdict: Result<Admitted, Refused>,
-        reply: AdmitReply,
-    ) {
-        let process = hello.plan.process;
-        if verdict.is_ok()
-            && process != 0
-            && self.processes.insert(hello.node.clone(), process) != Some(process)
-        {
-            // A restarted device numbers its steps afresh: an old step cache would take
-            // them for stale resends.
-            self.split.remove(&hello.node);
-        }
-        let _ = reply.send(verdict);
-    }
-
     /// Hands ready devices' steps to free workers, in turn: one device's step per job,
     /// or as many as the application batches ([`CloudApp::batch_tokens`]).
     fn dispatch(&mut self) {
@@ -512,93 +447,6 @@ impl<A: CloudApp> Hub<A> {
             self.away.remove(&node);
             info!(%node, "released after {} s away", self.idle_release.as_secs());
             self.forget(&node);
-        }
-    }
-
-    fn poll_round(&mut self, now: Instant) {
-        if let Some(round) = &mut self.round {
-            round.handle_timeout(now);
-            // The app commits an ended round (on a worker) before any device hears its
-            // result: a device told "committed" can rely on the cloud having it.
-            while let Some(event) = round.poll_event() {
-                let outcome = match event {
-                    CoordinatorEvent::Committed { round, updates } => {
-                        info!(round, updates = updates.len(), "round committed");
-                        RoundOutcome::Committed { round, updates }
-                    }
-                    CoordinatorEvent::Aborted { round, delivered } => {
-                        warn!(round, received = delivered.len(), "round aborted");
-                        RoundOutcome::Aborted { round, delivered }
-                    }
-                    CoordinatorEvent::Refused { from, reason } => {
-                        warn!(node = %from, ?reason, "update refused");
-                        continue;
-                    }
-                    _ => continue,
-                };
-                let number = outcome.round();
-                let app = &mut self.app;
-                match isolated("federated learning", "ending a round of", || {
-                    app.round_job(outcome)
-                }) {
-                    Ok(job) => {
-                        self.committing = Some(number);
-                        self.workers.run_round(number, job);
-                    }
-                    Err(_) => self.rounds_over = true,
-                }
-            }
-            if self.committing.is_none() {
-                while let Some(out) = round.poll_transmit() {
-                    send(&self.connections, &out.to, out.envelope);
-                }
-            }
-        }
-        // Results of an ended round are still resent to devices that repeat their
-        // update, until the next round replaces it.
-        let idle = self.committing.is_none() && self.round.as_ref().is_none_or(|r| r.is_ended());
-        if !idle || self.rounds_over || self.joined.is_empty() {
-            return;
-        }
-        let quorum = self.app.quorum();
-        let app = &mut self.app;
-        let available: Vec<NodeName> = self
-            .joined
-            .iter()
-            .filter(|n| self.connections.contains_key(*n))
-            .cloned()
-            .collect();
-        if available.len() >= quorum.participants.max(1) {
-            let round = self.next_round;
-            let tasks = isolated("federated learning", "starting a round of", || {
-                let participants = app.participants(&available);
-                app.round_tasks(round, &participants)
-            });
-            let Ok(Some(assignments)) = tasks else {
-                self.rounds_over = true;
-                info!("no more rounds");
-                return;
-            };
-            let Some(first) = assignments.first() else {
-                warn!(round, "the application assigned the round to no device");
-                return;
-            };
-            let (number, deadline_ms) = (first.task.round, first.task.deadline_ms);
-            self.next_round += 1;
-            info!(
-                round = number,
-                participants = assignments.len(),
-                "round started"
-            );
-            self.round = Some(RoundCoordinator::start_each(
-                now,
-                number,
-                deadline_ms,
-                assignments,
-                quorum.min_updates,
-            ));
-            // Route the new round's tasks now.
-            self.poll_round(now);
         }
     }
 }
