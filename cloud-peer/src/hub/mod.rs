@@ -104,6 +104,10 @@ struct Hub<A> {
     fairness: Fairness,
     /// The run's last line once the devices were told it is over.
     over: Option<String>,
+    /// Whether the run may have ended since [`CloudApp::run_over`] was last asked: at
+    /// start-up and after each round's commit, the only moments it can (asking on every
+    /// input would take the application's lock per message).
+    may_be_over: bool,
     /// Told the run's last line when it is over, if the server stops then.
     stop: Option<tokio::sync::oneshot::Sender<String>>,
     /// Devices whose admission builds on the admission thread, each with the newer
@@ -145,6 +149,7 @@ pub(crate) fn run<A: CloudApp>(
         fairness: Fairness::default(),
         building: HashMap::new(),
         over: None,
+        may_be_over: true,
         stop: settings.stop_when_over.then_some(stop),
         away: HashMap::new(),
         idle_release: settings.idle_release,
@@ -213,6 +218,7 @@ impl<A: CloudApp> Hub<A> {
             HubInput::Shutdown => {}
             HubInput::RoundDone { round, failed } => {
                 self.workers.finished();
+                self.may_be_over = true;
                 if self.committing == Some(round) {
                     self.committing = None;
                 }

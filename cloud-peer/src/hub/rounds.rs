@@ -14,9 +14,10 @@ impl<A: CloudApp> Hub<A> {
     /// round's results are queued): every joined device is closed with `Normal` and the
     /// run's last line after what it was sent, and the server is told if it stops then.
     pub(super) fn check_over(&mut self) {
-        if self.over.is_some() || self.committing.is_some() {
+        if !self.may_be_over || self.over.is_some() || self.committing.is_some() {
             return;
         }
+        self.may_be_over = false;
         let app = &self.app;
         let Ok(Some(line)) = isolated("federated learning", "ending the run of", || app.run_over())
         else {
