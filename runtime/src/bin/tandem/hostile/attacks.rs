@@ -9,7 +9,7 @@ use anyhow::Result;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tandem_runtime::session::Envelope;
-use tandem_runtime::transport::{self, Inbound, Received};
+use tandem_runtime::transport::{self, Inbound, Received, TransportLimits};
 use tandem_runtime::wire::{
     Hello, HelloAck, PROTOCOL_VERSION, RoundResult, RoundTask, Update, encode_frame,
 };
@@ -395,7 +395,7 @@ pub(super) async fn oversize_update(target: &Target) -> Result<Verdict> {
 
 /// A certificate of the cloud's CA whose fingerprint is not on the allowlist (revoked).
 pub(super) async fn off_allowlist(target: &Target, cert: &Path, key: &Path) -> Result<Verdict> {
-    let endpoint = target.endpoint_with(cert, key)?;
+    let endpoint = target.endpoint_with(cert, key, &TransportLimits::default())?;
     let node = target.node("off-allowlist")?;
     let connection = match target.connect(&endpoint).await {
         Ok(connection) => connection,

@@ -60,15 +60,30 @@ impl Target {
     }
 
     /// A client endpoint presenting the certificate in `cert` and `key`.
-    pub(super) fn endpoint_with(&self, cert: &Path, key: &Path) -> Result<quinn::Endpoint> {
+    pub(super) fn endpoint_with(
+        &self,
+        cert: &Path,
+        key: &Path,
+        limits: &TransportLimits,
+    ) -> Result<quinn::Endpoint> {
         let identity = Identity::load(cert, key)
             .with_context(|| format!("the certificate {}", cert.display()))?;
-        let config = tls::client_config(&self.ca, identity, &TransportLimits::default())?;
+        let config = tls::client_config(&self.ca, identity, limits)?;
         Ok(transport::client_endpoint(self.peer, config)?)
     }
 
     /// A client endpoint presenting `node`'s certificate.
     pub(super) fn endpoint(&self, node: &NodeName) -> Result<quinn::Endpoint> {
+        self.endpoint_limited(node, &TransportLimits::default())
+    }
+
+    /// [`Self::endpoint`] whose transport grants the cloud only `limits` (a device that
+    /// takes nothing: no streams).
+    pub(super) fn endpoint_limited(
+        &self,
+        node: &NodeName,
+        limits: &TransportLimits,
+    ) -> Result<quinn::Endpoint> {
         let files = self.pki.device_files(node);
         if !files.cert.exists() {
             bail!(
@@ -76,7 +91,7 @@ impl Target {
                 files.cert.display()
             );
         }
-        self.endpoint_with(&files.cert, &files.key)
+        self.endpoint_with(&files.cert, &files.key, limits)
     }
 
     /// A QUIC connection (handshake done, nothing sent) on `endpoint`, or how the

@@ -9,10 +9,10 @@ use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 use tandem_runtime::model::minilm::{BertShape, MODEL_NAME};
 use tandem_runtime::session::split::{SplitConfig, SplitDevice};
+use tandem_runtime::transport::TransportLimits;
 use tandem_runtime::transport::link::{DeviceLink, LinkTarget, ReconnectPolicy};
-use tandem_runtime::transport::{TransportLimits, tls};
 use tandem_runtime::wire::{
-    Activations, Capabilities, CodecDesc, FrameHeader, Hello, Kind, ModelDesc, NodeName, RunPlan,
+    Activations, Capabilities, CodecDesc, FrameHeader, Kind, ModelDesc, NodeName, RunPlan,
     encode_frame,
 };
 
@@ -25,15 +25,16 @@ const SEQ: u16 = 16;
 /// send deadline (60 s, plus a second per 32 KiB of the reply) and some.
 const SEND_DEADLINE_WAIT: Duration = Duration::from_secs(120);
 
-/// The split Hello of `node`: a fresh run of the cloud's cut, identity both ways.
-fn split_hello(target: &Target, node: &NodeName) -> Hello {
-    let mut hello = LinkTarget::new(
+/// `node`'s link target: a split Hello of a fresh run at the cloud's cut, identity both
+/// ways.
+fn split_target(target: &Target, node: &NodeName) -> LinkTarget {
+    let mut link_target = LinkTarget::new(
         target.peer,
         &target.server_name,
         node.clone(),
         Capabilities::SPLIT,
-    )
-    .hello;
+    );
+    let hello = &mut link_target.hello;
     let mut name = heapless::String::new();
     let _ = name.push_str(MODEL_NAME);
     hello.model = ModelDesc {
@@ -56,7 +57,7 @@ fn split_hello(target: &Target, node: &NodeName) -> Hello {
         max_batch: BATCH,
         max_seq: SEQ,
     };
-    hello
+    link_target
 }
 
 /// The bytes of one step's tensor (and of its gradient).
@@ -90,20 +91,8 @@ fn step(step: u64, scale: f32) -> (Activations, Vec<u8>) {
 /// A split link of attack `attack`'s device, its transport within `limits`.
 async fn link(target: &Target, attack: &str, limits: &TransportLimits) -> Result<DeviceLink> {
     let node = target.node(attack)?;
-    let files = target.pki.device_files(&node);
-    let identity = tls::Identity::load(&files.cert, &files.key)
-        .with_context(|| format!("the certificate {}", files.cert.display()))?;
-    let config = tls::client_config(&target.ca, identity, limits)?;
-    let endpoint = tandem_runtime::transport::client_endpoint(target.peer, config)?;
-    let link_target = LinkTarget {
-        hello: split_hello(target, &node),
-        ..LinkTarget::new(
-            target.peer,
-            &target.server_name,
-            node.clone(),
-            Capabilities::SPLIT,
-        )
-    };
+    let endpoint = target.endpoint_limited(&node, limits)?;
+    let link_target = split_target(target, &node);
     let policy = ReconnectPolicy {
         give_up_after: Duration::from_millis(1),
         ..ReconnectPolicy::default()
